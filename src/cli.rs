@@ -1,0 +1,285 @@
+//! The same binary for people: `call`, `doctor`, `demo` and `tools`.
+//!
+//! `call` and `demo` speak MCP to an in-process server over a pipe, so what a person
+//! sees is exactly what a client gets.
+
+use anyhow::{Context, Result, bail};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::{RoleClient, ServiceExt, service::RunningService};
+use serde_json::Value;
+
+use crate::config::{Config, ENV_VARS, locate_wireshark};
+use crate::engine::Engine;
+use crate::server::PcapServer;
+
+/// The capture `demo` investigates; shipped inside the binary so `demo` works from
+/// `cargo install` too (fixtures/README.md says where it comes from).
+const DEMO_PCAP: &[u8] = include_bytes!("../fixtures/zeek-wikipedia.pcap");
+const DEMO_NAME: &str = "demo-wikipedia.pcap";
+
+async fn in_process_client() -> Result<RunningService<RoleClient, ()>> {
+    let cfg = Config::from_env()?;
+    let engine = Engine::new(cfg)?;
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    let server = PcapServer::new(engine);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    Ok(().serve(client_io).await?)
+}
+
+async fn call_tool(
+    client: &RunningService<RoleClient, ()>,
+    name: &str,
+    args: Value,
+) -> Result<CallToolResult> {
+    let Value::Object(map) = args else {
+        bail!("tool arguments must be a JSON object, e.g. '{{\"pcap_file\":\"x.pcap\"}}'");
+    };
+    Ok(client
+        .call_tool(CallToolRequestParams::new(name.to_string()).with_arguments(map))
+        .await?)
+}
+
+fn result_text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub async fn call(args: &[String]) -> Result<()> {
+    let Some(tool) = args.first() else {
+        bail!("usage: pcap-analyzer-mcp-server call TOOL '{{json arguments}}'");
+    };
+    let json: Value = match args.get(1) {
+        Some(s) => serde_json::from_str(s).with_context(|| format!("arguments are not valid JSON: {s}"))?,
+        None => Value::Object(Default::default()),
+    };
+    let client = in_process_client().await?;
+    let r = call_tool(&client, tool, json).await?;
+    if r.is_error == Some(true) {
+        bail!("{tool} failed: {}", result_text(&r));
+    }
+    match &r.structured_content {
+        Some(v) => println!("{}", serde_json::to_string_pretty(v)?),
+        None => println!("{}", result_text(&r)),
+    }
+    let _ = client.cancel().await;
+    Ok(())
+}
+
+pub fn tools_markdown() -> String {
+    let mut out = String::from("| tool | toolset | what it does |\n|---|---|---|\n");
+    for tool in PcapServer::all_tools() {
+        let set = crate::tools::TOOLSETS
+            .iter()
+            .find(|(_, names)| names.contains(&tool.name.as_ref()))
+            .map(|(s, _)| *s)
+            .unwrap_or("?");
+        let desc = tool
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        out.push_str(&format!("| `{}` | {set} | {desc} |\n", tool.name));
+    }
+    out
+}
+
+pub async fn doctor() -> Result<()> {
+    let mut problems = 0;
+    let mut line = |ok: bool, what: &str, detail: String, fix: Option<String>| {
+        println!("[{}] {what}: {detail}", if ok { " ok " } else { "FAIL" });
+        if let (false, Some(f)) = (ok, fix) {
+            println!("       fix: {f}");
+            problems += 1;
+        }
+    };
+    let located = locate_wireshark();
+    let (tshark, dumpcap, capinfos) = match located {
+        Ok(t) => (Some(t.0), t.1, t.2),
+        Err(e) => {
+            line(false, "tshark", "not found".into(), Some(e.to_string()));
+            (None, None, None)
+        }
+    };
+    for (name, path) in [("tshark", &tshark), ("dumpcap", &dumpcap), ("capinfos", &capinfos)] {
+        match path {
+            Some(p) => {
+                let v = std::process::Command::new(p).arg("--version").output();
+                let version = v
+                    .ok()
+                    .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+                    .unwrap_or_else(|| "did not report a version".into());
+                line(true, name, format!("{} ({version})", p.display()), None);
+            }
+            None if tshark.is_some() => line(
+                false,
+                name,
+                "not found".into(),
+                Some(format!(
+                    "install Wireshark's command-line tools (Debian/Ubuntu: `sudo apt-get install tshark`) or set WIRESHARK_PATH to the directory holding {name}"
+                )),
+            ),
+            None => {}
+        }
+    }
+    match Config::from_env() {
+        Ok(cfg) => {
+            let probe = cfg.storage_dir.join(".doctor-write-test");
+            let writable = std::fs::write(&probe, b"x").is_ok();
+            let _ = std::fs::remove_file(&probe);
+            line(
+                writable,
+                "storage",
+                format!("PCAP_STORAGE_DIR = {}", cfg.storage_dir.display()),
+                Some("make the directory writable or point PCAP_STORAGE_DIR elsewhere".into()),
+            );
+            if let Some(d) = &dumpcap {
+                let out = crate::capture::run_dumpcap(d, &["-L", "-i", loopback_name()]).await;
+                match out {
+                    Ok(o) if o.success => line(true, "capture permission", format!("dumpcap can open {}", loopback_name()), None),
+                    Ok(o) => line(
+                        false,
+                        "capture permission",
+                        crate::capture::dumpcap_error(&o.stderr),
+                        Some(crate::capture::permission_fix().into()),
+                    ),
+                    Err(e) => line(false, "capture permission", e, Some(crate::capture::permission_fix().into())),
+                }
+            }
+        }
+        Err(e) => line(false, "configuration", format!("{e:#}"), Some("fix the variable named above".into())),
+    }
+    println!("\nEnvironment:");
+    for (name, default, what) in ENV_VARS {
+        let value = name
+            .split(" / ")
+            .filter_map(|n| std::env::var(n).ok())
+            .next()
+            .unwrap_or_else(|| format!("(default {default})"));
+        println!("  {name} = {value}\n      {what}");
+    }
+    if problems > 0 {
+        bail!("{problems} problem(s) found; see the fixes above");
+    }
+    println!("\nAll checks passed.");
+    Ok(())
+}
+
+fn loopback_name() -> &'static str {
+    if cfg!(target_os = "macos") { "lo0" } else { "lo" }
+}
+
+pub async fn demo() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join(DEMO_NAME), DEMO_PCAP)?;
+    // SAFETY: set before any other thread reads the environment for the demo server.
+    unsafe {
+        std::env::set_var("PCAP_STORAGE_DIR", dir.path());
+    }
+    let client = in_process_client().await?;
+    println!("━━ pcap-analyzer-mcp-server demo ━━");
+    println!("A 2011 capture of a browser loading wikipedia.org (from Zeek's test traces), investigated through MCP.\n");
+
+    let steps: [(&str, &str, Value); 4] = [
+        ("1. What is in this capture?", "analyze_pcap_file", serde_json::json!({"pcap_file": DEMO_NAME})),
+        ("2. Which web requests were made, and how did they go?", "extract_http_requests", serde_json::json!({"pcap_file": DEMO_NAME, "limit": 5})),
+        ("3. How did traffic evolve over time?", "generate_traffic_timeline", serde_json::json!({"pcap_file": DEMO_NAME, "time_interval": 1})),
+        ("4. Where does \"wikimedia\" appear in the packets?", "search_packet_content", serde_json::json!({"pcap_file": DEMO_NAME, "search_pattern": "WIKIMEDIA", "limit": 3})),
+    ];
+    for (title, tool, args) in steps {
+        println!("{title}\n   → {tool} {args}");
+        let r = call_tool(&client, tool, args).await?;
+        let Some(v) = r.structured_content.as_ref() else {
+            println!("   ! {}\n", result_text(&r));
+            continue;
+        };
+        print_report(tool, v);
+        println!();
+    }
+    println!("Try it on your own capture:\n   pcap-analyzer-mcp-server call analyze_pcap_file '{{\"pcap_file\":\"/path/in/PCAP_ALLOWED_DIRS/file.pcapng\"}}'");
+    let _ = client.cancel().await;
+    Ok(())
+}
+
+fn print_report(tool: &str, v: &Value) {
+    if let Some(s) = v["summary"].as_str() {
+        println!("   {}", wrap(s, 92, "   "));
+    }
+    match tool {
+        "analyze_pcap_file" => {
+            println!("   Protocols:");
+            for p in v["protocol_totals"]["rows"].as_array().into_iter().flatten().take(6) {
+                println!("     {:<8} {:>5} frames {:>6.1}%", p["protocol"].as_str().unwrap_or(""), p["frames"], p["frames_pct"].as_f64().unwrap_or(0.0));
+            }
+            println!("   Top conversations:");
+            for c in v["conversations"]["rows"].as_array().into_iter().flatten().take(3) {
+                println!("     {} {} ⇄ {}  {} bytes", c["protocol"].as_str().unwrap_or(""), c["a"].as_str().unwrap_or(""), c["b"].as_str().unwrap_or(""), c["bytes"]);
+            }
+        }
+        "extract_http_requests" => {
+            for r in v["requests"]["rows"].as_array().into_iter().flatten() {
+                println!(
+                    "     #{:<4} {} {}{}  → {} in {} ms",
+                    r["frame"],
+                    r["method"].as_str().unwrap_or(""),
+                    r["host"].as_str().unwrap_or(""),
+                    r["uri"].as_str().unwrap_or(""),
+                    r["status"],
+                    r["response_time_ms"]
+                );
+            }
+            if let Some(m) = v["requests"]["more"].as_str() {
+                println!("     ({m})");
+            }
+        }
+        "generate_traffic_timeline" => {
+            let rows = v["buckets"]["rows"].as_array().cloned().unwrap_or_default();
+            let max = rows.iter().filter_map(|b| b["bytes"].as_u64()).max().unwrap_or(1).max(1);
+            for b in rows {
+                let bytes = b["bytes"].as_u64().unwrap_or(0);
+                let bar = "█".repeat(((bytes * 40) / max) as usize);
+                println!("     +{:>4.0}s {:>4} pkts {:<40} {}", b["start_s"].as_f64().unwrap_or(0.0), b["packets"], bar, crate::report::human_bits_per_s(b["bits_per_s"].as_f64().unwrap_or(0.0)));
+            }
+        }
+        "search_packet_content" => {
+            for m in v["matches"]["rows"].as_array().into_iter().flatten() {
+                println!("     frame {:<4} {:<5} {}", m["frame"], m["protocol"].as_str().unwrap_or(""), m["snippet"].as_str().unwrap_or(""));
+            }
+        }
+        _ => {}
+    }
+    for f in v["findings"].as_array().into_iter().flatten().take(4) {
+        println!(
+            "   [{}] {} — filter: {}",
+            f["severity"].as_str().unwrap_or(""),
+            f["title"].as_str().unwrap_or(""),
+            f["evidence"]["display_filter"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn wrap(s: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut col = 0;
+    for word in s.split_whitespace() {
+        if col + word.len() > width && col > 0 {
+            out.push('\n');
+            out.push_str(indent);
+            col = 0;
+        }
+        if col > 0 {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += word.chars().count();
+    }
+    out
+}

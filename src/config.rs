@@ -1,0 +1,207 @@
+//! Operator configuration, read once from the environment.
+//!
+//! The operator (whoever writes the MCP client's config) is trusted; everything here
+//! comes from them, never from tool arguments.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// Every environment variable the server reads, with its default, for the README,
+/// `doctor` and the test that keeps the two in step.
+pub const ENV_VARS: &[(&str, &str, &str)] = &[
+    (
+        "PCAP_STORAGE_DIR",
+        "./pcap_storage",
+        "Where captures are written and where bare file names are looked up. Created when missing.",
+    ),
+    (
+        "PCAP_ALLOWED_DIRS",
+        "(none)",
+        "Extra directories whose captures may be read, separated by ':' (';' on Windows).",
+    ),
+    (
+        "MAX_CAPTURE_DURATION",
+        "3600",
+        "Longest live capture a client may ask for, in seconds.",
+    ),
+    (
+        "WIRESHARK_PATH",
+        "(PATH)",
+        "The tshark binary, or the directory holding tshark, dumpcap and capinfos.",
+    ),
+    (
+        "PCAP_TOOLSETS",
+        "all",
+        "Comma-separated toolsets to expose: interfaces,capture,basic (default all).",
+    ),
+    (
+        "PCAP_TSHARK_TIMEOUT",
+        "600",
+        "Seconds a single tshark run may take before it is killed.",
+    ),
+    (
+        "PCAP_CALL_DEADLINE",
+        "45",
+        "Seconds a tool call waits before answering 'still running, call again'; the analysis continues in the background.",
+    ),
+    (
+        "PCAP_MAX_TSHARK",
+        "2",
+        "How many tshark processes may run at once.",
+    ),
+    (
+        "PCAP_MAX_CAPTURES",
+        "4",
+        "How many live captures may run at once.",
+    ),
+    (
+        "PCAP_NAME_RESOLUTION",
+        "off",
+        "Set to 'on' to let tshark resolve names (slow; sends DNS queries about captured addresses).",
+    ),
+    (
+        "FASTMCP_LOG_LEVEL / RUST_LOG",
+        "info",
+        "Log level (error, warn, info, debug, trace). Logs go to stderr only.",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub storage_dir: PathBuf,
+    pub allowed_dirs: Vec<PathBuf>,
+    pub max_capture_duration: u64,
+    pub tshark: PathBuf,
+    pub dumpcap: Option<PathBuf>,
+    pub capinfos: Option<PathBuf>,
+    pub toolsets: Vec<String>,
+    pub tshark_timeout: Duration,
+    pub call_deadline: Duration,
+    pub max_tshark: usize,
+    pub max_captures: usize,
+    pub name_resolution: bool,
+}
+
+impl Config {
+    /// Reads the environment. Fails only when tshark cannot be found at all, because
+    /// nothing the server offers works without it.
+    pub fn from_env() -> Result<Self> {
+        let storage_dir = PathBuf::from(env_or("PCAP_STORAGE_DIR", "./pcap_storage"));
+        std::fs::create_dir_all(&storage_dir).with_context(|| {
+            format!(
+                "cannot create PCAP_STORAGE_DIR {}; set PCAP_STORAGE_DIR to a writable directory",
+                storage_dir.display()
+            )
+        })?;
+        let storage_dir = storage_dir.canonicalize()?;
+        let allowed_dirs = std::env::var_os("PCAP_ALLOWED_DIRS")
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .filter_map(|p| match p.canonicalize() {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!("ignoring PCAP_ALLOWED_DIRS entry {}: {e}", p.display());
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (tshark, dumpcap, capinfos) = locate_wireshark()?;
+        let toolsets = env_or("PCAP_TOOLSETS", "all")
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok(Self {
+            storage_dir,
+            allowed_dirs,
+            max_capture_duration: parse_env("MAX_CAPTURE_DURATION", 3600)?,
+            tshark,
+            dumpcap,
+            capinfos,
+            toolsets,
+            tshark_timeout: Duration::from_secs(parse_env("PCAP_TSHARK_TIMEOUT", 600)?),
+            call_deadline: Duration::from_secs(parse_env("PCAP_CALL_DEADLINE", 45)?),
+            max_tshark: parse_env("PCAP_MAX_TSHARK", 2usize)?.max(1),
+            max_captures: parse_env("PCAP_MAX_CAPTURES", 4usize)?.max(1),
+            name_resolution: matches!(
+                env_or("PCAP_NAME_RESOLUTION", "off").to_ascii_lowercase().as_str(),
+                "on" | "1" | "true" | "yes"
+            ),
+        })
+    }
+
+    pub fn toolset_enabled(&self, name: &str) -> bool {
+        self.toolsets.iter().any(|t| t == "all" || t == name)
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .ok()
+            .with_context(|| format!("{name}={v:?} is not a valid number; unset it or give a whole number")),
+        _ => Ok(default),
+    }
+}
+
+/// Finds tshark, dumpcap and capinfos: `WIRESHARK_PATH` (a binary or a directory) first,
+/// then PATH. dumpcap and capinfos are optional: analysis still works without them.
+pub fn locate_wireshark() -> Result<(PathBuf, Option<PathBuf>, Option<PathBuf>)> {
+    let configured = std::env::var_os("WIRESHARK_PATH")
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty());
+    let dir = configured.as_ref().map(|p| {
+        if p.is_dir() {
+            p.clone()
+        } else {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+    });
+    let find = |name: &str| -> Option<PathBuf> {
+        if let Some(d) = &dir {
+            let candidate = d.join(exe(name));
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+        which::which(name).ok()
+    };
+    let tshark = match &configured {
+        Some(p) if p.is_file() => p.clone(),
+        _ => match find("tshark") {
+            Some(p) => p,
+            None => bail!(
+                "tshark was not found{}. Install Wireshark's command-line tools \
+                 (Debian/Ubuntu: `sudo apt-get install tshark`; macOS: `brew install wireshark`; \
+                 Windows: the Wireshark installer) or set WIRESHARK_PATH to the tshark binary",
+                configured
+                    .as_ref()
+                    .map(|p| format!(" at WIRESHARK_PATH={}", p.display()))
+                    .unwrap_or_else(|| " on PATH".into())
+            ),
+        },
+    };
+    Ok((tshark, find("dumpcap"), find("capinfos")))
+}
+
+fn exe(name: &str) -> String {
+    if cfg!(windows) {
+        format!("{name}.exe")
+    } else {
+        name.to_string()
+    }
+}

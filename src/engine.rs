@@ -1,0 +1,256 @@
+//! Shared mechanics of every file-analysis tool: open the capture through the sandbox,
+//! check the client's display filter, run the analysis as a cached job, and hand the
+//! tool an [`Analysis`] through which it runs tshark.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rmcp::{Json, RoleServer, service::RequestContext};
+use serde::Serialize;
+
+use crate::capture::CaptureManager;
+use crate::config::Config;
+use crate::jobs::{Jobs, Outcome, ProgressReporter};
+use crate::report::{CaptureFacts, Report, Scope, rfc3339};
+use crate::sandbox::{CaptureFile, Sandbox};
+use crate::tshark::fields::{FromRow, field_args};
+use crate::tshark::{Control, RunEnd, Runner};
+
+pub struct Engine {
+    pub cfg: Arc<Config>,
+    pub tshark: Runner,
+    pub jobs: Jobs,
+    pub captures: CaptureManager,
+}
+
+/// What a tool's result type is: a report that also serializes as the tool's output.
+pub type ToolResult<T> = Result<Json<Report<T>>, String>;
+
+impl Engine {
+    pub fn new(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        let cfg = Arc::new(cfg);
+        Ok(Arc::new(Self {
+            tshark: Runner::new(cfg.clone())?,
+            jobs: Jobs::default(),
+            captures: CaptureManager::new(cfg.clone()),
+            cfg,
+        }))
+    }
+
+    pub fn sandbox(&self) -> Sandbox<'_> {
+        Sandbox::new(&self.cfg)
+    }
+
+    /// Runs one tool's analysis of one capture: sandbox, filter check, cache, background
+    /// continuation past the call deadline, progress and cancellation.
+    pub async fn analyze<T, A, F, Fut>(
+        self: &Arc<Self>,
+        tool: &str,
+        pcap_file: &str,
+        display_filter: Option<&str>,
+        args: &A,
+        rc: RequestContext<RoleServer>,
+        run: F,
+    ) -> ToolResult<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        A: Serialize,
+        F: FnOnce(Analysis) -> Fut,
+        Fut: Future<Output = Result<Report<T>, String>> + Send + 'static,
+    {
+        let file = self.sandbox().open_capture(pcap_file)?;
+        let filter = display_filter
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_string);
+        if let Some(f) = &filter {
+            self.tshark.check_display_filter(f).await?;
+        }
+        let key = format!(
+            "{tool}|{}|{}",
+            file.identity(),
+            serde_json::to_string(args).unwrap_or_default()
+        );
+        let progress = rc
+            .meta
+            .get_progress_token()
+            .map(|token| ProgressReporter {
+                peer: rc.peer.clone(),
+                token,
+            });
+        let engine = self.clone();
+        let file_for_job = file.clone();
+        let filter_for_job = filter.clone();
+        let outcome = self
+            .jobs
+            .run(key, self.cfg.call_deadline, rc.ct.clone(), progress, move |ctl| {
+                run(Analysis {
+                    engine,
+                    file: file_for_job,
+                    filter: filter_for_job,
+                    ctl,
+                    commands: Vec::new(),
+                    warning: None,
+                })
+            })
+            .await?;
+        match outcome {
+            Outcome::Done(report) => Ok(Json(report)),
+            Outcome::Running(pct) => {
+                let facts = CaptureFacts {
+                    file: file.display_name.clone(),
+                    format: format!("{:?}", file.format).to_lowercase(),
+                    size_bytes: file.size,
+                    ..Default::default()
+                };
+                Ok(Json(Report::running(
+                    facts,
+                    Scope {
+                        display_filter: filter,
+                        note: None,
+                    },
+                    pct,
+                )))
+            }
+        }
+    }
+}
+
+/// One tool's view of one capture while its analysis runs.
+pub struct Analysis {
+    pub engine: Arc<Engine>,
+    pub file: CaptureFile,
+    /// The client's display filter, already compiled on its own.
+    pub filter: Option<String>,
+    pub ctl: Control,
+    /// Every tshark command line run, for the report.
+    pub commands: Vec<String>,
+    /// Set when tshark could read the file only in part.
+    pub warning: Option<String>,
+}
+
+/// Time span and count of what a pass saw, for the capture facts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Span {
+    pub packets: u64,
+    pub first: Option<f64>,
+    pub last: Option<f64>,
+}
+
+impl Span {
+    pub fn add(&mut self, t: Option<f64>) {
+        self.packets += 1;
+        if let Some(t) = t {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+    }
+    pub fn duration(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(a), Some(b)) => (b - a).max(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+impl Analysis {
+    /// The client's filter combined with the tool's own. Both compile on their own,
+    /// so parenthesising keeps each one's meaning.
+    pub fn combined_filter(&self, tool_filter: Option<&str>) -> Option<String> {
+        match (self.filter.as_deref(), tool_filter) {
+            (Some(u), Some(t)) => Some(format!("({u}) && ({t})")),
+            (Some(u), None) => Some(u.to_string()),
+            (None, Some(t)) => Some(t.to_string()),
+            (None, None) => None,
+        }
+    }
+
+    /// Runs tshark with `args` after the read arguments and the combined filter,
+    /// streaming each stdout line to `on_line`.
+    pub async fn run_lines(
+        &mut self,
+        tool_filter: Option<&str>,
+        args: &[String],
+        on_line: impl FnMut(&str),
+    ) -> Result<(), String> {
+        let mut full = self.engine.tshark.read_args(&self.file);
+        if let Some(f) = self.combined_filter(tool_filter) {
+            full.push("-Y".into());
+            full.push(f);
+        }
+        full.extend_from_slice(args);
+        self.commands.push(self.engine.tshark.command_line(&full));
+        let RunEnd { warning } = self
+            .engine
+            .tshark
+            .run(&full, &self.file, &self.ctl, on_line)
+            .await
+            .map_err(|e| self.explain(e))?;
+        if warning.is_some() {
+            self.warning = warning;
+        }
+        Ok(())
+    }
+
+    /// One `-T fields` pass parsed into typed rows.
+    pub async fn fields<R: FromRow>(
+        &mut self,
+        tool_filter: Option<&str>,
+        extra: &[&str],
+        mut on_row: impl FnMut(R),
+    ) -> Result<(), String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(field_args(R::FIELDS));
+        self.run_lines(tool_filter, &args, |line| {
+            if let Some(r) = R::parse_line(line) {
+                on_row(r);
+            }
+        })
+        .await
+    }
+
+    fn explain(&self, e: String) -> String {
+        if e == "cancelled" {
+            return "the analysis was cancelled".into();
+        }
+        if e.contains("Some fields aren't valid") {
+            return format!(
+                "{e}\nThis tshark ({}) does not know a field this tool needs; install Wireshark 4.0 or newer",
+                self.engine.tshark.tshark_path().display()
+            );
+        }
+        format!("tshark could not analyse {}: {e}", self.file.display_name)
+    }
+
+    /// Capture facts for the report: capinfos for the whole file, `span` for what this
+    /// analysis looked at.
+    pub async fn capture_facts(&self, span: Span) -> CaptureFacts {
+        let info = self.engine.tshark.capinfos(&self.file).await;
+        let (first, last) = match (&info, self.filter.is_some()) {
+            (Some(i), false) if i.first_epoch.is_some() => (i.first_epoch, i.last_epoch),
+            _ => (span.first, span.last),
+        };
+        let duration_s = match (first, last) {
+            (Some(a), Some(b)) => crate::report::round((b - a).max(0.0), 6),
+            _ => 0.0,
+        };
+        CaptureFacts {
+            file: self.file.display_name.clone(),
+            format: format!("{:?}", self.file.format).to_lowercase(),
+            size_bytes: self.file.size,
+            packets_in_file: info.as_ref().map(|i| i.packets),
+            packets_analysed: span.packets,
+            first_packet_time: first.map(rfc3339),
+            last_packet_time: last.map(rfc3339),
+            duration_s,
+            read_warning: self.warning.clone(),
+        }
+    }
+
+    pub fn scope(&self, note: Option<String>) -> Scope {
+        Scope {
+            display_filter: self.filter.clone(),
+            note,
+        }
+    }
+}

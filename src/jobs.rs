@@ -1,0 +1,184 @@
+//! Analyses as background jobs keyed by file identity and arguments.
+//!
+//! MCP clients give a tool call 60-120 s. A large capture can take longer, so an
+//! analysis runs as a job: the call waits up to `PCAP_CALL_DEADLINE`, then answers
+//! "still running, N% done"; the job keeps going and the next identical call gets
+//! the finished result from the cache. Identical concurrent calls share one job.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::{Peer, RoleServer};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::lru::Lru;
+use crate::tshark::Control;
+
+type Shared = Arc<dyn Any + Send + Sync>;
+type JobResult = Option<Result<Shared, String>>;
+
+struct Running {
+    ctl: Control,
+    done: watch::Receiver<JobResult>,
+    waiters: AtomicUsize,
+}
+
+pub struct Jobs {
+    cache: Arc<Mutex<Lru<Shared>>>,
+    running: Arc<Mutex<HashMap<String, Arc<Running>>>>,
+}
+
+pub enum Outcome<T> {
+    Done(T),
+    /// Still running after the deadline; percent of the capture read.
+    Running(f64),
+}
+
+/// Sends MCP progress notifications when the client asked for them.
+#[derive(Clone)]
+pub struct ProgressReporter {
+    pub peer: Peer<RoleServer>,
+    pub token: ProgressToken,
+}
+
+impl ProgressReporter {
+    async fn report(&self, percent: f64) {
+        let _ = self
+            .peer
+            .notify_progress(
+                ProgressNotificationParam::new(self.token.clone(), percent)
+                    .with_total(100.0)
+                    .with_message(format!("{percent:.0}% of the capture read")),
+            )
+            .await;
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            cache: Arc::new(Mutex::new(Lru::new(256))),
+            running: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl Jobs {
+    /// Returns the cached result for `key`, or joins / starts the job that computes it.
+    pub async fn run<T, F, Fut>(
+        &self,
+        key: String,
+        deadline: Duration,
+        request_cancel: CancellationToken,
+        progress: Option<ProgressReporter>,
+        make: F,
+    ) -> Result<Outcome<T>, String>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce(Control) -> Fut,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+    {
+        if let Some(hit) = self.cached::<T>(&key) {
+            return Ok(Outcome::Done(hit));
+        }
+        let job = self.join_or_start(&key, make);
+        job.waiters.fetch_add(1, Ordering::SeqCst);
+        let outcome = self.wait(&job, deadline, &request_cancel, progress).await;
+        let remaining = job.waiters.fetch_sub(1, Ordering::SeqCst) - 1;
+        if request_cancel.is_cancelled() && remaining == 0 {
+            // Nobody else wants it and the caller gave up before the deadline: stop tshark.
+            job.ctl.cancel.cancel();
+            self.running.lock().unwrap().remove(&key);
+        }
+        match outcome? {
+            Some(Ok(v)) => v
+                .downcast_ref::<T>()
+                .cloned()
+                .map(Outcome::Done)
+                .ok_or_else(|| "internal error: cached result of another type".to_string()),
+            Some(Err(e)) => Err(e),
+            None => Ok(Outcome::Running(job.ctl.percent())),
+        }
+    }
+
+    fn cached<T: Clone + 'static>(&self, key: &str) -> Option<T> {
+        let hit = self.cache.lock().unwrap().get(key)?;
+        hit.downcast_ref::<T>().cloned()
+    }
+
+    fn join_or_start<T, F, Fut>(&self, key: &str, make: F) -> Arc<Running>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(Control) -> Fut,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let mut running = self.running.lock().unwrap();
+        if let Some(job) = running.get(key) {
+            return job.clone();
+        }
+        let ctl = Control::default();
+        let (tx, rx) = watch::channel(None);
+        let job = Arc::new(Running {
+            ctl: ctl.clone(),
+            done: rx,
+            waiters: AtomicUsize::new(0),
+        });
+        running.insert(key.to_string(), job.clone());
+        let fut = make(ctl);
+        let key = key.to_string();
+        // The job outlives the call that started it; its result lands in the cache.
+        let (cache, all_running) = (self.cache.clone(), self.running.clone());
+        tokio::spawn(async move {
+            let res: Result<Shared, String> = fut.await.map(|v| Arc::new(v) as Shared);
+            if let Ok(v) = &res {
+                cache.lock().unwrap().put(key.clone(), v.clone());
+            }
+            all_running.lock().unwrap().remove(&key);
+            let _ = tx.send(Some(res));
+        });
+        job
+    }
+
+    async fn wait(
+        &self,
+        job: &Running,
+        deadline: Duration,
+        cancel: &CancellationToken,
+        progress: Option<ProgressReporter>,
+    ) -> Result<JobResult, String> {
+        let mut rx = job.done.clone();
+        let until = tokio::time::sleep(deadline);
+        tokio::pin!(until);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_reported = -1.0;
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return Ok(Some(r));
+            }
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return Err("the analysis stopped unexpectedly; call again".into());
+                    }
+                }
+                _ = cancel.cancelled() => return Err("cancelled by the client".into()),
+                _ = &mut until => return Ok(None),
+                _ = tick.tick() => {
+                    if let Some(p) = &progress {
+                        let pct = job.ctl.percent();
+                        if pct > last_reported {
+                            last_reported = pct;
+                            p.report(pct).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

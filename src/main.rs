@@ -1,0 +1,108 @@
+//! pcap-analyzer-mcp-server: with no arguments an MCP server on stdio; with a command,
+//! a CLI for people (`call`, `doctor`, `demo`, `tools`).
+
+mod capture;
+mod cli;
+mod config;
+mod engine;
+mod jobs;
+mod lru;
+mod report;
+mod sandbox;
+mod server;
+mod tools;
+mod tshark;
+
+use anyhow::Result;
+use rmcp::ServiceExt;
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "\
+pcap-analyzer-mcp-server: network capture analysis for AI assistants (MCP), built on tshark and dumpcap.
+
+USAGE:
+    pcap-analyzer-mcp-server                  serve MCP over stdio (what MCP clients run)
+    pcap-analyzer-mcp-server call TOOL JSON   run one tool and print its result, e.g.
+                                              call analyze_pcap_file '{\"pcap_file\":\"x.pcap\"}'
+    pcap-analyzer-mcp-server doctor           check tshark, dumpcap, capinfos, permissions, storage
+    pcap-analyzer-mcp-server demo             a short investigation of a capture shipped with the binary
+    pcap-analyzer-mcp-server tools            list the tools (markdown)
+    pcap-analyzer-mcp-server --version
+
+Configuration is by environment variable; `doctor` prints them all with their values.";
+
+fn init_logging(serving: bool) {
+    // FASTMCP_LOG_LEVEL is the seed's variable; RUST_LOG wins when both are set.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("FASTMCP_LOG_LEVEL").ok().map(|v| v.to_ascii_lowercase()))
+        .map(|v| if v == "warning" { "warn".into() } else { v })
+        // people running a CLI command want its output, not the protocol chatter
+        .unwrap_or_else(|| if serving { "info" } else { "warn" }.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    init_logging(matches!(args.first().map(String::as_str), None | Some("serve")));
+    let result = match args.first().map(String::as_str) {
+        None | Some("serve") => serve().await,
+        Some("call") => cli::call(&args[1..]).await,
+        Some("doctor") => cli::doctor().await,
+        Some("demo") => cli::demo().await,
+        Some("tools") => {
+            print!("{}", cli::tools_markdown());
+            Ok(())
+        }
+        Some("-V" | "--version") => {
+            println!("pcap-analyzer-mcp-server {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve() -> Result<()> {
+    let cfg = config::Config::from_env()?;
+    tracing::info!(
+        storage = %cfg.storage_dir.display(),
+        tshark = %cfg.tshark.display(),
+        "pcap-analyzer-mcp-server {} starting on stdio",
+        env!("CARGO_PKG_VERSION")
+    );
+    let engine = engine::Engine::new(cfg)?;
+    let service = server::PcapServer::new(engine.clone())
+        .serve(rmcp::transport::stdio())
+        .await?;
+    let ct = service.cancellation_token();
+    let waiting = service.waiting();
+    tokio::pin!(waiting);
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let terminated = term.recv();
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
+    tokio::select! {
+        r = &mut waiting => { tracing::info!("client disconnected: {:?}", r.ok()); }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted"); ct.cancel(); }
+        _ = terminated => { tracing::info!("terminated"); ct.cancel(); }
+    }
+    // No dumpcap may outlive the server.
+    engine.captures.shutdown().await;
+    Ok(())
+}

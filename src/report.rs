@@ -1,0 +1,329 @@
+//! The result contract every file-analysis tool returns (TOOLS.md, "The common
+//! contract"): a summary a person can paste into a ticket, findings whose evidence
+//! points back into the capture with a ready drill-down filter, the tool's own tables
+//! with totals against what is shown, the capture facts, the scope, and the exact
+//! tshark command lines, so an analyst can reproduce every number by hand.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+}
+
+/// Where in the capture a finding can be seen.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Evidence {
+    /// Frame numbers (as Wireshark numbers them) that show the problem; a sample when there are many.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub frames: Vec<u64>,
+    /// `tcp.stream` / `udp.stream` indexes involved.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub streams: Vec<u64>,
+    /// Hosts or host:port pairs involved.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub endpoints: Vec<String>,
+    /// When it happened (RFC 3339, UTC), where a single time applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// A Wireshark display filter that shows exactly the packets behind this finding.
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Finding {
+    pub severity: Severity,
+    pub title: String,
+    pub detail: String,
+    pub evidence: Evidence,
+}
+
+impl Finding {
+    pub fn new(
+        severity: Severity,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+        evidence: Evidence,
+    ) -> Self {
+        Self {
+            severity,
+            title: title.into(),
+            detail: detail.into(),
+            evidence,
+        }
+    }
+}
+
+/// A bounded list: how many rows exist, how many are shown, and how to see more.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Table<T> {
+    pub total: usize,
+    pub shown: usize,
+    /// Index of the first row shown within the full, sorted list.
+    pub offset: usize,
+    /// Set when rows were left out: what to call to see them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more: Option<String>,
+    pub rows: Vec<T>,
+}
+
+impl<T> Table<T> {
+    /// Takes an already sorted list and keeps `limit` rows from `offset`.
+    pub fn page(all: Vec<T>, offset: usize, limit: usize) -> Self {
+        let total = all.len();
+        let rows: Vec<T> = all.into_iter().skip(offset).take(limit).collect();
+        let shown = rows.len();
+        let more = (offset + shown < total).then(|| {
+            format!(
+                "{} more row(s): call again with offset={} (or a larger limit, or a narrower display_filter)",
+                total - offset - shown,
+                offset + shown
+            )
+        });
+        Self {
+            total,
+            shown,
+            offset,
+            more,
+            rows,
+        }
+    }
+
+    /// The first `limit` rows, no paging offered beyond a larger limit.
+    pub fn top(all: Vec<T>, limit: usize) -> Self {
+        let mut t = Self::page(all, 0, limit);
+        if t.more.is_some() {
+            t.more = Some(format!(
+                "{} more row(s): raise limit or narrow display_filter",
+                t.total - t.shown
+            ));
+        }
+        t
+    }
+}
+
+/// Facts about the file analysed.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct CaptureFacts {
+    /// The name the client gave.
+    pub file: String,
+    /// pcap or pcapng (from the magic bytes).
+    pub format: String,
+    pub size_bytes: u64,
+    /// Packets in the whole file (capinfos), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_in_file: Option<u64>,
+    /// Packets this analysis looked at (after the display filter).
+    pub packets_analysed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_packet_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_packet_time: Option<String>,
+    pub duration_s: f64,
+    /// Set when the file ends in the middle of a packet or is damaged: results cover
+    /// what could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_warning: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Scope {
+    /// The display filter that scoped the analysis, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_filter: Option<String>,
+    /// Other parameters that narrowed the result (method, host, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The analysis finished; every field is final.
+    Complete,
+    /// The capture is large and the analysis is still running in the background:
+    /// call the tool again with the same arguments for the answer.
+    Running,
+}
+
+/// What every file-analysis tool returns. The tool's own tables are flattened in.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Report<T> {
+    pub status: Status,
+    pub summary: String,
+    /// Problems and observations, most severe first.
+    pub findings: Vec<Finding>,
+    #[serde(flatten)]
+    pub data: Option<T>,
+    pub capture: CaptureFacts,
+    pub scope: Scope,
+    /// Progress of a running analysis, 0-100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent_done: Option<f64>,
+    /// The tshark command lines run, to reproduce the result by hand.
+    pub tshark_commands: Vec<String>,
+}
+
+impl<T> Report<T> {
+    pub fn complete(
+        summary: String,
+        mut findings: Vec<Finding>,
+        data: T,
+        capture: CaptureFacts,
+        scope: Scope,
+        tshark_commands: Vec<String>,
+    ) -> Self {
+        findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        Self {
+            status: Status::Complete,
+            summary,
+            findings,
+            data: Some(data),
+            capture,
+            scope,
+            percent_done: None,
+            tshark_commands,
+        }
+    }
+
+    pub fn running(capture: CaptureFacts, scope: Scope, percent: f64) -> Self {
+        Self {
+            status: Status::Running,
+            summary: format!(
+                "The analysis of {} is still running ({percent:.0}% of the file read). It continues in the background: \
+                 call this tool again with exactly the same arguments to get the result.",
+                capture.file
+            ),
+            findings: Vec::new(),
+            data: None,
+            capture,
+            scope,
+            percent_done: Some(percent),
+            tshark_commands: Vec::new(),
+        }
+    }
+}
+
+/// Formats a number with thousands separators, for summaries people read.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Human-readable byte size.
+pub fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Human-readable bit rate.
+pub fn human_bits_per_s(bps: f64) -> String {
+    const UNITS: [&str; 4] = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
+    let mut v = bps;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// Seconds since the Unix epoch to RFC 3339 UTC with microseconds.
+pub fn rfc3339(epoch_s: f64) -> String {
+    if !epoch_s.is_finite() {
+        return String::new();
+    }
+    let total_us = (epoch_s * 1e6).round() as i128;
+    let secs = total_us.div_euclid(1_000_000) as i64;
+    let us = total_us.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{us:06}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Percentile by nearest rank on a sorted slice.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Rounds for display in JSON without losing meaning.
+pub fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instant() {
+        // capinfos: 2011-03-18 19:06:07.096535 for zeek-wikipedia.pcap
+        assert_eq!(rfc3339(1300475167.096535), "2011-03-18T19:06:07.096535Z");
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn table_paging_counts() {
+        let t = Table::page((0..10).collect::<Vec<_>>(), 2, 3);
+        assert_eq!((t.total, t.shown, t.offset), (10, 3, 2));
+        assert_eq!(t.rows, vec![2, 3, 4]);
+        assert!(t.more.unwrap().contains("offset=5"));
+        let t = Table::page(vec![1, 2], 0, 50);
+        assert!(t.more.is_none());
+    }
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(thousands(12408), "12,408");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 95.0), Some(4.0));
+    }
+}

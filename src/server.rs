@@ -1,0 +1,79 @@
+//! The MCP server: assembles the tool routers of `src/tools/` into the toolsets the
+//! operator enabled, and serves them over stdio.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::model::{Implementation, ServerCapabilities, ServerConfig, Tool};
+use rmcp::{ServerHandler, tool_handler};
+
+use crate::engine::Engine;
+
+pub const INSTRUCTIONS: &str = "Network traffic analysis with Wireshark's tshark and dumpcap. \
+Start with analyze_pcap_file on a capture (list_captured_files shows what is stored; start_packet_capture records new traffic). \
+Every analysis returns a summary, findings with frame numbers and a ready Wireshark display filter, \
+tables with total vs shown counts, and the tshark command lines used. Narrow any analysis with display_filter \
+(Wireshark syntax). If a result says status=running, the capture is large: call the same tool again with the \
+same arguments to get the finished answer.";
+
+#[derive(Clone)]
+pub struct PcapServer {
+    pub engine: Arc<Engine>,
+    tool_router: ToolRouter<Self>,
+}
+
+impl PcapServer {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let cfg = engine.cfg.clone();
+        let mut router = ToolRouter::new();
+        for (set, make) in Self::toolsets() {
+            if cfg.toolset_enabled(set) {
+                router += make();
+            }
+        }
+        Self {
+            engine,
+            tool_router: router,
+        }
+    }
+
+    /// Each toolset's router. `crate::tools::TOOLSETS` names the same sets for docs and
+    /// the test that keeps the two in step.
+    #[allow(clippy::type_complexity)]
+    fn toolsets() -> Vec<(&'static str, fn() -> ToolRouter<Self>)> {
+        vec![
+            ("interfaces", Self::interfaces_router),
+            ("capture", || Self::capture_router() + Self::files_router()),
+            (
+                "basic",
+                || {
+                    Self::basic_router()
+                        + Self::http_router()
+                        + Self::timeline_router()
+                        + Self::search_router()
+                },
+            ),
+        ]
+    }
+
+    /// Every tool this build offers, whatever the toolset selection.
+    pub fn all_tools() -> Vec<Tool> {
+        let mut router = ToolRouter::<Self>::new();
+        for (_, make) in Self::toolsets() {
+            router += make();
+        }
+        router.list_all()
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for PcapServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("pcap-analyzer-mcp-server", env!("CARGO_PKG_VERSION"))
+                    .with_title("PCAP Analyzer (tshark/dumpcap)"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+}

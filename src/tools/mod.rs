@@ -1,0 +1,93 @@
+//! One module per tool group. A tool's parameters, its tshark command, its reduction
+//! and its findings live together in its group's module; shared mechanics live in
+//! `crate::engine` and `crate::tshark`.
+
+pub mod basic;
+pub mod capture;
+pub mod files;
+pub mod http;
+pub mod interfaces;
+pub mod search;
+pub mod timeline;
+
+/// Toolsets an operator can pick with `PCAP_TOOLSETS`, and the tools in each.
+pub const TOOLSETS: &[(&str, &[&str])] = &[
+    ("interfaces", &["list_network_interfaces"]),
+    (
+        "capture",
+        &[
+            "start_packet_capture",
+            "stop_packet_capture",
+            "get_capture_status",
+            "list_captured_files",
+        ],
+    ),
+    (
+        "basic",
+        &[
+            "analyze_pcap_file",
+            "extract_http_requests",
+            "generate_traffic_timeline",
+            "search_packet_content",
+        ],
+    ),
+];
+
+/// Hard maximum for any `limit`: keeps a result inside an LLM context.
+pub const MAX_LIMIT: usize = 500;
+
+/// A client's limit, clamped to 1..=MAX_LIMIT.
+pub fn clamp_limit(limit: Option<i64>, default: usize) -> usize {
+    match limit {
+        None => default,
+        Some(l) if l < 1 => 1,
+        Some(l) => (l as usize).min(MAX_LIMIT),
+    }
+}
+
+pub fn clamp_offset(offset: Option<i64>) -> usize {
+    offset.unwrap_or(0).clamp(0, 10_000_000) as usize
+}
+
+/// Display filter string literal for an arbitrary value: every character that could end
+/// the literal or start an escape is escaped, so client text stays data.
+pub fn filter_string_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_clamped() {
+        assert_eq!(clamp_limit(None, 20), 20);
+        assert_eq!(clamp_limit(Some(-5), 20), 1);
+        assert_eq!(clamp_limit(Some(1_000_000_000), 20), MAX_LIMIT);
+        assert_eq!(clamp_offset(Some(-1)), 0);
+    }
+
+    #[test]
+    fn literal_cannot_break_out() {
+        assert_eq!(
+            filter_string_literal(r#"a" || tcp || "b\"#),
+            r#""a\" || tcp || \"b\\""#
+        );
+    }
+}

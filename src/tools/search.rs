@@ -1,0 +1,373 @@
+//! `search_packet_content`: frames whose bytes contain a pattern.
+//!
+//! The pattern is data, never filter syntax. A literal pattern becomes a display filter
+//! of hex byte escapes only (`frame contains "\x61\x62"`), so quotes, backslashes and
+//! `" or 1 or "` cannot change what the filter means. Case-insensitive literals are
+//! spelled out as alternatives of each character's case forms, because tshark's regex
+//! engine works on bytes and would not fold non-ASCII letters.
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Analysis, Span};
+use crate::report::{Evidence, Finding, Report, Severity, Table, rfc3339, thousands};
+use crate::server::PcapServer;
+use crate::tools::{clamp_limit, clamp_offset, filter_string_literal};
+use crate::tshark::fields::{FromRow, Row};
+
+pub const MAX_PATTERN_CHARS: usize = 256;
+/// Bytes of context on each side of the match in a snippet.
+const SNIPPET_CONTEXT: usize = 32;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SearchParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Text to find in the frames' bytes. Searched literally unless regex is true.
+    pub search_pattern: String,
+    /// Match case exactly (default false).
+    #[serde(default)]
+    pub case_sensitive: bool,
+    /// Treat search_pattern as a regular expression (PCRE, as Wireshark's `matches`).
+    #[serde(default)]
+    pub regex: bool,
+    /// Matches to list (default 20, max 500); the total is always counted.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Matches to skip, for paging.
+    #[serde(default)]
+    pub offset: Option<i64>,
+    /// Optional Wireshark display filter that scopes the search, e.g. `http`.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SearchMatch {
+    pub frame: u64,
+    pub time: String,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub protocol: String,
+    pub info: String,
+    /// Printable bytes around the first match in the frame (non-printable as '.').
+    pub snippet: Option<String>,
+    /// Byte offset of the match inside the frame.
+    pub match_offset: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SearchResult {
+    pub pattern: String,
+    pub case_sensitive: bool,
+    pub regex: bool,
+    /// The display filter that found the matches (reproduce it in Wireshark).
+    pub match_filter: String,
+    pub matches: Table<SearchMatch>,
+}
+
+/// The display filter that finds the pattern, built so client text is only data.
+pub fn match_filter(pattern: &str, case_sensitive: bool, regex: bool) -> String {
+    if regex {
+        let p = if case_sensitive {
+            pattern.to_string()
+        } else {
+            format!("(?i){pattern}")
+        };
+        return format!("frame matches {}", filter_string_literal(&p));
+    }
+    if case_sensitive {
+        let hex: String = pattern.bytes().map(|b| format!("\\x{b:02x}")).collect();
+        return format!("frame contains \"{hex}\"");
+    }
+    // Every byte as a regex hex escape (`\\xHH` in the filter literal reaches PCRE as `\xHH`).
+    let bytes_re = |s: &str| -> String { s.bytes().map(|b| format!("\\\\x{b:02x}")).collect() };
+    let mut re = String::new();
+    for c in pattern.chars() {
+        let variants = case_variants(c);
+        if variants.len() == 1 {
+            re.push_str(&bytes_re(&variants[0]));
+        } else {
+            re.push_str("(?:");
+            re.push_str(&variants.iter().map(|v| bytes_re(v)).collect::<Vec<_>>().join("|"));
+            re.push(')');
+        }
+    }
+    format!("frame matches \"{re}\"")
+}
+
+/// The distinct spellings of a character under simple case mapping.
+fn case_variants(c: char) -> Vec<String> {
+    let mut v = vec![c.to_string()];
+    for s in [c.to_lowercase().to_string(), c.to_uppercase().to_string()] {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+/// The same search in Rust, to place the snippet.
+fn local_matcher(pattern: &str, case_sensitive: bool, regex: bool) -> Option<regex::bytes::Regex> {
+    let src = if regex {
+        pattern.to_string()
+    } else {
+        regex::escape(pattern)
+    };
+    regex::bytes::RegexBuilder::new(&src)
+        .case_insensitive(!case_sensitive)
+        .size_limit(1 << 20)
+        .build()
+        .ok()
+}
+
+fn snippet(bytes: &[u8], start: usize, end: usize) -> String {
+    let from = start.saturating_sub(SNIPPET_CONTEXT);
+    let to = (end + SNIPPET_CONTEXT).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[from..to]);
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_control() || c == '\u{fffd}' { '.' } else { c })
+        .collect();
+    if from > 0 {
+        s.insert(0, '…');
+    }
+    if to < bytes.len() {
+        s.push('…');
+    }
+    s
+}
+
+struct SearchRow {
+    frame: u64,
+    time: Option<f64>,
+    src: Option<String>,
+    dst: Option<String>,
+    protocol: String,
+    info: String,
+}
+
+impl FromRow for SearchRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "ip.src",
+        "ipv6.src",
+        "eth.src",
+        "ip.dst",
+        "ipv6.dst",
+        "eth.dst",
+        "_ws.col.Protocol",
+        "_ws.col.Info",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1),
+            src: r.owned(2).or_else(|| r.owned(3)).or_else(|| r.owned(4)),
+            dst: r.owned(5).or_else(|| r.owned(6)).or_else(|| r.owned(7)),
+            protocol: r.owned(8).unwrap_or_default(),
+            info: r.str(9).unwrap_or("").chars().take(200).collect(),
+        })
+    }
+}
+
+#[tool_router(router = search_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Frames whose bytes contain a text (literal by default, or a regex): time,
+    /// endpoints, protocol, Info column and a short snippet around the match, plus the
+    /// total match count. Case-insensitive unless case_sensitive is true.
+    #[tool(
+        name = "search_packet_content",
+        annotations(title = "Search packet bytes", read_only_hint = true, open_world_hint = false)
+    )]
+    pub async fn search_packet_content(
+        &self,
+        Parameters(p): Parameters<SearchParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<SearchResult>>, String> {
+        if p.search_pattern.is_empty() {
+            return Err("search_pattern is empty: give the text to look for".into());
+        }
+        if p.search_pattern.chars().count() > MAX_PATTERN_CHARS {
+            return Err(format!(
+                "search_pattern is longer than {MAX_PATTERN_CHARS} characters; search for a shorter, distinctive part"
+            ));
+        }
+        let args = p.clone();
+        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
+        self.engine
+            .analyze(
+                "search_packet_content",
+                &file,
+                filter.as_deref(),
+                &args,
+                rc,
+                move |a| search(a, p),
+            )
+            .await
+    }
+}
+
+async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>, String> {
+    let filter = match_filter(&p.search_pattern, p.case_sensitive, p.regex);
+    let limit = clamp_limit(p.limit, 20);
+    let offset = clamp_offset(p.offset);
+    let mut span = Span::default();
+    let mut kept: Vec<SearchRow> = Vec::new();
+    a.fields::<SearchRow>(Some(&filter), &[], |r| {
+        span.add(r.time);
+        if span.packets as usize > offset && kept.len() < limit {
+            kept.push(r);
+        }
+    })
+    .await
+    .map_err(|e| {
+        if p.regex {
+            format!("{e}\nIf the regular expression is the problem, check its syntax (PCRE) or set regex=false for a literal search.")
+        } else {
+            e
+        }
+    })?;
+    let total = span.packets as usize;
+
+    // Second, small pass: the raw bytes of the shown frames, for the snippets.
+    let mut raw: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    if !kept.is_empty() {
+        let set = kept.iter().map(|r| r.frame.to_string()).collect::<Vec<_>>().join(",");
+        let by_frame = format!("frame.number in {{{set}}}");
+        let mut args = a.engine.tshark.read_args(&a.file);
+        args.extend(["-Y".to_string(), by_frame, "-T".into(), "ek".into(), "-x".into(), "-J".into(), "frame".into()]);
+        let mut frame_no = 0u64;
+        let _ = a
+            .engine
+            .tshark
+            .run(&args, &a.file, &a.ctl, |line| {
+                let Ok(v) = serde_json::from_str::<EkLine>(line) else { return };
+                let Some(layers) = v.layers else { return };
+                frame_no += 1;
+                if let Some(hex) = layers.frame_raw {
+                    let n = layers
+                        .frame
+                        .as_ref()
+                        .and_then(|f| f.get("frame_frame_number"))
+                        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_u64()))
+                        .unwrap_or(frame_no);
+                    raw.insert(n, decode_hex(&hex));
+                }
+            })
+            .await;
+    }
+    let matcher = local_matcher(&p.search_pattern, p.case_sensitive, p.regex);
+    let rows: Vec<SearchMatch> = kept
+        .into_iter()
+        .map(|r| {
+            let found = raw.get(&r.frame).and_then(|b| {
+                let m = matcher.as_ref()?.find(b)?;
+                Some((m.start(), snippet(b, m.start(), m.end())))
+            });
+            SearchMatch {
+                frame: r.frame,
+                time: r.time.map(rfc3339).unwrap_or_default(),
+                source: r.src,
+                destination: r.dst,
+                protocol: r.protocol,
+                info: r.info,
+                match_offset: found.as_ref().map(|f| f.0),
+                snippet: found.map(|f| f.1),
+            }
+        })
+        .collect();
+    let mut matches = Table::page(rows, 0, limit);
+    matches.total = total;
+    matches.offset = offset;
+    matches.more = (offset + matches.shown < total).then(|| {
+        format!("{} more match(es): call again with offset={}", total - offset - matches.shown, offset + matches.shown)
+    });
+    let mut findings = Vec::new();
+    if total > 0 {
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("{} frame(s) contain the pattern", thousands(total as u64)),
+            format!("First match in frame {}.", matches.rows.first().map(|m| m.frame).unwrap_or(0)),
+            Evidence {
+                frames: matches.rows.iter().map(|m| m.frame).take(10).collect(),
+                display_filter: a.combined_filter(Some(&filter)).unwrap_or_default(),
+                ..Default::default()
+            },
+        ));
+    }
+    let kind = if p.regex { "regular expression" } else { "text" };
+    let case = if p.case_sensitive { "case-sensitive" } else { "case-insensitive" };
+    let summary = if total == 0 {
+        format!("No frame in {} contains the {kind} {:?} ({case} search of every frame's bytes).", a.file.display_name, p.search_pattern)
+    } else {
+        format!(
+            "{} frame(s) in {} contain the {kind} {:?} ({case}); showing {} from offset {}.",
+            thousands(total as u64),
+            a.file.display_name,
+            p.search_pattern,
+            matches.shown,
+            offset
+        )
+    };
+    let data = SearchResult {
+        pattern: p.search_pattern.clone(),
+        case_sensitive: p.case_sensitive,
+        regex: p.regex,
+        match_filter: filter,
+        matches,
+    };
+    let capture = a.capture_facts(span).await;
+    Ok(Report::complete(summary, findings, data, capture, a.scope(None), a.commands))
+}
+
+#[derive(Deserialize)]
+struct EkLine {
+    layers: Option<EkLayers>,
+}
+
+#[derive(Deserialize)]
+struct EkLayers {
+    frame_raw: Option<String>,
+    frame: Option<serde_json::Value>,
+}
+
+fn decode_hex(s: &str) -> Vec<u8> {
+    s.as_bytes()
+        .chunks(2)
+        .filter_map(|c| std::str::from_utf8(c).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_filters_are_hex_only() {
+        let f = match_filter(r#"zzz" || tcp || frame contains "zzz"#, true, false);
+        assert!(f.starts_with("frame contains \"\\x7a"));
+        assert!(!f.contains("||"));
+        let f = match_filter("a\"b", false, false);
+        assert_eq!(f, "frame matches \"(?:\\\\x61|\\\\x41)\\\\x22(?:\\\\x62|\\\\x42)\"");
+    }
+
+    #[test]
+    fn non_ascii_case_variants() {
+        assert_eq!(case_variants('é'), vec!["é", "É"]);
+        assert_eq!(case_variants('1'), vec!["1"]);
+    }
+
+    #[test]
+    fn snippets_are_printable() {
+        let b = b"\x00\x01GET /index.html HTTP/1.1\r\n";
+        let m = local_matcher("index", false, false).unwrap().find(b).unwrap();
+        let s = snippet(b, m.start(), m.end());
+        assert!(s.contains("GET /index.html"));
+        assert!(!s.contains('\r'));
+    }
+}

@@ -1,0 +1,361 @@
+//! `generate_traffic_timeline`: the capture in time buckets (packets, bytes, bit rate)
+//! with the events that matter per bucket, the busiest bucket, bursts and idle gaps.
+
+use std::collections::BTreeMap;
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Analysis, Span};
+use crate::report::{Evidence, Finding, Report, Severity, Table, human_bits_per_s, rfc3339, round, thousands};
+use crate::server::PcapServer;
+use crate::tshark::fields::{FromRow, Row};
+
+/// Most buckets a timeline returns; finer requests are coarsened.
+pub const MAX_BUCKETS: usize = 120;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TimelineParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Bucket width in seconds (fractions allowed). Default: chosen so the capture spans about 60 buckets.
+    #[serde(default)]
+    pub time_interval: Option<f64>,
+    /// Optional Wireshark display filter that scopes the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Bucket {
+    /// Seconds from the first packet to the start of this bucket.
+    pub start_s: f64,
+    pub start_time: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub bits_per_s: f64,
+    /// TCP connection attempts (SYN without ACK).
+    pub new_connections: u64,
+    pub resets: u64,
+    pub retransmissions: u64,
+    /// DNS responses with an error rcode.
+    pub dns_failures: u64,
+    pub tls_alerts: u64,
+    /// First frame in the bucket, to jump there in Wireshark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_frame: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Gap {
+    pub after_frame: u64,
+    pub start_s: f64,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Timeline {
+    /// The bucket width used, in seconds.
+    pub interval_s: f64,
+    /// Set when the requested interval was too fine for the span and was widened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coarsened_from_s: Option<f64>,
+    pub buckets: Table<Bucket>,
+    /// Index of the busiest bucket by bytes.
+    pub busiest_bucket: Option<usize>,
+    pub peak_bits_per_s: f64,
+    pub average_bits_per_s: f64,
+    /// Buckets well above the typical rate.
+    pub bursts: Vec<usize>,
+    /// The longest silences between consecutive packets.
+    pub idle_gaps: Vec<Gap>,
+}
+
+struct TimelineRow {
+    frame: u64,
+    time: Option<f64>,
+    len: u64,
+    syn: bool,
+    ack: bool,
+    reset: bool,
+    retrans: bool,
+    dns_response: bool,
+    dns_rcode: Option<u64>,
+    tls_alert: bool,
+}
+
+impl FromRow for TimelineRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "frame.len",
+        "tcp.flags.syn",
+        "tcp.flags.ack",
+        "tcp.flags.reset",
+        "tcp.analysis.retransmission",
+        "dns.flags.response",
+        "dns.flags.rcode",
+        "tls.alert_message.desc",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1),
+            len: r.u64(2).unwrap_or(0),
+            syn: r.flag(3),
+            ack: r.flag(4),
+            reset: r.flag(5),
+            retrans: r.str(6).is_some(),
+            dns_response: r.flag(7),
+            dns_rcode: r.u64(8),
+            tls_alert: r.str(9).is_some(),
+        })
+    }
+}
+
+/// Rounds an interval up to 1, 2 or 5 times a power of ten.
+pub fn nice_interval(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        return 1.0;
+    }
+    let mag = 10f64.powf(x.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if m * mag >= x * 0.999_999 {
+            return round(m * mag, 9);
+        }
+    }
+    10.0 * mag
+}
+
+/// Chooses the bucket width: the request if it gives at most MAX_BUCKETS over the span,
+/// else the next nice width that does.
+pub fn choose_interval(requested: Option<f64>, span_s: f64) -> (f64, Option<f64>) {
+    let auto = nice_interval((span_s / 60.0).max(0.001));
+    match requested.filter(|r| r.is_finite() && *r > 0.0) {
+        None => (auto, None),
+        Some(r) if span_s / r <= MAX_BUCKETS as f64 => (r, None),
+        Some(r) => (nice_interval(span_s / MAX_BUCKETS as f64), Some(r)),
+    }
+}
+
+#[tool_router(router = timeline_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Traffic over time: per bucket packets, bytes, bit rate and the events that matter
+    /// (new connections, resets, retransmissions, DNS failures, TLS alerts); busiest
+    /// bucket, bursts and idle gaps. Buckets add up to the packet count.
+    #[tool(
+        name = "generate_traffic_timeline",
+        annotations(title = "Traffic timeline", read_only_hint = true, open_world_hint = false)
+    )]
+    pub async fn generate_traffic_timeline(
+        &self,
+        Parameters(p): Parameters<TimelineParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Timeline>>, String> {
+        if p.time_interval.is_some_and(|t| !t.is_finite() || t <= 0.0) {
+            return Err(format!(
+                "time_interval must be a positive number of seconds, got {}; omit it for an automatic width",
+                p.time_interval.unwrap_or_default()
+            ));
+        }
+        let args = p.clone();
+        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
+        self.engine
+            .analyze(
+                "generate_traffic_timeline",
+                &file,
+                filter.as_deref(),
+                &args,
+                rc,
+                move |a| timeline(a, p),
+            )
+            .await
+    }
+}
+
+async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>, String> {
+    let info = a.engine.tshark.capinfos(&a.file).await;
+    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
+    // The base width is fine enough for the final choice; never more than ~100k buckets in memory.
+    let (interval, coarsened) = choose_interval(p.time_interval, span_hint);
+    let base = interval.max(span_hint / 100_000.0);
+    let mut start: Option<f64> = info.as_ref().and_then(|i| i.first_epoch).filter(|_| a.filter.is_none());
+    let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
+    let mut span = Span::default();
+    let mut last: Option<(u64, f64)> = None;
+    let mut gaps: Vec<Gap> = Vec::new();
+    a.fields::<TimelineRow>(None, &[], |r| {
+        span.add(r.time);
+        let t = r.time.unwrap_or(0.0);
+        let t0 = *start.get_or_insert(t);
+        if let Some((frame, prev)) = last {
+            let gap = t - prev;
+            if gap > 0.0 && (gaps.len() < 5 || gap > gaps[gaps.len() - 1].duration_s) {
+                gaps.push(Gap { after_frame: frame, start_s: round(prev - t0, 6), duration_s: round(gap, 6) });
+                gaps.sort_by(|x, y| y.duration_s.total_cmp(&x.duration_s));
+                gaps.truncate(5);
+            }
+        }
+        last = Some((r.frame, t));
+        let idx = ((t - t0).max(0.0) / base).floor() as u64;
+        let b = buckets.entry(idx).or_default();
+        b.packets += 1;
+        b.bytes += r.len;
+        b.first_frame.get_or_insert(r.frame);
+        b.new_connections += u64::from(r.syn && !r.ack);
+        b.resets += u64::from(r.reset);
+        b.retransmissions += u64::from(r.retrans);
+        b.dns_failures += u64::from(r.dns_response && r.dns_rcode.is_some_and(|c| c != 0));
+        b.tls_alerts += u64::from(r.tls_alert);
+    })
+    .await?;
+
+    // Without capinfos the span is only known now: choose the width and regroup.
+    let actual_span = span.duration();
+    let (interval, coarsened) = if info.is_none() {
+        choose_interval(p.time_interval, actual_span)
+    } else {
+        (interval, coarsened)
+    };
+    let t0 = start.unwrap_or(0.0);
+    let n = ((actual_span.max(span_hint) / interval).floor() as usize + 1).min(MAX_BUCKETS + 1);
+    let mut out: Vec<Bucket> = (0..n)
+        .map(|i| {
+            let s = i as f64 * interval;
+            Bucket { start_s: round(s, 6), start_time: rfc3339(t0 + s), ..Default::default() }
+        })
+        .collect();
+    for (idx, b) in buckets {
+        let i = ((idx as f64 * base) / interval + 1e-9).floor() as usize;
+        let o = &mut out[i.min(n - 1)];
+        o.packets += b.packets;
+        o.bytes += b.bytes;
+        o.new_connections += b.new_connections;
+        o.resets += b.resets;
+        o.retransmissions += b.retransmissions;
+        o.dns_failures += b.dns_failures;
+        o.tls_alerts += b.tls_alerts;
+        if o.first_frame.is_none() || b.first_frame < o.first_frame {
+            o.first_frame = b.first_frame;
+        }
+    }
+    for b in &mut out {
+        b.bits_per_s = round(b.bytes as f64 * 8.0 / interval, 1);
+    }
+    let total_bytes: u64 = out.iter().map(|b| b.bytes).sum();
+    let busiest = out.iter().enumerate().max_by_key(|(_, b)| b.bytes).map(|(i, _)| i).filter(|_| total_bytes > 0);
+    let peak = busiest.map(|i| out[i].bits_per_s).unwrap_or(0.0);
+    let average = if actual_span > 0.0 { round(total_bytes as f64 * 8.0 / actual_span, 1) } else { 0.0 };
+    let mut sorted: Vec<u64> = out.iter().map(|b| b.bytes).filter(|b| *b > 0).collect();
+    sorted.sort_unstable();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+    let bursts: Vec<usize> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| out.len() >= 4 && median > 0 && b.bytes >= median.saturating_mul(4))
+        .map(|(i, _)| i)
+        .collect();
+
+    let mut findings = Vec::new();
+    if let Some(i) = busiest {
+        let b = &out[i];
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("Busiest interval at +{:.1} s: {}", b.start_s, human_bits_per_s(b.bits_per_s)),
+            format!("{} packets, {} bytes in {interval} s (capture average {}).", thousands(b.packets), thousands(b.bytes), human_bits_per_s(average)),
+            bucket_evidence(b, t0, interval),
+        ));
+    }
+    if !bursts.is_empty() {
+        let first = &out[bursts[0]];
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} burst interval(s) at 4x or more the median rate", bursts.len()),
+            format!("First burst at +{:.1} s ({}).", first.start_s, human_bits_per_s(first.bits_per_s)),
+            bucket_evidence(first, t0, interval),
+        ));
+    }
+    let per_event: [(&str, fn(&Bucket) -> u64, &str, Severity); 4] = [
+        ("TCP resets", |b: &Bucket| b.resets, "tcp.flags.reset == 1", Severity::Low),
+        ("retransmissions", |b: &Bucket| b.retransmissions, "tcp.analysis.retransmission", Severity::Low),
+        ("DNS failures", |b: &Bucket| b.dns_failures, "dns.flags.response == 1 && dns.flags.rcode != 0", Severity::Low),
+        ("TLS alerts", |b: &Bucket| b.tls_alerts, "tls.alert_message", Severity::Low),
+    ];
+    for (name, f, filter, sev) in per_event {
+        let total: u64 = out.iter().map(f).sum();
+        if total == 0 {
+            continue;
+        }
+        let (wi, worst) = out.iter().enumerate().max_by_key(|(_, b)| f(b)).expect("non-empty");
+        findings.push(Finding::new(
+            sev,
+            format!("{} {name}, most at +{:.1} s", thousands(total), worst.start_s),
+            format!("{} of them in bucket {wi} ({} s wide).", f(worst), interval),
+            Evidence { display_filter: filter.to_string(), ..bucket_evidence(worst, t0, interval) },
+        ));
+    }
+    if let Some(g) = gaps.first().filter(|g| g.duration_s >= (interval * 2.0).max(1.0)) {
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("Longest silence: {:.1} s after frame {}", g.duration_s, g.after_frame),
+            "No packet at all was captured in this gap (idle traffic, a capture filter, or a paused capture).",
+            Evidence {
+                frames: vec![g.after_frame, g.after_frame + 1],
+                display_filter: format!("frame.number >= {} && frame.number <= {}", g.after_frame, g.after_frame + 1),
+                ..Default::default()
+            },
+        ));
+    }
+    let summary = format!(
+        "{} packets over {:.1} s in {} bucket(s) of {interval} s{}. Average {}, peak {}{}.",
+        thousands(span.packets),
+        actual_span,
+        out.len(),
+        coarsened.map(|c| format!(" (widened from the requested {c} s to stay under {MAX_BUCKETS} buckets)")).unwrap_or_default(),
+        human_bits_per_s(average),
+        human_bits_per_s(peak),
+        busiest.map(|i| format!(" at +{:.1} s", out[i].start_s)).unwrap_or_default(),
+    );
+    let n_out = out.len();
+    let data = Timeline {
+        interval_s: interval,
+        coarsened_from_s: coarsened,
+        buckets: Table::top(out, n_out.max(1)),
+        busiest_bucket: busiest,
+        peak_bits_per_s: peak,
+        average_bits_per_s: average,
+        bursts,
+        idle_gaps: gaps,
+    };
+    let capture = a.capture_facts(span).await;
+    Ok(Report::complete(summary, findings, data, capture, a.scope(None), a.commands))
+}
+
+fn bucket_evidence(b: &Bucket, t0: f64, interval: f64) -> Evidence {
+    let from = t0 + b.start_s;
+    Evidence {
+        frames: b.first_frame.into_iter().collect(),
+        time: Some(b.start_time.clone()),
+        display_filter: format!("frame.time_epoch >= {from:.6} && frame.time_epoch < {:.6}", from + interval),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(nice_interval(0.106), 0.2);
+        assert_eq!(nice_interval(1.0), 1.0);
+        assert_eq!(nice_interval(3.0), 5.0);
+        assert_eq!(choose_interval(Some(1.0), 10.0), (1.0, None));
+        let (i, c) = choose_interval(Some(0.001), 3600.0);
+        assert_eq!(c, Some(0.001));
+        assert!(3600.0 / i <= MAX_BUCKETS as f64);
+    }
+}

@@ -1,0 +1,133 @@
+//! `-T fields` output parsed into typed rows.
+//!
+//! tshark prints one line per packet, fields separated by tabs. A field may be absent
+//! (empty), repeated (joined by the aggregator) or, for free text, contain the
+//! separator itself, so free-text fields go last and any surplus columns are folded
+//! back into the last one.
+
+/// Joins repeated occurrences of a field. A control character no dissector puts in
+/// a value, so commas inside user agents or Info columns survive.
+pub const AGGREGATOR: char = '\u{1f}';
+
+/// The `-T fields` options we always use, followed by `-e` for each field.
+pub fn field_args(fields: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-T",
+        "fields",
+        "-E",
+        "header=n",
+        "-E",
+        "separator=/t",
+        "-E",
+        "quote=n",
+        "-E",
+        "occurrence=a",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push("-E".into());
+    a.push(format!("aggregator={AGGREGATOR}"));
+    for f in fields {
+        a.push("-e".into());
+        a.push((*f).to_string());
+    }
+    a
+}
+
+/// One packet's fields, borrowed from the output line.
+pub struct Row<'a> {
+    cols: Vec<&'a str>,
+}
+
+impl<'a> Row<'a> {
+    /// Splits a line into exactly `n` columns (missing ones are empty).
+    pub fn parse(line: &'a str, n: usize) -> Self {
+        // splitn folds any surplus tabs into the last column
+        let mut cols: Vec<&str> = line.splitn(n.max(1), '\t').collect();
+        while cols.len() < n {
+            cols.push("");
+        }
+        Self { cols }
+    }
+
+    /// The raw text of column `i`, or None when the field was absent.
+    pub fn str(&self, i: usize) -> Option<&str> {
+        self.cols
+            .get(i)
+            .copied()
+            .map(|s| s.trim_end_matches(['\r', '\n']))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The first occurrence of a repeated field (e.g. the outer IP header of a tunnel).
+    pub fn first(&self, i: usize) -> Option<&str> {
+        self.str(i)
+            .and_then(|s| s.split(AGGREGATOR).next())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Every occurrence of the field.
+    pub fn all(&self, i: usize) -> impl Iterator<Item = &str> {
+        self.str(i)
+            .into_iter()
+            .flat_map(|s| s.split(AGGREGATOR))
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn u64(&self, i: usize) -> Option<u64> {
+        let s = self.first(i)?;
+        s.parse().ok().or_else(|| {
+            s.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        })
+    }
+
+    pub fn f64(&self, i: usize) -> Option<f64> {
+        self.first(i)?.parse().ok().filter(|v: &f64| v.is_finite())
+    }
+
+    /// Boolean fields print as `1`/`0` (older tshark) or `True`/`False`.
+    pub fn flag(&self, i: usize) -> bool {
+        matches!(self.first(i), Some("1" | "True" | "true"))
+    }
+
+    pub fn owned(&self, i: usize) -> Option<String> {
+        self.first(i).map(str::to_string)
+    }
+}
+
+/// A typed tshark row: the fields it needs, in order, and how to build it.
+pub trait FromRow: Sized {
+    const FIELDS: &'static [&'static str];
+    fn from_row(row: &Row<'_>) -> Option<Self>;
+
+    fn parse_line(line: &str) -> Option<Self> {
+        Self::from_row(&Row::parse(line, Self::FIELDS.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_repeated_and_surplus_columns() {
+        let line = format!("12\t\t10.0.0.1{AGGREGATOR}192.168.0.1\tGET /a\tb HTTP/1.1");
+        let r = Row::parse(&line, 4);
+        assert_eq!(r.u64(0), Some(12));
+        assert_eq!(r.str(1), None);
+        assert_eq!(r.first(2), Some("10.0.0.1"));
+        assert_eq!(r.all(2).count(), 2);
+        // a tab inside the last (free text) field stays in it
+        assert_eq!(r.str(3), Some("GET /a\tb HTTP/1.1"));
+    }
+
+    #[test]
+    fn short_lines_are_padded() {
+        let r = Row::parse("1", 3);
+        assert_eq!(r.u64(0), Some(1));
+        assert_eq!(r.str(2), None);
+        assert!(!r.flag(1));
+    }
+}
