@@ -56,7 +56,9 @@ pub async fn call(args: &[String]) -> Result<()> {
         bail!("usage: pcap-analyzer-mcp-server call TOOL '{{json arguments}}'");
     };
     let json: Value = match args.get(1) {
-        Some(s) => serde_json::from_str(s).with_context(|| format!("arguments are not valid JSON: {s}"))?,
+        Some(s) => {
+            serde_json::from_str(s).with_context(|| format!("arguments are not valid JSON: {s}"))?
+        }
         None => Value::Object(Default::default()),
     };
     let client = in_process_client().await?;
@@ -108,13 +110,22 @@ pub async fn doctor() -> Result<()> {
             (None, None, None)
         }
     };
-    for (name, path) in [("tshark", &tshark), ("dumpcap", &dumpcap), ("capinfos", &capinfos)] {
+    for (name, path) in [
+        ("tshark", &tshark),
+        ("dumpcap", &dumpcap),
+        ("capinfos", &capinfos),
+    ] {
         match path {
             Some(p) => {
                 let v = std::process::Command::new(p).arg("--version").output();
                 let version = v
                     .ok()
-                    .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+                    .and_then(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .next()
+                            .map(str::to_string)
+                    })
                     .unwrap_or_else(|| "did not report a version".into());
                 line(true, name, format!("{} ({version})", p.display()), None);
             }
@@ -143,18 +154,33 @@ pub async fn doctor() -> Result<()> {
             if let Some(d) = &dumpcap {
                 let out = crate::capture::run_dumpcap(d, &["-L", "-i", loopback_name()]).await;
                 match out {
-                    Ok(o) if o.success => line(true, "capture permission", format!("dumpcap can open {}", loopback_name()), None),
+                    Ok(o) if o.success => line(
+                        true,
+                        "capture permission",
+                        format!("dumpcap can open {}", loopback_name()),
+                        None,
+                    ),
                     Ok(o) => line(
                         false,
                         "capture permission",
                         crate::capture::dumpcap_error(&o.stderr),
                         Some(crate::capture::permission_fix().into()),
                     ),
-                    Err(e) => line(false, "capture permission", e, Some(crate::capture::permission_fix().into())),
+                    Err(e) => line(
+                        false,
+                        "capture permission",
+                        e,
+                        Some(crate::capture::permission_fix().into()),
+                    ),
                 }
             }
         }
-        Err(e) => line(false, "configuration", format!("{e:#}"), Some("fix the variable named above".into())),
+        Err(e) => line(
+            false,
+            "configuration",
+            format!("{e:#}"),
+            Some("fix the variable named above".into()),
+        ),
     }
     println!("\nEnvironment:");
     for (name, default, what) in ENV_VARS {
@@ -173,7 +199,11 @@ pub async fn doctor() -> Result<()> {
 }
 
 fn loopback_name() -> &'static str {
-    if cfg!(target_os = "macos") { "lo0" } else { "lo" }
+    if cfg!(target_os = "macos") {
+        "lo0"
+    } else {
+        "lo"
+    }
 }
 
 pub async fn demo() -> Result<()> {
@@ -185,13 +215,31 @@ pub async fn demo() -> Result<()> {
     }
     let client = in_process_client().await?;
     println!("━━ pcap-analyzer-mcp-server demo ━━");
-    println!("A 2011 capture of a browser loading wikipedia.org (from Zeek's test traces), investigated through MCP.\n");
+    println!(
+        "A 2011 capture of a browser loading wikipedia.org (from Zeek's test traces), investigated through MCP.\n"
+    );
 
     let steps: [(&str, &str, Value); 4] = [
-        ("1. What is in this capture?", "analyze_pcap_file", serde_json::json!({"pcap_file": DEMO_NAME})),
-        ("2. Which web requests were made, and how did they go?", "extract_http_requests", serde_json::json!({"pcap_file": DEMO_NAME, "limit": 5})),
-        ("3. How did traffic evolve over time?", "generate_traffic_timeline", serde_json::json!({"pcap_file": DEMO_NAME, "time_interval": 1})),
-        ("4. Where does \"wikimedia\" appear in the packets?", "search_packet_content", serde_json::json!({"pcap_file": DEMO_NAME, "search_pattern": "WIKIMEDIA", "limit": 3})),
+        (
+            "1. What is in this capture?",
+            "analyze_pcap_file",
+            serde_json::json!({"pcap_file": DEMO_NAME}),
+        ),
+        (
+            "2. Which web requests were made, and how did they go?",
+            "extract_http_requests",
+            serde_json::json!({"pcap_file": DEMO_NAME, "limit": 5}),
+        ),
+        (
+            "3. How did traffic evolve over time?",
+            "generate_traffic_timeline",
+            serde_json::json!({"pcap_file": DEMO_NAME, "time_interval": 1}),
+        ),
+        (
+            "4. Where does \"wikimedia\" appear in the packets?",
+            "search_packet_content",
+            serde_json::json!({"pcap_file": DEMO_NAME, "search_pattern": "WIKIMEDIA", "limit": 3}),
+        ),
     ];
     for (title, tool, args) in steps {
         println!("{title}\n   → {tool} {args}");
@@ -203,7 +251,9 @@ pub async fn demo() -> Result<()> {
         print_report(tool, v);
         println!();
     }
-    println!("Try it on your own capture:\n   pcap-analyzer-mcp-server call analyze_pcap_file '{{\"pcap_file\":\"/path/in/PCAP_ALLOWED_DIRS/file.pcapng\"}}'");
+    println!(
+        "Try it on your own capture:\n   pcap-analyzer-mcp-server call analyze_pcap_file '{{\"pcap_file\":\"/path/in/PCAP_ALLOWED_DIRS/file.pcapng\"}}'"
+    );
     let _ = client.cancel().await;
     Ok(())
 }
@@ -215,12 +265,33 @@ fn print_report(tool: &str, v: &Value) {
     match tool {
         "analyze_pcap_file" => {
             println!("   Protocols:");
-            for p in v["protocol_totals"]["rows"].as_array().into_iter().flatten().take(6) {
-                println!("     {:<8} {:>5} frames {:>6.1}%", p["protocol"].as_str().unwrap_or(""), p["frames"], p["frames_pct"].as_f64().unwrap_or(0.0));
+            for p in v["protocol_totals"]["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(6)
+            {
+                println!(
+                    "     {:<8} {:>5} frames {:>6.1}%",
+                    p["protocol"].as_str().unwrap_or(""),
+                    p["frames"],
+                    p["frames_pct"].as_f64().unwrap_or(0.0)
+                );
             }
             println!("   Top conversations:");
-            for c in v["conversations"]["rows"].as_array().into_iter().flatten().take(3) {
-                println!("     {} {} ⇄ {}  {} bytes", c["protocol"].as_str().unwrap_or(""), c["a"].as_str().unwrap_or(""), c["b"].as_str().unwrap_or(""), c["bytes"]);
+            for c in v["conversations"]["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(3)
+            {
+                println!(
+                    "     {} {} ⇄ {}  {} bytes",
+                    c["protocol"].as_str().unwrap_or(""),
+                    c["a"].as_str().unwrap_or(""),
+                    c["b"].as_str().unwrap_or(""),
+                    c["bytes"]
+                );
             }
         }
         "extract_http_requests" => {
@@ -241,16 +312,32 @@ fn print_report(tool: &str, v: &Value) {
         }
         "generate_traffic_timeline" => {
             let rows = v["buckets"]["rows"].as_array().cloned().unwrap_or_default();
-            let max = rows.iter().filter_map(|b| b["bytes"].as_u64()).max().unwrap_or(1).max(1);
+            let max = rows
+                .iter()
+                .filter_map(|b| b["bytes"].as_u64())
+                .max()
+                .unwrap_or(1)
+                .max(1);
             for b in rows {
                 let bytes = b["bytes"].as_u64().unwrap_or(0);
                 let bar = "█".repeat(((bytes * 40) / max) as usize);
-                println!("     +{:>4.0}s {:>4} pkts {:<40} {}", b["start_s"].as_f64().unwrap_or(0.0), b["packets"], bar, crate::report::human_bits_per_s(b["bits_per_s"].as_f64().unwrap_or(0.0)));
+                println!(
+                    "     +{:>4.0}s {:>4} pkts {:<40} {}",
+                    b["start_s"].as_f64().unwrap_or(0.0),
+                    b["packets"],
+                    bar,
+                    crate::report::human_bits_per_s(b["bits_per_s"].as_f64().unwrap_or(0.0))
+                );
             }
         }
         "search_packet_content" => {
             for m in v["matches"]["rows"].as_array().into_iter().flatten() {
-                println!("     frame {:<4} {:<5} {}", m["frame"], m["protocol"].as_str().unwrap_or(""), m["snippet"].as_str().unwrap_or(""));
+                println!(
+                    "     frame {:<4} {:<5} {}",
+                    m["frame"],
+                    m["protocol"].as_str().unwrap_or(""),
+                    m["snippet"].as_str().unwrap_or("")
+                );
             }
         }
         _ => {}

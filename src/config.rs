@@ -129,7 +129,9 @@ impl Config {
             max_tshark: parse_env("PCAP_MAX_TSHARK", 2usize)?.max(1),
             max_captures: parse_env("PCAP_MAX_CAPTURES", 4usize)?.max(1),
             name_resolution: matches!(
-                env_or("PCAP_NAME_RESOLUTION", "off").to_ascii_lowercase().as_str(),
+                env_or("PCAP_NAME_RESOLUTION", "off")
+                    .to_ascii_lowercase()
+                    .as_str(),
                 "on" | "1" | "true" | "yes"
             ),
         })
@@ -149,11 +151,9 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .ok()
-            .with_context(|| format!("{name}={v:?} is not a valid number; unset it or give a whole number")),
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().ok().with_context(|| {
+            format!("{name}={v:?} is not a valid number; unset it or give a whole number")
+        }),
         _ => Ok(default),
     }
 }

@@ -71,28 +71,31 @@ impl Engine {
             file.identity(),
             serde_json::to_string(args).unwrap_or_default()
         );
-        let progress = rc
-            .meta
-            .get_progress_token()
-            .map(|token| ProgressReporter {
-                peer: rc.peer.clone(),
-                token,
-            });
+        let progress = rc.meta.get_progress_token().map(|token| ProgressReporter {
+            peer: rc.peer.clone(),
+            token,
+        });
         let engine = self.clone();
         let file_for_job = file.clone();
         let filter_for_job = filter.clone();
         let outcome = self
             .jobs
-            .run(key, self.cfg.call_deadline, rc.ct.clone(), progress, move |ctl| {
-                run(Analysis {
-                    engine,
-                    file: file_for_job,
-                    filter: filter_for_job,
-                    ctl,
-                    commands: Vec::new(),
-                    warning: None,
-                })
-            })
+            .run(
+                key,
+                self.cfg.call_deadline,
+                rc.ct.clone(),
+                progress,
+                move |ctl| {
+                    run(Analysis {
+                        engine,
+                        file: file_for_job,
+                        filter: filter_for_job,
+                        ctl,
+                        commands: Vec::new(),
+                        warning: None,
+                    })
+                },
+            )
             .await?;
         match outcome {
             Outcome::Done(report) => Ok(Json(report)),

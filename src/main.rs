@@ -36,7 +36,11 @@ fn init_logging(serving: bool) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.is_empty())
-        .or_else(|| std::env::var("FASTMCP_LOG_LEVEL").ok().map(|v| v.to_ascii_lowercase()))
+        .or_else(|| {
+            std::env::var("FASTMCP_LOG_LEVEL")
+                .ok()
+                .map(|v| v.to_ascii_lowercase())
+        })
         .map(|v| if v == "warning" { "warn".into() } else { v })
         // people running a CLI command want its output, not the protocol chatter
         .unwrap_or_else(|| if serving { "info" } else { "warn" }.into());
@@ -50,7 +54,10 @@ fn init_logging(serving: bool) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    init_logging(matches!(args.first().map(String::as_str), None | Some("serve")));
+    init_logging(matches!(
+        args.first().map(String::as_str),
+        None | Some("serve")
+    ));
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
         Some("call") => cli::call(&args[1..]).await,

@@ -172,11 +172,26 @@ mod tests {
 
     #[test]
     fn magic_numbers() {
-        assert_eq!(sniff_format(&[0xd4, 0xc3, 0xb2, 0xa1]), Some(CaptureFormat::Pcap));
-        assert_eq!(sniff_format(&[0xa1, 0xb2, 0xc3, 0xd4]), Some(CaptureFormat::Pcap));
-        assert_eq!(sniff_format(&[0x4d, 0x3c, 0xb2, 0xa1]), Some(CaptureFormat::Pcap));
-        assert_eq!(sniff_format(&[0xa1, 0xb2, 0x3c, 0x4d]), Some(CaptureFormat::Pcap));
-        assert_eq!(sniff_format(&[0x0a, 0x0d, 0x0d, 0x0a]), Some(CaptureFormat::Pcapng));
+        assert_eq!(
+            sniff_format(&[0xd4, 0xc3, 0xb2, 0xa1]),
+            Some(CaptureFormat::Pcap)
+        );
+        assert_eq!(
+            sniff_format(&[0xa1, 0xb2, 0xc3, 0xd4]),
+            Some(CaptureFormat::Pcap)
+        );
+        assert_eq!(
+            sniff_format(&[0x4d, 0x3c, 0xb2, 0xa1]),
+            Some(CaptureFormat::Pcap)
+        );
+        assert_eq!(
+            sniff_format(&[0xa1, 0xb2, 0x3c, 0x4d]),
+            Some(CaptureFormat::Pcap)
+        );
+        assert_eq!(
+            sniff_format(&[0x0a, 0x0d, 0x0d, 0x0a]),
+            Some(CaptureFormat::Pcapng)
+        );
         assert_eq!(sniff_format(b"{\"a\""), None);
         assert_eq!(sniff_format(b""), None);
     }

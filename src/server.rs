@@ -44,15 +44,12 @@ impl PcapServer {
         vec![
             ("interfaces", Self::interfaces_router),
             ("capture", || Self::capture_router() + Self::files_router()),
-            (
-                "basic",
-                || {
-                    Self::basic_router()
-                        + Self::http_router()
-                        + Self::timeline_router()
-                        + Self::search_router()
-                },
-            ),
+            ("basic", || {
+                Self::basic_router()
+                    + Self::http_router()
+                    + Self::timeline_router()
+                    + Self::search_router()
+            }),
         ]
     }
 

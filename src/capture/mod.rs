@@ -136,11 +136,7 @@ impl CaptureManager {
     /// Whether this process may capture, tried by opening the interface for its link types.
     pub async fn can_capture(&self, interface: &str) -> Result<(), String> {
         let out = run_dumpcap(&self.dumpcap()?, &["-L", "-i", interface]).await?;
-        if out.success {
-            Ok(())
-        } else {
-            Err(out.stderr)
-        }
+        if out.success { Ok(()) } else { Err(out.stderr) }
     }
 
     pub fn files_being_written(&self) -> Vec<PathBuf> {
@@ -165,24 +161,32 @@ impl CaptureManager {
                 self.cfg.max_capture_duration, req.duration_s
             ));
         }
-        if let Some(p) = req.max_packets {
-            if p == 0 || p > HARD_MAX_PACKETS {
-                return Err(format!("max_packets must be between 1 and {HARD_MAX_PACKETS}, got {p}"));
-            }
+        if let Some(p) = req.max_packets
+            && (p == 0 || p > HARD_MAX_PACKETS)
+        {
+            return Err(format!(
+                "max_packets must be between 1 and {HARD_MAX_PACKETS}, got {p}"
+            ));
         }
         let size_mb = req.max_size_mb.unwrap_or(DEFAULT_MAX_SIZE_MB);
         if size_mb == 0 || size_mb > HARD_MAX_SIZE_MB {
-            return Err(format!("max_size_mb must be between 1 and {HARD_MAX_SIZE_MB}, got {size_mb}"));
+            return Err(format!(
+                "max_size_mb must be between 1 and {HARD_MAX_SIZE_MB}, got {size_mb}"
+            ));
         }
         let names = self.interface_names().await?;
-        if !names.iter().any(|n| *n == req.interface) {
+        if !names.contains(&req.interface) {
             return Err(format!(
                 "interface {:?} is not one dumpcap can capture on. Available: {}. Call list_network_interfaces for details",
                 req.interface,
                 names.join(", ")
             ));
         }
-        if let Some(f) = req.capture_filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        if let Some(f) = req
+            .capture_filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        {
             self.check_bpf(&dumpcap, &req.interface, f).await?;
         }
         if self.running_count() >= self.cfg.max_captures {
@@ -193,7 +197,10 @@ impl CaptureManager {
         }
         let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
         let started = SystemTime::now();
-        let epoch = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let epoch = started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let id = format!("cap-{epoch}-{n}");
         let file_name = match &req.output_file {
             Some(name) => name.trim().to_string(),
@@ -203,7 +210,9 @@ impl CaptureManager {
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                     .collect();
-                let stamp = rfc3339(epoch as f64)[..19].replace([':', '-'], "").replace('T', "-");
+                let stamp = rfc3339(epoch as f64)[..19]
+                    .replace([':', '-'], "")
+                    .replace('T', "-");
                 format!("capture-{iface}-{stamp}-{n}.pcapng")
             }
         };
@@ -225,7 +234,11 @@ impl CaptureManager {
             args.push("-c".into());
             args.push(c.to_string());
         }
-        if let Some(f) = req.capture_filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        if let Some(f) = req
+            .capture_filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        {
             args.push("-f".into());
             args.push(f.to_string());
         }
@@ -274,7 +287,10 @@ impl CaptureManager {
             }),
             done: tokio::sync::Notify::new(),
         });
-        self.entries.lock().unwrap().insert(id.clone(), entry.clone());
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(id.clone(), entry.clone());
 
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let watched = entry.clone();
@@ -291,7 +307,10 @@ impl CaptureManager {
                 Err(_) => {
                     // dumpcap should have stopped itself; make sure it does
                     signal(watched.pid, libc::SIGTERM);
-                    if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(3), child.wait())
+                        .await
+                        .is_err()
+                    {
                         signal(watched.pid, libc::SIGKILL);
                     }
                     child.wait().await.ok()
@@ -318,7 +337,12 @@ impl CaptureManager {
         Ok(self.status_of(&entry))
     }
 
-    async fn check_bpf(&self, dumpcap: &PathBuf, interface: &str, filter: &str) -> Result<(), String> {
+    async fn check_bpf(
+        &self,
+        dumpcap: &PathBuf,
+        interface: &str,
+        filter: &str,
+    ) -> Result<(), String> {
         let out = run_dumpcap(dumpcap, &["-i", interface, "-f", filter, "-d"]).await?;
         // dumpcap -d exits 0 even for a bad filter; compiled code starts with "(000)"
         if out.stdout.contains("(000)") {
@@ -345,7 +369,10 @@ impl CaptureManager {
         if running {
             let notified = entry.done.notified();
             signal(entry.pid, libc::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(10), notified).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), notified)
+                .await
+                .is_err()
+            {
                 signal(entry.pid, libc::SIGKILL);
                 let _ = tokio::time::timeout(Duration::from_secs(3), entry.done.notified()).await;
             }
@@ -357,7 +384,8 @@ impl CaptureManager {
         match id {
             Some(id) => Ok(vec![self.status_of(&*self.get(id)?)]),
             None => {
-                let mut all: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
+                let mut all: Vec<Arc<Entry>> =
+                    self.entries.lock().unwrap().values().cloned().collect();
                 all.sort_by_key(|e| std::cmp::Reverse(e.started_at));
                 Ok(all.iter().map(|e| self.status_of(e)).collect())
             }
@@ -374,7 +402,11 @@ impl CaptureManager {
         let st = e.inner.lock().unwrap();
         let end = st.ended_at.unwrap_or_else(Instant::now);
         let elapsed = end.duration_since(e.started_at).as_secs_f64();
-        let start_epoch = e.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let start_epoch = e
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         let (packets, bytes) = pcapng::count_packets(&e.path);
         let fix = st.error.as_deref().map(fix_for);
         CaptureStatus {
@@ -459,7 +491,9 @@ pub fn dumpcap_error(stderr: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .filter(|l| !l.starts_with("Capturing on") && !l.starts_with("File:") && !l.starts_with("Packets"))
+        .filter(|l| {
+            !l.starts_with("Capturing on") && !l.starts_with("File:") && !l.starts_with("Packets")
+        })
         .filter(|l| !l.starts_with("Running as user"))
         .collect();
     if lines.is_empty() {
@@ -472,7 +506,10 @@ pub fn dumpcap_error(stderr: &str) -> String {
 /// The one-line fix for a capture error on this OS.
 pub fn fix_for(error: &str) -> String {
     let e = error.to_ascii_lowercase();
-    if e.contains("permission") || e.contains("operation not permitted") || e.contains("you don't have permission") {
+    if e.contains("permission")
+        || e.contains("operation not permitted")
+        || e.contains("you don't have permission")
+    {
         permission_fix().to_string()
     } else if e.contains("no such device") || e.contains("no device named") {
         "The interface does not exist (any more); call list_network_interfaces and pick one of its names".into()

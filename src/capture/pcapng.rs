@@ -31,7 +31,11 @@ pub fn count_packets(path: &Path) -> (u64, u64) {
         } else {
             u32::from_be_bytes(len_bytes)
         });
-        let block_type = if little { block_type } else { block_type.swap_bytes() };
+        let block_type = if little {
+            block_type
+        } else {
+            block_type.swap_bytes()
+        };
         if len < 12 || pos + len > size {
             break;
         }

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, human_bits_per_s, human_bytes, percentile, round,
-    thousands,
+    Evidence, Finding, Report, Severity, Table, human_bits_per_s, human_bytes, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -293,7 +292,11 @@ impl Overview {
         // the protocol tree, like io,phs: `ethertype` is a dissector table, not a layer
         let mut path = String::new();
         let mut seen: Vec<&str> = Vec::new();
-        for proto in p.protocols.split(':').filter(|s| !s.is_empty() && *s != "ethertype") {
+        for proto in p
+            .protocols
+            .split(':')
+            .filter(|s| !s.is_empty() && *s != "ethertype")
+        {
             if !path.is_empty() {
                 path.push(':');
             }
@@ -424,7 +427,11 @@ impl PcapServer {
     /// findings that name the tool to use next. analysis_type picks the detailed table.
     #[tool(
         name = "analyze_pcap_file",
-        annotations(title = "Capture overview", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Capture overview",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn analyze_pcap_file(
         &self,
@@ -448,7 +455,8 @@ impl PcapServer {
 
 async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOverview>, String> {
     let mut acc = Overview::default();
-    a.fields::<OverviewRow>(None, &[], |row| acc.add(row)).await?;
+    a.fields::<OverviewRow>(None, &[], |row| acc.add(row))
+        .await?;
     let info = a.engine.tshark.capinfos(&a.file).await;
     let capture = a.capture_facts(acc.span).await;
     let detailed = p.analysis_type;
@@ -486,10 +494,14 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
         .collect();
     totals.sort_by(|x, y| y.frames.cmp(&x.frames).then(x.protocol.cmp(&y.protocol)));
     let protocol_totals = Table::top(totals, limit.max(15));
-    let protocol_hierarchy = (detailed == AnalysisType::Protocols || detailed == AnalysisType::Summary)
-        .then(|| {
+    let protocol_hierarchy =
+        (detailed == AnalysisType::Protocols || detailed == AnalysisType::Summary).then(|| {
             let (o, l) = table_for(AnalysisType::Protocols);
-            Table::page(hierarchy_rows(&acc.hierarchy, packets, total_bytes), o, l.max(15))
+            Table::page(
+                hierarchy_rows(&acc.hierarchy, packets, total_bytes),
+                o,
+                l.max(15),
+            )
         });
 
     let mut convs: Vec<Conversation> = acc
@@ -567,7 +579,11 @@ fn conv_filter(c: &ConvAcc) -> String {
         ("udp", Some(s)) => format!("udp.stream == {s}"),
         _ => {
             let (a, b) = (addr_only(&c.a), addr_only(&c.b));
-            let field = if a.contains(':') { "ipv6.addr" } else { "ip.addr" };
+            let field = if a.contains(':') {
+                "ipv6.addr"
+            } else {
+                "ip.addr"
+            };
             format!("{field} == {a} && {field} == {b}")
         }
     }
@@ -666,7 +682,7 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
             "Capture file is damaged or cut short",
             format!("tshark could read only part of the file: {w}. The figures cover the packets that could be read."),
             Evidence {
-                frames: acc.span.packets.checked_sub(0).filter(|n| *n > 0).into_iter().collect(),
+                frames: (acc.span.packets > 0).then_some(acc.span.packets).into_iter().collect(),
                 display_filter: format!("frame.number == {}", acc.span.packets),
                 ..Default::default()
             },
@@ -703,14 +719,20 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
     out.extend(symptom_finding(
         &acc.dns_errors,
         Severity::Low,
-        format!("{} DNS responses with an error rcode", thousands(acc.dns_errors.count)),
+        format!(
+            "{} DNS responses with an error rcode",
+            thousands(acc.dns_errors.count)
+        ),
         "NXDOMAIN, SERVFAIL or REFUSED answers (analyze_dns_resolution_issues).".into(),
         "dns.flags.rcode != 0",
     ));
     out.extend(symptom_finding(
         &acc.http_errors,
         Severity::Medium,
-        format!("{} HTTP error responses (4xx/5xx)", thousands(acc.http_errors.count)),
+        format!(
+            "{} HTTP error responses (4xx/5xx)",
+            thousands(acc.http_errors.count)
+        ),
         "Use extract_http_requests to see which requests failed and how long they took.".into(),
         "http.response.code >= 400",
     ));
@@ -769,9 +791,14 @@ fn summarize(
     let mut top: Vec<(&String, &(u64, u64))> = acc
         .totals
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "frame" | "eth" | "ip" | "ipv6" | "sll" | "ethertype"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "frame" | "eth" | "ip" | "ipv6" | "sll" | "ethertype"
+            )
+        })
         .collect();
-    top.sort_by(|x, y| y.1.0.cmp(&x.1.0));
+    top.sort_by_key(|t| std::cmp::Reverse(t.1.0));
     if !top.is_empty() {
         let names: Vec<String> = top
             .iter()
@@ -803,7 +830,6 @@ fn summarize(
         let titles: Vec<&str> = serious.iter().take(3).map(|f| f.title.as_str()).collect();
         s.push_str(&format!("Worth a look: {}.", titles.join("; ")));
     }
-    let _ = percentile; // shared helper, used by other tools
     s
 }
 

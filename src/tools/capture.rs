@@ -75,7 +75,11 @@ fn describe(s: &CaptureStatus) -> String {
             "Capture {} on {} {} after {:.1} s with {} packets ({} bytes) in {}; analyse it with pcap_file=\"{}\".",
             s.capture_id,
             s.interface,
-            if s.state == CaptureState::Finished { "finished at its limit" } else { "was stopped" },
+            if s.state == CaptureState::Finished {
+                "finished at its limit"
+            } else {
+                "was stopped"
+            },
             s.elapsed_s,
             s.packets,
             s.bytes,
@@ -99,7 +103,13 @@ impl PcapServer {
     /// size or packet limit. Returns capture_id, file and start/stop times.
     #[tool(
         name = "start_packet_capture",
-        annotations(title = "Start capture", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+        annotations(
+            title = "Start capture",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     pub async fn start_packet_capture(
         &self,
@@ -137,7 +147,13 @@ impl PcapServer {
     /// Returns packets, bytes and duration.
     #[tool(
         name = "stop_packet_capture",
-        annotations(title = "Stop capture", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Stop capture",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn stop_packet_capture(
         &self,
@@ -155,13 +171,21 @@ impl PcapServer {
     /// no capture_id is given.
     #[tool(
         name = "get_capture_status",
-        annotations(title = "Capture status", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Capture status",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn get_capture_status(
         &self,
         Parameters(p): Parameters<StatusParams>,
     ) -> Result<Json<CaptureList>, String> {
-        let id = p.capture_id.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let id = p
+            .capture_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
         let captures = self.engine.captures.status(id)?;
         let summary = if captures.is_empty() {
             "No captures have been started by this server; use start_packet_capture.".to_string()

@@ -51,7 +51,11 @@ impl PcapServer {
     /// size, modified time, format, packet count and time span; marks files still being written.
     #[tool(
         name = "list_captured_files",
-        annotations(title = "Stored captures", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Stored captures",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn list_captured_files(
         &self,
@@ -65,7 +69,9 @@ impl PcapServer {
         let mut skipped = 0;
         for entry in read.flatten() {
             let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -94,7 +100,7 @@ impl PcapServer {
                 modified,
             ));
         }
-        found.sort_by(|a, b| b.1.cmp(&a.1));
+        found.sort_by_key(|f| std::cmp::Reverse(f.1));
         let limit = clamp_limit(p.limit, 50);
         let total = found.len();
         let mut rows = Vec::new();
@@ -122,7 +128,8 @@ impl PcapServer {
         }
         let mut table = Table::page(rows, 0, limit);
         table.total = total;
-        table.more = (total > table.shown).then(|| format!("{} more file(s): raise limit", total - table.shown));
+        table.more = (total > table.shown)
+            .then(|| format!("{} more file(s): raise limit", total - table.shown));
         let bytes: u64 = table.rows.iter().map(|r| r.size_bytes).sum();
         let summary = if total == 0 {
             format!(

@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
-use crate::report::{Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands};
+use crate::report::{
+    Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
+};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
 use crate::tshark::fields::{FromRow, Row};
@@ -63,6 +65,9 @@ pub struct HttpTransaction {
     pub content_length: Option<u64>,
     pub response_time_ms: Option<f64>,
     pub response_frame: Option<u64>,
+    /// False for a response whose request tshark could not parse or did not capture
+    /// (then `frame` is the response frame and method/uri are empty).
+    pub request_seen: bool,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -198,7 +203,11 @@ impl PcapServer {
     /// method and status class; errors and the slowest requests first in findings.
     #[tool(
         name = "extract_http_requests",
-        annotations(title = "HTTP requests", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "HTTP requests",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn extract_http_requests(
         &self,
@@ -245,9 +254,15 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
                 content_length: None,
                 response_time_ms: None,
                 response_frame: None,
+                request_seen: true,
             });
         } else if let Some(code) = r.code {
-            match r.request_in.and_then(|f| index.get(&f)) {
+            // a second response to one request (e.g. after 100 Continue) gets its own row
+            match r
+                .request_in
+                .and_then(|f| index.get(&f))
+                .filter(|&&i| requests[i].status.is_none())
+            {
                 Some(&i) => {
                     let t = &mut requests[i];
                     t.status = Some(code as u16);
@@ -257,17 +272,42 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
                     t.response_time_ms = r.time_since_request.map(|s| round(s * 1000.0, 3));
                     t.response_frame = Some(r.frame);
                 }
-                None => orphan_responses += 1,
+                None => {
+                    // A response whose request tshark did not parse (malformed, or before
+                    // the capture started) still tells what the server said.
+                    orphan_responses += 1;
+                    requests.push(HttpTransaction {
+                        frame: r.frame,
+                        time: r.time.map(rfc3339).unwrap_or_default(),
+                        stream: r.stream,
+                        client: endpoint(&r.dst, r.dport),
+                        server: endpoint(&r.src, r.sport),
+                        method: String::new(),
+                        host: None,
+                        uri: String::new(),
+                        user_agent: None,
+                        status: Some(code as u16),
+                        reason: r.phrase,
+                        content_type: r.content_type,
+                        content_length: r.content_length,
+                        response_time_ms: None,
+                        response_frame: Some(r.frame),
+                        request_seen: false,
+                    });
+                }
             }
         }
     })
     .await?;
 
+    requests.sort_by_key(|t| t.frame);
     let total_requests = requests.len();
     let method = p.method.as_ref().map(|m| m.trim().to_ascii_uppercase());
     let host = p.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
     requests.retain(|t| {
-        method.as_ref().is_none_or(|m| t.method.eq_ignore_ascii_case(m))
+        method
+            .as_ref()
+            .is_none_or(|m| t.method.eq_ignore_ascii_case(m))
             && host.as_ref().is_none_or(|h| {
                 t.host
                     .as_ref()
@@ -281,7 +321,9 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
     let mut hosts: BTreeMap<String, (u64, u64, Vec<f64>)> = BTreeMap::new();
     let mut times: Vec<f64> = Vec::new();
     for t in &requests {
-        *by_method.entry(t.method.clone()).or_default() += 1;
+        if t.request_seen {
+            *by_method.entry(t.method.clone()).or_default() += 1;
+        }
         let class = t
             .status
             .map(|s| format!("{}xx", s / 100))
@@ -326,31 +368,47 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
         notes.push(format!("host contains '{h}'"));
     }
     if let Some(s) = &p.status {
-        notes.push(format!("status = {}", serde_json::to_string(s).unwrap_or_default()));
+        notes.push(format!(
+            "status = {}",
+            serde_json::to_string(s).unwrap_or_default()
+        ));
     }
-    let errors = requests.iter().filter(|t| t.status.is_some_and(|s| s >= 400)).count();
+    let errors = requests
+        .iter()
+        .filter(|t| t.status.is_some_and(|s| s >= 400))
+        .count();
     let unanswered = requests.iter().filter(|t| t.status.is_none()).count();
     let mut summary = format!(
-        "{} HTTP request(s) in {}{}: {} error response(s) (4xx/5xx), {} without a response in the capture.",
+        "{} HTTP transaction(s) in {}{}: {} error response(s) (4xx/5xx), {} request(s) without a response in the capture.",
         thousands(shown_total as u64),
         a.file.display_name,
         if notes.is_empty() {
             String::new()
         } else {
-            format!(" ({} of {} after {})", shown_total, total_requests, notes.join(", "))
+            format!(
+                " ({} of {} after {})",
+                shown_total,
+                total_requests,
+                notes.join(", ")
+            )
         },
         errors,
         unanswered
     );
     if let (Some(med), Some(p95)) = (percentile(&times, 50.0), percentile(&times, 95.0)) {
-        summary.push_str(&format!(" Response time median {med:.1} ms, p95 {p95:.1} ms."));
+        summary.push_str(&format!(
+            " Response time median {med:.1} ms, p95 {p95:.1} ms."
+        ));
     }
     if let Some(h) = host_rows.first() {
-        summary.push_str(&format!(" Busiest host: {} ({} requests).", h.host, h.requests));
+        summary.push_str(&format!(
+            " Busiest host: {} ({} requests).",
+            h.host, h.requests
+        ));
     }
     if orphan_responses > 0 {
         summary.push_str(&format!(
-            " {orphan_responses} response(s) had no request in the capture (it started mid-conversation)."
+            " {orphan_responses} response(s) answer a request tshark did not parse as HTTP (malformed, or sent before the capture started); they are listed with request_seen=false."
         ));
     }
     if total_requests == 0 {
@@ -362,8 +420,14 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
     let data = HttpRequests {
         requests: Table::page(requests, clamp_offset(p.offset), limit),
         by_host: Table::top(host_rows, 20),
-        by_method: by_method.into_iter().map(|(key, count)| CountRow { key, count }).collect(),
-        by_status_class: by_class.into_iter().map(|(key, count)| CountRow { key, count }).collect(),
+        by_method: by_method
+            .into_iter()
+            .map(|(key, count)| CountRow { key, count })
+            .collect(),
+        by_status_class: by_class
+            .into_iter()
+            .map(|(key, count)| CountRow { key, count })
+            .collect(),
         median_response_ms: percentile(&times, 50.0),
         p95_response_ms: percentile(&times, 95.0),
     };
@@ -390,14 +454,34 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
         let sample: Vec<String> = ts
             .iter()
             .take(3)
-            .map(|t| format!("{} {}{}", t.method, t.host.clone().unwrap_or_default(), t.uri))
+            .map(|t| {
+                format!(
+                    "{} {}{}",
+                    t.method,
+                    t.host.clone().unwrap_or_default(),
+                    t.uri
+                )
+            })
             .collect();
         out.push(Finding::new(
-            if *code >= 500 { Severity::High } else { Severity::Medium },
-            format!("{} request(s) answered {code} {}", ts.len(), ts[0].reason.clone().unwrap_or_default()),
+            if *code >= 500 {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            format!(
+                "{} request(s) answered {code} {}",
+                ts.len(),
+                ts[0].reason.clone().unwrap_or_default()
+            ),
             format!("For example: {}.", sample.join("; ")),
             Evidence {
-                frames: ts.iter().take(10).flat_map(|t| [Some(t.frame), t.response_frame]).flatten().collect(),
+                frames: ts
+                    .iter()
+                    .take(10)
+                    .flat_map(|t| [Some(t.frame), t.response_frame])
+                    .flatten()
+                    .collect(),
                 streams: ts.iter().filter_map(|t| t.stream).take(10).collect(),
                 endpoints: ts.iter().map(|t| t.server.clone()).take(3).collect(),
                 time: Some(ts[0].time.clone()),
@@ -412,11 +496,23 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
         .iter()
         .filter(|t| t.response_time_ms.is_some_and(|ms| ms >= threshold))
         .collect();
-    slow.sort_by(|x, y| y.response_time_ms.unwrap_or(0.0).total_cmp(&x.response_time_ms.unwrap_or(0.0)));
+    slow.sort_by(|x, y| {
+        y.response_time_ms
+            .unwrap_or(0.0)
+            .total_cmp(&x.response_time_ms.unwrap_or(0.0))
+    });
     if let Some(worst) = slow.first() {
         out.push(Finding::new(
-            if worst.response_time_ms.unwrap_or(0.0) >= 5000.0 { Severity::Medium } else { Severity::Low },
-            format!("{} slow response(s), slowest {:.0} ms", slow.len(), worst.response_time_ms.unwrap_or(0.0)),
+            if worst.response_time_ms.unwrap_or(0.0) >= 5000.0 {
+                Severity::Medium
+            } else {
+                Severity::Low
+            },
+            format!(
+                "{} slow response(s), slowest {:.0} ms",
+                slow.len(),
+                worst.response_time_ms.unwrap_or(0.0)
+            ),
             format!(
                 "Slowest: {} {}{} from {} (capture median {median:.1} ms).",
                 worst.method,
@@ -425,7 +521,12 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
                 worst.server
             ),
             Evidence {
-                frames: slow.iter().take(10).flat_map(|t| [Some(t.frame), t.response_frame]).flatten().collect(),
+                frames: slow
+                    .iter()
+                    .take(10)
+                    .flat_map(|t| [Some(t.frame), t.response_frame])
+                    .flatten()
+                    .collect(),
                 streams: slow.iter().filter_map(|t| t.stream).take(10).collect(),
                 time: Some(worst.time.clone()),
                 display_filter: format!("http.time >= {:.3}", threshold / 1000.0),
@@ -433,7 +534,8 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
             },
         ));
     }
-    let unanswered: Vec<&HttpTransaction> = requests.iter().filter(|t| t.status.is_none()).collect();
+    let unanswered: Vec<&HttpTransaction> =
+        requests.iter().filter(|t| t.status.is_none()).collect();
     if !unanswered.is_empty() {
         out.push(Finding::new(
             Severity::Low,

@@ -81,7 +81,11 @@ impl PcapServer {
     /// loopback, up/down) and whether this process is permitted to capture, with the fix if not.
     #[tool(
         name = "list_network_interfaces",
-        annotations(title = "Capture interfaces", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Capture interfaces",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn list_network_interfaces(&self) -> Result<Json<InterfaceList>, String> {
         let dumpcap = self.engine.cfg.dumpcap.clone().ok_or_else(|| {
@@ -93,7 +97,10 @@ impl PcapServer {
         let interfaces = parse_dumpcap_list(&out.stdout);
         if interfaces.is_empty() {
             let why = crate::capture::dumpcap_error(&out.stderr);
-            return Err(format!("dumpcap listed no interfaces: {why}. {}", fix_for(&why)));
+            return Err(format!(
+                "dumpcap listed no interfaces: {why}. {}",
+                fix_for(&why)
+            ));
         }
         // Opening an interface is the real permission test; prefer loopback (always present).
         let probe = interfaces
@@ -113,7 +120,9 @@ impl PcapServer {
             {
                 let up: Vec<&str> = interfaces
                     .iter()
-                    .filter(|i| i.state.as_deref() == Some("up") || (i.loopback && !i.addresses.is_empty()))
+                    .filter(|i| {
+                        i.state.as_deref() == Some("up") || (i.loopback && !i.addresses.is_empty())
+                    })
                     .map(|i| i.name.as_str())
                     .collect();
                 if up.is_empty() {

@@ -91,7 +91,13 @@ pub fn match_filter(pattern: &str, case_sensitive: bool, regex: bool) -> String 
             re.push_str(&bytes_re(&variants[0]));
         } else {
             re.push_str("(?:");
-            re.push_str(&variants.iter().map(|v| bytes_re(v)).collect::<Vec<_>>().join("|"));
+            re.push_str(
+                &variants
+                    .iter()
+                    .map(|v| bytes_re(v))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
             re.push(')');
         }
     }
@@ -129,7 +135,13 @@ fn snippet(bytes: &[u8], start: usize, end: usize) -> String {
     let text = String::from_utf8_lossy(&bytes[from..to]);
     let mut s: String = text
         .chars()
-        .map(|c| if c.is_control() || c == '\u{fffd}' { '.' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '\u{fffd}' {
+                '.'
+            } else {
+                c
+            }
+        })
         .collect();
     if from > 0 {
         s.insert(0, '…');
@@ -182,7 +194,11 @@ impl PcapServer {
     /// total match count. Case-insensitive unless case_sensitive is true.
     #[tool(
         name = "search_packet_content",
-        annotations(title = "Search packet bytes", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Search packet bytes",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn search_packet_content(
         &self,
@@ -237,16 +253,30 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     // Second, small pass: the raw bytes of the shown frames, for the snippets.
     let mut raw: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
     if !kept.is_empty() {
-        let set = kept.iter().map(|r| r.frame.to_string()).collect::<Vec<_>>().join(",");
+        let set = kept
+            .iter()
+            .map(|r| r.frame.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let by_frame = format!("frame.number in {{{set}}}");
         let mut args = a.engine.tshark.read_args(&a.file);
-        args.extend(["-Y".to_string(), by_frame, "-T".into(), "ek".into(), "-x".into(), "-J".into(), "frame".into()]);
+        args.extend([
+            "-Y".to_string(),
+            by_frame,
+            "-T".into(),
+            "ek".into(),
+            "-x".into(),
+            "-J".into(),
+            "frame".into(),
+        ]);
         let mut frame_no = 0u64;
         let _ = a
             .engine
             .tshark
             .run(&args, &a.file, &a.ctl, |line| {
-                let Ok(v) = serde_json::from_str::<EkLine>(line) else { return };
+                let Ok(v) = serde_json::from_str::<EkLine>(line) else {
+                    return;
+                };
                 let Some(layers) = v.layers else { return };
                 frame_no += 1;
                 if let Some(hex) = layers.frame_raw {
@@ -285,14 +315,21 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     matches.total = total;
     matches.offset = offset;
     matches.more = (offset + matches.shown < total).then(|| {
-        format!("{} more match(es): call again with offset={}", total - offset - matches.shown, offset + matches.shown)
+        format!(
+            "{} more match(es): call again with offset={}",
+            total - offset - matches.shown,
+            offset + matches.shown
+        )
     });
     let mut findings = Vec::new();
     if total > 0 {
         findings.push(Finding::new(
             Severity::Info,
             format!("{} frame(s) contain the pattern", thousands(total as u64)),
-            format!("First match in frame {}.", matches.rows.first().map(|m| m.frame).unwrap_or(0)),
+            format!(
+                "First match in frame {}.",
+                matches.rows.first().map(|m| m.frame).unwrap_or(0)
+            ),
             Evidence {
                 frames: matches.rows.iter().map(|m| m.frame).take(10).collect(),
                 display_filter: a.combined_filter(Some(&filter)).unwrap_or_default(),
@@ -300,10 +337,21 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
             },
         ));
     }
-    let kind = if p.regex { "regular expression" } else { "text" };
-    let case = if p.case_sensitive { "case-sensitive" } else { "case-insensitive" };
+    let kind = if p.regex {
+        "regular expression"
+    } else {
+        "text"
+    };
+    let case = if p.case_sensitive {
+        "case-sensitive"
+    } else {
+        "case-insensitive"
+    };
     let summary = if total == 0 {
-        format!("No frame in {} contains the {kind} {:?} ({case} search of every frame's bytes).", a.file.display_name, p.search_pattern)
+        format!(
+            "No frame in {} contains the {kind} {:?} ({case} search of every frame's bytes).",
+            a.file.display_name, p.search_pattern
+        )
     } else {
         format!(
             "{} frame(s) in {} contain the {kind} {:?} ({case}); showing {} from offset {}.",
@@ -322,7 +370,14 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
         matches,
     };
     let capture = a.capture_facts(span).await;
-    Ok(Report::complete(summary, findings, data, capture, a.scope(None), a.commands))
+    Ok(Report::complete(
+        summary,
+        findings,
+        data,
+        capture,
+        a.scope(None),
+        a.commands,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -339,7 +394,11 @@ struct EkLayers {
 fn decode_hex(s: &str) -> Vec<u8> {
     s.as_bytes()
         .chunks(2)
-        .filter_map(|c| std::str::from_utf8(c).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .filter_map(|c| {
+            std::str::from_utf8(c)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect()
 }
 
@@ -353,7 +412,10 @@ mod tests {
         assert!(f.starts_with("frame contains \"\\x7a"));
         assert!(!f.contains("||"));
         let f = match_filter("a\"b", false, false);
-        assert_eq!(f, "frame matches \"(?:\\\\x61|\\\\x41)\\\\x22(?:\\\\x62|\\\\x42)\"");
+        assert_eq!(
+            f,
+            "frame matches \"(?:\\\\x61|\\\\x41)\\\\x22(?:\\\\x62|\\\\x42)\""
+        );
     }
 
     #[test]
@@ -365,7 +427,10 @@ mod tests {
     #[test]
     fn snippets_are_printable() {
         let b = b"\x00\x01GET /index.html HTTP/1.1\r\n";
-        let m = local_matcher("index", false, false).unwrap().find(b).unwrap();
+        let m = local_matcher("index", false, false)
+            .unwrap()
+            .find(b)
+            .unwrap();
         let s = snippet(b, m.start(), m.end());
         assert!(s.contains("GET /index.html"));
         assert!(!s.contains('\r'));

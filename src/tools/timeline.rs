@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
-use crate::report::{Evidence, Finding, Report, Severity, Table, human_bits_per_s, rfc3339, round, thousands};
+use crate::report::{
+    Evidence, Finding, Report, Severity, Table, human_bits_per_s, rfc3339, round, thousands,
+};
 use crate::server::PcapServer;
 use crate::tshark::fields::{FromRow, Row};
 
@@ -148,7 +150,11 @@ impl PcapServer {
     /// bucket, bursts and idle gaps. Buckets add up to the packet count.
     #[tool(
         name = "generate_traffic_timeline",
-        annotations(title = "Traffic timeline", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Traffic timeline",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     pub async fn generate_traffic_timeline(
         &self,
@@ -182,7 +188,10 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
     // The base width is fine enough for the final choice; never more than ~100k buckets in memory.
     let (interval, coarsened) = choose_interval(p.time_interval, span_hint);
     let base = interval.max(span_hint / 100_000.0);
-    let mut start: Option<f64> = info.as_ref().and_then(|i| i.first_epoch).filter(|_| a.filter.is_none());
+    let mut start: Option<f64> = info
+        .as_ref()
+        .and_then(|i| i.first_epoch)
+        .filter(|_| a.filter.is_none());
     let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
     let mut span = Span::default();
     let mut last: Option<(u64, f64)> = None;
@@ -194,7 +203,11 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         if let Some((frame, prev)) = last {
             let gap = t - prev;
             if gap > 0.0 && (gaps.len() < 5 || gap > gaps[gaps.len() - 1].duration_s) {
-                gaps.push(Gap { after_frame: frame, start_s: round(prev - t0, 6), duration_s: round(gap, 6) });
+                gaps.push(Gap {
+                    after_frame: frame,
+                    start_s: round(prev - t0, 6),
+                    duration_s: round(gap, 6),
+                });
                 gaps.sort_by(|x, y| y.duration_s.total_cmp(&x.duration_s));
                 gaps.truncate(5);
             }
@@ -225,7 +238,11 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
     let mut out: Vec<Bucket> = (0..n)
         .map(|i| {
             let s = i as f64 * interval;
-            Bucket { start_s: round(s, 6), start_time: rfc3339(t0 + s), ..Default::default() }
+            Bucket {
+                start_s: round(s, 6),
+                start_time: rfc3339(t0 + s),
+                ..Default::default()
+            }
         })
         .collect();
     for (idx, b) in buckets {
@@ -246,9 +263,18 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         b.bits_per_s = round(b.bytes as f64 * 8.0 / interval, 1);
     }
     let total_bytes: u64 = out.iter().map(|b| b.bytes).sum();
-    let busiest = out.iter().enumerate().max_by_key(|(_, b)| b.bytes).map(|(i, _)| i).filter(|_| total_bytes > 0);
+    let busiest = out
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, b)| b.bytes)
+        .map(|(i, _)| i)
+        .filter(|_| total_bytes > 0);
     let peak = busiest.map(|i| out[i].bits_per_s).unwrap_or(0.0);
-    let average = if actual_span > 0.0 { round(total_bytes as f64 * 8.0 / actual_span, 1) } else { 0.0 };
+    let average = if actual_span > 0.0 {
+        round(total_bytes as f64 * 8.0 / actual_span, 1)
+    } else {
+        0.0
+    };
     let mut sorted: Vec<u64> = out.iter().map(|b| b.bytes).filter(|b| *b > 0).collect();
     sorted.sort_unstable();
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
@@ -264,8 +290,17 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         let b = &out[i];
         findings.push(Finding::new(
             Severity::Info,
-            format!("Busiest interval at +{:.1} s: {}", b.start_s, human_bits_per_s(b.bits_per_s)),
-            format!("{} packets, {} bytes in {interval} s (capture average {}).", thousands(b.packets), thousands(b.bytes), human_bits_per_s(average)),
+            format!(
+                "Busiest interval at +{:.1} s: {}",
+                b.start_s,
+                human_bits_per_s(b.bits_per_s)
+            ),
+            format!(
+                "{} packets, {} bytes in {interval} s (capture average {}).",
+                thousands(b.packets),
+                thousands(b.bytes),
+                human_bits_per_s(average)
+            ),
             bucket_evidence(b, t0, interval),
         ));
     }
@@ -273,31 +308,73 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         let first = &out[bursts[0]];
         findings.push(Finding::new(
             Severity::Low,
-            format!("{} burst interval(s) at 4x or more the median rate", bursts.len()),
-            format!("First burst at +{:.1} s ({}).", first.start_s, human_bits_per_s(first.bits_per_s)),
+            format!(
+                "{} burst interval(s) at 4x or more the median rate",
+                bursts.len()
+            ),
+            format!(
+                "First burst at +{:.1} s ({}).",
+                first.start_s,
+                human_bits_per_s(first.bits_per_s)
+            ),
             bucket_evidence(first, t0, interval),
         ));
     }
-    let per_event: [(&str, fn(&Bucket) -> u64, &str, Severity); 4] = [
-        ("TCP resets", |b: &Bucket| b.resets, "tcp.flags.reset == 1", Severity::Low),
-        ("retransmissions", |b: &Bucket| b.retransmissions, "tcp.analysis.retransmission", Severity::Low),
-        ("DNS failures", |b: &Bucket| b.dns_failures, "dns.flags.response == 1 && dns.flags.rcode != 0", Severity::Low),
-        ("TLS alerts", |b: &Bucket| b.tls_alerts, "tls.alert_message", Severity::Low),
+    type EventCount = fn(&Bucket) -> u64;
+    let per_event: [(&str, EventCount, &str, Severity); 4] = [
+        (
+            "TCP resets",
+            |b: &Bucket| b.resets,
+            "tcp.flags.reset == 1",
+            Severity::Low,
+        ),
+        (
+            "retransmissions",
+            |b: &Bucket| b.retransmissions,
+            "tcp.analysis.retransmission",
+            Severity::Low,
+        ),
+        (
+            "DNS failures",
+            |b: &Bucket| b.dns_failures,
+            "dns.flags.response == 1 && dns.flags.rcode != 0",
+            Severity::Low,
+        ),
+        (
+            "TLS alerts",
+            |b: &Bucket| b.tls_alerts,
+            "tls.alert_message",
+            Severity::Low,
+        ),
     ];
     for (name, f, filter, sev) in per_event {
         let total: u64 = out.iter().map(f).sum();
         if total == 0 {
             continue;
         }
-        let (wi, worst) = out.iter().enumerate().max_by_key(|(_, b)| f(b)).expect("non-empty");
+        let (wi, worst) = out
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, b)| f(b))
+            .expect("non-empty");
         findings.push(Finding::new(
             sev,
-            format!("{} {name}, most at +{:.1} s", thousands(total), worst.start_s),
+            format!(
+                "{} {name}, most at +{:.1} s",
+                thousands(total),
+                worst.start_s
+            ),
             format!("{} of them in bucket {wi} ({} s wide).", f(worst), interval),
-            Evidence { display_filter: filter.to_string(), ..bucket_evidence(worst, t0, interval) },
+            Evidence {
+                display_filter: filter.to_string(),
+                ..bucket_evidence(worst, t0, interval)
+            },
         ));
     }
-    if let Some(g) = gaps.first().filter(|g| g.duration_s >= (interval * 2.0).max(1.0)) {
+    if let Some(g) = gaps
+        .first()
+        .filter(|g| g.duration_s >= (interval * 2.0).max(1.0))
+    {
         findings.push(Finding::new(
             Severity::Info,
             format!("Longest silence: {:.1} s after frame {}", g.duration_s, g.after_frame),
@@ -314,10 +391,16 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         thousands(span.packets),
         actual_span,
         out.len(),
-        coarsened.map(|c| format!(" (widened from the requested {c} s to stay under {MAX_BUCKETS} buckets)")).unwrap_or_default(),
+        coarsened
+            .map(|c| format!(
+                " (widened from the requested {c} s to stay under {MAX_BUCKETS} buckets)"
+            ))
+            .unwrap_or_default(),
         human_bits_per_s(average),
         human_bits_per_s(peak),
-        busiest.map(|i| format!(" at +{:.1} s", out[i].start_s)).unwrap_or_default(),
+        busiest
+            .map(|i| format!(" at +{:.1} s", out[i].start_s))
+            .unwrap_or_default(),
     );
     let n_out = out.len();
     let data = Timeline {
@@ -331,7 +414,14 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         idle_gaps: gaps,
     };
     let capture = a.capture_facts(span).await;
-    Ok(Report::complete(summary, findings, data, capture, a.scope(None), a.commands))
+    Ok(Report::complete(
+        summary,
+        findings,
+        data,
+        capture,
+        a.scope(None),
+        a.commands,
+    ))
 }
 
 fn bucket_evidence(b: &Bucket, t0: f64, interval: f64) -> Evidence {
@@ -339,7 +429,10 @@ fn bucket_evidence(b: &Bucket, t0: f64, interval: f64) -> Evidence {
     Evidence {
         frames: b.first_frame.into_iter().collect(),
         time: Some(b.start_time.clone()),
-        display_filter: format!("frame.time_epoch >= {from:.6} && frame.time_epoch < {:.6}", from + interval),
+        display_filter: format!(
+            "frame.time_epoch >= {from:.6} && frame.time_epoch < {:.6}",
+            from + interval
+        ),
         ..Default::default()
     }
 }

@@ -25,11 +25,13 @@ pub struct CapInfo {
 /// `-T -M -r -S`: one tab-separated row, no header, exact numbers, epoch times; only
 /// the columns we use, so capinfos does not hash the file.
 pub fn args(path: &Path) -> Vec<String> {
-    ["-T", "-M", "-r", "-S", "-t", "-E", "-l", "-c", "-s", "-d", "-u", "-a", "-e", "-o"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(std::iter::once(path.display().to_string()))
-        .collect()
+    [
+        "-T", "-M", "-r", "-S", "-t", "-E", "-l", "-c", "-s", "-d", "-u", "-a", "-e", "-o",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(std::iter::once(path.display().to_string()))
+    .collect()
 }
 
 /// Parses the row: name, type, encap, snaplen, snaplen min, snaplen max, packets,

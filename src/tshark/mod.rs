@@ -54,7 +54,6 @@ pub struct Runner {
     capinfos_cache: Mutex<Lru<capinfos::CapInfo>>,
 }
 
-
 impl Runner {
     pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
         use std::io::Write;
@@ -197,9 +196,12 @@ impl Runner {
         #[cfg(unix)]
         cmd.process_group(0);
         tracing::debug!(?args, "spawning {name}");
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}; run `pcap-analyzer-mcp-server doctor`", bin.display()))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot start {}: {e}; run `pcap-analyzer-mcp-server doctor`",
+                bin.display()
+            )
+        })?;
         let pid = child.id();
         let mut guard = GroupGuard(pid);
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -222,7 +224,8 @@ impl Runner {
             .map(|m| m.len())
             .unwrap_or(0);
         loop {
-            line.clear();
+            // `line` is cleared only after a whole line was handled: when another branch
+            // wins the select, read_until keeps the bytes it read so far in `line`.
             tokio::select! {
                 biased;
                 _ = ctl.cancel.cancelled() => {
@@ -239,23 +242,30 @@ impl Runner {
                     ));
                 }
                 _ = tick.tick() => {
-                    if let (Some(path), Some(pid)) = (progress_of, pid) {
-                        if let Some(pos) = read_position(pid, path) {
-                            if file_size > 0 {
+                    if let (Some(path), Some(pid)) = (progress_of, pid)
+                        && let Some(pos) = read_position(pid, path)
+                            && file_size > 0 {
                                 let pm = (pos.saturating_mul(1000) / file_size).min(999) as u32;
                                 ctl.permille.store(pm, Ordering::Relaxed);
                             }
-                        }
-                    }
                 }
                 n = reader.read_until(b'\n', &mut line) => {
                     match n {
-                        Ok(0) => break,
-                        Ok(_) => {
-                            while matches!(line.last(), Some(b'\n' | b'\r')) {
-                                line.pop();
+                        Ok(0) => {
+                            // a last line without a newline
+                            if !line.is_empty() {
+                                on_line(&String::from_utf8_lossy(&line));
                             }
-                            on_line(&String::from_utf8_lossy(&line));
+                            break;
+                        }
+                        Ok(_) => {
+                            if line.last() == Some(&b'\n') {
+                                while matches!(line.last(), Some(b'\n' | b'\r')) {
+                                    line.pop();
+                                }
+                                on_line(&String::from_utf8_lossy(&line));
+                                line.clear();
+                            }
                         }
                         Err(e) => return Err(format!("reading {name} output failed: {e}")),
                     }
@@ -378,7 +388,10 @@ mod tests {
     #[test]
     fn stderr_cleanup() {
         let s = "Running as user \"root\" and group \"root\". This could be dangerous.\ntshark: Unexpected end of filter expression.\n";
-        assert_eq!(clean_stderr(s), "tshark: Unexpected end of filter expression.");
+        assert_eq!(
+            clean_stderr(s),
+            "tshark: Unexpected end of filter expression."
+        );
         assert!(is_partial_read(
             "tshark: The file \"x\" appears to have been cut short in the middle of a packet."
         ));

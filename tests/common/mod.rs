@@ -1,0 +1,193 @@
+//! Drives the built binary the way an MCP client does: spawn it, speak MCP over stdio
+//! with rmcp's client, call tools, read structured results.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use tokio::process::Command;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pcap-analyzer-mcp-server");
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn fixture(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+/// The facts the shared corpus recorded for a fixture (from Zeek, capinfos, tshark).
+pub fn facts(name: &str) -> Value {
+    let all: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("corpus-facts.json")).unwrap(),
+    )
+    .unwrap();
+    all[name].clone()
+}
+
+/// The tshark-origin fact with this filter, e.g. `http.request`.
+pub fn tshark_fact<'a>(facts: &'a Value, filter: &str) -> &'a Value {
+    facts["truth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["origin"] == "tshark-4.0.17" && t["filter"] == filter)
+        .unwrap_or_else(|| panic!("no tshark fact for {filter}"))
+}
+
+pub struct Server {
+    pub client: RunningService<RoleClient, ()>,
+    pub storage: tempfile::TempDir,
+    pub pid: u32,
+}
+
+pub async fn start() -> Server {
+    start_with(&[]).await
+}
+
+pub async fn start_with(env: &[(&str, &str)]) -> Server {
+    let storage = tempfile::tempdir().unwrap();
+    let storage_path = storage.path().to_path_buf();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let transport = TokioChildProcess::new(Command::new(BIN).configure(|cmd| {
+        cmd.env("PCAP_STORAGE_DIR", &storage_path)
+            .env("PCAP_ALLOWED_DIRS", fixtures())
+            .env("RUST_LOG", "warn");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+    }))
+    .expect("spawn server");
+    let pid = transport.id().expect("server pid");
+    let client = ().serve(transport).await.expect("MCP initialize");
+    Server {
+        client,
+        storage,
+        pid,
+    }
+}
+
+impl Server {
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let Value::Object(map) = args else {
+            panic!("arguments must be an object")
+        };
+        self.client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map))
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"))
+    }
+
+    /// Calls a tool that must succeed and returns its structured content.
+    pub async fn ok(&self, tool: &str, args: Value) -> Value {
+        let r = self.call(tool, args.clone()).await;
+        assert_ne!(r.is_error, Some(true), "{tool} {args} failed: {}", text(&r));
+        let v = r
+            .structured_content
+            .clone()
+            .unwrap_or_else(|| panic!("{tool}: no structured content"));
+        // everything the model needs is in the structured object, and the text copy matches it
+        let copy: Value = serde_json::from_str(&text(&r)).expect("text content is the JSON copy");
+        assert_eq!(copy, v);
+        v
+    }
+
+    /// Calls a tool that must fail with isError and returns its message.
+    pub async fn err(&self, tool: &str, args: Value) -> String {
+        let r = self.call(tool, args.clone()).await;
+        assert_eq!(
+            r.is_error,
+            Some(true),
+            "{tool} {args} should fail, got {:?}",
+            r.structured_content
+        );
+        text(&r)
+    }
+
+    pub fn storage_file(&self, name: &str) -> PathBuf {
+        self.storage.path().join(name)
+    }
+}
+
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// tshark's own count of frames matching a filter, for comparison.
+pub fn tshark_count(file: &str, filter: &str) -> u64 {
+    let out = StdCommand::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            file,
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .expect("run tshark");
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
+/// Child processes of `pid` with this command name.
+pub fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = &stat[stat.find('(').unwrap() + 1..close];
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid && comm == name {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// All processes with this command name whose command line mentions `needle`.
+pub fn processes_mentioning(name: &str, needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let zombie = state
+            .rfind(')')
+            .is_some_and(|i| state[i + 2..].starts_with('Z'));
+        if comm.trim() == name && !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(p);
+        }
+    }
+    out
+}

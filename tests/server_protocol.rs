@@ -1,0 +1,255 @@
+//! The server as a protocol peer: tool list and schemas (with a snapshot), toolsets,
+//! cancellation, disconnects, and the "still running" answer for long analyses.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/tools.json");
+
+#[tokio::test]
+async fn tool_schemas_match_the_snapshot() {
+    let s = start().await;
+    let tools = s.client.list_all_tools().await.unwrap();
+    let mut snapshot: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "description": t.description,
+                "annotations": t.annotations,
+                "inputSchema": t.input_schema,
+                "outputSchema": t.output_schema,
+            })
+        })
+        .collect();
+    snapshot.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let text = serde_json::to_string_pretty(&snapshot).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, &text).unwrap();
+    }
+    let stored = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        stored == text,
+        "tool schemas changed; if deliberate, run `UPDATE_SNAPSHOTS=1 cargo test --test server_protocol` and commit tests/snapshots/tools.json"
+    );
+
+    for t in &tools {
+        assert!(t.output_schema.is_some(), "{} has no output schema", t.name);
+        let d = t.description.as_deref().unwrap_or("");
+        assert!(
+            d.len() > 40 && d.len() < 400,
+            "{}: description length {}",
+            t.name,
+            d.len()
+        );
+        let a = t
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no annotations", t.name));
+        assert_eq!(a.open_world_hint, Some(false), "{}", t.name);
+        let writes = matches!(
+            t.name.as_ref(),
+            "start_packet_capture" | "stop_packet_capture"
+        );
+        assert_eq!(a.read_only_hint, Some(!writes), "{}", t.name);
+    }
+    for name in [
+        "list_network_interfaces",
+        "list_captured_files",
+        "analyze_pcap_file",
+        "extract_http_requests",
+        "generate_traffic_timeline",
+        "search_packet_content",
+        "start_packet_capture",
+        "stop_packet_capture",
+        "get_capture_status",
+    ] {
+        assert!(tools.iter().any(|t| t.name == name), "{name} missing");
+    }
+    let info = s.client.peer_info().unwrap();
+    assert_eq!(
+        info.server_info.as_ref().unwrap().name,
+        "pcap-analyzer-mcp-server"
+    );
+    assert!(
+        info.instructions
+            .as_deref()
+            .unwrap()
+            .contains("analyze_pcap_file")
+    );
+}
+
+#[tokio::test]
+async fn readme_tool_list_is_generated_from_the_code() {
+    let out = std::process::Command::new(BIN)
+        .arg("tools")
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&table),
+        "README's tool table is stale: paste the output of `pcap-analyzer-mcp-server tools` between the TOOLS markers"
+    );
+}
+
+#[tokio::test]
+async fn toolsets_limit_the_tool_list() {
+    let s = start_with(&[("PCAP_TOOLSETS", "basic")]).await;
+    let tools = s.client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(names.contains(&"analyze_pcap_file"));
+    assert!(!names.contains(&"start_packet_capture"), "{names:?}");
+}
+
+/// A capture big enough that tshark takes a while: the fixture repeated.
+fn big_capture(dir: &std::path::Path) -> String {
+    let out = dir.join("big.pcap");
+    let src = fixture("zeek-http-methods.pcap");
+    let copies: Vec<String> = (0..150).map(|_| src.clone()).collect();
+    let st = std::process::Command::new("mergecap")
+        .args(["-a", "-F", "pcap", "-w", out.to_str().unwrap()])
+        .args(&copies)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out.display().to_string()
+}
+
+#[tokio::test]
+async fn cancelled_call_kills_tshark_and_server_keeps_serving() {
+    let s = start().await;
+    let big = big_capture(s.storage.path());
+    let call = s.call(
+        "search_packet_content",
+        json!({"pcap_file": big, "search_pattern": "nothing-like-this"}),
+    );
+    // dropping the request future sends notifications/cancelled
+    let r = tokio::time::timeout(Duration::from_millis(700), call).await;
+    assert!(r.is_err(), "the big search should still be running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !children_named(s.pid, "tshark").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "tshark still running after cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.ok(
+        "analyze_pcap_file",
+        json!({"pcap_file": fixture("cs-icmp_echo.pcapng")}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn long_analysis_answers_running_then_the_cached_result() {
+    // a zero deadline makes every uncached call return "still running" at once
+    let s = start_with(&[("PCAP_CALL_DEADLINE", "0")]).await;
+    let file = fixture("zeek-http-methods.pcap");
+    let args = json!({"pcap_file": file});
+    let first = s.ok("analyze_pcap_file", args.clone()).await;
+    assert_eq!(first["status"], "running");
+    assert!(
+        first["summary"]
+            .as_str()
+            .unwrap()
+            .contains("call this tool again")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = s.ok("analyze_pcap_file", args.clone()).await;
+        if v["status"] == "complete" {
+            assert_eq!(v["capture"]["packets_analysed"], 655);
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_disconnect_ends_the_server() {
+    let s = start().await;
+    let pid = s.pid;
+    s.client.cancel().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "server still running after stdin closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn cli_call_and_demo_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "call",
+            "analyze_pcap_file",
+            &format!("{{\"pcap_file\":\"{}\"}}", fixture("cs-icmp_echo.pcapng")),
+        ])
+        .env("PCAP_STORAGE_DIR", dir.path())
+        .env("PCAP_ALLOWED_DIRS", fixtures())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["capture"]["packets_in_file"], 8);
+
+    let out = std::process::Command::new(BIN)
+        .args([
+            "call",
+            "analyze_pcap_file",
+            "{\"pcap_file\":\"/etc/passwd\"}",
+        ])
+        .env("PCAP_STORAGE_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PCAP_ALLOWED_DIRS"));
+
+    let out = std::process::Command::new(BIN)
+        .arg("demo")
+        .env("PCAP_STORAGE_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("136 packets"), "{text}");
+    assert!(
+        text.contains("bits.wikimedia.org/skins-1.5/monobook/main.css"),
+        "{text}"
+    );
+
+    let out = std::process::Command::new(BIN)
+        .arg("doctor")
+        .env("PCAP_STORAGE_DIR", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tshark") && text.contains("PCAP_STORAGE_DIR"),
+        "{text}"
+    );
+}
