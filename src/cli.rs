@@ -66,10 +66,13 @@ pub async fn call(args: &[String]) -> Result<()> {
     if r.is_error == Some(true) {
         bail!("{tool} failed: {}", result_text(&r));
     }
-    match &r.structured_content {
-        Some(v) => println!("{}", serde_json::to_string_pretty(v)?),
-        None => println!("{}", result_text(&r)),
-    }
+    let out = match &r.structured_content {
+        Some(v) => serde_json::to_string_pretty(v)?,
+        None => result_text(&r),
+    };
+    // a closed pipe (`| head`) is not an error worth a panic
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{out}");
     let _ = client.cancel().await;
     Ok(())
 }

@@ -28,6 +28,7 @@ use crate::sandbox::Sandbox;
 pub const DEFAULT_MAX_SIZE_MB: u64 = 100;
 pub const HARD_MAX_SIZE_MB: u64 = 10_240;
 pub const HARD_MAX_PACKETS: u64 = 100_000_000;
+const STOP_DRAIN: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -332,8 +333,17 @@ impl CaptureManager {
             drop(st);
             watched.done.notify_waiters();
         });
-        // A capture that fails at once (permissions, interface down) is reported as such.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // dumpcap writes the pcapng header once the interface is open: wait for it, so the
+        // caller's traffic is captured from the moment we answer, and a capture that fails
+        // at once (permissions, interface down) is reported as failed.
+        let ready_by = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < ready_by
+            && entry.inner.lock().unwrap().state == CaptureState::Running
+            && std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == 0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(self.status_of(&entry))
     }
 
@@ -350,33 +360,14 @@ impl CaptureManager {
         } else {
             Err(format!(
                 "capture_filter {filter:?} was rejected: {}. Use BPF (tcpdump) syntax, e.g. `tcp port 443` or `host 10.0.0.5`",
-                dumpcap_error(&out.stderr)
+                dumpcap_error(&out.stderr).trim_end_matches('.')
             ))
         }
     }
 
     pub async fn stop(&self, id: &str) -> Result<CaptureStatus, String> {
         let entry = self.get(id)?;
-        let running = {
-            let mut st = entry.inner.lock().unwrap();
-            if st.state == CaptureState::Running {
-                st.stop_requested = true;
-                true
-            } else {
-                false
-            }
-        };
-        if running {
-            let notified = entry.done.notified();
-            signal(entry.pid, libc::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(10), notified)
-                .await
-                .is_err()
-            {
-                signal(entry.pid, libc::SIGKILL);
-                let _ = tokio::time::timeout(Duration::from_secs(3), entry.done.notified()).await;
-            }
-        }
+        terminate(entry.clone()).await;
         Ok(self.status_of(&entry))
     }
 
@@ -433,12 +424,40 @@ impl CaptureManager {
         }
     }
 
-    /// Stops every running capture; called when the server exits.
+    /// Stops every running capture, all at once; called when the server exits.
     pub async fn shutdown(&self) {
-        let ids: Vec<String> = self.entries.lock().unwrap().keys().cloned().collect();
-        for id in ids {
-            let _ = self.stop(&id).await;
+        let entries: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for e in entries {
+            stops.spawn(terminate(e));
         }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+/// Asks a running dumpcap to stop so it finalises its file; kills it if it does not.
+async fn terminate(entry: Arc<Entry>) {
+    {
+        let mut st = entry.inner.lock().unwrap();
+        if st.state != CaptureState::Running {
+            return;
+        }
+        st.stop_requested = true;
+    }
+    let notified = entry.done.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    // libpcap hands packets over in blocks (TPACKET_V3) after a timeout; dumpcap does
+    // not drain the kernel ring on SIGTERM, so give in-flight packets time to reach the
+    // file before asking it to stop.
+    tokio::time::sleep(STOP_DRAIN).await;
+    signal(entry.pid, libc::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(10), &mut notified)
+        .await
+        .is_err()
+    {
+        signal(entry.pid, libc::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(3), entry.done.notified()).await;
     }
 }
 
