@@ -6,8 +6,6 @@
 //! file. No dumpcap outlives the server: children are stopped on exit, and on Linux
 //! each child gets a parent-death signal so even a SIGKILLed server leaves none behind.
 
-pub mod pcapng;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -398,7 +396,7 @@ impl CaptureManager {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let (packets, bytes) = pcapng::count_packets(&e.path);
+        let (packets, bytes) = crate::pcapfile::count_packets(&e.path);
         let fix = st.error.as_deref().map(fix_for);
         CaptureStatus {
             capture_id: e.id.clone(),

@@ -250,47 +250,13 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     })?;
     let total = span.packets as usize;
 
-    // Second, small pass: the raw bytes of the shown frames, for the snippets.
-    let mut raw: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
-    if !kept.is_empty() {
-        let set = kept
-            .iter()
-            .map(|r| r.frame.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let by_frame = format!("frame.number in {{{set}}}");
-        let mut args = a.engine.tshark.read_args(&a.file);
-        args.extend([
-            "-Y".to_string(),
-            by_frame,
-            "-T".into(),
-            "ek".into(),
-            "-x".into(),
-            "-J".into(),
-            "frame".into(),
-        ]);
-        let mut frame_no = 0u64;
-        let _ = a
-            .engine
-            .tshark
-            .run(&args, &a.file, &a.ctl, |line| {
-                let Ok(v) = serde_json::from_str::<EkLine>(line) else {
-                    return;
-                };
-                let Some(layers) = v.layers else { return };
-                frame_no += 1;
-                if let Some(hex) = layers.frame_raw {
-                    let n = layers
-                        .frame
-                        .as_ref()
-                        .and_then(|f| f.get("frame_frame_number"))
-                        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_u64()))
-                        .unwrap_or(frame_no);
-                    raw.insert(n, decode_hex(&hex));
-                }
-            })
-            .await;
-    }
+    // The raw bytes of the shown frames, for the snippets, straight from the file
+    // records: no second dissection pass.
+    let wanted: std::collections::BTreeSet<u64> = kept.iter().map(|r| r.frame).collect();
+    let path = a.file.path.clone();
+    let raw = tokio::task::spawn_blocking(move || crate::pcapfile::frames(&path, &wanted))
+        .await
+        .unwrap_or_default();
     let matcher = local_matcher(&p.search_pattern, p.case_sensitive, p.regex);
     let rows: Vec<SearchMatch> = kept
         .into_iter()
@@ -378,28 +344,6 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
         a.scope(None),
         a.commands,
     ))
-}
-
-#[derive(Deserialize)]
-struct EkLine {
-    layers: Option<EkLayers>,
-}
-
-#[derive(Deserialize)]
-struct EkLayers {
-    frame_raw: Option<String>,
-    frame: Option<serde_json::Value>,
-}
-
-fn decode_hex(s: &str) -> Vec<u8> {
-    s.as_bytes()
-        .chunks(2)
-        .filter_map(|c| {
-            std::str::from_utf8(c)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
 }
 
 #[cfg(test)]
