@@ -2,8 +2,9 @@
 //! check the client's display filter, run the analysis as a cached job, and hand the
 //! tool an [`Analysis`] through which it runs tshark.
 
+use std::any::Any;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rmcp::{Json, RoleServer, service::RequestContext};
 use serde::Serialize;
@@ -11,6 +12,8 @@ use serde::Serialize;
 use crate::capture::CaptureManager;
 use crate::config::Config;
 use crate::jobs::{Jobs, Outcome, ProgressReporter};
+use crate::lru::Lru;
+use crate::model::tcp::TcpModel;
 use crate::report::{CaptureFacts, Report, Scope, rfc3339};
 use crate::sandbox::{CaptureFile, Sandbox};
 use crate::tshark::fields::{FromRow, field_args};
@@ -21,7 +24,12 @@ pub struct Engine {
     pub tshark: Runner,
     pub jobs: Jobs,
     pub captures: CaptureManager,
+    /// Family models (e.g. the TCP streams) by file identity and filter: tools of one
+    /// family share one tshark pass; concurrent callers wait for the one being built.
+    models: Mutex<Lru<ModelCell>>,
 }
+
+type ModelCell = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
 
 /// What a tool's result type is: a report that also serializes as the tool's output.
 pub type ToolResult<T> = Result<Json<Report<T>>, String>;
@@ -33,6 +41,7 @@ impl Engine {
             tshark: Runner::new(cfg.clone())?,
             jobs: Jobs::default(),
             captures: CaptureManager::new(cfg.clone()),
+            models: Mutex::new(Lru::new(16)),
             cfg,
         }))
     }
@@ -248,6 +257,43 @@ impl Analysis {
             duration_s,
             read_warning: self.warning.clone(),
         }
+    }
+
+    /// The per-stream TCP model of this file and filter, built once and shared.
+    pub async fn tcp_model(&mut self) -> Result<Arc<TcpModel>, String> {
+        let key = format!("tcp|{}|{:?}", self.file.identity(), self.filter);
+        let cell = {
+            let mut models = self.engine.models.lock().unwrap();
+            match models.get(&key) {
+                Some(c) => c,
+                None => {
+                    let c = ModelCell::default();
+                    models.put(key, c.clone());
+                    c
+                }
+            }
+        };
+        let any = cell
+            .get_or_try_init(|| async {
+                TcpModel::build(self)
+                    .await
+                    .map(|m| Arc::new(m) as Arc<dyn Any + Send + Sync>)
+            })
+            .await?
+            .clone();
+        let model = any
+            .downcast::<TcpModel>()
+            .map_err(|_| "internal error: model cache holds another type".to_string())?;
+        // a cached model still reports the pass that built it
+        for c in &model.commands {
+            if !self.commands.contains(c) {
+                self.commands.push(c.clone());
+            }
+        }
+        if self.warning.is_none() {
+            self.warning = model.warning.clone();
+        }
+        Ok(model)
     }
 
     pub fn scope(&self, note: Option<String>) -> Scope {

@@ -7,6 +7,7 @@ mod config;
 mod engine;
 mod jobs;
 mod lru;
+mod model;
 mod pcapfile;
 mod report;
 mod sandbox;

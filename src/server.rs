@@ -50,6 +50,8 @@ impl PcapServer {
                     + Self::timeline_router()
                     + Self::search_router()
             }),
+            ("tcp", Self::tcp_router),
+            ("performance", Self::performance_router),
         ]
     }
 

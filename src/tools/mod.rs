@@ -7,7 +7,9 @@ pub mod capture;
 pub mod files;
 pub mod http;
 pub mod interfaces;
+pub mod performance;
 pub mod search;
+pub mod tcp;
 pub mod timeline;
 
 /// Toolsets an operator can pick with `PCAP_TOOLSETS`, and the tools in each.
@@ -30,6 +32,21 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "generate_traffic_timeline",
             "search_packet_content",
         ],
+    ),
+    (
+        "tcp",
+        &[
+            "analyze_tcp_retransmissions",
+            "analyze_tcp_zero_window",
+            "analyze_tcp_window_scaling",
+            "analyze_packet_timing_issues",
+            "analyze_congestion_indicators",
+            "analyze_connection_lifecycle",
+        ],
+    ),
+    (
+        "performance",
+        &["analyze_network_performance", "analyze_network_latency"],
     ),
 ];
 

@@ -1,0 +1,745 @@
+//! The per-stream TCP model shared by the TCP and performance tools.
+//!
+//! One tshark pass over every frame (TCP fields are empty for other frames, which still
+//! count for time order) builds one record per `tcp.stream`, like a Zeek uid: 5-tuple,
+//! start/end, Zeek `conn_state` and history, packets and bytes each way, iRTT and ACK
+//! RTT, tshark's own `tcp.analysis.*` counts, SYN options of both sides, zero-window
+//! stalls, bytes in flight, gaps and ECN. Tools only read it.
+
+use std::collections::HashMap;
+
+use crate::engine::{Analysis, Span};
+use crate::tshark::fields::{FromRow, Row};
+
+/// ACK-RTT samples kept per stream for its median/p95 (a reservoir beyond that).
+const RTT_SAMPLES: usize = 64;
+/// ACK-RTT samples kept for the capture-wide distribution.
+const GLOBAL_RTT_SAMPLES: usize = 20_000;
+/// Example frames kept per kind of event, for evidence.
+const SAMPLE_FRAMES: usize = 8;
+
+pub const FIN: u64 = 0x01;
+pub const SYN: u64 = 0x02;
+pub const RST: u64 = 0x04;
+pub const ACK: u64 = 0x10;
+pub const ECE: u64 = 0x40;
+pub const CWR: u64 = 0x80;
+
+pub struct TcpRow {
+    pub frame: u64,
+    pub time: f64,
+    pub len: u64,
+    pub stream: Option<u64>,
+    pub src: String,
+    pub dst: String,
+    pub sport: u64,
+    pub dport: u64,
+    pub flags: u64,
+    pub payload: u64,
+    pub window: Option<u64>,
+    pub retrans: bool,
+    pub fast_retrans: bool,
+    pub spurious: bool,
+    pub lost_segment: bool,
+    pub dup_ack: bool,
+    pub dup_ack_num: u64,
+    pub out_of_order: bool,
+    pub zero_window: bool,
+    pub zw_probe: bool,
+    pub window_full: bool,
+    pub window_update: bool,
+    pub keep_alive: bool,
+    pub ack_rtt: Option<f64>,
+    pub irtt: Option<f64>,
+    pub in_flight: Option<u64>,
+    pub ecn: Option<u64>,
+    pub mss: Option<u64>,
+    pub wscale: Option<u64>,
+    pub option_kinds: Vec<u64>,
+    pub rtp: bool,
+}
+
+impl FromRow for TcpRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "frame.len",
+        "tcp.stream",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.flags",
+        "tcp.len",
+        "tcp.window_size",
+        "tcp.analysis.retransmission",
+        "tcp.analysis.fast_retransmission",
+        "tcp.analysis.spurious_retransmission",
+        "tcp.analysis.lost_segment",
+        "tcp.analysis.duplicate_ack",
+        "tcp.analysis.duplicate_ack_num",
+        "tcp.analysis.out_of_order",
+        "tcp.analysis.zero_window",
+        "tcp.analysis.zero_window_probe",
+        "tcp.analysis.window_full",
+        "tcp.analysis.window_update",
+        "tcp.analysis.keep_alive",
+        "tcp.analysis.ack_rtt",
+        "tcp.analysis.initial_rtt",
+        "tcp.analysis.bytes_in_flight",
+        "ip.dsfield.ecn",
+        "tcp.options.mss_val",
+        "tcp.options.wscale.shift",
+        "tcp.option_kind",
+        "rtp.ssrc",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1).unwrap_or(0.0),
+            len: r.u64(2).unwrap_or(0),
+            stream: r.u64(3),
+            // the innermost header is the one TCP rides in (tunnels repeat ip.*)
+            src: r
+                .all(4)
+                .last()
+                .or_else(|| r.all(5).last())
+                .unwrap_or("")
+                .to_string(),
+            dst: r
+                .all(6)
+                .last()
+                .or_else(|| r.all(7).last())
+                .unwrap_or("")
+                .to_string(),
+            sport: r.u64(8).unwrap_or(0),
+            dport: r.u64(9).unwrap_or(0),
+            flags: r.u64(10).unwrap_or(0),
+            payload: r.u64(11).unwrap_or(0),
+            window: r.u64(12),
+            retrans: r.str(13).is_some(),
+            fast_retrans: r.str(14).is_some(),
+            spurious: r.str(15).is_some(),
+            lost_segment: r.str(16).is_some(),
+            dup_ack: r.str(17).is_some(),
+            dup_ack_num: r.u64(18).unwrap_or(0),
+            out_of_order: r.str(19).is_some(),
+            zero_window: r.str(20).is_some(),
+            zw_probe: r.str(21).is_some(),
+            window_full: r.str(22).is_some(),
+            window_update: r.str(23).is_some(),
+            keep_alive: r.str(24).is_some(),
+            ack_rtt: r.f64(25),
+            irtt: r.f64(26),
+            in_flight: r.u64(27),
+            ecn: r.all(28).last().and_then(|s| s.parse().ok()),
+            mss: r.u64(29),
+            wscale: r.u64(30),
+            option_kinds: r.all(31).filter_map(|s| s.parse().ok()).collect(),
+            rtp: r.str(32).is_some(),
+        })
+    }
+}
+
+/// SYN options one side offered.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
+pub struct SynOptions {
+    pub mss: Option<u64>,
+    /// Window scale shift; None when the option was absent.
+    pub wscale: Option<u64>,
+    pub sack_permitted: bool,
+    pub timestamps: bool,
+}
+
+/// Counts of one kind, per direction: [from A, from B] until `finish` orients them.
+pub type PerDir = [u64; 2];
+
+#[derive(Debug, Clone, Default)]
+pub struct Stream {
+    pub id: u64,
+    /// Endpoint addresses and ports, index 0 = originator once finished.
+    pub addr: [String; 2],
+    pub port: [u64; 2],
+    pub first: f64,
+    pub last: f64,
+    pub last_frame: u64,
+    pub packets: PerDir,
+    pub bytes: PerDir,
+    pub payload: PerDir,
+    pub data_segments: PerDir,
+    pub syn: [bool; 2],
+    pub synack: [bool; 2],
+    pub fin: [bool; 2],
+    pub rst: [bool; 2],
+    pub syn_frame: Option<u64>,
+    pub synack_frame: Option<u64>,
+    pub first_data: Option<(f64, u64)>,
+    pub close: Option<(f64, u64, usize, bool)>,
+    pub options: [Option<SynOptions>; 2],
+    pub irtt: Option<f64>,
+    pub rtt_count: u64,
+    pub rtt_sum: f64,
+    pub rtt_min: f64,
+    pub rtt_max: f64,
+    pub rtt_samples: Vec<f64>,
+    /// ACK-RTT samples by the side whose data was acknowledged (raw orientation until
+    /// `finish`): a capture point near one host sees near-zero RTT for that host's
+    /// data, so only same-direction samples can be compared with each other.
+    pub rtt_by_sender: [Vec<f64>; 2],
+    rtt_seen_dir: PerDir,
+    pub retrans: PerDir,
+    pub retrans_bytes: PerDir,
+    /// Retransmissions that carried payload (SYN/FIN retransmissions excluded), for rates.
+    pub retrans_data: PerDir,
+    pub fast_retrans: PerDir,
+    pub spurious: PerDir,
+    pub lost_segment: PerDir,
+    pub dup_ack: PerDir,
+    pub max_dup_chain: u64,
+    pub out_of_order: PerDir,
+    pub zero_window: PerDir,
+    pub zw_probe: PerDir,
+    pub window_full: PerDir,
+    pub window_update: PerDir,
+    pub keep_alive: PerDir,
+    pub max_in_flight: PerDir,
+    pub max_window: PerDir,
+    pub min_window: [Option<u64>; 2],
+    /// Zero-window stalls per advertiser: total and longest seconds, and whether one never ended.
+    pub zw_stall_total: [f64; 2],
+    pub zw_stall_max: [f64; 2],
+    pub zw_open: [Option<(f64, u64)>; 2],
+    pub zw_unrecovered: [bool; 2],
+    pub ce_marks: u64,
+    pub ece: u64,
+    pub cwr: u64,
+    pub max_gap: f64,
+    pub max_gap_after_frame: u64,
+    /// The silence ended with a retransmission: a timeout (RTO) stall, not an idle app.
+    pub max_gap_ended_by_retrans: bool,
+    pub jitter: f64,
+    last_gap: Option<f64>,
+    /// History letters with direction, first occurrence each, in order.
+    history: Vec<(u8, usize)>,
+    pub frames: HashMap<&'static str, Vec<u64>>,
+    /// Originator index into the raw per-direction arrays, fixed by `finish`.
+    oriented: bool,
+    flipped: bool,
+}
+
+impl Stream {
+    fn sample(&mut self, kind: &'static str, frame: u64) {
+        let v = self.frames.entry(kind).or_default();
+        if v.len() < SAMPLE_FRAMES {
+            v.push(frame);
+        }
+    }
+
+    fn history_mark(&mut self, letter: u8, dir: usize) {
+        if !self.history.contains(&(letter, dir)) {
+            self.history.push((letter, dir));
+        }
+    }
+
+    /// The stream's Zeek-style history string (originator upper case; a leading `^`
+    /// when the originator is not the first sender, as Zeek marks a flipped connection).
+    pub fn history(&self) -> String {
+        let flip = if self.flipped { "^" } else { "" };
+        flip.chars()
+            .chain(self.history.iter().map(|&(l, d)| {
+                if d == 0 {
+                    l.to_ascii_uppercase() as char
+                } else {
+                    l.to_ascii_lowercase() as char
+                }
+            }))
+            .collect()
+    }
+
+    /// Zeek's conn_state for this stream.
+    pub fn conn_state(&self) -> &'static str {
+        let (o, r) = (0, 1);
+        if self.syn[o] && !self.synack[r] {
+            if self.rst[r] {
+                "REJ"
+            } else if self.rst[o] {
+                "RSTOS0"
+            } else if self.fin[o] {
+                "SH"
+            } else {
+                "S0"
+            }
+        } else if !self.syn[o] && self.synack[r] {
+            if self.rst[r] {
+                "RSTRH"
+            } else if self.fin[r] {
+                "SHR"
+            } else {
+                "OTH"
+            }
+        } else if self.syn[o] && self.synack[r] {
+            if self.rst[o] {
+                "RSTO"
+            } else if self.rst[r] {
+                "RSTR"
+            } else if self.fin[o] && self.fin[r] {
+                "SF"
+            } else if self.fin[o] {
+                "S2"
+            } else if self.fin[r] {
+                "S3"
+            } else {
+                "S1"
+            }
+        } else {
+            "OTH"
+        }
+    }
+
+    pub fn duration(&self) -> f64 {
+        (self.last - self.first).max(0.0)
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        if self.addr[i].contains(':') {
+            format!("[{}]:{}", self.addr[i], self.port[i])
+        } else {
+            format!("{}:{}", self.addr[i], self.port[i])
+        }
+    }
+
+    pub fn label(&self) -> String {
+        format!("{} -> {}", self.endpoint(0), self.endpoint(1))
+    }
+
+    pub fn sorted_rtts(&self) -> Vec<f64> {
+        let mut v = self.rtt_samples.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// A display filter for this stream, optionally narrowed.
+    pub fn filter(&self, extra: Option<&str>) -> String {
+        match extra {
+            Some(e) => format!("tcp.stream == {} && {e}", self.id),
+            None => format!("tcp.stream == {}", self.id),
+        }
+    }
+
+    pub fn sample_frames(&self, kind: &str) -> Vec<u64> {
+        self.frames.get(kind).cloned().unwrap_or_default()
+    }
+
+    fn add(&mut self, p: &TcpRow, g: &mut Globals) {
+        let d = if p.src == self.addr[0] && p.sport == self.port[0] {
+            0
+        } else {
+            1
+        };
+        if self.packets[0] + self.packets[1] > 0 {
+            let gap = p.time - self.last;
+            if gap > self.max_gap {
+                self.max_gap = gap;
+                self.max_gap_after_frame = self.last_frame;
+                self.max_gap_ended_by_retrans = p.retrans;
+            }
+            if let Some(prev) = self.last_gap {
+                self.jitter += ((gap - prev).abs() - self.jitter) / 16.0;
+            }
+            self.last_gap = Some(gap);
+        }
+        self.last = self.last.max(p.time);
+        self.first = self.first.min(p.time);
+        self.last_frame = p.frame;
+        self.packets[d] += 1;
+        self.bytes[d] += p.len;
+        self.payload[d] += p.payload;
+        let f = p.flags;
+        if f & SYN != 0 && f & ACK == 0 {
+            self.syn[d] = true;
+            self.syn_frame.get_or_insert(p.frame);
+            self.history_mark(b's', d);
+            self.options[d] = Some(syn_options(p));
+        } else if f & SYN != 0 {
+            self.synack[d] = true;
+            self.synack_frame.get_or_insert(p.frame);
+            self.history_mark(b'h', d);
+            self.options[d] = Some(syn_options(p));
+        }
+        if f & FIN != 0 {
+            self.fin[d] = true;
+            self.history_mark(b'f', d);
+            if self.close.is_none() {
+                self.close = Some((p.time, p.frame, d, false));
+            }
+        }
+        if f & RST != 0 {
+            self.rst[d] = true;
+            self.history_mark(b'r', d);
+            self.sample("reset", p.frame);
+            if self.close.is_none() {
+                self.close = Some((p.time, p.frame, d, true));
+            }
+        }
+        if p.payload > 0 {
+            self.data_segments[d] += 1;
+            self.history_mark(b'd', d);
+            self.first_data.get_or_insert((p.time, p.frame));
+        } else if f & ACK != 0 && f & (SYN | FIN | RST) == 0 {
+            self.history_mark(b'a', d);
+        }
+        if let Some(w) = p.window
+            && f & RST == 0
+        {
+            self.max_window[d] = self.max_window[d].max(w);
+            self.min_window[d] = Some(self.min_window[d].map_or(w, |m| m.min(w)));
+            if w > 0
+                && let Some((t0, _)) = self.zw_open[d].take()
+            {
+                let stall = p.time - t0;
+                self.zw_stall_total[d] += stall;
+                self.zw_stall_max[d] = self.zw_stall_max[d].max(stall);
+            }
+        }
+        type Field = fn(&mut Stream) -> &mut PerDir;
+        let kinds: [(bool, &'static str, Field); 11] = [
+            (p.retrans, "retransmission", |s| &mut s.retrans),
+            (p.fast_retrans, "fast_retransmission", |s| {
+                &mut s.fast_retrans
+            }),
+            (p.spurious, "spurious_retransmission", |s| &mut s.spurious),
+            (p.lost_segment, "lost_segment", |s| &mut s.lost_segment),
+            (p.dup_ack, "duplicate_ack", |s| &mut s.dup_ack),
+            (p.out_of_order, "out_of_order", |s| &mut s.out_of_order),
+            (p.zero_window, "zero_window", |s| &mut s.zero_window),
+            (p.zw_probe, "zero_window_probe", |s| &mut s.zw_probe),
+            (p.window_full, "window_full", |s| &mut s.window_full),
+            (p.window_update, "window_update", |s| &mut s.window_update),
+            (p.keep_alive, "keep_alive", |s| &mut s.keep_alive),
+        ];
+        for (flag, kind, field) in kinds {
+            if flag {
+                field(self)[d] += 1;
+                self.sample(kind, p.frame);
+            }
+        }
+        if p.retrans {
+            self.retrans_bytes[d] += p.payload;
+            self.retrans_data[d] += u64::from(p.payload > 0);
+        }
+        if p.retrans {
+            self.history_mark(b't', d);
+            g.retrans_times.push(p.time);
+        }
+        if p.zero_window {
+            self.history_mark(b'w', d);
+            if self.zw_open[d].is_none() {
+                self.zw_open[d] = Some((p.time, p.frame));
+            }
+        }
+        self.max_dup_chain = self.max_dup_chain.max(p.dup_ack_num);
+        if let Some(b) = p.in_flight {
+            self.max_in_flight[d] = self.max_in_flight[d].max(b);
+        }
+        if self.irtt.is_none() {
+            self.irtt = p.irtt;
+        }
+        if let Some(rtt) = p.ack_rtt {
+            // the ACK comes from the receiver; the sample measures the other side's path
+            self.rtt_count += 1;
+            self.rtt_sum += rtt;
+            self.rtt_min = if self.rtt_count == 1 {
+                rtt
+            } else {
+                self.rtt_min.min(rtt)
+            };
+            self.rtt_max = self.rtt_max.max(rtt);
+            reservoir(
+                &mut self.rtt_samples,
+                RTT_SAMPLES,
+                self.rtt_count,
+                rtt,
+                p.frame,
+            );
+            // an ACK from side d times the data side 1-d sent
+            self.rtt_seen_dir[1 - d] += 1;
+            let seen = self.rtt_seen_dir[1 - d];
+            reservoir(
+                &mut self.rtt_by_sender[1 - d],
+                RTT_SAMPLES,
+                seen,
+                rtt,
+                p.frame,
+            );
+            g.rtt_seen += 1;
+            reservoir(
+                &mut g.rtt_samples,
+                GLOBAL_RTT_SAMPLES,
+                g.rtt_seen,
+                rtt,
+                p.frame,
+            );
+        }
+        if p.ecn == Some(3) {
+            self.ce_marks += 1;
+            self.sample("ce", p.frame);
+        }
+        if f & ECE != 0 && f & SYN == 0 {
+            self.ece += 1;
+        }
+        if f & CWR != 0 && f & SYN == 0 {
+            self.cwr += 1;
+        }
+    }
+
+    /// Orients the stream so index 0 is the originator (the SYN sender, or the side that
+    /// did not send the SYN-ACK, or else the first sender), and closes open stalls.
+    fn finish(&mut self) {
+        debug_assert!(!self.oriented);
+        self.oriented = true;
+        let orig = if self.syn[0] || (!self.syn[1] && self.synack[1]) {
+            0
+        } else if self.syn[1] || self.synack[0] {
+            1
+        } else {
+            0
+        };
+        for d in 0..2 {
+            if let Some((t0, _)) = self.zw_open[d].take() {
+                let stall = self.last - t0;
+                self.zw_stall_total[d] += stall;
+                self.zw_stall_max[d] = self.zw_stall_max[d].max(stall);
+                self.zw_unrecovered[d] = true;
+            }
+        }
+        if orig == 1 {
+            self.swap();
+            self.flipped = true;
+        }
+    }
+
+    fn swap(&mut self) {
+        self.addr.swap(0, 1);
+        self.port.swap(0, 1);
+        for a in [
+            &mut self.packets,
+            &mut self.bytes,
+            &mut self.payload,
+            &mut self.data_segments,
+            &mut self.retrans,
+            &mut self.retrans_bytes,
+            &mut self.retrans_data,
+            &mut self.fast_retrans,
+            &mut self.spurious,
+            &mut self.lost_segment,
+            &mut self.dup_ack,
+            &mut self.out_of_order,
+            &mut self.zero_window,
+            &mut self.zw_probe,
+            &mut self.window_full,
+            &mut self.window_update,
+            &mut self.keep_alive,
+            &mut self.max_in_flight,
+            &mut self.max_window,
+        ] {
+            a.swap(0, 1);
+        }
+        self.syn.swap(0, 1);
+        self.synack.swap(0, 1);
+        self.fin.swap(0, 1);
+        self.rst.swap(0, 1);
+        self.options.swap(0, 1);
+        self.min_window.swap(0, 1);
+        self.rtt_by_sender.swap(0, 1);
+        self.rtt_seen_dir.swap(0, 1);
+        self.zw_stall_total.swap(0, 1);
+        self.zw_stall_max.swap(0, 1);
+        self.zw_unrecovered.swap(0, 1);
+        for h in &mut self.history {
+            h.1 = 1 - h.1;
+        }
+        if let Some(c) = &mut self.close {
+            c.2 = 1 - c.2;
+        }
+    }
+}
+
+fn syn_options(p: &TcpRow) -> SynOptions {
+    SynOptions {
+        mss: p.mss,
+        wscale: p.wscale,
+        sack_permitted: p.option_kinds.contains(&4),
+        timestamps: p.option_kinds.contains(&8),
+    }
+}
+
+/// Keeps a bounded, evenly spread sample: the first `cap`, then every n-th.
+fn reservoir(v: &mut Vec<f64>, cap: usize, seen: u64, x: f64, frame: u64) {
+    if v.len() < cap {
+        v.push(x);
+    } else {
+        // deterministic replacement keeps results reproducible run to run
+        let slot = (frame.wrapping_mul(2_654_435_761) % seen) as usize;
+        if slot < cap {
+            v[slot] = x;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Globals {
+    rtt_samples: Vec<f64>,
+    rtt_seen: u64,
+    retrans_times: Vec<f64>,
+}
+
+/// Everything the TCP and performance tools read.
+#[derive(Debug, Default)]
+pub struct TcpModel {
+    pub streams: Vec<Stream>,
+    pub span: Span,
+    pub tcp_packets: u64,
+    pub rtt_samples: Vec<f64>,
+    /// Retransmission count per second of capture time (second offset, count), busiest first.
+    pub retrans_by_second: Vec<(u64, u64)>,
+    pub capture_start: f64,
+    pub time_backwards: u64,
+    /// Packets tshark dissected as RTP (then `-z rtp,streams` is worth a pass).
+    pub rtp_packets: u64,
+    pub time_backwards_frames: Vec<u64>,
+    pub commands: Vec<String>,
+    pub warning: Option<String>,
+}
+
+impl TcpModel {
+    pub async fn build(a: &mut Analysis) -> Result<Self, String> {
+        let mut streams: HashMap<u64, Stream> = HashMap::new();
+        let mut g = Globals::default();
+        let mut m = TcpModel::default();
+        let mut prev_time = f64::NEG_INFINITY;
+        a.fields::<TcpRow>(None, &[], |p| {
+            m.span.add(Some(p.time));
+            if p.time < prev_time {
+                m.time_backwards += 1;
+                if m.time_backwards_frames.len() < SAMPLE_FRAMES {
+                    m.time_backwards_frames.push(p.frame);
+                }
+            }
+            prev_time = p.time;
+            m.rtp_packets += u64::from(p.rtp);
+            let Some(id) = p.stream else { return };
+            m.tcp_packets += 1;
+            let s = streams.entry(id).or_insert_with(|| Stream {
+                id,
+                addr: [p.src.clone(), p.dst.clone()],
+                port: [p.sport, p.dport],
+                first: p.time,
+                last: p.time,
+                ..Default::default()
+            });
+            s.add(&p, &mut g);
+        })
+        .await?;
+        let mut streams: Vec<Stream> = streams.into_values().collect();
+        for s in &mut streams {
+            s.finish();
+        }
+        streams.sort_by_key(|s| s.id);
+        m.capture_start = m.span.first.unwrap_or(0.0);
+        let mut per_sec: HashMap<u64, u64> = HashMap::new();
+        for t in &g.retrans_times {
+            *per_sec
+                .entry((t - m.capture_start).max(0.0) as u64)
+                .or_default() += 1;
+        }
+        let mut by_sec: Vec<(u64, u64)> = per_sec.into_iter().collect();
+        by_sec.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        by_sec.truncate(10);
+        m.retrans_by_second = by_sec;
+        g.rtt_samples.sort_by(f64::total_cmp);
+        m.rtt_samples = g.rtt_samples;
+        m.streams = streams;
+        m.commands = a.commands.clone();
+        m.warning = a.warning.clone();
+        Ok(m)
+    }
+
+    pub fn total(&self, f: impl Fn(&Stream) -> u64) -> u64 {
+        self.streams.iter().map(f).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(frame: u64, t: f64, from_client: bool, flags: u64, payload: u64) -> TcpRow {
+        let (src, dst, sport, dport) = if from_client {
+            ("10.0.0.1", "10.0.0.2", 40000, 80)
+        } else {
+            ("10.0.0.2", "10.0.0.1", 80, 40000)
+        };
+        let line = format!(
+            "{frame}\t{t}\t60\t0\t{src}\t\t{dst}\t\t{sport}\t{dport}\t0x{flags:04x}\t{payload}\t64240"
+        );
+        TcpRow::parse_line(&line).unwrap()
+    }
+
+    fn stream_of(rows: &[TcpRow]) -> Stream {
+        let mut g = Globals::default();
+        let p0 = &rows[0];
+        let mut s = Stream {
+            addr: [p0.src.clone(), p0.dst.clone()],
+            port: [p0.sport, p0.dport],
+            first: p0.time,
+            last: p0.time,
+            ..Default::default()
+        };
+        for r in rows {
+            s.add(r, &mut g);
+        }
+        s.finish();
+        s
+    }
+
+    #[test]
+    fn zeek_states_and_history() {
+        // S1 with history ShADad, as Zeek's conn.log for wikipedia.pcap
+        let s = stream_of(&[
+            row(1, 0.0, true, SYN, 0),
+            row(2, 0.1, false, SYN | ACK, 0),
+            row(3, 0.2, true, ACK, 0),
+            row(4, 0.3, true, ACK, 100),
+            row(5, 0.4, false, ACK, 0),
+            row(6, 0.5, false, ACK, 200),
+        ]);
+        assert_eq!(s.conn_state(), "S1");
+        assert_eq!(s.history(), "ShADad");
+        // refused: SYN answered by RST
+        let s = stream_of(&[row(1, 0.0, true, SYN, 0), row(2, 0.1, false, RST | ACK, 0)]);
+        assert_eq!(s.conn_state(), "REJ");
+        // a SYN-ACK seen first still makes the other side the originator
+        let s = stream_of(&[row(1, 0.0, false, SYN | ACK, 0)]);
+        assert_eq!(s.conn_state(), "OTH");
+        assert_eq!(s.history(), "^h");
+        assert_eq!(s.endpoint(0), "10.0.0.1:40000");
+        let s = stream_of(&[
+            row(1, 0.0, true, SYN, 0),
+            row(2, 0.1, false, SYN | ACK, 0),
+            row(3, 0.2, true, ACK | FIN, 0),
+            row(4, 0.3, false, ACK | FIN, 0),
+        ]);
+        assert_eq!(s.conn_state(), "SF");
+        let s = stream_of(&[row(1, 0.0, true, SYN, 0), row(2, 3.0, true, SYN, 0)]);
+        assert_eq!(s.conn_state(), "S0");
+        let s = stream_of(&[
+            row(1, 0.0, true, SYN, 0),
+            row(2, 0.1, false, SYN | ACK, 0),
+            row(3, 0.2, true, RST, 0),
+        ]);
+        assert_eq!(s.conn_state(), "RSTO");
+    }
+}

@@ -1,0 +1,668 @@
+//! `analyze_network_performance` (per-connection throughput, RTT, loss; goodput; RTP
+//! stream quality) and `analyze_network_latency` (handshake and ACK RTT, DNS, HTTP,
+//! TLS handshake and ICMP echo times with percentiles).
+
+use std::collections::HashMap;
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::engine::Analysis;
+use crate::model::tcp::{Stream, TcpModel};
+use crate::report::{
+    Evidence, Finding, Report, Severity, Table, human_bits_per_s, percentile, round, thousands,
+};
+use crate::server::PcapServer;
+use crate::tools::tcp::TcpParams;
+use crate::tools::{clamp_limit, clamp_offset};
+use crate::tshark::fields::{FromRow, Row};
+
+fn ms(s: f64) -> f64 {
+    round(s * 1000.0, 3)
+}
+
+fn stream_rtt(s: &Stream) -> Option<f64> {
+    s.irtt
+        .filter(|r| *r > 0.0)
+        .or_else(|| percentile(&s.sorted_rtts(), 50.0))
+}
+
+// ---------------------------------------------------------------- performance
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ConnPerf {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    pub duration_s: f64,
+    pub client_to_server_bps: f64,
+    pub server_to_client_bps: f64,
+    /// Payload bytes minus retransmitted payload, per second, both ways.
+    pub goodput_bps: f64,
+    pub bytes: u64,
+    pub rtt_ms: Option<f64>,
+    pub retransmission_rate_pct: f64,
+    pub zero_windows: u64,
+    pub out_of_order: u64,
+    pub duplicate_acks: u64,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RtpStream {
+    pub source: String,
+    pub destination: String,
+    pub ssrc: String,
+    pub payload: String,
+    pub packets: u64,
+    pub lost: i64,
+    pub lost_pct: f64,
+    pub max_delta_ms: f64,
+    pub mean_jitter_ms: f64,
+    pub max_jitter_ms: f64,
+    pub problems: bool,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Performance {
+    pub tcp_connections: u64,
+    /// Useful payload delivered per second over the capture, all TCP connections.
+    pub overall_goodput_bps: f64,
+    pub retransmitted_bytes: u64,
+    pub connections: Table<ConnPerf>,
+    /// RTP streams (tshark's `-z rtp,streams`), worst first; empty without RTP.
+    pub rtp_streams: Table<RtpStream>,
+}
+
+/// Parses `tshark -q -z rtp,streams`: a header row, then one row per stream.
+pub fn parse_rtp_streams(text: &str) -> Vec<RtpStream> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        // start end src sport dst dport ssrc payload pkts lost (pct) min mean max minj meanj maxj [X]
+        if t.len() < 17 || !t[6].starts_with("0x") {
+            continue;
+        }
+        let f = |i: usize| t.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let lost_pct = t[10]
+            .trim_matches(|c| c == '(' || c == ')' || c == '%')
+            .parse()
+            .unwrap_or(0.0);
+        let ep = |a: &str, p: &str| {
+            if a.contains(':') {
+                format!("[{a}]:{p}")
+            } else {
+                format!("{a}:{p}")
+            }
+        };
+        out.push(RtpStream {
+            source: ep(t[2], t[3]),
+            destination: ep(t[4], t[5]),
+            ssrc: t[6].to_string(),
+            payload: t[7].to_string(),
+            packets: t[8].parse().unwrap_or(0),
+            lost: t[9].parse().unwrap_or(0),
+            lost_pct,
+            max_delta_ms: f(13),
+            mean_jitter_ms: f(15),
+            max_jitter_ms: f(16),
+            problems: t.get(17).is_some_and(|s| *s == "X"),
+            display_filter: format!("rtp.ssrc == {}", t[6]),
+        });
+    }
+    out
+}
+
+async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance>, String> {
+    let m: std::sync::Arc<TcpModel> = a.tcp_model().await?;
+    let mut rtp = Vec::new();
+    if m.rtp_packets > 0 {
+        let mut text = String::new();
+        a.run_lines(
+            None,
+            &["-q".into(), "-z".into(), "rtp,streams".into()],
+            |l| {
+                text.push_str(l);
+                text.push('\n');
+            },
+        )
+        .await?;
+        rtp = parse_rtp_streams(&text);
+    }
+    let span = m.span.duration();
+    let mut rows: Vec<ConnPerf> = m
+        .streams
+        .iter()
+        .map(|s| {
+            let d = s.duration();
+            let rate = |b: u64| {
+                if d > 0.0 {
+                    round(b as f64 * 8.0 / d, 1)
+                } else {
+                    0.0
+                }
+            };
+            let good = (s.payload[0] + s.payload[1])
+                .saturating_sub(s.retrans_bytes[0] + s.retrans_bytes[1]);
+            ConnPerf {
+                stream: s.id,
+                client: s.endpoint(0),
+                server: s.endpoint(1),
+                duration_s: round(d, 6),
+                client_to_server_bps: rate(s.bytes[0]),
+                server_to_client_bps: rate(s.bytes[1]),
+                goodput_bps: rate(good),
+                bytes: s.bytes[0] + s.bytes[1],
+                rtt_ms: stream_rtt(s).map(ms),
+                retransmission_rate_pct: {
+                    let data = s.data_segments[0] + s.data_segments[1];
+                    if data == 0 {
+                        0.0
+                    } else {
+                        round(
+                            100.0 * (s.retrans_data[0] + s.retrans_data[1]) as f64 / data as f64,
+                            2,
+                        )
+                    }
+                },
+                zero_windows: s.zero_window[0] + s.zero_window[1],
+                out_of_order: s.out_of_order[0] + s.out_of_order[1],
+                duplicate_acks: s.dup_ack[0] + s.dup_ack[1],
+                display_filter: s.filter(None),
+            }
+        })
+        .collect();
+    // worst first: problems weighted by how much traffic they hurt
+    let badness = |c: &ConnPerf| {
+        (c.retransmission_rate_pct + c.zero_windows as f64 * 5.0 + c.out_of_order as f64)
+            * (1.0 + (c.bytes as f64).log10())
+    };
+    rows.sort_by(|x, y| {
+        badness(y)
+            .total_cmp(&badness(x))
+            .then(y.bytes.cmp(&x.bytes))
+    });
+    let payload = m.total(|s| s.payload[0] + s.payload[1]);
+    let retrans_bytes = m.total(|s| s.retrans_bytes[0] + s.retrans_bytes[1]);
+    let goodput = if span > 0.0 {
+        round(
+            (payload - retrans_bytes.min(payload)) as f64 * 8.0 / span,
+            1,
+        )
+    } else {
+        0.0
+    };
+    let mut findings = Vec::new();
+    for c in rows
+        .iter()
+        .filter(|c| c.retransmission_rate_pct >= 1.0 || c.zero_windows > 0)
+        .take(5)
+    {
+        findings.push(Finding::new(
+            if c.retransmission_rate_pct >= 5.0 || c.zero_windows > 0 { Severity::Medium } else { Severity::Low },
+            format!("Stream {} ({} -> {}) is impaired", c.stream, c.client, c.server),
+            format!(
+                "{}% of its data segments retransmitted, {} zero window(s), {} out-of-order; goodput {} over {:.1} s at {} ms RTT.",
+                c.retransmission_rate_pct,
+                c.zero_windows,
+                c.out_of_order,
+                human_bits_per_s(c.goodput_bps),
+                c.duration_s,
+                c.rtt_ms.unwrap_or(0.0)
+            ),
+            Evidence {
+                streams: vec![c.stream],
+                endpoints: vec![c.client.clone(), c.server.clone()],
+                display_filter: format!("{} && (tcp.analysis.flags && !tcp.analysis.window_update)", c.display_filter),
+                ..Default::default()
+            },
+        ));
+    }
+    rtp.sort_by(|a, b| {
+        b.lost_pct
+            .total_cmp(&a.lost_pct)
+            .then(b.max_jitter_ms.total_cmp(&a.max_jitter_ms))
+    });
+    for r in rtp
+        .iter()
+        .filter(|r| r.lost_pct >= 1.0 || r.max_jitter_ms >= 30.0)
+        .take(5)
+    {
+        findings.push(Finding::new(
+            if r.lost_pct >= 5.0 || r.max_jitter_ms >= 50.0 { Severity::High } else { Severity::Medium },
+            format!("RTP stream {} {} -> {}: {}% lost, jitter up to {:.1} ms", r.ssrc, r.source, r.destination, r.lost_pct, r.max_jitter_ms),
+            "Voice/video quality suffers noticeably above ~1% loss or ~30 ms jitter (clipping, robotic audio, frozen video).".to_string(),
+            Evidence { endpoints: vec![r.source.clone(), r.destination.clone()], display_filter: r.display_filter.clone(), ..Default::default() },
+        ));
+    }
+    let busiest = rows.iter().max_by_key(|c| c.bytes);
+    let summary = format!(
+        "{} TCP connection(s) over {:.1} s: overall goodput {} ({} of {} payload bytes were retransmissions).{}{}",
+        thousands(m.streams.len() as u64),
+        span,
+        human_bits_per_s(goodput),
+        thousands(retrans_bytes),
+        thousands(payload),
+        busiest
+            .map(|b| format!(
+                " Largest: stream {} {} -> {} with {} bytes, {} server-to-client.",
+                b.stream,
+                b.client,
+                b.server,
+                thousands(b.bytes),
+                human_bits_per_s(b.server_to_client_bps)
+            ))
+            .unwrap_or_default(),
+        if rtp.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " {} RTP stream(s); worst loss {}%.",
+                rtp.len(),
+                rtp[0].lost_pct
+            )
+        }
+    );
+    let data = Performance {
+        tcp_connections: m.streams.len() as u64,
+        overall_goodput_bps: goodput,
+        retransmitted_bytes: retrans_bytes,
+        connections: Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
+        rtp_streams: Table::top(rtp, 20),
+    };
+    let capture = a.capture_facts(m.span).await;
+    Ok(Report::complete(
+        summary,
+        findings,
+        data,
+        capture,
+        a.scope(None),
+        a.commands,
+    ))
+}
+
+// ---------------------------------------------------------------- latency
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Distribution {
+    pub count: u64,
+    pub min_ms: Option<f64>,
+    pub median_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+}
+
+impl Distribution {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Self {
+            count: n as u64,
+            min_ms: v.first().map(|x| ms(*x)),
+            median_ms: percentile(&v, 50.0).map(ms),
+            p95_ms: percentile(&v, 95.0).map(ms),
+            max_ms: v.last().map(|x| ms(*x)),
+            mean_ms: (n > 0).then(|| ms(v.iter().sum::<f64>() / n as f64)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ConnLatency {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    pub handshake_rtt_ms: Option<f64>,
+    pub ack_rtt: Distribution,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Outlier {
+    /// tcp-handshake, dns, http, tls-handshake or icmp-echo.
+    pub kind: String,
+    pub frame: u64,
+    pub ms: f64,
+    pub what: String,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Latency {
+    pub tcp_handshake: Distribution,
+    pub tcp_ack_rtt: Distribution,
+    pub dns: Distribution,
+    pub http: Distribution,
+    /// ClientHello to ServerHello.
+    pub tls_handshake: Distribution,
+    pub icmp_echo: Distribution,
+    pub connections: Table<ConnLatency>,
+    /// The slowest measurements far above their kind's median.
+    pub outliers: Vec<Outlier>,
+}
+
+struct LatencyRow {
+    frame: u64,
+    time: f64,
+    stream: Option<u64>,
+    dns_time: Option<f64>,
+    dns_name: Option<String>,
+    http_time: Option<f64>,
+    icmp_time: Option<f64>,
+    hs_types: Vec<u64>,
+    uri: Option<String>,
+}
+
+impl FromRow for LatencyRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "tcp.stream",
+        "dns.time",
+        "dns.qry.name",
+        "http.time",
+        "icmp.resptime",
+        "icmpv6.resptime",
+        "tls.handshake.type",
+        "http.request.full_uri",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1).unwrap_or(0.0),
+            stream: r.u64(2),
+            dns_time: r.f64(3),
+            dns_name: r.owned(4),
+            http_time: r.f64(5),
+            // icmp.resptime is in milliseconds
+            icmp_time: r.f64(6).or_else(|| r.f64(7)).map(|v| v / 1000.0),
+            hs_types: r.all(8).filter_map(|s| s.parse().ok()).collect(),
+            uri: r.owned(9),
+        })
+    }
+}
+
+async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, String> {
+    let m = a.tcp_model().await?;
+    let mut dns = Vec::new();
+    let mut http = Vec::new();
+    let mut icmp = Vec::new();
+    let mut samples: Vec<(&'static str, u64, f64, String)> = Vec::new();
+    let mut hello: HashMap<u64, (f64, u64)> = HashMap::new();
+    let mut tls = Vec::new();
+    a.fields::<LatencyRow>(Some("dns.time || http.time || icmp.resptime || icmpv6.resptime || tls.handshake.type == 1 || tls.handshake.type == 2"), &[], |r| {
+        if let Some(t) = r.dns_time {
+            dns.push(t);
+            samples.push(("dns", r.frame, t, r.dns_name.clone().unwrap_or_default()));
+        }
+        if let Some(t) = r.http_time {
+            http.push(t);
+            samples.push(("http", r.frame, t, r.uri.clone().unwrap_or_default()));
+        }
+        if let Some(t) = r.icmp_time {
+            icmp.push(t);
+            samples.push(("icmp-echo", r.frame, t, String::new()));
+        }
+        if let Some(s) = r.stream {
+            if r.hs_types.contains(&1) {
+                hello.entry(s).or_insert((r.time, r.frame));
+            }
+            if r.hs_types.contains(&2)
+                && let Some((t0, _)) = hello.remove(&s) {
+                    tls.push(r.time - t0);
+                    samples.push(("tls-handshake", r.frame, r.time - t0, format!("tcp.stream {s}")));
+                }
+        }
+    })
+    .await?;
+    let irtts: Vec<f64> = m.streams.iter().filter_map(|s| s.irtt).collect();
+    for s in &m.streams {
+        if let Some(r) = s.irtt {
+            samples.push(("tcp-handshake", s.synack_frame.unwrap_or(0), r, s.label()));
+        }
+    }
+    let dists: HashMap<&str, Distribution> = [
+        ("tcp-handshake", Distribution::of(irtts.clone())),
+        ("dns", Distribution::of(dns.clone())),
+        ("http", Distribution::of(http.clone())),
+        ("tls-handshake", Distribution::of(tls.clone())),
+        ("icmp-echo", Distribution::of(icmp.clone())),
+    ]
+    .into_iter()
+    .collect();
+    // outliers: at least 3x the median of their kind and above its p95, at least 10 ms
+    let mut outliers: Vec<Outlier> = samples
+        .iter()
+        .filter(|(k, _, t, _)| {
+            let d = &dists[k];
+            let (Some(med), Some(p95)) = (d.median_ms, d.p95_ms) else {
+                return false;
+            };
+            d.count >= 5 && ms(*t) >= (3.0 * med).max(10.0) && ms(*t) >= p95
+        })
+        .map(|(k, f, t, what)| Outlier {
+            kind: k.to_string(),
+            frame: *f,
+            ms: ms(*t),
+            what: what.clone(),
+            display_filter: format!("frame.number == {f}"),
+        })
+        .collect();
+    outliers.sort_by(|x, y| y.ms.total_cmp(&x.ms));
+    outliers.truncate(10);
+    let mut conns: Vec<ConnLatency> = m
+        .streams
+        .iter()
+        .filter(|s| s.irtt.is_some() || s.rtt_count > 0)
+        .map(|s| ConnLatency {
+            stream: s.id,
+            client: s.endpoint(0),
+            server: s.endpoint(1),
+            handshake_rtt_ms: s.irtt.map(ms),
+            ack_rtt: {
+                let mut d = Distribution::of(s.rtt_samples.clone());
+                d.count = s.rtt_count;
+                d.min_ms = (s.rtt_count > 0).then(|| ms(s.rtt_min));
+                d.max_ms = (s.rtt_count > 0).then(|| ms(s.rtt_max));
+                d.mean_ms = (s.rtt_count > 0).then(|| ms(s.rtt_sum / s.rtt_count as f64));
+                d
+            },
+            display_filter: s.filter(Some("tcp.analysis.ack_rtt")),
+        })
+        .collect();
+    conns.sort_by(|x, y| {
+        let k = |c: &ConnLatency| c.ack_rtt.p95_ms.or(c.handshake_rtt_ms).unwrap_or(0.0);
+        k(y).total_cmp(&k(x))
+    });
+    let mut findings = Vec::new();
+    let names = [
+        ("tcp-handshake", "TCP handshake"),
+        ("dns", "DNS"),
+        ("http", "HTTP"),
+        ("tls-handshake", "TLS handshake"),
+        ("icmp-echo", "ICMP echo"),
+    ];
+    for (k, label) in names {
+        let d = &dists[k];
+        if let (Some(med), Some(p95)) = (d.median_ms, d.p95_ms) {
+            let slow = match k {
+                "dns" => p95 >= 200.0,
+                "http" => p95 >= 1000.0,
+                _ => p95 >= 300.0,
+            };
+            if slow {
+                findings.push(Finding::new(
+                    Severity::Medium,
+                    format!("Slow {label}: p95 {p95:.1} ms (median {med:.1} ms)"),
+                    format!(
+                        "{} measurements; the slow tail is what users feel.",
+                        d.count
+                    ),
+                    Evidence {
+                        frames: outliers
+                            .iter()
+                            .filter(|o| o.kind == k)
+                            .map(|o| o.frame)
+                            .take(10)
+                            .collect(),
+                        display_filter: match k {
+                            "dns" => format!("dns.time >= {:.3}", p95 / 1000.0),
+                            "http" => format!("http.time >= {:.3}", p95 / 1000.0),
+                            "icmp-echo" => format!("icmp.resptime >= {p95:.3}"),
+                            "tcp-handshake" => {
+                                format!("tcp.analysis.initial_rtt >= {:.3}", p95 / 1000.0)
+                            }
+                            _ => "tls.handshake.type == 2".to_string(),
+                        },
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+    }
+    if !outliers.is_empty() {
+        let o = &outliers[0];
+        findings.push(Finding::new(
+            Severity::Low,
+            format!(
+                "{} latency outlier(s); worst {} at {:.1} ms",
+                outliers.len(),
+                o.kind,
+                o.ms
+            ),
+            format!(
+                "Frame {} {}; outliers are at least 3x their kind's median and above its p95.",
+                o.frame, o.what
+            ),
+            Evidence {
+                frames: outliers.iter().map(|o| o.frame).collect(),
+                display_filter: o.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+    let part = |label: &str, d: &Distribution| {
+        d.median_ms.map(|med| {
+            format!(
+                "{label} median {med:.1} ms / p95 {:.1} ms (n={})",
+                d.p95_ms.unwrap_or(0.0),
+                d.count
+            )
+        })
+    };
+    let acks = Distribution::of(m.rtt_samples.clone());
+    let mut parts: Vec<String> = names
+        .iter()
+        .filter_map(|(k, label)| part(label, &dists[k]))
+        .collect();
+    parts.extend(part("TCP ACK RTT", &acks));
+    let summary = if parts.is_empty() && acks.count == 0 {
+        format!(
+            "No latency measurements in {}: no TCP handshakes, ACK RTTs, DNS, HTTP, TLS or ICMP echo exchanges.",
+            a.file.display_name
+        )
+    } else {
+        format!("{}.", parts.join("; "))
+    };
+    let data = Latency {
+        tcp_handshake: dists["tcp-handshake"].clone(),
+        tcp_ack_rtt: acks,
+        dns: dists["dns"].clone(),
+        http: dists["http"].clone(),
+        tls_handshake: dists["tls-handshake"].clone(),
+        icmp_echo: dists["icmp-echo"].clone(),
+        connections: Table::page(conns, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
+        outliers,
+    };
+    let capture = a.capture_facts(m.span).await;
+    Ok(Report::complete(
+        summary,
+        findings,
+        data,
+        capture,
+        a.scope(None),
+        a.commands,
+    ))
+}
+
+#[tool_router(router = performance_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Per TCP connection throughput each way, goodput, RTT, retransmission rate, zero
+    /// windows, out-of-order and duplicate ACKs, worst first; overall goodput; RTP stream
+    /// loss and jitter where RTP is present.
+    #[tool(
+        name = "analyze_network_performance",
+        annotations(
+            title = "Network performance",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_network_performance(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Performance>>, String> {
+        let args = p.clone();
+        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
+        self.engine
+            .analyze(
+                "analyze_network_performance",
+                &file,
+                filter.as_deref(),
+                &args,
+                rc,
+                move |a| performance(a, p),
+            )
+            .await
+    }
+
+    /// Latency distributions (min, median, p95, max): TCP handshake RTT and ACK RTT per
+    /// connection, DNS, HTTP and TLS-handshake response times, ICMP echo RTT; outliers with frames.
+    #[tool(
+        name = "analyze_network_latency",
+        annotations(
+            title = "Network latency",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_network_latency(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Latency>>, String> {
+        let args = p.clone();
+        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
+        self.engine
+            .analyze(
+                "analyze_network_latency",
+                &file,
+                filter.as_deref(),
+                &args,
+                rc,
+                move |a| latency(a, p),
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_recorded_rtp_streams() {
+        // recorded: tshark 4.0.17 -q -z rtp,streams on ndpi-sip.pcap
+        let text = "========================= RTP Streams ========================\n   Start time      End time     Src IP addr  Port    Dest IP addr  Port       SSRC          Payload  Pkts         Lost   Min Delta(ms)  Mean Delta(ms)   Max Delta(ms)  Min Jitter(ms) Mean Jitter(ms)  Max Jitter(ms) Problems?\n  1412.504162   1412.666787     192.168.1.2 30000   212.242.33.36 40392 0x3796CB71            g711A     9     0 (0.0%)           1.895          20.328          69.947           3.122           5.646           7.799 \n";
+        let v = super::parse_rtp_streams(text);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].packets, 9);
+        assert_eq!(v[0].source, "192.168.1.2:30000");
+        assert_eq!(v[0].max_jitter_ms, 7.799);
+        assert!(!v[0].problems);
+    }
+}

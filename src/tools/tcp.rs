@@ -1,0 +1,1319 @@
+//! The TCP tools: retransmissions, zero windows, window scaling, timing, congestion and
+//! connection lifecycle. Each reads the shared per-stream model (`crate::model::tcp`),
+//! so a series of them on one file costs one tshark pass.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::tcp::{Stream, SynOptions, TcpModel};
+use crate::report::{
+    Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
+};
+use crate::server::PcapServer;
+use crate::tools::{clamp_limit, clamp_offset};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TcpParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Streams to list, worst first (default 20, max 500). Totals always cover all streams.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Streams to skip, for paging.
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+type Reduced<T> = (String, Vec<Finding>, T);
+
+impl PcapServer {
+    /// Runs a TCP tool: fetch (or build) the stream model, reduce it, wrap the report.
+    pub(crate) async fn tcp_tool<T>(
+        &self,
+        tool: &'static str,
+        p: TcpParams,
+        rc: RequestContext<RoleServer>,
+        reduce: fn(&TcpModel, &TcpParams) -> Reduced<T>,
+    ) -> Result<Json<Report<T>>, String>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let args = p.clone();
+        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
+        self.engine
+            .analyze(
+                tool,
+                &file,
+                filter.as_deref(),
+                &args,
+                rc,
+                move |mut a| async move {
+                    let m = a.tcp_model().await?;
+                    let (summary, findings, data) = reduce(&m, &p);
+                    let capture = a.capture_facts(m.span).await;
+                    Ok(Report::complete(
+                        summary,
+                        findings,
+                        data,
+                        capture,
+                        a.scope(None),
+                        a.commands,
+                    ))
+                },
+            )
+            .await
+    }
+}
+
+fn page<T>(rows: Vec<T>, p: &TcpParams) -> Table<T> {
+    Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20))
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        round(100.0 * part as f64 / whole as f64, 2)
+    }
+}
+
+fn ms(s: f64) -> f64 {
+    round(s * 1000.0, 3)
+}
+
+fn stream_evidence(s: &Stream, kind: &str, filter_extra: Option<&str>) -> Evidence {
+    Evidence {
+        frames: s.sample_frames(kind),
+        streams: vec![s.id],
+        endpoints: vec![s.endpoint(0), s.endpoint(1)],
+        time: Some(rfc3339(s.first)),
+        display_filter: s.filter(filter_extra),
+    }
+}
+
+fn none_checked(what: &str, m: &TcpModel) -> String {
+    format!(
+        "No {what} in {} TCP packets across {} streams.",
+        thousands(m.tcp_packets),
+        thousands(m.streams.len() as u64)
+    )
+}
+
+// ---------------------------------------------------------------- retransmissions
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RetransStream {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    pub retransmissions_client_to_server: u64,
+    pub retransmissions_server_to_client: u64,
+    pub fast_retransmissions: u64,
+    pub spurious_retransmissions: u64,
+    pub lost_segments: u64,
+    pub data_segments: u64,
+    /// Retransmitted data segments / data segments, percent.
+    pub retransmission_rate_pct: f64,
+    pub display_filter: String,
+    pub sample_frames: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RetransTotals {
+    pub retransmissions: u64,
+    pub fast_retransmissions: u64,
+    pub spurious_retransmissions: u64,
+    pub lost_segments: u64,
+    pub duplicate_acks: u64,
+    pub data_segments: u64,
+    pub retransmission_rate_pct: f64,
+    pub streams_affected: u64,
+    pub streams_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Burst {
+    /// Seconds from the capture start.
+    pub second: u64,
+    pub retransmissions: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Retransmissions {
+    pub totals: RetransTotals,
+    pub streams: Table<RetransStream>,
+    /// The seconds with the most retransmissions.
+    pub bursts: Vec<Burst>,
+}
+
+fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
+    let sum2 = |a: [u64; 2]| a[0] + a[1];
+    let totals = RetransTotals {
+        retransmissions: m.total(|s| sum2(s.retrans)),
+        fast_retransmissions: m.total(|s| sum2(s.fast_retrans)),
+        spurious_retransmissions: m.total(|s| sum2(s.spurious)),
+        lost_segments: m.total(|s| sum2(s.lost_segment)),
+        duplicate_acks: m.total(|s| sum2(s.dup_ack)),
+        data_segments: m.total(|s| sum2(s.data_segments)),
+        retransmission_rate_pct: pct(
+            m.total(|s| sum2(s.retrans_data)),
+            m.total(|s| sum2(s.data_segments)),
+        ),
+        streams_affected: m
+            .streams
+            .iter()
+            .filter(|s| sum2(s.retrans) + sum2(s.lost_segment) > 0)
+            .count() as u64,
+        streams_total: m.streams.len() as u64,
+    };
+    let mut affected: Vec<&Stream> = m
+        .streams
+        .iter()
+        .filter(|s| sum2(s.retrans) + sum2(s.lost_segment) > 0)
+        .collect();
+    affected.sort_by(|a, b| sum2(b.retrans).cmp(&sum2(a.retrans)).then(a.id.cmp(&b.id)));
+    let mut findings = Vec::new();
+    let rate = totals.retransmission_rate_pct;
+    if totals.retransmissions > 0 {
+        let sev = if rate >= 5.0 {
+            Severity::High
+        } else if rate >= 1.0 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        };
+        findings.push(Finding::new(
+            sev,
+            format!("{} retransmissions: {rate}% of data segments", thousands(totals.retransmissions)),
+            format!(
+                "{} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams.",
+                totals.fast_retransmissions, totals.spurious_retransmissions, totals.lost_segments, totals.streams_affected, totals.streams_total
+            ),
+            Evidence {
+                frames: affected.iter().flat_map(|s| s.sample_frames("retransmission")).take(10).collect(),
+                streams: affected.iter().map(|s| s.id).take(10).collect(),
+                display_filter: "tcp.analysis.retransmission".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    for s in affected.iter().take(5) {
+        let (c2s, s2c) = (s.retrans[0], s.retrans[1]);
+        let total = c2s + s2c;
+        let rate = pct(
+            s.retrans_data[0] + s.retrans_data[1],
+            s.data_segments[0] + s.data_segments[1],
+        );
+        let one_way = total >= 5 && (c2s * 10 >= total * 9 || s2c * 10 >= total * 9);
+        let direction = if c2s >= s2c {
+            format!("{} -> {}", s.endpoint(0), s.endpoint(1))
+        } else {
+            format!("{} -> {}", s.endpoint(1), s.endpoint(0))
+        };
+        findings.push(Finding::new(
+            if rate >= 5.0 && total >= 5 { Severity::Medium } else { Severity::Low },
+            format!("Stream {}: {total} retransmissions ({rate}% of its data segments)", s.id),
+            if one_way {
+                format!("Loss is on one path direction: almost all retransmissions are sent {direction}, so segments (or their ACKs) are lost on that way.")
+            } else {
+                format!("{c2s} sent by the client {}, {s2c} by the server {}.", s.endpoint(0), s.endpoint(1))
+            },
+            stream_evidence(s, "retransmission", Some("tcp.analysis.retransmission")),
+        ));
+    }
+    if let Some(&(sec, n)) = m.retrans_by_second.first()
+        && n >= 5
+        && totals.retransmissions >= 10
+        && n * 3 >= totals.retransmissions
+    {
+        let t = m.capture_start + sec as f64;
+        findings.push(Finding::new(
+                Severity::Low,
+                format!("Retransmission burst: {n} in one second at +{sec} s"),
+                "Loss concentrated in time points to a transient event (congestion spike, link flap, Wi-Fi roam) rather than a steady lossy path.".to_string(),
+                Evidence {
+                    time: Some(rfc3339(t)),
+                    display_filter: format!("tcp.analysis.retransmission && frame.time_epoch >= {t:.6} && frame.time_epoch < {:.6}", t + 1.0),
+                    ..Default::default()
+                },
+            ));
+    }
+    let summary = if totals.retransmissions == 0 && totals.lost_segments == 0 {
+        format!(
+            "{} Loss does not explain any slowness here.",
+            none_checked("retransmissions or lost segments", m)
+        )
+    } else {
+        format!(
+            "{} retransmissions ({} fast, {} spurious) in {} data segments: {rate}% overall, in {} of {} streams. Worst: stream {}.",
+            thousands(totals.retransmissions),
+            totals.fast_retransmissions,
+            totals.spurious_retransmissions,
+            thousands(totals.data_segments),
+            totals.streams_affected,
+            totals.streams_total,
+            affected
+                .first()
+                .map(|s| s.id.to_string())
+                .unwrap_or_else(|| "-".into())
+        )
+    };
+    let rows = affected
+        .iter()
+        .map(|s| RetransStream {
+            stream: s.id,
+            client: s.endpoint(0),
+            server: s.endpoint(1),
+            retransmissions_client_to_server: s.retrans[0],
+            retransmissions_server_to_client: s.retrans[1],
+            fast_retransmissions: s.fast_retrans[0] + s.fast_retrans[1],
+            spurious_retransmissions: s.spurious[0] + s.spurious[1],
+            lost_segments: s.lost_segment[0] + s.lost_segment[1],
+            data_segments: s.data_segments[0] + s.data_segments[1],
+            retransmission_rate_pct: pct(
+                s.retrans_data[0] + s.retrans_data[1],
+                s.data_segments[0] + s.data_segments[1],
+            ),
+            display_filter: s.filter(Some("tcp.analysis.retransmission")),
+            sample_frames: s.sample_frames("retransmission"),
+        })
+        .collect();
+    let bursts = m
+        .retrans_by_second
+        .iter()
+        .take(5)
+        .map(|&(second, retransmissions)| Burst {
+            second,
+            retransmissions,
+        })
+        .collect();
+    (
+        summary,
+        findings,
+        Retransmissions {
+            totals,
+            streams: page(rows, p),
+            bursts,
+        },
+    )
+}
+
+// ---------------------------------------------------------------- zero window
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ZeroWindowStream {
+    pub stream: u64,
+    /// The receiver that advertised a zero window (its buffer was full).
+    pub advertised_by: String,
+    /// The sender that had to stop.
+    pub stalled_sender: String,
+    pub zero_window_events: u64,
+    pub zero_window_probes: u64,
+    pub window_full_events: u64,
+    pub window_updates: u64,
+    /// Seconds the sender could not send, summed over the stalls, and the longest one.
+    pub stall_total_s: f64,
+    pub stall_max_s: f64,
+    /// The window never reopened before the stream (or capture) ended.
+    pub never_recovered: bool,
+    pub display_filter: String,
+    pub sample_frames: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ZeroWindows {
+    pub zero_window_events: u64,
+    pub zero_window_probes: u64,
+    pub window_full_events: u64,
+    pub window_updates: u64,
+    pub streams: Table<ZeroWindowStream>,
+}
+
+fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> {
+    let mut rows: Vec<ZeroWindowStream> = Vec::new();
+    for s in &m.streams {
+        for d in 0..2 {
+            if s.zero_window[d] == 0 && s.window_full[1 - d] == 0 {
+                continue;
+            }
+            rows.push(ZeroWindowStream {
+                stream: s.id,
+                advertised_by: s.endpoint(d),
+                stalled_sender: s.endpoint(1 - d),
+                zero_window_events: s.zero_window[d],
+                zero_window_probes: s.zw_probe[1 - d],
+                window_full_events: s.window_full[1 - d],
+                window_updates: s.window_update[d],
+                stall_total_s: round(s.zw_stall_total[d], 6),
+                stall_max_s: round(s.zw_stall_max[d], 6),
+                never_recovered: s.zw_unrecovered[d],
+                display_filter: s.filter(Some("(tcp.analysis.zero_window || tcp.analysis.zero_window_probe || tcp.analysis.window_update || tcp.analysis.window_full)")),
+                sample_frames: s.sample_frames("zero_window"),
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.stall_total_s
+            .total_cmp(&a.stall_total_s)
+            .then(b.zero_window_events.cmp(&a.zero_window_events))
+    });
+    let sum = |f: fn(&Stream) -> [u64; 2]| m.total(|s| f(s)[0] + f(s)[1]);
+    let data = ZeroWindows {
+        zero_window_events: sum(|s| s.zero_window),
+        zero_window_probes: sum(|s| s.zw_probe),
+        window_full_events: sum(|s| s.window_full),
+        window_updates: sum(|s| s.window_update),
+        streams: Table::page(Vec::new(), 0, 1),
+    };
+    let mut findings = Vec::new();
+    for r in rows.iter().filter(|r| r.zero_window_events > 0).take(5) {
+        let s = m
+            .streams
+            .iter()
+            .find(|s| s.id == r.stream)
+            .expect("row from model");
+        findings.push(Finding::new(
+            if r.never_recovered || r.stall_max_s >= 1.0 { Severity::High } else { Severity::Medium },
+            format!(
+                "{} advertised a zero window {} time(s); {} stalled {:.3} s{}",
+                r.advertised_by,
+                r.zero_window_events,
+                r.stalled_sender,
+                r.stall_total_s,
+                if r.never_recovered { " and the window never reopened" } else { "" }
+            ),
+            format!(
+                "The receiving application on {} is not reading its socket fast enough, so its buffer filled and the sender had to wait (longest stall {:.3} s, {} zero-window probe(s)). Look at the receiver's load, not the network.",
+                r.advertised_by, r.stall_max_s, r.zero_window_probes
+            ),
+            stream_evidence(s, "zero_window", Some("tcp.analysis.zero_window")),
+        ));
+    }
+    let full_only: Vec<&ZeroWindowStream> = rows
+        .iter()
+        .filter(|r| r.zero_window_events == 0 && r.window_full_events > 0)
+        .collect();
+    if !full_only.is_empty() {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} stream direction(s) filled the receiver's window without reaching zero", full_only.len()),
+            "The sender had as much data in flight as the receiver allows: throughput is capped by the receive window (see analyze_tcp_window_scaling).".to_string(),
+            Evidence {
+                streams: full_only.iter().map(|r| r.stream).take(10).collect(),
+                display_filter: "tcp.analysis.window_full".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    let summary = if data.zero_window_events == 0 && data.window_full_events == 0 {
+        format!(
+            "{} No receiver ran out of buffer.",
+            none_checked("zero-window or window-full events", m)
+        )
+    } else {
+        let worst = rows.first();
+        format!(
+            "{} zero-window advertisement(s), {} probe(s), {} window-full event(s), {} window update(s) in {} stream direction(s).{}",
+            data.zero_window_events,
+            data.zero_window_probes,
+            data.window_full_events,
+            data.window_updates,
+            rows.len(),
+            worst
+                .map(|w| format!(
+                    " Worst: stream {} where {} stalled the sender {:.3} s.",
+                    w.stream, w.advertised_by, w.stall_total_s
+                ))
+                .unwrap_or_default()
+        )
+    };
+    (
+        summary,
+        findings,
+        ZeroWindows {
+            streams: page(rows, p),
+            ..data
+        },
+    )
+}
+
+// ---------------------------------------------------------------- window scaling
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WindowStream {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    pub client_syn: Option<SynOptions>,
+    pub server_syn: Option<SynOptions>,
+    /// negotiated, not_negotiated (one side lacks the option), or unknown (handshake not captured).
+    pub scaling: String,
+    pub max_window_client_bytes: u64,
+    pub max_window_server_bytes: u64,
+    pub rtt_ms: Option<f64>,
+    /// The most the server could send per RTT given the client's window, in bits/s.
+    pub window_limit_server_to_client_bps: Option<f64>,
+    pub window_limit_client_to_server_bps: Option<f64>,
+    pub observed_server_to_client_bps: f64,
+    pub observed_client_to_server_bps: f64,
+    pub window_limited: bool,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WindowScaling {
+    pub negotiated: u64,
+    pub not_negotiated: u64,
+    pub unknown: u64,
+    pub window_limited: u64,
+    pub streams: Table<WindowStream>,
+}
+
+/// The RTT to use for a stream: the handshake's, else the median ACK RTT.
+fn stream_rtt(s: &Stream) -> Option<f64> {
+    s.irtt
+        .filter(|r| *r > 0.0)
+        .or_else(|| percentile(&s.sorted_rtts(), 50.0))
+        .filter(|r| *r > 0.0)
+}
+
+fn rate_bps(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        round(bytes as f64 * 8.0 / secs, 1)
+    } else {
+        0.0
+    }
+}
+
+fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
+    let mut rows = Vec::new();
+    let mut findings = Vec::new();
+    let mut invalid_shift = Vec::new();
+    for s in &m.streams {
+        let scaling = match (&s.options[0], &s.options[1]) {
+            (Some(c), Some(sv)) if c.wscale.is_some() && sv.wscale.is_some() => "negotiated",
+            (Some(_), Some(_)) => "not_negotiated",
+            _ => "unknown",
+        };
+        for o in s.options.iter().flatten() {
+            if o.wscale.is_some_and(|w| w > 14) {
+                invalid_shift.push(s);
+            }
+        }
+        let rtt = stream_rtt(s);
+        let dur = s.duration();
+        let obs_s2c = rate_bps(s.payload[1], dur);
+        let obs_c2s = rate_bps(s.payload[0], dur);
+        // the window the client advertises limits what the server sends, and vice versa
+        let lim_s2c = rtt.map(|r| round(s.max_window[0] as f64 * 8.0 / r, 1));
+        let lim_c2s = rtt.map(|r| round(s.max_window[1] as f64 * 8.0 / r, 1));
+        let limited = |obs: f64, lim: Option<f64>, bytes: u64, full: u64| {
+            bytes >= 64 * 1024 && (full > 0 || lim.is_some_and(|l| l > 0.0 && obs >= 0.8 * l))
+        };
+        let window_limited = limited(obs_s2c, lim_s2c, s.payload[1], s.window_full[1])
+            || limited(obs_c2s, lim_c2s, s.payload[0], s.window_full[0]);
+        rows.push(WindowStream {
+            stream: s.id,
+            client: s.endpoint(0),
+            server: s.endpoint(1),
+            client_syn: s.options[0].clone(),
+            server_syn: s.options[1].clone(),
+            scaling: scaling.into(),
+            max_window_client_bytes: s.max_window[0],
+            max_window_server_bytes: s.max_window[1],
+            rtt_ms: rtt.map(ms),
+            window_limit_server_to_client_bps: lim_s2c,
+            window_limit_client_to_server_bps: lim_c2s,
+            observed_server_to_client_bps: obs_s2c,
+            observed_client_to_server_bps: obs_c2s,
+            window_limited,
+            display_filter: s.filter(None),
+        });
+    }
+    let count = |k: &str| rows.iter().filter(|r| r.scaling == k).count() as u64;
+    let (negotiated, not_negotiated, unknown) = (
+        count("negotiated"),
+        count("not_negotiated"),
+        count("unknown"),
+    );
+    let limited: Vec<&WindowStream> = rows.iter().filter(|r| r.window_limited).collect();
+    if !limited.is_empty() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("{} stream(s) are limited by the receive window", limited.len()),
+            format!(
+                "Throughput reaches the window/RTT ceiling (or the sender filled the window), e.g. stream {}: {} advertised at most {} bytes at {} ms RTT. Raise the receiver's buffer or enable window scaling.",
+                limited[0].stream,
+                limited[0].client,
+                limited[0].max_window_client_bytes,
+                limited[0].rtt_ms.unwrap_or(0.0)
+            ),
+            Evidence {
+                streams: limited.iter().map(|r| r.stream).take(10).collect(),
+                display_filter: format!("tcp.stream in {{{}}}", limited.iter().take(10).map(|r| r.stream.to_string()).collect::<Vec<_>>().join(",")),
+                ..Default::default()
+            },
+        ));
+    }
+    if not_negotiated > 0 {
+        let ids: Vec<u64> = rows
+            .iter()
+            .filter(|r| r.scaling == "not_negotiated")
+            .map(|r| r.stream)
+            .take(10)
+            .collect();
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{not_negotiated} stream(s) without window scaling"),
+            "One side did not offer the window-scale option, so windows are capped at 64 KiB: on long, fast paths that caps throughput.".to_string(),
+            Evidence { streams: ids.clone(), display_filter: "tcp.flags.syn == 1 && !tcp.options.wscale.shift".into(), ..Default::default() },
+        ));
+    }
+    if unknown > 0 {
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("{unknown} stream(s) started before the capture: scale factor unknown"),
+            "Without the SYN/SYN-ACK the window scale is not known, so tshark's window sizes for these streams may be too small by the scale factor.".to_string(),
+            Evidence {
+                streams: rows.iter().filter(|r| r.scaling == "unknown").map(|r| r.stream).take(10).collect(),
+                display_filter: "tcp.window_size_scalefactor == -1".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    if let Some(s) = invalid_shift.first() {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} stream(s) with a window-scale shift above 14", invalid_shift.len()),
+            "RFC 7323 caps the shift at 14; a larger value is a broken or crafted stack and receivers clamp it.".to_string(),
+            Evidence { streams: invalid_shift.iter().map(|s| s.id).take(10).collect(), display_filter: "tcp.options.wscale.shift > 14".into(), frames: s.syn_frame.into_iter().collect(), ..Default::default() },
+        ));
+    }
+    let wl = limited.len() as u64;
+    rows.sort_by(|a, b| {
+        b.window_limited
+            .cmp(&a.window_limited)
+            .then(a.scaling.cmp(&b.scaling))
+            .then(a.stream.cmp(&b.stream))
+    });
+    let summary = format!(
+        "{} TCP streams: window scaling negotiated on {negotiated}, not negotiated on {not_negotiated}, unknown (handshake not captured) on {unknown}; {} limited by the receive window.",
+        m.streams.len(),
+        wl
+    );
+    (
+        summary,
+        findings,
+        WindowScaling {
+            negotiated,
+            not_negotiated,
+            unknown,
+            window_limited: wl,
+            streams: page(rows, p),
+        },
+    )
+}
+
+// ---------------------------------------------------------------- timing
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TimingStream {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    pub out_of_order: u64,
+    pub duplicate_acks: u64,
+    /// Longest run of duplicate ACKs for one segment.
+    pub longest_dup_ack_chain: u64,
+    pub keep_alives: u64,
+    /// Longest silence inside the stream, and the frame before it.
+    pub max_gap_s: f64,
+    pub max_gap_after_frame: u64,
+    /// Smoothed variation of packet inter-arrival times (RFC 3550 style), ms.
+    pub jitter_ms: f64,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TimingIssues {
+    pub out_of_order: u64,
+    pub duplicate_acks: u64,
+    pub keep_alives: u64,
+    pub stalls: u64,
+    /// Frames whose timestamp is earlier than the frame before them.
+    pub timestamps_backwards: u64,
+    pub timestamps_backwards_frames: Vec<u64>,
+    pub streams: Table<TimingStream>,
+}
+
+/// A silence inside a stream that matters: over a second and far above its RTT.
+fn is_stall(s: &Stream) -> bool {
+    let rtt = stream_rtt(s).unwrap_or(0.0);
+    s.max_gap >= 1.0 && s.max_gap >= 20.0 * rtt && s.keep_alive == [0, 0]
+        || s.max_gap >= 5.0 && s.max_gap >= 50.0 * rtt
+}
+
+fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
+    let mut rows: Vec<TimingStream> = m
+        .streams
+        .iter()
+        .map(|s| TimingStream {
+            stream: s.id,
+            client: s.endpoint(0),
+            server: s.endpoint(1),
+            out_of_order: s.out_of_order[0] + s.out_of_order[1],
+            duplicate_acks: s.dup_ack[0] + s.dup_ack[1],
+            longest_dup_ack_chain: s.max_dup_chain,
+            keep_alives: s.keep_alive[0] + s.keep_alive[1],
+            max_gap_s: round(s.max_gap, 6),
+            max_gap_after_frame: s.max_gap_after_frame,
+            jitter_ms: ms(s.jitter),
+            display_filter: s.filter(Some("(tcp.analysis.out_of_order || tcp.analysis.duplicate_ack || tcp.analysis.keep_alive)")),
+        })
+        .collect();
+    let score = |r: &TimingStream| {
+        r.out_of_order * 3 + r.duplicate_acks + r.keep_alives + (r.max_gap_s * 10.0) as u64
+    };
+    rows.sort_by(|a, b| score(b).cmp(&score(a)).then(a.stream.cmp(&b.stream)));
+    let stalls: Vec<&Stream> = m.streams.iter().filter(|s| is_stall(s)).collect();
+    let mut findings = Vec::new();
+    let ooo = m.total(|s| s.out_of_order[0] + s.out_of_order[1]);
+    let dup = m.total(|s| s.dup_ack[0] + s.dup_ack[1]);
+    let ka = m.total(|s| s.keep_alive[0] + s.keep_alive[1]);
+    if ooo > 0 {
+        findings.push(Finding::new(
+            if ooo >= 50 { Severity::Medium } else { Severity::Low },
+            format!("{ooo} out-of-order segment(s)"),
+            "Segments arrived after later ones: reordering on the path (load balancing over several links) or a retransmission filling a hole; receivers answer with duplicate ACKs, which can trigger needless fast retransmits.".to_string(),
+            Evidence { frames: m.streams.iter().flat_map(|s| s.sample_frames("out_of_order")).take(10).collect(), display_filter: "tcp.analysis.out_of_order".into(), ..Default::default() },
+        ));
+    }
+    if let Some(s) = m
+        .streams
+        .iter()
+        .max_by_key(|s| s.max_dup_chain)
+        .filter(|s| s.max_dup_chain >= 3)
+    {
+        findings.push(Finding::new(
+            if s.max_dup_chain >= 10 { Severity::Medium } else { Severity::Low },
+            format!("{dup} duplicate ACK(s); longest chain {} in stream {}", s.max_dup_chain, s.id),
+            "Three or more duplicate ACKs for one segment mean the receiver is missing it: a lost segment that fast retransmit should repair.".to_string(),
+            stream_evidence(s, "duplicate_ack", Some("tcp.analysis.duplicate_ack")),
+        ));
+    }
+    for s in stalls.iter().take(5) {
+        let rto = s.max_gap_ended_by_retrans;
+        findings.push(Finding::new(
+            if rto { Severity::Medium } else { Severity::Low },
+            format!("Stream {} went silent for {:.2} s{}", s.id, s.max_gap, if rto { " until a retransmission" } else { "" }),
+            if rto {
+                format!(
+                    "After frame {} nothing was sent for {:.2} s and then a segment was retransmitted: a retransmission timeout stalled the transfer (RTT {:.1} ms).",
+                    s.max_gap_after_frame,
+                    s.max_gap,
+                    stream_rtt(s).map(ms).unwrap_or(0.0)
+                )
+            } else {
+                format!(
+                    "After frame {} nothing was sent either way for {:.2} s (RTT {:.1} ms): the application paused (server think time, a slow backend, a user at a prompt); a problem only if someone was waiting.",
+                    s.max_gap_after_frame,
+                    s.max_gap,
+                    stream_rtt(s).map(ms).unwrap_or(0.0)
+                )
+            },
+            Evidence {
+                frames: vec![s.max_gap_after_frame],
+                streams: vec![s.id],
+                endpoints: vec![s.endpoint(0), s.endpoint(1)],
+                display_filter: format!("tcp.stream == {} && frame.number >= {}", s.id, s.max_gap_after_frame),
+                ..Default::default()
+            },
+        ));
+    }
+    if ka > 0 {
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("{ka} TCP keep-alive(s)"),
+            "Idle connections being kept open; harmless unless a middlebox drops idle flows sooner.".to_string(),
+            Evidence { display_filter: "tcp.analysis.keep_alive".into(), frames: m.streams.iter().flat_map(|s| s.sample_frames("keep_alive")).take(10).collect(), ..Default::default() },
+        ));
+    }
+    if m.time_backwards > 0 {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} frame(s) with timestamps earlier than the frame before", m.time_backwards),
+            "The capture is not in time order (merged files, multiple interfaces or a clock step): time-based figures near these frames are unreliable.".to_string(),
+            Evidence { frames: m.time_backwards_frames.clone(), display_filter: "frame.time_delta < 0".into(), ..Default::default() },
+        ));
+    }
+    let summary = format!(
+        "Checked {} TCP streams: {ooo} out-of-order segment(s), {dup} duplicate ACK(s), {ka} keep-alive(s), {} stall(s) inside streams, {} backwards timestamp(s).{}",
+        m.streams.len(),
+        stalls.len(),
+        m.time_backwards,
+        if ooo + dup + stalls.len() as u64 + m.time_backwards == 0 {
+            " No timing problems."
+        } else {
+            ""
+        }
+    );
+    let data = TimingIssues {
+        out_of_order: ooo,
+        duplicate_acks: dup,
+        keep_alives: ka,
+        stalls: stalls.len() as u64,
+        timestamps_backwards: m.time_backwards,
+        timestamps_backwards_frames: m.time_backwards_frames.clone(),
+        streams: page(rows, p),
+    };
+    (summary, findings, data)
+}
+
+// ---------------------------------------------------------------- congestion
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Congestion {
+    /// healthy, lossy, congested, receiver_limited (several can apply; the first is the strongest).
+    pub verdict: String,
+    pub reasons: Vec<String>,
+    pub retransmission_rate_pct: f64,
+    pub duplicate_acks: u64,
+    pub zero_windows: u64,
+    pub ecn_ce_marks: u64,
+    pub ecn_ece_flags: u64,
+    pub ecn_cwr_flags: u64,
+    pub rtt_min_ms: Option<f64>,
+    pub rtt_median_ms: Option<f64>,
+    pub rtt_p95_ms: Option<f64>,
+    /// Median over stream directions of p95 ACK RTT / minimum (directions with at least
+    /// 10 samples and a minimum of 1 ms): above ~3 the path queues (bufferbloat).
+    pub rtt_inflation: Option<f64>,
+    /// Stream directions (client = data sender) whose own p95/min RTT ratio is highest.
+    pub inflated_streams: Table<InflatedStream>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct InflatedStream {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    pub rtt_min_ms: f64,
+    pub rtt_p95_ms: f64,
+    pub inflation: f64,
+    pub display_filter: String,
+}
+
+fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
+    let retrans = m.total(|s| s.retrans_data[0] + s.retrans_data[1]);
+    let data = m.total(|s| s.data_segments[0] + s.data_segments[1]);
+    let rate = pct(retrans, data);
+    let dup = m.total(|s| s.dup_ack[0] + s.dup_ack[1]);
+    let zw = m.total(|s| s.zero_window[0] + s.zero_window[1]);
+    let ce = m.total(|s| s.ce_marks);
+    let ece = m.total(|s| s.ece);
+    let cwr = m.total(|s| s.cwr);
+    let min = m.rtt_samples.first().copied();
+    let med = percentile(&m.rtt_samples, 50.0);
+    let p95 = percentile(&m.rtt_samples, 95.0);
+    let mut inflated: Vec<InflatedStream> = Vec::new();
+    for s in &m.streams {
+        for d in 0..2 {
+            let mut r = s.rtt_by_sender[d].clone();
+            r.sort_by(f64::total_cmp);
+            let (Some(&lo), Some(hi)) = (r.first(), percentile(&r, 95.0)) else {
+                continue;
+            };
+            // below a millisecond the capture sits next to the acknowledging host, and
+            // ratios would measure its scheduling, not queues on the path
+            if r.len() >= 10 && lo >= 0.001 {
+                inflated.push(InflatedStream {
+                    stream: s.id,
+                    client: s.endpoint(d),
+                    server: s.endpoint(1 - d),
+                    rtt_min_ms: ms(lo),
+                    rtt_p95_ms: ms(hi),
+                    inflation: round(hi / lo, 2),
+                    display_filter: s.filter(Some(&format!(
+                        "tcp.analysis.ack_rtt && ip.src == {}",
+                        s.addr[1 - d]
+                    ))),
+                });
+            }
+        }
+    }
+    inflated.sort_by(|a, b| b.inflation.total_cmp(&a.inflation));
+    // the verdict uses the typical direction, not one odd stream
+    let inflation = {
+        let mut v: Vec<f64> = inflated.iter().map(|i| i.inflation).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    let mut verdicts = Vec::new();
+    let mut reasons = Vec::new();
+    if ce > 0 || ece > 0 {
+        verdicts.push("congested");
+        reasons.push(format!("routers marked {ce} packet(s) Congestion Experienced and receivers echoed ECE {ece} time(s): explicit congestion signals"));
+    }
+    if let Some(inf) = inflation.filter(|i| *i >= 3.0) {
+        if !verdicts.contains(&"congested") {
+            verdicts.push("congested");
+        }
+        reasons.push(format!(
+            "ACK RTT p95 is {inf}x its minimum in the typical stream direction (worst: stream {} {:.1} ms vs {:.1} ms): queues build up on the path",
+            inflated[0].stream, inflated[0].rtt_p95_ms, inflated[0].rtt_min_ms
+        ));
+    }
+    if rate >= 1.0 {
+        verdicts.push("lossy");
+        reasons.push(format!("{rate}% of data segments were retransmitted ({retrans} of {data}); {dup} duplicate ACKs"));
+    }
+    if zw > 0 {
+        verdicts.push("receiver_limited");
+        reasons.push(format!(
+            "{zw} zero-window advertisement(s): a receiver, not the network, stopped the sender"
+        ));
+    }
+    if verdicts.is_empty() {
+        verdicts.push("healthy");
+        reasons.push(format!(
+            "retransmissions {rate}% (<1%), no ECN marks, no zero windows{}",
+            inflation
+                .map(|i| format!(", RTT p95/min {i}x (<3x)"))
+                .unwrap_or_default()
+        ));
+    }
+    let verdict = verdicts.join(", ");
+    let severity = match verdicts[0] {
+        "healthy" => Severity::Info,
+        _ if rate >= 5.0 || inflation.is_some_and(|i| i >= 10.0) => Severity::High,
+        _ => Severity::Medium,
+    };
+    let findings = vec![Finding::new(
+        severity,
+        format!("Congestion verdict: {verdict}"),
+        reasons.join("; "),
+        Evidence {
+            display_filter: "tcp.analysis.retransmission || tcp.analysis.duplicate_ack || tcp.analysis.zero_window || ip.dsfield.ecn == 3 || tcp.flags.ece == 1".into(),
+            streams: inflated.iter().map(|s| s.stream).take(5).collect(),
+            ..Default::default()
+        },
+    )];
+    let summary = format!(
+        "Verdict: {verdict}. {}. Based on {} TCP streams, {} data segments and {} ACK-RTT samples.",
+        reasons.join("; "),
+        m.streams.len(),
+        thousands(data),
+        m.rtt_samples.len()
+    );
+    let data = Congestion {
+        verdict,
+        reasons,
+        retransmission_rate_pct: rate,
+        duplicate_acks: dup,
+        zero_windows: zw,
+        ecn_ce_marks: ce,
+        ecn_ece_flags: ece,
+        ecn_cwr_flags: cwr,
+        rtt_min_ms: min.map(ms),
+        rtt_median_ms: med.map(ms),
+        rtt_p95_ms: p95.map(ms),
+        rtt_inflation: inflation,
+        inflated_streams: page(inflated, p),
+    };
+    (summary, findings, data)
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Lifecycle {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    /// Zeek conn_state: S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH.
+    pub state: String,
+    /// Zeek-style history (originator upper case): S syn, H syn-ack, A ack, D data, F fin, R rst, T retransmission, W zero window.
+    pub history: String,
+    pub start: String,
+    pub duration_s: f64,
+    pub syn_frame: Option<u64>,
+    pub syn_ack_frame: Option<u64>,
+    pub handshake_rtt_ms: Option<f64>,
+    /// Seconds from the first packet to the first payload byte.
+    pub first_data_after_s: Option<f64>,
+    /// client, server or none.
+    pub closed_by: String,
+    /// fin, rst or open.
+    pub close_kind: String,
+    pub close_frame: Option<u64>,
+    pub packets_client_to_server: u64,
+    pub packets_server_to_client: u64,
+    pub bytes_client_to_server: u64,
+    pub bytes_server_to_client: u64,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StateCount {
+    pub state: String,
+    pub count: u64,
+    pub meaning: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Lifecycles {
+    pub states: Vec<StateCount>,
+    pub connections: Table<Lifecycle>,
+}
+
+fn state_meaning(s: &str) -> &'static str {
+    match s {
+        "S0" => "attempt seen, no reply",
+        "S1" => "established, not closed",
+        "SF" => "normal establishment and termination",
+        "REJ" => "attempt rejected (RST)",
+        "S2" => "established, originator closed, no reply",
+        "S3" => "established, responder closed, no reply",
+        "RSTO" => "established, originator aborted with RST",
+        "RSTR" => "established, responder sent RST",
+        "RSTOS0" => "originator sent SYN then RST, no SYN-ACK",
+        "RSTRH" => "responder sent SYN-ACK then RST, no SYN seen",
+        "SH" => "originator sent SYN then FIN, no SYN-ACK (half-open)",
+        "SHR" => "responder sent SYN-ACK then FIN, no SYN seen",
+        _ => "no SYN seen: midstream traffic",
+    }
+}
+
+/// Rejected or unanswered attempts from one source to many ports of one host: a scan.
+const SCAN_PORTS: usize = 20;
+
+fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let rows: Vec<(u8, Lifecycle)> = m
+        .streams
+        .iter()
+        .map(|s| {
+            let state = s.conn_state();
+            *counts.entry(state).or_default() += 1;
+            let (closed_by, kind, frame) = match s.close {
+                Some((_, f, d, rst)) => (
+                    if d == 0 { "client" } else { "server" },
+                    if rst { "rst" } else { "fin" },
+                    Some(f),
+                ),
+                None => ("none", "open", None),
+            };
+            let rank = match state {
+                "REJ" | "RSTO" | "RSTR" | "RSTOS0" | "RSTRH" => 0,
+                "S0" | "SH" | "SHR" | "S2" | "S3" => 1,
+                "OTH" | "S1" => 2,
+                _ => 3,
+            };
+            (
+                rank,
+                Lifecycle {
+                    stream: s.id,
+                    client: s.endpoint(0),
+                    server: s.endpoint(1),
+                    state: state.into(),
+                    history: s.history(),
+                    start: rfc3339(s.first),
+                    duration_s: round(s.duration(), 6),
+                    syn_frame: s.syn_frame,
+                    syn_ack_frame: s.synack_frame,
+                    handshake_rtt_ms: s.irtt.map(ms),
+                    first_data_after_s: s.first_data.map(|(t, _)| round(t - s.first, 6)),
+                    closed_by: closed_by.into(),
+                    close_kind: kind.into(),
+                    close_frame: frame,
+                    packets_client_to_server: s.packets[0],
+                    packets_server_to_client: s.packets[1],
+                    bytes_client_to_server: s.bytes[0],
+                    bytes_server_to_client: s.bytes[1],
+                    display_filter: s.filter(None),
+                },
+            )
+        })
+        .collect();
+    let mut findings = Vec::new();
+    // scans first: many refused/unanswered ports from one source to one host
+    let mut attempts: HashMap<(&str, &str), Vec<&Stream>> = HashMap::new();
+    for s in &m.streams {
+        if matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH") {
+            attempts
+                .entry((s.addr[0].as_str(), s.addr[1].as_str()))
+                .or_default()
+                .push(s);
+        }
+    }
+    let mut scanned = std::collections::HashSet::new();
+    let mut scans: Vec<(&(&str, &str), &Vec<&Stream>)> = attempts
+        .iter()
+        .filter(|(_, v)| {
+            v.iter()
+                .map(|s| s.port[1])
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= SCAN_PORTS
+        })
+        .collect();
+    scans.sort_by_key(|s| std::cmp::Reverse(s.1.len()));
+    for ((src, dst), streams) in scans {
+        let ports: std::collections::BTreeSet<u64> = m
+            .streams
+            .iter()
+            .filter(|s| s.addr[0] == *src && s.addr[1] == *dst && s.syn[0])
+            .map(|s| s.port[1])
+            .collect();
+        let answered: Vec<u64> = m
+            .streams
+            .iter()
+            .filter(|s| s.addr[0] == *src && s.addr[1] == *dst && s.synack[1])
+            .map(|s| s.port[1])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for s in streams {
+            scanned.insert(s.id);
+        }
+        findings.push(Finding::new(
+            Severity::High,
+            format!("Port-scan pattern: {src} tried {} ports on {dst}, {} refused or unanswered", ports.len(), streams.len()),
+            format!(
+                "{} connection attempts from one source to many ports of one host, in {:.1} s. Ports that answered with SYN-ACK (open): {}.",
+                streams.len(),
+                streams.iter().map(|s| s.last).fold(f64::MIN, f64::max) - streams.iter().map(|s| s.first).fold(f64::MAX, f64::min),
+                if answered.is_empty() { "none".to_string() } else { answered.iter().take(20).map(|p| p.to_string()).collect::<Vec<_>>().join(", ") }
+            ),
+            Evidence {
+                frames: streams.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                endpoints: vec![src.to_string(), dst.to_string()],
+                display_filter: format!("ip.src == {src} && ip.dst == {dst} && tcp.flags.syn == 1 && tcp.flags.ack == 0"),
+                ..Default::default()
+            },
+        ));
+    }
+    let group = |states: &[&str]| -> Vec<&Stream> {
+        m.streams
+            .iter()
+            .filter(|s| states.contains(&s.conn_state()) && !scanned.contains(&s.id))
+            .collect()
+    };
+    let refused = group(&["REJ"]);
+    if !refused.is_empty() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("{} connection(s) refused", refused.len()),
+            format!(
+                "The server answered the SYN with RST: nothing listens on the port, or a firewall rejects. E.g. {} (stream {}).",
+                refused[0].label(),
+                refused[0].id
+            ),
+            Evidence {
+                streams: refused.iter().map(|s| s.id).take(10).collect(),
+                frames: refused.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                endpoints: refused.iter().map(|s| s.endpoint(1)).take(5).collect(),
+                display_filter: "tcp.flags.reset == 1 && tcp.seq == 1 && tcp.ack == 1".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    let half = group(&["S0", "SH", "RSTOS0"]);
+    if !half.is_empty() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("{} connection attempt(s) never answered", half.len()),
+            format!(
+                "SYN without SYN-ACK: the host is down or unreachable, a firewall drops silently, or the SYN-ACK took another path. E.g. {} (stream {}).",
+                half[0].label(),
+                half[0].id
+            ),
+            Evidence {
+                streams: half.iter().map(|s| s.id).take(10).collect(),
+                frames: half.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                display_filter: "tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.analysis.retransmission".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    let resets = group(&["RSTO", "RSTR"]);
+    if !resets.is_empty() {
+        let by_server = resets.iter().filter(|s| s.conn_state() == "RSTR").count();
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} established connection(s) ended with RST ({by_server} by the server)", resets.len()),
+            "An abort instead of an orderly FIN close: application errors, idle timeouts in a middlebox, or clients that reset instead of closing.".to_string(),
+            Evidence {
+                streams: resets.iter().map(|s| s.id).take(10).collect(),
+                frames: resets.iter().filter_map(|s| s.close.map(|c| c.1)).take(10).collect(),
+                display_filter: "tcp.flags.reset == 1".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    let mut sorted = rows;
+    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.stream.cmp(&b.1.stream)));
+    let states: Vec<StateCount> = {
+        let mut v: Vec<StateCount> = counts
+            .iter()
+            .map(|(s, c)| StateCount {
+                state: s.to_string(),
+                count: *c,
+                meaning: state_meaning(s).into(),
+            })
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.state.cmp(&b.state)));
+        v
+    };
+    let summary = format!(
+        "{} TCP connection(s): {}. {}",
+        m.streams.len(),
+        states
+            .iter()
+            .map(|s| format!("{} {}", s.count, s.state))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if findings.is_empty() {
+            "No refused, unanswered or reset connections.".to_string()
+        } else {
+            format!("{} problem group(s) in findings.", findings.len())
+        }
+    );
+    let connections = page(sorted.into_iter().map(|(_, r)| r).collect(), p);
+    (
+        summary,
+        findings,
+        Lifecycles {
+            states,
+            connections,
+        },
+    )
+}
+
+#[tool_router(router = tcp_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// TCP retransmissions by kind (retransmission, fast, spurious, lost segment) per
+    /// stream and overall, as a rate of data segments, with the loss direction, worst
+    /// streams first, and bursts in time.
+    #[tool(
+        name = "analyze_tcp_retransmissions",
+        annotations(
+            title = "TCP retransmissions",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_tcp_retransmissions(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Retransmissions>>, String> {
+        self.tcp_tool("analyze_tcp_retransmissions", p, rc, retransmissions)
+            .await
+    }
+
+    /// TCP zero-window events, window-full, probes and window updates; per stream who
+    /// advertised the zero window and how long the sender stalled, and windows that never reopened.
+    #[tool(
+        name = "analyze_tcp_zero_window",
+        annotations(
+            title = "TCP zero windows",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_tcp_zero_window(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<ZeroWindows>>, String> {
+        self.tcp_tool("analyze_tcp_zero_window", p, rc, zero_windows)
+            .await
+    }
+
+    /// Per TCP stream the SYN options of both sides (window scale, MSS, SACK, timestamps),
+    /// whether scaling was negotiated or is unknown, the largest windows, and streams whose
+    /// throughput is capped by window/RTT.
+    #[tool(
+        name = "analyze_tcp_window_scaling",
+        annotations(
+            title = "TCP window scaling",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_tcp_window_scaling(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<WindowScaling>>, String> {
+        self.tcp_tool("analyze_tcp_window_scaling", p, rc, window_scaling)
+            .await
+    }
+
+    /// Timing problems in TCP streams: out-of-order segments, duplicate-ACK chains,
+    /// keep-alives, stalls (long silences inside a stream), timestamps going backwards,
+    /// and per-stream jitter.
+    #[tool(
+        name = "analyze_packet_timing_issues",
+        annotations(
+            title = "Packet timing issues",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_packet_timing_issues(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<TimingIssues>>, String> {
+        self.tcp_tool("analyze_packet_timing_issues", p, rc, timing)
+            .await
+    }
+
+    /// Congestion verdict with its reasons: retransmission rate, duplicate ACKs, zero
+    /// windows, ECN (CE marks, ECE/CWR) and RTT inflation (p95 against minimum: queueing).
+    #[tool(
+        name = "analyze_congestion_indicators",
+        annotations(
+            title = "Congestion indicators",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_congestion_indicators(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Congestion>>, String> {
+        self.tcp_tool("analyze_congestion_indicators", p, rc, congestion)
+            .await
+    }
+
+    /// Per TCP connection: SYN, SYN-ACK, handshake RTT, first data, who closed and how
+    /// (FIN/RST), duration, bytes each way, Zeek conn_state and history. Counts per state;
+    /// refused, unanswered and reset connections, and scans, in findings.
+    #[tool(
+        name = "analyze_connection_lifecycle",
+        annotations(
+            title = "TCP connection lifecycle",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_connection_lifecycle(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Lifecycles>>, String> {
+        self.tcp_tool("analyze_connection_lifecycle", p, rc, lifecycle)
+            .await
+    }
+}

@@ -1,0 +1,369 @@
+//! The TCP and performance tools against tshark's own counts and Zeek's conn.log.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const TCP_TOOLS: &[&str] = &[
+    "analyze_tcp_retransmissions",
+    "analyze_tcp_zero_window",
+    "analyze_tcp_window_scaling",
+    "analyze_packet_timing_issues",
+    "analyze_congestion_indicators",
+    "analyze_connection_lifecycle",
+    "analyze_network_performance",
+    "analyze_network_latency",
+];
+
+fn fact_value(f: &Value, fact: &str) -> u64 {
+    f["truth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["origin"] == "tshark-4.0.17" && t["fact"] == fact)
+        .unwrap_or_else(|| panic!("no fact {fact}"))["value"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Rows of a Zeek conn.log: (orig "h:p", resp "h:p", proto, conn_state, history).
+fn zeek_conns(name: &str) -> Vec<(String, String, String, String, String)> {
+    let text = std::fs::read_to_string(fixtures().join("zeek-conn").join(name)).unwrap();
+    let fields: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("#fields"))
+        .unwrap()
+        .split('\t')
+        .skip(1)
+        .collect();
+    let col = |n: &str| fields.iter().position(|f| *f == n).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            let ep = |h: &str, p: &str| {
+                if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                }
+            };
+            (
+                ep(c[col("id.orig_h")], c[col("id.orig_p")]),
+                ep(c[col("id.resp_h")], c[col("id.resp_p")]),
+                c[col("proto")].to_string(),
+                c[col("conn_state")].to_string(),
+                c[col("history")].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lifecycle_states_and_histories_agree_with_zeek() {
+    let s = start().await;
+    for (pcap, log) in [
+        ("zeek-wikipedia.pcap", "zeek-wikipedia.conn.log"),
+        ("zeek-ftp-ipv4.pcap", "zeek-ftp-ipv4.conn.log"),
+        ("zeek-mixed-vlan-mpls.pcap", "zeek-mixed-vlan-mpls.conn.log"),
+    ] {
+        let v = s
+            .ok(
+                "analyze_connection_lifecycle",
+                json!({"pcap_file": fixture(pcap), "limit": 500}),
+            )
+            .await;
+        let rows = v["connections"]["rows"].as_array().unwrap();
+        let zeek: Vec<_> = zeek_conns(log)
+            .into_iter()
+            .filter(|c| c.2 == "tcp")
+            .collect();
+        assert_eq!(
+            rows.len(),
+            zeek.len(),
+            "{pcap}: one row per Zeek TCP connection"
+        );
+        for (orig, resp, _, state, history) in &zeek {
+            let row = rows
+                .iter()
+                .find(|r| r["client"] == *orig && r["server"] == *resp)
+                .unwrap_or_else(|| {
+                    panic!("{pcap}: Zeek connection {orig} -> {resp} missing or reversed")
+                });
+            assert_eq!(row["state"], *state, "{pcap} {orig} -> {resp}");
+            // Zeek's history and ours use the same letters for the same events
+            assert_eq!(row["history"], *history, "{pcap} {orig} -> {resp}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn retransmission_counts_equal_tshark() {
+    let s = start().await;
+    let name = "arkime-wireshark-retrans.pcap";
+    let f = facts(name);
+    let v = s
+        .ok(
+            "analyze_tcp_retransmissions",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    let t = &v["totals"];
+    assert_eq!(
+        t["retransmissions"],
+        fact_value(&f, "retransmissions (tcp.analysis.retransmission)")
+    );
+    assert_eq!(
+        t["fast_retransmissions"],
+        fact_value(&f, "fast retransmissions")
+    );
+    assert_eq!(t["duplicate_acks"], fact_value(&f, "duplicate ACKs"));
+    assert_eq!(
+        t["lost_segments"],
+        fact_value(&f, "previous segment not captured")
+    );
+    assert_eq!(
+        t["spurious_retransmissions"].as_u64().unwrap(),
+        tshark_count(&fixture(name), "tcp.analysis.spurious_retransmission")
+    );
+    let row = &v["streams"]["rows"][0];
+    assert_eq!(
+        row["retransmissions_client_to_server"].as_u64().unwrap()
+            + row["retransmissions_server_to_client"].as_u64().unwrap(),
+        47
+    );
+    // the drill-down filter shows exactly the stream's retransmissions in tshark
+    assert_eq!(
+        tshark_count(&fixture(name), row["display_filter"].as_str().unwrap()),
+        47
+    );
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "high")
+    );
+
+    let v = s
+        .ok(
+            "analyze_packet_timing_issues",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    assert_eq!(v["out_of_order"], fact_value(&f, "out-of-order segments"));
+    assert_eq!(v["keep_alives"], fact_value(&f, "keep-alives"));
+    assert_eq!(v["duplicate_acks"], 27);
+}
+
+#[tokio::test]
+async fn zero_window_who_and_how_long() {
+    let s = start().await;
+    let name = "cs-tcp_zerowindowdead.pcapng";
+    let f = facts(name);
+    let v = s
+        .ok(
+            "analyze_tcp_zero_window",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    assert_eq!(v["zero_window_events"], fact_value(&f, "zero window"));
+    let r = &v["streams"]["rows"][0];
+    // the client (port 38760) stopped reading; the web server had to wait
+    assert!(
+        r["advertised_by"].as_str().unwrap().ends_with(":38760"),
+        "{r}"
+    );
+    assert!(r["stalled_sender"].as_str().unwrap().ends_with(":80"));
+    assert_eq!(r["never_recovered"], true);
+    assert!(r["stall_total_s"].as_f64().unwrap() > 10.0);
+    assert!(
+        v["findings"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("never reopened")
+    );
+    let c = s
+        .ok(
+            "analyze_congestion_indicators",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    assert!(c["verdict"].as_str().unwrap().contains("receiver_limited"));
+    let t = s
+        .ok(
+            "analyze_packet_timing_issues",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    assert_eq!(t["keep_alives"], fact_value(&f, "keep-alives"));
+}
+
+#[tokio::test]
+async fn window_scaling_options_and_invalid_shift() {
+    let s = start().await;
+    let v = s
+        .ok(
+            "analyze_tcp_window_scaling",
+            json!({"pcap_file": fixture("zeek-window-scale-range.pcap")}),
+        )
+        .await;
+    let r = &v["streams"]["rows"][0];
+    // tshark: shift values 255 and 7 in SYN/SYN-ACK
+    let shifts = [
+        r["client_syn"]["wscale"].as_u64().unwrap(),
+        r["server_syn"]["wscale"].as_u64().unwrap(),
+    ];
+    assert!(shifts.contains(&255) && shifts.contains(&7), "{r}");
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["title"].as_str().unwrap().contains("above 14"))
+    );
+    let v = s
+        .ok(
+            "analyze_tcp_window_scaling",
+            json!({"pcap_file": fixture("cs-tcp_zerowindowdead.pcapng")}),
+        )
+        .await;
+    assert_eq!(v["unknown"], 1, "no handshake captured: scale unknown");
+    let v = s
+        .ok(
+            "analyze_tcp_window_scaling",
+            json!({"pcap_file": fixture("zeek-http-methods.pcap")}),
+        )
+        .await;
+    // tshark: wscale 6 and 7 on every one of the 49 handshakes
+    assert_eq!(v["negotiated"], 49);
+}
+
+#[tokio::test]
+async fn refused_connection_and_scan_storm_is_summarised() {
+    let s = start().await;
+    let v = s
+        .ok(
+            "analyze_connection_lifecycle",
+            json!({"pcap_file": fixture("cs-tcp_refuseconnection.pcapng")}),
+        )
+        .await;
+    assert_eq!(v["states"][0]["state"], "REJ");
+    assert!(
+        v["findings"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+
+    let name = "cs-synscan.pcapng";
+    let f = facts(name);
+    let r = s
+        .call(
+            "analyze_connection_lifecycle",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    let size = text(&r).len();
+    assert!(
+        size < 20_000,
+        "default output on {} streams is {size} bytes",
+        fact_value(&f, "TCP conversations")
+    );
+    let v = r.structured_content.unwrap();
+    assert_eq!(
+        v["connections"]["total"],
+        fact_value(&f, "TCP conversations")
+    );
+    assert_eq!(v["connections"]["shown"], 20);
+    let findings = v["findings"].as_array().unwrap();
+    let scan = findings
+        .iter()
+        .find(|f| f["title"].as_str().unwrap().starts_with("Port-scan"))
+        .expect("scan finding");
+    assert_eq!(scan["severity"], "high");
+    assert!(
+        scan["title"].as_str().unwrap().contains("1000 ports"),
+        "{scan}"
+    ); // tshark: 1000 distinct ports
+    assert!(
+        scan["detail"].as_str().unwrap().contains("22, 53, 80"),
+        "{scan}"
+    );
+    // the storm is one finding, not one per port
+    assert!(findings.len() <= 4, "{findings:?}");
+    for tool in TCP_TOOLS {
+        let r = s.call(tool, json!({"pcap_file": fixture(name)})).await;
+        assert!(text(&r).len() < 20_000, "{tool} default output too big");
+    }
+}
+
+#[tokio::test]
+async fn clean_captures_yield_no_medium_or_high_findings() {
+    let s = start().await;
+    for name in ["zeek-ftp-ipv4.pcap", "zeek-wikipedia.pcap"] {
+        for tool in TCP_TOOLS {
+            let v = s.ok(tool, json!({"pcap_file": fixture(name)})).await;
+            for f in v["findings"].as_array().unwrap() {
+                assert!(
+                    f["severity"] == "low" || f["severity"] == "info",
+                    "{tool} on clean {name}: {f}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tcp_tools_share_one_pass_and_latency_percentiles() {
+    let s = start().await;
+    let file = fixture("zeek-http-methods.pcap");
+    let a = s
+        .ok("analyze_tcp_retransmissions", json!({"pcap_file": file}))
+        .await;
+    let b = s
+        .ok("analyze_connection_lifecycle", json!({"pcap_file": file}))
+        .await;
+    // the second tool reports the same (cached) model pass
+    assert_eq!(a["tshark_commands"], b["tshark_commands"]);
+    let l = s
+        .ok("analyze_network_latency", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(
+        l["http"]["count"].as_u64().unwrap(),
+        tshark_count(&file, "http.time")
+    );
+    assert_eq!(l["tcp_handshake"]["count"], 49);
+    let med = l["http"]["median_ms"].as_f64().unwrap();
+    let p95 = l["http"]["p95_ms"].as_f64().unwrap();
+    assert!(
+        l["http"]["min_ms"].as_f64().unwrap() <= med
+            && med <= p95
+            && p95 <= l["http"]["max_ms"].as_f64().unwrap()
+    );
+    let icmp = s
+        .ok(
+            "analyze_network_latency",
+            json!({"pcap_file": fixture("cs-icmp_echo.pcapng")}),
+        )
+        .await;
+    assert_eq!(icmp["icmp_echo"]["count"], 4); // tshark: 4 echo replies
+    let p = s
+        .ok(
+            "analyze_network_performance",
+            json!({"pcap_file": file, "limit": 5}),
+        )
+        .await;
+    assert_eq!(p["tcp_connections"], 49);
+    assert_eq!(p["connections"]["shown"], 5);
+    assert!(p["overall_goodput_bps"].as_f64().unwrap() > 0.0);
+    // a display filter scopes the model
+    let f = s
+        .ok(
+            "analyze_connection_lifecycle",
+            json!({"pcap_file": file, "display_filter": "tcp.stream == 3"}),
+        )
+        .await;
+    assert_eq!(f["connections"]["total"], 1);
+}
