@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 /// Sends `n` UDP datagrams to 127.0.0.1:port, spaced so they land inside the capture.
 fn send_loopback(port: u16, n: usize) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -330,85 +323,13 @@ fn unsafe_kill(pid: u32, sig: i32) {
     assert!(st.success());
 }
 
-/// A network namespace joined to the host by a veth pair; removed on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-impl Netns {
-    fn create() -> Option<Self> {
-        let id = std::process::id() % 100_000;
-        let ns = Netns {
-            name: format!("pcaptest{id}"),
-            host_if: format!("pv{id}a"),
-        };
-        let peer = format!("pv{id}b");
-        let run = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        let ok = run(&["netns", "add", &ns.name])
-            && run(&[
-                "link",
-                "add",
-                &ns.host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer,
-            ])
-            && run(&["link", "set", &peer, "netns", &ns.name])
-            && run(&["addr", "add", "10.213.7.1/24", "dev", &ns.host_if])
-            && run(&["link", "set", &ns.host_if, "up"])
-            && run(&[
-                "netns",
-                "exec",
-                &ns.name,
-                "ip",
-                "addr",
-                "add",
-                "10.213.7.2/24",
-                "dev",
-                &peer,
-            ])
-            && run(&["netns", "exec", &ns.name, "ip", "link", "set", &peer, "up"])
-            && run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
-        ok.then_some(ns)
-    }
-
-    /// Runs python3 inside the namespace.
-    fn python(&self, code: &str) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "python3", "-c", code])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn capture_between_namespaces_over_veth() {
     if !is_root() {
         eprintln!("skipped: network namespaces need root");
         return;
     }
-    let ns = Netns::create().expect("create netns and veth (needs iproute2 and root)");
+    let ns = Netns::create(7).expect("create netns and veth (needs iproute2 and root)");
     let s = start().await;
     let v = s
         .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 4, "capture_filter": "udp port 5599 or tcp port 5600", "output_file": "veth.pcapng"}))

@@ -45,6 +45,8 @@ pub struct ConnPerf {
     pub rtt_ms: Option<f64>,
     pub retransmission_rate_pct: f64,
     pub zero_windows: u64,
+    /// Longest time a sender was stopped by a zero window, seconds.
+    pub zero_window_stall_s: f64,
     pub out_of_order: u64,
     pub duplicate_acks: u64,
     pub display_filter: String,
@@ -169,6 +171,7 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
                     }
                 },
                 zero_windows: s.zero_window[0] + s.zero_window[1],
+                zero_window_stall_s: round(s.zw_stall_max[0].max(s.zw_stall_max[1]), 6),
                 out_of_order: s.out_of_order[0] + s.out_of_order[1],
                 duplicate_acks: s.dup_ack[0] + s.dup_ack[1],
                 display_filter: s.filter(None),
@@ -198,11 +201,11 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
     let mut findings = Vec::new();
     for c in rows
         .iter()
-        .filter(|c| c.retransmission_rate_pct >= 1.0 || c.zero_windows > 0)
+        .filter(|c| c.retransmission_rate_pct >= 1.0 || c.zero_window_stall_s >= 0.2)
         .take(5)
     {
         findings.push(Finding::new(
-            if c.retransmission_rate_pct >= 5.0 || c.zero_windows > 0 { Severity::Medium } else { Severity::Low },
+            if c.retransmission_rate_pct >= 5.0 || c.zero_window_stall_s >= 1.0 { Severity::Medium } else { Severity::Low },
             format!("Stream {} ({} -> {}) is impaired", c.stream, c.client, c.server),
             format!(
                 "{}% of its data segments retransmitted, {} zero window(s), {} out-of-order; goodput {} over {:.1} s at {} ms RTT.",

@@ -380,7 +380,15 @@ fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> {
             .find(|s| s.id == r.stream)
             .expect("row from model");
         findings.push(Finding::new(
-            if r.never_recovered || r.stall_max_s >= 1.0 { Severity::High } else { Severity::Medium },
+            // a zero window that reopens within a fraction of a second is flow control
+            // doing its job; a stall users feel is longer
+            if r.never_recovered || r.stall_max_s >= 1.0 {
+                Severity::High
+            } else if r.stall_max_s >= 0.2 {
+                Severity::Medium
+            } else {
+                Severity::Low
+            },
             format!(
                 "{} advertised a zero window {} time(s); {} stalled {:.3} s{}",
                 r.advertised_by,
@@ -514,11 +522,25 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
         // the window the client advertises limits what the server sends, and vice versa
         let lim_s2c = rtt.map(|r| round(s.max_window[0] as f64 * 8.0 / r, 1));
         let lim_c2s = rtt.map(|r| round(s.max_window[1] as f64 * 8.0 / r, 1));
-        let limited = |obs: f64, lim: Option<f64>, bytes: u64, full: u64| {
-            bytes >= 64 * 1024 && (full > 0 || lim.is_some_and(|l| l > 0.0 && obs >= 0.8 * l))
+        // limited when the data rate approaches window/RTT, or when the sender keeps
+        // hitting the window (a single window-full on a LAN is not a cap)
+        let limited = |obs: f64, lim: Option<f64>, bytes: u64, full: u64, segs: u64| {
+            bytes >= 64 * 1024
+                && (full * 10 >= segs.max(1) || lim.is_some_and(|l| l > 0.0 && obs >= 0.8 * l))
         };
-        let window_limited = limited(obs_s2c, lim_s2c, s.payload[1], s.window_full[1])
-            || limited(obs_c2s, lim_c2s, s.payload[0], s.window_full[0]);
+        let window_limited = limited(
+            obs_s2c,
+            lim_s2c,
+            s.payload[1],
+            s.window_full[1],
+            s.data_segments[1],
+        ) || limited(
+            obs_c2s,
+            lim_c2s,
+            s.payload[0],
+            s.window_full[0],
+            s.data_segments[0],
+        );
         rows.push(WindowStream {
             stream: s.id,
             client: s.endpoint(0),
@@ -874,16 +896,32 @@ fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
         verdicts.push("lossy");
         reasons.push(format!("{rate}% of data segments were retransmitted ({retrans} of {data}); {dup} duplicate ACKs"));
     }
-    if zw > 0 {
+    let longest_stall = m
+        .streams
+        .iter()
+        .map(|s| s.zw_stall_max[0].max(s.zw_stall_max[1]))
+        .fold(0.0, f64::max);
+    let dead = m
+        .streams
+        .iter()
+        .any(|s| s.zw_unrecovered[0] || s.zw_unrecovered[1]);
+    // a zero window that reopens within a fraction of a second is flow control working
+    if zw > 0 && (longest_stall >= 0.2 || dead) {
         verdicts.push("receiver_limited");
         reasons.push(format!(
-            "{zw} zero-window advertisement(s): a receiver, not the network, stopped the sender"
+            "{zw} zero-window advertisement(s), a sender stopped up to {longest_stall:.2} s{}: a receiver, not the network, held the transfer back",
+            if dead { " (one window never reopened)" } else { "" }
         ));
     }
     if verdicts.is_empty() {
         verdicts.push("healthy");
         reasons.push(format!(
-            "retransmissions {rate}% (<1%), no ECN marks, no zero windows{}",
+            "retransmissions {rate}% (<1%), no ECN marks, {}{}",
+            if zw == 0 {
+                "no zero windows".to_string()
+            } else {
+                format!("{zw} brief zero window(s) (longest stall {longest_stall:.3} s)")
+            },
             inflation
                 .map(|i| format!(", RTT p95/min {i}x (<3x)"))
                 .unwrap_or_default()

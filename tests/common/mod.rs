@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::process::Command as StdCommand;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -10,7 +11,6 @@ use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
-use tokio::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pcap-analyzer-mcp-server");
 
@@ -58,7 +58,7 @@ pub async fn start_with(env: &[(&str, &str)]) -> Server {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let transport = TokioChildProcess::new(Command::new(BIN).configure(|cmd| {
+    let transport = TokioChildProcess::new(tokio::process::Command::new(BIN).configure(|cmd| {
         cmd.env("PCAP_STORAGE_DIR", &storage_path)
             .env("PCAP_ALLOWED_DIRS", fixtures())
             .env("RUST_LOG", "warn");
@@ -190,4 +190,109 @@ pub fn processes_mentioning(name: &str, needle: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// A network namespace joined to the host by a veth pair; removed on drop.
+pub struct Netns {
+    pub name: String,
+    pub host_if: String,
+}
+
+impl Netns {
+    /// Namespace number `n` gets 10.213.n.1 (host side) and 10.213.n.2 (inside).
+    pub fn create(n: u8) -> Option<Self> {
+        let id = std::process::id() % 10_000;
+        let ns = Netns {
+            name: format!("pcaptest{id}n{n}"),
+            host_if: format!("pv{id}n{n}a"),
+        };
+        let peer = format!("pv{id}n{n}b");
+        let (host_ip, ns_ip) = (format!("10.213.{n}.1/24"), format!("10.213.{n}.2/24"));
+        let run = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let ok = run(&["netns", "add", &ns.name])
+            && run(&[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ])
+            && run(&["link", "set", &peer, "netns", &ns.name])
+            && run(&["addr", "add", &host_ip, "dev", &ns.host_if])
+            && run(&["link", "set", &ns.host_if, "up"])
+            && run(&[
+                "netns", "exec", &ns.name, "ip", "addr", "add", &ns_ip, "dev", &peer,
+            ])
+            && run(&["netns", "exec", &ns.name, "ip", "link", "set", &peer, "up"])
+            && run(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    /// Runs python3 inside the namespace.
+    pub fn python(&self, code: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", code])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Netns {
+    /// Runs a command inside the namespace.
+    pub fn run(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Starts python3 inside the namespace in the background.
+    pub fn spawn_python(&self, code: &str) -> KillOnDrop {
+        KillOnDrop(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, "python3", "-c", code])
+                .spawn()
+                .expect("python3 in the namespace"),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A background helper process that is killed and reaped when the test ends, pass or panic.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
