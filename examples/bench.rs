@@ -83,6 +83,8 @@ async fn main() {
             "search_packet_content",
             json!({"pcap_file": f, "search_pattern": "google"}),
         ),
+        ("analyze_tcp_retransmissions", json!({"pcap_file": f})),
+        ("analyze_network_latency", json!({"pcap_file": f})),
     ];
     println!(
         "{:<28} {:>9} {:>10} {:>7} {:>10}",

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::jobs::{Jobs, Outcome, ProgressReporter};
 use crate::lru::Lru;
 use crate::model::tcp::TcpModel;
-use crate::report::{CaptureFacts, Report, Scope, rfc3339};
+use crate::report::{CaptureFacts, Finding, Report, Scope, rfc3339};
 use crate::sandbox::{CaptureFile, Sandbox};
 use crate::tshark::fields::{FromRow, field_args};
 use crate::tshark::{Control, RunEnd, Runner};
@@ -30,6 +30,28 @@ pub struct Engine {
 }
 
 type ModelCell = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
+
+/// The arguments every file-analysis tool shares; the rest of its parameters only
+/// need to serialize (they key the cache).
+pub trait FileArgs: Serialize + Send + 'static {
+    fn pcap_file(&self) -> &str;
+    fn display_filter(&self) -> Option<&str>;
+}
+
+/// Implements [`FileArgs`] for parameter structs with `pcap_file` and `display_filter` fields.
+#[macro_export]
+macro_rules! file_args {
+    ($($t:ty),+ $(,)?) => {$(
+        impl $crate::engine::FileArgs for $t {
+            fn pcap_file(&self) -> &str {
+                &self.pcap_file
+            }
+            fn display_filter(&self) -> Option<&str> {
+                self.display_filter.as_deref()
+            }
+        }
+    )+};
+}
 
 /// What a tool's result type is: a report that also serializes as the tool's output.
 pub type ToolResult<T> = Result<Json<Report<T>>, String>;
@@ -52,21 +74,24 @@ impl Engine {
 
     /// Runs one tool's analysis of one capture: sandbox, filter check, cache, background
     /// continuation past the call deadline, progress and cancellation.
-    pub async fn analyze<T, A, F, Fut>(
+    pub async fn analyze<T, P, F, Fut>(
         self: &Arc<Self>,
         tool: &str,
-        pcap_file: &str,
-        display_filter: Option<&str>,
-        args: &A,
+        params: P,
         rc: RequestContext<RoleServer>,
         run: F,
     ) -> ToolResult<T>
     where
         T: Clone + Send + Sync + 'static,
-        A: Serialize,
-        F: FnOnce(Analysis) -> Fut,
+        P: FileArgs,
+        F: FnOnce(Analysis, P) -> Fut,
         Fut: Future<Output = Result<Report<T>, String>> + Send + 'static,
     {
+        let pcap_file = params.pcap_file().to_string();
+        let display_filter = params.display_filter().map(str::to_string);
+        let args = serde_json::to_string(&params).unwrap_or_default();
+        let pcap_file = pcap_file.as_str();
+        let display_filter = display_filter.as_deref();
         let file = self.sandbox().open_capture(pcap_file)?;
         let filter = display_filter
             .map(str::trim)
@@ -75,11 +100,7 @@ impl Engine {
         if let Some(f) = &filter {
             self.tshark.check_display_filter(f).await?;
         }
-        let key = format!(
-            "{tool}|{}|{}",
-            file.identity(),
-            serde_json::to_string(args).unwrap_or_default()
-        );
+        let key = format!("{tool}|{}|{args}", file.identity());
         let progress = rc.meta.get_progress_token().map(|token| ProgressReporter {
             peer: rc.peer.clone(),
             token,
@@ -95,14 +116,15 @@ impl Engine {
                 rc.ct.clone(),
                 progress,
                 move |ctl| {
-                    run(Analysis {
+                    let analysis = Analysis {
                         engine,
                         file: file_for_job,
                         filter: filter_for_job,
                         ctl,
                         commands: Vec::new(),
                         warning: None,
-                    })
+                    };
+                    run(analysis, params)
                 },
             )
             .await?;
@@ -294,6 +316,27 @@ impl Analysis {
             self.warning = model.warning.clone();
         }
         Ok(model)
+    }
+
+    /// The finished report: capture facts for `span`, this analysis' scope and commands.
+    pub async fn report<T>(
+        self,
+        summary: String,
+        findings: Vec<Finding>,
+        data: T,
+        span: Span,
+        note: Option<String>,
+    ) -> Result<Report<T>, String> {
+        let capture = self.capture_facts(span).await;
+        let scope = self.scope(note);
+        Ok(Report::complete(
+            summary,
+            findings,
+            data,
+            capture,
+            scope,
+            self.commands,
+        ))
     }
 
     pub fn scope(&self, note: Option<String>) -> Scope {

@@ -292,6 +292,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// Seconds to milliseconds, rounded to microseconds.
+pub fn ms(s: f64) -> f64 {
+    round(s * 1000.0, 3)
+}
+
+/// `part` as a percentage of `whole`, two decimals; 0 when `whole` is 0.
+pub fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        round(100.0 * part as f64 / whole as f64, 2)
+    }
+}
+
 /// Rounds for display in JSON without losing meaning.
 pub fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, human_bits_per_s, human_bytes, round, thousands,
+    Evidence, Finding, Report, Severity, Table, human_bits_per_s, human_bytes, pct, round,
+    thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -412,14 +413,6 @@ fn ip_proto_name(p: Option<u64>) -> String {
     }
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        round(100.0 * part as f64 / whole as f64, 2)
-    }
-}
-
 #[tool_router(router = basic_router, vis = "pub(crate)")]
 impl PcapServer {
     /// Start here: file facts (format, link type, packets, bytes, span, rates, snaplen cuts),
@@ -438,17 +431,8 @@ impl PcapServer {
         Parameters(p): Parameters<AnalyzePcapParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<PcapOverview>>, String> {
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                "analyze_pcap_file",
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |a| overview(a, p),
-            )
+            .analyze("analyze_pcap_file", p, rc, overview)
             .await
     }
 }

@@ -214,17 +214,8 @@ impl PcapServer {
         Parameters(p): Parameters<HttpParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<HttpRequests>>, String> {
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                "extract_http_requests",
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |a| http_requests(a, p),
-            )
+            .analyze("extract_http_requests", p, rc, http_requests)
             .await
     }
 }
@@ -431,15 +422,8 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
         median_response_ms: percentile(&times, 50.0),
         p95_response_ms: percentile(&times, 95.0),
     };
-    let capture = a.capture_facts(span).await;
-    Ok(Report::complete(
-        summary,
-        findings,
-        data,
-        capture,
-        a.scope((!notes.is_empty()).then(|| notes.join(", "))),
-        a.commands,
-    ))
+    let note = (!notes.is_empty()).then(|| notes.join(", "));
+    a.report(summary, findings, data, span, note).await
 }
 
 fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Finding> {

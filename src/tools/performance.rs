@@ -10,24 +10,14 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::engine::Analysis;
-use crate::model::tcp::{Stream, TcpModel};
+use crate::model::tcp::TcpModel;
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, human_bits_per_s, percentile, round, thousands,
+    Evidence, Finding, Report, Severity, Table, human_bits_per_s, ms, percentile, round, thousands,
 };
 use crate::server::PcapServer;
-use crate::tools::tcp::TcpParams;
+use crate::tools::tcp::{TcpParams, stream_rtt};
 use crate::tools::{clamp_limit, clamp_offset};
 use crate::tshark::fields::{FromRow, Row};
-
-fn ms(s: f64) -> f64 {
-    round(s * 1000.0, 3)
-}
-
-fn stream_rtt(s: &Stream) -> Option<f64> {
-    s.irtt
-        .filter(|r| *r > 0.0)
-        .or_else(|| percentile(&s.sorted_rtts(), 50.0))
-}
 
 // ---------------------------------------------------------------- performance
 
@@ -276,15 +266,7 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
         connections: Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
         rtp_streams: Table::top(rtp, 20),
     };
-    let capture = a.capture_facts(m.span).await;
-    Ok(Report::complete(
-        summary,
-        findings,
-        data,
-        capture,
-        a.scope(None),
-        a.commands,
-    ))
+    a.report(summary, findings, data, m.span, None).await
 }
 
 // ---------------------------------------------------------------- latency
@@ -582,15 +564,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         connections: Table::page(conns, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
         outliers,
     };
-    let capture = a.capture_facts(m.span).await;
-    Ok(Report::complete(
-        summary,
-        findings,
-        data,
-        capture,
-        a.scope(None),
-        a.commands,
-    ))
+    a.report(summary, findings, data, m.span, None).await
 }
 
 #[tool_router(router = performance_router, vis = "pub(crate)")]
@@ -611,17 +585,8 @@ impl PcapServer {
         Parameters(p): Parameters<TcpParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<Performance>>, String> {
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                "analyze_network_performance",
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |a| performance(a, p),
-            )
+            .analyze("analyze_network_performance", p, rc, performance)
             .await
     }
 
@@ -640,17 +605,8 @@ impl PcapServer {
         Parameters(p): Parameters<TcpParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<Latency>>, String> {
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                "analyze_network_latency",
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |a| latency(a, p),
-            )
+            .analyze("analyze_network_latency", p, rc, latency)
             .await
     }
 }

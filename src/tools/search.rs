@@ -213,17 +213,8 @@ impl PcapServer {
                 "search_pattern is longer than {MAX_PATTERN_CHARS} characters; search for a shorter, distinctive part"
             ));
         }
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                "search_packet_content",
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |a| search(a, p),
-            )
+            .analyze("search_packet_content", p, rc, search)
             .await
     }
 }
@@ -335,15 +326,7 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
         match_filter: filter,
         matches,
     };
-    let capture = a.capture_facts(span).await;
-    Ok(Report::complete(
-        summary,
-        findings,
-        data,
-        capture,
-        a.scope(None),
-        a.commands,
-    ))
+    a.report(summary, findings, data, span, None).await
 }
 
 #[cfg(test)]

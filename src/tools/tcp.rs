@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::tcp::{Stream, SynOptions, TcpModel};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
+    Evidence, Finding, Report, Severity, Table, ms, pct, percentile, rfc3339, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -45,47 +45,18 @@ impl PcapServer {
     where
         T: Clone + Send + Sync + 'static,
     {
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                tool,
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |mut a| async move {
-                    let m = a.tcp_model().await?;
-                    let (summary, findings, data) = reduce(&m, &p);
-                    let capture = a.capture_facts(m.span).await;
-                    Ok(Report::complete(
-                        summary,
-                        findings,
-                        data,
-                        capture,
-                        a.scope(None),
-                        a.commands,
-                    ))
-                },
-            )
+            .analyze(tool, p, rc, move |mut a, p| async move {
+                let m = a.tcp_model().await?;
+                let (summary, findings, data) = reduce(&m, &p);
+                a.report(summary, findings, data, m.span, None).await
+            })
             .await
     }
 }
 
 fn page<T>(rows: Vec<T>, p: &TcpParams) -> Table<T> {
     Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20))
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        round(100.0 * part as f64 / whole as f64, 2)
-    }
-}
-
-fn ms(s: f64) -> f64 {
-    round(s * 1000.0, 3)
 }
 
 fn stream_evidence(s: &Stream, kind: &str, filter_extra: Option<&str>) -> Evidence {
@@ -485,7 +456,7 @@ pub struct WindowScaling {
 }
 
 /// The RTT to use for a stream: the handshake's, else the median ACK RTT.
-fn stream_rtt(s: &Stream) -> Option<f64> {
+pub(crate) fn stream_rtt(s: &Stream) -> Option<f64> {
     s.irtt
         .filter(|r| *r > 0.0)
         .or_else(|| percentile(&s.sorted_rtts(), 50.0))

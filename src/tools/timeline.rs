@@ -167,17 +167,8 @@ impl PcapServer {
                 p.time_interval.unwrap_or_default()
             ));
         }
-        let args = p.clone();
-        let (file, filter) = (p.pcap_file.clone(), p.display_filter.clone());
         self.engine
-            .analyze(
-                "generate_traffic_timeline",
-                &file,
-                filter.as_deref(),
-                &args,
-                rc,
-                move |a| timeline(a, p),
-            )
+            .analyze("generate_traffic_timeline", p, rc, timeline)
             .await
     }
 }
@@ -413,15 +404,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         bursts,
         idle_gaps: gaps,
     };
-    let capture = a.capture_facts(span).await;
-    Ok(Report::complete(
-        summary,
-        findings,
-        data,
-        capture,
-        a.scope(None),
-        a.commands,
-    ))
+    a.report(summary, findings, data, span, None).await
 }
 
 fn bucket_evidence(b: &Bucket, t0: f64, interval: f64) -> Evidence {
