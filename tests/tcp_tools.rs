@@ -367,3 +367,44 @@ async fn tcp_tools_share_one_pass_and_latency_percentiles() {
         .await;
     assert_eq!(f["connections"]["total"], 1);
 }
+
+#[tokio::test]
+async fn rtp_stream_quality_where_rtp_is_present() {
+    let s = start().await;
+    let name = "ndpi-sip.pcap";
+    let f = facts(name);
+    let v = s
+        .ok(
+            "analyze_network_performance",
+            json!({"pcap_file": fixture(name)}),
+        )
+        .await;
+    let rtp = v["rtp_streams"]["rows"].as_array().unwrap();
+    // tshark: 9 RTP packets, one SSRC 0x3796cb71, payload type 8 (G.711 A-law), set up by SIP/SDP
+    assert_eq!(rtp.len(), 1);
+    assert_eq!(
+        rtp[0]["ssrc"].as_str().unwrap().to_lowercase(),
+        "0x3796cb71"
+    );
+    assert_eq!(
+        rtp[0]["packets"],
+        fact_value(&f, "RTP packets (default dissection, no heuristics)")
+    );
+    assert_eq!(rtp[0]["lost"], 0);
+    assert!(rtp[0]["max_jitter_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        v["tshark_commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("rtp,streams"))
+    );
+    // no RTP, no extra pass
+    let v = s
+        .ok(
+            "analyze_network_performance",
+            json!({"pcap_file": fixture("zeek-wikipedia.pcap")}),
+        )
+        .await;
+    assert_eq!(v["rtp_streams"]["total"], 0);
+}
