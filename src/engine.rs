@@ -13,7 +13,7 @@ use crate::capture::CaptureManager;
 use crate::config::Config;
 use crate::jobs::{Jobs, Outcome, ProgressReporter};
 use crate::lru::Lru;
-use crate::model::tcp::TcpModel;
+use crate::model::Model;
 use crate::report::{CaptureFacts, Finding, Report, Scope, rfc3339};
 use crate::sandbox::{CaptureFile, Sandbox};
 use crate::tshark::fields::{FromRow, field_args};
@@ -281,9 +281,10 @@ impl Analysis {
         }
     }
 
-    /// The per-stream TCP model of this file and filter, built once and shared.
-    pub async fn tcp_model(&mut self) -> Result<Arc<TcpModel>, String> {
-        let key = format!("tcp|{}|{:?}", self.file.identity(), self.filter);
+    /// A family model of this file and filter (e.g. the TCP streams), built once and
+    /// shared by every tool of the family.
+    pub async fn model<M: Model>(&mut self) -> Result<Arc<M>, String> {
+        let key = format!("{}|{}|{:?}", M::FAMILY, self.file.identity(), self.filter);
         let cell = {
             let mut models = self.engine.models.lock().unwrap();
             match models.get(&key) {
@@ -297,23 +298,23 @@ impl Analysis {
         };
         let any = cell
             .get_or_try_init(|| async {
-                TcpModel::build(self)
+                M::build(self)
                     .await
                     .map(|m| Arc::new(m) as Arc<dyn Any + Send + Sync>)
             })
             .await?
             .clone();
         let model = any
-            .downcast::<TcpModel>()
+            .downcast::<M>()
             .map_err(|_| "internal error: model cache holds another type".to_string())?;
         // a cached model still reports the pass that built it
-        for c in &model.commands {
+        for c in model.commands() {
             if !self.commands.contains(c) {
                 self.commands.push(c.clone());
             }
         }
         if self.warning.is_none() {
-            self.warning = model.warning.clone();
+            self.warning = model.warning().cloned();
         }
         Ok(model)
     }

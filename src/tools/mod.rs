@@ -11,6 +11,7 @@ pub mod performance;
 pub mod search;
 pub mod tcp;
 pub mod timeline;
+pub mod tls;
 
 /// Toolsets an operator can pick with `PCAP_TOOLSETS`, and the tools in each.
 pub const TOOLSETS: &[(&str, &[&str])] = &[
@@ -42,6 +43,16 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "analyze_packet_timing_issues",
             "analyze_congestion_indicators",
             "analyze_connection_lifecycle",
+        ],
+    ),
+    (
+        "tls",
+        &[
+            "analyze_tls_handshakes",
+            "analyze_sni_mismatches",
+            "extract_certificate_details",
+            "analyze_tls_alerts",
+            "extract_tls_cipher_analysis",
         ],
     ),
     (

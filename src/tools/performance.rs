@@ -109,7 +109,7 @@ pub fn parse_rtp_streams(text: &str) -> Vec<RtpStream> {
 }
 
 async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance>, String> {
-    let m: std::sync::Arc<TcpModel> = a.tcp_model().await?;
+    let m: std::sync::Arc<TcpModel> = a.model::<TcpModel>().await?;
     let mut rtp = Vec::new();
     if m.rtp_packets > 0 {
         let mut text = String::new();
@@ -373,7 +373,7 @@ impl FromRow for LatencyRow {
 }
 
 async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, String> {
-    let m = a.tcp_model().await?;
+    let m = a.model::<TcpModel>().await?;
     let mut dns = Vec::new();
     let mut http = Vec::new();
     let mut icmp = Vec::new();

@@ -47,7 +47,7 @@ impl PcapServer {
     {
         self.engine
             .analyze(tool, p, rc, move |mut a, p| async move {
-                let m = a.tcp_model().await?;
+                let m = a.model::<TcpModel>().await?;
                 let (summary, findings, data) = reduce(&m, &p);
                 a.report(summary, findings, data, m.span, None).await
             })

@@ -1,0 +1,442 @@
+//! TLS sessions (TCP, and QUIC Initial handshakes) and the certificates they carried,
+//! from one tshark pass; shared by the TLS tools.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::engine::{Analysis, Span};
+use crate::tshark::fields::{FromRow, Row};
+
+pub struct TlsRow {
+    frame: u64,
+    time: f64,
+    tcp_stream: Option<u64>,
+    udp_stream: Option<u64>,
+    src: String,
+    dst: String,
+    sport: u64,
+    dport: u64,
+    reset: bool,
+    content_types: Vec<u64>,
+    hs_types: Vec<u64>,
+    hs_version: Option<u64>,
+    supported_versions: Vec<u64>,
+    ciphers: Vec<u64>,
+    sni: Option<String>,
+    alpn: Vec<String>,
+    ja3: Option<String>,
+    ja3s: Option<String>,
+    session_id_len: Option<u64>,
+    ext_types: Vec<u64>,
+    alert_level: Option<u64>,
+    alert_desc: Option<u64>,
+    certs: Vec<String>,
+}
+
+impl FromRow for TlsRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "tcp.stream",
+        "udp.stream",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.srcport",
+        "udp.srcport",
+        "tcp.dstport",
+        "udp.dstport",
+        "tcp.flags.reset",
+        "tls.record.content_type",
+        "tls.handshake.type",
+        "tls.handshake.version",
+        "tls.handshake.extensions.supported_version",
+        "tls.handshake.ciphersuite",
+        "tls.handshake.extensions_server_name",
+        "tls.handshake.extensions_alpn_str",
+        "tls.handshake.ja3",
+        "tls.handshake.ja3s",
+        "tls.handshake.session_id_length",
+        "tls.handshake.extension.type",
+        "tls.alert_message.level",
+        "tls.alert_message.desc",
+        "tls.handshake.certificate",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        let nums = |i: usize| -> Vec<u64> {
+            r.all(i)
+                .flat_map(|s| s.split(','))
+                .filter_map(|s| {
+                    let s = s.trim();
+                    s.strip_prefix("0x")
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .or_else(|| s.parse().ok())
+                })
+                .collect()
+        };
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1).unwrap_or(0.0),
+            tcp_stream: r.u64(2),
+            udp_stream: r.u64(3),
+            src: r
+                .all(4)
+                .last()
+                .or_else(|| r.all(5).last())
+                .unwrap_or("")
+                .to_string(),
+            dst: r
+                .all(6)
+                .last()
+                .or_else(|| r.all(7).last())
+                .unwrap_or("")
+                .to_string(),
+            sport: r.u64(8).or_else(|| r.u64(9)).unwrap_or(0),
+            dport: r.u64(10).or_else(|| r.u64(11)).unwrap_or(0),
+            reset: r.flag(12),
+            content_types: nums(13),
+            hs_types: nums(14),
+            hs_version: r.u64(15),
+            supported_versions: nums(16),
+            ciphers: nums(17),
+            sni: r.owned(18),
+            alpn: r
+                .all(19)
+                .flat_map(|s| s.split(','))
+                .map(str::to_string)
+                .collect(),
+            ja3: r.owned(20),
+            ja3s: r.owned(21),
+            session_id_len: r.u64(22),
+            ext_types: nums(23),
+            alert_level: r.u64(24),
+            alert_desc: r.u64(25),
+            certs: r
+                .all(26)
+                .flat_map(|s| s.split(','))
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub frame: u64,
+    pub time: f64,
+    pub from_server: bool,
+    /// None when the alert is encrypted (only its record type is visible).
+    pub level: Option<u64>,
+    pub description: Option<u64>,
+    pub during_handshake: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub key: String,
+    pub stream: u64,
+    pub quic: bool,
+    /// Endpoint addresses/ports; index 0 is the client (ClientHello sender).
+    pub addr: [String; 2],
+    pub port: [u64; 2],
+    pub sni: Option<String>,
+    pub client_version: Option<u64>,
+    pub offered_versions: Vec<u64>,
+    pub negotiated: Option<u64>,
+    pub offered_ciphers: Vec<u64>,
+    pub cipher: Option<u64>,
+    pub alpn_offered: Vec<String>,
+    pub alpn_selected: Option<String>,
+    pub ja3: Option<String>,
+    pub ja3s: Option<String>,
+    pub client_hello: Option<(f64, u64)>,
+    pub server_hello: Option<(f64, u64)>,
+    pub hello_retry: bool,
+    pub client_session_id: bool,
+    pub server_psk: bool,
+    pub server_certificate_msg: bool,
+    pub ccs: [bool; 2],
+    pub app_data: [bool; 2],
+    pub finished_time: Option<f64>,
+    pub reset: Option<u64>,
+    pub alerts: Vec<Alert>,
+    /// SHA-256 fingerprints of the chain, leaf first.
+    pub chain: Vec<String>,
+    pub last_time: f64,
+}
+
+impl Session {
+    pub fn endpoint(&self, i: usize) -> String {
+        if self.addr[i].contains(':') {
+            format!("[{}]:{}", self.addr[i], self.port[i])
+        } else {
+            format!("{}:{}", self.addr[i], self.port[i])
+        }
+    }
+
+    pub fn filter(&self) -> String {
+        if self.quic {
+            format!("udp.stream == {}", self.stream)
+        } else {
+            format!("tcp.stream == {}", self.stream)
+        }
+    }
+
+    /// TLS 1.2 abbreviated handshake (session id echoed, no Certificate) or TLS 1.3 PSK.
+    pub fn resumed(&self) -> bool {
+        self.server_psk
+            || (self.server_hello.is_some()
+                && self.client_session_id
+                && !self.server_certificate_msg
+                && self.negotiated.is_some_and(|v| v < 0x0304)
+                && self.ccs[1])
+    }
+
+    /// complete, alert, reset or incomplete.
+    pub fn outcome(&self) -> &'static str {
+        let complete = match self.negotiated {
+            // TLS 1.3 (and QUIC): the client answering in encrypted records after the ServerHello
+            Some(v) if v >= 0x0304 || self.quic => {
+                self.server_hello.is_some() && (self.app_data[0] || self.ccs[0] && self.app_data[1])
+            }
+            Some(_) => self.ccs[0] && self.ccs[1],
+            None => false,
+        };
+        if self
+            .alerts
+            .iter()
+            .any(|a| a.during_handshake && a.level != Some(1))
+        {
+            "alert"
+        } else if complete {
+            "complete"
+        } else if self.reset.is_some() {
+            "reset"
+        } else {
+            "incomplete"
+        }
+    }
+
+    pub fn handshake_s(&self) -> Option<f64> {
+        let (t0, _) = self.client_hello?;
+        let t1 = self.finished_time.or(self.server_hello.map(|s| s.0))?;
+        Some((t1 - t0).max(0.0))
+    }
+
+    fn established(&self) -> bool {
+        match self.negotiated {
+            Some(v) if v >= 0x0304 || self.quic => self.app_data[0] || self.app_data[1],
+            Some(_) => self.ccs[0] && self.ccs[1],
+            None => false,
+        }
+    }
+
+    fn add(&mut self, p: &TlsRow, certs: &mut HashMap<String, Certificate>) {
+        let from_client = p.src == self.addr[0] && p.sport == self.port[0];
+        let d = if from_client { 0 } else { 1 };
+        self.last_time = p.time;
+        if p.reset && self.reset.is_none() && !self.established() {
+            self.reset = Some(p.frame);
+        }
+        for t in &p.hs_types {
+            match *t {
+                1 if self.client_hello.is_none() => {
+                    self.client_hello = Some((p.time, p.frame));
+                    self.sni = p.sni.clone();
+                    self.client_version = p.hs_version;
+                    self.offered_versions = p
+                        .supported_versions
+                        .iter()
+                        .copied()
+                        .filter(|v| !is_grease(*v))
+                        .collect();
+                    self.offered_ciphers = p
+                        .ciphers
+                        .iter()
+                        .copied()
+                        .filter(|v| !is_grease(*v))
+                        .collect();
+                    self.alpn_offered = p.alpn.clone();
+                    self.ja3 = p.ja3.clone();
+                    self.client_session_id = p.session_id_len.unwrap_or(0) > 0;
+                }
+                2 => {
+                    let selected = p.supported_versions.first().copied().or(p.hs_version);
+                    // a second ServerHello is the real one after a HelloRetryRequest
+                    if self.server_hello.is_some() {
+                        self.hello_retry = true;
+                    }
+                    self.server_hello = Some((p.time, p.frame));
+                    self.negotiated = selected;
+                    self.cipher = p.ciphers.first().copied();
+                    self.alpn_selected = p.alpn.first().cloned();
+                    self.ja3s = p.ja3s.clone();
+                    self.server_psk = p.ext_types.contains(&41);
+                }
+                11 if d == 1 => {
+                    self.server_certificate_msg = true;
+                    if self.chain.is_empty() {
+                        for hex in &p.certs {
+                            let der = decode_hex(hex);
+                            if der.is_empty() {
+                                continue;
+                            }
+                            let fp = hex_lower(&Sha256::digest(&der));
+                            let pos = self.chain.len();
+                            let c = certs.entry(fp.clone()).or_insert_with(|| Certificate {
+                                der,
+                                first_frame: p.frame,
+                                ..Default::default()
+                            });
+                            c.sessions.push(self.key.clone());
+                            c.positions.push(pos);
+                            if let Some(s) = &self.sni
+                                && !c.snis.contains(s)
+                            {
+                                c.snis.push(s.clone());
+                            }
+                            let server = self.endpoint(1);
+                            if !c.servers.contains(&server) {
+                                c.servers.push(server);
+                            }
+                            self.chain.push(fp);
+                        }
+                    }
+                }
+                20 => self.finished_time = Some(p.time),
+                _ => {}
+            }
+        }
+        for ct in &p.content_types {
+            match *ct {
+                20 => {
+                    self.ccs[d] = true;
+                    if self.finished_time.is_none() && d == 0 && self.ccs[1] {
+                        self.finished_time = Some(p.time);
+                    }
+                }
+                23 => self.app_data[d] = true,
+                21 => {
+                    let established = self.established();
+                    self.alerts.push(Alert {
+                        frame: p.frame,
+                        time: p.time,
+                        from_server: d == 1,
+                        level: p.alert_level,
+                        description: p.alert_desc,
+                        during_handshake: !established,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A certificate seen in the capture, once per SHA-256 fingerprint.
+#[derive(Debug, Clone, Default)]
+pub struct Certificate {
+    pub der: Vec<u8>,
+    pub first_frame: u64,
+    pub sessions: Vec<String>,
+    /// Position in the chains it appeared in (0 = leaf).
+    pub positions: Vec<usize>,
+    pub servers: Vec<String>,
+    pub snis: Vec<String>,
+}
+
+fn is_grease(v: u64) -> bool {
+    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
+}
+
+fn decode_hex(s: &str) -> Vec<u8> {
+    let clean: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    (0..clean.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&clean[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+pub fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Debug, Default)]
+pub struct TlsModel {
+    pub sessions: Vec<Session>,
+    pub certificates: HashMap<String, Certificate>,
+    pub span: Span,
+    pub commands: Vec<String>,
+    pub warning: Option<String>,
+}
+
+impl TlsModel {
+    pub async fn build(a: &mut Analysis) -> Result<Self, String> {
+        let mut sessions: HashMap<String, Session> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut certs = HashMap::new();
+        let mut span = Span::default();
+        a.fields::<TlsRow>(Some("tls || (tcp.flags.reset == 1)"), &[], |p| {
+            span.add(Some(p.time));
+            let (key, stream, quic) = match (p.tcp_stream, p.udp_stream) {
+                (Some(s), _) => (format!("tcp:{s}"), s, false),
+                (None, Some(s)) => (format!("udp:{s}"), s, true),
+                _ => return,
+            };
+            let is_tls = !p.content_types.is_empty() || !p.hs_types.is_empty();
+            if !sessions.contains_key(&key) {
+                if !is_tls {
+                    return; // a reset on a stream with no TLS seen
+                }
+                // the client is the ClientHello sender; without one, whoever talks to the lower port
+                let client_first =
+                    p.hs_types.contains(&1) || (!p.hs_types.contains(&2) && p.sport > p.dport);
+                let (a0, a1, p0, p1) = if client_first {
+                    (p.src.clone(), p.dst.clone(), p.sport, p.dport)
+                } else {
+                    (p.dst.clone(), p.src.clone(), p.dport, p.sport)
+                };
+                order.push(key.clone());
+                sessions.insert(
+                    key.clone(),
+                    Session {
+                        key: key.clone(),
+                        stream,
+                        quic,
+                        addr: [a0, a1],
+                        port: [p0, p1],
+                        ..Default::default()
+                    },
+                );
+            }
+            let s = sessions.get_mut(&key).expect("inserted above");
+            s.add(&p, &mut certs);
+        })
+        .await?;
+        Ok(Self {
+            sessions: order
+                .into_iter()
+                .filter_map(|k| sessions.remove(&k))
+                .collect(),
+            certificates: certs,
+            span,
+            commands: a.commands.clone(),
+            warning: a.warning.clone(),
+        })
+    }
+}
+
+pub fn version_name(v: u64) -> String {
+    match v {
+        0x0304 => "TLS 1.3".into(),
+        0x0303 => "TLS 1.2".into(),
+        0x0302 => "TLS 1.1".into(),
+        0x0301 => "TLS 1.0".into(),
+        0x0300 => "SSL 3.0".into(),
+        0x0002 => "SSL 2.0".into(),
+        v if v >> 8 == 0x7f => format!("TLS 1.3 draft-{}", v & 0xff),
+        v => format!("0x{v:04x}"),
+    }
+}

@@ -1,0 +1,1376 @@
+//! The TLS tools: handshakes, SNI against certificates, certificate health, alerts and
+//! cipher grades. All read the shared TLS session model (`crate::model::tls`).
+
+use std::collections::BTreeMap;
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Serialize;
+use x509_parser::prelude::*;
+
+use crate::model::tls::{Certificate, Session, TlsModel, version_name};
+use crate::report::{Evidence, Finding, Report, Severity, Table, ms, rfc3339, thousands};
+use crate::server::PcapServer;
+use crate::tools::tcp::TcpParams;
+use crate::tools::{clamp_limit, clamp_offset};
+
+type Reduced<T> = (String, Vec<Finding>, T);
+
+impl PcapServer {
+    async fn tls_tool<T>(
+        &self,
+        tool: &'static str,
+        p: TcpParams,
+        rc: RequestContext<RoleServer>,
+        reduce: fn(&TlsModel, &TcpParams) -> Reduced<T>,
+    ) -> Result<Json<Report<T>>, String>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        self.engine
+            .analyze(tool, p, rc, move |mut a, p| async move {
+                let m = a.model::<TlsModel>().await?;
+                let (summary, findings, data) = reduce(&m, &p);
+                a.report(summary, findings, data, m.span, None).await
+            })
+            .await
+    }
+}
+
+fn page<T>(rows: Vec<T>, p: &TcpParams) -> Table<T> {
+    Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20))
+}
+
+fn no_tls(m: &TlsModel) -> String {
+    format!(
+        "No TLS handshakes in {} packets (TLS on a non-standard port may need Decode As; QUIC handshakes are included).",
+        thousands(m.span.packets)
+    )
+}
+
+fn session_evidence(s: &Session, frames: Vec<u64>) -> Evidence {
+    Evidence {
+        frames,
+        streams: vec![s.stream],
+        endpoints: vec![s.endpoint(0), s.endpoint(1)],
+        time: s.client_hello.map(|c| rfc3339(c.0)),
+        display_filter: s.filter(),
+    }
+}
+
+// ---------------------------------------------------------------- cipher suites
+
+/// IANA names of the cipher suites seen in practice.
+const SUITES: &[(u64, &str)] = &[
+    (0x0001, "TLS_RSA_WITH_NULL_MD5"),
+    (0x0002, "TLS_RSA_WITH_NULL_SHA"),
+    (0x0003, "TLS_RSA_EXPORT_WITH_RC4_40_MD5"),
+    (0x0004, "TLS_RSA_WITH_RC4_128_MD5"),
+    (0x0005, "TLS_RSA_WITH_RC4_128_SHA"),
+    (0x0006, "TLS_RSA_EXPORT_WITH_RC2_CBC_40_MD5"),
+    (0x0007, "TLS_RSA_WITH_IDEA_CBC_SHA"),
+    (0x0008, "TLS_RSA_EXPORT_WITH_DES40_CBC_SHA"),
+    (0x0009, "TLS_RSA_WITH_DES_CBC_SHA"),
+    (0x000a, "TLS_RSA_WITH_3DES_EDE_CBC_SHA"),
+    (0x0011, "TLS_DHE_DSS_EXPORT_WITH_DES40_CBC_SHA"),
+    (0x0012, "TLS_DHE_DSS_WITH_DES_CBC_SHA"),
+    (0x0013, "TLS_DHE_DSS_WITH_3DES_EDE_CBC_SHA"),
+    (0x0014, "TLS_DHE_RSA_EXPORT_WITH_DES40_CBC_SHA"),
+    (0x0015, "TLS_DHE_RSA_WITH_DES_CBC_SHA"),
+    (0x0016, "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA"),
+    (0x0018, "TLS_DH_anon_WITH_RC4_128_MD5"),
+    (0x001b, "TLS_DH_anon_WITH_3DES_EDE_CBC_SHA"),
+    (0x002f, "TLS_RSA_WITH_AES_128_CBC_SHA"),
+    (0x0032, "TLS_DHE_DSS_WITH_AES_128_CBC_SHA"),
+    (0x0033, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA"),
+    (0x0034, "TLS_DH_anon_WITH_AES_128_CBC_SHA"),
+    (0x0035, "TLS_RSA_WITH_AES_256_CBC_SHA"),
+    (0x0038, "TLS_DHE_DSS_WITH_AES_256_CBC_SHA"),
+    (0x0039, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA"),
+    (0x003a, "TLS_DH_anon_WITH_AES_256_CBC_SHA"),
+    (0x003b, "TLS_RSA_WITH_NULL_SHA256"),
+    (0x003c, "TLS_RSA_WITH_AES_128_CBC_SHA256"),
+    (0x003d, "TLS_RSA_WITH_AES_256_CBC_SHA256"),
+    (0x0040, "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256"),
+    (0x0041, "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA"),
+    (0x0044, "TLS_DHE_DSS_WITH_CAMELLIA_128_CBC_SHA"),
+    (0x0045, "TLS_DHE_RSA_WITH_CAMELLIA_128_CBC_SHA"),
+    (0x0067, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256"),
+    (0x006a, "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256"),
+    (0x006b, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256"),
+    (0x0084, "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA"),
+    (0x0087, "TLS_DHE_DSS_WITH_CAMELLIA_256_CBC_SHA"),
+    (0x0088, "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA"),
+    (0x0096, "TLS_RSA_WITH_SEED_CBC_SHA"),
+    (0x009c, "TLS_RSA_WITH_AES_128_GCM_SHA256"),
+    (0x009d, "TLS_RSA_WITH_AES_256_GCM_SHA384"),
+    (0x009e, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256"),
+    (0x009f, "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384"),
+    (0x00a2, "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256"),
+    (0x00a3, "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384"),
+    (0x00ff, "TLS_EMPTY_RENEGOTIATION_INFO_SCSV"),
+    (0x1301, "TLS_AES_128_GCM_SHA256"),
+    (0x1302, "TLS_AES_256_GCM_SHA384"),
+    (0x1303, "TLS_CHACHA20_POLY1305_SHA256"),
+    (0x1304, "TLS_AES_128_CCM_SHA256"),
+    (0x1305, "TLS_AES_128_CCM_8_SHA256"),
+    (0x5600, "TLS_FALLBACK_SCSV"),
+    (0xc006, "TLS_ECDHE_ECDSA_WITH_NULL_SHA"),
+    (0xc007, "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA"),
+    (0xc008, "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA"),
+    (0xc009, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"),
+    (0xc00a, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"),
+    (0xc010, "TLS_ECDHE_RSA_WITH_NULL_SHA"),
+    (0xc011, "TLS_ECDHE_RSA_WITH_RC4_128_SHA"),
+    (0xc012, "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"),
+    (0xc013, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"),
+    (0xc014, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"),
+    (0xc015, "TLS_ECDH_anon_WITH_NULL_SHA"),
+    (0xc016, "TLS_ECDH_anon_WITH_RC4_128_SHA"),
+    (0xc017, "TLS_ECDH_anon_WITH_3DES_EDE_CBC_SHA"),
+    (0xc018, "TLS_ECDH_anon_WITH_AES_128_CBC_SHA"),
+    (0xc019, "TLS_ECDH_anon_WITH_AES_256_CBC_SHA"),
+    (0xc023, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"),
+    (0xc024, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384"),
+    (0xc027, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256"),
+    (0xc028, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384"),
+    (0xc02b, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+    (0xc02c, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+    (0xc02f, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    (0xc030, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+    (0xcca8, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
+    (0xcca9, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+    (0xccaa, "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
+];
+
+pub fn suite_name(code: u64) -> String {
+    SUITES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| format!("0x{code:04x}"))
+}
+
+/// insecure, weak, modern, signalling (SCSV) or unknown, with the reason.
+pub fn grade(code: u64) -> (&'static str, &'static str) {
+    let name = suite_name(code);
+    if name.ends_with("_SCSV") {
+        return ("signalling", "not a cipher: a signalling value");
+    }
+    if name.starts_with("0x") {
+        return ("unknown", "suite not in this server's table");
+    }
+    if name.contains("_NULL_") {
+        ("insecure", "NULL cipher: no encryption")
+    } else if name.contains("EXPORT") {
+        ("insecure", "EXPORT-grade keys, breakable")
+    } else if name.contains("_anon_") {
+        (
+            "insecure",
+            "anonymous key exchange: no server authentication",
+        )
+    } else if name.contains("RC4") {
+        ("insecure", "RC4 is broken (RFC 7465)")
+    } else if name.contains("_DES_") || name.contains("3DES") || name.contains("DES40") {
+        ("insecure", "DES/3DES: 64-bit blocks (Sweet32)")
+    } else if name.starts_with("TLS_AES_") || name.starts_with("TLS_CHACHA20") {
+        ("modern", "TLS 1.3 AEAD suite")
+    } else if name.starts_with("TLS_RSA_") {
+        ("weak", "RSA key exchange: no forward secrecy")
+    } else if name.ends_with("_CBC_SHA") || name.contains("CBC") && name.ends_with("SHA") {
+        ("weak", "CBC with SHA-1 MAC")
+    } else if name.contains("GCM") || name.contains("CHACHA20") || name.contains("CCM") {
+        ("modern", "AEAD with forward-secret key exchange")
+    } else {
+        ("weak", "CBC mode (padding-oracle prone)")
+    }
+}
+
+// ---------------------------------------------------------------- alerts
+
+pub fn alert_name(d: u64) -> (&'static str, &'static str) {
+    match d {
+        0 => (
+            "close_notify",
+            "orderly shutdown of the session, not an error",
+        ),
+        10 => (
+            "unexpected_message",
+            "a peer received a message out of order: implementation bug or interference",
+        ),
+        20 => (
+            "bad_record_mac",
+            "a record failed integrity check: corruption, a middlebox altering traffic, or a key mismatch",
+        ),
+        21 => ("decryption_failed", "obsolete: decryption failed"),
+        22 => ("record_overflow", "a record was too long"),
+        30 => (
+            "decompression_failure",
+            "compressed data could not be decompressed",
+        ),
+        40 => (
+            "handshake_failure",
+            "no acceptable set of parameters: usually no common cipher suite or version",
+        ),
+        41 => ("no_certificate", "SSLv3: no client certificate"),
+        42 => (
+            "bad_certificate",
+            "a certificate was corrupt or its signature did not verify",
+        ),
+        43 => (
+            "unsupported_certificate",
+            "a certificate of an unsupported type",
+        ),
+        44 => (
+            "certificate_revoked",
+            "a certificate was revoked by its issuer",
+        ),
+        45 => (
+            "certificate_expired",
+            "a certificate has expired or is not yet valid",
+        ),
+        46 => (
+            "certificate_unknown",
+            "the certificate was not accepted for some other reason (often an untrusted or mismatched name)",
+        ),
+        47 => (
+            "illegal_parameter",
+            "a handshake field was out of range or inconsistent",
+        ),
+        48 => (
+            "unknown_ca",
+            "the client does not trust the CA that issued the chain (self-signed, private CA, missing intermediate)",
+        ),
+        49 => (
+            "access_denied",
+            "valid certificate, but access control refused the peer",
+        ),
+        50 => ("decode_error", "a message could not be parsed"),
+        51 => (
+            "decrypt_error",
+            "a handshake cryptographic check failed (signature, Finished)",
+        ),
+        60 => ("export_restriction", "obsolete export restriction"),
+        70 => (
+            "protocol_version",
+            "the peer does not support the offered TLS version",
+        ),
+        71 => (
+            "insufficient_security",
+            "the server requires stronger cipher suites than the client offered",
+        ),
+        80 => (
+            "internal_error",
+            "an error in the peer unrelated to the protocol",
+        ),
+        86 => (
+            "inappropriate_fallback",
+            "a version downgrade was detected (TLS_FALLBACK_SCSV)",
+        ),
+        90 => (
+            "user_canceled",
+            "the handshake was cancelled by the application",
+        ),
+        100 => ("no_renegotiation", "renegotiation refused"),
+        109 => ("missing_extension", "a required extension was absent"),
+        110 => ("unsupported_extension", "an extension was not expected"),
+        112 => (
+            "unrecognized_name",
+            "the server has no certificate for the requested SNI",
+        ),
+        113 => (
+            "bad_certificate_status_response",
+            "an invalid OCSP response",
+        ),
+        115 => ("unknown_psk_identity", "the PSK identity is unknown"),
+        116 => (
+            "certificate_required",
+            "the server requires a client certificate",
+        ),
+        120 => (
+            "no_application_protocol",
+            "no common ALPN protocol (e.g. h2 vs http/1.1)",
+        ),
+        _ => ("unknown", "an alert code this server does not know"),
+    }
+}
+
+// ---------------------------------------------------------------- handshakes
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HandshakeRow {
+    /// `tcp:N` or `udp:N` (QUIC).
+    pub session: String,
+    pub transport: String,
+    pub client: String,
+    pub server: String,
+    pub sni: Option<String>,
+    pub offered_versions: Vec<String>,
+    pub negotiated_version: Option<String>,
+    pub cipher_suite: Option<String>,
+    pub alpn_offered: Vec<String>,
+    pub alpn_selected: Option<String>,
+    pub ja3: Option<String>,
+    pub ja3s: Option<String>,
+    pub handshake_ms: Option<f64>,
+    /// complete, alert, reset or incomplete.
+    pub outcome: String,
+    pub resumed: bool,
+    pub hello_retry_request: bool,
+    pub alerts: usize,
+    pub client_hello_frame: Option<u64>,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CountRow {
+    pub key: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Handshakes {
+    pub versions: Vec<CountRow>,
+    pub outcomes: Vec<CountRow>,
+    pub sessions: Table<HandshakeRow>,
+}
+
+fn offered(s: &Session) -> Vec<String> {
+    if s.offered_versions.is_empty() {
+        s.client_version.map(version_name).into_iter().collect()
+    } else {
+        s.offered_versions
+            .iter()
+            .map(|v| version_name(*v))
+            .collect()
+    }
+}
+
+fn counts(items: impl Iterator<Item = String>) -> Vec<CountRow> {
+    let mut m: BTreeMap<String, u64> = BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_default() += 1;
+    }
+    let mut v: Vec<CountRow> = m
+        .into_iter()
+        .map(|(key, count)| CountRow { key, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+    v
+}
+
+fn handshakes(m: &TlsModel, p: &TcpParams) -> Reduced<Handshakes> {
+    let rows: Vec<HandshakeRow> = m
+        .sessions
+        .iter()
+        .map(|s| HandshakeRow {
+            session: s.key.clone(),
+            transport: if s.quic { "quic".into() } else { "tcp".into() },
+            client: s.endpoint(0),
+            server: s.endpoint(1),
+            sni: s.sni.clone(),
+            offered_versions: offered(s),
+            negotiated_version: s.negotiated.map(version_name),
+            cipher_suite: s.cipher.map(suite_name),
+            alpn_offered: s.alpn_offered.clone(),
+            alpn_selected: s.alpn_selected.clone(),
+            ja3: s.ja3.clone(),
+            ja3s: s.ja3s.clone(),
+            handshake_ms: s.handshake_s().map(ms),
+            outcome: s.outcome().into(),
+            resumed: s.resumed(),
+            hello_retry_request: s.hello_retry,
+            alerts: s.alerts.len(),
+            client_hello_frame: s.client_hello.map(|c| c.1),
+            display_filter: s.filter(),
+        })
+        .collect();
+    let versions = counts(rows.iter().map(|r| {
+        r.negotiated_version
+            .clone()
+            .unwrap_or_else(|| "not negotiated".into())
+    }));
+    let outcomes = counts(rows.iter().map(|r| r.outcome.clone()));
+    let mut findings = Vec::new();
+    let old: Vec<&Session> = m
+        .sessions
+        .iter()
+        .filter(|s| s.negotiated.is_some_and(|v| v <= 0x0302))
+        .collect();
+    if !old.is_empty() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("{} session(s) negotiated TLS 1.1 or older", old.len()),
+            format!("Deprecated versions (RFC 8996), e.g. {} with {}.", old[0].endpoint(1), old[0].negotiated.map(version_name).unwrap_or_default()),
+            Evidence { streams: old.iter().map(|s| s.stream).take(10).collect(), display_filter: "tls.handshake.type == 2 && tls.handshake.version <= 0x0302 && !tls.handshake.extensions.supported_version".into(), ..Default::default() },
+        ));
+    }
+    for (outcome, sev, what) in [
+        (
+            "alert",
+            Severity::Medium,
+            "ended by an alert before completing (see analyze_tls_alerts)",
+        ),
+        ("reset", Severity::Medium, "were reset during the handshake"),
+        (
+            "incomplete",
+            Severity::Low,
+            "did not complete within the capture",
+        ),
+    ] {
+        let v: Vec<&Session> = m
+            .sessions
+            .iter()
+            .filter(|s| s.outcome() == outcome)
+            .collect();
+        if let Some(first) = v.first() {
+            findings.push(Finding::new(
+                sev,
+                format!("{} TLS handshake(s) {what}", v.len()),
+                format!(
+                    "E.g. {} -> {}{}.",
+                    first.endpoint(0),
+                    first.endpoint(1),
+                    first
+                        .sni
+                        .as_ref()
+                        .map(|s| format!(" (SNI {s})"))
+                        .unwrap_or_default()
+                ),
+                session_evidence(first, first.client_hello.map(|c| c.1).into_iter().collect()),
+            ));
+        }
+    }
+    let summary = if m.sessions.is_empty() {
+        no_tls(m)
+    } else {
+        format!(
+            "{} TLS session(s): versions {}; outcomes {}; {} resumed.",
+            m.sessions.len(),
+            versions
+                .iter()
+                .map(|c| format!("{} {}", c.count, c.key))
+                .collect::<Vec<_>>()
+                .join(", "),
+            outcomes
+                .iter()
+                .map(|c| format!("{} {}", c.count, c.key))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rows.iter().filter(|r| r.resumed).count()
+        )
+    };
+    (
+        summary,
+        findings,
+        Handshakes {
+            versions,
+            outcomes,
+            sessions: page(rows, p),
+        },
+    )
+}
+
+// ---------------------------------------------------------------- certificates
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CertRow {
+    pub sha256: String,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// valid, expired, not_yet_valid or expires_soon (within 30 days), at capture time.
+    pub status: String,
+    pub days_left: i64,
+    pub san_dns: Vec<String>,
+    pub san_ip: Vec<String>,
+    pub key_type: String,
+    pub key_bits: Option<u64>,
+    pub signature_algorithm: String,
+    pub weak_signature: bool,
+    pub self_signed: bool,
+    pub is_ca: bool,
+    /// Positions in the chains where it appeared (0 = leaf).
+    pub chain_positions: Vec<usize>,
+    pub servers: Vec<String>,
+    pub snis: Vec<String>,
+    pub first_frame: u64,
+    pub display_filter: String,
+}
+
+/// What a certificate says, parsed from its DER bytes.
+pub struct Parsed {
+    pub row: CertRow,
+    /// Names for matching: SAN dNSNames, or the CNs when there is no SAN.
+    pub names: Vec<String>,
+}
+
+pub fn parse_cert(fp: &str, c: &Certificate, at: f64) -> Option<Parsed> {
+    let (_, x) = X509Certificate::from_der(&c.der).ok()?;
+    let nb = x.validity().not_before.timestamp() as f64;
+    let na = x.validity().not_after.timestamp() as f64;
+    let days_left = ((na - at) / 86_400.0).floor() as i64;
+    let status = if at > na {
+        "expired"
+    } else if at < nb {
+        "not_yet_valid"
+    } else if days_left < 30 {
+        "expires_soon"
+    } else {
+        "valid"
+    };
+    let mut san_dns = Vec::new();
+    let mut san_ip = Vec::new();
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => san_dns.push(d.to_string()),
+                GeneralName::IPAddress(b) => san_ip.push(match b.len() {
+                    4 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        std::net::Ipv6Addr::from(a).to_string()
+                    }
+                    _ => continue,
+                }),
+                _ => {}
+            }
+        }
+    }
+    let cns: Vec<String> = x
+        .subject()
+        .iter_common_name()
+        .filter_map(|c| c.as_str().ok().map(str::to_string))
+        .collect();
+    let (key_type, key_bits) = match x.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(r)) => {
+            ("RSA".to_string(), Some(r.key_size() as u64))
+        }
+        Ok(x509_parser::public_key::PublicKey::EC(e)) => {
+            ("EC".to_string(), Some(e.key_size() as u64))
+        }
+        Ok(x509_parser::public_key::PublicKey::DSA(_)) => ("DSA".to_string(), None),
+        _ => (x.public_key().algorithm.algorithm.to_id_string(), None),
+    };
+    let sig_oid = x.signature_algorithm.algorithm.to_id_string();
+    let signature_algorithm = match sig_oid.as_str() {
+        "1.2.840.113549.1.1.4" => "md5WithRSAEncryption",
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
+        "1.2.840.113549.1.1.10" => "rsassaPss",
+        "1.2.840.10045.4.1" => "ecdsa-with-SHA1",
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "1.3.101.112" => "Ed25519",
+        other => other,
+    }
+    .to_string();
+    let weak =
+        signature_algorithm.contains("md5") || signature_algorithm.to_lowercase().contains("sha1");
+    let self_signed = x.subject().as_raw() == x.issuer().as_raw();
+    let is_ca = x
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    let mut positions = c.positions.clone();
+    positions.sort_unstable();
+    positions.dedup();
+    let names = if san_dns.is_empty() {
+        cns
+    } else {
+        san_dns.clone()
+    };
+    Some(Parsed {
+        names,
+        row: CertRow {
+            sha256: fp.to_string(),
+            subject: x.subject().to_string(),
+            issuer: x.issuer().to_string(),
+            serial: x.raw_serial_as_string(),
+            not_before: rfc3339(nb),
+            not_after: rfc3339(na),
+            status: status.into(),
+            days_left,
+            san_dns,
+            san_ip,
+            key_type,
+            key_bits,
+            signature_algorithm,
+            weak_signature: weak,
+            self_signed,
+            is_ca,
+            chain_positions: positions,
+            servers: c.servers.clone(),
+            snis: c.snis.clone(),
+            first_frame: c.first_frame,
+            display_filter: format!("frame.number == {}", c.first_frame),
+        },
+    })
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Certificates {
+    /// Capture time used for validity (first packet), RFC 3339.
+    pub checked_at: String,
+    pub certificates: Table<CertRow>,
+    /// TLS 1.3 sessions whose certificates are encrypted (not checkable without keys).
+    pub encrypted_certificate_sessions: u64,
+}
+
+fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
+    let at = m.span.first.unwrap_or(0.0);
+    let mut rows: Vec<CertRow> = m
+        .certificates
+        .iter()
+        .filter_map(|(fp, c)| parse_cert(fp, c, at).map(|x| x.row))
+        .collect();
+    let rank = |r: &CertRow| match r.status.as_str() {
+        "expired" | "not_yet_valid" => 0,
+        "expires_soon" => 1,
+        _ if r.weak_signature || r.self_signed && r.chain_positions.contains(&0) => 2,
+        _ => 3,
+    };
+    rows.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then(a.chain_positions.cmp(&b.chain_positions))
+            .then(a.subject.cmp(&b.subject))
+    });
+    let tls13 = m
+        .sessions
+        .iter()
+        .filter(|s| s.negotiated.is_some_and(|v| v >= 0x0304) && s.chain.is_empty())
+        .count() as u64;
+    let mut findings = Vec::new();
+    for r in &rows {
+        let ev = Evidence {
+            frames: vec![r.first_frame],
+            endpoints: r.servers.clone(),
+            display_filter: r.display_filter.clone(),
+            ..Default::default()
+        };
+        let leaf = r.chain_positions.contains(&0);
+        match r.status.as_str() {
+            "expired" => findings.push(Finding::new(
+                Severity::High,
+                format!("Expired certificate: {}", r.subject),
+                format!(
+                    "Expired {} ({} days before the capture), presented by {}.",
+                    r.not_after,
+                    -r.days_left,
+                    r.servers.join(", ")
+                ),
+                ev.clone(),
+            )),
+            "not_yet_valid" => findings.push(Finding::new(
+                Severity::High,
+                format!("Certificate not yet valid: {}", r.subject),
+                format!(
+                    "Valid only from {}: a wrong clock on the server or the client.",
+                    r.not_before
+                ),
+                ev.clone(),
+            )),
+            "expires_soon" => findings.push(Finding::new(
+                Severity::Medium,
+                format!("Certificate expires in {} days: {}", r.days_left, r.subject),
+                format!("Not after {}; renew it.", r.not_after),
+                ev.clone(),
+            )),
+            _ => {}
+        }
+        if r.weak_signature && !r.self_signed {
+            findings.push(Finding::new(
+                Severity::Medium,
+                format!(
+                    "Weak signature ({}) on {}",
+                    r.signature_algorithm, r.subject
+                ),
+                "SHA-1 and MD5 signatures are forgeable; browsers reject them.".to_string(),
+                ev.clone(),
+            ));
+        }
+        if r.self_signed && leaf {
+            findings.push(Finding::new(Severity::Medium, format!("Self-signed server certificate: {}", r.subject), format!("No CA vouches for {}; clients will reject it unless it is pinned or trusted locally.", r.servers.join(", ")), ev.clone()));
+        }
+        if r.key_type == "RSA" && r.key_bits.is_some_and(|b| b < 2048) && leaf {
+            findings.push(Finding::new(
+                Severity::Medium,
+                format!("{}-bit RSA key: {}", r.key_bits.unwrap_or(0), r.subject),
+                "RSA keys below 2048 bits are deprecated.".to_string(),
+                ev.clone(),
+            ));
+        }
+    }
+    if tls13 > 0 {
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("{tls13} TLS 1.3 session(s): certificates encrypted, not checkable"),
+            "TLS 1.3 encrypts the Certificate message; with a key log file (SSLKEYLOGFILE) they become visible.".to_string(),
+            Evidence { display_filter: "tls.handshake.type == 2 && tls.handshake.extensions.supported_version == 0x0304".into(), ..Default::default() },
+        ));
+    }
+    let summary = if rows.is_empty() {
+        if m.sessions.is_empty() {
+            no_tls(m)
+        } else {
+            format!(
+                "No certificates visible in {} TLS session(s) ({tls13} TLS 1.3 with encrypted certificates).",
+                m.sessions.len()
+            )
+        }
+    } else {
+        format!(
+            "{} distinct certificate(s) checked at {}: {} expired, {} expiring within 30 days, {} self-signed, {} with SHA-1/MD5 signatures.",
+            rows.len(),
+            rfc3339(at),
+            rows.iter().filter(|r| r.status == "expired").count(),
+            rows.iter().filter(|r| r.status == "expires_soon").count(),
+            rows.iter().filter(|r| r.self_signed).count(),
+            rows.iter().filter(|r| r.weak_signature).count()
+        )
+    };
+    (
+        summary,
+        findings,
+        Certificates {
+            checked_at: rfc3339(at),
+            certificates: page(rows, p),
+            encrypted_certificate_sessions: tls13,
+        },
+    )
+}
+
+// ---------------------------------------------------------------- SNI
+
+/// RFC 6125 matching: case-insensitive; a `*` only in the left-most label, standing for
+/// exactly one label (never the registered domain itself).
+pub fn name_matches(pattern: &str, host: &str) -> bool {
+    let p = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if !p.contains('*') {
+        return p == h;
+    }
+    let (Some((pl, prest)), Some((hl, hrest))) = (p.split_once('.'), h.split_once('.')) else {
+        return false;
+    };
+    if prest.contains('*') || prest.split('.').count() < 2 || prest != hrest || hl.is_empty() {
+        return false;
+    }
+    // partial wildcards (f*.example.com) match within the one label
+    let (pre, post) = pl.split_once('*').unwrap_or((pl, ""));
+    hl.len() >= pre.len() + post.len()
+        && hl.starts_with(pre)
+        && hl.ends_with(post)
+        && !hl.starts_with("xn--")
+        || pl == "*"
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SniRow {
+    pub session: String,
+    pub client: String,
+    pub server: String,
+    pub sni: Option<String>,
+    /// match, mismatch, missing_sni, ip_literal_sni, not_verifiable (TLS 1.3 or no certificate).
+    pub verdict: String,
+    pub certificate_names: Vec<String>,
+    pub certificate_subject: Option<String>,
+    /// The session then ended with an alert or reset.
+    pub failed_after: Option<String>,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SniCheck {
+    pub verdicts: Vec<CountRow>,
+    pub sessions: Table<SniRow>,
+}
+
+fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
+    let at = m.span.first.unwrap_or(0.0);
+    let rows: Vec<SniRow> = m
+        .sessions
+        .iter()
+        .map(|s| {
+            let leaf = s
+                .chain
+                .first()
+                .and_then(|fp| m.certificates.get(fp).and_then(|c| parse_cert(fp, c, at)));
+            let names = leaf.as_ref().map(|l| l.names.clone()).unwrap_or_default();
+            let verdict = match (&s.sni, &leaf) {
+                (Some(sni), _) if sni.parse::<std::net::IpAddr>().is_ok() => "ip_literal_sni",
+                (None, _) => "missing_sni",
+                (Some(_), None) => "not_verifiable",
+                (Some(sni), Some(l)) => {
+                    if l.names.iter().any(|n| name_matches(n, sni)) {
+                        "match"
+                    } else {
+                        "mismatch"
+                    }
+                }
+            };
+            let failed_after = match s.outcome() {
+                "alert" => s
+                    .alerts
+                    .iter()
+                    .find_map(|a| a.description)
+                    .map(|d| alert_name(d).0.to_string())
+                    .or(Some("alert".into())),
+                "reset" => Some("reset".into()),
+                _ => None,
+            };
+            SniRow {
+                session: s.key.clone(),
+                client: s.endpoint(0),
+                server: s.endpoint(1),
+                sni: s.sni.clone(),
+                verdict: verdict.into(),
+                certificate_names: names,
+                certificate_subject: leaf.map(|l| l.row.subject),
+                failed_after,
+                display_filter: s.filter(),
+            }
+        })
+        .collect();
+    let verdicts = counts(rows.iter().map(|r| r.verdict.clone()));
+    let mut findings = Vec::new();
+    let pick = |v: &str| -> Vec<&SniRow> { rows.iter().filter(|r| r.verdict == v).collect() };
+    let ev = |rs: &[&SniRow]| Evidence {
+        streams: m
+            .sessions
+            .iter()
+            .filter(|s| rs.iter().any(|r| r.session == s.key))
+            .map(|s| s.stream)
+            .take(10)
+            .collect(),
+        endpoints: rs.iter().map(|r| r.server.clone()).take(5).collect(),
+        display_filter: rs
+            .first()
+            .map(|r| r.display_filter.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let mism = pick("mismatch");
+    if let Some(r) = mism.first() {
+        findings.push(Finding::new(
+            Severity::High,
+            format!("{} session(s) where the certificate does not cover the SNI", mism.len()),
+            format!(
+                "E.g. SNI {} but the certificate names {}{}: clients will refuse (name mismatch), or they are talking to the wrong virtual host / an interceptor.",
+                r.sni.clone().unwrap_or_default(),
+                r.certificate_names.join(", "),
+                r.failed_after.as_ref().map(|f| format!("; the session then ended with {f}")).unwrap_or_default()
+            ),
+            ev(&mism),
+        ));
+    }
+    let ipl = pick("ip_literal_sni");
+    if !ipl.is_empty() {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} session(s) send an IP address as SNI", ipl.len()),
+            "RFC 6066 forbids IP literals in server_name; some servers reject or misroute them."
+                .to_string(),
+            ev(&ipl),
+        ));
+    }
+    let missing = pick("missing_sni");
+    if !missing.is_empty() {
+        findings.push(Finding::new(Severity::Info, format!("{} session(s) without SNI", missing.len()), "Without SNI the server presents its default certificate; virtual hosting and many CDNs need it.".to_string(), ev(&missing)));
+    }
+    let nv = pick("not_verifiable");
+    if !nv.is_empty() {
+        findings.push(Finding::new(Severity::Info, format!("{} session(s) not verifiable", nv.len()), "No certificate is visible: TLS 1.3 encrypts it, or the handshake did not get that far. A key log file makes TLS 1.3 certificates checkable.".to_string(), ev(&nv)));
+    }
+    let summary = if m.sessions.is_empty() {
+        no_tls(m)
+    } else {
+        format!(
+            "SNI checked against the server certificate (SAN, else CN; RFC 6125 wildcards) in {} session(s): {}.",
+            m.sessions.len(),
+            verdicts
+                .iter()
+                .map(|c| format!("{} {}", c.count, c.key))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    (
+        summary,
+        findings,
+        SniCheck {
+            verdicts,
+            sessions: page(rows, p),
+        },
+    )
+}
+
+// ---------------------------------------------------------------- alerts tool
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct AlertRow {
+    pub frame: u64,
+    pub time: String,
+    /// warning, fatal, or encrypted (level and description not visible).
+    pub level: String,
+    pub description: Option<String>,
+    pub meaning: Option<String>,
+    /// client or server.
+    pub sent_by: String,
+    pub sender: String,
+    pub session: String,
+    pub sni: Option<String>,
+    pub during_handshake: bool,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Alerts {
+    pub by_description: Vec<CountRow>,
+    pub alerts: Table<AlertRow>,
+}
+
+fn alerts(m: &TlsModel, p: &TcpParams) -> Reduced<Alerts> {
+    let mut rows = Vec::new();
+    for s in &m.sessions {
+        for a in &s.alerts {
+            let (name, meaning) = a.description.map(alert_name).unzip();
+            rows.push(AlertRow {
+                frame: a.frame,
+                time: rfc3339(a.time),
+                level: match a.level {
+                    Some(1) => "warning".into(),
+                    Some(2) => "fatal".into(),
+                    _ => "encrypted".into(),
+                },
+                description: name.map(str::to_string),
+                meaning: meaning.map(str::to_string),
+                sent_by: if a.from_server {
+                    "server".into()
+                } else {
+                    "client".into()
+                },
+                sender: s.endpoint(if a.from_server { 1 } else { 0 }),
+                session: s.key.clone(),
+                sni: s.sni.clone(),
+                during_handshake: a.during_handshake,
+                display_filter: format!("frame.number == {}", a.frame),
+            });
+        }
+    }
+    let by_description = counts(
+        rows.iter()
+            .map(|r| r.description.clone().unwrap_or_else(|| "encrypted".into())),
+    );
+    let mut findings = Vec::new();
+    let mut groups: BTreeMap<(String, String), Vec<&AlertRow>> = BTreeMap::new();
+    for r in &rows {
+        groups
+            .entry((
+                r.description.clone().unwrap_or_else(|| "encrypted".into()),
+                r.sent_by.clone(),
+            ))
+            .or_default()
+            .push(r);
+    }
+    for ((desc, by), rs) in &groups {
+        let fatal = rs.iter().any(|r| r.level == "fatal");
+        let benign =
+            desc == "close_notify" || desc == "encrypted" && rs.iter().all(|r| !r.during_handshake);
+        findings.push(Finding::new(
+            if benign { Severity::Info } else if fatal && rs[0].during_handshake { Severity::High } else { Severity::Medium },
+            format!("{} {desc} alert(s) sent by the {by}", rs.len()),
+            format!(
+                "{}{}",
+                rs[0].meaning.clone().unwrap_or_else(|| "Encrypted alert after the handshake: usually close_notify, an orderly close.".into()),
+                rs[0].sni.as_ref().map(|s| format!(" (SNI {s})")).unwrap_or_default()
+            ),
+            Evidence {
+                frames: rs.iter().map(|r| r.frame).take(10).collect(),
+                endpoints: vec![rs[0].sender.clone()],
+                time: Some(rs[0].time.clone()),
+                display_filter: if desc == "encrypted" { "tls.record.content_type == 21 && !tls.alert_message.desc".into() } else { format!("tls.alert_message.desc == {}", rs.iter().find_map(|r| r.description.as_ref()).and_then(|d| (0..=255u64).find(|c| alert_name(*c).0 == d)).unwrap_or(0)) },
+                ..Default::default()
+            },
+        ));
+    }
+    rows.sort_by(|a, b| {
+        b.during_handshake
+            .cmp(&a.during_handshake)
+            .then(a.frame.cmp(&b.frame))
+    });
+    let summary = if rows.is_empty() {
+        if m.sessions.is_empty() {
+            no_tls(m)
+        } else {
+            format!("No TLS alerts in {} TLS session(s).", m.sessions.len())
+        }
+    } else {
+        format!(
+            "{} TLS alert(s) in {} session(s): {}.",
+            rows.len(),
+            m.sessions.iter().filter(|s| !s.alerts.is_empty()).count(),
+            by_description
+                .iter()
+                .map(|c| format!("{} {}", c.count, c.key))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    (
+        summary,
+        findings,
+        Alerts {
+            by_description,
+            alerts: page(rows, p),
+        },
+    )
+}
+
+// ---------------------------------------------------------------- ciphers
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SuiteRow {
+    pub suite: String,
+    pub code: String,
+    /// insecure, weak, modern, signalling or unknown.
+    pub grade: String,
+    pub reason: String,
+    /// Clients that offered it / sessions where a server chose it.
+    pub offered_by_clients: u64,
+    pub chosen_in_sessions: u64,
+    pub chosen_by_servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CipherAnalysis {
+    pub chosen_grades: Vec<CountRow>,
+    pub suites: Table<SuiteRow>,
+    /// Sessions that failed before a suite was chosen, with their alert.
+    pub negotiation_failures: Vec<SniRow>,
+}
+
+fn ciphers(m: &TlsModel, p: &TcpParams) -> Reduced<CipherAnalysis> {
+    let mut suites: BTreeMap<
+        u64,
+        (
+            std::collections::BTreeSet<String>,
+            u64,
+            std::collections::BTreeSet<String>,
+        ),
+    > = BTreeMap::new();
+    for s in &m.sessions {
+        for c in &s.offered_ciphers {
+            suites.entry(*c).or_default().0.insert(s.addr[0].clone());
+        }
+        if let Some(c) = s.cipher {
+            let e = suites.entry(c).or_default();
+            e.1 += 1;
+            e.2.insert(s.endpoint(1));
+        }
+    }
+    let mut rows: Vec<SuiteRow> = suites
+        .into_iter()
+        .map(|(code, (clients, chosen, servers))| {
+            let (g, why) = grade(code);
+            SuiteRow {
+                suite: suite_name(code),
+                code: format!("0x{code:04x}"),
+                grade: g.into(),
+                reason: why.into(),
+                offered_by_clients: clients.len() as u64,
+                chosen_in_sessions: chosen,
+                chosen_by_servers: servers.into_iter().take(10).collect(),
+            }
+        })
+        .collect();
+    let rank = |g: &str| match g {
+        "insecure" => 0,
+        "weak" => 1,
+        "unknown" => 2,
+        "modern" => 3,
+        _ => 4,
+    };
+    rows.sort_by(|a, b| {
+        b.chosen_in_sessions
+            .min(1)
+            .cmp(&a.chosen_in_sessions.min(1))
+            .then(rank(&a.grade).cmp(&rank(&b.grade)))
+            .then(b.chosen_in_sessions.cmp(&a.chosen_in_sessions))
+    });
+    let chosen_grades = counts(
+        m.sessions
+            .iter()
+            .filter_map(|s| s.cipher)
+            .map(|c| grade(c).0.to_string()),
+    );
+    let mut findings = Vec::new();
+    for (g, sev) in [("insecure", Severity::High), ("weak", Severity::Medium)] {
+        let chosen: Vec<&SuiteRow> = rows
+            .iter()
+            .filter(|r| r.grade == g && r.chosen_in_sessions > 0)
+            .collect();
+        if let Some(r) = chosen.first() {
+            findings.push(Finding::new(
+                sev,
+                format!(
+                    "Servers chose {g} suites in {} session(s)",
+                    chosen.iter().map(|r| r.chosen_in_sessions).sum::<u64>()
+                ),
+                format!(
+                    "E.g. {} ({}) chosen by {}.",
+                    r.suite,
+                    r.reason,
+                    r.chosen_by_servers.join(", ")
+                ),
+                Evidence {
+                    endpoints: r.chosen_by_servers.clone(),
+                    display_filter: format!(
+                        "tls.handshake.type == 2 && tls.handshake.ciphersuite == {}",
+                        r.code
+                    ),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    let offered_insecure: Vec<&SuiteRow> = rows
+        .iter()
+        .filter(|r| r.grade == "insecure" && r.offered_by_clients > 0)
+        .collect();
+    if !offered_insecure.is_empty() {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!(
+                "Clients still offer {} insecure suite(s)",
+                offered_insecure.len()
+            ),
+            format!(
+                "E.g. {}; harmless while servers refuse them, a downgrade risk otherwise.",
+                offered_insecure
+                    .iter()
+                    .take(3)
+                    .map(|r| r.suite.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Evidence {
+                display_filter: format!(
+                    "tls.handshake.type == 1 && tls.handshake.ciphersuite in {{{}}}",
+                    offered_insecure
+                        .iter()
+                        .take(10)
+                        .map(|r| r.code.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                ..Default::default()
+            },
+        ));
+    }
+    let failures: Vec<SniRow> = m
+        .sessions
+        .iter()
+        .filter(|s| s.cipher.is_none() && s.client_hello.is_some() && s.outcome() != "incomplete")
+        .map(|s| SniRow {
+            session: s.key.clone(),
+            client: s.endpoint(0),
+            server: s.endpoint(1),
+            sni: s.sni.clone(),
+            verdict: "negotiation_failed".into(),
+            certificate_names: Vec::new(),
+            certificate_subject: None,
+            failed_after: s
+                .alerts
+                .iter()
+                .find_map(|a| a.description)
+                .map(|d| alert_name(d).0.to_string())
+                .or_else(|| s.reset.map(|_| "reset".into())),
+            display_filter: s.filter(),
+        })
+        .collect();
+    if let Some(f) = failures.first() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!(
+                "{} negotiation(s) failed before a suite was chosen",
+                failures.len()
+            ),
+            format!(
+                "E.g. {} -> {} ended with {}: no common version or cipher suite.",
+                f.client,
+                f.server,
+                f.failed_after.clone().unwrap_or_else(|| "nothing".into())
+            ),
+            Evidence {
+                display_filter: f.display_filter.clone(),
+                endpoints: vec![f.server.clone()],
+                ..Default::default()
+            },
+        ));
+    }
+    let summary = if m.sessions.is_empty() {
+        no_tls(m)
+    } else {
+        format!(
+            "{} distinct suites offered or chosen in {} session(s); chosen suites by grade: {}.",
+            rows.len(),
+            m.sessions.len(),
+            if chosen_grades.is_empty() {
+                "none".to_string()
+            } else {
+                chosen_grades
+                    .iter()
+                    .map(|c| format!("{} {}", c.count, c.key))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )
+    };
+    (
+        summary,
+        findings,
+        CipherAnalysis {
+            chosen_grades,
+            suites: page(rows, p),
+            negotiation_failures: failures,
+        },
+    )
+}
+
+#[tool_router(router = tls_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Per TLS session (TCP and QUIC): client, server, SNI, versions offered and negotiated
+    /// (TLS 1.3 via supported_versions), cipher suite, ALPN, JA3/JA3S, handshake time,
+    /// outcome (complete, alert, reset, incomplete), resumption; version and outcome counts.
+    #[tool(
+        name = "analyze_tls_handshakes",
+        annotations(
+            title = "TLS handshakes",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_tls_handshakes(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Handshakes>>, String> {
+        self.tls_tool("analyze_tls_handshakes", p, rc, handshakes)
+            .await
+    }
+
+    /// SNI against the server certificate's names (SAN, else CN; RFC 6125 wildcards):
+    /// mismatches, missing SNI, IP-literal SNI, sessions that then failed; TLS 1.3
+    /// certificates are encrypted and reported as not verifiable.
+    #[tool(
+        name = "analyze_sni_mismatches",
+        annotations(
+            title = "SNI vs certificate",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_sni_mismatches(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<SniCheck>>, String> {
+        self.tls_tool("analyze_sni_mismatches", p, rc, sni_mismatches)
+            .await
+    }
+
+    /// Each distinct certificate once (SHA-256): subject, issuer, serial, validity and
+    /// status at capture time, SANs, key type and size, signature algorithm (SHA-1/MD5
+    /// flagged), self-signed, chain position, and which servers and SNIs presented it.
+    #[tool(
+        name = "extract_certificate_details",
+        annotations(
+            title = "TLS certificates",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn extract_certificate_details(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Certificates>>, String> {
+        self.tls_tool("extract_certificate_details", p, rc, certificates)
+            .await
+    }
+
+    /// Each TLS alert: level, description by name and what it usually means, who sent
+    /// it, session and SNI, during or after the handshake; encrypted alerts marked.
+    #[tool(
+        name = "analyze_tls_alerts",
+        annotations(title = "TLS alerts", read_only_hint = true, open_world_hint = false)
+    )]
+    pub async fn analyze_tls_alerts(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Alerts>>, String> {
+        self.tls_tool("analyze_tls_alerts", p, rc, alerts).await
+    }
+
+    /// Cipher suites offered by clients and chosen by servers, graded insecure (NULL,
+    /// EXPORT, RC4, DES/3DES, anon), weak (CBC-SHA1, no forward secrecy) or modern (AEAD
+    /// with ECDHE, TLS 1.3); negotiation failures with their alerts.
+    #[tool(
+        name = "extract_tls_cipher_analysis",
+        annotations(
+            title = "TLS cipher suites",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn extract_tls_cipher_analysis(
+        &self,
+        Parameters(p): Parameters<TcpParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<CipherAnalysis>>, String> {
+        self.tls_tool("extract_tls_cipher_analysis", p, rc, ciphers)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6125_wildcards() {
+        assert!(name_matches("*.example.com", "www.example.com"));
+        assert!(name_matches("*.EXAMPLE.com", "Www.example.com."));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.com", "example.com"));
+        assert!(!name_matches("www.*.com", "www.example.com"));
+        assert!(name_matches("f*.example.com", "foo.example.com"));
+        assert!(!name_matches("f*.example.com", "bar.example.com"));
+        assert!(name_matches("www.example.com", "WWW.EXAMPLE.COM"));
+        assert!(!name_matches("www.example.com", "example.com"));
+    }
+
+    #[test]
+    fn grades() {
+        assert_eq!(grade(0x0004).0, "insecure"); // RC4_128_MD5
+        assert_eq!(grade(0x000a).0, "insecure"); // 3DES
+        assert_eq!(grade(0x002f).0, "weak"); // RSA kx
+        assert_eq!(grade(0xc014).0, "weak"); // CBC-SHA1
+        assert_eq!(grade(0xc02f).0, "modern");
+        assert_eq!(grade(0x1301).0, "modern");
+        assert_eq!(grade(0x00ff).0, "signalling");
+        assert_eq!(alert_name(48).0, "unknown_ca");
+    }
+}

@@ -1,0 +1,489 @@
+//! TLS tools against Zeek's ssl.log/x509.log and suricata-verify facts, and against
+//! TLS the test makes on loopback with openssl (chosen names, right and wrong SNI).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn zeek_entries(f: &Value, log: &str) -> Vec<Value> {
+    f["truth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["origin"] == "zeek-baseline" && t["summary"]["log"] == log)
+        .unwrap_or_else(|| panic!("no Zeek {log}"))["summary"]["entries"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Zeek writes "TLSv12"; we write "TLS 1.2".
+fn zeek_version(v: &str) -> String {
+    match v {
+        "TLSv13" => "TLS 1.3".into(),
+        "TLSv12" => "TLS 1.2".into(),
+        "TLSv11" => "TLS 1.1".into(),
+        "TLSv10" => "TLS 1.0".into(),
+        other => other.into(),
+    }
+}
+
+#[tokio::test]
+async fn handshakes_agree_with_zeek_ssl_log() {
+    let s = start().await;
+    for (name, log) in [
+        ("zeek-tls1.2.pcap", "ssl.log"),
+        ("zeek-tls-1.2-handshake-failure.pcap", "ssl.log"),
+        ("zeek-curl-http3-www-google-de.pcap", "ssl.log"),
+        ("zeek-tls-expired-cert.pcap", "ssl-all.log"),
+    ] {
+        let f = facts(name);
+        let v = s
+            .ok(
+                "analyze_tls_handshakes",
+                json!({"pcap_file": fixture(name), "limit": 100}),
+            )
+            .await;
+        let rows = v["sessions"]["rows"].as_array().unwrap();
+        for z in zeek_entries(&f, log) {
+            let server_ip = z["id.resp_h"].as_str().unwrap();
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r["server"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("{server_ip}:"))
+                })
+                .unwrap_or_else(|| panic!("{name}: no session to {server_ip}"));
+            if z["version"] != "-" {
+                assert_eq!(
+                    row["negotiated_version"],
+                    zeek_version(z["version"].as_str().unwrap()),
+                    "{name}"
+                );
+            } else {
+                assert!(row["negotiated_version"].is_null(), "{name}");
+            }
+            if z["cipher"] != "-" {
+                assert_eq!(row["cipher_suite"], z["cipher"], "{name}");
+            }
+            match z["server_name"].as_str().unwrap() {
+                "-" => assert!(row["sni"].is_null(), "{name}"),
+                sni => assert_eq!(row["sni"], sni, "{name}"),
+            }
+            if z["last_alert"] != "-" {
+                assert_eq!(row["outcome"], "alert", "{name}");
+            }
+            // Zeek's "established" is our complete outcome (QUIC is never "established" for Zeek)
+            if z["established"] == "T" {
+                assert_eq!(row["outcome"], "complete", "{name}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn certificates_agree_with_zeek_x509_log() {
+    let s = start().await;
+    let f = facts("zeek-tls1.2.pcap");
+    let v = s
+        .ok(
+            "extract_certificate_details",
+            json!({"pcap_file": fixture("zeek-tls1.2.pcap")}),
+        )
+        .await;
+    let certs = v["certificates"]["rows"].as_array().unwrap();
+    let zeek = zeek_entries(&f, "x509.log");
+    assert_eq!(certs.len(), zeek.len(), "the three-certificate chain");
+    for z in &zeek {
+        let cn = z["certificate.subject"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let c = certs
+            .iter()
+            .find(|c| c["subject"].as_str().unwrap().ends_with(&cn))
+            .unwrap_or_else(|| panic!("certificate {cn} missing"));
+        assert_eq!(
+            c["key_bits"].as_u64().unwrap().to_string(),
+            z["certificate.key_length"].as_str().unwrap()
+        );
+        assert_eq!(c["is_ca"], z["basic_constraints.ca"] == "T");
+        let nb: f64 = z["certificate.not_valid_before"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = Command::new("date")
+            .args(["-u", "-d", &format!("@{}", nb as i64), "+%Y-%m-%dT%H:%M:%S"])
+            .output()
+            .unwrap();
+        assert!(
+            c["not_before"]
+                .as_str()
+                .unwrap()
+                .starts_with(String::from_utf8_lossy(&expected.stdout).trim()),
+            "{c}"
+        );
+        if z["san.dns"] != "-" {
+            let sans: Vec<&str> = z["san.dns"].as_str().unwrap().split(',').collect();
+            assert_eq!(c["san_dns"], json!(sans));
+        }
+        assert_eq!(c["sha256"].as_str().unwrap().len(), 64);
+    }
+    let leaf = certs
+        .iter()
+        .find(|c| c["chain_positions"] == json!([0]))
+        .unwrap();
+    assert!(
+        leaf["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("CN=*.taleo.net")
+    );
+    assert_eq!(
+        leaf["weak_signature"], true,
+        "sha1WithRSAEncryption is flagged"
+    );
+
+    // expired www.spidh.org (Zeek: certificate has expired) and tobu-estate expiring soon
+    let v = s
+        .ok(
+            "extract_certificate_details",
+            json!({"pcap_file": fixture("zeek-tls-expired-cert.pcap")}),
+        )
+        .await;
+    let certs = v["certificates"]["rows"].as_array().unwrap();
+    let spidh = certs
+        .iter()
+        .find(|c| c["subject"].as_str().unwrap().contains("www.spidh.org"))
+        .unwrap();
+    assert_eq!(spidh["status"], "expired");
+    assert!(
+        spidh["not_after"]
+            .as_str()
+            .unwrap()
+            .starts_with("2014-03-04T23:59:59")
+    );
+    let tobu = certs
+        .iter()
+        .find(|c| {
+            c["subject"]
+                .as_str()
+                .unwrap()
+                .contains("www.tobu-estate.com")
+        })
+        .unwrap();
+    assert_eq!(tobu["status"], "expires_soon");
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "high"
+                && f["title"].as_str().unwrap().contains("www.spidh.org"))
+    );
+
+    // the SELKS self-signed certificate (suricata-verify: serial, subject == issuer, validity)
+    let v = s
+        .ok(
+            "extract_certificate_details",
+            json!({"pcap_file": fixture("sv-tls-selfsigned-selks.pcap")}),
+        )
+        .await;
+    let c = &v["certificates"]["rows"][0];
+    assert_eq!(v["certificates"]["total"], 1);
+    assert_eq!(c["self_signed"], true);
+    assert_eq!(
+        c["serial"].as_str().unwrap().to_uppercase(),
+        "00:97:E6:47:09:8E:EA:C9:B4"
+    );
+    assert_eq!(c["subject"], "C=FR, ST=IDF, L=Paris, O=Stamus, CN=SELKS");
+    assert_eq!(c["not_before"], "2015-02-12T18:07:27.000000Z");
+    assert_eq!(c["not_after"], "2025-02-09T18:07:27.000000Z");
+    let h = s
+        .ok(
+            "analyze_tls_handshakes",
+            json!({"pcap_file": fixture("sv-tls-selfsigned-selks.pcap")}),
+        )
+        .await;
+    assert_eq!(
+        h["sessions"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resumed"] == true)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn alerts_and_cipher_grades() {
+    let s = start().await;
+    let v = s
+        .ok(
+            "analyze_tls_alerts",
+            json!({"pcap_file": fixture("zeek-tls-1.2-handshake-failure.pcap")}),
+        )
+        .await;
+    let a = &v["alerts"]["rows"][0];
+    assert_eq!(a["description"], "handshake_failure");
+    assert_eq!(a["level"], "fatal");
+    assert_eq!(a["sent_by"], "server");
+    assert_eq!(a["during_handshake"], true);
+    assert!(a["meaning"].as_str().unwrap().contains("cipher"));
+    let v = s
+        .ok(
+            "analyze_tls_alerts",
+            json!({"pcap_file": fixture("zeek-tls13draft16-ff52-aborted.pcap")}),
+        )
+        .await;
+    assert_eq!(v["by_description"][0]["key"], "protocol_version");
+    let v = s
+        .ok(
+            "analyze_tls_alerts",
+            json!({"pcap_file": fixture("zeek-tls1.2.pcap")}),
+        )
+        .await;
+    assert_eq!(v["alerts"]["rows"][0]["level"], "encrypted");
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "info"),
+        "an encrypted alert after the handshake is a close"
+    );
+
+    // RC4-MD5 chosen (Zeek: TLS_RSA_WITH_RC4_128_MD5) is insecure
+    let v = s
+        .ok(
+            "extract_tls_cipher_analysis",
+            json!({"pcap_file": fixture("zeek-tls1.2.pcap")}),
+        )
+        .await;
+    let chosen = v["suites"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["chosen_in_sessions"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(chosen["suite"], "TLS_RSA_WITH_RC4_128_MD5");
+    assert_eq!(chosen["grade"], "insecure");
+    assert_eq!(v["findings"][0]["severity"], "high");
+    let v = s
+        .ok(
+            "extract_tls_cipher_analysis",
+            json!({"pcap_file": fixture("zeek-tls-1.2-handshake-failure.pcap")}),
+        )
+        .await;
+    assert_eq!(
+        v["negotiation_failures"][0]["failed_after"],
+        "handshake_failure"
+    );
+    let v = s
+        .ok(
+            "extract_tls_cipher_analysis",
+            json!({"pcap_file": fixture("zeek-curl-http3-www-google-de.pcap")}),
+        )
+        .await;
+    assert_eq!(v["chosen_grades"][0]["key"], "modern");
+}
+
+/// A loopback TLS server with a certificate for www.good.test and *.good.test.
+struct OpensslServer {
+    _child: KillOnDrop,
+    port: u16,
+}
+
+fn openssl_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> OpensslServer {
+    let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
+    if !cert.exists() {
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "20",
+                "-subj",
+                "/CN=www.good.test",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=DNS:www.good.test,DNS:*.good.test",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-www",
+            "-quiet",
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    OpensslServer {
+        _child: KillOnDrop(child),
+        port,
+    }
+}
+
+fn openssl_client(port: u16, sni: &str, extra: &[&str]) {
+    let mut c = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            sni,
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let _ = c.stdin.take().unwrap().write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let _ = c.wait();
+}
+
+#[tokio::test]
+async fn sni_against_certificates_made_on_loopback() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl not installed");
+        return;
+    }
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p12, p13) = (46443u16, 46444u16);
+    let v = s
+        .ok("start_packet_capture", json!({"interface": "lo", "duration": 60, "capture_filter": format!("tcp port {p12} or tcp port {p13}"), "output_file": "tls-lo.pcapng"}))
+        .await;
+    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
+    let dirp = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let s12 = openssl_server(&dirp, p12, &["-tls1_2"]);
+        let s13 = openssl_server(&dirp, p13, &["-tls1_3"]);
+        openssl_client(s12.port, "www.good.test", &["-tls1_2"]);
+        openssl_client(s12.port, "api.good.test", &["-tls1_2"]);
+        openssl_client(s12.port, "www.evil.test", &["-tls1_2"]);
+        openssl_client(s12.port, "10.0.0.1", &["-tls1_2"]);
+        openssl_client(s13.port, "www.good.test", &["-tls1_3"]);
+    })
+    .await
+    .unwrap();
+    s.ok("stop_packet_capture", json!({"capture_id": id})).await;
+
+    let v = s
+        .ok(
+            "analyze_sni_mismatches",
+            json!({"pcap_file": "tls-lo.pcapng"}),
+        )
+        .await;
+    let rows = v["sessions"]["rows"].as_array().unwrap();
+    let verdict = |sni: &str, port: u16| {
+        rows.iter()
+            .find(|r| {
+                r["sni"] == sni && r["server"].as_str().unwrap().ends_with(&format!(":{port}"))
+            })
+            .unwrap_or_else(|| panic!("no session with SNI {sni}: {v}"))["verdict"]
+            .clone()
+    };
+    assert_eq!(verdict("www.good.test", p12), "match");
+    assert_eq!(
+        verdict("api.good.test", p12),
+        "match",
+        "*.good.test covers api.good.test"
+    );
+    assert_eq!(verdict("www.evil.test", p12), "mismatch");
+    assert_eq!(verdict("10.0.0.1", p12), "ip_literal_sni");
+    assert_eq!(
+        verdict("www.good.test", p13),
+        "not_verifiable",
+        "TLS 1.3 certificates are encrypted"
+    );
+    let high: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "high")
+        .collect();
+    assert_eq!(high.len(), 1);
+    assert!(
+        high[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("www.evil.test")
+    );
+
+    let h = s
+        .ok(
+            "analyze_tls_handshakes",
+            json!({"pcap_file": "tls-lo.pcapng"}),
+        )
+        .await;
+    let versions: Vec<String> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        versions.contains(&"TLS 1.2".to_string()) && versions.contains(&"TLS 1.3".to_string()),
+        "{versions:?}"
+    );
+    let c = s
+        .ok(
+            "extract_certificate_details",
+            json!({"pcap_file": "tls-lo.pcapng"}),
+        )
+        .await;
+    let cert = &c["certificates"]["rows"][0];
+    assert_eq!(
+        c["certificates"]["total"], 1,
+        "one certificate, seen in four sessions"
+    );
+    assert_eq!(cert["san_dns"], json!(["www.good.test", "*.good.test"]));
+    assert_eq!(cert["status"], "expires_soon", "valid for 20 days");
+    assert_eq!(cert["self_signed"], true);
+    assert_eq!(cert["key_bits"], 2048);
+}
