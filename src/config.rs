@@ -32,6 +32,11 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "The tshark binary, or the directory holding tshark, dumpcap and capinfos.",
     ),
     (
+        "PCAP_TLS_KEYLOG_FILE",
+        "(none)",
+        "A TLS key log (SSLKEYLOGFILE format) inside the allowed directories: every tool then sees inside TLS.",
+    ),
+    (
         "PCAP_TOOLSETS",
         "all",
         "Comma-separated toolsets to expose: interfaces, capture, basic, tcp, tls, performance (default all).",
@@ -82,6 +87,8 @@ pub struct Config {
     pub max_tshark: usize,
     pub max_captures: usize,
     pub name_resolution: bool,
+    /// Operator's TLS key log; validated by the sandbox when used.
+    pub tls_keylog_file: Option<String>,
 }
 
 impl Config {
@@ -128,6 +135,9 @@ impl Config {
             call_deadline: Duration::from_secs(parse_env("PCAP_CALL_DEADLINE", 45)?),
             max_tshark: parse_env("PCAP_MAX_TSHARK", 2usize)?.max(1),
             max_captures: parse_env("PCAP_MAX_CAPTURES", 4usize)?.max(1),
+            tls_keylog_file: std::env::var("PCAP_TLS_KEYLOG_FILE")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
             name_resolution: matches!(
                 env_or("PCAP_NAME_RESOLUTION", "off")
                     .to_ascii_lowercase()

@@ -15,7 +15,7 @@ use crate::jobs::{Jobs, Outcome, ProgressReporter};
 use crate::lru::Lru;
 use crate::model::Model;
 use crate::report::{CaptureFacts, Finding, Report, Scope, rfc3339};
-use crate::sandbox::{CaptureFile, Sandbox};
+use crate::sandbox::{CaptureFile, KeyLog, Sandbox};
 use crate::tshark::fields::{FromRow, field_args};
 use crate::tshark::{Control, RunEnd, Runner};
 
@@ -36,6 +36,10 @@ type ModelCell = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
 pub trait FileArgs: Serialize + Send + 'static {
     fn pcap_file(&self) -> &str;
     fn display_filter(&self) -> Option<&str>;
+    /// A per-call TLS key log, for tools that offer one.
+    fn tls_keylog_file(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Implements [`FileArgs`] for parameter structs with `pcap_file` and `display_filter` fields.
@@ -48,6 +52,19 @@ macro_rules! file_args {
             }
             fn display_filter(&self) -> Option<&str> {
                 self.display_filter.as_deref()
+            }
+        }
+    )+};
+    (keylog: $($t:ty),+ $(,)?) => {$(
+        impl $crate::engine::FileArgs for $t {
+            fn pcap_file(&self) -> &str {
+                &self.pcap_file
+            }
+            fn display_filter(&self) -> Option<&str> {
+                self.display_filter.as_deref()
+            }
+            fn tls_keylog_file(&self) -> Option<&str> {
+                self.tls_keylog_file.as_deref().filter(|s| !s.trim().is_empty())
             }
         }
     )+};
@@ -87,6 +104,11 @@ impl Engine {
         F: FnOnce(Analysis, P) -> Fut,
         Fut: Future<Output = Result<Report<T>, String>> + Send + 'static,
     {
+        let keylog = match (params.tls_keylog_file(), &self.cfg.tls_keylog_file) {
+            (Some(k), _) => Some(self.sandbox().open_keylog(k, "tls_keylog_file")?),
+            (None, Some(k)) => Some(self.sandbox().open_keylog(k, "PCAP_TLS_KEYLOG_FILE")?),
+            (None, None) => None,
+        };
         let pcap_file = params.pcap_file().to_string();
         let display_filter = params.display_filter().map(str::to_string);
         let args = serde_json::to_string(&params).unwrap_or_default();
@@ -100,7 +122,11 @@ impl Engine {
         if let Some(f) = &filter {
             self.tshark.check_display_filter(f).await?;
         }
-        let key = format!("{tool}|{}|{args}", file.identity());
+        let key = format!(
+            "{tool}|{}|{args}|{}",
+            file.identity(),
+            keylog.as_ref().map(|k| k.identity.as_str()).unwrap_or("")
+        );
         let progress = rc.meta.get_progress_token().map(|token| ProgressReporter {
             peer: rc.peer.clone(),
             token,
@@ -123,6 +149,7 @@ impl Engine {
                         ctl,
                         commands: Vec::new(),
                         warning: None,
+                        keylog,
                     };
                     run(analysis, params)
                 },
@@ -161,6 +188,8 @@ pub struct Analysis {
     pub commands: Vec<String>,
     /// Set when tshark could read the file only in part.
     pub warning: Option<String>,
+    /// TLS key log in effect: tshark decrypts TLS with it.
+    pub keylog: Option<KeyLog>,
 }
 
 /// Time span and count of what a pass saw, for the capture facts.
@@ -208,6 +237,11 @@ impl Analysis {
         on_line: impl FnMut(&str),
     ) -> Result<(), String> {
         let mut full = self.engine.tshark.read_args(&self.file);
+        if let Some(k) = &self.keylog {
+            // a server-built preference from a sandbox-checked path, never client text
+            full.push("-o".into());
+            full.push(format!("tls.keylog_file:{}", k.path.display()));
+        }
         if let Some(f) = self.combined_filter(tool_filter) {
             full.push("-Y".into());
             full.push(f);
@@ -284,7 +318,16 @@ impl Analysis {
     /// A family model of this file and filter (e.g. the TCP streams), built once and
     /// shared by every tool of the family.
     pub async fn model<M: Model>(&mut self) -> Result<Arc<M>, String> {
-        let key = format!("{}|{}|{:?}", M::FAMILY, self.file.identity(), self.filter);
+        let key = format!(
+            "{}|{}|{:?}|{}",
+            M::FAMILY,
+            self.file.identity(),
+            self.filter,
+            self.keylog
+                .as_ref()
+                .map(|k| k.identity.as_str())
+                .unwrap_or("")
+        );
         let cell = {
             let mut models = self.engine.models.lock().unwrap();
             match models.get(&key) {

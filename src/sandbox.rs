@@ -70,6 +70,14 @@ pub fn is_safe_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// A validated TLS key log.
+#[derive(Debug, Clone)]
+pub struct KeyLog {
+    pub path: PathBuf,
+    /// Path, size and mtime: a key log that grows invalidates cached results.
+    pub identity: String,
+}
+
 pub struct Sandbox<'a> {
     cfg: &'a Config,
 }
@@ -91,13 +99,19 @@ impl<'a> Sandbox<'a> {
     }
 
     /// Resolves a client-supplied capture name to a readable capture file.
-    pub fn open_capture(&self, requested: &str) -> Result<CaptureFile, String> {
+    /// Resolves a client-named file to a canonical path inside the roots: `what` names
+    /// the parameter in messages.
+    fn resolve(&self, requested: &str, what: &str) -> Result<(PathBuf, std::fs::Metadata), String> {
         let requested_trim = requested.trim();
         if requested_trim.is_empty() {
-            return Err("pcap_file is empty: give a file name from list_captured_files, or a path inside PCAP_STORAGE_DIR or PCAP_ALLOWED_DIRS".into());
+            return Err(format!(
+                "{what} is empty: give a file name in PCAP_STORAGE_DIR (see list_captured_files) or a path inside PCAP_ALLOWED_DIRS"
+            ));
         }
         if requested_trim.contains('\0') {
-            return Err("pcap_file contains a NUL byte; give a plain file name or path".into());
+            return Err(format!(
+                "{what} contains a NUL byte; give a plain file name or path"
+            ));
         }
         let raw = Path::new(requested_trim);
         let candidate = if raw.is_absolute() {
@@ -107,7 +121,7 @@ impl<'a> Sandbox<'a> {
         };
         let canonical = candidate.canonicalize().map_err(|e| {
             format!(
-                "cannot open capture '{requested_trim}': {e}. Bare names are looked up in PCAP_STORAGE_DIR ({}); call list_captured_files to see what is there",
+                "cannot open {what} '{requested_trim}': {e}. Bare names are looked up in PCAP_STORAGE_DIR ({}); call list_captured_files to see what is there",
                 self.cfg.storage_dir.display()
             )
         })?;
@@ -122,10 +136,15 @@ impl<'a> Sandbox<'a> {
         let meta = std::fs::metadata(&canonical)
             .map_err(|e| format!("cannot read '{requested_trim}': {e}"))?;
         if !meta.is_file() {
-            return Err(format!(
-                "'{requested_trim}' is not a regular file; give a pcap or pcapng capture file"
-            ));
+            return Err(format!("'{requested_trim}' ({what}) is not a regular file"));
         }
+        Ok((canonical, meta))
+    }
+
+    /// Resolves a client-supplied capture name to a readable capture file.
+    pub fn open_capture(&self, requested: &str) -> Result<CaptureFile, String> {
+        let requested_trim = requested.trim();
+        let (canonical, meta) = self.resolve(requested, "pcap_file")?;
         let format = format_of(&canonical).ok_or_else(|| {
             format!(
                 "'{requested_trim}' is not a pcap or pcapng capture (its first bytes are not a capture file header{}). \
@@ -145,6 +164,51 @@ impl<'a> Sandbox<'a> {
             format,
             size: meta.len(),
             mtime_ns,
+        })
+    }
+
+    /// A TLS key log (SSLKEYLOGFILE format) inside the roots. Its first line must look
+    /// like one, so the setting cannot be used to feed tshark some other file.
+    pub fn open_keylog(&self, requested: &str, what: &str) -> Result<KeyLog, String> {
+        let (path, meta) = self.resolve(requested, what)?;
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|f| f.take(4096).read_to_end(&mut bytes))
+            .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+        let head = String::from_utf8_lossy(&bytes);
+        let first = head
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'));
+        const LABELS: &[&str] = &[
+            "CLIENT_RANDOM",
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+            "EXPORTER_SECRET",
+            "EARLY_EXPORTER_SECRET",
+            "CLIENT_EARLY_TRAFFIC_SECRET",
+            "RSA",
+        ];
+        match first {
+            Some(l) if LABELS.iter().any(|p| l.starts_with(p)) => {}
+            _ => {
+                return Err(format!(
+                    "{what} {} is not a TLS key log: expected lines like `CLIENT_RANDOM <hex> <hex>` (the SSLKEYLOGFILE format browsers, curl and openssl -keylogfile write)",
+                    path.display()
+                ));
+            }
+        }
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Ok(KeyLog {
+            identity: format!("{}|{}|{mtime_ns}", path.display(), meta.len()),
+            path,
         })
     }
 

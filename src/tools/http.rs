@@ -46,6 +46,10 @@ pub struct HttpParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see HTTP
+    /// inside TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    #[serde(default)]
+    pub tls_keylog_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

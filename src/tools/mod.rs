@@ -63,11 +63,10 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
 
 crate::file_args!(
     basic::AnalyzePcapParams,
-    http::HttpParams,
     timeline::TimelineParams,
     search::SearchParams,
-    tcp::TcpParams,
 );
+crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
 
 /// Hard maximum for any `limit`: keeps a result inside an LLM context.
 pub const MAX_LIMIT: usize = 500;

@@ -29,6 +29,10 @@ pub struct TcpParams {
     /// Streams to skip, for paging.
     #[serde(default)]
     pub offset: Option<i64>,
+    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
+    /// TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    #[serde(default)]
+    pub tls_keylog_file: Option<String>,
 }
 
 type Reduced<T> = (String, Vec<Finding>, T);
