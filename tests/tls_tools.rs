@@ -395,9 +395,9 @@ async fn sni_against_certificates_made_on_loopback() {
     }
     let s = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (p12, p13) = (46443u16, 46444u16);
+    let (p12, p13, p_rc4) = (46443u16, 46444u16, 46445u16);
     let v = s
-        .ok("start_packet_capture", json!({"interface": "lo", "duration": 60, "capture_filter": format!("tcp port {p12} or tcp port {p13}"), "output_file": "tls-lo.pcapng"}))
+        .ok("start_packet_capture", json!({"interface": "lo", "duration": 60, "capture_filter": format!("tcp port {p12} or tcp port {p13} or tcp port {p_rc4}"), "output_file": "tls-lo.pcapng"}))
         .await;
     let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
     let dirp = dir.path().to_path_buf();
@@ -413,6 +413,19 @@ async fn sni_against_certificates_made_on_loopback() {
             s13.port,
             "www.good.test",
             &["-tls1_3", "-keylogfile", &keylog],
+        );
+        // a client that verifies the chain rejects the self-signed certificate
+        openssl_client(
+            s12.port,
+            "www.good.test",
+            &["-tls1_2", "-verify_return_error"],
+        );
+        // a server that only accepts a suite the client does not offer
+        let refusing = openssl_server(&dirp, p_rc4, &["-tls1_2", "-cipher", "AES256-SHA"]);
+        openssl_client(
+            refusing.port,
+            "www.good.test",
+            &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
         );
     })
     .await
@@ -492,6 +505,53 @@ async fn sni_against_certificates_made_on_loopback() {
     assert_eq!(cert["status"], "expires_soon", "valid for 20 days");
     assert_eq!(cert["self_signed"], true);
     assert_eq!(cert["key_bits"], 2048);
+
+    // alerts: unknown_ca from the verifying client, handshake_failure from the refusing server
+    let a = s
+        .ok("analyze_tls_alerts", json!({"pcap_file": "tls-lo.pcapng"}))
+        .await;
+    let rows = a["alerts"]["rows"].as_array().unwrap();
+    let unknown_ca = rows
+        .iter()
+        .find(|r| r["description"] == "unknown_ca")
+        .expect("unknown_ca alert");
+    assert_eq!(unknown_ca["sent_by"], "client");
+    assert_eq!(unknown_ca["level"], "fatal");
+    assert!(
+        unknown_ca["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("does not trust")
+    );
+    let refused = rows
+        .iter()
+        .find(|r| r["description"] == "handshake_failure")
+        .expect("handshake_failure alert");
+    assert_eq!(refused["sent_by"], "server");
+    assert!(
+        refused["sender"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{p_rc4}"))
+    );
+    let c = s
+        .ok(
+            "extract_tls_cipher_analysis",
+            json!({"pcap_file": "tls-lo.pcapng"}),
+        )
+        .await;
+    let failure = c["negotiation_failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["server"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{p_rc4}"))
+        })
+        .expect("failed negotiation");
+    assert_eq!(failure["failed_after"], "handshake_failure");
 
     // decryption: with the client's key log the TLS 1.3 certificate and the HTTP inside appear
     let v = s.ok("analyze_sni_mismatches", json!({"pcap_file": "tls-lo.pcapng", "tls_keylog_file": "keys.log", "display_filter": format!("tcp.port == {p13}")})).await;
