@@ -102,19 +102,8 @@ impl FromRow for TcpRow {
             time: r.f64(1).unwrap_or(0.0),
             len: r.u64(2).unwrap_or(0),
             stream: r.u64(3),
-            // the innermost header is the one TCP rides in (tunnels repeat ip.*)
-            src: r
-                .all(4)
-                .last()
-                .or_else(|| r.all(5).last())
-                .unwrap_or("")
-                .to_string(),
-            dst: r
-                .all(6)
-                .last()
-                .or_else(|| r.all(7).last())
-                .unwrap_or("")
-                .to_string(),
+            src: r.innermost_addr(4, 5),
+            dst: r.innermost_addr(6, 7),
             sport: r.u64(8).unwrap_or(0),
             dport: r.u64(9).unwrap_or(0),
             flags: r.u64(10).unwrap_or(0),

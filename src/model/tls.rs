@@ -82,18 +82,8 @@ impl FromRow for TlsRow {
             time: r.f64(1).unwrap_or(0.0),
             tcp_stream: r.u64(2),
             udp_stream: r.u64(3),
-            src: r
-                .all(4)
-                .last()
-                .or_else(|| r.all(5).last())
-                .unwrap_or("")
-                .to_string(),
-            dst: r
-                .all(6)
-                .last()
-                .or_else(|| r.all(7).last())
-                .unwrap_or("")
-                .to_string(),
+            src: r.innermost_addr(4, 5),
+            dst: r.innermost_addr(6, 7),
             sport: r.u64(8).or_else(|| r.u64(9)).unwrap_or(0),
             dport: r.u64(10).or_else(|| r.u64(11)).unwrap_or(0),
             reset: r.flag(12),

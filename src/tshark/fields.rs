@@ -67,6 +67,16 @@ impl<'a> Row<'a> {
             .filter(|s| !s.is_empty())
     }
 
+    /// The innermost address of a packet: the last occurrence of the IPv4 field, else of
+    /// the IPv6 one (tunnels repeat ip.*; the transport rides in the innermost header).
+    pub fn innermost_addr(&self, v4: usize, v6: usize) -> String {
+        self.all(v4)
+            .last()
+            .or_else(|| self.all(v6).last())
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// Every occurrence of the field.
     pub fn all(&self, i: usize) -> impl Iterator<Item = &str> {
         self.str(i)
