@@ -4,6 +4,7 @@
 
 pub mod basic;
 pub mod capture;
+pub mod dns;
 pub mod files;
 pub mod http;
 pub mod interfaces;
@@ -55,6 +56,7 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "extract_tls_cipher_analysis",
         ],
     ),
+    ("advanced", &["analyze_dns_resolution_issues"]),
     (
         "performance",
         &["analyze_network_performance", "analyze_network_latency"],
@@ -65,6 +67,7 @@ crate::file_args!(
     basic::AnalyzePcapParams,
     timeline::TimelineParams,
     search::SearchParams,
+    dns::DnsParams,
 );
 crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
 

@@ -1,0 +1,552 @@
+//! `analyze_dns_resolution_issues`: DNS queries paired with their responses (tshark's
+//! `dns.response_to`), rcodes by name, unanswered queries, slow answers, truncation and
+//! TCP fallback, retries, resolvers, top names and tunnelling hints. mDNS and LLMNR
+//! share the DNS fields but are reported apart from unicast DNS.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Analysis, Span};
+use crate::report::{Evidence, Finding, Report, Severity, Table, ms, percentile, rfc3339};
+use crate::server::PcapServer;
+use crate::tools::{clamp_limit, clamp_offset};
+use crate::tshark::fields::{FromRow, Row};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DnsParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Optional Wireshark display filter that scopes the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Problem queries to list (default 20, max 500).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Rows to skip, for paging.
+    #[serde(default)]
+    pub offset: Option<i64>,
+    /// A response slower than this is "slow" (milliseconds, default 500).
+    #[serde(default)]
+    pub slow_ms: Option<f64>,
+}
+
+struct DnsRow {
+    frame: u64,
+    time: f64,
+    protocols: String,
+    tcp: bool,
+    src: String,
+    dst: String,
+    response: bool,
+    rcode: Option<u64>,
+    name: Option<String>,
+    qtype: Option<u64>,
+    time_s: Option<f64>,
+    response_to: Option<u64>,
+    retransmission: bool,
+    truncated: bool,
+}
+
+impl FromRow for DnsRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "frame.protocols",
+        "tcp.stream",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "dns.flags.response",
+        "dns.flags.rcode",
+        "dns.qry.name",
+        "dns.qry.type",
+        "dns.time",
+        "dns.response_to",
+        "dns.retransmit_request_in",
+        "dns.flags.truncated",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1).unwrap_or(0.0),
+            protocols: r.owned(2).unwrap_or_default(),
+            tcp: r.u64(3).is_some(),
+            src: r.innermost_addr(4, 5),
+            dst: r.innermost_addr(6, 7),
+            response: r.flag(8),
+            rcode: r.u64(9),
+            name: r.owned(10),
+            qtype: r.u64(11),
+            time_s: r.f64(12),
+            response_to: r.u64(13),
+            retransmission: r.str(14).is_some(),
+            truncated: r.flag(15),
+        })
+    }
+}
+
+pub fn rcode_name(c: u64) -> String {
+    match c {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        6 => "YXDOMAIN".into(),
+        7 => "YXRRSET".into(),
+        8 => "NXRRSET".into(),
+        9 => "NOTAUTH".into(),
+        10 => "NOTZONE".into(),
+        n => format!("RCODE{n}"),
+    }
+}
+
+fn qtype_name(t: u64) -> String {
+    match t {
+        1 => "A".into(),
+        2 => "NS".into(),
+        5 => "CNAME".into(),
+        6 => "SOA".into(),
+        12 => "PTR".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        65 => "HTTPS".into(),
+        255 => "ANY".into(),
+        n => format!("TYPE{n}"),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DnsTransaction {
+    pub query_frame: u64,
+    pub response_frame: Option<u64>,
+    pub time: String,
+    pub client: String,
+    pub resolver: String,
+    pub name: String,
+    pub qtype: String,
+    /// NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...; None when unanswered.
+    pub rcode: Option<String>,
+    pub response_ms: Option<f64>,
+    pub truncated: bool,
+    pub over_tcp: bool,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CountRow {
+    pub key: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Resolver {
+    pub address: String,
+    pub queries: u64,
+    pub answered: u64,
+    pub failures: u64,
+    pub median_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Multicast {
+    /// mdns or llmnr.
+    pub protocol: String,
+    pub queries: u64,
+    pub responses: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DnsReport {
+    pub queries: u64,
+    pub responses: u64,
+    pub unanswered: u64,
+    pub retransmitted_queries: u64,
+    pub truncated_responses: u64,
+    pub tcp_queries: u64,
+    pub rcodes: Vec<CountRow>,
+    pub response_median_ms: Option<f64>,
+    pub response_p95_ms: Option<f64>,
+    pub resolvers: Vec<Resolver>,
+    pub top_names: Vec<CountRow>,
+    /// Failed, unanswered and slow queries, worst first.
+    pub problems: Table<DnsTransaction>,
+    /// mDNS / LLMNR, kept out of the unicast figures (unanswered queries are normal there).
+    pub multicast: Vec<Multicast>,
+}
+
+/// Shannon entropy per character of a label.
+fn entropy(s: &str) -> f64 {
+    let mut counts: HashMap<char, f64> = HashMap::new();
+    for c in s.chars() {
+        *counts.entry(c).or_default() += 1.0;
+    }
+    let n = s.chars().count() as f64;
+    counts.values().map(|c| -(c / n) * (c / n).log2()).sum()
+}
+
+/// The last two labels, as a cheap stand-in for the registered domain.
+fn base_domain(name: &str) -> String {
+    let labels: Vec<&str> = name.trim_end_matches('.').rsplit('.').take(2).collect();
+    labels.into_iter().rev().collect::<Vec<_>>().join(".")
+}
+
+#[tool_router(router = dns_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// DNS health: queries paired with responses, rcodes by name (NXDOMAIN, SERVFAIL,
+    /// REFUSED), unanswered queries, slow answers, truncation and TCP fallback, retries,
+    /// resolvers, top names and tunnelling hints; mDNS/LLMNR reported apart.
+    #[tool(
+        name = "analyze_dns_resolution_issues",
+        annotations(
+            title = "DNS resolution issues",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_dns_resolution_issues(
+        &self,
+        Parameters(p): Parameters<DnsParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<DnsReport>>, String> {
+        if p.slow_ms.is_some_and(|s| !s.is_finite() || s <= 0.0) {
+            return Err("slow_ms must be a positive number of milliseconds".into());
+        }
+        self.engine
+            .analyze("analyze_dns_resolution_issues", p, rc, dns)
+            .await
+    }
+}
+
+async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String> {
+    let mut span = Span::default();
+    let mut queries: Vec<DnsRow> = Vec::new();
+    let mut responses: HashMap<u64, DnsRow> = HashMap::new();
+    let mut multicast: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    a.fields::<DnsRow>(Some("dns || mdns || llmnr"), &[], |r| {
+        span.add(Some(r.time));
+        let mc = ["mdns", "llmnr"]
+            .into_iter()
+            .find(|m| r.protocols.split(':').any(|x| x == *m));
+        if let Some(m) = mc {
+            let e = multicast.entry(m.to_string()).or_default();
+            if r.response {
+                e.1 += 1
+            } else {
+                e.0 += 1
+            }
+            return;
+        }
+        if r.response {
+            if let Some(q) = r.response_to {
+                responses.entry(q).or_insert(r);
+            }
+        } else {
+            queries.push(r);
+        }
+    })
+    .await?;
+    let slow_s = p.slow_ms.unwrap_or(500.0) / 1000.0;
+    let mut rcodes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut times = Vec::new();
+    let mut resolvers: BTreeMap<String, (u64, u64, u64, Vec<f64>)> = BTreeMap::new();
+    let mut names: HashMap<String, u64> = HashMap::new();
+    let mut problems: Vec<(u8, DnsTransaction)> = Vec::new();
+    let mut unanswered = 0u64;
+    let mut retrans = 0u64;
+    let mut tcp_queries = 0u64;
+    let mut truncated = 0u64;
+    let mut subdomains: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut suspicious_labels: Vec<(String, u64)> = Vec::new();
+    let mut txt = 0u64;
+    for q in &queries {
+        let name = q.name.clone().unwrap_or_default();
+        *names.entry(name.clone()).or_default() += 1;
+        retrans += u64::from(q.retransmission);
+        tcp_queries += u64::from(q.tcp);
+        txt += u64::from(q.qtype == Some(16));
+        subdomains
+            .entry(base_domain(&name))
+            .or_default()
+            .insert(name.clone());
+        if let Some(l) = name.split('.').next()
+            && l.len() >= 40
+            && entropy(l) >= 3.5
+            && suspicious_labels.len() < 10
+        {
+            suspicious_labels.push((name.clone(), q.frame));
+        }
+        let r = responses.get(&q.frame);
+        let res = resolvers.entry(q.dst.clone()).or_default();
+        res.0 += 1;
+        let rcode = r.and_then(|r| r.rcode);
+        if let Some(r) = r {
+            res.1 += 1;
+            truncated += u64::from(r.truncated);
+            if let Some(t) = r.time_s {
+                times.push(t);
+                res.3.push(t);
+            }
+        } else if !q.retransmission {
+            // a retransmitted query is counted once: by its original
+            unanswered += 1;
+        }
+        if let Some(c) = rcode {
+            *rcodes.entry(rcode_name(c)).or_default() += 1;
+            if c != 0 {
+                res.2 += 1;
+            }
+        }
+        let t = r.and_then(|r| r.time_s);
+        let severity = match (r.is_some(), rcode) {
+            (false, _) if !q.retransmission => Some(0),
+            (true, Some(2 | 5)) => Some(1),
+            (true, Some(c)) if c != 0 => Some(2),
+            _ if t.is_some_and(|t| t >= slow_s) => Some(3),
+            _ if r.is_some_and(|r| r.truncated) => Some(4),
+            _ => None,
+        };
+        if let Some(rank) = severity {
+            problems.push((
+                rank,
+                DnsTransaction {
+                    query_frame: q.frame,
+                    response_frame: r.map(|r| r.frame),
+                    time: rfc3339(q.time),
+                    client: q.src.clone(),
+                    resolver: q.dst.clone(),
+                    name: name.clone(),
+                    qtype: q.qtype.map(qtype_name).unwrap_or_default(),
+                    rcode: rcode.map(rcode_name),
+                    response_ms: t.map(ms),
+                    truncated: r.is_some_and(|r| r.truncated),
+                    over_tcp: q.tcp,
+                    display_filter: match r {
+                        Some(r) => format!("frame.number in {{{},{}}}", q.frame, r.frame),
+                        None => format!("frame.number == {}", q.frame),
+                    },
+                },
+            ));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    problems.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.query_frame.cmp(&y.1.query_frame)));
+    let mut findings = Vec::new();
+    let group = |rank: u8| -> Vec<&DnsTransaction> {
+        problems
+            .iter()
+            .filter(|p| p.0 == rank)
+            .map(|p| &p.1)
+            .collect()
+    };
+    let ev = |v: &[&DnsTransaction], filter: &str| Evidence {
+        frames: v.iter().map(|t| t.query_frame).take(10).collect(),
+        endpoints: v
+            .iter()
+            .map(|t| t.resolver.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .take(5)
+            .collect(),
+        time: v.first().map(|t| t.time.clone()),
+        display_filter: filter.to_string(),
+        ..Default::default()
+    };
+    let un = group(0);
+    if !un.is_empty() {
+        findings.push(Finding::new(
+            if un.len() * 10 >= queries.len().max(1) { Severity::High } else { Severity::Medium },
+            format!("{} DNS quer(ies) never answered", un.len()),
+            format!("No response at all, e.g. {} {} to {}: the resolver is down, unreachable, or dropping queries.", un[0].qtype, un[0].name, un[0].resolver),
+            ev(&un, "dns.flags.response == 0 && !dns.response_in"),
+        ));
+    }
+    let fail = group(1);
+    if !fail.is_empty() {
+        findings.push(Finding::new(
+            Severity::High,
+            format!("{} SERVFAIL/REFUSED answer(s)", fail.len()),
+            format!("The resolver could not or would not answer, e.g. {} {} from {}: check its upstream, DNSSEC validation or its ACL.", fail[0].rcode.clone().unwrap_or_default(), fail[0].name, fail[0].resolver),
+            ev(&fail, "dns.flags.rcode == 2 || dns.flags.rcode == 5"),
+        ));
+    }
+    let nx = group(2);
+    if !nx.is_empty() {
+        let mut distinct: Vec<&str> = nx.iter().map(|t| t.name.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} negative answer(s) (NXDOMAIN and similar) for {} name(s)", nx.len(), distinct.len()),
+            format!("E.g. {}. Often search-domain suffixes tried before the real name, or a typo / decommissioned host.", distinct.iter().take(3).cloned().collect::<Vec<_>>().join(", ")),
+            ev(&nx, "dns.flags.rcode != 0 && dns.flags.rcode != 2 && dns.flags.rcode != 5"),
+        ));
+    }
+    let slow = group(3);
+    if !slow.is_empty() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!(
+                "{} slow DNS answer(s) (>= {:.0} ms)",
+                slow.len(),
+                slow_s * 1000.0
+            ),
+            format!(
+                "Slowest shown first in problems; e.g. {} took {:.0} ms from {}.",
+                slow[0].name,
+                slow[0].response_ms.unwrap_or(0.0),
+                slow[0].resolver
+            ),
+            ev(&slow, &format!("dns.time >= {slow_s:.3}")),
+        ));
+    }
+    if retrans > 0 {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{retrans} retransmitted DNS quer(ies)"),
+            "The client asked again after a timeout: lost queries or answers.".to_string(),
+            Evidence {
+                display_filter: "dns.retransmission".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    if truncated > 0 {
+        findings.push(Finding::new(Severity::Info, format!("{truncated} truncated answer(s), {tcp_queries} quer(ies) over TCP"), "Truncated UDP answers make clients retry over TCP; a firewall blocking TCP/53 breaks large answers (DNSSEC, many records).".to_string(), Evidence { display_filter: "dns.flags.truncated == 1 || (dns && tcp)".into(), ..Default::default() }));
+    }
+    let busy: Vec<(&String, usize)> = subdomains
+        .iter()
+        .map(|(d, s)| (d, s.len()))
+        .filter(|(_, n)| *n >= 50)
+        .collect();
+    if !suspicious_labels.is_empty() || !busy.is_empty() || txt >= 50 {
+        findings.push(Finding::new(
+            Severity::Medium,
+            "DNS tunnelling hints".to_string(),
+            format!(
+                "{} long high-entropy label(s){}; {} domain(s) with 50+ unique subdomains{}; {txt} TXT queries. Data can be smuggled out in query names.",
+                suspicious_labels.len(),
+                suspicious_labels.first().map(|(n, _)| format!(" (e.g. {n})")).unwrap_or_default(),
+                busy.len(),
+                busy.first().map(|(d, n)| format!(" (e.g. {d}: {n})")).unwrap_or_default()
+            ),
+            Evidence { frames: suspicious_labels.iter().map(|(_, f)| *f).collect(), display_filter: "dns.qry.name.len > 50 || dns.qry.type == 16".into(), ..Default::default() },
+        ));
+    }
+    let resolvers: Vec<Resolver> = {
+        let mut v: Vec<Resolver> = resolvers
+            .into_iter()
+            .map(|(address, (q, ans, fail, mut ts))| {
+                ts.sort_by(f64::total_cmp);
+                Resolver {
+                    address,
+                    queries: q,
+                    answered: ans,
+                    failures: fail,
+                    median_ms: percentile(&ts, 50.0).map(ms),
+                    p95_ms: percentile(&ts, 95.0).map(ms),
+                }
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.queries));
+        v.truncate(10);
+        v
+    };
+    let mut top: Vec<CountRow> = names
+        .into_iter()
+        .map(|(key, count)| CountRow { key, count })
+        .collect();
+    top.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+    top.truncate(10);
+    let rcode_rows: Vec<CountRow> = rcodes
+        .into_iter()
+        .map(|(key, count)| CountRow { key, count })
+        .collect();
+    let mc: Vec<Multicast> = multicast
+        .into_iter()
+        .map(|(protocol, (q, r))| Multicast {
+            protocol,
+            queries: q,
+            responses: r,
+        })
+        .collect();
+    let summary = if queries.is_empty() {
+        format!(
+            "No unicast DNS queries in {}{}.",
+            a.file.display_name,
+            if mc.is_empty() {
+                String::new()
+            } else {
+                " (only mDNS/LLMNR)".into()
+            }
+        )
+    } else {
+        format!(
+            "{} DNS quer(ies) to {} resolver(s): {}; {} unanswered; median answer {:.1} ms, p95 {:.1} ms.{}",
+            queries.len(),
+            resolvers.len(),
+            rcode_rows
+                .iter()
+                .map(|c| format!("{} {}", c.count, c.key))
+                .collect::<Vec<_>>()
+                .join(", "),
+            unanswered,
+            percentile(&times, 50.0).map(ms).unwrap_or(0.0),
+            percentile(&times, 95.0).map(ms).unwrap_or(0.0),
+            if mc.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " mDNS/LLMNR reported apart: {}.",
+                    mc.iter()
+                        .map(|m| format!("{} {} queries", m.queries, m.protocol))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )
+    };
+    let data = DnsReport {
+        queries: queries.len() as u64,
+        responses: responses.len() as u64,
+        unanswered,
+        retransmitted_queries: retrans,
+        truncated_responses: truncated,
+        tcp_queries,
+        rcodes: rcode_rows,
+        response_median_ms: percentile(&times, 50.0).map(ms),
+        response_p95_ms: percentile(&times, 95.0).map(ms),
+        resolvers,
+        top_names: top,
+        problems: Table::page(
+            problems.into_iter().map(|p| p.1).collect(),
+            clamp_offset(p.offset),
+            clamp_limit(p.limit, 20),
+        ),
+        multicast: mc,
+    };
+    a.report(summary, findings, data, span, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_hints() {
+        assert_eq!(rcode_name(3), "NXDOMAIN");
+        assert_eq!(base_domain("a.b.example.com."), "example.com");
+        assert!(entropy("x7f9q2lk4m8z0p3v5n1b6c") > 3.5);
+        assert!(entropy("aaaaaaaa") < 0.1);
+    }
+}

@@ -1,0 +1,189 @@
+//! The advanced toolset (so far: DNS) against Zeek's dns.log, suricata-verify and
+//! tshark's own counts, and against a resolver the test runs in a network namespace.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn rcode_count(v: &Value, rcode: &str) -> u64 {
+    v["rcodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == rcode)
+        .map(|r| r["count"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn dns_rcodes_and_pairing_match_recorded_facts() {
+    let s = start().await;
+    // Zeek dns.log: REFUSED 1, NOERROR 1 (a dynamic update refused by the server)
+    let v = s
+        .ok(
+            "analyze_dns_resolution_issues",
+            json!({"pcap_file": fixture("zeek-dns-dynamic-update.pcap")}),
+        )
+        .await;
+    assert_eq!(rcode_count(&v, "REFUSED"), 1);
+    assert_eq!(rcode_count(&v, "NOERROR"), 1);
+    assert_eq!(v["unanswered"], 0); // tshark -2: no query without a response
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "high" && f["title"].as_str().unwrap().contains("REFUSED"))
+    );
+    // suricata-verify: one NXDOMAIN for dne.oisf.net
+    let v = s
+        .ok(
+            "analyze_dns_resolution_issues",
+            json!({"pcap_file": fixture("sv-dns-udp-nxdomain-soa.pcap")}),
+        )
+        .await;
+    assert_eq!(rcode_count(&v, "NXDOMAIN"), 1);
+    assert_eq!(v["problems"]["rows"][0]["name"], "dne.oisf.net");
+    assert_eq!(v["problems"]["rows"][0]["rcode"], "NXDOMAIN");
+    // DNS over TCP: two queries, both answered (tshark)
+    let v = s
+        .ok(
+            "analyze_dns_resolution_issues",
+            json!({"pcap_file": fixture("cs-dns_tcp.pcapng")}),
+        )
+        .await;
+    assert_eq!(v["queries"], 2);
+    assert!(v["tcp_queries"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["unanswered"], 0);
+}
+
+#[tokio::test]
+async fn dns_on_wikipedia_separates_multicast() {
+    let s = start().await;
+    let file = fixture("zeek-wikipedia.pcap");
+    let v = s
+        .ok("analyze_dns_resolution_issues", json!({"pcap_file": file}))
+        .await;
+    // Zeek dns.log: 4 NXDOMAIN for search-domain suffixed names
+    assert_eq!(rcode_count(&v, "NXDOMAIN"), 4);
+    let nx: Vec<&Value> = v["problems"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rcode"] == "NXDOMAIN")
+        .collect();
+    assert!(
+        nx.iter()
+            .all(|r| r["name"].as_str().unwrap().ends_with(".ncsa.uiuc.edu"))
+    );
+    // unicast queries equal tshark's count; unanswered mDNS/LLMNR are not "unanswered DNS"
+    assert_eq!(
+        v["queries"].as_u64().unwrap(),
+        tshark_count(&file, "dns && dns.flags.response == 0")
+    );
+    assert_eq!(v["unanswered"], 0);
+    let mc = v["multicast"].as_array().unwrap();
+    let llmnr = mc.iter().find(|m| m["protocol"] == "llmnr").unwrap();
+    assert_eq!(
+        llmnr["queries"].as_u64().unwrap(),
+        tshark_count(&file, "llmnr && dns.flags.response == 0")
+    );
+    for f in v["findings"].as_array().unwrap() {
+        assert!(f["severity"] == "low" || f["severity"] == "info", "{f}");
+    }
+}
+
+/// A resolver in a namespace: NXDOMAIN for nx.test, REFUSED for refused.test, silence
+/// for silent.test, NOERROR otherwise.
+const RESOLVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 53))
+while True:
+    q, addr = s.recvfrom(512)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i+1:i+1+q[i]].decode()); i += 1 + q[i]
+    name = '.'.join(labels)
+    if name.startswith('silent'):
+        continue
+    rcode = 3 if name.startswith('nx') else 5 if name.startswith('refused') else 0
+    flags = (0x8180 | rcode).to_bytes(2, 'big')
+    s.sendto(q[:2] + flags + q[4:6] + b'\x00\x00\x00\x00\x00\x00' + q[12:i+5], addr)
+"#;
+
+fn query(server: &str, name: &str, id: u16) {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend(l.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    sock.send_to(&q, server).unwrap();
+    let mut buf = [0u8; 512];
+    let _ = sock.recv_from(&mut buf);
+}
+
+#[tokio::test]
+async fn dns_against_a_resolver_in_a_namespace() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let ns = Netns::create(11).expect("create netns and veth");
+    let _resolver = ns.spawn_python(RESOLVER);
+    let s = start().await;
+    let v = s
+        .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 30, "capture_filter": "udp port 53", "output_file": "dns.pcapng"}))
+        .await;
+    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
+    tokio::task::spawn_blocking(|| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for (i, name) in [
+            "ok.test",
+            "nx.test",
+            "refused.test",
+            "silent.test",
+            "www.ok.test",
+        ]
+        .iter()
+        .enumerate()
+        {
+            query("10.213.11.2:53", name, 0x1000 + i as u16);
+        }
+    })
+    .await
+    .unwrap();
+    s.ok("stop_packet_capture", json!({"capture_id": id})).await;
+    let v = s
+        .ok(
+            "analyze_dns_resolution_issues",
+            json!({"pcap_file": "dns.pcapng"}),
+        )
+        .await;
+    assert_eq!(v["queries"], 5, "{v}");
+    assert_eq!(rcode_count(&v, "NOERROR"), 2);
+    assert_eq!(rcode_count(&v, "NXDOMAIN"), 1);
+    assert_eq!(rcode_count(&v, "REFUSED"), 1);
+    assert_eq!(v["unanswered"], 1);
+    let rows = v["problems"]["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["name"], "silent.test", "unanswered first");
+    assert!(rows[0]["rcode"].is_null());
+    assert_eq!(v["resolvers"][0]["address"], "10.213.11.2");
+    let titles: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["title"].as_str().unwrap())
+        .collect();
+    assert!(
+        titles.iter().any(|t| t.contains("never answered")),
+        "{titles:?}"
+    );
+    assert!(titles.iter().any(|t| t.contains("REFUSED")), "{titles:?}");
+}
