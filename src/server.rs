@@ -53,7 +53,7 @@ impl PcapServer {
             ("tcp", Self::tcp_router),
             ("performance", Self::performance_router),
             ("tls", Self::tls_router),
-            ("advanced", Self::dns_router),
+            ("advanced", || Self::dns_router() + Self::expert_router()),
         ]
     }
 

@@ -187,3 +187,64 @@ async fn dns_against_a_resolver_in_a_namespace() {
     );
     assert!(titles.iter().any(|t| t.contains("REFUSED")), "{titles:?}");
 }
+
+#[tokio::test]
+async fn expert_information_grouped_with_first_frames() {
+    let s = start().await;
+    let name = "arkime-wireshark-retrans.pcap";
+    let file = fixture(name);
+    let f = facts(name);
+    let v = s
+        .ok(
+            "analyze_expert_information",
+            json!({"pcap_file": file, "limit": 100}),
+        )
+        .await;
+    let groups = v["groups"]["rows"].as_array().unwrap();
+    let retrans = groups
+        .iter()
+        .find(|g| g["message"] == "This frame is a (suspected) retransmission")
+        .unwrap();
+    assert_eq!(retrans["severity"], "note");
+    assert_eq!(retrans["protocol"], "TCP");
+    assert_eq!(
+        retrans["count"],
+        tshark_fact(&f, "tcp.analysis.retransmission")["value"]
+    );
+    // the drill-down filter selects exactly those frames, and the first frames are among them
+    assert_eq!(
+        tshark_count(&file, retrans["display_filter"].as_str().unwrap()),
+        47
+    );
+    assert_eq!(retrans["first_frames"][0], 2);
+    assert_eq!(groups[0]["severity"], "error", "most severe first");
+    assert_eq!(
+        v["errors"].as_u64().unwrap(),
+        groups
+            .iter()
+            .filter(|g| g["severity"] == "error")
+            .map(|g| g["count"].as_u64().unwrap())
+            .sum::<u64>()
+    );
+    // severity_filter keeps that severity and above
+    let v = s
+        .ok(
+            "analyze_expert_information",
+            json!({"pcap_file": file, "severity_filter": "warning"}),
+        )
+        .await;
+    assert!(
+        v["groups"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["severity"] == "error" || g["severity"] == "warning")
+    );
+    let e = s
+        .err(
+            "analyze_expert_information",
+            json!({"pcap_file": file, "severity_filter": "bogus"}),
+        )
+        .await;
+    assert!(e.contains("severity_filter"));
+}

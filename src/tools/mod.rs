@@ -5,6 +5,7 @@
 pub mod basic;
 pub mod capture;
 pub mod dns;
+pub mod expert;
 pub mod files;
 pub mod http;
 pub mod interfaces;
@@ -56,7 +57,13 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "extract_tls_cipher_analysis",
         ],
     ),
-    ("advanced", &["analyze_dns_resolution_issues"]),
+    (
+        "advanced",
+        &[
+            "analyze_dns_resolution_issues",
+            "analyze_expert_information",
+        ],
+    ),
     (
         "performance",
         &["analyze_network_performance", "analyze_network_latency"],
@@ -68,6 +75,7 @@ crate::file_args!(
     timeline::TimelineParams,
     search::SearchParams,
     dns::DnsParams,
+    expert::ExpertParams,
 );
 crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
 

@@ -1,0 +1,362 @@
+//! `analyze_expert_information`: Wireshark's expert info grouped by severity, group,
+//! protocol and message, with counts and first frames. tshark's `-z expert` table gives
+//! the protocol and group names; a fields pass gives the frames.
+
+use std::collections::HashMap;
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Analysis, Span};
+use crate::report::{Evidence, Finding, Report, Severity, Table, thousands};
+use crate::server::PcapServer;
+use crate::tools::{clamp_limit, clamp_offset, filter_string_literal};
+use crate::tshark::fields::{FromRow, Row};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExpertParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Lowest severity to include: error, warning, note or chat (default: all, comments included).
+    #[serde(default)]
+    pub severity_filter: Option<String>,
+    /// Optional Wireshark display filter that scopes the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Groups to list (default 30, max 500), most severe and most frequent first.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExpertGroup {
+    /// error, warning, note, chat or comment.
+    pub severity: String,
+    pub group: String,
+    pub protocol: String,
+    pub message: String,
+    pub count: u64,
+    pub first_frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExpertInfo {
+    pub errors: u64,
+    pub warnings: u64,
+    pub notes: u64,
+    pub chats: u64,
+    pub comments: u64,
+    pub groups: Table<ExpertGroup>,
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "error" => 4,
+        "warning" => 3,
+        "note" => 2,
+        "chat" => 1,
+        _ => 0,
+    }
+}
+
+fn severity_of_code(c: u64) -> &'static str {
+    match c {
+        0x0080_0000.. => "error",
+        0x0060_0000.. => "warning",
+        0x0040_0000.. => "note",
+        0x0020_0000.. => "chat",
+        _ => "comment",
+    }
+}
+
+/// One row of the `-z expert` table with its section's severity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub severity: String,
+    pub count: u64,
+    pub group: String,
+    pub protocol: String,
+    pub summary: String,
+}
+
+/// Parses tshark's `-z expert` output: sections "Errors (N)", "Warns (N)", "Notes (N)",
+/// "Chats (N)", "Comments (N)", each with `Frequency Group Protocol Summary` rows.
+pub fn parse_expert_table(text: &str) -> Vec<TableRow> {
+    let mut out = Vec::new();
+    let mut sev = "";
+    for line in text.lines() {
+        let t = line.trim_start();
+        let head = t.split(" (").next().unwrap_or("");
+        match head {
+            "Errors" => {
+                sev = "error";
+                continue;
+            }
+            "Warns" => {
+                sev = "warning";
+                continue;
+            }
+            "Notes" => {
+                sev = "note";
+                continue;
+            }
+            "Chats" => {
+                sev = "chat";
+                continue;
+            }
+            "Comments" => {
+                sev = "comment";
+                continue;
+            }
+            _ => {}
+        }
+        if sev.is_empty() || t.starts_with("Frequency") || t.starts_with('=') || t.is_empty() {
+            continue;
+        }
+        // right-aligned columns: count, group (may contain a space), protocol, summary
+        let mut parts = t.splitn(2, char::is_whitespace);
+        let Some(count) = parts.next().and_then(|c| c.parse::<u64>().ok()) else {
+            continue;
+        };
+        let rest = parts.next().unwrap_or("").trim_start();
+        let groups = [
+            "Response code",
+            "Request code",
+            "Comments group",
+            "Checksum",
+            "Sequence",
+            "Undecoded",
+            "Reassemble",
+            "Malformed",
+            "Debug",
+            "Protocol",
+            "Security",
+            "Decryption",
+            "Assumption",
+            "Deprecated",
+            "Receive",
+            "Interface",
+            "Bluetooth",
+        ];
+        let Some(g) = groups.iter().find(|g| rest.starts_with(*g)) else {
+            continue;
+        };
+        let rest = rest[g.len()..].trim_start();
+        let (protocol, summary) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        out.push(TableRow {
+            severity: sev.into(),
+            count,
+            group: g.to_string(),
+            protocol: protocol.into(),
+            summary: summary.trim_start().into(),
+        });
+    }
+    out
+}
+
+struct ExpertRow {
+    frame: u64,
+    time: Option<f64>,
+    severities: Vec<u64>,
+    messages: Vec<String>,
+}
+
+impl FromRow for ExpertRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "_ws.expert.severity",
+        "_ws.expert.message",
+    ];
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1),
+            severities: r.all(2).filter_map(|s| s.parse().ok()).collect(),
+            messages: r.all(3).map(str::to_string).collect(),
+        })
+    }
+}
+
+#[tool_router(router = expert_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Wireshark's expert information grouped by severity, group, protocol and message,
+    /// with counts and first frames; severity_filter keeps that severity and above.
+    #[tool(
+        name = "analyze_expert_information",
+        annotations(
+            title = "Expert information",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_expert_information(
+        &self,
+        Parameters(p): Parameters<ExpertParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<ExpertInfo>>, String> {
+        if let Some(s) = &p.severity_filter
+            && ![
+                "error", "warning", "warn", "note", "chat", "comment", "all", "",
+            ]
+            .contains(&s.trim().to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "severity_filter {s:?} is not one of error, warning, note, chat, comment"
+            ));
+        }
+        self.engine
+            .analyze("analyze_expert_information", p, rc, expert)
+            .await
+    }
+}
+
+async fn expert(mut a: Analysis, p: ExpertParams) -> Result<Report<ExpertInfo>, String> {
+    let min = match p
+        .severity_filter
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+    {
+        Some(s) if s == "warn" => 3,
+        Some(s) if !s.is_empty() && s != "all" => severity_rank(&s),
+        _ => 0,
+    };
+    let mut span = Span::default();
+    let mut frames: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    a.fields::<ExpertRow>(Some("_ws.expert"), &[], |r| {
+        span.add(r.time);
+        for (sev, msg) in r.severities.iter().zip(&r.messages) {
+            let v = frames
+                .entry((severity_of_code(*sev).to_string(), msg.clone()))
+                .or_default();
+            if v.len() < 5 && v.last() != Some(&r.frame) {
+                v.push(r.frame);
+            }
+        }
+    })
+    .await?;
+    let mut text = String::new();
+    a.run_lines(None, &["-q".into(), "-z".into(), "expert".into()], |l| {
+        text.push_str(l);
+        text.push('\n');
+    })
+    .await?;
+    let rows = parse_expert_table(&text);
+    let total = |s: &str| {
+        rows.iter()
+            .filter(|r| r.severity == s)
+            .map(|r| r.count)
+            .sum::<u64>()
+    };
+    let (errors, warnings, notes, chats, comments) = (
+        total("error"),
+        total("warning"),
+        total("note"),
+        total("chat"),
+        total("comment"),
+    );
+    let mut groups: Vec<ExpertGroup> = rows
+        .into_iter()
+        .filter(|r| severity_rank(&r.severity) >= min)
+        .map(|r| {
+            let first = frames
+                .get(&(r.severity.clone(), r.summary.clone()))
+                .cloned()
+                .unwrap_or_default();
+            ExpertGroup {
+                display_filter: format!(
+                    "_ws.expert.message == {}",
+                    filter_string_literal(&r.summary)
+                ),
+                severity: r.severity,
+                group: r.group,
+                protocol: r.protocol,
+                message: r.summary,
+                count: r.count,
+                first_frames: first,
+            }
+        })
+        .collect();
+    groups.sort_by(|x, y| {
+        severity_rank(&y.severity)
+            .cmp(&severity_rank(&x.severity))
+            .then(y.count.cmp(&x.count))
+    });
+    let mut findings = Vec::new();
+    for g in groups
+        .iter()
+        .filter(|g| severity_rank(&g.severity) >= 3)
+        .take(8)
+    {
+        findings.push(Finding::new(
+            if g.severity == "error" {
+                Severity::Medium
+            } else {
+                Severity::Low
+            },
+            format!("{} x {} {}: {}", g.count, g.protocol, g.severity, g.message),
+            format!("Wireshark's {} expert ({} group).", g.protocol, g.group),
+            Evidence {
+                frames: g.first_frames.clone(),
+                display_filter: g.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+    let summary = format!(
+        "Expert info in {}: {} error(s), {} warning(s), {} note(s), {} chat(s){}; {} distinct message group(s){}.",
+        a.file.display_name,
+        thousands(errors),
+        thousands(warnings),
+        thousands(notes),
+        thousands(chats),
+        if comments > 0 {
+            format!(", {comments} comment(s)")
+        } else {
+            String::new()
+        },
+        groups.len(),
+        if min > 0 {
+            format!(
+                " at or above {}",
+                p.severity_filter.clone().unwrap_or_default()
+            )
+        } else {
+            String::new()
+        }
+    );
+    let data = ExpertInfo {
+        errors,
+        warnings,
+        notes,
+        chats,
+        comments,
+        groups: Table::page(groups, clamp_offset(p.offset), clamp_limit(p.limit, 30)),
+    };
+    a.report(summary, findings, data, span, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_recorded_expert_table() {
+        // recorded: tshark 4.0.17 -q -z expert on arkime-wireshark-retrans.pcap (excerpt)
+        let text = "\nErrors (9)\n=============\n   Frequency      Group           Protocol  Summary\n           9  Malformed                TCP  New fragment overlaps old data (retransmission?)\n\nNotes (102)\n=============\n   Frequency      Group           Protocol  Summary\n          47   Sequence                TCP  This frame is a (suspected) retransmission\n           4   Sequence               HTTP  POST /exhmedmx HTTP/1.1\\r\\n\n";
+        let rows = super::parse_expert_table(text);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].severity, "error");
+        assert_eq!(rows[0].group, "Malformed");
+        assert_eq!(rows[0].protocol, "TCP");
+        assert_eq!(
+            rows[0].summary,
+            "New fragment overlaps old data (retransmission?)"
+        );
+        assert_eq!(rows[1].count, 47);
+        assert_eq!(rows[2].protocol, "HTTP");
+    }
+}
