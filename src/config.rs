@@ -39,7 +39,7 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     (
         "PCAP_TOOLSETS",
         "all",
-        "Comma-separated toolsets to expose: interfaces, capture, basic, tcp, tls, performance, advanced (default all).",
+        "Comma-separated toolsets to expose: interfaces, capture, basic, tcp, tls, performance, advanced, metrics (default all).",
     ),
     (
         "PCAP_TSHARK_TIMEOUT",

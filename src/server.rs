@@ -54,6 +54,7 @@ impl PcapServer {
             ("performance", Self::performance_router),
             ("tls", Self::tls_router),
             ("advanced", || Self::dns_router() + Self::expert_router()),
+            ("metrics", Self::metrics_router),
         ]
     }
 

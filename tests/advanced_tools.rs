@@ -248,3 +248,65 @@ async fn expert_information_grouped_with_first_frames() {
         .await;
     assert!(e.contains("severity_filter"));
 }
+
+#[tokio::test]
+async fn application_response_times_per_server() {
+    let s = start().await;
+    let file = fixture("zeek-http-methods.pcap");
+    let v = s
+        .ok(
+            "analyze_application_response_times",
+            json!({"pcap_file": file}),
+        )
+        .await;
+    let overall = v["overall"].as_array().unwrap();
+    let http = overall.iter().find(|o| o["protocol"] == "http").unwrap();
+    assert_eq!(
+        http["count"].as_u64().unwrap(),
+        tshark_count(&file, "http.time")
+    );
+    let tcp = overall.iter().find(|o| o["protocol"] == "tcp").unwrap();
+    assert_eq!(tcp["count"], 49); // tshark: 49 TCP conversations, all with a handshake
+    let (min, med, p95, max) = (
+        http["min_ms"].as_f64().unwrap(),
+        http["median_ms"].as_f64().unwrap(),
+        http["p95_ms"].as_f64().unwrap(),
+        http["max_ms"].as_f64().unwrap(),
+    );
+    assert!(min <= med && med <= p95 && p95 <= max);
+    let slowest = &v["slowest"][0];
+    assert_eq!(slowest["ms"].as_f64().unwrap(), max);
+    // the slowest transaction's frame is a response whose http.time is that long
+    assert_eq!(
+        tshark_count(
+            &file,
+            &format!(
+                "frame.number == {} && http.time >= {:.3}",
+                slowest["frame"],
+                max / 1000.0 - 0.001
+            )
+        ),
+        1
+    );
+    let v = s
+        .ok(
+            "analyze_application_response_times",
+            json!({"pcap_file": file, "protocol": "dns"}),
+        )
+        .await;
+    assert!(v["overall"].as_array().unwrap().is_empty());
+    assert!(v["summary"].as_str().unwrap().contains("No dns"));
+    let v = s
+        .ok(
+            "analyze_application_response_times",
+            json!({"pcap_file": fixture("zeek-wikipedia.pcap"), "protocol": "dns"}),
+        )
+        .await;
+    assert_eq!(
+        v["overall"][0]["count"].as_u64().unwrap(),
+        tshark_count(
+            &fixture("zeek-wikipedia.pcap"),
+            "dns.time && !mdns && !llmnr"
+        )
+    );
+}

@@ -9,6 +9,7 @@ pub mod expert;
 pub mod files;
 pub mod http;
 pub mod interfaces;
+pub mod metrics;
 pub mod performance;
 pub mod search;
 pub mod tcp;
@@ -64,6 +65,7 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "analyze_expert_information",
         ],
     ),
+    ("metrics", &["analyze_application_response_times"]),
     (
         "performance",
         &["analyze_network_performance", "analyze_network_latency"],
@@ -76,6 +78,7 @@ crate::file_args!(
     search::SearchParams,
     dns::DnsParams,
     expert::ExpertParams,
+    metrics::ResponseTimeParams,
 );
 crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
 

@@ -282,7 +282,7 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    fn of(mut v: Vec<f64>) -> Self {
+    pub fn of(mut v: Vec<f64>) -> Self {
         v.sort_by(f64::total_cmp);
         let n = v.len();
         Self {

@@ -1,0 +1,357 @@
+//! `analyze_application_response_times`: per server response-time distributions for
+//! HTTP, DNS, TLS handshakes and TCP connects, and the slowest transactions with frames.
+
+use std::collections::BTreeMap;
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Analysis, Span};
+use crate::model::tcp::TcpModel;
+use crate::report::{Evidence, Finding, Report, Severity, Table, ms, rfc3339};
+use crate::server::PcapServer;
+use crate::tools::performance::Distribution;
+use crate::tools::{clamp_limit, clamp_offset};
+use crate::tshark::fields::{FromRow, Row};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    Http,
+    Dns,
+    Tls,
+    Tcp,
+    #[default]
+    All,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ResponseTimeParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// http, dns, tls (ClientHello to ServerHello), tcp (SYN to SYN-ACK) or all (default).
+    #[serde(default)]
+    pub protocol: AppProtocol,
+    /// Optional Wireshark display filter that scopes the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Servers to list (default 20, max 500), slowest p95 first.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ServerTimes {
+    pub protocol: String,
+    pub server: String,
+    #[serde(flatten)]
+    pub times: Distribution,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Transaction {
+    pub protocol: String,
+    pub server: String,
+    pub ms: f64,
+    /// The frame that completed the exchange (response, ServerHello, SYN-ACK).
+    pub frame: u64,
+    pub time: String,
+    pub what: String,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ResponseTimes {
+    pub protocol: AppProtocol,
+    pub overall: Vec<ServerTimes>,
+    pub servers: Table<ServerTimes>,
+    pub slowest: Vec<Transaction>,
+}
+
+struct AppRow {
+    frame: u64,
+    time: f64,
+    stream: Option<u64>,
+    src: String,
+    sport: Option<u64>,
+    dns_time: Option<f64>,
+    dns_name: Option<String>,
+    http_time: Option<f64>,
+    uri: Option<String>,
+    hs_types: Vec<u64>,
+}
+
+impl FromRow for AppRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "tcp.stream",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "udp.srcport",
+        "dns.time",
+        "dns.qry.name",
+        "http.time",
+        "http.response_for.uri",
+        "tls.handshake.type",
+    ];
+
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1).unwrap_or(0.0),
+            stream: r.u64(2),
+            src: r.innermost_addr(3, 4),
+            sport: r.u64(5).or_else(|| r.u64(6)),
+            dns_time: r.f64(7),
+            dns_name: r.owned(8),
+            http_time: r.f64(9),
+            uri: r.owned(10),
+            hs_types: r.all(11).filter_map(|s| s.parse().ok()).collect(),
+        })
+    }
+}
+
+fn ep(addr: &str, port: Option<u64>) -> String {
+    match port {
+        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_string(),
+    }
+}
+
+#[tool_router(router = metrics_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Application response times per server for http, dns, tls, tcp (connect) or all:
+    /// count, min, median, p95, max, and the slowest transactions with their frames.
+    #[tool(
+        name = "analyze_application_response_times",
+        annotations(
+            title = "Application response times",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_application_response_times(
+        &self,
+        Parameters(p): Parameters<ResponseTimeParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<ResponseTimes>>, String> {
+        self.engine
+            .analyze("analyze_application_response_times", p, rc, response_times)
+            .await
+    }
+}
+
+async fn response_times(
+    mut a: Analysis,
+    p: ResponseTimeParams,
+) -> Result<Report<ResponseTimes>, String> {
+    let want = |x: AppProtocol| p.protocol == AppProtocol::All || p.protocol == x;
+    // (protocol, server) -> samples; and every sample for the slowest list
+    let mut samples: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut all: Vec<Transaction> = Vec::new();
+    let mut span = Span::default();
+    let mut push = |proto: &str,
+                    server: String,
+                    secs: f64,
+                    frame: u64,
+                    time: f64,
+                    what: String,
+                    filter: String| {
+        samples
+            .entry((proto.to_string(), server.clone()))
+            .or_default()
+            .push(secs);
+        all.push(Transaction {
+            protocol: proto.into(),
+            server,
+            ms: ms(secs),
+            frame,
+            time: rfc3339(time),
+            what,
+            display_filter: filter,
+        });
+    };
+    if want(AppProtocol::Http) || want(AppProtocol::Dns) || want(AppProtocol::Tls) {
+        let mut hello: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+        a.fields::<AppRow>(
+            Some("dns.time || http.time || tls.handshake.type == 1 || tls.handshake.type == 2"),
+            &[],
+            |r| {
+                span.add(Some(r.time));
+                if let (Some(t), true) = (r.dns_time, want(AppProtocol::Dns)) {
+                    push(
+                        "dns",
+                        r.src.clone(),
+                        t,
+                        r.frame,
+                        r.time,
+                        r.dns_name.clone().unwrap_or_default(),
+                        format!("frame.number == {}", r.frame),
+                    );
+                }
+                if let (Some(t), true) = (r.http_time, want(AppProtocol::Http)) {
+                    push(
+                        "http",
+                        ep(&r.src, r.sport),
+                        t,
+                        r.frame,
+                        r.time,
+                        r.uri.clone().unwrap_or_default(),
+                        format!("frame.number == {}", r.frame),
+                    );
+                }
+                if let (Some(s), true) = (r.stream, want(AppProtocol::Tls)) {
+                    if r.hs_types.contains(&1) {
+                        hello.entry(s).or_insert(r.time);
+                    }
+                    if r.hs_types.contains(&2)
+                        && let Some(t0) = hello.remove(&s)
+                    {
+                        push(
+                            "tls",
+                            ep(&r.src, r.sport),
+                            r.time - t0,
+                            r.frame,
+                            r.time,
+                            format!("tcp.stream {s}"),
+                            format!("tcp.stream == {s} && tls.handshake"),
+                        );
+                    }
+                }
+            },
+        )
+        .await?;
+    }
+    if want(AppProtocol::Tcp) {
+        let m = a.model::<TcpModel>().await?;
+        span = m.span;
+        for s in &m.streams {
+            if let (Some(rtt), Some(f)) = (s.irtt, s.synack_frame) {
+                // iRTT is SYN to ACK; from the client side SYN to SYN-ACK is most of it
+                push(
+                    "tcp",
+                    s.endpoint(1),
+                    rtt,
+                    f,
+                    s.first,
+                    s.label(),
+                    format!("tcp.stream == {} && tcp.flags.syn == 1", s.id),
+                );
+            }
+        }
+    }
+    let per_server: Vec<ServerTimes> = samples
+        .iter()
+        .map(|((proto, server), v)| ServerTimes {
+            protocol: proto.clone(),
+            server: server.clone(),
+            times: Distribution::of(v.clone()),
+        })
+        .collect();
+    let mut by_proto: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for ((proto, _), v) in &samples {
+        by_proto.entry(proto.clone()).or_default().extend(v);
+    }
+    let overall: Vec<ServerTimes> = by_proto
+        .into_iter()
+        .map(|(proto, v)| ServerTimes {
+            protocol: proto,
+            server: "all".into(),
+            times: Distribution::of(v),
+        })
+        .collect();
+    let mut servers = per_server;
+    servers.sort_by(|x, y| {
+        y.times
+            .p95_ms
+            .unwrap_or(0.0)
+            .total_cmp(&x.times.p95_ms.unwrap_or(0.0))
+    });
+    all.sort_by(|x, y| y.ms.total_cmp(&x.ms));
+    all.truncate(10);
+    let mut findings = Vec::new();
+    for o in &overall {
+        let threshold = match o.protocol.as_str() {
+            "dns" => 200.0,
+            "http" => 1000.0,
+            _ => 300.0,
+        };
+        if o.times.p95_ms.is_some_and(|p| p >= threshold) {
+            let worst = servers
+                .iter()
+                .find(|s| s.protocol == o.protocol)
+                .expect("a server per protocol");
+            findings.push(Finding::new(
+                Severity::Medium,
+                format!(
+                    "Slow {}: p95 {:.1} ms over {} exchanges",
+                    o.protocol.to_uppercase(),
+                    o.times.p95_ms.unwrap_or(0.0),
+                    o.times.count
+                ),
+                format!(
+                    "Slowest server {} (p95 {:.1} ms, max {:.1} ms).",
+                    worst.server,
+                    worst.times.p95_ms.unwrap_or(0.0),
+                    worst.times.max_ms.unwrap_or(0.0)
+                ),
+                Evidence {
+                    frames: all
+                        .iter()
+                        .filter(|t| t.protocol == o.protocol)
+                        .map(|t| t.frame)
+                        .collect(),
+                    endpoints: vec![worst.server.clone()],
+                    display_filter: all
+                        .iter()
+                        .find(|t| t.protocol == o.protocol)
+                        .map(|t| t.display_filter.clone())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    let summary = if overall.is_empty() {
+        format!(
+            "No {} request/response exchanges to time in {}.",
+            format!("{:?}", p.protocol).to_lowercase(),
+            a.file.display_name
+        )
+    } else {
+        format!(
+            "Response times: {}. Slowest single exchange: {}.",
+            overall
+                .iter()
+                .map(|o| format!(
+                    "{} median {:.1} ms / p95 {:.1} ms (n={})",
+                    o.protocol.to_uppercase(),
+                    o.times.median_ms.unwrap_or(0.0),
+                    o.times.p95_ms.unwrap_or(0.0),
+                    o.times.count
+                ))
+                .collect::<Vec<_>>()
+                .join("; "),
+            all.first()
+                .map(|t| format!(
+                    "{} {} {:.1} ms at frame {}",
+                    t.protocol, t.server, t.ms, t.frame
+                ))
+                .unwrap_or_default()
+        )
+    };
+    let data = ResponseTimes {
+        protocol: p.protocol,
+        overall,
+        servers: Table::page(servers, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
+        slowest: all,
+    };
+    a.report(summary, findings, data, span, None).await
+}
