@@ -209,6 +209,27 @@ impl<T> Report<T> {
     }
 }
 
+/// How often one value occurred.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CountRow {
+    pub key: String,
+    pub count: u64,
+}
+
+/// Counts of each distinct value, most frequent first (ties by name).
+pub fn counts(items: impl Iterator<Item = String>) -> Vec<CountRow> {
+    let mut m: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_default() += 1;
+    }
+    let mut v: Vec<CountRow> = m
+        .into_iter()
+        .map(|(key, count)| CountRow { key, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+    v
+}
+
 /// Formats a number with thousands separators, for summaries people read.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();

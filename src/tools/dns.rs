@@ -11,7 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
-use crate::report::{Evidence, Finding, Report, Severity, Table, ms, percentile, rfc3339};
+use crate::report::{
+    CountRow, Evidence, Finding, Report, Severity, Table, ms, percentile, rfc3339,
+};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
 use crate::tshark::fields::{FromRow, Row};
@@ -140,12 +142,6 @@ pub struct DnsTransaction {
     pub truncated: bool,
     pub over_tcp: bool,
     pub display_filter: String,
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct CountRow {
-    pub key: String,
-    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

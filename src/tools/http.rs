@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
+    CountRow, Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -72,12 +72,6 @@ pub struct HttpTransaction {
     /// False for a response whose request tshark could not parse or did not capture
     /// (then `frame` is the response frame and method/uri are empty).
     pub request_seen: bool,
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct CountRow {
-    pub key: String,
-    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

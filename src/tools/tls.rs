@@ -10,7 +10,9 @@ use serde::Serialize;
 use x509_parser::prelude::*;
 
 use crate::model::tls::{Certificate, Session, TlsModel, version_name};
-use crate::report::{Evidence, Finding, Report, Severity, Table, ms, rfc3339, thousands};
+use crate::report::{
+    CountRow, Evidence, Finding, Report, Severity, Table, counts, ms, rfc3339, thousands,
+};
 use crate::server::PcapServer;
 use crate::tools::tcp::TcpParams;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -324,12 +326,6 @@ pub struct HandshakeRow {
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct CountRow {
-    pub key: String,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Handshakes {
     pub versions: Vec<CountRow>,
     pub outcomes: Vec<CountRow>,
@@ -345,19 +341,6 @@ fn offered(s: &Session) -> Vec<String> {
             .map(|v| version_name(*v))
             .collect()
     }
-}
-
-fn counts(items: impl Iterator<Item = String>) -> Vec<CountRow> {
-    let mut m: BTreeMap<String, u64> = BTreeMap::new();
-    for i in items {
-        *m.entry(i).or_default() += 1;
-    }
-    let mut v: Vec<CountRow> = m
-        .into_iter()
-        .map(|(key, count)| CountRow { key, count })
-        .collect();
-    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
-    v
 }
 
 fn handshakes(m: &TlsModel, p: &TcpParams) -> Reduced<Handshakes> {
