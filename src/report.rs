@@ -59,6 +59,15 @@ impl Finding {
     }
 }
 
+/// `addr:port` as Wireshark writes it, IPv6 in brackets; the bare address without a port.
+pub fn endpoint(addr: &str, port: Option<u64>) -> String {
+    match port {
+        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_string(),
+    }
+}
+
 /// A bounded list: how many rows exist, how many are shown, and how to see more.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Table<T> {
@@ -76,7 +85,16 @@ impl<T> Table<T> {
     /// Takes an already sorted list and keeps `limit` rows from `offset`.
     pub fn page(all: Vec<T>, offset: usize, limit: usize) -> Self {
         let total = all.len();
-        let rows: Vec<T> = all.into_iter().skip(offset).take(limit).collect();
+        Self::window(
+            all.into_iter().skip(offset).take(limit).collect(),
+            total,
+            offset,
+        )
+    }
+
+    /// Rows already cut from a list of `total` that was never held whole (matches
+    /// counted while streaming), starting at `offset`.
+    pub fn window(rows: Vec<T>, total: usize, offset: usize) -> Self {
         let shown = rows.len();
         let more = (offset + shown < total).then(|| {
             format!(

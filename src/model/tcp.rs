@@ -293,11 +293,7 @@ impl Stream {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        if self.addr[i].contains(':') {
-            format!("[{}]:{}", self.addr[i], self.port[i])
-        } else {
-            format!("{}:{}", self.addr[i], self.port[i])
-        }
+        crate::report::endpoint(&self.addr[i], Some(self.port[i]))
     }
 
     pub fn label(&self) -> String {

@@ -160,11 +160,7 @@ pub struct Session {
 
 impl Session {
     pub fn endpoint(&self, i: usize) -> String {
-        if self.addr[i].contains(':') {
-            format!("[{}]:{}", self.addr[i], self.port[i])
-        } else {
-            format!("{}:{}", self.addr[i], self.port[i])
-        }
+        crate::report::endpoint(&self.addr[i], Some(self.port[i]))
     }
 
     pub fn filter(&self) -> String {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, human_bits_per_s, human_bytes, pct, round,
-    thousands,
+    Evidence, Finding, Report, Severity, Table, endpoint, human_bits_per_s, human_bytes, pct,
+    round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -351,18 +351,13 @@ impl Overview {
         let (Some(src), Some(dst)) = (p.ip_src, p.ip_dst) else {
             return;
         };
-        let ep = |addr: &str, port: Option<u64>| match port {
-            Some(port) if addr.contains(':') => format!("[{addr}]:{port}"),
-            Some(port) => format!("{addr}:{port}"),
-            None => addr.to_string(),
-        };
         let (protocol, stream) = match (p.tcp_stream, p.udp_stream) {
             (Some(s), _) => ("tcp".to_string(), Some(s)),
             (None, Some(s)) => ("udp".to_string(), Some(s)),
             _ => (ip_proto_name(p.ip_proto), None),
         };
-        let s_ep = ep(&src, p.sport);
-        let d_ep = ep(&dst, p.dport);
+        let s_ep = endpoint(&src, p.sport);
+        let d_ep = endpoint(&dst, p.dport);
         let key = match stream {
             Some(s) => format!("{protocol}#{s}"),
             None if s_ep < d_ep => format!("{protocol}|{s_ep}|{d_ep}"),

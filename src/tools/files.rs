@@ -126,8 +126,8 @@ impl PcapServer {
                 duration_s: info.as_ref().map(|i| round(i.duration_s, 6)),
             });
         }
-        let mut table = Table::page(rows, 0, limit);
-        table.total = total;
+        let mut table = Table::window(rows, total, 0);
+        // this tool has no offset or filter: only a larger limit shows more
         table.more = (total > table.shown)
             .then(|| format!("{} more file(s): raise limit", total - table.shown));
         let bytes: u64 = table.rows.iter().map(|r| r.size_bytes).sum();

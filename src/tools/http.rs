@@ -164,13 +164,11 @@ impl FromRow for HttpRow {
     }
 }
 
+/// The endpoint, or "?" when tshark gave no address.
 fn endpoint(addr: &Option<String>, port: Option<u64>) -> String {
-    match (addr, port) {
-        (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
-        (Some(a), Some(p)) => format!("{a}:{p}"),
-        (Some(a), None) => a.clone(),
-        _ => "?".into(),
-    }
+    addr.as_deref()
+        .map(|a| crate::report::endpoint(a, port))
+        .unwrap_or_else(|| "?".into())
 }
 
 impl StatusFilter {

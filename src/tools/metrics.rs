@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::model::tcp::TcpModel;
-use crate::report::{Evidence, Finding, Report, Severity, Table, ms, rfc3339};
+use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, ms, rfc3339};
 use crate::server::PcapServer;
 use crate::tools::performance::Distribution;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -117,14 +117,6 @@ impl FromRow for AppRow {
     }
 }
 
-fn ep(addr: &str, port: Option<u64>) -> String {
-    match port {
-        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
-        Some(p) => format!("{addr}:{p}"),
-        None => addr.to_string(),
-    }
-}
-
 #[tool_router(router = metrics_router, vis = "pub(crate)")]
 impl PcapServer {
     /// Application response times per server for http, dns, tls, tcp (connect) or all:
@@ -199,7 +191,7 @@ async fn response_times(
                 if let (Some(t), true) = (r.http_time, want(AppProtocol::Http)) {
                     push(
                         "http",
-                        ep(&r.src, r.sport),
+                        endpoint(&r.src, r.sport),
                         t,
                         r.frame,
                         r.time,
@@ -216,7 +208,7 @@ async fn response_times(
                     {
                         push(
                             "tls",
-                            ep(&r.src, r.sport),
+                            endpoint(&r.src, r.sport),
                             r.time - t0,
                             r.frame,
                             r.time,

@@ -83,13 +83,7 @@ pub fn parse_rtp_streams(text: &str) -> Vec<RtpStream> {
             .trim_matches(|c| c == '(' || c == ')' || c == '%')
             .parse()
             .unwrap_or(0.0);
-        let ep = |a: &str, p: &str| {
-            if a.contains(':') {
-                format!("[{a}]:{p}")
-            } else {
-                format!("{a}:{p}")
-            }
-        };
+        let ep = |a: &str, p: &str| crate::report::endpoint(a, p.parse().ok());
         out.push(RtpStream {
             source: ep(t[2], t[3]),
             destination: ep(t[4], t[5]),

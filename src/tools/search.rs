@@ -268,16 +268,7 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
             }
         })
         .collect();
-    let mut matches = Table::page(rows, 0, limit);
-    matches.total = total;
-    matches.offset = offset;
-    matches.more = (offset + matches.shown < total).then(|| {
-        format!(
-            "{} more match(es): call again with offset={}",
-            total - offset - matches.shown,
-            offset + matches.shown
-        )
-    });
+    let matches = Table::window(rows, total, offset);
     let mut findings = Vec::new();
     if total > 0 {
         findings.push(Finding::new(
