@@ -256,11 +256,10 @@ async fn every_refusal_says_what_to_change() {
 
 async fn no_dumpcap_left(storage: &std::path::Path) {
     let needle = storage.display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_mentioning("dumpcap", &needle).is_empty() {
-        assert!(Instant::now() < deadline, "dumpcap outlived the server");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(10, "dumpcap outlived the server", || {
+        processes_mentioning("dumpcap", &needle).is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -132,14 +132,10 @@ async fn cancelled_call_kills_tshark_and_server_keeps_serving() {
     // dropping the request future sends notifications/cancelled
     let r = tokio::time::timeout(Duration::from_millis(700), call).await;
     assert!(r.is_err(), "the big search should still be running");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !children_named(s.pid, "tshark").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "tshark still running after cancellation"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(10, "tshark still running after cancellation", || {
+        children_named(s.pid, "tshark").is_empty()
+    })
+    .await;
     s.ok(
         "analyze_pcap_file",
         json!({"pcap_file": fixture("cs-icmp_echo.pcapng")}),
@@ -178,18 +174,13 @@ async fn client_disconnect_ends_the_server() {
     let s = start().await;
     let pid = s.pid;
     s.client.cancel().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "server still running after stdin closed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(10, "server still running after stdin closed", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+    })
+    .await;
 }
 
 #[tokio::test]
