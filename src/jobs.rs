@@ -60,6 +60,15 @@ impl ProgressReporter {
     }
 }
 
+/// Removes `key` from the running map only if it still names `job`: a cancelled job
+/// finishing late must not remove a newer job started under the same key.
+fn forget(running: &Mutex<HashMap<String, Arc<Running>>>, key: &str, job: &Arc<Running>) {
+    let mut map = running.lock().unwrap();
+    if map.get(key).is_some_and(|j| Arc::ptr_eq(j, job)) {
+        map.remove(key);
+    }
+}
+
 impl Default for Jobs {
     fn default() -> Self {
         Self {
@@ -94,7 +103,7 @@ impl Jobs {
         if request_cancel.is_cancelled() && remaining == 0 {
             // Nobody else wants it and the caller gave up before the deadline: stop tshark.
             job.ctl.cancel.cancel();
-            self.running.lock().unwrap().remove(&key);
+            forget(&self.running, &key, &job);
         }
         match outcome? {
             Some(Ok(v)) => v
@@ -133,13 +142,14 @@ impl Jobs {
         let fut = make(ctl);
         let key = key.to_string();
         // The job outlives the call that started it; its result lands in the cache.
-        let (cache, all_running) = (self.cache.clone(), self.running.clone());
+        let (cache, all_running, this_job) =
+            (self.cache.clone(), self.running.clone(), job.clone());
         tokio::spawn(async move {
             let res: Result<Shared, String> = fut.await.map(|v| Arc::new(v) as Shared);
             if let Ok(v) = &res {
                 cache.lock().unwrap().put(key.clone(), v.clone());
             }
-            all_running.lock().unwrap().remove(&key);
+            forget(&all_running, &key, &this_job);
             let _ = tx.send(Some(res));
         });
         job
