@@ -53,7 +53,9 @@ impl PcapServer {
             ("tcp", Self::tcp_router),
             ("performance", Self::performance_router),
             ("tls", Self::tls_router),
-            ("advanced", || Self::dns_router() + Self::expert_router()),
+            ("advanced", || {
+                Self::dns_router() + Self::expert_router() + Self::threats_router()
+            }),
             ("metrics", Self::metrics_router),
         ]
     }

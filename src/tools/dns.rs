@@ -197,6 +197,87 @@ fn base_domain(name: &str) -> String {
     labels.into_iter().rev().collect::<Vec<_>>().join(".")
 }
 
+/// Signs of data smuggled out in query names, gathered query by query: long
+/// high-entropy labels, many unique names under one domain, TXT volume. Shared by the
+/// DNS tool and the threat tool so both call the same thing tunnelling.
+#[derive(Default)]
+pub struct TunnelHints {
+    subdomains: HashMap<String, HashSet<String>>,
+    /// A sample of names with a long high-entropy first label, with their frames.
+    pub suspicious: Vec<(String, u64)>,
+    pub suspicious_total: u64,
+    pub txt: u64,
+}
+
+impl TunnelHints {
+    pub fn add(&mut self, name: &str, qtype: Option<u64>, frame: u64) {
+        self.txt += u64::from(qtype == Some(16));
+        self.subdomains
+            .entry(base_domain(name))
+            .or_default()
+            .insert(name.to_string());
+        if let Some(l) = name.split('.').next()
+            && l.len() >= 40
+            && entropy(l) >= 3.5
+        {
+            self.suspicious_total += 1;
+            if self.suspicious.len() < 10 {
+                self.suspicious.push((name.to_string(), frame));
+            }
+        }
+    }
+
+    /// Domains with 50+ unique names queried under them, most first.
+    pub fn busy_domains(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = self
+            .subdomains
+            .iter()
+            .map(|(d, s)| (d.clone(), s.len()))
+            .filter(|(_, n)| *n >= 50)
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    pub fn any(&self) -> bool {
+        self.suspicious_total > 0 || !self.busy_domains().is_empty() || self.txt >= 50
+    }
+
+    /// Strong signs: many high-entropy names under one busy domain.
+    pub fn strong(&self) -> bool {
+        self.suspicious_total >= 50 && !self.busy_domains().is_empty()
+    }
+
+    pub fn finding(&self, severity: Severity) -> Option<Finding> {
+        if !self.any() {
+            return None;
+        }
+        let busy = self.busy_domains();
+        Some(Finding::new(
+            severity,
+            "DNS tunnelling hints".to_string(),
+            format!(
+                "{} long high-entropy label(s){}; {} domain(s) with 50+ unique subdomains{}; {} TXT queries. Data can be smuggled out in query names.",
+                self.suspicious_total,
+                self.suspicious
+                    .first()
+                    .map(|(n, _)| format!(" (e.g. {n})"))
+                    .unwrap_or_default(),
+                busy.len(),
+                busy.first()
+                    .map(|(d, n)| format!(" (e.g. {d}: {n})"))
+                    .unwrap_or_default(),
+                self.txt
+            ),
+            Evidence {
+                frames: self.suspicious.iter().map(|(_, f)| *f).collect(),
+                display_filter: "dns.qry.name.len > 50 || dns.qry.type == 16".into(),
+                ..Default::default()
+            },
+        ))
+    }
+}
+
 #[tool_router(router = dns_router, vis = "pub(crate)")]
 impl PcapServer {
     /// DNS health: queries paired with responses, rcodes by name (NXDOMAIN, SERVFAIL,
@@ -262,26 +343,13 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
     let mut retrans = 0u64;
     let mut tcp_queries = 0u64;
     let mut truncated = 0u64;
-    let mut subdomains: HashMap<String, HashSet<String>> = HashMap::new();
-    let mut suspicious_labels: Vec<(String, u64)> = Vec::new();
-    let mut txt = 0u64;
+    let mut hints = TunnelHints::default();
     for q in &queries {
         let name = q.name.clone().unwrap_or_default();
         *names.entry(name.clone()).or_default() += 1;
         retrans += u64::from(q.retransmission);
         tcp_queries += u64::from(q.tcp);
-        txt += u64::from(q.qtype == Some(16));
-        subdomains
-            .entry(base_domain(&name))
-            .or_default()
-            .insert(name.clone());
-        if let Some(l) = name.split('.').next()
-            && l.len() >= 40
-            && entropy(l) >= 3.5
-            && suspicious_labels.len() < 10
-        {
-            suspicious_labels.push((name.clone(), q.frame));
-        }
+        hints.add(&name, q.qtype, q.frame);
         let r = responses.get(&q.frame);
         let res = resolvers.entry(q.dst.clone()).or_default();
         res.0 += 1;
@@ -420,25 +488,7 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
     if truncated > 0 {
         findings.push(Finding::new(Severity::Info, format!("{truncated} truncated answer(s), {tcp_queries} quer(ies) over TCP"), "Truncated UDP answers make clients retry over TCP; a firewall blocking TCP/53 breaks large answers (DNSSEC, many records).".to_string(), Evidence { display_filter: "dns.flags.truncated == 1 || (dns && tcp)".into(), ..Default::default() }));
     }
-    let busy: Vec<(&String, usize)> = subdomains
-        .iter()
-        .map(|(d, s)| (d, s.len()))
-        .filter(|(_, n)| *n >= 50)
-        .collect();
-    if !suspicious_labels.is_empty() || !busy.is_empty() || txt >= 50 {
-        findings.push(Finding::new(
-            Severity::Medium,
-            "DNS tunnelling hints".to_string(),
-            format!(
-                "{} long high-entropy label(s){}; {} domain(s) with 50+ unique subdomains{}; {txt} TXT queries. Data can be smuggled out in query names.",
-                suspicious_labels.len(),
-                suspicious_labels.first().map(|(n, _)| format!(" (e.g. {n})")).unwrap_or_default(),
-                busy.len(),
-                busy.first().map(|(d, n)| format!(" (e.g. {d}: {n})")).unwrap_or_default()
-            ),
-            Evidence { frames: suspicious_labels.iter().map(|(_, f)| *f).collect(), display_filter: "dns.qry.name.len > 50 || dns.qry.type == 16".into(), ..Default::default() },
-        ));
-    }
+    findings.extend(hints.finding(Severity::Medium));
     let resolvers: Vec<Resolver> = {
         let mut v: Vec<Resolver> = resolvers
             .into_iter()

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod performance;
 pub mod search;
 pub mod tcp;
+pub mod threats;
 pub mod timeline;
 pub mod tls;
 
@@ -63,6 +64,7 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
         &[
             "analyze_dns_resolution_issues",
             "analyze_expert_information",
+            "analyze_security_threats",
         ],
     ),
     ("metrics", &["analyze_application_response_times"]),
@@ -79,6 +81,7 @@ crate::file_args!(
     dns::DnsParams,
     expert::ExpertParams,
     metrics::ResponseTimeParams,
+    threats::ThreatParams,
 );
 crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
 

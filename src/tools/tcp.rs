@@ -2,7 +2,7 @@
 //! connection lifecycle. Each reads the shared per-stream model (`crate::model::tcp`),
 //! so a series of them on one file costs one tshark pass.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -1004,9 +1004,6 @@ fn state_meaning(s: &str) -> &'static str {
     }
 }
 
-/// Rejected or unanswered attempts from one source to many ports of one host: a scan.
-const SCAN_PORTS: usize = 20;
-
 fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     let rows: Vec<(u8, Lifecycle)> = m
@@ -1057,61 +1054,16 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
         .collect();
     let mut findings = Vec::new();
     // scans first: many refused/unanswered ports from one source to one host
-    let mut attempts: HashMap<(&str, &str), Vec<&Stream>> = HashMap::new();
-    for s in &m.streams {
-        if matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH") {
-            attempts
-                .entry((s.addr[0].as_str(), s.addr[1].as_str()))
-                .or_default()
-                .push(s);
-        }
-    }
     let mut scanned = std::collections::HashSet::new();
-    let mut scans: Vec<(&(&str, &str), &Vec<&Stream>)> = attempts
-        .iter()
-        .filter(|(_, v)| {
-            v.iter()
-                .map(|s| s.port[1])
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-                >= SCAN_PORTS
-        })
-        .collect();
-    scans.sort_by_key(|s| std::cmp::Reverse(s.1.len()));
-    for ((src, dst), streams) in scans {
-        let ports: std::collections::BTreeSet<u64> = m
-            .streams
-            .iter()
-            .filter(|s| s.addr[0] == *src && s.addr[1] == *dst && s.syn[0])
-            .map(|s| s.port[1])
-            .collect();
-        let answered: Vec<u64> = m
-            .streams
-            .iter()
-            .filter(|s| s.addr[0] == *src && s.addr[1] == *dst && s.synack[1])
-            .map(|s| s.port[1])
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for s in streams {
+    for scan in crate::tools::threats::port_scans(m) {
+        for s in m.streams.iter().filter(|s| {
+            s.addr[0] == scan.scanner
+                && s.addr[1] == scan.target
+                && matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH")
+        }) {
             scanned.insert(s.id);
         }
-        findings.push(Finding::new(
-            Severity::High,
-            format!("Port-scan pattern: {src} tried {} ports on {dst}, {} refused or unanswered", ports.len(), streams.len()),
-            format!(
-                "{} connection attempts from one source to many ports of one host, in {:.1} s. Ports that answered with SYN-ACK (open): {}.",
-                streams.len(),
-                streams.iter().map(|s| s.last).fold(f64::MIN, f64::max) - streams.iter().map(|s| s.first).fold(f64::MAX, f64::min),
-                if answered.is_empty() { "none".to_string() } else { answered.iter().take(20).map(|p| p.to_string()).collect::<Vec<_>>().join(", ") }
-            ),
-            Evidence {
-                frames: streams.iter().filter_map(|s| s.syn_frame).take(10).collect(),
-                endpoints: vec![src.to_string(), dst.to_string()],
-                display_filter: format!("ip.src == {src} && ip.dst == {dst} && tcp.flags.syn == 1 && tcp.flags.ack == 0"),
-                ..Default::default()
-            },
-        ));
+        findings.push(crate::tools::threats::scan_finding(&scan));
     }
     let group = |states: &[&str]| -> Vec<&Stream> {
         m.streams

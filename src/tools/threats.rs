@@ -1,0 +1,1486 @@
+//! `analyze_security_threats`: scans and sweeps, SYN floods, brute force, cleartext
+//! credentials, DNS tunnelling, ARP spoofing, ICMP redirects and floods, suspicious TLS
+//! and beaconing, each with frames and a filter to see it.
+//!
+//! Connection-shaped threats come from the shared TCP model (one pass for every TCP
+//! tool), certificates from the TLS model, and everything else from one more pass that
+//! also runs tshark's own `-z credentials` tap. Thresholds favour the analyst's trust:
+//! a capture with no attack must not raise a high finding (a test runs every clean
+//! capture of the corpus through this tool).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Analysis;
+use crate::model::tcp::{Stream, TcpModel};
+use crate::model::tls::TlsModel;
+use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, rfc3339, round};
+use crate::server::PcapServer;
+use crate::tools::clamp_limit;
+use crate::tools::dns::TunnelHints;
+use crate::tshark::fields::{FromRow, Row, field_args};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ThreatParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Optional Wireshark display filter that scopes the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Rows per table (default 20, max 500).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Show cleartext passwords as captured instead of masked (default false: the user
+    /// name is shown, the secret is replaced by its length).
+    #[serde(default)]
+    pub reveal_secrets: Option<bool>,
+}
+
+/// One source probing many ports of one host.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PortScan {
+    pub scanner: String,
+    pub target: String,
+    pub ports_tried: usize,
+    /// Attempts refused (RST) or never answered.
+    pub refused_or_unanswered: usize,
+    /// Ports that answered SYN-ACK.
+    pub open_ports: Vec<u64>,
+    pub first_time: String,
+    pub duration_s: f64,
+    pub sample_frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// One source trying one port (or ICMP echo) on many hosts.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HostSweep {
+    pub source: String,
+    /// `tcp/445` or `icmp-echo`.
+    pub service: String,
+    pub hosts_tried: usize,
+    /// Hosts that answered (SYN-ACK or echo reply).
+    pub hosts_answering: usize,
+    pub sample_frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// Many connection attempts to one service that never got past the SYN.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SynFlood {
+    pub target: String,
+    pub syn_only_attempts: usize,
+    pub distinct_sources: usize,
+    pub peak_attempts_per_s: u64,
+    pub sample_frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// Many logins (or connections) from one client to one authentication service.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BruteForce {
+    pub client: String,
+    pub server: String,
+    pub service: String,
+    pub connections: usize,
+    /// Failed logins the protocol reported (FTP 530, HTTP 401).
+    pub failed_logins: u64,
+    pub sample_frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// A credential sent in clear text.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Credential {
+    pub protocol: String,
+    pub client: String,
+    pub server: String,
+    pub username: Option<String>,
+    /// Masked as `<N chars>` unless `reveal_secrets` is true; absent when only a user
+    /// name crossed the wire (NTLM, tshark's credentials tap).
+    pub secret: Option<String>,
+    pub frame: u64,
+    pub display_filter: String,
+}
+
+/// One IP address claimed by several MACs, or one MAC claiming several IPs.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ArpConflict {
+    /// `ip_with_several_macs` or `mac_claiming_several_ips`.
+    pub kind: String,
+    pub ip_addresses: Vec<String>,
+    pub mac_addresses: Vec<String>,
+    pub arp_frames: Vec<u64>,
+    /// Off-link traffic that moved from one MAC to another (a new next hop) after it.
+    pub traffic_moved: Option<String>,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IcmpActivity {
+    pub redirects: u64,
+    pub redirect_frames: Vec<u64>,
+    /// Echo requests per (source -> destination) above flood rates.
+    pub floods: Vec<IcmpFlood>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IcmpFlood {
+    pub source: String,
+    pub destination: String,
+    pub echo_requests: u64,
+    pub peak_per_s: u64,
+    pub first_frame: u64,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TlsConcern {
+    pub server: String,
+    pub sni: Option<String>,
+    /// self_signed_certificate, expired_certificate, insecure_cipher, old_protocol.
+    pub issue: String,
+    pub detail: String,
+    pub frame: Option<u64>,
+    pub display_filter: String,
+}
+
+/// Connections from one client to one service at a steady interval.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Beacon {
+    pub client: String,
+    pub server: String,
+    pub connections: usize,
+    pub mean_interval_s: f64,
+    /// Standard deviation of the interval over its mean: 0 is a metronome.
+    pub interval_variation: f64,
+    pub sample_frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// What a check looked at and what it concluded, so "nothing found" says what was checked.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Check {
+    pub check: String,
+    pub found: usize,
+    pub looked_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Threats {
+    pub checks: Vec<Check>,
+    pub port_scans: Table<PortScan>,
+    pub host_sweeps: Table<HostSweep>,
+    pub syn_floods: Table<SynFlood>,
+    pub brute_force: Table<BruteForce>,
+    pub credentials: Table<Credential>,
+    pub arp_conflicts: Table<ArpConflict>,
+    pub icmp: IcmpActivity,
+    pub dns_tunnelling_hints: Option<String>,
+    pub suspicious_tls: Table<TlsConcern>,
+    pub beacons: Table<Beacon>,
+}
+
+// ------------------------------------------------------------ connection threats
+
+/// A source that tried this many distinct ports of one host, refused or unanswered, scanned it.
+pub const SCAN_PORTS: usize = 20;
+
+fn attempt_failed(s: &Stream) -> bool {
+    matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH")
+}
+
+fn host_filter(addr: &str, dir: &str) -> String {
+    let v = if addr.contains(':') { "ipv6" } else { "ip" };
+    format!("{v}.{dir} == {addr}")
+}
+
+/// Refused or unanswered attempts from one source to many ports of one host, largest first.
+pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
+    let mut by_pair: HashMap<(&str, &str), Vec<&Stream>> = HashMap::new();
+    for s in m.streams.iter().filter(|s| s.syn[0]) {
+        by_pair
+            .entry((s.addr[0].as_str(), s.addr[1].as_str()))
+            .or_default()
+            .push(s);
+    }
+    let mut out: Vec<PortScan> = by_pair
+        .into_iter()
+        .filter_map(|((src, dst), streams)| {
+            let failed: Vec<&&Stream> = streams.iter().filter(|s| attempt_failed(s)).collect();
+            let failed_ports: HashSet<u64> = failed.iter().map(|s| s.port[1]).collect();
+            if failed_ports.len() < SCAN_PORTS {
+                return None;
+            }
+            let ports: BTreeSet<u64> = streams.iter().map(|s| s.port[1]).collect();
+            let open: BTreeSet<u64> = streams
+                .iter()
+                .filter(|s| s.synack[1])
+                .map(|s| s.port[1])
+                .collect();
+            let first = streams.iter().map(|s| s.first).fold(f64::MAX, f64::min);
+            let last = streams.iter().map(|s| s.last).fold(f64::MIN, f64::max);
+            let mut frames: Vec<u64> = failed.iter().filter_map(|s| s.syn_frame).collect();
+            frames.sort_unstable();
+            frames.truncate(10);
+            Some(PortScan {
+                scanner: src.to_string(),
+                target: dst.to_string(),
+                ports_tried: ports.len(),
+                refused_or_unanswered: failed.len(),
+                open_ports: open.into_iter().take(50).collect(),
+                first_time: rfc3339(first),
+                duration_s: round(last - first, 3),
+                sample_frames: frames,
+                display_filter: format!(
+                    "{} && {} && tcp.flags.syn == 1 && tcp.flags.ack == 0",
+                    host_filter(src, "src"),
+                    host_filter(dst, "dst")
+                ),
+            })
+        })
+        .collect();
+    out.sort_by_key(|x| std::cmp::Reverse(x.ports_tried));
+    out
+}
+
+pub fn scan_finding(s: &PortScan) -> Finding {
+    Finding::new(
+        Severity::High,
+        format!(
+            "Port scan: {} tried {} ports on {}, {} refused or unanswered",
+            s.scanner, s.ports_tried, s.target, s.refused_or_unanswered
+        ),
+        format!(
+            "Connection attempts from one source to many ports of one host in {:.1} s, starting {}. Ports that answered with SYN-ACK (open): {}.",
+            s.duration_s,
+            s.first_time,
+            if s.open_ports.is_empty() {
+                "none".to_string()
+            } else {
+                s.open_ports
+                    .iter()
+                    .take(20)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+        Evidence {
+            frames: s.sample_frames.clone(),
+            endpoints: vec![s.scanner.clone(), s.target.clone()],
+            display_filter: s.display_filter.clone(),
+            ..Default::default()
+        },
+    )
+}
+
+/// Ports where administrators log in: many short connections to them are password guessing.
+const AUTH_PORTS: &[(u64, &str)] = &[
+    (21, "ftp"),
+    (22, "ssh"),
+    (23, "telnet"),
+    (110, "pop3"),
+    (143, "imap"),
+    (389, "ldap"),
+    (1433, "mssql"),
+    (3306, "mysql"),
+    (3389, "rdp"),
+    (5432, "postgresql"),
+    (5900, "vnc"),
+];
+
+/// Ports a sweep of many hosts is worth a high finding for: remote administration and
+/// file sharing, the first things an intruder looks for.
+const SWEEP_PORTS: &[u64] = &[22, 23, 135, 139, 445, 1433, 3306, 3389, 5900];
+
+fn host_sweeps(m: &TcpModel, scanners: &HashSet<String>) -> Vec<HostSweep> {
+    let mut by: HashMap<&str, Vec<&Stream>> = HashMap::new();
+    for s in m.streams.iter().filter(|s| s.syn[0]) {
+        by.entry(s.addr[0].as_str()).or_default().push(s);
+    }
+    let mut out: Vec<HostSweep> = by
+        .into_iter()
+        .filter_map(|(src, streams)| {
+            let hosts: HashSet<&str> = streams.iter().map(|s| s.addr[1].as_str()).collect();
+            let failed: HashSet<&str> = streams
+                .iter()
+                .filter(|s| attempt_failed(s))
+                .map(|s| s.addr[1].as_str())
+                .collect();
+            let first = streams.iter().map(|s| s.first).fold(f64::MAX, f64::min);
+            let last = streams.iter().map(|s| s.first).fold(f64::MIN, f64::max);
+            // a client talking to many servers that answer (a browser, a P2P node) is no
+            // sweep; a fast burst of probes to a handful of hosts is (nmap's discovery)
+            let quick = hosts.len() >= 6 && last - first <= 10.0;
+            if !(hosts.len() >= 20 || quick)
+                || failed.len() * 2 < hosts.len()
+                || scanners.contains(src)
+            {
+                return None;
+            }
+            let ports: BTreeSet<u64> = streams.iter().map(|s| s.port[1]).collect();
+            if ports.len() > 10 {
+                return None; // many ports per host: the port-scan check's business
+            }
+            let answering: HashSet<&str> = streams
+                .iter()
+                .filter(|s| s.synack[1])
+                .map(|s| s.addr[1].as_str())
+                .collect();
+            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+            frames.sort_unstable();
+            frames.truncate(10);
+            let port_list = ports.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+            Some(HostSweep {
+                source: src.to_string(),
+                service: format!("tcp/{}", port_list.join(",")),
+                hosts_tried: hosts.len(),
+                hosts_answering: answering.len(),
+                sample_frames: frames,
+                display_filter: format!(
+                    "{} && tcp.dstport in {{{}}} && tcp.flags.syn == 1 && tcp.flags.ack == 0",
+                    host_filter(src, "src"),
+                    port_list.join(",")
+                ),
+            })
+        })
+        .collect();
+    out.sort_by_key(|x| std::cmp::Reverse(x.hosts_tried));
+    out
+}
+
+/// The originator sent nothing but its SYN (and retransmissions of it).
+fn syn_only(s: &Stream) -> bool {
+    s.syn[0] && s.payload == [0, 0] && s.packets[0] <= 1 + s.retrans[0] && !s.fin[0]
+}
+
+fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
+    let mut by: HashMap<(&str, u64), Vec<&Stream>> = HashMap::new();
+    for s in m.streams.iter().filter(|s| syn_only(s)) {
+        by.entry((s.addr[1].as_str(), s.port[1]))
+            .or_default()
+            .push(s);
+    }
+    let mut out: Vec<SynFlood> = by
+        .into_iter()
+        .filter_map(|((dst, port), streams)| {
+            if streams.len() < 50 {
+                return None;
+            }
+            let mut per_s: HashMap<i64, u64> = HashMap::new();
+            for s in &streams {
+                *per_s.entry(s.first.floor() as i64).or_default() += 1;
+            }
+            let peak = per_s.values().copied().max().unwrap_or(0);
+            if peak < 20 {
+                return None;
+            }
+            let sources: HashSet<&str> = streams.iter().map(|s| s.addr[0].as_str()).collect();
+            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+            frames.sort_unstable();
+            frames.truncate(10);
+            Some(SynFlood {
+                target: endpoint(dst, Some(port)),
+                syn_only_attempts: streams.len(),
+                distinct_sources: sources.len(),
+                peak_attempts_per_s: peak,
+                sample_frames: frames,
+                display_filter: format!(
+                    "{} && tcp.dstport == {port} && tcp.flags.syn == 1 && tcp.flags.ack == 0",
+                    host_filter(dst, "dst")
+                ),
+            })
+        })
+        .collect();
+    out.sort_by_key(|x| std::cmp::Reverse(x.syn_only_attempts));
+    out
+}
+
+fn brute_force(
+    m: &TcpModel,
+    failures: &HashMap<(String, String, String), Vec<u64>>,
+) -> Vec<BruteForce> {
+    let mut by: BTreeMap<(String, String, u64), Vec<&Stream>> = BTreeMap::new();
+    for s in m.streams.iter().filter(|s| s.synack[1]) {
+        if AUTH_PORTS.iter().any(|(p, _)| *p == s.port[1]) {
+            by.entry((s.addr[0].clone(), s.addr[1].clone(), s.port[1]))
+                .or_default()
+                .push(s);
+        }
+    }
+    let mut out = Vec::new();
+    let mut covered = HashSet::new();
+    for ((client, server, port), streams) in by {
+        let service = AUTH_PORTS
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, n)| *n)
+            .unwrap_or("tcp");
+        let fails = failures
+            .get(&(client.clone(), server.clone(), service.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        if streams.len() < 10 && fails.len() < 5 {
+            continue;
+        }
+        covered.insert((client.clone(), server.clone(), service.to_string()));
+        let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+        frames.extend(fails.iter().take(5));
+        frames.sort_unstable();
+        frames.truncate(10);
+        out.push(BruteForce {
+            display_filter: format!(
+                "{} && {} && tcp.port == {port}",
+                host_filter(&client, "addr"),
+                host_filter(&server, "addr")
+            ),
+            client,
+            server,
+            service: service.into(),
+            connections: streams.len(),
+            failed_logins: fails.len() as u64,
+            sample_frames: frames,
+        });
+    }
+    // failed logins on services outside AUTH_PORTS (HTTP 401 on any port)
+    for ((client, server, service), fails) in failures {
+        if fails.len() >= 5 && !covered.contains(&(client.clone(), server.clone(), service.clone()))
+        {
+            out.push(BruteForce {
+                display_filter: format!(
+                    "{} && {} && {}",
+                    host_filter(client, "addr"),
+                    host_filter(server, "addr"),
+                    if service == "http" {
+                        "http.response.code == 401"
+                    } else {
+                        "ftp.response.code == 530"
+                    }
+                ),
+                client: client.clone(),
+                server: server.clone(),
+                service: service.clone(),
+                connections: 0,
+                failed_logins: fails.len() as u64,
+                sample_frames: fails.iter().take(10).copied().collect(),
+            });
+        }
+    }
+    out.sort_by_key(|x| std::cmp::Reverse((x.failed_logins, x.connections)));
+    out
+}
+
+fn beacons(m: &TcpModel) -> Vec<Beacon> {
+    let mut by: HashMap<(&str, &str, u64), Vec<&Stream>> = HashMap::new();
+    for s in m.streams.iter().filter(|s| s.syn[0]) {
+        by.entry((s.addr[0].as_str(), s.addr[1].as_str(), s.port[1]))
+            .or_default()
+            .push(s);
+    }
+    let mut out: Vec<Beacon> = by
+        .into_iter()
+        .filter_map(|((c, sv, port), mut streams)| {
+            if streams.len() < 8 {
+                return None;
+            }
+            streams.sort_by(|a, b| a.first.total_cmp(&b.first));
+            let gaps: Vec<f64> = streams
+                .windows(2)
+                .map(|w| w[1].first - w[0].first)
+                .collect();
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            // sub-second repeats are a busy client, not a check-in
+            if mean < 2.0 {
+                return None;
+            }
+            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            let cv = var.sqrt() / mean;
+            if cv > 0.1 {
+                return None;
+            }
+            Some(Beacon {
+                client: c.to_string(),
+                server: endpoint(sv, Some(port)),
+                connections: streams.len(),
+                mean_interval_s: round(mean, 3),
+                interval_variation: round(cv, 4),
+                sample_frames: streams
+                    .iter()
+                    .filter_map(|s| s.syn_frame)
+                    .take(10)
+                    .collect(),
+                display_filter: format!(
+                    "{} && {} && tcp.dstport == {port} && tcp.flags.syn == 1 && tcp.flags.ack == 0",
+                    host_filter(c, "src"),
+                    host_filter(sv, "dst")
+                ),
+            })
+        })
+        .collect();
+    out.sort_by_key(|x| std::cmp::Reverse(x.connections));
+    out
+}
+
+// ------------------------------------------------------------ the packet pass
+
+struct ThreatRow {
+    frame: u64,
+    time: f64,
+    eth_src: Option<String>,
+    src: Option<String>,
+    dst: Option<String>,
+    arp_op: Option<u64>,
+    arp_mac: Option<String>,
+    arp_ip: Option<String>,
+    icmp_type: Option<u64>,
+    dns_query: Option<(String, Option<u64>)>,
+    ftp_cmd: Option<String>,
+    ftp_arg: Option<String>,
+    ftp_code: Option<u64>,
+    http_basic: Option<String>,
+    form: Vec<(String, String)>,
+    http_code: Option<u64>,
+    pop_cmd: Option<String>,
+    pop_arg: Option<String>,
+    imap_user: Option<String>,
+    imap_pass: Option<String>,
+    smtp_user: Option<String>,
+    smtp_pass: Option<String>,
+    ldap_simple: Option<String>,
+    ldap_name: Option<String>,
+    snmp_community: Option<String>,
+    ntlm_user: Option<String>,
+    ntlm_domain: Option<String>,
+    stream: Option<u64>,
+}
+
+impl FromRow for ThreatRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.time_epoch",
+        "eth.src",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "arp.opcode",
+        "arp.src.hw_mac",
+        "arp.src.proto_ipv4",
+        "icmp.type",
+        "icmpv6.type",
+        "dns.flags.response",
+        "dns.qry.name",
+        "dns.qry.type",
+        "ftp.request.command",
+        "ftp.request.arg",
+        "ftp.response.code",
+        "http.authbasic",
+        "urlencoded-form.key",
+        "urlencoded-form.value",
+        "http.response.code",
+        "pop.request.command",
+        "pop.request.parameter",
+        "imap.request.username",
+        "imap.request.password",
+        "smtp.auth.username",
+        "smtp.auth.password",
+        "ldap.simple",
+        "ldap.name",
+        "snmp.community",
+        "ntlmssp.auth.username",
+        "ntlmssp.auth.domain",
+        "tcp.stream",
+        "frame.protocols",
+    ];
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        let protocols = r.str(34).unwrap_or("");
+        let multicast_dns = protocols.contains(":mdns") || protocols.contains(":llmnr");
+        let icmp_type = r.u64(10).or_else(|| r.u64(11).map(|t| t + 1000));
+        Some(Self {
+            frame: r.u64(0)?,
+            time: r.f64(1).unwrap_or(0.0),
+            eth_src: r.owned(2),
+            src: r
+                .all(3)
+                .last()
+                .or_else(|| r.all(4).last())
+                .map(str::to_string),
+            dst: r
+                .all(5)
+                .last()
+                .or_else(|| r.all(6).last())
+                .map(str::to_string),
+            arp_op: r.u64(7),
+            arp_mac: r.owned(8),
+            arp_ip: r.owned(9),
+            icmp_type,
+            dns_query: (!r.flag(12) && !multicast_dns)
+                .then(|| r.owned(13).map(|n| (n, r.u64(14))))
+                .flatten(),
+            ftp_cmd: r.owned(15),
+            ftp_arg: r.owned(16),
+            ftp_code: r.u64(17),
+            http_basic: r.owned(18),
+            form: r
+                .all(19)
+                .zip(r.all(20))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            http_code: r.u64(21),
+            pop_cmd: r.owned(22),
+            pop_arg: r.owned(23),
+            imap_user: r.owned(24),
+            imap_pass: r.owned(25),
+            smtp_user: r.owned(26),
+            smtp_pass: r.owned(27),
+            ldap_simple: r.owned(28),
+            ldap_name: r.owned(29),
+            snmp_community: r.owned(30),
+            ntlm_user: r.owned(31).filter(|u| u != "NULL"),
+            ntlm_domain: r.owned(32).filter(|u| u != "NULL"),
+            stream: r.u64(33),
+        })
+    }
+}
+
+/// One row of tshark's `-z credentials` table: packet, protocol, user name.
+pub fn parse_credentials_tap(line: &str) -> Option<(u64, String, String)> {
+    // columns are padded to fixed widths: Packet(11) Protocol(17) Username(17) Info
+    let frame: u64 = line.get(..11)?.trim().parse().ok()?;
+    let protocol = line.get(11..28)?.trim().to_string();
+    let user = line.get(28..45).unwrap_or("").trim().to_string();
+    (!protocol.is_empty()).then_some((frame, protocol, user))
+}
+
+fn mask(secret: &str, reveal: bool) -> String {
+    if reveal {
+        secret.to_string()
+    } else {
+        format!("<masked, {} chars>", secret.chars().count())
+    }
+}
+
+fn is_user_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["user", "login", "email", "uname", "account"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["pass", "pwd", "secret"].iter().any(|w| k.contains(w))
+}
+
+/// Echo requests of one source/destination pair: count, first frame, count per second.
+type EchoCount = (u64, u64, HashMap<i64, u64>);
+
+#[derive(Default)]
+struct PacketFacts {
+    arp_claims: BTreeMap<String, Vec<(String, u64)>>,
+    mac_claims: BTreeMap<String, BTreeSet<String>>,
+    /// Per IP source, the MACs its frames arrived from, with the first frame of each.
+    ip_macs: HashMap<String, Vec<(String, u64)>>,
+    credentials: Vec<Credential>,
+    tap: Vec<(u64, String, String)>,
+    /// (client, server, service) -> failed-login frames.
+    failures: HashMap<(String, String, String), Vec<u64>>,
+    redirects: Vec<u64>,
+    echo: HashMap<(String, String), EchoCount>,
+    echo_replied: HashSet<(String, String)>,
+    tunnel: TunnelHints,
+    ftp_user: HashMap<u64, String>,
+    pop_user: HashMap<u64, String>,
+}
+
+impl PacketFacts {
+    fn add(&mut self, r: ThreatRow, reveal: bool) {
+        if let (Some(op), Some(mac), Some(ip)) = (r.arp_op, &r.arp_mac, &r.arp_ip)
+            && (op == 1 || op == 2)
+            && !unassigned(ip)
+        {
+            let v = self.arp_claims.entry(ip.clone()).or_default();
+            if !v.iter().any(|(m, _)| m == mac) {
+                v.push((mac.clone(), r.frame));
+            }
+            self.mac_claims
+                .entry(mac.clone())
+                .or_default()
+                .insert(ip.clone());
+        }
+        let (Some(src), Some(dst)) = (r.src.clone(), r.dst.clone()) else {
+            return;
+        };
+        if let Some(mac) = &r.eth_src
+            && !unassigned(&src)
+        {
+            let v = self.ip_macs.entry(src.clone()).or_default();
+            if v.len() < 4 && !v.iter().any(|(m, _)| m == mac) {
+                v.push((mac.clone(), r.frame));
+            }
+        }
+        match r.icmp_type {
+            Some(5) | Some(1137) => self.redirects.push(r.frame),
+            Some(8) | Some(1128) => {
+                let e = self.echo.entry((src.clone(), dst.clone())).or_insert((
+                    0,
+                    r.frame,
+                    HashMap::new(),
+                ));
+                e.0 += 1;
+                *e.2.entry(r.time.floor() as i64).or_default() += 1;
+            }
+            Some(0) | Some(1129) => {
+                self.echo_replied.insert((dst.clone(), src.clone()));
+            }
+            _ => {}
+        }
+        if let Some((name, qtype)) = &r.dns_query {
+            self.tunnel.add(name, *qtype, r.frame);
+        }
+        let cred = |protocol: &str, user: Option<String>, secret: Option<&str>| Credential {
+            protocol: protocol.into(),
+            client: src.clone(),
+            server: dst.clone(),
+            username: user,
+            secret: secret.map(|s| mask(s, reveal)),
+            frame: r.frame,
+            display_filter: format!("frame.number == {}", r.frame),
+        };
+        let stream = r.stream.unwrap_or(u64::MAX);
+        match (
+            r.ftp_cmd.as_deref().map(str::to_ascii_uppercase).as_deref(),
+            &r.ftp_arg,
+        ) {
+            (Some("USER"), Some(u)) => {
+                self.ftp_user.insert(stream, u.clone());
+            }
+            (Some("PASS"), arg) => {
+                let user = self.ftp_user.get(&stream).cloned();
+                self.credentials
+                    .push(cred("ftp", user, Some(arg.as_deref().unwrap_or(""))));
+            }
+            _ => {}
+        }
+        match (
+            r.pop_cmd.as_deref().map(str::to_ascii_uppercase).as_deref(),
+            &r.pop_arg,
+        ) {
+            (Some("USER"), Some(u)) => {
+                self.pop_user.insert(stream, u.clone());
+            }
+            (Some("PASS"), arg) => {
+                let user = self.pop_user.get(&stream).cloned();
+                self.credentials
+                    .push(cred("pop3", user, Some(arg.as_deref().unwrap_or(""))));
+            }
+            _ => {}
+        }
+        if let Some(b) = &r.http_basic {
+            let (u, s) = b.split_once(':').unwrap_or((b, ""));
+            self.credentials
+                .push(cred("http-basic", Some(u.to_string()), Some(s)));
+        }
+        if let Some((_, secret)) = r.form.iter().find(|(k, _)| is_secret_key(k)) {
+            let user = r
+                .form
+                .iter()
+                .find(|(k, _)| is_user_key(k))
+                .map(|(_, v)| v.clone());
+            self.credentials.push(cred("http-form", user, Some(secret)));
+        }
+        if r.imap_user.is_some() || r.imap_pass.is_some() {
+            self.credentials
+                .push(cred("imap", r.imap_user.clone(), r.imap_pass.as_deref()));
+        }
+        if r.smtp_user.is_some() || r.smtp_pass.is_some() {
+            self.credentials
+                .push(cred("smtp", r.smtp_user.clone(), r.smtp_pass.as_deref()));
+        }
+        if let Some(pw) = r.ldap_simple.as_deref().filter(|p| !p.is_empty()) {
+            self.credentials
+                .push(cred("ldap-simple-bind", r.ldap_name.clone(), Some(pw)));
+        }
+        if let Some(c) = &r.snmp_community {
+            self.credentials.push(cred("snmp-community", None, Some(c)));
+        }
+        if let Some(u) = &r.ntlm_user {
+            let user = match &r.ntlm_domain {
+                Some(d) => format!("{d}\\{u}"),
+                None => u.clone(),
+            };
+            self.credentials.push(cred("ntlmssp", Some(user), None));
+        }
+        // failed logins: the server's answer, keyed client -> server
+        let failed = match (r.ftp_code, r.http_code) {
+            (Some(530), _) => Some("ftp"),
+            (_, Some(401)) => Some("http"),
+            _ => None,
+        };
+        if let Some(service) = failed {
+            self.failures
+                .entry((dst.clone(), src.clone(), service.to_string()))
+                .or_default()
+                .push(r.frame);
+        }
+    }
+}
+
+/// Addresses a host uses before it has a real one (DHCP discovery, APIPA, IPv6 link
+/// local): a host moving from one to a leased address is not spoofing anything.
+fn unassigned(ip: &str) -> bool {
+    ip == "0.0.0.0"
+        || ip == "::"
+        || ip.starts_with("169.254.")
+        || ip.to_ascii_lowercase().starts_with("fe80:")
+}
+
+fn arp_conflicts(f: &PacketFacts) -> Vec<ArpConflict> {
+    let mut out = Vec::new();
+    for (ip, macs) in &f.arp_claims {
+        if macs.len() >= 2 {
+            out.push(ArpConflict {
+                kind: "ip_with_several_macs".into(),
+                ip_addresses: vec![ip.clone()],
+                mac_addresses: macs.iter().map(|(m, _)| m.clone()).collect(),
+                arp_frames: macs.iter().map(|(_, fr)| *fr).collect(),
+                traffic_moved: None,
+                display_filter: format!("arp.src.proto_ipv4 == {ip}"),
+            });
+        }
+    }
+    for (mac, ips) in &f.mac_claims {
+        if ips.len() < 2 {
+            continue;
+        }
+        // off-link sources whose frames first came from another MAC and then from this one
+        let moved: Vec<String> = f
+            .ip_macs
+            .iter()
+            .filter(|(ip, v)| {
+                !ips.contains(*ip) && v.len() >= 2 && v.iter().skip(1).any(|(m, _)| m == mac)
+            })
+            .map(|(ip, v)| {
+                format!(
+                    "{ip}: via {} from frame {}, via {mac} from frame {}",
+                    v[0].0,
+                    v[0].1,
+                    v.iter().find(|(m, _)| m == mac).map(|x| x.1).unwrap_or(0)
+                )
+            })
+            .collect();
+        let frames: Vec<u64> = ips
+            .iter()
+            .filter_map(|ip| f.arp_claims.get(ip))
+            .flat_map(|v| v.iter().filter(|(m, _)| m == mac).map(|(_, fr)| *fr))
+            .collect();
+        out.push(ArpConflict {
+            kind: "mac_claiming_several_ips".into(),
+            ip_addresses: ips.iter().cloned().collect(),
+            mac_addresses: vec![mac.clone()],
+            arp_frames: frames,
+            traffic_moved: (!moved.is_empty()).then(|| {
+                let mut m = moved;
+                m.sort();
+                m.truncate(5);
+                m.join("; ")
+            }),
+            display_filter: format!("arp.src.hw_mac == {mac} || eth.src == {mac}"),
+        });
+    }
+    out
+}
+
+fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
+    use crate::tools::tls::{grade, parse_cert, suite_name};
+    let at = m.span.first.unwrap_or(0.0);
+    let mut out = Vec::new();
+    let mut seen_certs = HashSet::new();
+    for s in &m.sessions {
+        let server = s.endpoint(1);
+        if let Some(fp) = s.chain.first()
+            && seen_certs.insert((fp.clone(), server.clone()))
+            && let Some(c) = m.certificates.get(fp)
+            && let Some(p) = parse_cert(fp, c, at)
+        {
+            if p.row.self_signed {
+                out.push(TlsConcern {
+                    server: server.clone(),
+                    sni: s.sni.clone(),
+                    issue: "self_signed_certificate".into(),
+                    detail: format!("leaf certificate {} is self-signed", p.row.subject),
+                    frame: Some(c.first_frame),
+                    display_filter: s.filter(),
+                });
+            }
+            if p.row.status == "expired" {
+                out.push(TlsConcern {
+                    server: server.clone(),
+                    sni: s.sni.clone(),
+                    issue: "expired_certificate".into(),
+                    detail: format!("{} expired {}", p.row.subject, p.row.not_after),
+                    frame: Some(c.first_frame),
+                    display_filter: s.filter(),
+                });
+            }
+        }
+        if let Some(c) = s.cipher
+            && grade(c).0 == "insecure"
+        {
+            out.push(TlsConcern {
+                server: server.clone(),
+                sni: s.sni.clone(),
+                issue: "insecure_cipher".into(),
+                detail: format!("{} negotiated: {}", suite_name(c), grade(c).1),
+                frame: s.server_hello.map(|x| x.1),
+                display_filter: s.filter(),
+            });
+        }
+        if let Some(v) = s.negotiated
+            && v < 0x0302
+        {
+            out.push(TlsConcern {
+                server,
+                sni: s.sni.clone(),
+                issue: "old_protocol".into(),
+                detail: format!(
+                    "{} negotiated (deprecated by RFC 8996)",
+                    crate::model::tls::version_name(v)
+                ),
+                frame: s.server_hello.map(|x| x.1),
+                display_filter: s.filter(),
+            });
+        }
+    }
+    // one row per server and issue: a busy server repeats the same certificate
+    let mut seen = HashSet::new();
+    out.retain(|c| seen.insert((c.server.clone(), c.issue.clone())));
+    out
+}
+
+#[tool_router(router = threats_router, vis = "pub(crate)")]
+impl PcapServer {
+    /// Security threats with evidence: port scans and host sweeps, SYN floods, brute
+    /// force, cleartext credentials (secrets masked unless reveal_secrets), DNS tunnelling,
+    /// ARP spoofing, ICMP redirects/floods, suspicious TLS and beaconing.
+    #[tool(
+        name = "analyze_security_threats",
+        annotations(
+            title = "Security threats",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_security_threats(
+        &self,
+        Parameters(p): Parameters<ThreatParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Threats>>, String> {
+        self.engine
+            .analyze("analyze_security_threats", p, rc, threats)
+            .await
+    }
+}
+
+async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, String> {
+    let reveal = p.reveal_secrets.unwrap_or(false);
+    let limit = clamp_limit(p.limit, 20);
+    let tcp = a.model::<TcpModel>().await?;
+    let tls = a.model::<TlsModel>().await?;
+    let mut facts = PacketFacts::default();
+    let mut span = crate::engine::Span::default();
+    let mut args = field_args(ThreatRow::FIELDS);
+    args.extend(["-z".to_string(), "credentials".to_string()]);
+    let mut in_tap = false;
+    a.run_lines(None, &args, |line| {
+        if let Some(r) = ThreatRow::parse_line(line) {
+            span.add(Some(r.time));
+            facts.add(r, reveal);
+        } else if line.starts_with("Packet") {
+            in_tap = true;
+        } else if in_tap && let Some(t) = parse_credentials_tap(line) {
+            facts.tap.push(t);
+        }
+    })
+    .await?;
+
+    let mut findings = Vec::new();
+    let scans = port_scans(&tcp);
+    findings.extend(scans.iter().take(5).map(scan_finding));
+    let scanners: HashSet<String> = scans.iter().map(|s| s.scanner.clone()).collect();
+
+    let sweeps = host_sweeps(&tcp, &scanners);
+    for s in sweeps.iter().take(5) {
+        let admin = s
+            .service
+            .trim_start_matches("tcp/")
+            .split(',')
+            .any(|p| p.parse().is_ok_and(|p: u64| SWEEP_PORTS.contains(&p)));
+        let sev = if s.hosts_tried >= 50 && admin {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        findings.push(Finding::new(
+            sev,
+            format!("Host sweep: {} tried {} on {} hosts", s.source, s.service, s.hosts_tried),
+            format!(
+                "{} of them answered. One source trying one service across many hosts, most refusing or silent, is reconnaissance (or a worm).",
+                s.hosts_answering
+            ),
+            Evidence {
+                frames: s.sample_frames.clone(),
+                endpoints: vec![s.source.clone()],
+                display_filter: s.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
+    let floods = syn_floods(&tcp);
+    for f in floods.iter().take(5) {
+        let sev = if f.syn_only_attempts >= 200 && f.peak_attempts_per_s >= 100 {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        findings.push(Finding::new(
+            sev,
+            format!(
+                "SYN flood pattern against {}: {} SYN-only attempts, peak {}/s",
+                f.target, f.syn_only_attempts, f.peak_attempts_per_s
+            ),
+            format!(
+                "{} source address(es) sent a SYN and nothing else. {}",
+                f.distinct_sources,
+                if f.distinct_sources >= 20 {
+                    "Many sources with no follow-up point to spoofed addresses."
+                } else {
+                    "Few sources: a flood tool or a badly broken client."
+                }
+            ),
+            Evidence {
+                frames: f.sample_frames.clone(),
+                endpoints: vec![f.target.clone()],
+                display_filter: f.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
+    let brute = brute_force(&tcp, &facts.failures);
+    for b in brute.iter().take(5) {
+        let sev = if b.failed_logins >= 20 || b.connections >= 30 {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        findings.push(Finding::new(
+            sev,
+            format!(
+                "Brute-force pattern: {} -> {} ({}): {} connection(s), {} failed login(s)",
+                b.client, b.server, b.service, b.connections, b.failed_logins
+            ),
+            "Repeated logins from one client to one authentication service: password guessing, or a misconfigured client retrying bad credentials.".to_string(),
+            Evidence {
+                frames: b.sample_frames.clone(),
+                endpoints: vec![b.client.clone(), b.server.clone()],
+                display_filter: b.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
+    // credentials: protocol fields first, then any user the tap found that they missed
+    let mut creds = std::mem::take(&mut facts.credentials);
+    for (frame, protocol, user) in &facts.tap {
+        let covered = creds.iter().any(|c| c.frame == *frame)
+            || creds
+                .iter()
+                .any(|c| c.username.as_deref() == Some(user.as_str()));
+        if !covered {
+            creds.push(Credential {
+                protocol: protocol.to_ascii_lowercase(),
+                client: String::new(),
+                server: String::new(),
+                username: Some(user.clone()),
+                secret: None,
+                frame: *frame,
+                display_filter: format!("frame.number == {frame}"),
+            });
+        }
+    }
+    let anonymous = |c: &Credential| {
+        c.username
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case("anonymous") || u.eq_ignore_ascii_case("ftp"))
+    };
+    let mut by_proto: BTreeMap<String, Vec<&Credential>> = BTreeMap::new();
+    for c in &creds {
+        by_proto.entry(c.protocol.clone()).or_default().push(c);
+    }
+    for (proto, list) in &by_proto {
+        let with_secret: Vec<&&Credential> = list
+            .iter()
+            .filter(|c| c.secret.is_some() && !anonymous(c))
+            .collect();
+        let sev = if proto == "ntlmssp" {
+            Severity::Info
+        } else if proto == "snmp-community" {
+            Severity::Low
+        } else if !with_secret.is_empty() {
+            Severity::High
+        } else {
+            Severity::Low
+        };
+        let users: BTreeSet<String> = list.iter().filter_map(|c| c.username.clone()).collect();
+        findings.push(Finding::new(
+            sev,
+            format!(
+                "Cleartext {proto} credentials: {} login(s), user(s) {}",
+                list.len(),
+                users.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ),
+            if with_secret.is_empty() {
+                "User names cross the network readable by anyone on the path; no reusable secret seen (anonymous login or challenge-response).".to_string()
+            } else {
+                format!(
+                    "{} password(s) sent in clear text: anyone on the path can reuse them. Move the service to TLS (FTPS/SFTP, HTTPS, IMAPS/POP3S, LDAPS){}.",
+                    with_secret.len(),
+                    if reveal { "" } else { "; secrets are masked here (reveal_secrets=true shows them)" }
+                )
+            },
+            Evidence {
+                frames: list.iter().map(|c| c.frame).take(10).collect(),
+                endpoints: list
+                    .iter()
+                    .filter(|c| !c.server.is_empty())
+                    .map(|c| c.server.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .take(5)
+                    .collect(),
+                display_filter: match proto.as_str() {
+                    "ftp" => "ftp.request.command == \"USER\" || ftp.request.command == \"PASS\"".into(),
+                    "pop3" => "pop.request.command == \"USER\" || pop.request.command == \"PASS\"".into(),
+                    "http-basic" => "http.authbasic".into(),
+                    "http-form" => "urlencoded-form".into(),
+                    "imap" => "imap.request.username".into(),
+                    "smtp" => "smtp.auth.username".into(),
+                    "ldap-simple-bind" => "ldap.simple".into(),
+                    "snmp-community" => "snmp.community".into(),
+                    "ntlmssp" => "ntlmssp.auth.username".into(),
+                    _ => list
+                        .iter()
+                        .map(|c| format!("frame.number == {}", c.frame))
+                        .take(10)
+                        .collect::<Vec<_>>()
+                        .join(" || "),
+                },
+                ..Default::default()
+            },
+        ));
+    }
+
+    let arps = arp_conflicts(&facts);
+    for c in &arps {
+        let (sev, title, detail) = match c.kind.as_str() {
+            "ip_with_several_macs" => (
+                Severity::High,
+                format!(
+                    "ARP spoofing: {} claimed by {} MACs ({})",
+                    c.ip_addresses[0],
+                    c.mac_addresses.len(),
+                    c.mac_addresses.join(", ")
+                ),
+                "Two hardware addresses answer for one IP address: ARP cache poisoning (man in the middle), or an address conflict. Check which MAC really owns the address.".to_string(),
+            ),
+            _ if c.traffic_moved.is_some() => (
+                Severity::High,
+                format!(
+                    "ARP poisoning: {} claims {} and off-link traffic moved to it",
+                    c.mac_addresses[0],
+                    c.ip_addresses.join(", ")
+                ),
+                format!(
+                    "One MAC claims several IP addresses in ARP, and traffic from remote hosts that used to arrive from another MAC now arrives from it: a man in the middle relaying traffic. {}",
+                    c.traffic_moved.clone().unwrap_or_default()
+                ),
+            ),
+            _ => (
+                Severity::Low,
+                format!(
+                    "{} claims {} IP addresses in ARP",
+                    c.mac_addresses[0],
+                    c.ip_addresses.len()
+                ),
+                "One MAC answering for several addresses: normal for a router doing proxy ARP or a host with aliases; worth a look if one of them is another host's address.".to_string(),
+            ),
+        };
+        findings.push(Finding::new(
+            sev,
+            title,
+            detail,
+            Evidence {
+                frames: c.arp_frames.clone(),
+                endpoints: c.ip_addresses.clone(),
+                display_filter: c.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
+    if !facts.redirects.is_empty() {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("{} ICMP redirect(s)", facts.redirects.len()),
+            "A redirect tells a host to send traffic for a destination through another gateway. Routers send them legitimately on a misdesigned subnet; an attacker sends them to intercept traffic.",
+            Evidence {
+                frames: facts.redirects.iter().take(10).copied().collect(),
+                display_filter: "icmp.type == 5 || icmpv6.type == 137".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    let mut floods_icmp: Vec<IcmpFlood> = facts
+        .echo
+        .iter()
+        .filter_map(|((s, d), (n, first, per_s))| {
+            let peak = per_s.values().copied().max().unwrap_or(0);
+            (*n >= 100 && peak >= 50).then(|| IcmpFlood {
+                source: s.clone(),
+                destination: d.clone(),
+                echo_requests: *n,
+                peak_per_s: peak,
+                first_frame: *first,
+                display_filter: format!(
+                    "{} && {} && (icmp.type == 8 || icmpv6.type == 128)",
+                    host_filter(s, "src"),
+                    host_filter(d, "dst")
+                ),
+            })
+        })
+        .collect();
+    floods_icmp.sort_by_key(|x| std::cmp::Reverse(x.echo_requests));
+    for f in floods_icmp.iter().take(3) {
+        findings.push(Finding::new(
+            if f.echo_requests >= 1000 && f.peak_per_s >= 200 {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            format!(
+                "ICMP echo flood: {} -> {}: {} requests, peak {}/s",
+                f.source, f.destination, f.echo_requests, f.peak_per_s
+            ),
+            "Echo requests far above a ping's once a second: a flood, or a stress test.",
+            Evidence {
+                frames: vec![f.first_frame],
+                endpoints: vec![f.source.clone(), f.destination.clone()],
+                display_filter: f.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+    // ICMP sweep: one source pinging many hosts
+    let mut ping_targets: HashMap<&str, (HashSet<&str>, usize, u64)> = HashMap::new();
+    for ((s, d), (_, first, _)) in &facts.echo {
+        let e = ping_targets
+            .entry(s.as_str())
+            .or_insert((HashSet::new(), 0, *first));
+        e.0.insert(d.as_str());
+        e.2 = e.2.min(*first);
+        if facts.echo_replied.contains(&(s.clone(), d.clone())) {
+            e.1 += 1;
+        }
+    }
+    let mut sweeps = sweeps;
+    for (src, (targets, answered, first)) in ping_targets {
+        if targets.len() >= 20 {
+            let s = HostSweep {
+                source: src.to_string(),
+                service: "icmp-echo".into(),
+                hosts_tried: targets.len(),
+                hosts_answering: answered,
+                sample_frames: vec![first],
+                display_filter: format!(
+                    "{} && (icmp.type == 8 || icmpv6.type == 128)",
+                    host_filter(src, "src")
+                ),
+            };
+            findings.push(Finding::new(
+                Severity::Medium,
+                format!("Ping sweep: {} pinged {} hosts", s.source, s.hosts_tried),
+                format!("{} answered. Discovery of live hosts; normal for monitoring systems, reconnaissance otherwise.", s.hosts_answering),
+                Evidence {
+                    frames: s.sample_frames.clone(),
+                    endpoints: vec![s.source.clone()],
+                    display_filter: s.display_filter.clone(),
+                    ..Default::default()
+                },
+            ));
+            sweeps.push(s);
+        }
+    }
+
+    let dns_hints = facts.tunnel.any().then(|| {
+        let sev = if facts.tunnel.strong() {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        if let Some(f) = facts.tunnel.finding(sev) {
+            let d = f.detail.clone();
+            findings.push(f);
+            d
+        } else {
+            String::new()
+        }
+    });
+
+    let tls_issues = tls_concerns(&tls);
+    for t in tls_issues.iter().take(8) {
+        findings.push(Finding::new(
+            if t.issue == "old_protocol" {
+                Severity::Low
+            } else {
+                Severity::Medium
+            },
+            format!(
+                "Suspicious TLS at {}{}: {}",
+                t.server,
+                t.sni
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default(),
+                t.issue.replace('_', " ")
+            ),
+            format!("{}. Clients that accept it can be intercepted.", t.detail),
+            Evidence {
+                frames: t.frame.into_iter().collect(),
+                endpoints: vec![t.server.clone()],
+                display_filter: t.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
+    let beacon_rows = beacons(&tcp);
+    for b in beacon_rows.iter().take(3) {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!(
+                "Beaconing: {} -> {} every {:.1} s ({} connections)",
+                b.client, b.server, b.mean_interval_s, b.connections
+            ),
+            format!(
+                "Connections at a near-constant interval (variation {:.1}%): malware checking in with its controller looks like this; so do health checks and pollers. Check what the client process is.",
+                b.interval_variation * 100.0
+            ),
+            Evidence {
+                frames: b.sample_frames.clone(),
+                endpoints: vec![b.client.clone(), b.server.clone()],
+                display_filter: b.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
+    let checks = vec![
+        Check { check: "port scans".into(), found: scans.len(), looked_at: format!("{} TCP connection attempts", tcp.streams.iter().filter(|s| s.syn[0]).count()) },
+        Check { check: "host sweeps (TCP and ICMP)".into(), found: sweeps.len(), looked_at: "sources trying a few ports on 20+ hosts, or 6+ hosts within 10 s, most refusing or silent".into() },
+        Check { check: "SYN floods".into(), found: floods.len(), looked_at: "SYN-only attempts per service".into() },
+        Check { check: "brute force".into(), found: brute.len(), looked_at: "repeated logins to ftp/ssh/telnet/pop3/imap/ldap/sql/rdp/vnc, FTP 530 and HTTP 401 answers".into() },
+        Check { check: "cleartext credentials".into(), found: creds.len(), looked_at: "FTP, POP3, IMAP, SMTP AUTH, HTTP Basic and forms, LDAP simple bind, SNMP community, NTLM user names, tshark -z credentials".into() },
+        Check { check: "ARP spoofing".into(), found: arps.iter().filter(|c| c.kind == "ip_with_several_macs" || c.traffic_moved.is_some()).count(), looked_at: format!("{} IP address(es) claimed in ARP", facts.arp_claims.len()) },
+        Check { check: "ICMP redirects and floods".into(), found: facts.redirects.len() + floods_icmp.len(), looked_at: format!("{} echo source/destination pair(s)", facts.echo.len()) },
+        Check { check: "DNS tunnelling".into(), found: usize::from(dns_hints.is_some()), looked_at: "query names: label length and entropy, unique subdomains per domain, TXT volume".into() },
+        Check { check: "suspicious TLS".into(), found: tls_issues.len(), looked_at: format!("{} TLS/QUIC session(s), {} certificate(s)", tls.sessions.len(), tls.certificates.len()) },
+        Check { check: "beaconing".into(), found: beacon_rows.len(), looked_at: "clients with 8+ connections to one service at a steady interval".into() },
+    ];
+    let high = findings
+        .iter()
+        .filter(|f| f.severity == Severity::High)
+        .count();
+    let medium = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Medium)
+        .count();
+    let found: Vec<String> = checks
+        .iter()
+        .filter(|c| c.found > 0)
+        .map(|c| format!("{} ({})", c.check, c.found))
+        .collect();
+    let summary = format!(
+        "Checked {} for {} kinds of threat over {} packets and {} TCP connections. {} {}",
+        a.file.display_name,
+        checks.len(),
+        crate::report::thousands(span.packets),
+        crate::report::thousands(tcp.streams.len() as u64),
+        if found.is_empty() {
+            "Nothing found: no scans, floods, brute force, cleartext credentials, ARP spoofing, ICMP abuse, DNS tunnelling, suspicious TLS or beaconing.".to_string()
+        } else {
+            format!("Found: {}.", found.join(", "))
+        },
+        if high + medium > 0 {
+            format!(
+                "{high} high and {medium} medium finding(s); the findings list frames and a filter for each."
+            )
+        } else {
+            String::new()
+        }
+    );
+    let data = Threats {
+        checks,
+        port_scans: Table::top(scans, limit),
+        host_sweeps: Table::top(sweeps, limit),
+        syn_floods: Table::top(floods, limit),
+        brute_force: Table::top(brute, limit),
+        credentials: Table::top(creds, limit),
+        arp_conflicts: Table::top(arps, limit),
+        icmp: IcmpActivity {
+            redirects: facts.redirects.len() as u64,
+            redirect_frames: facts.redirects.iter().take(10).copied().collect(),
+            floods: floods_icmp.into_iter().take(limit).collect(),
+        },
+        dns_tunnelling_hints: dns_hints,
+        suspicious_tls: Table::top(tls_issues, limit),
+        beacons: Table::top(beacon_rows, limit),
+    };
+    let note = reveal.then(|| "reveal_secrets=true: passwords shown as captured".to_string());
+    a.report(summary, findings, data, span, note).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_recorded_credentials_tap() {
+        // recorded: tshark 4.0.17 -z credentials on zeek-ftp-password-pass-command.pcap
+        let line = "9          FTP              Admin            Username in packet: 6";
+        assert_eq!(
+            parse_credentials_tap(line),
+            Some((9, "FTP".into(), "Admin".into()))
+        );
+        let basic = "4          HTTP basic auth  test                             ";
+        assert_eq!(
+            parse_credentials_tap(basic),
+            Some((4, "HTTP basic auth".into(), "test".into()))
+        );
+        assert_eq!(parse_credentials_tap("------     --------"), None);
+    }
+
+    #[test]
+    fn secrets_are_masked_unless_asked() {
+        assert_eq!(mask("qwerty", false), "<masked, 6 chars>");
+        assert_eq!(mask("qwerty", true), "qwerty");
+        assert!(is_secret_key("password") && is_secret_key("user_pwd"));
+        assert!(is_user_key("username") && !is_user_key("password"));
+    }
+}

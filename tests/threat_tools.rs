@@ -1,0 +1,356 @@
+//! analyze_security_threats against captures of real attacks (facts from tshark and
+//! Zeek), against every clean capture we have (no high finding allowed), and against a
+//! scan and password guessing the test performs on its own network namespace.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn findings<'a>(v: &'a Value, severity: &str) -> Vec<&'a Value> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == severity)
+        .collect()
+}
+
+fn creds<'a>(v: &'a Value, protocol: &str) -> Vec<&'a Value> {
+    v["credentials"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["protocol"] == protocol)
+        .collect()
+}
+
+#[tokio::test]
+async fn attacks_in_recorded_captures_are_found_with_evidence() {
+    let s = start().await;
+    let synscan = facts("cs-synscan.pcapng");
+
+    // nmap SYN scan of 1000 ports (tshark: 1000 distinct ports, open 22/53/80)
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": fixture("cs-synscan.pcapng")}),
+        )
+        .await;
+    let scan = &v["port_scans"]["rows"][0];
+    assert_eq!(scan["scanner"], "172.16.0.8");
+    assert_eq!(scan["target"], "64.13.134.52");
+    let distinct_ports = synscan["truth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["fact"] == "distinct destination ports probed with SYN")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(scan["ports_tried"], distinct_ports);
+    assert_eq!(scan["open_ports"], json!([22, 53, 80]));
+    let high = findings(&v, "high");
+    assert_eq!(high.len(), 1, "{v}");
+    assert!(high[0]["title"].as_str().unwrap().contains("Port scan"));
+    assert!(!high[0]["evidence"]["frames"].as_array().unwrap().is_empty());
+
+    // ARP poisoning: 00:25:b3:bf:91:ee claims the gateway 172.16.0.1 (tshark: ARP
+    // sender IPs 172.16.0.1 x2, .105, .107), then the remote traffic arrives from it
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": fixture("cs-arppoison.pcapng")}),
+        )
+        .await;
+    let high = findings(&v, "high");
+    assert_eq!(high.len(), 1, "{v}");
+    assert!(
+        high[0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("00:25:b3:bf:91:ee")
+    );
+    let row = &v["arp_conflicts"]["rows"][0];
+    assert!(
+        row["ip_addresses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("172.16.0.1"))
+    );
+    assert!(
+        row["traffic_moved"]
+            .as_str()
+            .unwrap()
+            .contains("74.125.95.147")
+    );
+
+    // FTP USER Admin / PASS qwerty (Zeek ftp.log), masked by default, revealed on request
+    let file = fixture("zeek-ftp-password-pass-command.pcap");
+    let v = s
+        .ok("analyze_security_threats", json!({"pcap_file": file}))
+        .await;
+    let c = creds(&v, "ftp");
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["username"], "Admin");
+    assert_eq!(c[0]["secret"], "<masked, 6 chars>");
+    assert_eq!(c[0]["frame"], 9); // tshark -z credentials: packet 9
+    assert!(
+        !v.to_string().contains("qwerty"),
+        "a masked secret leaked: {v}"
+    );
+    assert_eq!(findings(&v, "high").len(), 1);
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": file, "reveal_secrets": true}),
+        )
+        .await;
+    assert_eq!(creds(&v, "ftp")[0]["secret"], "qwerty");
+
+    // HTTP Basic: Zeek http.log username test, password "1:34" (a colon inside)
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": fixture("zeek-basic-auth-with-colon.pcap"), "reveal_secrets": true}),
+        )
+        .await;
+    let c = creds(&v, "http-basic");
+    assert_eq!(c[0]["username"], "test");
+    assert_eq!(c[0]["secret"], "1:34");
+
+    // an HTML form login (DVWA): username admin, password field masked
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": fixture("cs-http_dvwa_clearlogin.pcapng")}),
+        )
+        .await;
+    let c = creds(&v, "http-form");
+    assert_eq!(c[0]["username"], "admin");
+    assert_eq!(c[0]["secret"], "<masked, 8 chars>");
+
+    // dnscat-style tunnel (nDPI flags every flow "Susp DGA / Susp DNS Traffic")
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": fixture("ndpi-bad-dns-traffic.pcap")}),
+        )
+        .await;
+    assert!(
+        findings(&v, "high")
+            .iter()
+            .any(|f| f["title"].as_str().unwrap().contains("DNS tunnelling")),
+        "{v}"
+    );
+
+    // nmap host discovery: SYNs to 80/443 on 7 hosts in 2 s (tshark: 17 SYNs from .71)
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": fixture("zeek-nmap-vsn.pcap")}),
+        )
+        .await;
+    let sweep = &v["host_sweeps"]["rows"][0];
+    assert_eq!(sweep["source"], "192.168.1.71");
+    assert_eq!(sweep["hosts_tried"], 7);
+}
+
+/// Captures in which the corpus records an attack (or a deliberate credential).
+const ATTACKS: &[&str] = &[
+    "cs-synscan.pcapng",
+    "cs-arppoison.pcapng",
+    "zeek-basic-auth-with-colon.pcap",
+    "cs-http_dvwa_clearlogin.pcapng",
+    "zeek-ftp-password-pass-command.pcap",
+    "ndpi-bad-dns-traffic.pcap",
+    "zeek-nmap-vsn.pcap",
+];
+
+fn captures_in(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "oracles") {
+                captures_in(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_clean_capture_yields_a_high_threat() {
+    // every fixture, plus the whole shared corpus when this checkout sits beside it
+    let corpus = std::env::var("PCAP_TEST_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    let mut files = Vec::new();
+    captures_in(&fixtures(), &mut files);
+    captures_in(&corpus, &mut files);
+    let dirs = format!("{}:{}", fixtures().display(), corpus.display());
+    let s = start_with(&[("PCAP_ALLOWED_DIRS", &dirs)]).await;
+    let mut checked = 0;
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if ATTACKS.contains(&name.as_str()) {
+            continue;
+        }
+        let r = s
+            .call(
+                "analyze_security_threats",
+                json!({"pcap_file": f.display().to_string()}),
+            )
+            .await;
+        if r.is_error == Some(true) {
+            continue; // a capture tshark cannot read at all (cut inside its first record)
+        }
+        let v = r.structured_content.unwrap();
+        assert_eq!(v["status"], "complete", "{name}: {v}");
+        let high = findings(&v, "high");
+        assert!(
+            high.is_empty(),
+            "{name}: clean capture with a high finding: {high:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} clean captures checked");
+}
+
+/// An HTTP server inside the namespace that refuses every login with 401.
+const AUTH_SERVER: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(401)
+        self.send_header('WWW-Authenticate', 'Basic realm="test"')
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()
+"#;
+
+fn basic_auth_get(addr: &str, user: &str, password: &str) -> std::io::Result<String> {
+    let creds = base64(&format!("{user}:{password}"));
+    let mut s =
+        TcpStream::connect_timeout(&addr.parse::<SocketAddr>().unwrap(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /admin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {creds}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Ok(out)
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_scan_and_password_guessing_against_our_own_namespace() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a network namespace");
+        return;
+    }
+    let ns = Netns::create(13).expect("create netns and veth");
+    let server = ns.spawn_python(AUTH_SERVER);
+    let s = start().await;
+    let v = s
+        .ok(
+            "start_packet_capture",
+            json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp", "output_file": "attack.pcapng"}),
+        )
+        .await;
+    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
+    tokio::task::spawn_blocking(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while basic_auth_get("10.213.13.2:8080", "probe", "x").is_err() {
+            assert!(std::time::Instant::now() < deadline, "server never came up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // a connect scan of 60 ports: all closed but 8080
+        for port in 8050..8110u16 {
+            let _ = TcpStream::connect_timeout(
+                &format!("10.213.13.2:{port}").parse().unwrap(),
+                Duration::from_millis(300),
+            );
+        }
+        // password guessing: 25 wrong passwords for admin
+        for i in 0..25 {
+            let reply =
+                basic_auth_get("10.213.13.2:8080", "admin", &format!("guess{i:02}")).unwrap();
+            assert!(reply.starts_with("HTTP/1.0 401"), "{reply}");
+        }
+    })
+    .await
+    .unwrap();
+    let stopped = s.ok("stop_packet_capture", json!({"capture_id": id})).await;
+    assert_eq!(stopped["capture"]["state"], "stopped");
+    drop(server);
+    let file = "attack.pcapng";
+    let path = s.storage_file(file).display().to_string();
+    let v = s
+        .ok("analyze_security_threats", json!({"pcap_file": file}))
+        .await;
+
+    let scan = &v["port_scans"]["rows"][0];
+    assert_eq!(scan["scanner"], "10.213.13.1");
+    assert_eq!(scan["target"], "10.213.13.2");
+    assert_eq!(scan["ports_tried"], 60, "{scan}");
+    assert_eq!(scan["open_ports"], json!([8080]));
+
+    let c = creds(&v, "http-basic");
+    assert_eq!(
+        v["credentials"]["total"].as_u64().unwrap(),
+        tshark_count(&path, "http.authbasic"),
+        "one credential per Authorization header"
+    );
+    assert!(c.iter().any(|c| c["username"] == "admin"));
+    assert!(!v.to_string().contains("guess07"), "secret leaked");
+
+    let b = &v["brute_force"]["rows"][0];
+    assert_eq!(b["client"], "10.213.13.1");
+    assert_eq!(b["service"], "http");
+    assert_eq!(
+        b["failed_logins"].as_u64().unwrap(),
+        tshark_count(&path, "http.response.code == 401")
+    );
+    let titles: Vec<&str> = findings(&v, "high")
+        .iter()
+        .map(|f| f["title"].as_str().unwrap())
+        .collect();
+    assert!(titles.iter().any(|t| t.contains("Port scan")), "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("Brute-force")),
+        "{titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.contains("Cleartext http-basic")),
+        "{titles:?}"
+    );
+}
