@@ -280,7 +280,7 @@ async fn refused_connection_and_scan_storm_is_summarised() {
     let findings = v["findings"].as_array().unwrap();
     let scan = findings
         .iter()
-        .find(|f| f["title"].as_str().unwrap().starts_with("Port-scan"))
+        .find(|f| f["title"].as_str().unwrap().starts_with("Port scan"))
         .expect("scan finding");
     assert_eq!(scan["severity"], "high");
     assert!(
