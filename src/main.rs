@@ -2,6 +2,7 @@
 //! a CLI for people (`call`, `doctor`, `demo`, `tools`).
 
 mod capture;
+mod chart;
 mod cli;
 mod config;
 mod engine;

@@ -56,7 +56,9 @@ impl PcapServer {
             ("advanced", || {
                 Self::dns_router() + Self::expert_router() + Self::threats_router()
             }),
-            ("metrics", Self::metrics_router),
+            ("metrics", || {
+                Self::metrics_router() + Self::bandwidth_router()
+            }),
         ]
     }
 

@@ -2,6 +2,7 @@
 //! and its findings live together in its group's module; shared mechanics live in
 //! `crate::engine` and `crate::tshark`.
 
+pub mod bandwidth;
 pub mod basic;
 pub mod capture;
 pub mod dns;
@@ -67,7 +68,14 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "analyze_security_threats",
         ],
     ),
-    ("metrics", &["analyze_application_response_times"]),
+    (
+        "metrics",
+        &[
+            "analyze_application_response_times",
+            "generate_throughput_io_graph",
+            "analyze_bandwidth_utilization",
+        ],
+    ),
     (
         "performance",
         &["analyze_network_performance", "analyze_network_latency"],
@@ -82,6 +90,8 @@ crate::file_args!(
     expert::ExpertParams,
     metrics::ResponseTimeParams,
     threats::ThreatParams,
+    bandwidth::IoGraphParams,
+    bandwidth::BandwidthParams,
 );
 crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
 

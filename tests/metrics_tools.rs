@@ -1,0 +1,274 @@
+//! The metrics toolset's I/O graph and bandwidth tools against tshark's own counts on
+//! recorded captures, and against a link the test rate-limits with `tc tbf`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::json;
+
+/// tshark's endpoint table row for one address: (frames, bytes).
+fn tshark_endpoint(file: &str, addr: &str) -> (u64, u64) {
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r", file, "-q", "-z", "endpoints,ip"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(addr))
+        .unwrap_or_else(|| panic!("{addr} not in tshark's endpoints"));
+    let cols: Vec<u64> = row
+        .split_whitespace()
+        .skip(1)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    (cols[0], cols[1])
+}
+
+#[tokio::test]
+async fn io_graph_counts_match_tshark_and_come_with_a_picture() {
+    let s = start().await;
+    let file = fixture("arkime-wireshark-retrans.pcap");
+    let r = s
+        .call(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": file, "series_filters": ["tcp.analysis.retransmission"], "output_file": "retrans.png", "limit": 500}),
+        )
+        .await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let v = r.structured_content.clone().unwrap();
+    // every packet lands in one bucket (capinfos: 108 packets)
+    let frames: u64 = v["buckets"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(frames, facts("arkime-wireshark-retrans.pcap")["packets"]);
+    assert_eq!(v["series"][0]["frames"], frames);
+    assert_eq!(
+        v["series"][1]["frames"].as_u64().unwrap(),
+        tshark_count(&file, "tcp.analysis.retransmission")
+    );
+    assert_eq!(v["interval_s"], 1.0); // 30.9 s: one-second buckets by default
+    // bits per second is bytes * 8 / interval in every bucket
+    for b in v["buckets"]["rows"].as_array().unwrap() {
+        assert_eq!(
+            b["bits_per_s"].as_f64().unwrap(),
+            b["bytes"].as_f64().unwrap() * 8.0
+        );
+    }
+
+    // the picture: MCP image content, a real PNG of the advertised size, also saved
+    let img = r
+        .content
+        .iter()
+        .find_map(|c| c.as_image())
+        .expect("image content");
+    assert_eq!(img.mime_type, "image/png");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(&img.data)
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1100, 520));
+    assert_eq!(v["image"]["width"], 1100);
+    let saved = s.storage_file("retrans.png");
+    assert_eq!(std::fs::read(&saved).unwrap(), png);
+
+    // one host's two directions add up to its traffic
+    let v = s
+        .ok(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": file, "host": "10.10.10.10", "time_interval": 5}),
+        )
+        .await;
+    let host_frames = tshark_count(&file, "ip.addr == 10.10.10.10");
+    assert_eq!(
+        v["series"][1]["frames"].as_u64().unwrap() + v["series"][2]["frames"].as_u64().unwrap(),
+        host_frames
+    );
+
+    // bad input says what to do
+    let e = s
+        .err(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": file, "series_filters": ["tcp.port in {80,443}"]}),
+        )
+        .await;
+    assert!(e.contains("comma"), "{e}");
+    let e = s
+        .err(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": file, "series_filters": ["tcp.bogus_field"]}),
+        )
+        .await;
+    assert!(e.contains("tcp.bogus_field"), "{e}");
+    let e = s
+        .err(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": file, "host": "10.0.0.1 || 1"}),
+        )
+        .await;
+    assert!(e.contains("not an IP address"), "{e}");
+    let e = s
+        .err(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": file, "output_file": "../escape.png"}),
+        )
+        .await;
+    assert!(e.contains("not allowed"), "{e}");
+}
+
+#[tokio::test]
+async fn bandwidth_totals_and_talkers_match_tshark() {
+    let s = start().await;
+    let file = fixture("zeek-wikipedia.pcap");
+    let v = s
+        .ok(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": file, "limit": 3}),
+        )
+        .await;
+    let f = facts("zeek-wikipedia.pcap");
+    assert_eq!(v["total_frames"], f["packets"]);
+    let top = &v["top_talkers"]["rows"][0];
+    let addr = top["address"].as_str().unwrap();
+    let (frames, bytes) = tshark_endpoint(&file, addr);
+    assert_eq!(top["frames"].as_u64().unwrap(), frames);
+    assert_eq!(
+        top["bytes_sent"].as_u64().unwrap() + top["bytes_received"].as_u64().unwrap(),
+        bytes
+    );
+    assert_eq!(v["top_talkers"]["shown"], 3);
+    let rates = &v["rates"];
+    assert!(rates["peak_bits_per_s"].as_f64() >= rates["p95_bits_per_s"].as_f64());
+    assert!(rates["p95_bits_per_s"].as_f64() >= rates["median_bits_per_s"].as_f64());
+    // protocol shares cover every byte
+    let proto_bytes: u64 = s
+        .ok(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": file, "limit": 500}),
+        )
+        .await["top_protocols"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(proto_bytes, v["total_bytes"].as_u64().unwrap());
+    let e = s
+        .err(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": file, "link_capacity_mbps": -1}),
+        )
+        .await;
+    assert!(e.contains("link_capacity_mbps"), "{e}");
+}
+
+const SINK: &str = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 5701)); s.listen(5)
+while True:
+    c, _ = s.accept()
+    while c.recv(65536): pass
+    c.close()
+"#;
+
+#[tokio::test]
+async fn a_rate_limited_link_shows_as_saturated() {
+    if !is_root() || std::process::Command::new("tc").arg("-V").output().is_err() {
+        eprintln!("skipped: needs root and tc");
+        return;
+    }
+    let ns = Netns::create(15).expect("create netns and veth");
+    // 2 Mbit/s out of the host side: the capture on it sees what leaves the shaper
+    assert!(
+        std::process::Command::new("tc")
+            .args([
+                "qdisc",
+                "add",
+                "dev",
+                &ns.host_if,
+                "root",
+                "tbf",
+                "rate",
+                "2mbit",
+                "burst",
+                "16kb",
+                "latency",
+                "200ms"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let sink = ns.spawn_python(SINK);
+    let s = start().await;
+    let v = s
+        .ok(
+            "start_packet_capture",
+            json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp port 5701", "output_file": "shaped.pcapng"}),
+        )
+        .await;
+    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
+    tokio::task::spawn_blocking(|| {
+        let addr: SocketAddr = "10.213.15.2:5701".parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut c = loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(c) => break c,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("sink never came up: {e}"),
+            }
+        };
+        // 4 s at full speed into a 2 Mbit/s shaper
+        let chunk = vec![b'x'; 16 * 1024];
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            c.write_all(&chunk).unwrap();
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = c.read(&mut [0u8; 16]);
+    })
+    .await
+    .unwrap();
+    s.ok("stop_packet_capture", json!({"capture_id": id})).await;
+    drop(sink);
+    let v = s
+        .ok(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": "shaped.pcapng", "link_capacity_mbps": 2}),
+        )
+        .await;
+    let peak = v["rates"]["peak_utilization_pct"].as_f64().unwrap();
+    // frame bytes include headers the shaper also counts: close to, never far above, 100%
+    assert!((75.0..=125.0).contains(&peak), "peak {peak}%: {v}");
+    assert!(
+        v["rates"]["windows_over_90_pct"].as_u64().unwrap() >= 2,
+        "{v}"
+    );
+    let f = &v["findings"][0];
+    assert!(f["severity"] == "high" || f["severity"] == "medium", "{f}");
+    assert!(f["title"].as_str().unwrap().contains("saturated"), "{f}");
+    let top = &v["top_conversations"]["rows"][0];
+    assert_eq!(top["address_a"], "10.213.15.1");
+    assert_eq!(top["address_b"], "10.213.15.2");
+    // at 100 Mbit/s the same transfer is far from busy
+    let v = s
+        .ok(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": "shaped.pcapng", "link_capacity_mbps": 100}),
+        )
+        .await;
+    assert_eq!(v["findings"][0]["severity"], "info", "{v}");
+}
