@@ -57,7 +57,7 @@ impl PcapServer {
                 Self::dns_router() + Self::expert_router() + Self::threats_router()
             }),
             ("metrics", || {
-                Self::metrics_router() + Self::bandwidth_router()
+                Self::metrics_router() + Self::bandwidth_router() + Self::quality_router()
             }),
         ]
     }

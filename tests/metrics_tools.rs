@@ -272,3 +272,89 @@ async fn a_rate_limited_link_shows_as_saturated() {
         .await;
     assert_eq!(v["findings"][0]["severity"], "info", "{v}");
 }
+
+#[tokio::test]
+async fn quality_metrics_agree_with_tshark_and_the_grade_adds_up() {
+    let s = start().await;
+    // a lossy HTTP upload: 36 of 48 data segments are retransmissions (tshark)
+    let file = fixture("arkime-wireshark-retrans.pcap");
+    let v = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": file}),
+        )
+        .await;
+    let data = tshark_count(&file, "tcp.len > 0");
+    let retrans = tshark_count(&file, "tcp.len > 0 && tcp.analysis.retransmission");
+    assert_eq!(v["loss"]["tcp_data_segments"].as_u64().unwrap(), data);
+    assert_eq!(v["loss"]["tcp_retransmissions"].as_u64().unwrap(), retrans);
+    assert_eq!(
+        v["loss"]["tcp_retransmission_rate_pct"].as_f64().unwrap(),
+        (10000.0 * retrans as f64 / data as f64).round() / 100.0
+    );
+    let g = &v["grade"];
+    let penalties: f64 = g["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["penalty"].as_f64().unwrap())
+        .sum();
+    assert!((g["score"].as_f64().unwrap() - (100.0 - penalties).max(0.0)).abs() < 0.11);
+    assert!(
+        g["arithmetic"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("-> {}", g["letter"].as_str().unwrap()))
+    );
+    assert_ne!(g["letter"], "A", "{g}");
+    assert_eq!(v["findings"][0]["severity"], "high");
+    assert!(
+        v["findings"][0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("loss")
+    );
+
+    // browsing over a clean path: NXDOMAIN answers are answers, not failures
+    let file = fixture("zeek-wikipedia.pcap");
+    let v = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": file}),
+        )
+        .await;
+    assert_eq!(
+        v["errors"]["dns_queries"].as_u64().unwrap(),
+        tshark_count(&file, "dns.flags.response == 0 && !mdns && !llmnr")
+    );
+    assert_eq!(
+        v["errors"]["dns_nxdomain"].as_u64().unwrap(),
+        tshark_count(&file, "dns.flags.rcode == 3 && !mdns && !llmnr")
+    );
+    assert_eq!(v["errors"]["dns_failure_pct"], 0.0);
+    assert_eq!(v["grade"]["letter"], "A", "{}", v["grade"]);
+
+    // a SIP call: jitter comes from RTP
+    let v = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": fixture("ndpi-sip.pcap")}),
+        )
+        .await;
+    assert_eq!(v["jitter"]["source"], "rtp");
+    assert!(v["jitter"]["jitter_ms"].as_f64().unwrap() > 0.0);
+
+    // traceroute's time-exceeded replies are counted apart, not graded as errors
+    let file = fixture("cs-icmp_traceroute.pcapng");
+    let v = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": file}),
+        )
+        .await;
+    assert_eq!(
+        v["errors"]["icmp_time_exceeded"].as_u64().unwrap(),
+        tshark_count(&file, "icmp.type == 11")
+    );
+    assert!(v["latency"]["icmp_echo_rtt"]["count"].as_u64().unwrap() > 0);
+}

@@ -12,6 +12,7 @@ pub mod http;
 pub mod interfaces;
 pub mod metrics;
 pub mod performance;
+pub mod quality;
 pub mod search;
 pub mod tcp;
 pub mod threats;
@@ -74,6 +75,7 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "analyze_application_response_times",
             "generate_throughput_io_graph",
             "analyze_bandwidth_utilization",
+            "analyze_network_quality_metrics",
         ],
     ),
     (
@@ -93,7 +95,7 @@ crate::file_args!(
     bandwidth::IoGraphParams,
     bandwidth::BandwidthParams,
 );
-crate::file_args!(keylog: http::HttpParams, tcp::TcpParams);
+crate::file_args!(keylog: http::HttpParams, tcp::TcpParams, quality::QualityParams);
 
 /// Hard maximum for any `limit`: keeps a result inside an LLM context.
 pub const MAX_LIMIT: usize = 500;

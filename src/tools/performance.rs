@@ -102,22 +102,27 @@ pub fn parse_rtp_streams(text: &str) -> Vec<RtpStream> {
     out
 }
 
+/// tshark's RTP stream table, run only when the model saw RTP packets.
+pub async fn rtp_streams(a: &mut Analysis, m: &TcpModel) -> Result<Vec<RtpStream>, String> {
+    if m.rtp_packets == 0 {
+        return Ok(Vec::new());
+    }
+    let mut text = String::new();
+    a.run_lines(
+        None,
+        &["-q".into(), "-z".into(), "rtp,streams".into()],
+        |l| {
+            text.push_str(l);
+            text.push('\n');
+        },
+    )
+    .await?;
+    Ok(parse_rtp_streams(&text))
+}
+
 async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance>, String> {
     let m: std::sync::Arc<TcpModel> = a.model::<TcpModel>().await?;
-    let mut rtp = Vec::new();
-    if m.rtp_packets > 0 {
-        let mut text = String::new();
-        a.run_lines(
-            None,
-            &["-q".into(), "-z".into(), "rtp,streams".into()],
-            |l| {
-                text.push_str(l);
-                text.push('\n');
-            },
-        )
-        .await?;
-        rtp = parse_rtp_streams(&text);
-    }
+    let mut rtp = rtp_streams(&mut a, &m).await?;
     let span = m.span.duration();
     let mut rows: Vec<ConnPerf> = m
         .streams
