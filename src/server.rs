@@ -54,7 +54,10 @@ impl PcapServer {
             ("performance", Self::performance_router),
             ("tls", Self::tls_router),
             ("advanced", || {
-                Self::dns_router() + Self::expert_router() + Self::threats_router()
+                Self::dns_router()
+                    + Self::expert_router()
+                    + Self::anomalies_router()
+                    + Self::threats_router()
             }),
             ("metrics", || {
                 Self::metrics_router() + Self::bandwidth_router() + Self::quality_router()

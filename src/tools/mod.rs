@@ -2,6 +2,7 @@
 //! and its findings live together in its group's module; shared mechanics live in
 //! `crate::engine` and `crate::tshark`.
 
+pub mod anomalies;
 pub mod bandwidth;
 pub mod basic;
 pub mod capture;
@@ -66,6 +67,7 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
         &[
             "analyze_dns_resolution_issues",
             "analyze_expert_information",
+            "analyze_protocol_anomalies",
             "analyze_security_threats",
         ],
     ),
@@ -92,6 +94,7 @@ crate::file_args!(
     expert::ExpertParams,
     metrics::ResponseTimeParams,
     threats::ThreatParams,
+    anomalies::AnomalyParams,
     bandwidth::IoGraphParams,
     bandwidth::BandwidthParams,
 );
