@@ -57,6 +57,7 @@ impl PcapServer {
                 Self::dns_router()
                     + Self::expert_router()
                     + Self::anomalies_router()
+                    + Self::topology_router()
                     + Self::threats_router()
             }),
             ("metrics", || {

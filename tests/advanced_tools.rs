@@ -310,3 +310,128 @@ async fn application_response_times_per_server() {
         )
     );
 }
+
+fn host<'a>(v: &'a Value, addr: &str) -> &'a Value {
+    v["hosts"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["address"] == addr)
+        .unwrap_or_else(|| panic!("{addr} not among the hosts: {v}"))
+}
+
+#[tokio::test]
+async fn topology_hosts_gateways_vlans_and_a_diagram() {
+    let s = start().await;
+    // wikipedia browsing: one client, a Cisco router answering ARP for .1 in front of
+    // the web servers and the resolver (Zeek dns.log: 141.142.2.2)
+    let file = fixture("zeek-wikipedia.pcap");
+    let v = s
+        .ok(
+            "analyze_network_topology",
+            json!({"pcap_file": file, "limit": 50}),
+        )
+        .await;
+    let gw = &v["gateways"][0];
+    assert_eq!(gw["mac"], "00:13:7f:be:8c:ff");
+    assert_eq!(gw["addresses"], json!(["141.142.220.1"]));
+    // the vendor is tshark's own OUI name for that MAC
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-n",
+            "-N",
+            "m",
+            "-r",
+            &file,
+            "-c",
+            "200",
+            "-T",
+            "fields",
+            "-e",
+            "eth.src",
+            "-e",
+            "eth.src.oui_resolved",
+        ])
+        .output()
+        .unwrap();
+    let oui = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("00:13:7f:be:8c:ff\t").map(str::to_string))
+        .unwrap();
+    assert_eq!(gw["vendor"], oui.as_str());
+    assert!(
+        v["dns_servers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("141.142.2.2"))
+    );
+    let resolver = host(&v, "141.142.2.2");
+    assert_eq!(resolver["location"], "remote");
+    assert!(
+        resolver["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("dns_server"))
+    );
+    let web = host(&v, "208.80.152.3");
+    assert!(
+        web["services"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tcp/80"))
+    );
+    let client = host(&v, "141.142.220.118");
+    assert_eq!(client["location"], "local");
+    assert_eq!(client["macs"], json!(["00:24:7e:e0:1d:b5"]));
+    assert!(
+        v["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["prefix"] == "141.142.220.0/24")
+    );
+    // the busiest edge, in bytes, is the client and the main web server
+    let e = &v["edges"]["rows"][0];
+    let frames = tshark_count(
+        &file,
+        "ip.addr == 141.142.220.118 && ip.addr == 208.80.152.3",
+    );
+    assert!(frames > 0);
+    assert_eq!(e["a"], "141.142.220.118");
+    assert_eq!(e["b"], "208.80.152.3");
+    assert_eq!(e["frames"].as_u64().unwrap(), frames);
+    let m = v["mermaid"].as_str().unwrap();
+    assert!(m.starts_with("flowchart LR\n"), "{m}");
+    assert!(m.contains("141.142.220.118") && m.contains(" --- "), "{m}");
+
+    // 802.1ad outer 200 + 802.1Q inner 2001 (tcpdump's own decode); ARP-only hosts
+    let v = s
+        .ok(
+            "analyze_network_topology",
+            json!({"pcap_file": fixture("tcpdump-802.1ad_QinQ.pcap")}),
+        )
+        .await;
+    assert_eq!(v["vlans"][0]["vlan"], "200/2001");
+    assert_eq!(v["vlans"][0]["frames"], 2);
+    assert_eq!(host(&v, "172.21.79.97")["vlans"], json!(["200/2001"]));
+    // 802.1Q in 802.1Q: outer 13, inner 10 (tshark: 5 frames tagged 13 and 10)
+    let v = s
+        .ok(
+            "analyze_network_topology",
+            json!({"pcap_file": fixture("zeek-q-in-q.pcap")}),
+        )
+        .await;
+    assert_eq!(v["vlans"][0]["vlan"], "13/10");
+    assert_eq!(v["vlans"][0]["frames"], 5);
+
+    // two capture interfaces merged: both clients and the resolver they share
+    let v = s
+        .ok(
+            "analyze_network_topology",
+            json!({"pcap_file": fixture("zeek-pcapng-multi-interface.pcapng")}),
+        )
+        .await;
+    assert_eq!(v["dns_servers"], json!(["1.1.1.1"]));
+    host(&v, "10.0.0.4");
+    host(&v, "172.17.0.2");
+}

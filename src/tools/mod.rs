@@ -19,6 +19,7 @@ pub mod tcp;
 pub mod threats;
 pub mod timeline;
 pub mod tls;
+pub mod topology;
 
 /// Toolsets an operator can pick with `PCAP_TOOLSETS`, and the tools in each.
 pub const TOOLSETS: &[(&str, &[&str])] = &[
@@ -68,6 +69,7 @@ pub const TOOLSETS: &[(&str, &[&str])] = &[
             "analyze_dns_resolution_issues",
             "analyze_expert_information",
             "analyze_protocol_anomalies",
+            "analyze_network_topology",
             "analyze_security_threats",
         ],
     ),
@@ -95,6 +97,7 @@ crate::file_args!(
     metrics::ResponseTimeParams,
     threats::ThreatParams,
     anomalies::AnomalyParams,
+    topology::TopologyParams,
     bandwidth::IoGraphParams,
     bandwidth::BandwidthParams,
 );
