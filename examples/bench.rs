@@ -85,9 +85,15 @@ async fn main() {
         ),
         ("analyze_tcp_retransmissions", json!({"pcap_file": f})),
         ("analyze_network_latency", json!({"pcap_file": f})),
+        ("analyze_security_threats", json!({"pcap_file": f})),
+        ("analyze_protocol_anomalies", json!({"pcap_file": f})),
+        ("analyze_network_topology", json!({"pcap_file": f})),
+        ("generate_throughput_io_graph", json!({"pcap_file": f})),
+        ("analyze_bandwidth_utilization", json!({"pcap_file": f})),
+        ("analyze_network_quality_metrics", json!({"pcap_file": f})),
     ];
     println!(
-        "{:<28} {:>9} {:>10} {:>7} {:>10}",
+        "{:<32} {:>9} {:>10} {:>7} {:>10}",
         "tool", "tool (s)", "tshark (s)", "ratio", "cached (ms)"
     );
     for (tool, a) in calls {
@@ -115,7 +121,7 @@ async fn main() {
             .map(|cmds| cmds.iter().filter_map(|c| c.as_str()).map(time_bash).sum())
             .unwrap_or(0.0);
         println!(
-            "{tool:<28} {tool_s:>9.2} {bare:>10.2} {:>7.2} {cached_ms:>10.1}",
+            "{tool:<32} {tool_s:>9.2} {bare:>10.2} {:>7.2} {cached_ms:>10.1}",
             if bare > 0.0 { tool_s / bare } else { f64::NAN }
         );
         let _ = client.cancel().await;

@@ -357,4 +357,31 @@ async fn quality_metrics_agree_with_tshark_and_the_grade_adds_up() {
         tshark_count(&file, "icmp.type == 11")
     );
     assert!(v["latency"]["icmp_echo_rtt"]["count"].as_u64().unwrap() > 0);
+
+    // a capture with no packets has nothing to grade: no "A" for silence
+    let mut header = Vec::new();
+    for w in [
+        0xa1b2_c3d4u32.to_le_bytes(),
+        [2, 0, 4, 0],
+        [0; 4],
+        [0; 4],
+        65535u32.to_le_bytes(),
+        1u32.to_le_bytes(),
+    ] {
+        header.extend_from_slice(&w);
+    }
+    std::fs::write(s.storage_file("no-packets.pcap"), &header).unwrap();
+    let v = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": "no-packets.pcap"}),
+        )
+        .await;
+    assert_eq!(v["grade"]["letter"], "n/a", "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("nothing measurable")
+    );
 }

@@ -100,7 +100,8 @@ pub struct GradeComponent {
 pub struct Grade {
     /// 100 minus the penalties, floored at 0.
     pub score: f64,
-    /// A (90+), B (80+), C (70+), D (60+), F.
+    /// A (90+), B (80+), C (70+), D (60+), F; "n/a" when nothing in scope could be
+    /// measured (no TCP data, RTP, DNS, TLS or echo): an empty scope is not a good network.
     pub letter: String,
     /// The computation written out, e.g. "100 - 10 (loss) - 0 (latency) ... = 90 -> A".
     pub arithmetic: String,
@@ -482,7 +483,18 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
             errors.expert_errors_per_1000_packets.min(5.0),
         ),
     ];
-    let grade = grade(components);
+    let mut grade = grade(components);
+    let measured = data_segments > 0
+        || lat_p95.is_some()
+        || !rtp.is_empty()
+        || !queries.is_empty()
+        || !tls.sessions.is_empty()
+        || !attempts.is_empty();
+    if !measured {
+        grade.letter = "n/a".into();
+        grade.arithmetic =
+            "nothing to grade: no TCP data, RTP, DNS, TLS or ICMP echo in scope".into();
+    }
 
     let mut findings = Vec::new();
     let mut worst: Vec<&GradeComponent> = grade
@@ -574,10 +586,13 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
         ));
     }
     let summary = format!(
-        "Network quality of {}: grade {} ({} / 100). Loss {}% of TCP data segments{}; latency {}; jitter {}; connection failures {}%, DNS failures {}% of {} queries, TLS failures {}% of {} sessions. {}",
+        "Network quality of {}: {}. Loss {}% of TCP data segments{}; latency {}; jitter {}; connection failures {}%, DNS failures {}% of {} queries, TLS failures {}% of {} sessions. {}",
         a.file.display_name,
-        grade.letter,
-        grade.score,
+        if grade.letter == "n/a" {
+            "no grade, nothing measurable".to_string()
+        } else {
+            format!("grade {} ({} / 100)", grade.letter, grade.score)
+        },
         retrans_pct,
         rtp_loss
             .map(|l| format!(", worst RTP loss {l}%"))

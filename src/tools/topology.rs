@@ -25,7 +25,7 @@ pub struct TopologyParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
-    /// Hosts and edges listed (default 25, max 500); the diagram shows at most 12 hosts.
+    /// Hosts and edges listed (default 15, max 500); the diagram shows at most 12 hosts.
     #[serde(default)]
     pub limit: Option<i64>,
 }
@@ -664,7 +664,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             .map(|e| format!("{} <-> {} ({})", e.a, e.b, human_bytes(e.bytes as f64)))
             .unwrap_or_else(|| "none".into())
     );
-    let limit = clamp_limit(p.limit, 25);
+    let limit = clamp_limit(p.limit, 15);
     let data = Topology {
         host_count: rows.len(),
         hosts: Table::top(rows, limit),
