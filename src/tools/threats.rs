@@ -694,8 +694,8 @@ struct PacketFacts {
     echo: HashMap<(String, String), EchoCount>,
     echo_replied: HashSet<(String, String)>,
     tunnel: TunnelHints,
-    ftp_user: HashMap<u64, String>,
-    pop_user: HashMap<u64, String>,
+    /// The user named on a connection, by protocol and stream, until its PASS arrives.
+    users: HashMap<(&'static str, u64), String>,
 }
 
 impl PacketFacts {
@@ -753,33 +753,24 @@ impl PacketFacts {
             display_filter: format!("frame.number == {}", r.frame),
         };
         let stream = r.stream.unwrap_or(u64::MAX);
-        match (
-            r.ftp_cmd.as_deref().map(str::to_ascii_uppercase).as_deref(),
-            &r.ftp_arg,
-        ) {
-            (Some("USER"), Some(u)) => {
-                self.ftp_user.insert(stream, u.clone());
+        // USER then PASS on one connection (FTP, POP3): pair them by stream
+        for (proto, cmd, arg) in [
+            ("ftp", &r.ftp_cmd, &r.ftp_arg),
+            ("pop3", &r.pop_cmd, &r.pop_arg),
+        ] {
+            match cmd.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                Some("USER") => {
+                    if let Some(u) = arg {
+                        self.users.insert((proto, stream), u.clone());
+                    }
+                }
+                Some("PASS") => {
+                    let user = self.users.get(&(proto, stream)).cloned();
+                    self.credentials
+                        .push(cred(proto, user, Some(arg.as_deref().unwrap_or(""))));
+                }
+                _ => {}
             }
-            (Some("PASS"), arg) => {
-                let user = self.ftp_user.get(&stream).cloned();
-                self.credentials
-                    .push(cred("ftp", user, Some(arg.as_deref().unwrap_or(""))));
-            }
-            _ => {}
-        }
-        match (
-            r.pop_cmd.as_deref().map(str::to_ascii_uppercase).as_deref(),
-            &r.pop_arg,
-        ) {
-            (Some("USER"), Some(u)) => {
-                self.pop_user.insert(stream, u.clone());
-            }
-            (Some("PASS"), arg) => {
-                let user = self.pop_user.get(&stream).cloned();
-                self.credentials
-                    .push(cred("pop3", user, Some(arg.as_deref().unwrap_or(""))));
-            }
-            _ => {}
         }
         if let Some(b) = &r.http_basic {
             let (u, s) = b.split_once(':').unwrap_or((b, ""));
