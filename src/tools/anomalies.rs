@@ -586,8 +586,14 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
         .into_iter()
         .map(|((category, kind), g)| AnomalyGroup {
             display_filter: match category {
-                "malformed" => match kind.strip_suffix(": malformed packet") {
-                    Some(p) => format!("_ws.malformed && {}", p.to_ascii_lowercase()),
+                // narrowed by protocol only when its display name is also its filter
+                // name (ICMP, DNS, STUN); "IPv6 Hop-by-Hop" or "T.38" are not
+                "malformed" => match kind
+                    .strip_suffix(": malformed packet")
+                    .map(str::to_ascii_lowercase)
+                    .filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                {
+                    Some(p) => format!("_ws.malformed && {p}"),
                     None => "_ws.malformed".into(),
                 },
                 "truncated" => "frame.cap_len < frame.len".into(),
