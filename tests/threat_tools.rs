@@ -290,6 +290,25 @@ fn base64(s: &str) -> String {
     out
 }
 
+/// 400 SYNs to 10.213.13.2:8080 from 100 spoofed sources in the namespace's subnet
+/// (nobody answers ARP for them, so no handshake ever completes), as fast as python goes.
+const SYN_FLOOD: &str = r#"
+import socket, struct
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+dst = '10.213.13.2'
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(400):
+    src = '10.213.13.%d' % (100 + i % 100)
+    tcp = struct.pack('!HHIIBBHHH', 20000 + i, 8080, i, 0, 5 << 4, 0x02, 1024, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, 20)
+    tcp = tcp[:16] + struct.pack('!H', csum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, i, 0, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    s.sendto(ip + tcp, (dst, 0))
+"#;
+
 #[tokio::test]
 async fn a_scan_and_password_guessing_against_our_own_namespace() {
     if !is_root() {
@@ -297,12 +316,14 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         return;
     }
     let ns = Netns::create(13).expect("create netns and veth");
+    // every closed UDP port answers (the kernel rate-limits ICMP errors by default)
+    assert!(ns.run(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]));
     let server = ns.spawn_python(AUTH_SERVER);
     let s = start().await;
     let v = s
         .ok(
             "start_packet_capture",
-            json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp", "output_file": "attack.pcapng"}),
+            json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp or udp or icmp", "output_file": "attack.pcapng"}),
         )
         .await;
     let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
@@ -319,6 +340,20 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
                 Duration::from_millis(300),
             );
         }
+        // a UDP scan of 40 closed ports
+        let udp = std::net::UdpSocket::bind("10.213.13.1:0").unwrap();
+        for port in 9000..9040u16 {
+            udp.send_to(b"probe", format!("10.213.13.2:{port}"))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // a SYN flood from spoofed sources
+        let ok = std::process::Command::new("python3")
+            .args(["-c", SYN_FLOOD])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "raw-socket SYN flood");
         // password guessing: 25 wrong passwords for admin
         for i in 0..25 {
             let reply =
@@ -337,11 +372,34 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         .ok("analyze_security_threats", json!({"pcap_file": file}))
         .await;
 
-    let scan = &v["port_scans"]["rows"][0];
+    let scans = v["port_scans"]["rows"].as_array().unwrap();
+    let scan = scans
+        .iter()
+        .find(|s| s["protocol"] == "tcp")
+        .expect("TCP scan");
     assert_eq!(scan["scanner"], "10.213.13.1");
     assert_eq!(scan["target"], "10.213.13.2");
     assert_eq!(scan["ports_tried"], 60, "{scan}");
     assert_eq!(scan["open_ports"], json!([8080]));
+    let udp = scans
+        .iter()
+        .find(|s| s["protocol"] == "udp")
+        .expect("UDP scan");
+    assert_eq!(udp["scanner"], "10.213.13.1");
+    assert_eq!(
+        udp["ports_tried"].as_u64().unwrap(),
+        tshark_count(
+            &path,
+            "icmp.type == 3 && icmp.code == 3 && udp.dstport >= 9000 && udp.dstport < 9040"
+        ),
+        "{udp}"
+    );
+    assert_eq!(udp["ports_tried"], 40, "{udp}");
+
+    let flood = &v["syn_floods"]["rows"][0];
+    assert_eq!(flood["target"], "10.213.13.2:8080");
+    assert_eq!(flood["syn_only_attempts"], 400, "{flood}");
+    assert_eq!(flood["distinct_sources"], 100);
 
     let c = creds(&v, "http-basic");
     assert_eq!(
@@ -363,7 +421,15 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         .iter()
         .map(|f| f["title"].as_str().unwrap())
         .collect();
-    assert!(titles.iter().any(|t| t.contains("Port scan")), "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("Port scan (tcp)")),
+        "{titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.contains("Port scan (udp)")),
+        "{titles:?}"
+    );
+    assert!(titles.iter().any(|t| t.contains("SYN flood")), "{titles:?}");
     assert!(
         titles.iter().any(|t| t.contains("Brute-force")),
         "{titles:?}"

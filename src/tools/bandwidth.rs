@@ -21,7 +21,7 @@ use crate::report::{
 use crate::server::PcapServer;
 use crate::tools::timeline::{MAX_BUCKETS, choose_interval};
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::tshark::fields::{FromRow, Row};
+use crate::tshark::fields::{FromRow, Row, is_icmp_error};
 
 // ------------------------------------------------------------------ I/O graph
 
@@ -589,10 +589,14 @@ impl FromRow for BwRow {
         "eth.src",
         "eth.dst",
         "frame.protocols",
+        "icmp.type",
+        "icmpv6.type",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
-        let ip_src = r.all(3).last().or_else(|| r.all(4).last());
-        let ip_dst = r.all(5).last().or_else(|| r.all(6).last());
+        let quote = is_icmp_error(r.u64(10), r.u64(11));
+        let pick = |i: usize| r.conversation_addr(i, quote);
+        let ip_src = pick(3).or_else(|| pick(4));
+        let ip_dst = pick(5).or_else(|| pick(6));
         let (src, dst) = match (ip_src, ip_dst) {
             (Some(s), Some(d)) => (Some(s), Some(d)),
             _ => (r.first(7), r.first(8)),

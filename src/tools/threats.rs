@@ -22,7 +22,7 @@ use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, rfc333
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
 use crate::tools::dns::TunnelHints;
-use crate::tshark::fields::{FromRow, Row, field_args};
+use crate::tshark::fields::{FromRow, Row, field_args, is_icmp_error};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ThreatParams {
@@ -43,6 +43,8 @@ pub struct ThreatParams {
 /// One source probing many ports of one host.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct PortScan {
+    /// tcp (refused or unanswered SYNs) or udp (closed ports answering ICMP port unreachable).
+    pub protocol: String,
     pub scanner: String,
     pub target: String,
     pub ports_tried: usize,
@@ -228,6 +230,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
             frames.sort_unstable();
             frames.truncate(10);
             Some(PortScan {
+                protocol: "tcp".into(),
                 scanner: src.to_string(),
                 target: dst.to_string(),
                 ports_tried: ports.len(),
@@ -248,13 +251,47 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
     out
 }
 
+/// Hosts answering one prober "port unreachable" for many UDP ports: a UDP scan (open
+/// or filtered ports stay silent, so only the closed ones are counted).
+fn udp_scans(udp_closed: &HashMap<(String, String), Unreachables>) -> Vec<PortScan> {
+    let mut out: Vec<PortScan> = udp_closed
+        .iter()
+        .filter(|(_, (ports, ..))| ports.len() >= SCAN_PORTS)
+        .map(|((scanner, target), (ports, frames, first, last))| {
+            let v = if target.contains(':') {
+                "icmpv6.type == 1 && icmpv6.code == 4"
+            } else {
+                "icmp.type == 3 && icmp.code == 3"
+            };
+            PortScan {
+                protocol: "udp".into(),
+                scanner: scanner.clone(),
+                target: target.clone(),
+                ports_tried: ports.len(),
+                refused_or_unanswered: ports.len(),
+                open_ports: Vec::new(),
+                first_time: rfc3339(*first),
+                duration_s: round(last - first, 3),
+                sample_frames: frames.clone(),
+                display_filter: format!(
+                    "{v} && {} && {}",
+                    host_filter(target, "src"),
+                    host_filter(scanner, "dst")
+                ),
+            }
+        })
+        .collect();
+    out.sort_by_key(|x| std::cmp::Reverse(x.ports_tried));
+    out
+}
+
 pub fn scan_finding(s: &PortScan) -> Finding {
-    Finding::new(
-        Severity::High,
+    let detail = if s.protocol == "udp" {
         format!(
-            "Port scan: {} tried {} ports on {}, {} refused or unanswered",
-            s.scanner, s.ports_tried, s.target, s.refused_or_unanswered
-        ),
+            "{} answered {} probes of {} with ICMP port unreachable in {:.1} s from {}: those ports are closed; open or filtered UDP ports stay silent, so the scan covered more.",
+            s.target, s.ports_tried, s.scanner, s.duration_s, s.first_time
+        )
+    } else {
         format!(
             "Connection attempts from one source to many ports of one host in {:.1} s, starting {}. Ports that answered with SYN-ACK (open): {}.",
             s.duration_s,
@@ -269,7 +306,15 @@ pub fn scan_finding(s: &PortScan) -> Finding {
                     .collect::<Vec<_>>()
                     .join(", ")
             }
+        )
+    };
+    Finding::new(
+        Severity::High,
+        format!(
+            "Port scan ({}): {} tried {} ports on {}, {} refused or unanswered",
+            s.protocol, s.scanner, s.ports_tried, s.target, s.refused_or_unanswered
         ),
+        detail,
         Evidence {
             frames: s.sample_frames.clone(),
             endpoints: vec![s.scanner.clone(), s.target.clone()],
@@ -557,6 +602,8 @@ struct ThreatRow {
     ntlm_user: Option<String>,
     ntlm_domain: Option<String>,
     stream: Option<u64>,
+    /// The UDP port an ICMP port-unreachable error quotes.
+    port_unreachable: Option<u64>,
 }
 
 impl FromRow for ThreatRow {
@@ -596,25 +643,22 @@ impl FromRow for ThreatRow {
         "ntlmssp.auth.domain",
         "tcp.stream",
         "frame.protocols",
+        "icmp.code",
+        "icmpv6.code",
+        "udp.dstport",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
         let protocols = r.str(34).unwrap_or("");
         let multicast_dns = protocols.contains(":mdns") || protocols.contains(":llmnr");
         let icmp_type = r.u64(10).or_else(|| r.u64(11).map(|t| t + 1000));
+        let quote = is_icmp_error(r.u64(10), r.u64(11));
+        let pick = |i: usize| r.conversation_addr(i, quote);
         Some(Self {
             frame: r.u64(0)?,
             time: r.f64(1).unwrap_or(0.0),
             eth_src: r.owned(2),
-            src: r
-                .all(3)
-                .last()
-                .or_else(|| r.all(4).last())
-                .map(str::to_string),
-            dst: r
-                .all(5)
-                .last()
-                .or_else(|| r.all(6).last())
-                .map(str::to_string),
+            src: pick(3).or_else(|| pick(4)).map(str::to_string),
+            dst: pick(5).or_else(|| pick(6)).map(str::to_string),
             arp_op: r.u64(7),
             arp_mac: r.owned(8),
             arp_ip: r.owned(9),
@@ -644,6 +688,10 @@ impl FromRow for ThreatRow {
             ntlm_user: r.owned(31).filter(|u| u != "NULL"),
             ntlm_domain: r.owned(32).filter(|u| u != "NULL"),
             stream: r.u64(33),
+            port_unreachable: match (r.u64(10), r.u64(35), r.u64(11), r.u64(36)) {
+                (Some(3), Some(3), _, _) | (_, _, Some(1), Some(4)) => r.u64(37),
+                _ => None,
+            },
         })
     }
 }
@@ -677,6 +725,9 @@ fn is_secret_key(k: &str) -> bool {
     ["pass", "pwd", "secret"].iter().any(|w| k.contains(w))
 }
 
+/// Closed UDP ports one host reported to another: (ports, sample frames, first, last time).
+type Unreachables = (BTreeSet<u64>, Vec<u64>, f64, f64);
+
 /// Echo requests of one source/destination pair: count, first frame, count per second.
 type EchoCount = (u64, u64, HashMap<i64, u64>);
 
@@ -693,6 +744,8 @@ struct PacketFacts {
     redirects: Vec<u64>,
     echo: HashMap<(String, String), EchoCount>,
     echo_replied: HashSet<(String, String)>,
+    /// (prober, closed host) -> ports it was told are closed.
+    udp_closed: HashMap<(String, String), Unreachables>,
     tunnel: TunnelHints,
     /// The user named on a connection, by protocol and stream, until its PASS arrives.
     users: HashMap<(&'static str, u64), String>,
@@ -723,6 +776,18 @@ impl PacketFacts {
             if v.len() < 4 && !v.iter().any(|(m, _)| m == mac) {
                 v.push((mac.clone(), r.frame));
             }
+        }
+        if let Some(port) = r.port_unreachable {
+            // the error goes back to the prober: dst probed src
+            let e = self
+                .udp_closed
+                .entry((dst.clone(), src.clone()))
+                .or_insert((BTreeSet::new(), Vec::new(), r.time, r.time));
+            e.0.insert(port);
+            if e.1.len() < 10 {
+                e.1.push(r.frame);
+            }
+            e.3 = r.time;
         }
         match r.icmp_type {
             Some(5) | Some(1137) => self.redirects.push(r.frame),
@@ -1001,7 +1066,8 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
     .await?;
 
     let mut findings = Vec::new();
-    let scans = port_scans(&tcp);
+    let mut scans = port_scans(&tcp);
+    scans.extend(udp_scans(&facts.udp_closed));
     findings.extend(scans.iter().take(5).map(scan_finding));
     let scanners: HashSet<String> = scans.iter().map(|s| s.scanner.clone()).collect();
 
@@ -1383,7 +1449,7 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
     }
 
     let checks = vec![
-        Check { check: "port scans".into(), found: scans.len(), looked_at: format!("{} TCP connection attempts", tcp.streams.iter().filter(|s| s.syn[0]).count()) },
+        Check { check: "port scans".into(), found: scans.len(), looked_at: format!("{} TCP connection attempts and {} ICMP port-unreachable pair(s)", tcp.streams.iter().filter(|s| s.syn[0]).count(), facts.udp_closed.len()) },
         Check { check: "host sweeps (TCP and ICMP)".into(), found: sweeps.len(), looked_at: "sources trying a few ports on 20+ hosts, or 6+ hosts within 10 s, most refusing or silent".into() },
         Check { check: "SYN floods".into(), found: floods.len(), looked_at: "SYN-only attempts per service".into() },
         Check { check: "brute force".into(), found: brute.len(), looked_at: "repeated logins to ftp/ssh/telnet/pop3/imap/ldap/sql/rdp/vnc, FTP 530 and HTTP 401 answers".into() },

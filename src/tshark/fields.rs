@@ -77,6 +77,17 @@ impl<'a> Row<'a> {
             .to_string()
     }
 
+    /// The address of the conversation a packet belongs to: the innermost header of a
+    /// tunnelled packet, but the outer one of an ICMP error, whose inner header is only a
+    /// quote of the packet it complains about.
+    pub fn conversation_addr(&self, i: usize, icmp_error: bool) -> Option<&str> {
+        if icmp_error {
+            self.first(i)
+        } else {
+            self.all(i).filter(|s| !s.is_empty()).last()
+        }
+    }
+
     /// Every occurrence of the field.
     pub fn all(&self, i: usize) -> impl Iterator<Item = &str> {
         self.str(i)
@@ -108,6 +119,12 @@ impl<'a> Row<'a> {
 }
 
 /// A typed tshark row: the fields it needs, in order, and how to build it.
+/// ICMP (v4) or ICMPv6 types that carry a quote of another packet: unreachable, source
+/// quench, redirect, time exceeded, parameter problem; v6 1-4 and redirect.
+pub fn is_icmp_error(v4_type: Option<u64>, v6_type: Option<u64>) -> bool {
+    matches!(v4_type, Some(3 | 4 | 5 | 11 | 12)) || matches!(v6_type, Some(1..=4 | 137))
+}
+
 pub trait FromRow: Sized {
     const FIELDS: &'static [&'static str];
     fn from_row(row: &Row<'_>) -> Option<Self>;
