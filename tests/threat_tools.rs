@@ -244,7 +244,8 @@ async fn no_clean_capture_yields_a_high_threat() {
     assert!(checked >= 20, "only {checked} clean captures checked");
 }
 
-/// An HTTP server inside the namespace that refuses every login with 401.
+/// An HTTP server inside the namespace that refuses every login with 401, and an SSH
+/// banner on 22 that hangs up (what a guessing tool sees after a wrong password).
 const AUTH_SERVER: &str = r#"
 import http.server
 class H(http.server.BaseHTTPRequestHandler):
@@ -254,6 +255,15 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Length', '0')
         self.end_headers()
     def log_message(self, *a): pass
+def ssh():
+    import socket
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', 22)); s.listen(50)
+    while True:
+        c, _ = s.accept()
+        c.sendall(b'SSH-2.0-OpenSSH_9.6\r\n'); c.close()
+import threading
+threading.Thread(target=ssh, daemon=True).start()
 http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()
 "#;
 
@@ -340,6 +350,15 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
                 Duration::from_millis(300),
             );
         }
+        // 15 short SSH connections, a password guesser's rhythm
+        for _ in 0..15 {
+            let mut c = TcpStream::connect_timeout(
+                &"10.213.13.2:22".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+            .unwrap();
+            let _ = c.read(&mut [0u8; 64]);
+        }
         // a UDP scan of 40 closed ports
         let udp = std::net::UdpSocket::bind("10.213.13.1:0").unwrap();
         for port in 9000..9040u16 {
@@ -379,8 +398,10 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         .expect("TCP scan");
     assert_eq!(scan["scanner"], "10.213.13.1");
     assert_eq!(scan["target"], "10.213.13.2");
-    assert_eq!(scan["ports_tried"], 60, "{scan}");
-    assert_eq!(scan["open_ports"], json!([8080]));
+    // the 60 scanned ports and SSH's 22; all refused but 8080
+    assert_eq!(scan["ports_tried"], 61, "{scan}");
+    assert_eq!(scan["refused_or_unanswered"], 59, "{scan}");
+    assert_eq!(scan["open_ports"], json!([22, 8080]));
     let udp = scans
         .iter()
         .find(|s| s["protocol"] == "udp")
@@ -410,7 +431,20 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
     assert!(c.iter().any(|c| c["username"] == "admin"));
     assert!(!v.to_string().contains("guess07"), "secret leaked");
 
-    let b = &v["brute_force"]["rows"][0];
+    let ssh = v["brute_force"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["service"] == "ssh")
+        .expect("SSH guessing");
+    assert_eq!(ssh["connections"], 15);
+    assert_eq!(ssh["client"], "10.213.13.1");
+    let b = v["brute_force"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["service"] == "http")
+        .expect("HTTP guessing");
     assert_eq!(b["client"], "10.213.13.1");
     assert_eq!(b["service"], "http");
     assert_eq!(
