@@ -473,3 +473,91 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         "{titles:?}"
     );
 }
+
+/// A pcap of DNS queries for one name from one client every `every_s` seconds (and a
+/// decoy name queried at random-looking times), built byte by byte.
+fn dns_check_in_capture(every_s: u32, count: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for w in [
+        0xa1b2_c3d4u32.to_le_bytes(),
+        [2, 0, 4, 0],
+        [0; 4],
+        [0; 4],
+        65535u32.to_le_bytes(),
+        1u32.to_le_bytes(),
+    ] {
+        out.extend_from_slice(&w);
+    }
+    let mut packet = |t: u32, id: u16, name: &str| {
+        let mut dns = id.to_be_bytes().to_vec();
+        dns.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            dns.push(label.len() as u8);
+            dns.extend_from_slice(label.as_bytes());
+        }
+        dns.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let udp_len = 8 + dns.len() as u16;
+        let mut udp = 53000u16.to_be_bytes().to_vec();
+        udp.extend_from_slice(&53u16.to_be_bytes());
+        udp.extend_from_slice(&udp_len.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&dns);
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&(20 + udp_len).to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 5, 10, 0, 0, 53]);
+        ip.extend_from_slice(&udp);
+        let mut frame = vec![0x02, 0, 0, 0, 0, 0x53, 0x02, 0, 0, 0, 0, 0x05, 0x08, 0x00];
+        frame.extend_from_slice(&ip);
+        out.extend_from_slice(&(1_700_000_000 + t).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    };
+    let decoy = [0, 3, 11, 12, 30, 31, 50, 70, 71, 90];
+    for i in 0..count {
+        packet(i * every_s, i as u16, "cc.example.net");
+        packet(
+            decoy[i as usize % decoy.len()] + 1000 * (i / 10),
+            1000 + i as u16,
+            "www.example.org",
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_dns_check_in_every_30_seconds_is_beaconing() {
+    let s = start().await;
+    std::fs::write(s.storage_file("checkin.pcap"), dns_check_in_capture(30, 10)).unwrap();
+    let path = s.storage_file("checkin.pcap").display().to_string();
+    assert_eq!(
+        tshark_count(&path, "dns.qry.name == \"cc.example.net\""),
+        10
+    );
+    let v = s
+        .ok(
+            "analyze_security_threats",
+            json!({"pcap_file": "checkin.pcap"}),
+        )
+        .await;
+    let rows = v["beacons"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only the steady name: {rows:?}");
+    let b = &rows[0];
+    assert_eq!(b["kind"], "dns");
+    assert_eq!(b["client"], "10.0.0.5");
+    assert_eq!(b["server"], "cc.example.net");
+    assert_eq!(b["events"], 10);
+    assert_eq!(b["mean_interval_s"], 30.0);
+    assert_eq!(
+        tshark_count(&path, b["display_filter"].as_str().unwrap()),
+        10
+    );
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["title"].as_str().unwrap().starts_with("Beaconing (dns)"))
+        .expect("beaconing finding");
+    assert_eq!(f["severity"], "medium");
+}

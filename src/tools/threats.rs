@@ -151,12 +151,17 @@ pub struct TlsConcern {
     pub display_filter: String,
 }
 
-/// Connections from one client to one service at a steady interval.
+/// A client checking in at a steady interval: TCP connections to one service, or DNS
+/// queries for one name.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Beacon {
+    /// tcp (connection starts) or dns (queries for one name).
+    pub kind: String,
     pub client: String,
+    /// The service (`addr:port`) or the name queried.
     pub server: String,
-    pub connections: usize,
+    /// Connections (tcp) or queries (dns).
+    pub events: usize,
     pub mean_interval_s: f64,
     /// Standard deviation of the interval over its mean: 0 is a metronome.
     pub interval_variation: f64,
@@ -520,7 +525,25 @@ fn brute_force(
     out
 }
 
-fn beacons(m: &TcpModel) -> Vec<Beacon> {
+/// Mean interval and its variation (standard deviation over mean) of event times, when
+/// they look like a check-in: 8+ events, 2 s or more apart on average (faster repeats are
+/// a busy client), varying by at most 10%.
+fn periodic(times: &mut [f64]) -> Option<(f64, f64)> {
+    if times.len() < 8 {
+        return None;
+    }
+    times.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    if mean < 2.0 {
+        return None;
+    }
+    let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+    let cv = var.sqrt() / mean;
+    (cv <= 0.1).then_some((mean, cv))
+}
+
+fn beacons(m: &TcpModel, dns: &HashMap<(String, String), Vec<(f64, u64)>>) -> Vec<Beacon> {
     let mut by: HashMap<(&str, &str, u64), Vec<&Stream>> = HashMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
         by.entry((s.addr[0].as_str(), s.addr[1].as_str(), s.port[1]))
@@ -529,36 +552,20 @@ fn beacons(m: &TcpModel) -> Vec<Beacon> {
     }
     let mut out: Vec<Beacon> = by
         .into_iter()
-        .filter_map(|((c, sv, port), mut streams)| {
-            if streams.len() < 8 {
-                return None;
-            }
-            streams.sort_by(|a, b| a.first.total_cmp(&b.first));
-            let gaps: Vec<f64> = streams
-                .windows(2)
-                .map(|w| w[1].first - w[0].first)
-                .collect();
-            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
-            // sub-second repeats are a busy client, not a check-in
-            if mean < 2.0 {
-                return None;
-            }
-            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
-            let cv = var.sqrt() / mean;
-            if cv > 0.1 {
-                return None;
-            }
+        .filter_map(|((c, sv, port), streams)| {
+            let mut times: Vec<f64> = streams.iter().map(|s| s.first).collect();
+            let (mean, cv) = periodic(&mut times)?;
+            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+            frames.sort_unstable();
+            frames.truncate(10);
             Some(Beacon {
+                kind: "tcp".into(),
                 client: c.to_string(),
                 server: endpoint(sv, Some(port)),
-                connections: streams.len(),
+                events: streams.len(),
                 mean_interval_s: round(mean, 3),
                 interval_variation: round(cv, 4),
-                sample_frames: streams
-                    .iter()
-                    .filter_map(|s| s.syn_frame)
-                    .take(10)
-                    .collect(),
+                sample_frames: frames,
                 display_filter: format!(
                     "{} && {} && tcp.dstport == {port} && tcp.flags.syn == 1 && tcp.flags.ack == 0",
                     host_filter(c, "src"),
@@ -567,7 +574,25 @@ fn beacons(m: &TcpModel) -> Vec<Beacon> {
             })
         })
         .collect();
-    out.sort_by_key(|x| std::cmp::Reverse(x.connections));
+    out.extend(dns.iter().filter_map(|((client, name), q)| {
+        let mut times: Vec<f64> = q.iter().map(|x| x.0).collect();
+        let (mean, cv) = periodic(&mut times)?;
+        Some(Beacon {
+            kind: "dns".into(),
+            client: client.clone(),
+            server: name.clone(),
+            events: q.len(),
+            mean_interval_s: round(mean, 3),
+            interval_variation: round(cv, 4),
+            sample_frames: q.iter().map(|x| x.1).take(10).collect(),
+            display_filter: format!(
+                "{} && dns.flags.response == 0 && dns.qry.name == {}",
+                host_filter(client, "src"),
+                crate::tools::filter_string_literal(name)
+            ),
+        })
+    }));
+    out.sort_by_key(|x| std::cmp::Reverse(x.events));
     out
 }
 
@@ -744,6 +769,8 @@ struct PacketFacts {
     redirects: Vec<u64>,
     echo: HashMap<(String, String), EchoCount>,
     echo_replied: HashSet<(String, String)>,
+    /// (client, name) -> query times and frames, for DNS check-ins.
+    dns_queries: HashMap<(String, String), Vec<(f64, u64)>>,
     /// (prober, closed host) -> ports it was told are closed.
     udp_closed: HashMap<(String, String), Unreachables>,
     tunnel: TunnelHints,
@@ -807,6 +834,14 @@ impl PacketFacts {
         }
         if let Some((name, qtype)) = &r.dns_query {
             self.tunnel.add(name, *qtype, r.frame);
+            // bounded: a resolver-heavy capture keeps its first 100k client/name pairs
+            let key = (src.clone(), name.clone());
+            if self.dns_queries.len() < 100_000 || self.dns_queries.contains_key(&key) {
+                let v = self.dns_queries.entry(key).or_default();
+                if v.len() < 10_000 {
+                    v.push((r.time, r.frame));
+                }
+            }
         }
         let cred = |protocol: &str, user: Option<String>, secret: Option<&str>| Credential {
             protocol: protocol.into(),
@@ -1427,16 +1462,16 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
         ));
     }
 
-    let beacon_rows = beacons(&tcp);
+    let beacon_rows = beacons(&tcp, &facts.dns_queries);
     for b in beacon_rows.iter().take(3) {
         findings.push(Finding::new(
             Severity::Medium,
             format!(
-                "Beaconing: {} -> {} every {:.1} s ({} connections)",
-                b.client, b.server, b.mean_interval_s, b.connections
+                "Beaconing ({}): {} -> {} every {:.1} s ({} times)",
+                b.kind, b.client, b.server, b.mean_interval_s, b.events
             ),
             format!(
-                "Connections at a near-constant interval (variation {:.1}%): malware checking in with its controller looks like this; so do health checks and pollers. Check what the client process is.",
+                "Check-ins at a near-constant interval (variation {:.1}%): malware checking in with its controller looks like this; so do health checks and pollers. Check what the client process is.",
                 b.interval_variation * 100.0
             ),
             Evidence {
@@ -1458,7 +1493,7 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
         Check { check: "ICMP redirects and floods".into(), found: facts.redirects.len() + floods_icmp.len(), looked_at: format!("{} echo source/destination pair(s)", facts.echo.len()) },
         Check { check: "DNS tunnelling".into(), found: usize::from(dns_hints.is_some()), looked_at: "query names: label length and entropy, unique subdomains per domain, TXT volume".into() },
         Check { check: "suspicious TLS".into(), found: tls_issues.len(), looked_at: format!("{} TLS/QUIC session(s), {} certificate(s)", tls.sessions.len(), tls.certificates.len()) },
-        Check { check: "beaconing".into(), found: beacon_rows.len(), looked_at: "clients with 8+ connections to one service at a steady interval".into() },
+        Check { check: "beaconing".into(), found: beacon_rows.len(), looked_at: "clients with 8+ connections to one service, or 8+ queries for one name, at a steady interval".into() },
     ];
     let high = findings
         .iter()
@@ -1531,6 +1566,21 @@ mod tests {
             Some((4, "HTTP basic auth".into(), "test".into()))
         );
         assert_eq!(parse_credentials_tap("------     --------"), None);
+    }
+
+    #[test]
+    fn check_ins_are_steady_and_unhurried() {
+        let mut every_5s: Vec<f64> = (0..9).map(|i| 100.0 + 5.0 * i as f64).collect();
+        assert_eq!(periodic(&mut every_5s), Some((5.0, 0.0)));
+        let mut jittered: Vec<f64> = (0..9)
+            .map(|i| 30.0 * i as f64 + if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        assert!(periodic(&mut jittered).is_some_and(|(m, cv)| (m - 30.0).abs() < 0.5 && cv < 0.1));
+        let mut busy: Vec<f64> = (0..50).map(|i| i as f64 * 0.5).collect();
+        assert_eq!(periodic(&mut busy), None); // a busy client, not a check-in
+        let mut erratic = vec![0.0, 3.0, 11.0, 12.0, 30.0, 31.0, 50.0, 70.0, 71.0];
+        assert_eq!(periodic(&mut erratic), None);
+        assert_eq!(periodic(&mut [0.0, 5.0, 10.0]), None); // too few
     }
 
     #[test]
