@@ -149,13 +149,7 @@ async fn crafted_flag_probes_and_protocols_on_the_wrong_port() {
     let ns = Netns::create(17).expect("create netns and veth");
     let servers = ns.spawn_python(SERVERS);
     let s = start().await;
-    let v = s
-        .ok(
-            "start_packet_capture",
-            json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp", "output_file": "odd.pcapng"}),
-        )
-        .await;
-    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
+    let id = s.start_capture(&ns.host_if, "tcp", "odd.pcapng").await;
     tokio::task::spawn_blocking(|| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let http443: SocketAddr = "10.213.17.2:443".parse().unwrap();
@@ -191,8 +185,7 @@ async fn crafted_flag_probes_and_protocols_on_the_wrong_port() {
     })
     .await
     .unwrap();
-    let stopped = s.ok("stop_packet_capture", json!({"capture_id": id})).await;
-    assert_eq!(stopped["capture"]["state"], "stopped");
+    s.stop_capture(&id).await;
     drop(servers);
     let path = s.storage_file("odd.pcapng").display().to_string();
     let v = s

@@ -212,13 +212,9 @@ async fn a_rate_limited_link_shows_as_saturated() {
     );
     let sink = ns.spawn_python(SINK);
     let s = start().await;
-    let v = s
-        .ok(
-            "start_packet_capture",
-            json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp port 5701", "output_file": "shaped.pcapng"}),
-        )
+    let id = s
+        .start_capture(&ns.host_if, "tcp port 5701", "shaped.pcapng")
         .await;
-    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
     tokio::task::spawn_blocking(|| {
         let addr: SocketAddr = "10.213.15.2:5701".parse().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -242,7 +238,7 @@ async fn a_rate_limited_link_shows_as_saturated() {
     })
     .await
     .unwrap();
-    s.ok("stop_packet_capture", json!({"capture_id": id})).await;
+    s.stop_capture(&id).await;
     drop(sink);
     let v = s
         .ok(
@@ -359,17 +355,7 @@ async fn quality_metrics_agree_with_tshark_and_the_grade_adds_up() {
     assert!(v["latency"]["icmp_echo_rtt"]["count"].as_u64().unwrap() > 0);
 
     // a capture with no packets has nothing to grade: no "A" for silence
-    let mut header = Vec::new();
-    for w in [
-        0xa1b2_c3d4u32.to_le_bytes(),
-        [2, 0, 4, 0],
-        [0; 4],
-        [0; 4],
-        65535u32.to_le_bytes(),
-        1u32.to_le_bytes(),
-    ] {
-        header.extend_from_slice(&w);
-    }
+    let header = pcap_header();
     std::fs::write(s.storage_file("no-packets.pcap"), &header).unwrap();
     let v = s
         .ok(

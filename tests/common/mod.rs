@@ -10,7 +10,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pcap-analyzer-mcp-server");
 
@@ -116,6 +116,36 @@ impl Server {
     pub fn storage_file(&self, name: &str) -> PathBuf {
         self.storage.path().join(name)
     }
+
+    /// Starts a live capture on `interface` with a BPF `filter` into `output` in storage
+    /// (stopped after 60 s at the latest) and returns its id.
+    pub async fn start_capture(&self, interface: &str, filter: &str, output: &str) -> String {
+        let v = self
+            .ok(
+                "start_packet_capture",
+                json!({"interface": interface, "duration": 60, "capture_filter": filter, "output_file": output}),
+            )
+            .await;
+        v["capture"]["capture_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn stop_capture(&self, id: &str) {
+        let v = self
+            .ok("stop_packet_capture", json!({"capture_id": id}))
+            .await;
+        assert_eq!(v["capture"]["state"], "stopped", "{v}");
+    }
+}
+
+/// A classic little-endian pcap file header: microseconds, Ethernet, snaplen 65535.
+pub fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(24);
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h.extend_from_slice(&[2, 0, 4, 0]); // version 2.4
+    h.extend_from_slice(&[0; 8]); // timezone, accuracy
+    h.extend_from_slice(&65535u32.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
+    h
 }
 
 pub fn text(r: &CallToolResult) -> String {
