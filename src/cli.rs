@@ -222,7 +222,7 @@ pub async fn demo() -> Result<()> {
         "A 2011 capture of a browser loading wikipedia.org (from Zeek's test traces), investigated through MCP.\n"
     );
 
-    let steps: [(&str, &str, Value); 4] = [
+    let steps: [(&str, &str, Value); 6] = [
         (
             "1. What is in this capture?",
             "analyze_pcap_file",
@@ -242,6 +242,16 @@ pub async fn demo() -> Result<()> {
             "4. Where does \"wikimedia\" appear in the packets?",
             "search_packet_content",
             serde_json::json!({"pcap_file": DEMO_NAME, "search_pattern": "WIKIMEDIA", "limit": 3}),
+        ),
+        (
+            "5. Is anything in it malicious?",
+            "analyze_security_threats",
+            serde_json::json!({"pcap_file": DEMO_NAME}),
+        ),
+        (
+            "6. How good was the network, in one grade?",
+            "analyze_network_quality_metrics",
+            serde_json::json!({"pcap_file": DEMO_NAME}),
         ),
     ];
     for (title, tool, args) in steps {
@@ -340,6 +350,19 @@ fn print_report(tool: &str, v: &Value) {
                     m["frame"],
                     m["protocol"].as_str().unwrap_or(""),
                     m["snippet"].as_str().unwrap_or("")
+                );
+            }
+        }
+        "analyze_network_quality_metrics" => {
+            for c in v["grade"]["components"].as_array().into_iter().flatten() {
+                println!(
+                    "     {:<32} {:>9} {:<16} -{}",
+                    c["metric"].as_str().unwrap_or(""),
+                    c["value"]
+                        .as_f64()
+                        .map_or("-".to_string(), |x| x.to_string()),
+                    c["unit"].as_str().unwrap_or(""),
+                    c["penalty"]
                 );
             }
         }

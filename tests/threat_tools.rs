@@ -418,8 +418,13 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
 
     let flood = &v["syn_floods"]["rows"][0];
     assert_eq!(flood["target"], "10.213.13.2:8080");
-    assert_eq!(flood["syn_only_attempts"], 400, "{flood}");
-    assert_eq!(flood["distinct_sources"], 100);
+    // the 400 spoofed SYNs, plus any refused readiness probe from 10.213.13.1
+    let attempts = flood["syn_only_attempts"].as_u64().unwrap();
+    assert!((400..=405).contains(&attempts), "{flood}");
+    assert!(
+        (100..=101).contains(&flood["distinct_sources"].as_u64().unwrap()),
+        "{flood}"
+    );
 
     let c = creds(&v, "http-basic");
     assert_eq!(

@@ -615,7 +615,29 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
         errors.dns_queries,
         errors.tls_failure_pct,
         errors.tls_sessions,
-        grade.arithmetic
+        {
+            // the biggest deductions; the whole computation is in grade.arithmetic
+            let mut d: Vec<&GradeComponent> = grade
+                .components
+                .iter()
+                .filter(|c| c.penalty > 0.0)
+                .collect();
+            d.sort_by(|a, b| b.penalty.total_cmp(&a.penalty));
+            if grade.letter == "n/a" {
+                String::new()
+            } else if d.is_empty() {
+                "No deductions.".to_string()
+            } else {
+                format!(
+                    "Deductions: {} (grade.arithmetic has the whole computation).",
+                    d.iter()
+                        .take(3)
+                        .map(|c| format!("{} -{}", c.metric, c.penalty))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
     );
     let span = m.span;
     let data = Quality {
