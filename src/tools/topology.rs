@@ -1,5 +1,5 @@
 //! `analyze_network_topology`: who is on the wire. Hosts with their MACs and vendors
-//! (tshark's bundled OUI table: `-N m`, no network lookups), subnets, likely gateways
+//! (tshark's bundled OUI table, no network lookups), subnets, likely gateways
 //! (one MAC in front of many IPs), DNS and DHCP servers, VLANs, services per host (from
 //! SYN-ACKs and answers), the main edges of the conversation graph, and a Mermaid
 //! diagram of the top of that graph.
@@ -329,8 +329,9 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
     let mut dns_servers: BTreeSet<String> = BTreeSet::new();
     let mut dhcp_servers: BTreeSet<String> = BTreeSet::new();
     let mut dhcp_routers: BTreeSet<String> = BTreeSet::new();
-    // -N m: manufacturer names from tshark's own OUI table, no DNS lookups
-    a.fields::<TopoRow>(None, &["-N", "m"], |r| {
+    // eth.src.oui_resolved comes from tshark's bundled OUI table even under -n: vendors
+    // without any name lookup
+    a.fields::<TopoRow>(None, &[], |r| {
         span.add(r.time);
         if let (Some(m), Some(ip)) = (&r.arp_mac, &r.arp_ip) {
             arp.entry(m.clone()).or_default().insert(ip.clone());
