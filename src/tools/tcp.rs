@@ -446,7 +446,14 @@ pub struct WindowStream {
     pub window_limit_client_to_server_bps: Option<f64>,
     pub observed_server_to_client_bps: f64,
     pub observed_client_to_server_bps: f64,
+    /// Throughput reached the advertised window divided by the RTT.
     pub window_limited: bool,
+    /// Which side's window capped it, and how big it got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_by: Option<String>,
+    /// The sender often filled the window while far below the window/RTT ceiling: the
+    /// receiving application reads slowly.
+    pub slow_reader: bool,
     pub display_filter: String,
 }
 
@@ -497,25 +504,35 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
         // the window the client advertises limits what the server sends, and vice versa
         let lim_s2c = rtt.map(|r| round(s.max_window[0] as f64 * 8.0 / r, 1));
         let lim_c2s = rtt.map(|r| round(s.max_window[1] as f64 * 8.0 / r, 1));
-        // limited when the data rate approaches window/RTT, or when the sender keeps
-        // hitting the window (a single window-full on a LAN is not a cap)
-        let limited = |obs: f64, lim: Option<f64>, bytes: u64, full: u64, segs: u64| {
-            bytes >= 64 * 1024
-                && (full * 10 >= segs.max(1) || lim.is_some_and(|l| l > 0.0 && obs >= 0.8 * l))
+        // window-limited when the data rate reaches window/RTT: a bigger window would go
+        // faster. A sender that keeps filling a window whose ceiling is far above the
+        // rate is waiting on a slow reader instead (a single window-full is no pattern).
+        let at_ceiling = |obs: f64, lim: Option<f64>, bytes: u64| {
+            bytes >= 64 * 1024 && lim.is_some_and(|l| l > 0.0 && obs >= 0.8 * l)
         };
-        let window_limited = limited(
-            obs_s2c,
-            lim_s2c,
-            s.payload[1],
-            s.window_full[1],
-            s.data_segments[1],
-        ) || limited(
-            obs_c2s,
-            lim_c2s,
-            s.payload[0],
-            s.window_full[0],
-            s.data_segments[0],
-        );
+        let filling =
+            |bytes: u64, full: u64, segs: u64| bytes >= 64 * 1024 && full * 10 >= segs.max(1);
+        let ceiling_s2c = at_ceiling(obs_s2c, lim_s2c, s.payload[1]);
+        let ceiling_c2s = at_ceiling(obs_c2s, lim_c2s, s.payload[0]);
+        let window_limited = ceiling_s2c || ceiling_c2s;
+        let limited_by = if ceiling_s2c {
+            Some(format!(
+                "{} advertised at most {} bytes",
+                s.endpoint(0),
+                s.max_window[0]
+            ))
+        } else if ceiling_c2s {
+            Some(format!(
+                "{} advertised at most {} bytes",
+                s.endpoint(1),
+                s.max_window[1]
+            ))
+        } else {
+            None
+        };
+        let slow_reader = !window_limited
+            && (filling(s.payload[1], s.window_full[1], s.data_segments[1])
+                || filling(s.payload[0], s.window_full[0], s.data_segments[0]));
         rows.push(WindowStream {
             stream: s.id,
             client: s.endpoint(0),
@@ -531,6 +548,8 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
             observed_server_to_client_bps: obs_s2c,
             observed_client_to_server_bps: obs_c2s,
             window_limited,
+            limited_by,
+            slow_reader,
             display_filter: s.filter(None),
         });
     }
@@ -546,15 +565,33 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
             Severity::Medium,
             format!("{} stream(s) are limited by the receive window", limited.len()),
             format!(
-                "Throughput reaches the window/RTT ceiling (or the sender filled the window), e.g. stream {}: {} advertised at most {} bytes at {} ms RTT. Raise the receiver's buffer or enable window scaling.",
+                "Throughput reaches the window/RTT ceiling, e.g. stream {}: {} at {} ms RTT. Raise the receiver's buffer or enable window scaling.",
                 limited[0].stream,
-                limited[0].client,
-                limited[0].max_window_client_bytes,
+                limited[0].limited_by.as_deref().unwrap_or(""),
                 limited[0].rtt_ms.unwrap_or(0.0)
             ),
             Evidence {
                 streams: limited.iter().map(|r| r.stream).take(10).collect(),
                 display_filter: format!("tcp.stream in {{{}}}", limited.iter().take(10).map(|r| r.stream.to_string()).collect::<Vec<_>>().join(",")),
+                ..Default::default()
+            },
+        ));
+    }
+    let slow: Vec<&WindowStream> = rows.iter().filter(|r| r.slow_reader).collect();
+    if !slow.is_empty() {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{} stream(s) often filled the receiver's window", slow.len()),
+            format!(
+                "The sender kept hitting the advertised window while throughput stayed well below window/RTT (e.g. stream {}): the receiving application reads slowly. A bigger buffer will not help; a faster reader will.",
+                slow[0].stream
+            ),
+            Evidence {
+                streams: slow.iter().map(|r| r.stream).take(10).collect(),
+                display_filter: format!(
+                    "tcp.analysis.window_full && tcp.stream in {{{}}}",
+                    slow.iter().take(10).map(|r| r.stream.to_string()).collect::<Vec<_>>().join(",")
+                ),
                 ..Default::default()
             },
         ));
