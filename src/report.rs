@@ -68,6 +68,24 @@ pub fn endpoint(addr: &str, port: Option<u64>) -> String {
     }
 }
 
+/// A display filter for one host in one role (`src`, `dst` or `addr`): `eth.` for a MAC,
+/// `ipv6.` for an IPv6 address, else `ip.`.
+pub fn host_filter(addr: &str, dir: &str) -> String {
+    let parts: Vec<&str> = addr.split(':').collect();
+    let mac = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    let layer = if mac {
+        "eth"
+    } else if addr.contains(':') {
+        "ipv6"
+    } else {
+        "ip"
+    };
+    format!("{layer}.{dir} == {addr}")
+}
+
 /// A bounded list: how many rows exist, how many are shown, and how to see more.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Table<T> {
@@ -370,6 +388,23 @@ mod tests {
         assert!(t.more.unwrap().contains("offset=5"));
         let t = Table::page(vec![1, 2], 0, 50);
         assert!(t.more.is_none());
+    }
+
+    #[test]
+    fn host_filters_by_address_kind() {
+        assert_eq!(host_filter("10.0.0.1", "src"), "ip.src == 10.0.0.1");
+        assert_eq!(
+            host_filter("2001:db8::1", "addr"),
+            "ipv6.addr == 2001:db8::1"
+        );
+        assert_eq!(
+            host_filter("00:13:7f:be:8c:ff", "addr"),
+            "eth.addr == 00:13:7f:be:8c:ff"
+        );
+        assert_eq!(
+            host_filter("fe80::1:2:3:4", "dst"),
+            "ipv6.dst == fe80::1:2:3:4"
+        );
     }
 
     #[test]

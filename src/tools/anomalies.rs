@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
-use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, thousands};
+use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, host_filter, thousands};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, filter_string_literal};
 use crate::tshark::fields::{FromRow, Row};
@@ -571,10 +571,7 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
             initial.len() >= 2
         })
         .map(|(source, (v, frames))| TtlVariation {
-            display_filter: format!(
-                "{}.src == {source}",
-                if source.contains(':') { "ipv6" } else { "ip" }
-            ),
+            display_filter: host_filter(&source, "src"),
             source,
             ttls: v.into_iter().collect(),
             frames,

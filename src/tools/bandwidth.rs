@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::chart;
 use crate::engine::{Analysis, Span};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, human_bits_per_s, human_bytes, pct, percentile,
-    rfc3339, round, thousands,
+    Evidence, Finding, Report, Severity, Table, host_filter, human_bits_per_s, human_bytes, pct,
+    percentile, rfc3339, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::timeline::{MAX_BUCKETS, choose_interval};
@@ -139,8 +139,8 @@ fn host_filters(host: &str) -> Result<(String, String), String> {
             "host {host:?} is not an IP address: give one address such as 10.0.0.5 or 2001:db8::1"
         )
     })?;
-    let v = if ip.is_ipv6() { "ipv6" } else { "ip" };
-    Ok((format!("{v}.src == {ip}"), format!("{v}.dst == {ip}")))
+    let ip = ip.to_string();
+    Ok((host_filter(&ip, "src"), host_filter(&ip, "dst")))
 }
 
 #[tool_router(router = bandwidth_router, vis = "pub(crate)")]
@@ -636,16 +636,6 @@ pub fn top_protocol(protocols: &str) -> String {
         .to_string()
 }
 
-fn addr_filter(a: &str) -> String {
-    if a.contains(':') && a.len() == 17 && a.matches(':').count() == 5 {
-        format!("eth.addr == {a}")
-    } else if a.contains(':') {
-        format!("ipv6.addr == {a}")
-    } else {
-        format!("ip.addr == {a}")
-    }
-}
-
 /// One address pair's traffic: bytes from the lower address and from the higher one.
 #[derive(Default)]
 struct ConvAcc {
@@ -767,7 +757,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
     let mut talker_rows: Vec<Talker> = talkers
         .into_iter()
         .map(|(addr, (tx, rx, frames))| Talker {
-            display_filter: addr_filter(&addr),
+            display_filter: host_filter(&addr, "addr"),
             share_pct: pct(tx + rx, total),
             address: addr,
             bytes_sent: tx,
@@ -786,7 +776,11 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
             let ([ab, ba], frames) = (c.bytes, c.frames);
             let d = c.last - c.first;
             Conversation {
-                display_filter: format!("{} && {}", addr_filter(&x), addr_filter(&y)),
+                display_filter: format!(
+                    "{} && {}",
+                    host_filter(&x, "addr"),
+                    host_filter(&y, "addr")
+                ),
                 address_a: x,
                 address_b: y,
                 bytes_a_to_b: ab,

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, endpoint, human_bits_per_s, human_bytes, pct,
-    round, thousands,
+    Evidence, Finding, Report, Severity, Table, endpoint, host_filter, human_bits_per_s,
+    human_bytes, pct, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -558,12 +558,7 @@ fn conv_filter(c: &ConvAcc) -> String {
         ("udp", Some(s)) => format!("udp.stream == {s}"),
         _ => {
             let (a, b) = (addr_only(&c.a), addr_only(&c.b));
-            let field = if a.contains(':') {
-                "ipv6.addr"
-            } else {
-                "ip.addr"
-            };
-            format!("{field} == {a} && {field} == {b}")
+            format!("{} && {}", host_filter(a, "addr"), host_filter(b, "addr"))
         }
     }
 }

@@ -166,7 +166,7 @@ impl FromRow for QRow {
 
 /// Unreachable and parameter problems. Time exceeded is kept apart: traceroute makes it
 /// on purpose, so it says nothing about quality unless a routing loop does.
-fn is_icmp_error(r: &QRow) -> bool {
+fn is_unreachable(r: &QRow) -> bool {
     matches!(r.icmp_type, Some(3 | 12)) || matches!(r.icmp6_type, Some(1 | 2 | 4))
 }
 
@@ -268,7 +268,7 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
                     expert_frames.push(r.frame);
                 }
             }
-            if is_icmp_error(&r) {
+            if is_unreachable(&r) {
                 icmp_errors += 1;
                 if icmp_error_frames.len() < 10 {
                     icmp_error_frames.push(r.frame);

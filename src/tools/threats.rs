@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Analysis;
 use crate::model::tcp::{Stream, TcpModel};
 use crate::model::tls::TlsModel;
-use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, rfc3339, round};
+use crate::report::{
+    Evidence, Finding, Report, Severity, Table, endpoint, host_filter, rfc3339, round,
+};
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
 use crate::tools::dns::TunnelHints;
@@ -199,11 +201,6 @@ pub const SCAN_PORTS: usize = 20;
 
 fn attempt_failed(s: &Stream) -> bool {
     matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH")
-}
-
-fn host_filter(addr: &str, dir: &str) -> String {
-    let v = if addr.contains(':') { "ipv6" } else { "ip" };
-    format!("{v}.{dir} == {addr}")
 }
 
 /// Refused or unanswered attempts from one source to many ports of one host, largest first.

@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
-use crate::report::{Evidence, Finding, Report, Severity, Table, human_bytes, thousands};
+use crate::report::{
+    Evidence, Finding, Report, Severity, Table, host_filter, human_bytes, thousands,
+};
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
 use crate::tshark::fields::{FromRow, Row};
@@ -213,14 +215,6 @@ fn is_unicast(addr: &str) -> bool {
         }
         Ok(IpAddr::V6(v)) => !(v.is_multicast() || v.is_unspecified()),
         Err(_) => false,
-    }
-}
-
-fn addr_filter(a: &str) -> String {
-    if a.contains(':') {
-        format!("ipv6.addr == {a}")
-    } else {
-        format!("ip.addr == {a}")
     }
 }
 
@@ -503,7 +497,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             services.sort_by_key(|s| std::cmp::Reverse(s.1));
             Host {
                 display_filter: if address.contains(':') {
-                    addr_filter(&address)
+                    host_filter(&address, "addr")
                 } else {
                     format!("ip.addr == {address} || arp.src.proto_ipv4 == {address}")
                 },
@@ -548,7 +542,11 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             let mut services: Vec<(String, u64)> = e.services.into_iter().collect();
             services.sort_by_key(|s| std::cmp::Reverse(s.1));
             Edge {
-                display_filter: format!("{} && {}", addr_filter(&x), addr_filter(&y)),
+                display_filter: format!(
+                    "{} && {}",
+                    host_filter(&x, "addr"),
+                    host_filter(&y, "addr")
+                ),
                 a: x,
                 b: y,
                 bytes: e.bytes,
