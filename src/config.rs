@@ -62,6 +62,26 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "How many live captures may run at once.",
     ),
     (
+        "PCAP_SEARCH_TIMEOUT",
+        "30",
+        "Seconds a search_packet_content pass may take (a pathological regex is stopped and reported).",
+    ),
+    (
+        "PCAP_CHILD_MEMORY_MB",
+        "4096",
+        "Address-space ceiling of every tshark child in MB (at least 1024: an idle tshark maps ~400 MB); 0 disables it.",
+    ),
+    (
+        "PCAP_CACHE_MB",
+        "256",
+        "Memory the cached capture models and results may hold, in MB; least recently used ones are dropped beyond it.",
+    ),
+    (
+        "PCAP_MAX_REQUEST_BYTES",
+        "4194304",
+        "Largest JSON-RPC message accepted on stdin; a longer one is answered with an error and skipped.",
+    ),
+    (
         "PCAP_NAME_RESOLUTION",
         "off",
         "Set to 'on' to let tshark resolve names (slow; sends DNS queries about captured addresses).",
@@ -80,13 +100,17 @@ pub struct Config {
     pub max_capture_duration: u64,
     pub tshark: PathBuf,
     pub dumpcap: Option<PathBuf>,
-    pub capinfos: Option<PathBuf>,
     pub toolsets: Vec<String>,
     pub tshark_timeout: Duration,
     pub call_deadline: Duration,
     pub max_tshark: usize,
     pub max_captures: usize,
     pub name_resolution: bool,
+    pub search_timeout: Duration,
+    /// RLIMIT_AS of every tshark child; 0 = none.
+    pub child_memory_bytes: u64,
+    pub cache_bytes: usize,
+    pub max_request_bytes: usize,
     /// Operator's TLS key log; validated by the sandbox when used.
     pub tls_keylog_file: Option<String>,
 }
@@ -117,7 +141,7 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
-        let (tshark, dumpcap, capinfos) = locate_wireshark()?;
+        let (tshark, dumpcap, _capinfos) = locate_wireshark()?;
         let toolsets = env_or("PCAP_TOOLSETS", "all")
             .split(',')
             .map(|s| s.trim().to_ascii_lowercase())
@@ -129,12 +153,19 @@ impl Config {
             max_capture_duration: parse_env("MAX_CAPTURE_DURATION", 3600)?,
             tshark,
             dumpcap,
-            capinfos,
             toolsets,
             tshark_timeout: Duration::from_secs(parse_env("PCAP_TSHARK_TIMEOUT", 600)?),
             call_deadline: Duration::from_secs(parse_env("PCAP_CALL_DEADLINE", 45)?),
             max_tshark: parse_env("PCAP_MAX_TSHARK", 2usize)?.max(1),
             max_captures: parse_env("PCAP_MAX_CAPTURES", 4usize)?.max(1),
+            search_timeout: Duration::from_secs(parse_env("PCAP_SEARCH_TIMEOUT", 30u64)?.max(1)),
+            child_memory_bytes: match parse_env("PCAP_CHILD_MEMORY_MB", 4096u64)? {
+                0 => 0,
+                // below ~1 GB tshark cannot even start (it maps ~400 MB idle)
+                mb => mb.max(1024) * 1024 * 1024,
+            },
+            cache_bytes: parse_env("PCAP_CACHE_MB", 256usize)?.max(16) * 1024 * 1024,
+            max_request_bytes: parse_env("PCAP_MAX_REQUEST_BYTES", 4usize << 20)?.max(64 * 1024),
             tls_keylog_file: std::env::var("PCAP_TLS_KEYLOG_FILE")
                 .ok()
                 .filter(|v| !v.trim().is_empty()),

@@ -14,7 +14,8 @@ use crate::config::Config;
 use crate::jobs::{Jobs, Outcome, ProgressReporter};
 use crate::lru::Lru;
 use crate::model::Model;
-use crate::report::{CaptureFacts, Finding, Report, Scope, rfc3339};
+use crate::pcapfile::CaptureSummary;
+use crate::report::{CaptureFacts, Evidence, Finding, Report, Scope, Severity, rfc3339};
 use crate::sandbox::{CaptureFile, KeyLog, Sandbox};
 use crate::tshark::fields::{FromRow, field_args};
 use crate::tshark::{Control, RunEnd, Runner};
@@ -26,7 +27,10 @@ pub struct Engine {
     pub captures: CaptureManager,
     /// Family models (e.g. the TCP streams) by file identity and filter: tools of one
     /// family share one tshark pass; concurrent callers wait for the one being built.
+    /// Bounded by their estimated bytes (PCAP_CACHE_MB).
     models: Mutex<Lru<ModelCell>>,
+    /// Our own reader's facts per file identity (cheap, but a full read of the file).
+    summaries: Mutex<Lru<Arc<CaptureSummary>>>,
 }
 
 type ModelCell = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
@@ -80,13 +84,40 @@ impl Engine {
             tshark: Runner::new(cfg.clone())?,
             jobs: Jobs::default(),
             captures: CaptureManager::new(cfg.clone()),
-            models: Mutex::new(Lru::new(16)),
+            models: Mutex::new(Lru::with_bytes(64, cfg.cache_bytes)),
+            summaries: Mutex::new(Lru::new(256)),
             cfg,
         }))
     }
 
     pub fn sandbox(&self) -> Sandbox<'_> {
         Sandbox::new(&self.cfg)
+    }
+
+    /// The facts of a capture from our own record walk, up to its size at open.
+    pub async fn summary(&self, file: &CaptureFile) -> Result<Arc<CaptureSummary>, String> {
+        let key = file.identity();
+        if let Some(hit) = self.summaries.lock().unwrap().get(&key) {
+            return Ok(hit);
+        }
+        let reader = file
+            .opened
+            .reopen()
+            .map_err(|e| format!("cannot read {}: {e}", file.display_name))?;
+        let size = file.size;
+        let s = tokio::task::spawn_blocking(move || crate::pcapfile::summarize(reader, size))
+            .await
+            .map_err(|e| format!("reading the capture failed: {e}"))?
+            .map_err(|e| format!("cannot read {}: {e}", file.display_name))?;
+        let s = Arc::new(s);
+        self.summaries.lock().unwrap().put(key, s.clone());
+        Ok(s)
+    }
+
+    /// Stops every tshark child; called when the server exits.
+    pub async fn shutdown(&self) {
+        self.captures.shutdown().await;
+        self.tshark.kill_all();
     }
 
     /// Runs one tool's analysis of one capture: sandbox, filter check, cache, background
@@ -122,6 +153,8 @@ impl Engine {
         if let Some(f) = &filter {
             self.tshark.check_display_filter(f).await?;
         }
+        let check_file = file.clone();
+        let check_engine = self.clone();
         let key = format!(
             "{tool}|{}|{args}|{}",
             file.identity(),
@@ -150,8 +183,18 @@ impl Engine {
                         commands: Vec::new(),
                         warning: None,
                         keylog,
+                        time_budget: None,
                     };
-                    run(analysis, params)
+                    let analysed = run(analysis, params);
+                    async move {
+                        // a file with nothing tshark can read gets an error, not an empty
+                        // "healthy" result
+                        let summary = check_engine.summary(&check_file).await?;
+                        if summary.packets == 0 {
+                            return Err(unreadable(&check_file, &summary));
+                        }
+                        analysed.await
+                    }
                 },
             )
             .await?;
@@ -177,6 +220,20 @@ impl Engine {
     }
 }
 
+/// The error for a capture that holds no frame tshark can read.
+fn unreadable(file: &CaptureFile, s: &CaptureSummary) -> String {
+    match &s.damaged {
+        Some(why) => format!(
+            "{} holds no packet that can be read: {why}. Check that the file was copied whole; `capinfos` and `tshark -r` report the same",
+            file.display_name
+        ),
+        None => format!(
+            "{} holds no packets (only a file header, {} bytes): there is nothing to analyse. If it is a capture still being written, call again once packets have arrived",
+            file.display_name, s.file_bytes
+        ),
+    }
+}
+
 /// One tool's view of one capture while its analysis runs.
 pub struct Analysis {
     pub engine: Arc<Engine>,
@@ -190,6 +247,9 @@ pub struct Analysis {
     pub warning: Option<String>,
     /// TLS key log in effect: tshark decrypts TLS with it.
     pub keylog: Option<KeyLog>,
+    /// A time budget of its own for this analysis' tshark runs (and the setting that
+    /// holds it), instead of PCAP_TSHARK_TIMEOUT.
+    pub time_budget: Option<(std::time::Duration, &'static str)>,
 }
 
 /// Time span and count of what a pass saw, for the capture facts.
@@ -238,9 +298,9 @@ impl Analysis {
     ) -> Result<(), String> {
         let mut full = self.engine.tshark.read_args(&self.file);
         if let Some(k) = &self.keylog {
-            // a server-built preference from a sandbox-checked path, never client text
+            // a server-built preference from a sandbox-checked file, never client text
             full.push("-o".into());
-            full.push(format!("tls.keylog_file:{}", k.path.display()));
+            full.push(format!("tls.keylog_file:{}", k.opened.path.display()));
         }
         if let Some(f) = self.combined_filter(tool_filter) {
             full.push("-Y".into());
@@ -251,7 +311,14 @@ impl Analysis {
         let RunEnd { warning } = self
             .engine
             .tshark
-            .run(&full, &self.file, &self.ctl, on_line)
+            .run(
+                &full,
+                &self.file,
+                self.keylog.as_ref().map(|k| &k.opened),
+                self.time_budget,
+                &self.ctl,
+                on_line,
+            )
             .await
             .map_err(|e| self.explain(e))?;
         if warning.is_some() {
@@ -290,10 +357,15 @@ impl Analysis {
         format!("tshark could not analyse {}: {e}", self.file.display_name)
     }
 
-    /// Capture facts for the report: capinfos for the whole file, `span` for what this
+    /// Our own reader's facts about the whole file (as it was when the call began).
+    pub async fn summary(&self) -> Result<Arc<CaptureSummary>, String> {
+        self.engine.summary(&self.file).await
+    }
+
+    /// Capture facts for the report: the file's own facts, `span` for what this
     /// analysis looked at.
     pub async fn capture_facts(&self, span: Span) -> CaptureFacts {
-        let info = self.engine.tshark.capinfos(&self.file).await;
+        let info = self.summary().await.ok();
         let (first, last) = match (&info, self.filter.is_some()) {
             (Some(i), false) if i.first_epoch.is_some() => (i.first_epoch, i.last_epoch),
             _ => (span.first, span.last),
@@ -302,6 +374,20 @@ impl Analysis {
             (Some(a), Some(b)) => crate::report::round((b - a).max(0.0), 6),
             _ => 0.0,
         };
+        let mut warnings = Vec::new();
+        if let Some(w) = info.as_ref().and_then(|i| i.time_warning()) {
+            warnings.push(w);
+        }
+        let now = self.file.opened.current_size();
+        if now != self.file.size {
+            warnings.push(format!(
+                "the file changed size while it was analysed ({} -> {} bytes; a capture still being written?): packets_in_file counts the {} packets of the first {} bytes, while tshark read on, so packets_analysed may include later packets. Call again once the capture has finished for consistent numbers",
+                self.file.size,
+                now,
+                info.as_ref().map_or(0, |i| i.packets),
+                self.file.size
+            ));
+        }
         CaptureFacts {
             file: self.file.display_name.clone(),
             format: format!("{:?}", self.file.format).to_lowercase(),
@@ -311,7 +397,11 @@ impl Analysis {
             first_packet_time: first.map(rfc3339),
             last_packet_time: last.map(rfc3339),
             duration_s,
-            read_warning: self.warning.clone(),
+            read_warning: self
+                .warning
+                .clone()
+                .or_else(|| info.as_ref().and_then(|i| i.damaged.clone())),
+            warnings,
         }
     }
 
@@ -334,19 +424,24 @@ impl Analysis {
                 Some(c) => c,
                 None => {
                     let c = ModelCell::default();
-                    models.put(key, c.clone());
+                    models.put(key.clone(), c.clone());
                     c
                 }
             }
         };
+        let mut built = None;
         let any = cell
             .get_or_try_init(|| async {
-                M::build(self)
-                    .await
-                    .map(|m| Arc::new(m) as Arc<dyn Any + Send + Sync>)
+                let m = M::build(self).await?;
+                built = Some(m.approx_bytes());
+                Ok::<_, String>(Arc::new(m) as Arc<dyn Any + Send + Sync>)
             })
             .await?
             .clone();
+        if let Some(bytes) = built {
+            // weigh it now that its size is known; older models beyond the budget go
+            self.engine.models.lock().unwrap().weigh(&key, bytes);
+        }
         let model = any
             .downcast::<M>()
             .map_err(|_| "internal error: model cache holds another type".to_string())?;
@@ -373,6 +468,30 @@ impl Analysis {
     ) -> Result<Report<T>, String> {
         let capture = self.capture_facts(span).await;
         let scope = self.scope(note);
+        let mut findings = findings;
+        if let Some(s) = self.summary().await.ok()
+            && let Some(j) = s.time_jump.or(s.time_reversal)
+        {
+            findings.push(Finding::new(
+                Severity::Medium,
+                "The capture clock jumps",
+                s.time_warning().unwrap_or_default(),
+                Evidence {
+                    frames: vec![j.frame.saturating_sub(1).max(1), j.frame],
+                    display_filter: format!(
+                        "frame.number == {} || frame.number == {}",
+                        j.frame.saturating_sub(1).max(1),
+                        j.frame
+                    ),
+                    ..Default::default()
+                },
+            ));
+        }
+        let summary = if capture.warnings.is_empty() {
+            summary
+        } else {
+            format!("Capture problem: {} {summary}", capture.warnings.join(" "))
+        };
         Ok(Report::complete(
             summary,
             findings,

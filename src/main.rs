@@ -13,6 +13,7 @@ mod pcapfile;
 mod report;
 mod sandbox;
 mod server;
+mod stdio;
 mod tools;
 mod tshark;
 
@@ -94,9 +95,11 @@ async fn serve() -> Result<()> {
         "pcap-analyzer-mcp-server {} starting on stdio",
         env!("CARGO_PKG_VERSION")
     );
+    let max_request = cfg.max_request_bytes;
     let engine = engine::Engine::new(cfg)?;
+    let stdin = stdio::LimitedLines::new(tokio::io::stdin(), max_request);
     let service = server::PcapServer::new(engine.clone())
-        .serve(rmcp::transport::stdio())
+        .serve((stdin, tokio::io::stdout()))
         .await?;
     let ct = service.cancellation_token();
     let waiting = service.waiting();
@@ -112,7 +115,9 @@ async fn serve() -> Result<()> {
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted"); ct.cancel(); }
         _ = terminated => { tracing::info!("terminated"); ct.cancel(); }
     }
-    // No dumpcap may outlive the server.
-    engine.captures.shutdown().await;
-    Ok(())
+    // No dumpcap or tshark may outlive the server.
+    engine.shutdown().await;
+    // tokio reads stdin on a blocking thread that a still-open stdin never releases,
+    // so returning would wait for it forever: leave now.
+    std::process::exit(0)
 }

@@ -1,36 +1,219 @@
-//! Walking pcap and pcapng records without dissection: counting the packets of a file
-//! dumpcap may still be writing, and fetching the raw bytes of chosen frames (numbered
-//! as Wireshark numbers them: 1-based, in file order) without a second tshark pass.
+//! Our own pcap/pcapng reader: record walking without dissection.
+//!
+//! It answers what capinfos used to (packets, span, link type, snaplen), counts the
+//! packets of a file dumpcap is still writing, and fetches the raw bytes of chosen frames
+//! without a second tshark pass. Records are numbered exactly as tshark numbers frames
+//! (1-based, in file order, including the non-packet records tshark shows as frames:
+//! systemd journal entries, custom blocks, sysdig events), because every frame number a
+//! result hands out is tshark's. Reading stops where tshark would stop with an error
+//! (absurd lengths, a packet larger than tshark accepts, an undeclared interface), and
+//! never goes past the size the file had when it was opened.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// Largest packet record we accept; larger lengths mean a damaged file.
-const MAX_RECORD: usize = 16 * 1024 * 1024;
+/// tshark's largest packet for ordinary link types (WTAP_MAX_PACKET_SIZE_STANDARD).
+const MAX_PACKET_STANDARD: u32 = 262_144;
+/// A pcapng block longer than this is damage, not data (tshark refuses them too).
+const MAX_BLOCK: u32 = 128 * 1024 * 1024;
+/// A gap between consecutive packets worth reporting as a clock jump.
+pub const TIME_JUMP_S: f64 = 86_400.0;
 
-/// Calls `on_packet(frame_number, bytes)` for each packet until it returns false or the
-/// file ends (a record cut short at the end is not reported).
-pub fn for_each_packet(
-    path: &Path,
-    mut on_packet: impl FnMut(u64, &[u8]) -> bool,
-) -> std::io::Result<()> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+/// The largest packet tshark accepts for a link type.
+fn max_packet(linktype: u32) -> u32 {
+    match linktype {
+        // D-Bus, USBPcap: tshark allows 128 MiB; EBHSCR 8 MiB
+        231 | 249 => 128 * 1024 * 1024,
+        279 => 8 * 1024 * 1024,
+        _ => MAX_PACKET_STANDARD,
+    }
+}
+
+/// capinfos-style names of the common link types.
+fn encapsulation_name(linktype: u32) -> String {
+    match linktype {
+        0 | 108 => "null".into(),
+        1 => "ether".into(),
+        9 | 50 => "ppp".into(),
+        12 | 14 | 101 => "rawip".into(),
+        104 => "chdlc".into(),
+        105 => "ieee-802-11".into(),
+        113 => "linux-sll".into(),
+        119 => "ieee-802-11-prism".into(),
+        127 => "ieee-802-11-radiotap".into(),
+        228 => "rawip4".into(),
+        229 => "rawip6".into(),
+        276 => "linux-sll2".into(),
+        n => format!("linktype-{n}"),
+    }
+}
+
+/// One record as the walker sees it.
+pub struct Record<'a> {
+    /// tshark's frame number.
+    pub frame: u64,
+    /// Seconds since the epoch, when the record carries a time.
+    pub time: Option<f64>,
+    pub caplen: u32,
+    /// The packet bytes, when the walk asked for them.
+    pub data: Option<&'a [u8]>,
+}
+
+/// Facts about a capture file from its records (what capinfos reports, with tshark's
+/// frame numbering), plus what looks wrong with its clock or structure.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
+pub struct CaptureSummary {
+    /// `pcap`, `nsecpcap` or `pcapng`.
+    pub file_type: String,
+    /// Link-layer encapsulation, e.g. `ether`, `linux-sll`, or `per-packet` when mixed.
+    pub encapsulation: String,
+    /// Records tshark numbers as frames.
+    pub packets: u64,
+    /// File size when it was opened; nothing beyond it was read.
+    pub file_bytes: u64,
+    /// Sum of captured packet lengths.
+    pub data_bytes: u64,
+    pub duration_s: f64,
+    pub first_epoch: Option<f64>,
+    pub last_epoch: Option<f64>,
+    /// The snapshot length in the file header, when the format records one.
+    pub snaplen: Option<u64>,
+    pub strict_time_order: Option<bool>,
+    /// Why reading stopped before the end of the file (tshark stops there too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    /// The largest forward gap between consecutive packets, when it exceeds a day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_jump: Option<TimeJump>,
+    /// The largest step back in time between consecutive packets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_reversal: Option<TimeJump>,
+}
+
+/// A jump of the capture clock between frame `frame - 1` and `frame`.
+#[derive(Debug, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
+pub struct TimeJump {
+    pub frame: u64,
+    pub seconds: f64,
+}
+
+impl CaptureSummary {
+    /// One sentence about clock jumps, for capture warnings and findings.
+    pub fn time_warning(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(j) = self.time_jump {
+            parts.push(format!(
+                "timestamps jump forward by {} at frame {}",
+                human_span(j.seconds),
+                j.frame
+            ));
+        }
+        if let Some(j) = self.time_reversal {
+            parts.push(format!(
+                "timestamps go back by {} at frame {}",
+                human_span(j.seconds),
+                j.frame
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "{}: the capture clock is not continuous, so durations and rates over the whole file are not meaningful (look at the frames around the jump, or narrow the analysis with a display_filter on frame.time)",
+                parts.join("; ")
+            )
+        })
+    }
+}
+
+/// A duration in the largest unit that keeps it readable ("136 years", "3.2 days").
+pub fn human_span(s: f64) -> String {
+    const YEAR: f64 = 365.25 * 86_400.0;
+    if s >= YEAR {
+        format!("{:.0} years", s / YEAR)
+    } else if s >= 86_400.0 {
+        format!("{:.1} days", s / 86_400.0)
+    } else if s >= 3600.0 {
+        format!("{:.1} hours", s / 3600.0)
+    } else {
+        format!("{s:.3} s")
+    }
+}
+
+/// Walks the records of an open capture up to `limit` bytes, calling `on_record` until
+/// it returns false. `with_data` reads the packet bytes; without it they are skipped.
+/// Returns why the walk stopped early, if the file is damaged there.
+pub fn walk(
+    file: File,
+    limit: u64,
+    with_data: bool,
+    mut on_record: impl FnMut(&Record<'_>) -> bool,
+) -> std::io::Result<Walked> {
+    let mut r = Bounded {
+        inner: BufReader::with_capacity(1 << 20, file),
+        left: limit,
+    };
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)?;
+    let mut w = Walked::default();
     match magic {
-        [0x0a, 0x0d, 0x0d, 0x0a] => walk_pcapng(&mut r, &mut on_packet),
-        _ => walk_pcap(&mut r, magic, &mut on_packet),
+        [0x0a, 0x0d, 0x0d, 0x0a] => walk_pcapng(&mut r, with_data, &mut on_record, &mut w),
+        _ => walk_pcap(&mut r, magic, with_data, &mut on_record, &mut w),
+    };
+    Ok(w)
+}
+
+/// What a walk learnt about the file besides its records.
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub file_type: &'static str,
+    pub linktypes: BTreeSet<u32>,
+    pub snaplen: Option<u64>,
+    pub damaged: Option<String>,
+}
+
+/// A reader that never reads past the size the file had when it was opened.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+impl Bounded<BufReader<File>> {
+    /// Skips `n` bytes; false when the file ends first.
+    fn skip(&mut self, n: u64) -> bool {
+        if n > self.left {
+            return false;
+        }
+        if self.inner.seek_relative(n as i64).is_err() {
+            return false;
+        }
+        self.left -= n;
+        true
     }
 }
 
 fn walk_pcap(
-    r: &mut impl Read,
+    r: &mut Bounded<BufReader<File>>,
     magic: [u8; 4],
-    on_packet: &mut impl FnMut(u64, &[u8]) -> bool,
-) -> std::io::Result<()> {
+    with_data: bool,
+    on_record: &mut impl FnMut(&Record<'_>) -> bool,
+    w: &mut Walked,
+) {
     let big = matches!(magic, [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d]);
+    let nsec = matches!(magic, [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]);
+    w.file_type = if nsec { "nsecpcap" } else { "pcap" };
     let u32_of = |b: &[u8]| {
         let a = [b[0], b[1], b[2], b[3]];
         if big {
@@ -40,102 +223,379 @@ fn walk_pcap(
         }
     };
     let mut rest = [0u8; 20];
-    r.read_exact(&mut rest)?;
+    if r.read_exact(&mut rest).is_err() {
+        w.damaged = Some("the file ends inside its pcap header".into());
+        return;
+    }
+    w.snaplen = Some(u64::from(u32_of(&rest[12..16]))).filter(|&s| s > 0);
+    let linktype = u32_of(&rest[16..20]) & 0xffff;
+    w.linktypes.insert(linktype);
+    let max = max_packet(linktype);
+    let scale = if nsec { 1e-9 } else { 1e-6 };
     let mut hdr = [0u8; 16];
     let mut buf = Vec::new();
     let mut n = 0u64;
-    while r.read_exact(&mut hdr).is_ok() {
-        let incl = u32_of(&hdr[8..12]) as usize;
-        if incl > MAX_RECORD {
-            break;
+    loop {
+        match read_full(r, &mut hdr) {
+            Ok(0) => return,
+            Ok(16) => {}
+            _ => {
+                w.damaged = Some(format!("the file is cut short after frame {n}"));
+                return;
+            }
         }
-        buf.resize(incl, 0);
-        if r.read_exact(&mut buf).is_err() {
-            break;
+        let caplen = u32_of(&hdr[8..12]);
+        if caplen > max {
+            w.damaged = Some(format!(
+                "frame {} claims {caplen} captured bytes, more than tshark accepts ({max}): the file is damaged there",
+                n + 1
+            ));
+            return;
         }
+        let time = f64::from(u32_of(&hdr[0..4])) + f64::from(u32_of(&hdr[4..8])) * scale;
+        let data = if with_data {
+            buf.resize(caplen as usize, 0);
+            if r.read_exact(&mut buf).is_err() {
+                w.damaged = Some(format!("the file is cut short inside frame {}", n + 1));
+                return;
+            }
+            Some(&buf[..])
+        } else {
+            if !r.skip(u64::from(caplen)) {
+                w.damaged = Some(format!("the file is cut short inside frame {}", n + 1));
+                return;
+            }
+            None
+        };
         n += 1;
-        if !on_packet(n, &buf) {
-            break;
+        let rec = Record {
+            frame: n,
+            time: Some(time),
+            caplen,
+            data,
+        };
+        if !on_record(&rec) {
+            return;
         }
     }
-    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Per-interface facts of the current pcapng section.
+struct Interface {
+    linktype: u32,
+    /// Seconds per timestamp unit.
+    resolution: f64,
+    offset_s: f64,
+}
+
+/// pcapng block types tshark turns into frames besides packets: systemd journal
+/// entries, sysdig events, and custom blocks (copyable and not).
+fn is_frame_block(t: u32) -> bool {
+    matches!(t, 2 | 3 | 6 | 9 | 0x204 | 0x208 | 0x0000_0BAD | 0x4000_0BAD)
 }
 
 fn walk_pcapng(
-    r: &mut impl Read,
-    on_packet: &mut impl FnMut(u64, &[u8]) -> bool,
-) -> std::io::Result<()> {
-    // the first block's type was consumed as the magic; read the rest of its header
+    r: &mut Bounded<BufReader<File>>,
+    with_data: bool,
+    on_record: &mut impl FnMut(&Record<'_>) -> bool,
+    w: &mut Walked,
+) {
+    w.file_type = "pcapng";
     let mut little = true;
     let mut first = true;
-    let mut hdr = [0u8; 8];
+    let mut ifaces: Vec<Interface> = Vec::new();
     let mut body = Vec::new();
     let mut n = 0u64;
     loop {
-        let block_type = if first {
+        let mut head = [0u8; 8];
+        let block_type_raw: [u8; 4];
+        if first {
             first = false;
-            0x0a0d_0d0a
+            block_type_raw = [0x0a, 0x0d, 0x0d, 0x0a];
+            if r.read_exact(&mut head[4..8]).is_err() {
+                w.damaged = Some("the file ends inside its section header".into());
+                return;
+            }
         } else {
-            let mut t = [0u8; 4];
-            if r.read_exact(&mut t).is_err() {
-                break;
+            match read_full(r, &mut head) {
+                Ok(0) => return,
+                Ok(8) => {}
+                _ => {
+                    w.damaged = Some(format!("the file is cut short after frame {n}"));
+                    return;
+                }
             }
-            if little {
-                u32::from_le_bytes(t)
-            } else {
-                u32::from_be_bytes(t)
+            block_type_raw = [head[0], head[1], head[2], head[3]];
+        }
+        let len_raw = [head[4], head[5], head[6], head[7]];
+        let is_shb = block_type_raw == [0x0a, 0x0d, 0x0d, 0x0a];
+        if is_shb {
+            // the byte-order magic after the length decides how this section is read
+            let mut bom = [0u8; 4];
+            if r.read_exact(&mut bom).is_err() {
+                w.damaged = Some("the file ends inside a section header".into());
+                return;
             }
-        };
-        if r.read_exact(&mut hdr[..4]).is_err() {
-            break;
+            little = match u32::from_le_bytes(bom) {
+                0x1a2b_3c4d => true,
+                0x4d3c_2b1a => false,
+                _ => {
+                    w.damaged = Some(format!(
+                        "a section header after frame {n} has no valid byte-order magic"
+                    ));
+                    return;
+                }
+            };
+            ifaces.clear();
         }
-        let len_raw = [hdr[0], hdr[1], hdr[2], hdr[3]];
-        if block_type == 0x0a0d_0d0a {
-            // the byte-order magic follows the length and decides how to read both
-            if r.read_exact(&mut hdr[4..8]).is_err() {
-                break;
-            }
-            little = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) == 0x1a2b_3c4d;
-        }
-        let len = if little {
-            u32::from_le_bytes(len_raw)
-        } else {
-            u32::from_be_bytes(len_raw)
-        } as usize;
-        let consumed = if block_type == 0x0a0d_0d0a { 12 } else { 8 };
-        if len < consumed || len > MAX_RECORD {
-            break;
-        }
-        body.resize(len - consumed, 0);
-        if r.read_exact(&mut body).is_err() {
-            break;
-        }
-        let u32_at = |o: usize| {
-            let a = [body[o], body[o + 1], body[o + 2], body[o + 3]];
+        let u32_from = |a: [u8; 4]| {
             if little {
                 u32::from_le_bytes(a)
             } else {
                 u32::from_be_bytes(a)
             }
         };
-        let packet = match block_type {
-            // enhanced packet: interface, ts high, ts low, captured len, original len, data
-            6 if body.len() >= 20 => Some((20, u32_at(12) as usize)),
-            // simple packet: original len, data (captured = rest of block)
-            3 if body.len() >= 4 => Some((4, body.len() - 8)),
-            // obsolete packet block: interface+drops, ts high, ts low, captured len, original len
-            2 if body.len() >= 20 => Some((20, u32_at(12) as usize)),
-            _ => None,
-        };
-        if let Some((off, cap)) = packet {
-            let end = (off + cap).min(body.len().saturating_sub(4));
-            n += 1;
-            if !on_packet(n, &body[off.min(end)..end]) {
-                break;
+        let block_type = u32_from(block_type_raw);
+        let len = u32_from(len_raw);
+        let consumed = if is_shb { 12 } else { 8 };
+        if len < consumed + 4 || len % 4 != 0 || len > MAX_BLOCK {
+            w.damaged = Some(format!(
+                "a block after frame {n} has an impossible length ({len} bytes): the file is damaged there"
+            ));
+            return;
+        }
+        let body_len = (len - consumed) as usize;
+        let wants_body = is_shb || block_type == 1 || (is_frame_block(block_type) && with_data);
+        let wants_head = is_frame_block(block_type);
+        if wants_body {
+            body.resize(body_len, 0);
+            if r.read_exact(&mut body).is_err() {
+                w.damaged = Some(format!("the file is cut short inside the block after frame {n}"));
+                return;
             }
+        } else if wants_head {
+            // only the fixed part of a packet block (20 bytes) is needed for its facts
+            let headlen = body_len.min(20);
+            body.resize(headlen, 0);
+            if r.read_exact(&mut body).is_err()
+                || !r.skip((body_len - headlen) as u64)
+            {
+                w.damaged = Some(format!("the file is cut short inside frame {}", n + 1));
+                return;
+            }
+        } else if !r.skip(body_len as u64) {
+            w.damaged = Some(format!("the file is cut short inside the block after frame {n}"));
+            return;
+        }
+        let u32_at = |o: usize| u32_from([body[o], body[o + 1], body[o + 2], body[o + 3]]);
+        let u16_at = |o: usize| {
+            let a = [body[o], body[o + 1]];
+            if little {
+                u16::from_le_bytes(a)
+            } else {
+                u16::from_be_bytes(a)
+            }
+        };
+        match block_type {
+            1 => {
+                if body.len() < 12 {
+                    w.damaged = Some("an interface description block is too short".into());
+                    return;
+                }
+                let linktype = u32::from(u16_at(0));
+                let snaplen = u64::from(u32_at(4));
+                let (resolution, offset_s) = interface_options(&body[8..body.len() - 4], little);
+                w.linktypes.insert(linktype);
+                if snaplen > 0 {
+                    w.snaplen = Some(w.snaplen.map_or(snaplen, |s| s.max(snaplen)));
+                }
+                ifaces.push(Interface {
+                    linktype,
+                    resolution,
+                    offset_s,
+                });
+            }
+            t if is_frame_block(t) => {
+                // (offset of the data, captured length, original length, interface, time)
+                let fixed = match t {
+                    6 | 2 => {
+                        if body.len() < 20 {
+                            w.damaged = Some(format!("frame {} is a packet block too short for its header", n + 1));
+                            return;
+                        }
+                        let iface = if t == 6 { u32_at(0) } else { u32::from(u16_at(0)) };
+                        let ts = (u64::from(u32_at(4)) << 32) | u64::from(u32_at(8));
+                        Some((20usize, u32_at(12), u32_at(16), iface, Some(ts)))
+                    }
+                    3 => {
+                        if body_len < 8 {
+                            w.damaged = Some(format!("frame {} is a simple packet block too short", n + 1));
+                            return;
+                        }
+                        let orig = u32_at(0);
+                        let room = (body_len - 8) as u32;
+                        Some((4usize, orig.min(room), orig, 0, None))
+                    }
+                    _ => None,
+                };
+                let (data_off, caplen, time) = match fixed {
+                    Some((off, cap, _orig, iface, ts)) => {
+                        let Some(ifc) = ifaces.get(iface as usize) else {
+                            w.damaged = Some(format!(
+                                "frame {} refers to interface {iface}, which no interface description block declared (tshark stops there)",
+                                n + 1
+                            ));
+                            return;
+                        };
+                        if cap > max_packet(ifc.linktype) {
+                            w.damaged = Some(format!(
+                                "frame {} claims {cap} captured bytes, more than tshark accepts: the file is damaged there",
+                                n + 1
+                            ));
+                            return;
+                        }
+                        if off as u64 + u64::from(cap) + 4 > body_len as u64 {
+                            w.damaged = Some(format!(
+                                "frame {} claims {cap} captured bytes, more than its block holds: the file is damaged there",
+                                n + 1
+                            ));
+                            return;
+                        }
+                        let time = ts.map(|ts| ts as f64 * ifc.resolution + ifc.offset_s);
+                        (off, cap, time)
+                    }
+                    None => (0usize, body_len.saturating_sub(4) as u32, None),
+                };
+                n += 1;
+                let data = (with_data && fixed.is_some())
+                    .then(|| &body[data_off..data_off + caplen as usize]);
+                let rec = Record {
+                    frame: n,
+                    time,
+                    caplen: if fixed.is_some() { caplen } else { 0 },
+                    data,
+                };
+                if !on_record(&rec) {
+                    return;
+                }
+            }
+            _ => {}
         }
     }
-    Ok(())
+}
+
+/// if_tsresol (9) and if_tsoffset (14) of an interface description block's options.
+fn interface_options(mut opts: &[u8], little: bool) -> (f64, f64) {
+    let mut resolution = 1e-6;
+    let mut offset = 0.0;
+    while opts.len() >= 4 {
+        let (code, len) = if little {
+            (
+                u16::from_le_bytes([opts[0], opts[1]]),
+                u16::from_le_bytes([opts[2], opts[3]]) as usize,
+            )
+        } else {
+            (
+                u16::from_be_bytes([opts[0], opts[1]]),
+                u16::from_be_bytes([opts[2], opts[3]]) as usize,
+            )
+        };
+        if code == 0 || 4 + len > opts.len() {
+            break;
+        }
+        let v = &opts[4..4 + len];
+        match (code, len) {
+            (9, 1) => {
+                let b = v[0];
+                // like tshark, an absurd resolution falls back to microseconds
+                resolution = if b & 0x80 == 0 {
+                    if b <= 18 { 10f64.powi(-i32::from(b)) } else { 1e-6 }
+                } else if (b & 0x7f) <= 63 {
+                    2f64.powi(-i32::from(b & 0x7f))
+                } else {
+                    1e-6
+                };
+            }
+            (14, 8) => {
+                let a = [v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]];
+                offset = if little {
+                    i64::from_le_bytes(a)
+                } else {
+                    i64::from_be_bytes(a)
+                } as f64;
+            }
+            _ => {}
+        }
+        opts = &opts[(4 + len + 3) / 4 * 4..];
+    }
+    (resolution, offset)
+}
+
+/// Summarises an open capture, reading at most `limit` bytes (its size at open).
+pub fn summarize(file: File, limit: u64) -> std::io::Result<CaptureSummary> {
+    let mut s = CaptureSummary {
+        file_bytes: limit,
+        ..Default::default()
+    };
+    let mut prev: Option<f64> = None;
+    let mut ordered = true;
+    let walked = walk(file, limit, false, |rec| {
+        s.packets = rec.frame;
+        s.data_bytes += u64::from(rec.caplen);
+        if let Some(t) = rec.time.filter(|t| t.is_finite()) {
+            s.first_epoch = Some(s.first_epoch.map_or(t, |f| f.min(t)));
+            s.last_epoch = Some(s.last_epoch.map_or(t, |l| l.max(t)));
+            if let Some(p) = prev {
+                let step = t - p;
+                if step < 0.0 {
+                    ordered = false;
+                    if s.time_reversal.is_none_or(|j| -step > j.seconds) {
+                        s.time_reversal = Some(TimeJump {
+                            frame: rec.frame,
+                            seconds: -step,
+                        });
+                    }
+                } else if step > TIME_JUMP_S && s.time_jump.is_none_or(|j| step > j.seconds) {
+                    s.time_jump = Some(TimeJump {
+                        frame: rec.frame,
+                        seconds: step,
+                    });
+                }
+            }
+            prev = Some(t);
+        }
+        true
+    })?;
+    // a step back of less than a second is ordinary reordering between capture threads
+    if s.time_reversal.is_some_and(|j| j.seconds < 1.0) {
+        s.time_reversal = None;
+    }
+    s.file_type = walked.file_type.to_string();
+    s.encapsulation = match walked.linktypes.len() {
+        0 => "unknown".into(),
+        1 => encapsulation_name(*walked.linktypes.iter().next().unwrap()),
+        _ => "per-packet".into(),
+    };
+    s.snaplen = walked.snaplen;
+    s.duration_s = match (s.first_epoch, s.last_epoch) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    s.strict_time_order = (s.packets > 0).then_some(ordered);
+    s.damaged = walked.damaged;
+    Ok(s)
 }
 
 /// Packets in a pcapng file dumpcap may still be writing, and the file's size, by
@@ -157,7 +617,6 @@ pub fn count_packets(path: &Path) -> (u64, u64) {
         }
         let block_type = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
         if block_type == 0x0a0d_0d0a {
-            // section header: its byte-order magic decides how lengths are read
             little = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) == 0x1a2b_3c4d;
         }
         let len_bytes = [hdr[4], hdr[5], hdr[6], hdr[7]];
@@ -186,16 +645,18 @@ pub fn count_packets(path: &Path) -> (u64, u64) {
 }
 
 /// The raw bytes of the wanted frames, reading only as far as the last one.
-pub fn frames(path: &Path, wanted: &BTreeSet<u64>) -> HashMap<u64, Vec<u8>> {
+pub fn frames(file: File, limit: u64, wanted: &BTreeSet<u64>) -> HashMap<u64, Vec<u8>> {
     let mut out = HashMap::new();
     let Some(&last) = wanted.iter().next_back() else {
         return out;
     };
-    let _ = for_each_packet(path, |i, bytes| {
-        if wanted.contains(&i) {
-            out.insert(i, bytes.to_vec());
+    let _ = walk(file, limit, true, |rec| {
+        if wanted.contains(&rec.frame)
+            && let Some(d) = rec.data
+        {
+            out.insert(rec.frame, d.to_vec());
         }
-        i < last
+        rec.frame < last
     });
     out
 }
@@ -210,32 +671,46 @@ mod tests {
             .join(name)
     }
 
+    fn summary_of(name: &str) -> CaptureSummary {
+        let f = File::open(fixture(name)).unwrap();
+        let len = f.metadata().unwrap().len();
+        summarize(f, len).unwrap()
+    }
+
     #[test]
-    fn walks_pcap_and_pcapng_like_capinfos() {
-        // capinfos: 136 and 8 packets
-        let mut n = 0;
-        for_each_packet(&fixture("zeek-wikipedia.pcap"), |i, _| {
-            n = i;
-            true
-        })
-        .unwrap();
-        assert_eq!(n, 136);
+    fn summarises_like_capinfos() {
+        // capinfos -T -M -r -S ... zeek-wikipedia.pcap:
+        // pcap ether 65535 ... 136 packets, 25260 data bytes, 1300475167.096535 .. 1300475173.475401
+        let s = summary_of("zeek-wikipedia.pcap");
+        assert_eq!(s.packets, 136);
+        assert_eq!(s.data_bytes, 25260);
+        assert_eq!(s.encapsulation, "ether");
+        assert_eq!(s.snaplen, Some(65535));
+        assert!((s.first_epoch.unwrap() - 1300475167.096535).abs() < 1e-6);
+        assert!((s.duration_s - 6.378866).abs() < 1e-6);
+        assert_eq!(s.strict_time_order, Some(true));
+        assert!(s.damaged.is_none() && s.time_jump.is_none());
+        // capinfos: 8 packets
+        assert_eq!(summary_of("cs-icmp_echo.pcapng").packets, 8);
         assert_eq!(count_packets(&fixture("cs-icmp_echo.pcapng")).0, 8);
+    }
+
+    #[test]
+    fn fetches_frames() {
         // tshark: frame 1 of cs-icmp_echo.pcapng has frame.cap_len 74, an Ethernet/IPv4 frame
-        let f = frames(&fixture("cs-icmp_echo.pcapng"), &BTreeSet::from([1, 8]));
-        assert_eq!(f[&1].len(), 74);
-        assert_eq!(&f[&1][12..14], &[0x08, 0x00]);
-        assert!(f.contains_key(&8));
+        let f = File::open(fixture("cs-icmp_echo.pcapng")).unwrap();
+        let len = f.metadata().unwrap().len();
+        let got = frames(f, len, &BTreeSet::from([1, 8]));
+        assert_eq!(got[&1].len(), 74);
+        assert_eq!(&got[&1][12..14], &[0x08, 0x00]);
+        assert!(got.contains_key(&8));
     }
 
     #[test]
     fn stops_at_a_record_cut_short() {
         // the corpus' cut file: capinfos reads 11 whole packets before the damaged end
-        let mut n = 0;
-        let _ = for_each_packet(&fixture("derived-cs-http_google-cut.pcapng"), |i, _| {
-            n = i;
-            true
-        });
-        assert!(n <= 11);
+        let s = summary_of("derived-cs-http_google-cut.pcapng");
+        assert!(s.packets <= 11);
+        assert!(s.damaged.is_some());
     }
 }

@@ -151,7 +151,7 @@ pub struct CaptureFacts {
     /// pcap or pcapng (from the magic bytes).
     pub format: String,
     pub size_bytes: u64,
-    /// Packets in the whole file (capinfos), when known.
+    /// Packets (frames as tshark numbers them) in the file as it was when the call began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packets_in_file: Option<u64>,
     /// Packets this analysis looked at (after the display filter).
@@ -165,6 +165,9 @@ pub struct CaptureFacts {
     /// what could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_warning: Option<String>,
+    /// What makes the capture itself doubtful: clock jumps, a file that grew while it was read.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]

@@ -7,26 +7,71 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use crate::config::Config;
 
-/// A capture file that passed every check; the only way tools get a path to give tshark.
+/// A file the server opened after checking it: children read this open file (inherited
+/// as a descriptor), never the path again, so what was checked is what is read.
+#[derive(Debug, Clone)]
+pub struct OpenedFile {
+    pub file: Arc<File>,
+    /// The real path of what was opened (for messages and reproducible commands).
+    pub path: PathBuf,
+}
+
+impl OpenedFile {
+    /// A new, independent read position on the same open file: concurrent readers must
+    /// not share one file offset.
+    pub fn reopen(&self) -> std::io::Result<File> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            File::open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            File::open(&self.path)
+        }
+    }
+
+    /// Bytes in the file now (it may be growing).
+    pub fn current_size(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// A capture file that passed every check; the only way tools get a file to give tshark.
 #[derive(Debug, Clone)]
 pub struct CaptureFile {
-    pub path: PathBuf,
+    pub opened: OpenedFile,
     /// What the client called it, echoed in results.
     pub display_name: String,
     pub format: CaptureFormat,
+    /// Size when it was opened: the snapshot every reader of ours stops at.
     pub size: u64,
     pub mtime_ns: u128,
+    /// Device and inode: a file replaced under the same name is another file.
+    pub inode: (u64, u64),
 }
 
 impl CaptureFile {
-    /// File identity for caches: a rewritten file gets a new size or mtime.
+    /// File identity for caches: a rewritten file gets a new size, mtime or inode.
     pub fn identity(&self) -> String {
-        format!("{}|{}|{}", self.path.display(), self.size, self.mtime_ns)
+        format!(
+            "{}|{}|{}|{}:{}",
+            self.opened.path.display(),
+            self.size,
+            self.mtime_ns,
+            self.inode.0,
+            self.inode.1
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.opened.path
     }
 }
 
@@ -53,10 +98,20 @@ pub fn sniff_format(head: &[u8]) -> Option<CaptureFormat> {
     }
 }
 
-pub fn format_of(path: &Path) -> Option<CaptureFormat> {
+/// The capture format of an open file, from its first bytes (read without moving the
+/// file's own offset).
+pub fn format_of(f: &File) -> Option<CaptureFormat> {
     let mut head = [0u8; 4];
-    let mut f = File::open(path).ok()?;
-    f.read_exact(&mut head).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut head, 0).ok()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = f.try_clone().ok()?;
+        f.read_exact(&mut head).ok()?;
+    }
     sniff_format(&head)
 }
 
@@ -73,7 +128,7 @@ pub fn is_safe_file_name(name: &str) -> bool {
 /// A validated TLS key log.
 #[derive(Debug, Clone)]
 pub struct KeyLog {
-    pub path: PathBuf,
+    pub opened: OpenedFile,
     /// Path, size and mtime: a key log that grows invalidates cached results.
     pub identity: String,
 }
@@ -98,10 +153,37 @@ impl<'a> Sandbox<'a> {
             .join(", ")
     }
 
-    /// Resolves a client-supplied capture name to a readable capture file.
-    /// Resolves a client-named file to a canonical path inside the roots: `what` names
-    /// the parameter in messages.
-    fn resolve(&self, requested: &str, what: &str) -> Result<(PathBuf, std::fs::Metadata), String> {
+    /// Whether `path`, with `.` and `..` folded lexically, lies under a root: decides
+    /// only how helpful an error may be, never whether a file is read.
+    fn lexically_inside(&self, path: &Path) -> bool {
+        let mut folded = PathBuf::new();
+        for c in path.components() {
+            match c {
+                Component::ParentDir => {
+                    folded.pop();
+                }
+                Component::CurDir => {}
+                c => folded.push(c),
+            }
+        }
+        self.roots().any(|root| folded.starts_with(root))
+    }
+
+    /// The one answer for anything outside the roots, whether or not it exists, so
+    /// that errors do not reveal which paths exist or where symlinks point.
+    fn refused(&self, requested: &str, what: &str) -> String {
+        format!(
+            "{what} '{requested}' is not a file this server may read: it does not exist, or it is not inside the directories this server reads ({}). \
+             A bare name is looked up in PCAP_STORAGE_DIR (list_captured_files shows what is there); the operator can allow another directory by adding it to PCAP_ALLOWED_DIRS",
+            self.roots_text()
+        )
+    }
+
+    /// Opens a client-named file inside the roots: `what` names the parameter in
+    /// messages. The path is checked before the open (nothing outside the roots is ever
+    /// opened) and the opened file's real path after it (a directory swapped for a
+    /// symlink in between is caught); readers then use this open file, never the path.
+    fn resolve(&self, requested: &str, what: &str) -> Result<(OpenedFile, std::fs::Metadata), String> {
         let requested_trim = requested.trim();
         if requested_trim.is_empty() {
             return Err(format!(
@@ -119,33 +201,51 @@ impl<'a> Sandbox<'a> {
         } else {
             self.cfg.storage_dir.join(raw)
         };
-        let canonical = candidate.canonicalize().map_err(|e| {
-            format!(
-                "cannot open {what} '{requested_trim}': {e}. Bare names are looked up in PCAP_STORAGE_DIR ({}); call list_captured_files to see what is there",
-                self.cfg.storage_dir.display()
-            )
-        })?;
-        if !self.roots().any(|root| canonical.starts_with(root)) {
-            return Err(format!(
-                "'{requested_trim}' resolves to {}, which is outside the directories this server may read ({}). \
-                 The operator can allow it by adding its directory to PCAP_ALLOWED_DIRS",
-                canonical.display(),
-                self.roots_text()
-            ));
+        let inside = self.lexically_inside(&candidate);
+        let canonical = match candidate.canonicalize() {
+            Ok(c) => c,
+            Err(e) if inside => {
+                return Err(format!(
+                    "cannot open {what} '{requested_trim}': {e}. Bare names are looked up in PCAP_STORAGE_DIR ({}); call list_captured_files to see what is there",
+                    self.cfg.storage_dir.display()
+                ));
+            }
+            Err(_) => return Err(self.refused(requested_trim, what)),
+        };
+        if !self.in_roots(&canonical) {
+            return Err(self.refused(requested_trim, what));
         }
-        let meta = std::fs::metadata(&canonical)
+        let file = open_read(&canonical).map_err(|e| {
+            format!("cannot open {what} '{requested_trim}': {e}")
+        })?;
+        let real = real_path(&file).unwrap_or(canonical);
+        if !self.in_roots(&real) {
+            return Err(self.refused(requested_trim, what));
+        }
+        let meta = file
+            .metadata()
             .map_err(|e| format!("cannot read '{requested_trim}': {e}"))?;
         if !meta.is_file() {
             return Err(format!("'{requested_trim}' ({what}) is not a regular file"));
         }
-        Ok((canonical, meta))
+        Ok((
+            OpenedFile {
+                file: Arc::new(file),
+                path: real,
+            },
+            meta,
+        ))
+    }
+
+    fn in_roots(&self, path: &Path) -> bool {
+        self.roots().any(|root| path.starts_with(root))
     }
 
     /// Resolves a client-supplied capture name to a readable capture file.
     pub fn open_capture(&self, requested: &str) -> Result<CaptureFile, String> {
         let requested_trim = requested.trim();
-        let (canonical, meta) = self.resolve(requested, "pcap_file")?;
-        let format = format_of(&canonical).ok_or_else(|| {
+        let (opened, meta) = self.resolve(requested, "pcap_file")?;
+        let format = format_of(&opened.file).ok_or_else(|| {
             format!(
                 "'{requested_trim}' is not a pcap or pcapng capture (its first bytes are not a capture file header{}). \
                  Only pcap and pcapng files are analysed, whatever their extension",
@@ -160,19 +260,22 @@ impl<'a> Sandbox<'a> {
             .unwrap_or(0);
         Ok(CaptureFile {
             display_name: requested_trim.to_string(),
-            path: canonical,
+            opened,
             format,
             size: meta.len(),
             mtime_ns,
+            inode: inode_of(&meta),
         })
     }
 
     /// A TLS key log (SSLKEYLOGFILE format) inside the roots. Its first line must look
     /// like one, so the setting cannot be used to feed tshark some other file.
     pub fn open_keylog(&self, requested: &str, what: &str) -> Result<KeyLog, String> {
-        let (path, meta) = self.resolve(requested, what)?;
+        let (opened, meta) = self.resolve(requested, what)?;
+        let path = opened.path.clone();
         let mut bytes = Vec::new();
-        File::open(&path)
+        opened
+            .reopen()
             .and_then(|f| f.take(4096).read_to_end(&mut bytes))
             .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
         let head = String::from_utf8_lossy(&bytes);
@@ -208,12 +311,14 @@ impl<'a> Sandbox<'a> {
             .unwrap_or(0);
         Ok(KeyLog {
             identity: format!("{}|{}|{mtime_ns}", path.display(), meta.len()),
-            path,
+            opened,
         })
     }
 
-    /// A path for a new file the server writes into storage, or why it is refused.
-    pub fn new_output_path(&self, name: &str) -> Result<PathBuf, String> {
+    /// Creates a new file in storage for the server to write: a safe bare name, created
+    /// with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600, so an existing file, or a symlink
+    /// planted under that name, is never written through.
+    pub fn create_output(&self, name: &str) -> Result<(File, PathBuf), String> {
         if !is_safe_file_name(name) {
             return Err(format!(
                 "output file name '{name}' is not allowed: use a bare name of letters, digits, '.', '_' and '-' \
@@ -221,12 +326,59 @@ impl<'a> Sandbox<'a> {
             ));
         }
         let path = self.cfg.storage_dir.join(name);
-        if path.exists() {
-            return Err(format!(
-                "'{name}' already exists in PCAP_STORAGE_DIR and is never overwritten; choose another name or omit it for a generated one"
-            ));
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
-        Ok(path)
+        match o.open(&path) {
+            Ok(f) => Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(format!(
+                "'{name}' already exists in PCAP_STORAGE_DIR and is never overwritten; choose another name or omit it for a generated one"
+            )),
+            Err(e) => Err(format!("cannot create '{name}' in PCAP_STORAGE_DIR: {e}")),
+        }
+    }
+}
+
+/// Opens for reading without blocking on a FIFO or acquiring a terminal.
+fn open_read(path: &Path) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    o.open(path)
+}
+
+/// Where an open file really is (Linux: /proc/self/fd), whatever happened to the path.
+fn real_path(f: &File) -> Option<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = f;
+        None
+    }
+}
+
+fn inode_of(meta: &std::fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        (0, 0)
     }
 }
 

@@ -1,10 +1,16 @@
 //! The capture manager: owns every dumpcap child, keyed by capture id.
 //!
-//! dumpcap (never tshark) writes pcapng into PCAP_STORAGE_DIR. Each capture has a
+//! dumpcap (never tshark) captures; it writes pcapng to its stdout (`-w -`), and the
+//! server copies that pipe into a file it created itself in PCAP_STORAGE_DIR with
+//! O_CREAT|O_EXCL|O_NOFOLLOW. dumpcap never opens a path, so swapping the file for a
+//! symlink cannot make a privileged dumpcap overwrite anything. Each capture has a
 //! duration limit that dumpcap enforces itself (`-a duration:`) plus a watchdog here,
 //! optional packet and size caps, and a stop that signals dumpcap so it finalises the
-//! file. No dumpcap outlives the server: children are stopped on exit, and on Linux
-//! each child gets a parent-death signal so even a SIGKILLed server leaves none behind.
+//! stream. No dumpcap outlives the server: children are stopped on exit; a parent-death
+//! signal covers a killed server, and because Linux drops that signal when it execs a
+//! binary with file capabilities (how dumpcap is installed for non-root capture), the
+//! pipe is the second guarantee: once the server is gone, dumpcap's next write fails
+//! with SIGPIPE.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::config::Config;
@@ -104,6 +110,20 @@ pub struct CaptureManager {
     cfg: Arc<Config>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     counter: AtomicU64,
+    /// Captures between their slot check and their registration: counted with the
+    /// running ones, so concurrent starts cannot exceed PCAP_MAX_CAPTURES.
+    starting: Mutex<usize>,
+}
+
+/// A capture slot taken at the check; given back unless the capture was registered.
+struct Reservation<'a> {
+    starting: &'a Mutex<usize>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        *self.starting.lock().unwrap() -= 1;
+    }
 }
 
 impl CaptureManager {
@@ -112,6 +132,7 @@ impl CaptureManager {
             cfg,
             entries: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            starting: Mutex::new(0),
         }
     }
 
@@ -148,8 +169,21 @@ impl CaptureManager {
             .collect()
     }
 
-    fn running_count(&self) -> usize {
-        self.files_being_written().len()
+    /// Takes a capture slot, or says why none is free. The count of running captures
+    /// and the reservation happen under one lock.
+    fn reserve(&self) -> Result<Reservation<'_>, String> {
+        let mut starting = self.starting.lock().unwrap();
+        let running = self.files_being_written().len();
+        if running + *starting >= self.cfg.max_captures {
+            return Err(format!(
+                "{} captures are already running or starting (the limit, PCAP_MAX_CAPTURES); stop one with stop_packet_capture first",
+                self.cfg.max_captures
+            ));
+        }
+        *starting += 1;
+        Ok(Reservation {
+            starting: &self.starting,
+        })
     }
 
     pub async fn start(&self, req: CaptureRequest) -> Result<CaptureStatus, String> {
@@ -188,12 +222,7 @@ impl CaptureManager {
         {
             self.check_bpf(&dumpcap, &req.interface, f).await?;
         }
-        if self.running_count() >= self.cfg.max_captures {
-            return Err(format!(
-                "{} captures are already running (the limit, PCAP_MAX_CAPTURES); stop one with stop_packet_capture first",
-                self.cfg.max_captures
-            ));
-        }
+        let reservation = self.reserve()?;
         let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
         let started = SystemTime::now();
         let epoch = started
@@ -215,14 +244,13 @@ impl CaptureManager {
                 format!("capture-{iface}-{stamp}-{n}.pcapng")
             }
         };
-        let path = Sandbox::new(&self.cfg).new_output_path(&file_name)?;
-        create_private_file(&path)?;
+        let (out_file, path) = Sandbox::new(&self.cfg).create_output(&file_name)?;
 
         let mut args: Vec<String> = vec![
             "-i".into(),
             req.interface.clone(),
             "-w".into(),
-            path.display().to_string(),
+            "-".into(),
             "-a".into(),
             format!("duration:{}", req.duration_s),
             "-a".into(),
@@ -244,7 +272,7 @@ impl CaptureManager {
         let mut cmd = Command::new(&dumpcap);
         cmd.args(&args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         #[cfg(unix)]
@@ -290,7 +318,35 @@ impl CaptureManager {
             .lock()
             .unwrap()
             .insert(id.clone(), entry.clone());
+        drop(reservation);
 
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut out_file = tokio::fs::File::from_std(out_file);
+        // The server writes the file: dumpcap's stream, copied as it arrives, so status
+        // calls see the packets so far.
+        let copier = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut failed = None;
+            loop {
+                match stdout.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if failed.is_none()
+                            && let Err(e) = out_file.write_all(&buf[..n]).await
+                        {
+                            // keep draining so dumpcap can stop cleanly
+                            failed = Some(format!("writing the capture file failed: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(format!("reading dumpcap's output failed: {e}"));
+                        break;
+                    }
+                }
+            }
+            let _ = out_file.flush().await;
+            failed
+        });
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let watched = entry.clone();
         tokio::spawn(async move {
@@ -316,11 +372,15 @@ impl CaptureManager {
                 }
             };
             let err = reader.await.unwrap_or_default();
+            let write_error = copier.await.unwrap_or(None);
             let text = String::from_utf8_lossy(&err).into_owned();
             let mut st = watched.inner.lock().unwrap();
             st.ended_at = Some(Instant::now());
             let ok = status.is_some_and(|s| s.success());
-            st.state = if st.stop_requested {
+            st.state = if let Some(e) = write_error {
+                st.error = Some(e);
+                CaptureState::Failed
+            } else if st.stop_requested {
                 CaptureState::Stopped
             } else if ok {
                 CaptureState::Finished
@@ -457,16 +517,6 @@ async fn terminate(entry: Arc<Entry>) {
         signal(entry.pid, libc::SIGKILL);
         let _ = tokio::time::timeout(Duration::from_secs(3), entry.done.notified()).await;
     }
-}
-
-fn create_private_file(path: &PathBuf) -> Result<(), String> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)
-        .map(|_| ())
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 fn signal(pid: Option<u32>, sig: i32) {

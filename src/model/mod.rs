@@ -18,6 +18,8 @@ pub trait Model: Sized + Send + Sync + 'static {
     /// The tshark command lines the build ran.
     fn commands(&self) -> &[String];
     fn warning(&self) -> Option<&String>;
+    /// An estimate of the memory it holds, for the cache's byte budget.
+    fn approx_bytes(&self) -> usize;
 }
 
 macro_rules! impl_model {
@@ -32,6 +34,9 @@ macro_rules! impl_model {
             }
             fn warning(&self) -> Option<&String> {
                 self.warning.as_ref()
+            }
+            fn approx_bytes(&self) -> usize {
+                <$t>::approx_bytes(self)
             }
         }
     };

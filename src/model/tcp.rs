@@ -6,7 +6,7 @@
 //! RTT, tshark's own `tcp.analysis.*` counts, SYN options of both sides, zero-window
 //! stalls, bytes in flight, gaps and ECN. Tools only read it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::engine::{Analysis, Span};
 use crate::tshark::fields::{FromRow, Row};
@@ -213,7 +213,7 @@ pub struct Stream {
     last_gap: Option<f64>,
     /// History letters with direction, first occurrence each, in order.
     history: Vec<(u8, usize)>,
-    pub frames: HashMap<&'static str, Vec<u64>>,
+    pub frames: BTreeMap<&'static str, Vec<u64>>,
     /// Originator index into the raw per-direction arrays, fixed by `finish`.
     oriented: bool,
     flipped: bool,
@@ -601,7 +601,7 @@ pub struct TcpModel {
 
 impl TcpModel {
     pub async fn build(a: &mut Analysis) -> Result<Self, String> {
-        let mut streams: HashMap<u64, Stream> = HashMap::new();
+        let mut streams: BTreeMap<u64, Stream> = BTreeMap::new();
         let mut g = Globals::default();
         let mut m = TcpModel::default();
         let mut prev_time = f64::NEG_INFINITY;
@@ -634,7 +634,7 @@ impl TcpModel {
         }
         streams.sort_by_key(|s| s.id);
         m.capture_start = m.span.first.unwrap_or(0.0);
-        let mut per_sec: HashMap<u64, u64> = HashMap::new();
+        let mut per_sec: BTreeMap<u64, u64> = BTreeMap::new();
         for t in &g.retrans_times {
             *per_sec
                 .entry((t - m.capture_start).max(0.0) as u64)
@@ -650,6 +650,26 @@ impl TcpModel {
         m.commands = a.commands.clone();
         m.warning = a.warning.clone();
         Ok(m)
+    }
+
+    /// Inline size of each stream plus what its lists hold on the heap.
+    pub fn approx_bytes(&self) -> usize {
+        let per_stream: usize = self
+            .streams
+            .iter()
+            .map(|s| {
+                s.addr[0].capacity()
+                    + s.addr[1].capacity()
+                    + 8 * (s.rtt_samples.capacity()
+                        + s.rtt_by_sender[0].capacity()
+                        + s.rtt_by_sender[1].capacity())
+                    + 16 * s.history.capacity()
+                    + s.frames.values().map(|v| 48 + 8 * v.capacity()).sum::<usize>()
+            })
+            .sum();
+        self.streams.capacity() * std::mem::size_of::<Stream>()
+            + per_stream
+            + 8 * self.rtt_samples.capacity()
     }
 
     pub fn total(&self, f: impl Fn(&Stream) -> u64) -> u64 {

@@ -1,7 +1,7 @@
 //! TLS sessions (TCP, and QUIC Initial handshakes) and the certificates they carried,
 //! from one tshark pass; shared by the TLS tools.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -220,7 +220,7 @@ impl Session {
         }
     }
 
-    fn add(&mut self, p: &TlsRow, certs: &mut HashMap<String, Certificate>) {
+    fn add(&mut self, p: &TlsRow, certs: &mut BTreeMap<String, Certificate>) {
         let from_client = p.src == self.addr[0] && p.sport == self.port[0];
         let d = if from_client { 0 } else { 1 };
         self.last_time = p.time;
@@ -352,17 +352,23 @@ pub fn hex_lower(b: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct TlsModel {
     pub sessions: Vec<Session>,
-    pub certificates: HashMap<String, Certificate>,
+    pub certificates: BTreeMap<String, Certificate>,
     pub span: Span,
     pub commands: Vec<String>,
     pub warning: Option<String>,
 }
 
 impl TlsModel {
+    /// Sessions inline plus a generous allowance per certificate (DER, names, SANs).
+    pub fn approx_bytes(&self) -> usize {
+        self.sessions.capacity() * (std::mem::size_of::<Session>() + 256)
+            + self.certificates.len() * 4096
+    }
+
     pub async fn build(a: &mut Analysis) -> Result<Self, String> {
-        let mut sessions: HashMap<String, Session> = HashMap::new();
+        let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
-        let mut certs = HashMap::new();
+        let mut certs = BTreeMap::new();
         let mut span = Span::default();
         a.fields::<TlsRow>(Some("tls || (tcp.flags.reset == 1)"), &[], |p| {
             span.add(Some(p.time));

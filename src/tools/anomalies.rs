@@ -2,7 +2,7 @@
 //! impossible TCP flag sets, IP fragment problems, TTL oddities, and protocols on ports
 //! that belong to another protocol. One pass over every frame in scope.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -397,10 +397,10 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
         ttl_expiring: 0,
         port_mismatches: 0,
     };
-    let mut streams: HashMap<(bool, u64), StreamSeen> = HashMap::new();
-    let mut ttls: HashMap<String, (BTreeSet<u64>, Vec<u64>)> = HashMap::new();
+    let mut streams: BTreeMap<(bool, u64), StreamSeen> = BTreeMap::new();
+    let mut ttls: BTreeMap<String, (BTreeSet<u64>, Vec<u64>)> = BTreeMap::new();
     // datagram -> (its fragments' frames, completed)
-    let mut datagrams: HashMap<String, (Vec<u64>, bool)> = HashMap::new();
+    let mut datagrams: BTreeMap<String, (Vec<u64>, bool)> = BTreeMap::new();
     a.fields::<AnomalyRow>(None, &[], |r| {
         span.add(Some(r.time));
         counts.frames_checked += 1;

@@ -3,7 +3,7 @@
 //! and `analyze_bandwidth_utilization` (average, peak and p95 rates against an optional
 //! link capacity, top talkers, conversations and protocols by bytes, bursts).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -162,6 +162,14 @@ impl PcapServer {
         Parameters(p): Parameters<IoGraphParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, String> {
+        crate::tools::check_seconds("time_interval", p.time_interval)?;
+        if let Some(f) = p.display_filter.as_deref()
+            && f.contains(',')
+        {
+            return Err(format!(
+                "display_filter {f:?} contains a comma, which tshark's io,stat cannot take (it splits its arguments on commas): write sets as `a || b` instead of `{{a,b}}`, and a comma inside a string as \\x2c"
+            ));
+        }
         let filters = p.series_filters.clone().unwrap_or_default();
         if filters.len() > 4 {
             return Err(format!(
@@ -172,7 +180,7 @@ impl PcapServer {
         for f in &filters {
             if f.contains(',') {
                 return Err(format!(
-                    "series filter {f:?} contains a comma, which tshark's io,stat cannot take: write sets as `a || b` instead of `{{a,b}}`"
+                    "series filter {f:?} contains a comma, which tshark's io,stat cannot take: write sets as `a || b` instead of `{{a,b}}`, and a comma inside a string as \\x2c"
                 ));
             }
             self.engine
@@ -221,8 +229,8 @@ impl PcapServer {
             let png = chart::io_graph_png(&g.title, &subtitle, g.interval_s, &series)
                 .map_err(|e| format!("drawing the I/O graph failed: {e}"))?;
             if let Some(name) = &output {
-                let path = self.engine.sandbox().new_output_path(name)?;
-                std::fs::write(&path, &png)
+                let (mut f, path) = self.engine.sandbox().create_output(name)?;
+                std::io::Write::write_all(&mut f, &png)
                     .map_err(|e| format!("could not write {}: {e}", path.display()))?;
                 g.image.saved_to = Some(path.display().to_string());
             }
@@ -255,6 +263,7 @@ impl PcapServer {
         Parameters(p): Parameters<BandwidthParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<Bandwidth>>, String> {
+        crate::tools::check_seconds("time_window", p.time_window)?;
         if let Some(c) = p.link_capacity_mbps
             && !(c.is_finite() && c > 0.0)
         {
@@ -269,7 +278,7 @@ impl PcapServer {
 }
 
 async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, String> {
-    let info = a.engine.tshark.capinfos(&a.file).await;
+    let info = a.summary().await.ok();
     let span_s = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
     let t0 = info.as_ref().and_then(|i| i.first_epoch).unwrap_or(0.0);
     let (interval, coarsened) = choose_interval(p.time_interval, span_s);
@@ -636,6 +645,33 @@ pub fn top_protocol(protocols: &str) -> String {
         .to_string()
 }
 
+/// Most windows a bandwidth result is computed over.
+const MAX_WINDOWS: usize = 100_000;
+
+/// Merges every `k` consecutive windows into one when `duration` would need more than
+/// `max` windows of width `window`; returns the width and windows to use.
+fn widen_windows(
+    window: f64,
+    windows: BTreeMap<i64, (u64, u64)>,
+    duration: f64,
+    max: usize,
+) -> (f64, BTreeMap<i64, (u64, u64)>) {
+    let needed = (duration / window).floor() + 1.0;
+    if needed <= max as f64 {
+        return (window, windows);
+    }
+    let k = (needed / max as f64).ceil().max(2.0);
+    let mut merged: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for (i, (bytes, frame)) in windows {
+        let m = merged
+            .entry((i as f64 / k).floor() as i64)
+            .or_insert((0, frame));
+        m.0 += bytes;
+        m.1 = m.1.min(frame);
+    }
+    (window * k, merged)
+}
+
 /// One address pair's traffic: bytes from the lower address and from the higher one.
 #[derive(Default)]
 struct ConvAcc {
@@ -646,22 +682,24 @@ struct ConvAcc {
 }
 
 async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwidth>, String> {
-    let info = a.engine.tshark.capinfos(&a.file).await;
+    let info = a.summary().await.ok();
     let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
     let asked = p
         .time_window
         .filter(|w| w.is_finite() && *w > 0.0)
         .unwrap_or(1.0);
-    let window = asked.max(crate::tools::timeline::nice_interval(span_hint / 100_000.0));
+    let window = asked.max(crate::tools::timeline::nice_interval(
+        span_hint / MAX_WINDOWS as f64,
+    ));
     let coarsened = (window > asked).then_some(asked);
     // frame.time_relative counts from the file's first packet, not the filtered one
     let file_first = info.as_ref().and_then(|i| i.first_epoch);
     let mut span = Span::default();
     let mut t0: Option<f64> = None;
-    let mut windows: HashMap<i64, (u64, u64)> = HashMap::new();
-    let mut talkers: HashMap<String, (u64, u64, u64)> = HashMap::new();
-    let mut convs: HashMap<(String, String), ConvAcc> = HashMap::new();
-    let mut protocols: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut windows: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut talkers: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    let mut convs: BTreeMap<(String, String), ConvAcc> = BTreeMap::new();
+    let mut protocols: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut total = 0u64;
     a.fields::<BwRow>(None, &[], |r| {
         span.add(Some(r.time));
@@ -700,6 +738,11 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
     .await?;
     let limit = clamp_limit(p.limit, 10);
     let duration = span.duration();
+    // The width was chosen from the file's span; the packets actually read decide how
+    // many windows there are. Widen (merging whole windows) so that a clock jump in
+    // the capture can never size an allocation.
+    let (window, windows) = widen_windows(window, windows, duration, MAX_WINDOWS);
+    let coarsened = coarsened.or((window > asked).then_some(asked));
     let n_windows = ((duration / window).floor() as usize + 1).max(1);
     let rate = |bytes: u64| bytes as f64 * 8.0 / window;
     let mut per: Vec<f64> = (0..n_windows as i64)

@@ -2,7 +2,7 @@
 //! the protocol hierarchy, conversations, endpoints, expert counts and the symptoms
 //! that point to a specialised tool.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -16,7 +16,7 @@ use crate::report::{
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::tshark::capinfos::CapInfo;
+use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -264,10 +264,10 @@ impl Symptom {
 #[derive(Default)]
 struct Overview {
     span: Span,
-    hierarchy: HashMap<String, (u64, u64)>,
-    totals: HashMap<String, (u64, u64)>,
-    convs: HashMap<String, ConvAcc>,
-    eps: HashMap<String, EpAcc>,
+    hierarchy: BTreeMap<String, (u64, u64)>,
+    totals: BTreeMap<String, (u64, u64)>,
+    convs: BTreeMap<String, ConvAcc>,
+    eps: BTreeMap<String, EpAcc>,
     expert: ExpertCounts,
     truncated: Symptom,
     tcp_packets: u64,
@@ -436,7 +436,7 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let mut acc = Overview::default();
     a.fields::<OverviewRow>(None, &[], |row| acc.add(row))
         .await?;
-    let info = a.engine.tshark.capinfos(&a.file).await;
+    let info = a.summary().await.ok().map(|s| (*s).clone());
     let capture = a.capture_facts(acc.span).await;
     let detailed = p.analysis_type;
     let limit = clamp_limit(
@@ -568,7 +568,7 @@ fn addr_only(ep: &str) -> &str {
 }
 
 fn hierarchy_rows(
-    nodes: &HashMap<String, (u64, u64)>,
+    nodes: &BTreeMap<String, (u64, u64)>,
     packets: u64,
     bytes: u64,
 ) -> Vec<ProtocolNode> {

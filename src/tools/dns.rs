@@ -3,7 +3,7 @@
 //! TCP fallback, retries, resolvers, top names and tunnelling hints. mDNS and LLMNR
 //! share the DNS fields but are reported apart from unicast DNS.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -183,7 +183,7 @@ pub struct DnsReport {
 
 /// Shannon entropy per character of a label.
 fn entropy(s: &str) -> f64 {
-    let mut counts: HashMap<char, f64> = HashMap::new();
+    let mut counts: BTreeMap<char, f64> = BTreeMap::new();
     for c in s.chars() {
         *counts.entry(c).or_default() += 1.0;
     }
@@ -202,7 +202,7 @@ fn base_domain(name: &str) -> String {
 /// DNS tool and the threat tool so both call the same thing tunnelling.
 #[derive(Default)]
 pub struct TunnelHints {
-    subdomains: HashMap<String, HashSet<String>>,
+    subdomains: BTreeMap<String, BTreeSet<String>>,
     /// A sample of names with a long high-entropy first label, with their frames.
     pub suspicious: Vec<(String, u64)>,
     pub suspicious_total: u64,
@@ -308,7 +308,7 @@ impl PcapServer {
 async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String> {
     let mut span = Span::default();
     let mut queries: Vec<DnsRow> = Vec::new();
-    let mut responses: HashMap<u64, DnsRow> = HashMap::new();
+    let mut responses: BTreeMap<u64, DnsRow> = BTreeMap::new();
     let mut multicast: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     a.fields::<DnsRow>(Some("dns || mdns || llmnr"), &[], |r| {
         span.add(Some(r.time));
@@ -337,7 +337,7 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
     let mut rcodes: BTreeMap<String, u64> = BTreeMap::new();
     let mut times = Vec::new();
     let mut resolvers: BTreeMap<String, (u64, u64, u64, Vec<f64>)> = BTreeMap::new();
-    let mut names: HashMap<String, u64> = HashMap::new();
+    let mut names: BTreeMap<String, u64> = BTreeMap::new();
     let mut problems: Vec<(u8, DnsTransaction)> = Vec::new();
     let mut unanswered = 0u64;
     let mut retrans = 0u64;

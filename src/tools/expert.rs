@@ -2,7 +2,7 @@
 //! protocol and message, with counts and first frames. tshark's `-z expert` table gives
 //! the protocol and group names; a fields pass gives the frames.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -227,7 +227,7 @@ async fn expert(mut a: Analysis, p: ExpertParams) -> Result<Report<ExpertInfo>, 
         _ => 0,
     };
     let mut span = Span::default();
-    let mut frames: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    let mut frames: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     a.fields::<ExpertRow>(Some("_ws.expert"), &[], |r| {
         span.add(r.time);
         for (sev, msg) in r.severities.iter().zip(&r.messages) {

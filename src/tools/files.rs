@@ -5,12 +5,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::report::{Table, human_bytes, rfc3339, round};
-use crate::sandbox::{CaptureFile, format_of};
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
 
-/// capinfos reads the whole file; above this size its facts are skipped to stay fast.
-const CAPINFOS_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Packet counts need a read of the whole file; above this size they are skipped to stay fast.
+const SUMMARY_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ListFilesParams {
@@ -43,6 +42,9 @@ pub struct FileList {
     pub files: Table<StoredFile>,
     /// Files skipped because they are not pcap/pcapng (by magic bytes).
     pub non_capture_files: usize,
+    /// Symbolic links in storage, listed by name and never followed or read here.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub symlinks: Vec<String>,
 }
 
 #[tool_router(router = files_router, vis = "pub(crate)")]
@@ -65,60 +67,65 @@ impl PcapServer {
         let writing = self.engine.captures.files_being_written();
         let read = std::fs::read_dir(&dir)
             .map_err(|e| format!("cannot read PCAP_STORAGE_DIR {}: {e}", dir.display()))?;
-        let mut found: Vec<(CaptureFile, std::time::SystemTime)> = Vec::new();
-        let mut skipped = 0;
+        let mut found: Vec<(String, std::time::SystemTime, u64)> = Vec::new();
+        let mut links = Vec::new();
         for entry in read.flatten() {
-            let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // never follow a link out of storage: it is listed by name, unread
+            let Ok(meta) = entry.path().symlink_metadata() else {
                 continue;
             };
+            if meta.file_type().is_symlink() {
+                links.push(name);
+                continue;
+            }
             if !meta.is_file() {
                 continue;
             }
+            found.push((
+                name,
+                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                meta.len(),
+            ));
+        }
+        links.sort();
+        // newest first; names break ties so the order never depends on the directory
+        found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let limit = clamp_limit(p.limit, 50);
+        let mut skipped = 0;
+        let mut rows = Vec::new();
+        let mut total = 0;
+        for (name, modified, size) in found {
+            let path = dir.join(&name);
             let being_written = writing.contains(&path);
-            let format = match format_of(&path) {
-                Some(f) => f,
+            let opened = self.engine.sandbox().open_capture(&name);
+            let format = match &opened {
+                Ok(f) => f.format,
                 // dumpcap has not written the header yet
-                None if being_written => crate::sandbox::CaptureFormat::Pcapng,
-                None => {
+                Err(_) if being_written => crate::sandbox::CaptureFormat::Pcapng,
+                Err(_) => {
                     skipped += 1;
                     continue;
                 }
             };
-            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            found.push((
-                CaptureFile {
-                    display_name: entry.file_name().to_string_lossy().into_owned(),
-                    path,
-                    format,
-                    size: meta.len(),
-                    mtime_ns: modified
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos())
-                        .unwrap_or(0),
-                },
-                modified,
-            ));
-        }
-        found.sort_by_key(|f| std::cmp::Reverse(f.1));
-        let limit = clamp_limit(p.limit, 50);
-        let total = found.len();
-        let mut rows = Vec::new();
-        for (f, modified) in found.into_iter().take(limit) {
-            let being_written = writing.contains(&f.path);
-            let info = if !being_written && f.size <= CAPINFOS_MAX_BYTES {
-                self.engine.tshark.capinfos(&f).await
-            } else {
-                None
+            total += 1;
+            if rows.len() >= limit {
+                continue;
+            }
+            let info = match &opened {
+                Ok(f) if !being_written && size <= SUMMARY_MAX_BYTES => {
+                    self.engine.summary(f).await.ok()
+                }
+                _ => None,
             };
             let epoch = modified
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
             rows.push(StoredFile {
-                name: f.display_name.clone(),
-                format: format!("{:?}", f.format).to_lowercase(),
-                size_bytes: f.size,
+                name,
+                format: format!("{format:?}").to_lowercase(),
+                size_bytes: size,
                 modified: rfc3339(epoch),
                 being_written,
                 packets: info.as_ref().map(|i| i.packets),
@@ -155,6 +162,7 @@ impl PcapServer {
             storage_dir: dir.display().to_string(),
             files: table,
             non_capture_files: skipped,
+            symlinks: links,
         }))
     }
 }

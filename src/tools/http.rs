@@ -1,7 +1,7 @@
 //! `extract_http_requests`: every HTTP/1.x request paired with its response (tshark's
 //! own `http.request_in` link), with aggregates and the failing and slowest requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -218,7 +218,7 @@ impl PcapServer {
 
 async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequests>, String> {
     let mut requests: Vec<HttpTransaction> = Vec::new();
-    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut index: BTreeMap<u64, usize> = BTreeMap::new();
     let mut span = Span::default();
     let mut orphan_responses = 0u64;
     a.fields::<HttpRow>(Some("http.request || http.response"), &[], |r| {

@@ -171,7 +171,7 @@ async fn response_times(
         });
     };
     if want(AppProtocol::Http) || want(AppProtocol::Dns) || want(AppProtocol::Tls) {
-        let mut hello: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+        let mut hello: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
         a.fields::<AppRow>(
             Some("dns.time || http.time || tls.handshake.type == 1 || tls.handshake.type == 2"),
             &[],

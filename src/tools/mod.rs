@@ -21,6 +21,24 @@ pub mod timeline;
 pub mod tls;
 pub mod topology;
 
+/// The longest bucket or window a client may ask for (ten years), so that no width
+/// reaches tshark as a number it cannot format.
+const MAX_SECONDS: f64 = 10.0 * 365.25 * 86_400.0;
+
+/// Checks a client's time width (`time_interval`, `time_window`): positive, finite and
+/// at most ten years; `None` means "choose automatically".
+pub fn check_seconds(name: &str, v: Option<f64>) -> Result<(), String> {
+    match v {
+        Some(t) if !t.is_finite() || t <= 0.0 => Err(format!(
+            "{name} must be a positive number of seconds, got {t}; omit it for an automatic width"
+        )),
+        Some(t) if t > MAX_SECONDS => Err(format!(
+            "{name} {t} s is longer than ten years ({MAX_SECONDS} s); omit it for an automatic width"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Toolsets an operator can pick with `PCAP_TOOLSETS`, and the tools in each.
 pub const TOOLSETS: &[(&str, &[&str])] = &[
     ("interfaces", &["list_network_interfaces"]),

@@ -2,7 +2,7 @@
 //! stream quality) and `analyze_network_latency` (handshake and ACK RTT, DNS, HTTP,
 //! TLS handshake and ICMP echo times with percentiles).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -377,7 +377,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
     let mut http = Vec::new();
     let mut icmp = Vec::new();
     let mut samples: Vec<(&'static str, u64, f64, String)> = Vec::new();
-    let mut hello: HashMap<u64, (f64, u64)> = HashMap::new();
+    let mut hello: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
     let mut tls = Vec::new();
     a.fields::<LatencyRow>(Some("dns.time || http.time || icmp.resptime || icmpv6.resptime || tls.handshake.type == 1 || tls.handshake.type == 2"), &[], |r| {
         if let Some(t) = r.dns_time {
@@ -410,7 +410,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
             samples.push(("tcp-handshake", s.synack_frame.unwrap_or(0), r, s.label()));
         }
     }
-    let dists: HashMap<&str, Distribution> = [
+    let dists: BTreeMap<&str, Distribution> = [
         ("tcp-handshake", Distribution::of(irtts.clone())),
         ("dns", Distribution::of(dns.clone())),
         ("http", Distribution::of(http.clone())),

@@ -5,7 +5,7 @@
 //! from the TLS model, RTP jitter from tshark's RTP stream table, and DNS, ICMP and
 //! expert errors from one more pass over just those packets.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -250,7 +250,7 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
     let tls = a.model::<TlsModel>().await?;
     let rtp = rtp_streams(&mut a, &m).await?;
     let mut queries: Vec<u64> = Vec::new();
-    let mut answered: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut answered: BTreeMap<u64, Option<u64>> = BTreeMap::new();
     let mut dns_times = Vec::new();
     let mut icmp_rtts = Vec::new();
     let mut icmp_errors = 0u64;

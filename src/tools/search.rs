@@ -225,6 +225,8 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     let offset = clamp_offset(p.offset);
     let mut span = Span::default();
     let mut kept: Vec<SearchRow> = Vec::new();
+    // a pathological pattern must not hold a tshark slot for PCAP_TSHARK_TIMEOUT
+    a.time_budget = Some((a.engine.cfg.search_timeout, "PCAP_SEARCH_TIMEOUT"));
     a.fields::<SearchRow>(Some(&filter), &[], |r| {
         span.add(r.time);
         if span.packets as usize > offset && kept.len() < limit {
@@ -244,10 +246,15 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     // The raw bytes of the shown frames, for the snippets, straight from the file
     // records: no second dissection pass.
     let wanted: std::collections::BTreeSet<u64> = kept.iter().map(|r| r.frame).collect();
-    let path = a.file.path.clone();
-    let raw = tokio::task::spawn_blocking(move || crate::pcapfile::frames(&path, &wanted))
-        .await
-        .unwrap_or_default();
+    let size = a.file.size;
+    let raw = match a.file.opened.reopen() {
+        Ok(reader) => {
+            tokio::task::spawn_blocking(move || crate::pcapfile::frames(reader, size, &wanted))
+                .await
+                .unwrap_or_default()
+        }
+        Err(_) => Default::default(),
+    };
     let matcher = local_matcher(&p.search_pattern, p.case_sensitive, p.regex);
     let rows: Vec<SearchMatch> = kept
         .into_iter()

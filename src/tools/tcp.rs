@@ -1091,7 +1091,7 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
         .collect();
     let mut findings = Vec::new();
     // scans first: many refused/unanswered ports from one source to one host
-    let mut scanned = std::collections::HashSet::new();
+    let mut scanned = std::collections::BTreeSet::new();
     for scan in crate::tools::threats::port_scans(m) {
         for s in m.streams.iter().filter(|s| {
             s.addr[0] == scan.scanner

@@ -8,7 +8,7 @@
 //! a capture with no attack must not raise a high finding (a test runs every clean
 //! capture of the corpus through this tool).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -205,7 +205,7 @@ fn attempt_failed(s: &Stream) -> bool {
 
 /// Refused or unanswered attempts from one source to many ports of one host, largest first.
 pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
-    let mut by_pair: HashMap<(&str, &str), Vec<&Stream>> = HashMap::new();
+    let mut by_pair: BTreeMap<(&str, &str), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
         by_pair
             .entry((s.addr[0].as_str(), s.addr[1].as_str()))
@@ -216,7 +216,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
         .into_iter()
         .filter_map(|((src, dst), streams)| {
             let failed: Vec<&&Stream> = streams.iter().filter(|s| attempt_failed(s)).collect();
-            let failed_ports: HashSet<u64> = failed.iter().map(|s| s.port[1]).collect();
+            let failed_ports: BTreeSet<u64> = failed.iter().map(|s| s.port[1]).collect();
             if failed_ports.len() < SCAN_PORTS {
                 return None;
             }
@@ -255,7 +255,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
 
 /// Hosts answering one prober "port unreachable" for many UDP ports: a UDP scan (open
 /// or filtered ports stay silent, so only the closed ones are counted).
-fn udp_scans(udp_closed: &HashMap<(String, String), Unreachables>) -> Vec<PortScan> {
+fn udp_scans(udp_closed: &BTreeMap<(String, String), Unreachables>) -> Vec<PortScan> {
     let mut out: Vec<PortScan> = udp_closed
         .iter()
         .filter(|(_, (ports, ..))| ports.len() >= SCAN_PORTS)
@@ -345,16 +345,16 @@ const AUTH_PORTS: &[(u64, &str)] = &[
 /// file sharing, the first things an intruder looks for.
 const SWEEP_PORTS: &[u64] = &[22, 23, 135, 139, 445, 1433, 3306, 3389, 5900];
 
-fn host_sweeps(m: &TcpModel, scanners: &HashSet<String>) -> Vec<HostSweep> {
-    let mut by: HashMap<&str, Vec<&Stream>> = HashMap::new();
+fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
+    let mut by: BTreeMap<&str, Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
         by.entry(s.addr[0].as_str()).or_default().push(s);
     }
     let mut out: Vec<HostSweep> = by
         .into_iter()
         .filter_map(|(src, streams)| {
-            let hosts: HashSet<&str> = streams.iter().map(|s| s.addr[1].as_str()).collect();
-            let failed: HashSet<&str> = streams
+            let hosts: BTreeSet<&str> = streams.iter().map(|s| s.addr[1].as_str()).collect();
+            let failed: BTreeSet<&str> = streams
                 .iter()
                 .filter(|s| attempt_failed(s))
                 .map(|s| s.addr[1].as_str())
@@ -374,7 +374,7 @@ fn host_sweeps(m: &TcpModel, scanners: &HashSet<String>) -> Vec<HostSweep> {
             if ports.len() > 10 {
                 return None; // many ports per host: the port-scan check's business
             }
-            let answering: HashSet<&str> = streams
+            let answering: BTreeSet<&str> = streams
                 .iter()
                 .filter(|s| s.synack[1])
                 .map(|s| s.addr[1].as_str())
@@ -407,7 +407,7 @@ fn syn_only(s: &Stream) -> bool {
 }
 
 fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
-    let mut by: HashMap<(&str, u64), Vec<&Stream>> = HashMap::new();
+    let mut by: BTreeMap<(&str, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| syn_only(s)) {
         by.entry((s.addr[1].as_str(), s.port[1]))
             .or_default()
@@ -419,7 +419,7 @@ fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
             if streams.len() < 50 {
                 return None;
             }
-            let mut per_s: HashMap<i64, u64> = HashMap::new();
+            let mut per_s: BTreeMap<i64, u64> = BTreeMap::new();
             for s in &streams {
                 *per_s.entry(s.first.floor() as i64).or_default() += 1;
             }
@@ -427,7 +427,7 @@ fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
             if peak < 20 {
                 return None;
             }
-            let sources: HashSet<&str> = streams.iter().map(|s| s.addr[0].as_str()).collect();
+            let sources: BTreeSet<&str> = streams.iter().map(|s| s.addr[0].as_str()).collect();
             let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
             frames.sort_unstable();
             frames.truncate(10);
@@ -450,7 +450,7 @@ fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
 
 fn brute_force(
     m: &TcpModel,
-    failures: &HashMap<(String, String, String), Vec<u64>>,
+    failures: &BTreeMap<(String, String, String), Vec<u64>>,
 ) -> Vec<BruteForce> {
     let mut by: BTreeMap<(String, String, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.synack[1]) {
@@ -461,7 +461,7 @@ fn brute_force(
         }
     }
     let mut out = Vec::new();
-    let mut covered = HashSet::new();
+    let mut covered = BTreeSet::new();
     for ((client, server, port), streams) in by {
         let service = AUTH_PORTS
             .iter()
@@ -540,8 +540,8 @@ fn periodic(times: &mut [f64]) -> Option<(f64, f64)> {
     (cv <= 0.1).then_some((mean, cv))
 }
 
-fn beacons(m: &TcpModel, dns: &HashMap<(String, String), Vec<(f64, u64)>>) -> Vec<Beacon> {
-    let mut by: HashMap<(&str, &str, u64), Vec<&Stream>> = HashMap::new();
+fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> Vec<Beacon> {
+    let mut by: BTreeMap<(&str, &str, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
         by.entry((s.addr[0].as_str(), s.addr[1].as_str(), s.port[1]))
             .or_default()
@@ -751,28 +751,28 @@ fn is_secret_key(k: &str) -> bool {
 type Unreachables = (BTreeSet<u64>, Vec<u64>, f64, f64);
 
 /// Echo requests of one source/destination pair: count, first frame, count per second.
-type EchoCount = (u64, u64, HashMap<i64, u64>);
+type EchoCount = (u64, u64, BTreeMap<i64, u64>);
 
 #[derive(Default)]
 struct PacketFacts {
     arp_claims: BTreeMap<String, Vec<(String, u64)>>,
     mac_claims: BTreeMap<String, BTreeSet<String>>,
     /// Per IP source, the MACs its frames arrived from, with the first frame of each.
-    ip_macs: HashMap<String, Vec<(String, u64)>>,
+    ip_macs: BTreeMap<String, Vec<(String, u64)>>,
     credentials: Vec<Credential>,
     tap: Vec<(u64, String, String)>,
     /// (client, server, service) -> failed-login frames.
-    failures: HashMap<(String, String, String), Vec<u64>>,
+    failures: BTreeMap<(String, String, String), Vec<u64>>,
     redirects: Vec<u64>,
-    echo: HashMap<(String, String), EchoCount>,
-    echo_replied: HashSet<(String, String)>,
+    echo: BTreeMap<(String, String), EchoCount>,
+    echo_replied: BTreeSet<(String, String)>,
     /// (client, name) -> query times and frames, for DNS check-ins.
-    dns_queries: HashMap<(String, String), Vec<(f64, u64)>>,
+    dns_queries: BTreeMap<(String, String), Vec<(f64, u64)>>,
     /// (prober, closed host) -> ports it was told are closed.
-    udp_closed: HashMap<(String, String), Unreachables>,
+    udp_closed: BTreeMap<(String, String), Unreachables>,
     tunnel: TunnelHints,
     /// The user named on a connection, by protocol and stream, until its PASS arrives.
-    users: HashMap<(&'static str, u64), String>,
+    users: BTreeMap<(&'static str, u64), String>,
 }
 
 impl PacketFacts {
@@ -819,7 +819,7 @@ impl PacketFacts {
                 let e = self.echo.entry((src.clone(), dst.clone())).or_insert((
                     0,
                     r.frame,
-                    HashMap::new(),
+                    BTreeMap::new(),
                 ));
                 e.0 += 1;
                 *e.2.entry(r.time.floor() as i64).or_default() += 1;
@@ -988,7 +988,7 @@ fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
     use crate::tools::tls::{grade, parse_cert, suite_name};
     let at = m.span.first.unwrap_or(0.0);
     let mut out = Vec::new();
-    let mut seen_certs = HashSet::new();
+    let mut seen_certs = BTreeSet::new();
     for s in &m.sessions {
         let server = s.endpoint(1);
         if let Some(fp) = s.chain.first()
@@ -1046,7 +1046,7 @@ fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
         }
     }
     // one row per server and issue: a busy server repeats the same certificate
-    let mut seen = HashSet::new();
+    let mut seen = BTreeSet::new();
     out.retain(|c| seen.insert((c.server.clone(), c.issue.clone())));
     out
 }
@@ -1101,7 +1101,7 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
     let mut scans = port_scans(&tcp);
     scans.extend(udp_scans(&facts.udp_closed));
     findings.extend(scans.iter().take(5).map(scan_finding));
-    let scanners: HashSet<String> = scans.iter().map(|s| s.scanner.clone()).collect();
+    let scanners: BTreeSet<String> = scans.iter().map(|s| s.scanner.clone()).collect();
 
     let sweeps = host_sweeps(&tcp, &scanners);
     for s in sweeps.iter().take(5) {
@@ -1377,11 +1377,11 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
         ));
     }
     // ICMP sweep: one source pinging many hosts
-    let mut ping_targets: HashMap<&str, (HashSet<&str>, usize, u64)> = HashMap::new();
+    let mut ping_targets: BTreeMap<&str, (BTreeSet<&str>, usize, u64)> = BTreeMap::new();
     for ((s, d), (_, first, _)) in &facts.echo {
         let e = ping_targets
             .entry(s.as_str())
-            .or_insert((HashSet::new(), 0, *first));
+            .or_insert((BTreeSet::new(), 0, *first));
         e.0.insert(d.as_str());
         e.2 = e.2.min(*first);
         if facts.echo_replied.contains(&(s.clone(), d.clone())) {

@@ -161,12 +161,7 @@ impl PcapServer {
         Parameters(p): Parameters<TimelineParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<Timeline>>, String> {
-        if p.time_interval.is_some_and(|t| !t.is_finite() || t <= 0.0) {
-            return Err(format!(
-                "time_interval must be a positive number of seconds, got {}; omit it for an automatic width",
-                p.time_interval.unwrap_or_default()
-            ));
-        }
+        crate::tools::check_seconds("time_interval", p.time_interval)?;
         self.engine
             .analyze("generate_traffic_timeline", p, rc, timeline)
             .await
@@ -174,7 +169,7 @@ impl PcapServer {
 }
 
 async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>, String> {
-    let info = a.engine.tshark.capinfos(&a.file).await;
+    let info = a.summary().await.ok();
     let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
     // The base width is fine enough for the final choice; never more than ~100k buckets in memory.
     let (interval, coarsened) = choose_interval(p.time_interval, span_hint);

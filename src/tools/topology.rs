@@ -4,7 +4,7 @@
 //! SYN-ACKs and answers), the main edges of the conversation graph, and a Mermaid
 //! diagram of the top of that graph.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
@@ -230,7 +230,7 @@ fn label(s: &str) -> String {
 
 fn mermaid(hosts: &[Host], edges: &[Edge], gateways: &[Gateway]) -> String {
     let shown: Vec<&Host> = hosts.iter().take(12).collect();
-    let id: HashMap<&str, String> = shown
+    let id: BTreeMap<&str, String> = shown
         .iter()
         .enumerate()
         .map(|(i, h)| (h.address.as_str(), format!("h{i}")))
@@ -313,12 +313,12 @@ impl PcapServer {
 
 async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>, String> {
     let mut span = Span::default();
-    let mut hosts: HashMap<String, HostAcc> = HashMap::new();
-    let mut edges: HashMap<(String, String), EdgeAcc> = HashMap::new();
+    let mut hosts: BTreeMap<String, HostAcc> = BTreeMap::new();
+    let mut edges: BTreeMap<(String, String), EdgeAcc> = BTreeMap::new();
     // MAC -> (vendor, source IPs seen behind it)
-    let mut macs: HashMap<String, (Option<String>, BTreeSet<String>)> = HashMap::new();
+    let mut macs: BTreeMap<String, (Option<String>, BTreeSet<String>)> = BTreeMap::new();
     let mut arp: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut mac_vlans: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut mac_vlans: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut vlans: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
     let mut dns_servers: BTreeSet<String> = BTreeSet::new();
     let mut dhcp_servers: BTreeSet<String> = BTreeSet::new();

@@ -5,11 +5,10 @@
 //! message. Every child runs in its own process group and is killed with it on
 //! timeout, on cancellation and when the server exits; a semaphore caps how many run.
 
-pub mod capinfos;
 pub mod fields;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::lru::Lru;
-use crate::sandbox::CaptureFile;
+use crate::sandbox::{CaptureFile, OpenedFile};
 
 /// What a running analysis shares with whoever waits for it.
 #[derive(Clone, Default)]
@@ -45,22 +43,48 @@ pub struct RunEnd {
     pub warning: Option<String>,
 }
 
+/// Which queue a child waits in: full passes over a capture are capped by
+/// PCAP_MAX_TSHARK; quick checks (compiling a filter against an empty capture) have
+/// their own small lane so they never wait behind a slow pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Pass,
+    Quick,
+}
+
+/// How long a quick check may take, queue included.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One child to run: what it reads and how long it may take.
+pub struct Job<'a> {
+    pub args: &'a [String],
+    /// Files the child reads through inherited descriptors: an argument equal to a
+    /// file's path (or ending in `:path`, for preferences) is rewritten to `/dev/fd/N`.
+    pub files: &'a [&'a OpenedFile],
+    /// The file whose read position is the progress.
+    pub progress_of: Option<&'a OpenedFile>,
+    pub lane: Lane,
+    pub timeout: Duration,
+    /// Why the timeout applies, for its message.
+    pub timeout_setting: &'static str,
+}
+
 pub struct Runner {
     cfg: Arc<Config>,
     slots: Semaphore,
-    /// A valid, empty pcap used to compile display filters before a real run.
-    empty_pcap: tempfile::NamedTempFile,
+    quick: Semaphore,
+    /// A valid, empty pcap used to compile display filters before a real run. An
+    /// unnamed file: nothing is left behind if the server is killed.
+    empty_pcap: OpenedFile,
     good_filters: Mutex<HashSet<String>>,
-    capinfos_cache: Mutex<Lru<capinfos::CapInfo>>,
+    /// Process groups of the children running now, killed at shutdown.
+    live: Arc<Mutex<HashSet<i32>>>,
 }
 
 impl Runner {
     pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
         use std::io::Write;
-        let mut empty_pcap = tempfile::Builder::new()
-            .prefix("pcap-analyzer-empty-")
-            .suffix(".pcap")
-            .tempfile()?;
+        let mut empty = tempfile::tempfile()?;
         // pcap global header: magic, v2.4, tz 0, sigfigs 0, snaplen 65535, linktype 1 (Ethernet)
         let mut hdr = Vec::with_capacity(24);
         hdr.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -70,14 +94,18 @@ impl Runner {
         hdr.extend_from_slice(&0u32.to_le_bytes());
         hdr.extend_from_slice(&65535u32.to_le_bytes());
         hdr.extend_from_slice(&1u32.to_le_bytes());
-        empty_pcap.write_all(&hdr)?;
-        empty_pcap.flush()?;
+        empty.write_all(&hdr)?;
+        empty.flush()?;
         Ok(Self {
             slots: Semaphore::new(cfg.max_tshark),
+            quick: Semaphore::new(4),
             cfg,
-            empty_pcap,
+            empty_pcap: OpenedFile {
+                file: Arc::new(empty),
+                path: "empty.pcap".into(),
+            },
             good_filters: Mutex::new(HashSet::new()),
-            capinfos_cache: Mutex::new(Lru::new(64)),
+            live: Arc::default(),
         })
     }
 
@@ -92,7 +120,7 @@ impl Runner {
             a.push("-n".to_string());
         }
         a.push("-r".into());
-        a.push(file.path.display().to_string());
+        a.push(file.path().display().to_string());
         a
     }
 
@@ -114,21 +142,33 @@ impl Runner {
         if filter.len() > 4096 {
             return Err("display_filter is longer than 4096 characters; narrow it".into());
         }
+        if let Some(c) = filter.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            return Err(format!(
+                "invalid display_filter: it contains the control character U+{:04X}; a Wireshark display filter is plain text, e.g. `ip.addr == 10.0.0.5 && tcp.port == 443`",
+                c as u32
+            ));
+        }
         let args = vec![
             "-n".to_string(),
             "-r".into(),
-            self.empty_pcap.path().display().to_string(),
+            self.empty_pcap.path.display().to_string(),
             "-Y".into(),
             filter.to_string(),
         ];
-        let out = self
-            .run_binary(&self.cfg.tshark, &args, None, &Control::default(), |_| {})
-            .await;
-        match out {
+        let job = Job {
+            args: &args,
+            files: &[&self.empty_pcap],
+            progress_of: None,
+            lane: Lane::Quick,
+            timeout: QUICK_TIMEOUT,
+            timeout_setting: "its fixed limit for filter checks",
+        };
+        match self.run_job(&self.cfg.tshark, job, &Control::default(), |_| {}).await {
             Ok(_) => {
                 self.good_filters.lock().unwrap().insert(filter.to_string());
                 Ok(())
             }
+            Err(e) if e.contains("did not finish") || e.contains("memory") => Err(e),
             Err(e) => Err(format!(
                 "invalid display_filter {filter:?}: {}. Use Wireshark display filter syntax, e.g. `ip.addr == 10.0.0.5 && tcp.port == 443`",
                 e.trim_start_matches("tshark: ")
@@ -136,65 +176,102 @@ impl Runner {
         }
     }
 
-    /// Runs tshark on a capture, feeding each stdout line to `on_line`.
+    /// Runs tshark over a capture (and a key log, when given), feeding each stdout line
+    /// to `on_line`. `timeout` overrides PCAP_TSHARK_TIMEOUT for runs with their own budget.
     pub async fn run(
         &self,
         args: &[String],
         file: &CaptureFile,
+        keylog: Option<&OpenedFile>,
+        timeout: Option<(Duration, &'static str)>,
         ctl: &Control,
         on_line: impl FnMut(&str),
     ) -> Result<RunEnd, String> {
-        self.run_binary(&self.cfg.tshark, args, Some(&file.path), ctl, on_line)
-            .await
+        let mut files = vec![&file.opened];
+        files.extend(keylog);
+        let (timeout, timeout_setting) =
+            timeout.unwrap_or((self.cfg.tshark_timeout, "PCAP_TSHARK_TIMEOUT"));
+        let job = Job {
+            args,
+            files: &files,
+            progress_of: Some(&file.opened),
+            lane: Lane::Pass,
+            timeout,
+            timeout_setting,
+        };
+        self.run_job(&self.cfg.tshark, job, ctl, on_line).await
     }
 
-    pub async fn capinfos(&self, file: &CaptureFile) -> Option<capinfos::CapInfo> {
-        let key = file.identity();
-        if let Some(hit) = self.capinfos_cache.lock().unwrap().get(&key) {
-            return Some(hit);
+    /// Kills every child still running; called when the server exits.
+    pub fn kill_all(&self) {
+        for pgid in self.live.lock().unwrap().drain() {
+            // SAFETY: kill(2) on a process group we created.
+            #[cfg(unix)]
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
         }
-        let bin = self.cfg.capinfos.clone()?;
-        let args = capinfos::args(&file.path);
-        let mut text = String::new();
-        let res = self
-            .run_binary(&bin, &args, None, &Control::default(), |l| {
-                text.push_str(l);
-                text.push('\n');
-            })
-            .await;
-        // capinfos reports a cut-short file with a non-zero exit but still prints its table
-        if let Err(e) = &res {
-            tracing::debug!("capinfos on {}: {e}", file.path.display());
-        }
-        let info = capinfos::parse(&text)?;
-        self.capinfos_cache.lock().unwrap().put(key, info.clone());
-        Some(info)
     }
 
-    async fn run_binary(
+    async fn run_job(
         &self,
         bin: &Path,
-        args: &[String],
-        progress_of: Option<&PathBuf>,
+        job: Job<'_>,
         ctl: &Control,
         mut on_line: impl FnMut(&str),
     ) -> Result<RunEnd, String> {
-        let _slot = tokio::select! {
-            s = self.slots.acquire() => s.map_err(|_| "the server is shutting down".to_string())?,
-            _ = ctl.cancel.cancelled() => return Err("cancelled".into()),
-        };
         let name = bin
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let deadline = tokio::time::sleep(job.timeout);
+        tokio::pin!(deadline);
+        let timed_out = || {
+            format!(
+                "{name} did not finish within {} s and was stopped ({}); narrow the analysis with a display_filter{}",
+                job.timeout.as_secs(),
+                job.timeout_setting,
+                if job.timeout_setting.starts_with("PCAP_") {
+                    format!(", or the operator can raise {}", job.timeout_setting)
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let sem = match job.lane {
+            Lane::Pass => &self.slots,
+            Lane::Quick => &self.quick,
+        };
+        // the time spent queueing counts against the same budget
+        let _slot = tokio::select! {
+            s = sem.acquire() => s.map_err(|_| "the server is shutting down".to_string())?,
+            _ = ctl.cancel.cancelled() => return Err("cancelled".into()),
+            _ = &mut deadline => return Err(timed_out()),
+        };
+        let args: Vec<String> = job
+            .args
+            .iter()
+            .map(|a| fd_argument(a, job.files))
+            .collect();
         let mut cmd = Command::new(bin);
-        cmd.args(args)
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        let memory = self.cfg.child_memory_bytes;
         #[cfg(unix)]
-        cmd.process_group(0);
+        {
+            use std::os::fd::AsRawFd;
+            let fds: Vec<i32> = job.files.iter().map(|f| f.file.as_raw_fd()).collect();
+            let parent = std::process::id() as i32;
+            cmd.process_group(0);
+            // SAFETY: only async-signal-safe calls between fork and exec; `fds` is
+            // allocated before the fork and only read in the child.
+            unsafe {
+                cmd.pre_exec(move || child_setup(parent, &fds, memory));
+            }
+        }
         tracing::debug!(?args, "spawning {name}");
         let mut child = cmd.spawn().map_err(|e| {
             format!(
@@ -203,7 +280,13 @@ impl Runner {
             )
         })?;
         let pid = child.id();
-        let mut guard = GroupGuard(pid);
+        if let Some(p) = pid {
+            self.live.lock().unwrap().insert(p as i32);
+        }
+        let mut guard = GroupGuard {
+            pid,
+            live: self.live.clone(),
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let err_task = tokio::spawn(async move {
@@ -216,13 +299,9 @@ impl Runner {
 
         let mut reader = BufReader::with_capacity(256 * 1024, stdout);
         let mut line = Vec::with_capacity(1024);
-        let deadline = tokio::time::sleep(self.cfg.tshark_timeout);
-        tokio::pin!(deadline);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let file_size = progress_of
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let progress_of = job.progress_of;
+        let file_size = progress_of.map(|f| f.current_size()).unwrap_or(0);
         loop {
             // `line` is cleared only after a whole line was handled: when another branch
             // wins the select, read_until keeps the bytes it read so far in `line`.
@@ -236,14 +315,11 @@ impl Runner {
                 _ = &mut deadline => {
                     drop(guard);
                     let _ = child.wait().await;
-                    return Err(format!(
-                        "{name} did not finish within {} s and was stopped; narrow the analysis with a display_filter, or the operator can raise PCAP_TSHARK_TIMEOUT",
-                        self.cfg.tshark_timeout.as_secs()
-                    ));
+                    return Err(timed_out());
                 }
                 _ = tick.tick() => {
-                    if let (Some(path), Some(pid)) = (progress_of, pid)
-                        && let Some(pos) = read_position(pid, path)
+                    if let (Some(f), Some(pid)) = (progress_of, pid)
+                        && let Some(pos) = read_position(pid, &f.path)
                             && file_size > 0 {
                                 let pm = (pos.saturating_mul(1000) / file_size).min(999) as u32;
                                 ctl.permille.store(pm, Ordering::Relaxed);
@@ -276,7 +352,7 @@ impl Runner {
             .wait()
             .await
             .map_err(|e| format!("waiting for {name} failed: {e}"))?;
-        guard.0 = None;
+        guard.reaped();
         let stderr_text = err_task.await.unwrap_or_default();
         let message = clean_stderr(&stderr_text);
         if progress_of.is_some() {
@@ -284,6 +360,12 @@ impl Runner {
         }
         if status.success() {
             return Ok(RunEnd::default());
+        }
+        if out_of_memory(&message, &status) {
+            return Err(format!(
+                "{name} ran out of the memory it may use ({} MB, PCAP_CHILD_MEMORY_MB) and was stopped; narrow the analysis with a display_filter or a time range, or the operator can raise PCAP_CHILD_MEMORY_MB",
+                memory / (1024 * 1024)
+            ));
         }
         if is_partial_read(&message) {
             return Ok(RunEnd {
@@ -298,38 +380,143 @@ impl Runner {
     }
 }
 
-/// Kills the child's whole process group when dropped before the child was reaped.
-struct GroupGuard(Option<u32>);
+/// The argument a child sees: a checked file's path becomes its inherited descriptor.
+fn fd_argument(arg: &str, files: &[&OpenedFile]) -> String {
+    #[cfg(unix)]
+    for (i, f) in files.iter().enumerate() {
+        let path = f.path.display().to_string();
+        let fd = format!("/dev/fd/{}", FIRST_FD + i as i32);
+        if arg == path {
+            return fd;
+        }
+        if let Some(prefix) = arg.strip_suffix(path.as_str())
+            && prefix.ends_with(':')
+        {
+            return format!("{prefix}{fd}");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = files;
+    arg.to_string()
+}
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(pid) = self.0 {
+/// Descriptors 3, 4, ... carry the files a child reads.
+#[cfg(unix)]
+const FIRST_FD: i32 = 3;
+
+/// Runs in the child between fork and exec: its own process group (set by
+/// `process_group`), death with the server, a memory ceiling, and the inherited files
+/// on descriptors 3, 4, ...
+#[cfg(unix)]
+pub fn child_setup(parent: i32, fds: &[i32], memory: u64) -> std::io::Result<()> {
+    // SAFETY (all calls): async-signal-safe system calls on plain integers.
+    unsafe {
+        #[cfg(target_os = "linux")]
+        {
+            // The signal fires when the *thread* that forked exits. Children are spawned
+            // from the runtime's worker threads, which live as long as the server.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // the server died between fork and prctl: do not start at all
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        if memory > 0 {
+            let lim = libc::rlimit {
+                rlim_cur: memory as libc::rlim_t,
+                rlim_max: memory as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // move the sources out of the way first, so dup2 never clobbers one not yet moved
+        let mut moved = [0i32; 8];
+        for (i, &fd) in fds.iter().take(moved.len()).enumerate() {
+            let m = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+            if m < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            moved[i] = m;
+        }
+        for (i, &m) in moved.iter().take(fds.len().min(8)).enumerate() {
+            // dup2 clears close-on-exec on the new descriptor
+            if libc::dup2(m, FIRST_FD + i as i32) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GLib's message when an allocation fails, or the abort that follows it.
+fn out_of_memory(message: &str, status: &std::process::ExitStatus) -> bool {
+    if message.contains("failed to allocate") || message.contains("Out of memory") {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        matches!(status.signal(), Some(libc::SIGABRT | libc::SIGTRAP | libc::SIGSEGV))
+            && message.contains("alloc")
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
+    }
+}
+
+/// Kills the child's whole process group when dropped before the child was reaped.
+struct GroupGuard {
+    pid: Option<u32>,
+    live: Arc<Mutex<HashSet<i32>>>,
+}
+
+impl GroupGuard {
+    fn reaped(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // the group may still hold grandchildren; it is ours to end
+            #[cfg(unix)]
             // SAFETY: kill(2) with a negative pid signals the process group we created.
             unsafe {
                 libc::kill(-(pid as i32), libc::SIGKILL);
             }
+            self.live.lock().unwrap().remove(&(pid as i32));
         }
     }
 }
 
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.reaped();
+    }
+}
+
 /// Where tshark's read position is in the capture, from /proc (Linux only).
+/// The child reads through its own open of the inherited descriptor: the furthest
+/// position among its descriptors on the capture is how far it got.
 fn read_position(pid: u32, path: &Path) -> Option<u64> {
     let fd_dir = format!("/proc/{pid}/fd");
+    let mut best = None;
     for entry in std::fs::read_dir(&fd_dir).ok()?.flatten() {
         if std::fs::read_link(entry.path()).ok().as_deref() == Some(path) {
-            let info = std::fs::read_to_string(format!(
+            let pos = std::fs::read_to_string(format!(
                 "/proc/{pid}/fdinfo/{}",
                 entry.file_name().to_string_lossy()
             ))
-            .ok()?;
-            return info
-                .lines()
-                .find_map(|l| l.strip_prefix("pos:"))
-                .and_then(|v| v.trim().parse().ok());
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("pos:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            });
+            best = best.max(pos);
         }
     }
-    None
+    best
 }
 
 /// tshark's stderr without the root warning and blank lines.
