@@ -469,29 +469,7 @@ impl Analysis {
         let capture = self.capture_facts(span).await;
         let scope = self.scope(note);
         let mut findings = findings;
-        if let Some(s) = self.summary().await.ok()
-            && let Some(j) = s.time_jump.or(s.time_reversal)
-        {
-            findings.push(Finding::new(
-                Severity::Medium,
-                "The capture clock jumps",
-                s.time_warning().unwrap_or_default(),
-                Evidence {
-                    frames: vec![j.frame.saturating_sub(1).max(1), j.frame],
-                    display_filter: format!(
-                        "frame.number == {} || frame.number == {}",
-                        j.frame.saturating_sub(1).max(1),
-                        j.frame
-                    ),
-                    ..Default::default()
-                },
-            ));
-        }
-        let summary = if capture.warnings.is_empty() {
-            summary
-        } else {
-            format!("Capture problem: {} {summary}", capture.warnings.join(" "))
-        };
+        findings.extend(self.clock_finding().await);
         Ok(Report::complete(
             summary,
             findings,
@@ -499,6 +477,23 @@ impl Analysis {
             capture,
             scope,
             self.commands,
+        ))
+    }
+
+    /// A finding for a capture whose clock jumps, which every tool's result carries.
+    pub async fn clock_finding(&self) -> Option<Finding> {
+        let s = self.summary().await.ok()?;
+        let j = s.time_jump.or(s.time_reversal)?;
+        let before = j.frame.saturating_sub(1).max(1);
+        Some(Finding::new(
+            Severity::Medium,
+            "The capture clock jumps",
+            s.time_warning().unwrap_or_default(),
+            Evidence {
+                frames: vec![before, j.frame],
+                display_filter: format!("frame.number == {before} || frame.number == {}", j.frame),
+                ..Default::default()
+            },
         ))
     }
 

@@ -218,6 +218,12 @@ impl<T> Report<T> {
         tshark_commands: Vec<String>,
     ) -> Self {
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        // what makes the capture itself doubtful leads the summary of every tool
+        let summary = if capture.warnings.is_empty() {
+            summary
+        } else {
+            format!("Capture problem: {} {summary}", capture.warnings.join(" "))
+        };
         Self {
             status: Status::Complete,
             summary,

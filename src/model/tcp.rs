@@ -146,6 +146,11 @@ pub struct SynOptions {
 /// Counts of one kind, per direction: [from A, from B] until `finish` orients them.
 pub type PerDir = [u64; 2];
 
+/// One TCP connection. What every stream has (endpoints, counts, flags, the first
+/// frames) is held inline; everything a stream only has once it carries data or shows
+/// a `tcp.analysis` event lives in a [`StreamDetail`] allocated on first need, so a scan
+/// or SYN flood of millions of streams costs a few hundred bytes each. Reads of the
+/// detail go through `Deref` (a stream without one reads as all zeros).
 #[derive(Debug, Clone, Default)]
 pub struct Stream {
     pub id: u64,
@@ -157,17 +162,38 @@ pub struct Stream {
     pub last_frame: u64,
     pub packets: PerDir,
     pub bytes: PerDir,
-    pub payload: PerDir,
-    pub data_segments: PerDir,
     pub syn: [bool; 2],
     pub synack: [bool; 2],
     pub fin: [bool; 2],
     pub rst: [bool; 2],
     pub syn_frame: Option<u64>,
     pub synack_frame: Option<u64>,
-    pub first_data: Option<(f64, u64)>,
     pub close: Option<(f64, u64, usize, bool)>,
-    pub options: [Option<SynOptions>; 2],
+    /// SYN options of each side, packed (see [`pack_syn`]); 0 = no SYN seen.
+    syn_opts: [u32; 2],
+    pub max_window: PerDir,
+    pub max_gap: f64,
+    pub max_gap_after_frame: u64,
+    /// The silence ended with a retransmission: a timeout (RTO) stall, not an idle app.
+    pub max_gap_ended_by_retrans: bool,
+    /// The previous inter-packet gap (NaN before the second packet).
+    last_gap: f64,
+    /// The first RST frame; later ones are samples in the detail.
+    first_reset: Option<u64>,
+    /// History letters with direction, first occurrence each, in order.
+    history: History,
+    /// Originator index into the raw per-direction arrays, fixed by `finish`.
+    oriented: bool,
+    flipped: bool,
+    detail: Option<Box<StreamDetail>>,
+}
+
+/// What a stream holds once it carries data or shows an analysis event.
+#[derive(Debug, Clone, Default)]
+pub struct StreamDetail {
+    pub payload: PerDir,
+    pub data_segments: PerDir,
+    pub first_data: Option<(f64, u64)>,
     pub irtt: Option<f64>,
     pub rtt_count: u64,
     pub rtt_sum: f64,
@@ -195,8 +221,6 @@ pub struct Stream {
     pub window_update: PerDir,
     pub keep_alive: PerDir,
     pub max_in_flight: PerDir,
-    pub max_window: PerDir,
-    pub min_window: [Option<u64>; 2],
     /// Zero-window stalls per advertiser: total and longest seconds, and whether one never ended.
     pub zw_stall_total: [f64; 2],
     pub zw_stall_max: [f64; 2],
@@ -205,32 +229,111 @@ pub struct Stream {
     pub ce_marks: u64,
     pub ece: u64,
     pub cwr: u64,
-    pub max_gap: f64,
-    pub max_gap_after_frame: u64,
-    /// The silence ended with a retransmission: a timeout (RTO) stall, not an idle app.
-    pub max_gap_ended_by_retrans: bool,
     pub jitter: f64,
-    last_gap: Option<f64>,
-    /// History letters with direction, first occurrence each, in order.
-    history: Vec<(u8, usize)>,
     pub frames: BTreeMap<&'static str, Vec<u64>>,
-    /// Originator index into the raw per-direction arrays, fixed by `finish`.
-    oriented: bool,
-    flipped: bool,
+}
+
+static NO_DETAIL: std::sync::LazyLock<StreamDetail> = std::sync::LazyLock::new(StreamDetail::default);
+
+impl std::ops::Deref for Stream {
+    type Target = StreamDetail;
+    fn deref(&self) -> &StreamDetail {
+        self.detail.as_deref().unwrap_or(&NO_DETAIL)
+    }
+}
+
+/// History letters (with direction in the high bit) inline: at most a dozen letters
+/// per direction exist, so no allocation per stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct History {
+    marks: [u8; 24],
+    len: u8,
+}
+
+impl History {
+    fn iter(&self) -> impl Iterator<Item = (u8, usize)> + '_ {
+        self.marks[..self.len as usize]
+            .iter()
+            .map(|&m| (m & 0x7f, usize::from(m >> 7)))
+    }
+    fn mark(&mut self, letter: u8, dir: usize) {
+        let m = letter | ((dir as u8) << 7);
+        let n = self.len as usize;
+        if !self.marks[..n].contains(&m) && n < self.marks.len() {
+            self.marks[n] = m;
+            self.len += 1;
+        }
+    }
+    fn flip(&mut self) {
+        for m in &mut self.marks[..self.len as usize] {
+            *m ^= 0x80;
+        }
+    }
+}
+
+/// SYN options in 32 bits: bit 31 present, 30 SACK permitted, 29 timestamps, 28 wscale
+/// present, 16-23 wscale shift, 0-15 MSS (+ bit 27: MSS present).
+fn pack_syn(o: &SynOptions) -> u32 {
+    let mut v = 1 << 31;
+    if o.sack_permitted {
+        v |= 1 << 30;
+    }
+    if o.timestamps {
+        v |= 1 << 29;
+    }
+    if let Some(w) = o.wscale {
+        v |= 1 << 28 | ((w.min(255) as u32) << 16);
+    }
+    if let Some(m) = o.mss {
+        v |= 1 << 27 | (m.min(0xffff) as u32);
+    }
+    v
+}
+
+fn unpack_syn(v: u32) -> Option<SynOptions> {
+    (v & 1 << 31 != 0).then(|| SynOptions {
+        mss: (v & 1 << 27 != 0).then_some(u64::from(v & 0xffff)),
+        wscale: (v & 1 << 28 != 0).then_some(u64::from((v >> 16) & 0xff)),
+        sack_permitted: v & 1 << 30 != 0,
+        timestamps: v & 1 << 29 != 0,
+    })
 }
 
 impl Stream {
+    fn new(id: u64, p: &TcpRow) -> Self {
+        Self {
+            id,
+            addr: [p.src.clone(), p.dst.clone()],
+            port: [p.sport, p.dport],
+            first: p.time,
+            last: p.time,
+            last_gap: f64::NAN,
+            ..Default::default()
+        }
+    }
+
+    fn detail_mut(&mut self) -> &mut StreamDetail {
+        self.detail.get_or_insert_with(Default::default)
+    }
+
+    /// The SYN options side `d` offered.
+    pub fn options(&self, d: usize) -> Option<SynOptions> {
+        unpack_syn(self.syn_opts[d])
+    }
+
     fn sample(&mut self, kind: &'static str, frame: u64) {
-        let v = self.frames.entry(kind).or_default();
+        if kind == "reset" && self.first_reset.is_none() {
+            self.first_reset = Some(frame);
+            return;
+        }
+        let v = self.detail_mut().frames.entry(kind).or_default();
         if v.len() < SAMPLE_FRAMES {
             v.push(frame);
         }
     }
 
     fn history_mark(&mut self, letter: u8, dir: usize) {
-        if !self.history.contains(&(letter, dir)) {
-            self.history.push((letter, dir));
-        }
+        self.history.mark(letter, dir);
     }
 
     /// The stream's Zeek-style history string (originator upper case; a leading `^`
@@ -238,7 +341,7 @@ impl Stream {
     pub fn history(&self) -> String {
         let flip = if self.flipped { "^" } else { "" };
         flip.chars()
-            .chain(self.history.iter().map(|&(l, d)| {
+            .chain(self.history.iter().map(|(l, d)| {
                 if d == 0 {
                     l.to_ascii_uppercase() as char
                 } else {
@@ -315,7 +418,14 @@ impl Stream {
     }
 
     pub fn sample_frames(&self, kind: &str) -> Vec<u64> {
-        self.frames.get(kind).cloned().unwrap_or_default()
+        let mut v: Vec<u64> = if kind == "reset" {
+            self.first_reset.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        v.extend(self.frames.get(kind).into_iter().flatten());
+        v.truncate(SAMPLE_FRAMES);
+        v
     }
 
     fn add(&mut self, p: &TcpRow, g: &mut Globals) {
@@ -331,28 +441,29 @@ impl Stream {
                 self.max_gap_after_frame = self.last_frame;
                 self.max_gap_ended_by_retrans = p.retrans;
             }
-            if let Some(prev) = self.last_gap {
-                self.jitter += ((gap - prev).abs() - self.jitter) / 16.0;
+            if !self.last_gap.is_nan() {
+                let prev = self.last_gap;
+                let jd = self.detail_mut();
+                jd.jitter += ((gap - prev).abs() - jd.jitter) / 16.0;
             }
-            self.last_gap = Some(gap);
+            self.last_gap = gap;
         }
         self.last = self.last.max(p.time);
         self.first = self.first.min(p.time);
         self.last_frame = p.frame;
         self.packets[d] += 1;
         self.bytes[d] += p.len;
-        self.payload[d] += p.payload;
         let f = p.flags;
         if f & SYN != 0 && f & ACK == 0 {
             self.syn[d] = true;
             self.syn_frame.get_or_insert(p.frame);
             self.history_mark(b's', d);
-            self.options[d] = Some(syn_options(p));
+            self.syn_opts[d] = pack_syn(&syn_options(p));
         } else if f & SYN != 0 {
             self.synack[d] = true;
             self.synack_frame.get_or_insert(p.frame);
             self.history_mark(b'h', d);
-            self.options[d] = Some(syn_options(p));
+            self.syn_opts[d] = pack_syn(&syn_options(p));
         }
         if f & FIN != 0 {
             self.fin[d] = true;
@@ -370,9 +481,11 @@ impl Stream {
             }
         }
         if p.payload > 0 {
-            self.data_segments[d] += 1;
             self.history_mark(b'd', d);
-            self.first_data.get_or_insert((p.time, p.frame));
+            let dd = self.detail_mut();
+            dd.payload[d] += p.payload;
+            dd.data_segments[d] += 1;
+            dd.first_data.get_or_insert((p.time, p.frame));
         } else if f & ACK != 0 && f & (SYN | FIN | RST) == 0 {
             self.history_mark(b'a', d);
         }
@@ -380,16 +493,17 @@ impl Stream {
             && f & RST == 0
         {
             self.max_window[d] = self.max_window[d].max(w);
-            self.min_window[d] = Some(self.min_window[d].map_or(w, |m| m.min(w)));
             if w > 0
-                && let Some((t0, _)) = self.zw_open[d].take()
+                && self.zw_open[d].is_some()
+                && let Some((t0, _)) = self.detail_mut().zw_open[d].take()
             {
                 let stall = p.time - t0;
-                self.zw_stall_total[d] += stall;
-                self.zw_stall_max[d] = self.zw_stall_max[d].max(stall);
+                let dd = self.detail_mut();
+                dd.zw_stall_total[d] += stall;
+                dd.zw_stall_max[d] = dd.zw_stall_max[d].max(stall);
             }
         }
-        type Field = fn(&mut Stream) -> &mut PerDir;
+        type Field = fn(&mut StreamDetail) -> &mut PerDir;
         let kinds: [(bool, &'static str, Field); 11] = [
             (p.retrans, "retransmission", |s| &mut s.retrans),
             (p.fast_retrans, "fast_retransmission", |s| {
@@ -407,76 +521,64 @@ impl Stream {
         ];
         for (flag, kind, field) in kinds {
             if flag {
-                field(self)[d] += 1;
+                field(self.detail_mut())[d] += 1;
                 self.sample(kind, p.frame);
             }
         }
         if p.retrans {
-            self.retrans_bytes[d] += p.payload;
-            self.retrans_data[d] += u64::from(p.payload > 0);
-        }
-        if p.retrans {
+            let dd = self.detail_mut();
+            dd.retrans_bytes[d] += p.payload;
+            dd.retrans_data[d] += u64::from(p.payload > 0);
             self.history_mark(b't', d);
             g.retrans_times.push(p.time);
         }
         if p.zero_window {
             self.history_mark(b'w', d);
-            if self.zw_open[d].is_none() {
-                self.zw_open[d] = Some((p.time, p.frame));
+            let dd = self.detail_mut();
+            if dd.zw_open[d].is_none() {
+                dd.zw_open[d] = Some((p.time, p.frame));
             }
         }
-        self.max_dup_chain = self.max_dup_chain.max(p.dup_ack_num);
-        if let Some(b) = p.in_flight {
-            self.max_in_flight[d] = self.max_in_flight[d].max(b);
+        if p.dup_ack_num > self.max_dup_chain {
+            self.detail_mut().max_dup_chain = p.dup_ack_num;
         }
-        if self.irtt.is_none() {
-            self.irtt = p.irtt;
+        // bytes in flight of a SYN or FIN (one sequence number) says nothing about the window
+        if let Some(b) = p.in_flight.filter(|_| p.payload > 0)
+            && b > self.max_in_flight[d]
+        {
+            self.detail_mut().max_in_flight[d] = b;
+        }
+        if p.irtt.is_some() && self.irtt.is_none() {
+            self.detail_mut().irtt = p.irtt;
         }
         if let Some(rtt) = p.ack_rtt {
+            let dd = self.detail_mut();
             // the ACK comes from the receiver; the sample measures the other side's path
-            self.rtt_count += 1;
-            self.rtt_sum += rtt;
-            self.rtt_min = if self.rtt_count == 1 {
+            dd.rtt_count += 1;
+            dd.rtt_sum += rtt;
+            dd.rtt_min = if dd.rtt_count == 1 {
                 rtt
             } else {
-                self.rtt_min.min(rtt)
+                dd.rtt_min.min(rtt)
             };
-            self.rtt_max = self.rtt_max.max(rtt);
-            reservoir(
-                &mut self.rtt_samples,
-                RTT_SAMPLES,
-                self.rtt_count,
-                rtt,
-                p.frame,
-            );
+            dd.rtt_max = dd.rtt_max.max(rtt);
+            reservoir(&mut dd.rtt_samples, RTT_SAMPLES, dd.rtt_count, rtt, p.frame);
             // an ACK from side d times the data side 1-d sent
-            self.rtt_seen_dir[1 - d] += 1;
-            let seen = self.rtt_seen_dir[1 - d];
-            reservoir(
-                &mut self.rtt_by_sender[1 - d],
-                RTT_SAMPLES,
-                seen,
-                rtt,
-                p.frame,
-            );
+            dd.rtt_seen_dir[1 - d] += 1;
+            let seen = dd.rtt_seen_dir[1 - d];
+            reservoir(&mut dd.rtt_by_sender[1 - d], RTT_SAMPLES, seen, rtt, p.frame);
             g.rtt_seen += 1;
-            reservoir(
-                &mut g.rtt_samples,
-                GLOBAL_RTT_SAMPLES,
-                g.rtt_seen,
-                rtt,
-                p.frame,
-            );
+            reservoir(&mut g.rtt_samples, GLOBAL_RTT_SAMPLES, g.rtt_seen, rtt, p.frame);
         }
         if p.ecn == Some(3) {
-            self.ce_marks += 1;
+            self.detail_mut().ce_marks += 1;
             self.sample("ce", p.frame);
         }
         if f & ECE != 0 && f & SYN == 0 {
-            self.ece += 1;
+            self.detail_mut().ece += 1;
         }
         if f & CWR != 0 && f & SYN == 0 {
-            self.cwr += 1;
+            self.detail_mut().cwr += 1;
         }
     }
 
@@ -492,12 +594,15 @@ impl Stream {
         } else {
             0
         };
-        for d in 0..2 {
-            if let Some((t0, _)) = self.zw_open[d].take() {
-                let stall = self.last - t0;
-                self.zw_stall_total[d] += stall;
-                self.zw_stall_max[d] = self.zw_stall_max[d].max(stall);
-                self.zw_unrecovered[d] = true;
+        let last = self.last;
+        if let Some(dd) = self.detail.as_deref_mut() {
+            for d in 0..2 {
+                if let Some((t0, _)) = dd.zw_open[d].take() {
+                    let stall = last - t0;
+                    dd.zw_stall_total[d] += stall;
+                    dd.zw_stall_max[d] = dd.zw_stall_max[d].max(stall);
+                    dd.zw_unrecovered[d] = true;
+                }
             }
         }
         if orig == 1 {
@@ -509,45 +614,44 @@ impl Stream {
     fn swap(&mut self) {
         self.addr.swap(0, 1);
         self.port.swap(0, 1);
-        for a in [
-            &mut self.packets,
-            &mut self.bytes,
-            &mut self.payload,
-            &mut self.data_segments,
-            &mut self.retrans,
-            &mut self.retrans_bytes,
-            &mut self.retrans_data,
-            &mut self.fast_retrans,
-            &mut self.spurious,
-            &mut self.lost_segment,
-            &mut self.dup_ack,
-            &mut self.out_of_order,
-            &mut self.zero_window,
-            &mut self.zw_probe,
-            &mut self.window_full,
-            &mut self.window_update,
-            &mut self.keep_alive,
-            &mut self.max_in_flight,
-            &mut self.max_window,
-        ] {
+        for a in [&mut self.packets, &mut self.bytes, &mut self.max_window] {
             a.swap(0, 1);
         }
         self.syn.swap(0, 1);
         self.synack.swap(0, 1);
         self.fin.swap(0, 1);
         self.rst.swap(0, 1);
-        self.options.swap(0, 1);
-        self.min_window.swap(0, 1);
-        self.rtt_by_sender.swap(0, 1);
-        self.rtt_seen_dir.swap(0, 1);
-        self.zw_stall_total.swap(0, 1);
-        self.zw_stall_max.swap(0, 1);
-        self.zw_unrecovered.swap(0, 1);
-        for h in &mut self.history {
-            h.1 = 1 - h.1;
-        }
+        self.syn_opts.swap(0, 1);
+        self.history.flip();
         if let Some(c) = &mut self.close {
             c.2 = 1 - c.2;
+        }
+        if let Some(dd) = self.detail.as_deref_mut() {
+            for a in [
+                &mut dd.payload,
+                &mut dd.data_segments,
+                &mut dd.retrans,
+                &mut dd.retrans_bytes,
+                &mut dd.retrans_data,
+                &mut dd.fast_retrans,
+                &mut dd.spurious,
+                &mut dd.lost_segment,
+                &mut dd.dup_ack,
+                &mut dd.out_of_order,
+                &mut dd.zero_window,
+                &mut dd.zw_probe,
+                &mut dd.window_full,
+                &mut dd.window_update,
+                &mut dd.keep_alive,
+                &mut dd.max_in_flight,
+                &mut dd.rtt_seen_dir,
+            ] {
+                a.swap(0, 1);
+            }
+            dd.rtt_by_sender.swap(0, 1);
+            dd.zw_stall_total.swap(0, 1);
+            dd.zw_stall_max.swap(0, 1);
+            dd.zw_unrecovered.swap(0, 1);
         }
     }
 }
@@ -601,7 +705,10 @@ pub struct TcpModel {
 
 impl TcpModel {
     pub async fn build(a: &mut Analysis) -> Result<Self, String> {
-        let mut streams: BTreeMap<u64, Stream> = BTreeMap::new();
+        // streams in order of first appearance, found by id through a small index: no
+        // second copy of every stream when the pass ends
+        let mut streams: Vec<Stream> = Vec::new();
+        let mut index: BTreeMap<u64, usize> = BTreeMap::new();
         let mut g = Globals::default();
         let mut m = TcpModel::default();
         let mut prev_time = f64::NEG_INFINITY;
@@ -617,18 +724,15 @@ impl TcpModel {
             m.rtp_packets += u64::from(p.rtp);
             let Some(id) = p.stream else { return };
             m.tcp_packets += 1;
-            let s = streams.entry(id).or_insert_with(|| Stream {
-                id,
-                addr: [p.src.clone(), p.dst.clone()],
-                port: [p.sport, p.dport],
-                first: p.time,
-                last: p.time,
-                ..Default::default()
+            let i = *index.entry(id).or_insert_with(|| {
+                streams.push(Stream::new(id, &p));
+                streams.len() - 1
             });
-            s.add(&p, &mut g);
+            streams[i].add(&p, &mut g);
         })
         .await?;
-        let mut streams: Vec<Stream> = streams.into_values().collect();
+        drop(index);
+        streams.shrink_to_fit();
         for s in &mut streams {
             s.finish();
         }
@@ -658,13 +762,16 @@ impl TcpModel {
             .streams
             .iter()
             .map(|s| {
-                s.addr[0].capacity()
-                    + s.addr[1].capacity()
-                    + 8 * (s.rtt_samples.capacity()
-                        + s.rtt_by_sender[0].capacity()
-                        + s.rtt_by_sender[1].capacity())
-                    + 16 * s.history.capacity()
-                    + s.frames.values().map(|v| 48 + 8 * v.capacity()).sum::<usize>()
+                let detail = s.detail.as_ref().map_or(0, |d| {
+                    std::mem::size_of::<StreamDetail>()
+                        + 8 * (d.rtt_samples.capacity()
+                            + d.rtt_by_sender[0].capacity()
+                            + d.rtt_by_sender[1].capacity())
+                        + d.frames.values().map(|v| 64 + 8 * v.capacity()).sum::<usize>()
+                });
+                // malloc hands out 32 bytes at the least, with 16 of bookkeeping
+                let heap = |n: usize| (n + 16).next_multiple_of(16).max(32);
+                heap(s.addr[0].capacity()) + heap(s.addr[1].capacity()) + detail
             })
             .sum();
         self.streams.capacity() * std::mem::size_of::<Stream>()
@@ -696,13 +803,7 @@ mod tests {
     fn stream_of(rows: &[TcpRow]) -> Stream {
         let mut g = Globals::default();
         let p0 = &rows[0];
-        let mut s = Stream {
-            addr: [p0.src.clone(), p0.dst.clone()],
-            port: [p0.sport, p0.dport],
-            first: p0.time,
-            last: p0.time,
-            ..Default::default()
-        };
+        let mut s = Stream::new(0, p0);
         for r in rows {
             s.add(r, &mut g);
         }

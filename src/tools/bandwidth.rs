@@ -319,6 +319,24 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
         }
     })
     .await?;
+    if rows.is_empty() && span_s == 0.0 {
+        // tshark's io,stat prints no interval at all when every packet has the same
+        // timestamp (one packet, say): count that single bucket per column instead
+        let mut cols = Vec::with_capacity(columns.len());
+        for (_, f) in &columns {
+            let (mut frames, mut bytes) = (0u64, 0u64);
+            let args = ["-T", "fields", "-e", "frame.len"].map(String::from);
+            a.run_lines(Some(f), &args, |l| {
+                if let Ok(n) = l.trim().parse::<u64>() {
+                    frames += 1;
+                    bytes += n;
+                }
+            })
+            .await?;
+            cols.push((frames, bytes));
+        }
+        rows.push((0.0, cols));
+    }
     // tshark prints every interval; index by start in case a row was skipped
     let n = rows
         .iter()

@@ -524,7 +524,8 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let endpoints = Table::page(eps, o, l);
 
     let file_facts = info.as_ref().map(|i| file_facts(i, acc.truncated.count));
-    let findings = findings(&acc, &capture.read_warning);
+    let mut findings = findings(&acc, &capture.read_warning);
+    findings.extend(a.clock_finding().await);
     let summary = summarize(&a, &acc, &file_facts, &conversations, &findings);
     let data = PcapOverview {
         analysis_type: detailed,

@@ -487,12 +487,13 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
     let mut findings = Vec::new();
     let mut invalid_shift = Vec::new();
     for s in &m.streams {
-        let scaling = match (&s.options[0], &s.options[1]) {
+        let options = [s.options(0), s.options(1)];
+        let scaling = match (&options[0], &options[1]) {
             (Some(c), Some(sv)) if c.wscale.is_some() && sv.wscale.is_some() => "negotiated",
             (Some(_), Some(_)) => "not_negotiated",
             _ => "unknown",
         };
-        for o in s.options.iter().flatten() {
+        for o in options.iter().flatten() {
             if o.wscale.is_some_and(|w| w > 14) {
                 invalid_shift.push(s);
             }
@@ -537,8 +538,8 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
             stream: s.id,
             client: s.endpoint(0),
             server: s.endpoint(1),
-            client_syn: s.options[0].clone(),
-            server_syn: s.options[1].clone(),
+            client_syn: options[0].clone(),
+            server_syn: options[1].clone(),
             scaling: scaling.into(),
             max_window_client_bytes: s.max_window[0],
             max_window_server_bytes: s.max_window[1],
@@ -1043,12 +1044,31 @@ fn state_meaning(s: &str) -> &'static str {
 
 fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    let rows: Vec<(u8, Lifecycle)> = m
+    // Rank every stream, but build rows only for the page shown: a scan of a million
+    // ports must not become a million rows in memory.
+    let mut order: Vec<(u8, u64, &Stream)> = m
         .streams
         .iter()
         .map(|s| {
             let state = s.conn_state();
             *counts.entry(state).or_default() += 1;
+            let rank = match state {
+                "REJ" | "RSTO" | "RSTR" | "RSTOS0" | "RSTRH" => 0,
+                "S0" | "SH" | "SHR" | "S2" | "S3" => 1,
+                "OTH" | "S1" => 2,
+                _ => 3,
+            };
+            (rank, s.id, s)
+        })
+        .collect();
+    order.sort_unstable_by_key(|&(rank, id, _)| (rank, id));
+    let (offset, limit) = (clamp_offset(p.offset), clamp_limit(p.limit, 20));
+    let total = order.len();
+    let rows: Vec<Lifecycle> = order
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|&(_, _, s)| {
             let (closed_by, kind, frame) = match s.close {
                 Some((_, f, d, rst)) => (
                     if d == 0 { "client" } else { "server" },
@@ -1057,38 +1077,30 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 ),
                 None => ("none", "open", None),
             };
-            let rank = match state {
-                "REJ" | "RSTO" | "RSTR" | "RSTOS0" | "RSTRH" => 0,
-                "S0" | "SH" | "SHR" | "S2" | "S3" => 1,
-                "OTH" | "S1" => 2,
-                _ => 3,
-            };
-            (
-                rank,
-                Lifecycle {
-                    stream: s.id,
-                    client: s.endpoint(0),
-                    server: s.endpoint(1),
-                    state: state.into(),
-                    history: s.history(),
-                    start: rfc3339(s.first),
-                    duration_s: round(s.duration(), 6),
-                    syn_frame: s.syn_frame,
-                    syn_ack_frame: s.synack_frame,
-                    handshake_rtt_ms: s.irtt.map(ms),
-                    first_data_after_s: s.first_data.map(|(t, _)| round(t - s.first, 6)),
-                    closed_by: closed_by.into(),
-                    close_kind: kind.into(),
-                    close_frame: frame,
-                    packets_client_to_server: s.packets[0],
-                    packets_server_to_client: s.packets[1],
-                    bytes_client_to_server: s.bytes[0],
-                    bytes_server_to_client: s.bytes[1],
-                    display_filter: s.filter(None),
-                },
-            )
+            Lifecycle {
+                stream: s.id,
+                client: s.endpoint(0),
+                server: s.endpoint(1),
+                state: s.conn_state().into(),
+                history: s.history(),
+                start: rfc3339(s.first),
+                duration_s: round(s.duration(), 6),
+                syn_frame: s.syn_frame,
+                syn_ack_frame: s.synack_frame,
+                handshake_rtt_ms: s.irtt.map(ms),
+                first_data_after_s: s.first_data.map(|(t, _)| round(t - s.first, 6)),
+                closed_by: closed_by.into(),
+                close_kind: kind.into(),
+                close_frame: frame,
+                packets_client_to_server: s.packets[0],
+                packets_server_to_client: s.packets[1],
+                bytes_client_to_server: s.bytes[0],
+                bytes_server_to_client: s.bytes[1],
+                display_filter: s.filter(None),
+            }
         })
         .collect();
+    drop(order);
     let mut findings = Vec::new();
     // scans first: many refused/unanswered ports from one source to one host
     let mut scanned = std::collections::BTreeSet::new();
@@ -1160,8 +1172,6 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             },
         ));
     }
-    let mut sorted = rows;
-    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.stream.cmp(&b.1.stream)));
     let states: Vec<StateCount> = {
         let mut v: Vec<StateCount> = counts
             .iter()
@@ -1188,7 +1198,7 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             format!("{} problem group(s) in findings.", findings.len())
         }
     );
-    let connections = page(sorted.into_iter().map(|(_, r)| r).collect(), p);
+    let connections = Table::window(rows, total, offset);
     (
         summary,
         findings,
