@@ -382,21 +382,23 @@ fn walk_pcapng(
         if wants_body {
             body.resize(body_len, 0);
             if r.read_exact(&mut body).is_err() {
-                w.damaged = Some(format!("the file is cut short inside the block after frame {n}"));
+                w.damaged = Some(format!(
+                    "the file is cut short inside the block after frame {n}"
+                ));
                 return;
             }
         } else if wants_head {
             // only the fixed part of a packet block (20 bytes) is needed for its facts
             let headlen = body_len.min(20);
             body.resize(headlen, 0);
-            if r.read_exact(&mut body).is_err()
-                || !r.skip((body_len - headlen) as u64)
-            {
+            if r.read_exact(&mut body).is_err() || !r.skip((body_len - headlen) as u64) {
                 w.damaged = Some(format!("the file is cut short inside frame {}", n + 1));
                 return;
             }
         } else if !r.skip(body_len as u64) {
-            w.damaged = Some(format!("the file is cut short inside the block after frame {n}"));
+            w.damaged = Some(format!(
+                "the file is cut short inside the block after frame {n}"
+            ));
             return;
         }
         let u32_at = |o: usize| u32_from([body[o], body[o + 1], body[o + 2], body[o + 3]]);
@@ -432,16 +434,26 @@ fn walk_pcapng(
                 let fixed = match t {
                     6 | 2 => {
                         if body.len() < 20 {
-                            w.damaged = Some(format!("frame {} is a packet block too short for its header", n + 1));
+                            w.damaged = Some(format!(
+                                "frame {} is a packet block too short for its header",
+                                n + 1
+                            ));
                             return;
                         }
-                        let iface = if t == 6 { u32_at(0) } else { u32::from(u16_at(0)) };
+                        let iface = if t == 6 {
+                            u32_at(0)
+                        } else {
+                            u32::from(u16_at(0))
+                        };
                         let ts = (u64::from(u32_at(4)) << 32) | u64::from(u32_at(8));
                         Some((20usize, u32_at(12), u32_at(16), iface, Some(ts)))
                     }
                     3 => {
                         if body_len < 8 {
-                            w.damaged = Some(format!("frame {} is a simple packet block too short", n + 1));
+                            w.damaged = Some(format!(
+                                "frame {} is a simple packet block too short",
+                                n + 1
+                            ));
                             return;
                         }
                         let orig = u32_at(0);
@@ -521,7 +533,11 @@ fn interface_options(mut opts: &[u8], little: bool) -> (f64, f64) {
                 let b = v[0];
                 // like tshark, an absurd resolution falls back to microseconds
                 resolution = if b & 0x80 == 0 {
-                    if b <= 18 { 10f64.powi(-i32::from(b)) } else { 1e-6 }
+                    if b <= 18 {
+                        10f64.powi(-i32::from(b))
+                    } else {
+                        1e-6
+                    }
                 } else if (b & 0x7f) <= 63 {
                     2f64.powi(-i32::from(b & 0x7f))
                 } else {
@@ -538,7 +554,7 @@ fn interface_options(mut opts: &[u8], little: bool) -> (f64, f64) {
             }
             _ => {}
         }
-        opts = &opts[(4 + len + 3) / 4 * 4..];
+        opts = &opts[(4 + len).next_multiple_of(4).min(opts.len())..];
     }
     (resolution, offset)
 }
@@ -712,5 +728,36 @@ mod tests {
         let s = summary_of("derived-cs-http_google-cut.pcapng");
         assert!(s.packets <= 11);
         assert!(s.damaged.is_some());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // a deterministic xorshift: random blocks behind both magics, read in full
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3000 {
+            let mut bytes: Vec<u8> = if i % 2 == 0 {
+                vec![0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a]
+            } else {
+                vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]
+            };
+            let n = (next() % 400) as usize;
+            bytes.extend((0..n).map(|_| {
+                // small numbers are lengths and types worth hitting
+                let v = next();
+                if v % 3 == 0 { (v % 16) as u8 } else { v as u8 }
+            }));
+            let path = dir.path().join("r");
+            std::fs::write(&path, &bytes).unwrap();
+            let s = summarize(File::open(&path).unwrap(), bytes.len() as u64).unwrap();
+            assert!(s.data_bytes <= bytes.len() as u64 * 2 + 8);
+            let _ = frames(File::open(&path).unwrap(), bytes.len() as u64, &BTreeSet::from([1, 2, 3]));
+        }
     }
 }

@@ -183,7 +183,11 @@ impl<'a> Sandbox<'a> {
     /// messages. The path is checked before the open (nothing outside the roots is ever
     /// opened) and the opened file's real path after it (a directory swapped for a
     /// symlink in between is caught); readers then use this open file, never the path.
-    fn resolve(&self, requested: &str, what: &str) -> Result<(OpenedFile, std::fs::Metadata), String> {
+    fn resolve(
+        &self,
+        requested: &str,
+        what: &str,
+    ) -> Result<(OpenedFile, std::fs::Metadata), String> {
         let requested_trim = requested.trim();
         if requested_trim.is_empty() {
             return Err(format!(
@@ -215,9 +219,8 @@ impl<'a> Sandbox<'a> {
         if !self.in_roots(&canonical) {
             return Err(self.refused(requested_trim, what));
         }
-        let file = open_read(&canonical).map_err(|e| {
-            format!("cannot open {what} '{requested_trim}': {e}")
-        })?;
+        let file = open_read(&canonical)
+            .map_err(|e| format!("cannot open {what} '{requested_trim}': {e}"))?;
         let real = real_path(&file).unwrap_or(canonical);
         if !self.in_roots(&real) {
             return Err(self.refused(requested_trim, what));

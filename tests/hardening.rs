@@ -60,10 +60,30 @@ fn record(sec: u32, usec: u32, data: &[u8]) -> Vec<u8> {
 }
 
 /// An Ethernet/IPv4/TCP segment (checksums left zero: tshark does not verify them).
-fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn tcp_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
     let total = (20 + 20 + payload.len()) as u16;
-    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&sport.to_be_bytes());
@@ -86,7 +106,7 @@ fn pcap(records: &[Vec<u8>]) -> Vec<u8> {
 /// A pcapng block with its padding and trailing length.
 fn block(t: u32, body: &[u8]) -> Vec<u8> {
     let mut body = body.to_vec();
-    while body.len() % 4 != 0 {
+    while !body.len().is_multiple_of(4) {
         body.push(0);
     }
     let len = (12 + body.len()) as u32;
@@ -121,7 +141,14 @@ fn epb(ts_us: u64, data: &[u8]) -> Vec<u8> {
 }
 
 fn http_get(i: u16) -> Vec<u8> {
-    tcp_frame([10, 0, 0, 1], [10, 0, 0, 2], 40000 + i, 80, 0x18, b"GET / HTTP/1.1\r\n\r\n")
+    tcp_frame(
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        40000 + i,
+        80,
+        0x18,
+        b"GET / HTTP/1.1\r\n\r\n",
+    )
 }
 
 /// `n` SYNs from `n` spoofed sources to one server: a flood with one stream each.
@@ -131,8 +158,12 @@ fn syn_flood(path: &Path, n: u32) {
     for i in 0..n {
         let src = [11, (i >> 16) as u8, (i >> 8) as u8, i as u8];
         let frame = tcp_frame(src, [10, 9, 9, 9], 1024 + (i % 60000) as u16, 80, 0x02, &[]);
-        f.write_all(&record(1_700_000_000 + i / 10_000, (i % 10_000) * 100, &frame))
-            .unwrap();
+        f.write_all(&record(
+            1_700_000_000 + i / 10_000,
+            (i % 10_000) * 100,
+            &frame,
+        ))
+        .unwrap();
     }
 }
 
@@ -153,11 +184,17 @@ async fn absurd_timestamps_become_a_finding_not_an_allocation() {
     let f = s.storage_file("jump.pcap");
     std::fs::write(
         &f,
-        pcap(&[record(0, 0, &http_get(1)), record(u32::MAX, 0, &http_get(2))]),
+        pcap(&[
+            record(0, 0, &http_get(1)),
+            record(u32::MAX, 0, &http_get(2)),
+        ]),
     )
     .unwrap();
     let bw = s
-        .ok("analyze_bandwidth_utilization", json!({"pcap_file": "jump.pcap"}))
+        .ok(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": "jump.pcap"}),
+        )
         .await;
     assert!(bw["windows"].as_u64().unwrap() <= 100_000, "{bw}");
     let jump = bw["findings"]
@@ -167,18 +204,38 @@ async fn absurd_timestamps_become_a_finding_not_an_allocation() {
         .find(|f| f["title"] == "The capture clock jumps")
         .unwrap_or_else(|| panic!("no clock finding: {}", bw["findings"]));
     // 2^32-1 s is 136 years; the jump is into frame 2
-    assert!(jump["detail"].as_str().unwrap().contains("136 years at frame 2"), "{jump}");
+    assert!(
+        jump["detail"]
+            .as_str()
+            .unwrap()
+            .contains("136 years at frame 2"),
+        "{jump}"
+    );
     assert_eq!(jump["evidence"]["frames"], json!([1, 2]));
     let io = s
-        .ok("generate_throughput_io_graph", json!({"pcap_file": "jump.pcap"}))
+        .ok(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": "jump.pcap"}),
+        )
         .await;
-    assert!(io["buckets"]["total"].as_u64().unwrap() <= 2000, "{}", io["buckets"]["total"]);
+    assert!(
+        io["buckets"]["total"].as_u64().unwrap() <= 2000,
+        "{}",
+        io["buckets"]["total"]
+    );
     let frames: u64 = io["series"][0]["frames"].as_u64().unwrap();
     assert_eq!(frames, 2);
     let overview = s
         .ok("analyze_pcap_file", json!({"pcap_file": "jump.pcap"}))
         .await;
-    assert!(overview["summary"].as_str().unwrap().starts_with("Capture problem"), "{}", overview["summary"]);
+    assert!(
+        overview["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Capture problem"),
+        "{}",
+        overview["summary"]
+    );
     // still serving
     s.ok("list_captured_files", json!({})).await;
 }
@@ -210,7 +267,11 @@ async fn unreadable_captures_are_errors_from_every_tool() {
         let path = s.storage_file(name);
         std::fs::write(&path, bytes).unwrap();
         // the oracle: tshark itself reads no frame from any of them
-        assert_eq!(tshark_count(&path.display().to_string(), "frame"), 0, "{name}");
+        assert_eq!(
+            tshark_count(&path.display().to_string(), "frame"),
+            0,
+            "{name}"
+        );
         for (tool, extra) in file_tools() {
             let e = s.err(&tool, args(name, &extra)).await;
             assert!(
@@ -245,27 +306,55 @@ async fn frames_are_numbered_as_tshark_numbers_them() {
         .await;
     let row = &v["matches"]["rows"][0];
     let tshark_frame = Command::new("tshark")
-        .args(["-n", "-r", &p, "-Y", "frame contains \"BBBB\"", "-T", "fields", "-e", "frame.number"])
+        .args([
+            "-n",
+            "-r",
+            &p,
+            "-Y",
+            "frame contains \"BBBB\"",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
         .output()
         .unwrap();
-    let expected: u64 = String::from_utf8_lossy(&tshark_frame.stdout).trim().parse().unwrap();
+    let expected: u64 = String::from_utf8_lossy(&tshark_frame.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(row["frame"], expected, "{v}");
-    assert!(row["snippet"].as_str().unwrap().contains("BBBB-second"), "{row}");
+    assert!(
+        row["snippet"].as_str().unwrap().contains("BBBB-second"),
+        "{row}"
+    );
     assert_eq!(v["capture"]["packets_in_file"], frames);
 }
 
 #[tokio::test]
 async fn a_tab_in_the_file_name_does_not_shift_the_facts() {
     let s = start().await;
-    std::fs::copy(fixture("zeek-wikipedia.pcap"), s.storage_file("wiki\tpedia.pcap")).unwrap();
+    std::fs::copy(
+        fixture("zeek-wikipedia.pcap"),
+        s.storage_file("wiki\tpedia.pcap"),
+    )
+    .unwrap();
     let v = s
-        .ok("analyze_pcap_file", json!({"pcap_file": "wiki\tpedia.pcap"}))
+        .ok(
+            "analyze_pcap_file",
+            json!({"pcap_file": "wiki\tpedia.pcap"}),
+        )
         .await;
     assert_eq!(
         v["capture"]["packets_in_file"],
         tshark_count(&fixture("zeek-wikipedia.pcap"), "frame")
     );
-    assert!(v["capture"]["first_packet_time"].as_str().unwrap().starts_with("2011-03-18"));
+    assert!(
+        v["capture"]["first_packet_time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2011-03-18")
+    );
 }
 
 #[tokio::test]
@@ -287,7 +376,11 @@ async fn nothing_is_written_or_listed_through_a_planted_symlink() {
     let secret = outside.path().join("secret.pcap");
     std::fs::copy(fixture("zeek-wikipedia.pcap"), &secret).unwrap();
     std::os::unix::fs::symlink(&secret, s.storage_file("link.pcap")).unwrap();
-    std::fs::copy(fixture("cs-icmp_echo.pcapng"), s.storage_file("real.pcapng")).unwrap();
+    std::fs::copy(
+        fixture("cs-icmp_echo.pcapng"),
+        s.storage_file("real.pcapng"),
+    )
+    .unwrap();
     let v = s.ok("list_captured_files", json!({})).await;
     let names: Vec<&str> = v["files"]["rows"]
         .as_array()
@@ -296,8 +389,18 @@ async fn nothing_is_written_or_listed_through_a_planted_symlink() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, vec!["real.pcapng"], "{v}");
-    assert!(v["symlinks"].as_array().unwrap().iter().any(|l| l == "link.pcap"), "{v}");
-    assert!(!v.to_string().contains("136"), "facts of the outside file leaked: {v}");
+    assert!(
+        v["symlinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "link.pcap"),
+        "{v}"
+    );
+    assert!(
+        !v.to_string().contains("136"),
+        "facts of the outside file leaked: {v}"
+    );
 }
 
 #[tokio::test]
@@ -311,13 +414,22 @@ async fn errors_outside_the_roots_do_not_reveal_what_exists() {
         ("c", "passwd.pcap"),
         ("d", "../../../../etc/shadow"),
     ] {
-        let e = s.err("analyze_pcap_file", json!({"pcap_file": asked})).await;
+        let e = s
+            .err("analyze_pcap_file", json!({"pcap_file": asked}))
+            .await;
         assert!(e.contains("PCAP_ALLOWED_DIRS"), "{e}");
-        assert!(!e.contains("No such file") && !e.contains("resolves"), "{e}");
+        assert!(
+            !e.contains("No such file") && !e.contains("resolves"),
+            "{e}"
+        );
         messages.push((name, e.replace(asked, "X")));
     }
     for w in messages.windows(2) {
-        assert_eq!(w[0].1, w[1].1, "{} and {} answer differently", w[0].0, w[1].0);
+        assert_eq!(
+            w[0].1, w[1].1,
+            "{} and {} answer differently",
+            w[0].0, w[1].0
+        );
     }
 }
 
@@ -330,7 +442,11 @@ async fn a_directory_swapped_for_a_symlink_never_redirects_a_read() {
     let parked = root.path().join("d.real");
     std::fs::create_dir(&real).unwrap();
     std::fs::copy(fixture("cs-icmp_echo.pcapng"), real.join("c.pcapng")).unwrap();
-    std::fs::copy(fixture("zeek-wikipedia.pcap"), outside.path().join("c.pcapng")).unwrap();
+    std::fs::copy(
+        fixture("zeek-wikipedia.pcap"),
+        outside.path().join("c.pcapng"),
+    )
+    .unwrap();
     let inside_frames = tshark_count(&fixture("cs-icmp_echo.pcapng"), "frame");
     let server = start_with(&[(
         "PCAP_ALLOWED_DIRS",
@@ -340,7 +456,12 @@ async fn a_directory_swapped_for_a_symlink_never_redirects_a_read() {
     drop(s);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flipper = {
-        let (stop, real, parked, out) = (stop.clone(), real.clone(), parked.clone(), outside.path().to_path_buf());
+        let (stop, real, parked, out) = (
+            stop.clone(),
+            real.clone(),
+            parked.clone(),
+            outside.path().to_path_buf(),
+        );
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = std::fs::rename(&real, &parked);
@@ -357,14 +478,23 @@ async fn a_directory_swapped_for_a_symlink_never_redirects_a_read() {
     for i in 0..40 {
         // a different limit each time: no cached answer
         let r = server
-            .call("analyze_pcap_file", json!({"pcap_file": file, "limit": i + 1}))
+            .call(
+                "analyze_pcap_file",
+                json!({"pcap_file": file, "limit": i + 1}),
+            )
             .await;
         if r.is_error == Some(true) {
             continue;
         }
         let v = r.structured_content.unwrap();
-        assert_eq!(v["capture"]["packets_in_file"], inside_frames, "read outside: {v}");
-        assert_eq!(v["capture"]["packets_analysed"], inside_frames, "read outside: {v}");
+        assert_eq!(
+            v["capture"]["packets_in_file"], inside_frames,
+            "read outside: {v}"
+        );
+        assert_eq!(
+            v["capture"]["packets_analysed"], inside_frames,
+            "read outside: {v}"
+        );
         analysed += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -378,17 +508,25 @@ async fn a_file_that_grows_during_the_analysis_says_so() {
     let path = s.storage_file("growing.pcap");
     let mut recs = Vec::new();
     for i in 0..20_000u32 {
-        recs.push(record(1_700_000_000 + i / 1000, (i % 1000) * 1000, &http_get(i as u16)));
+        recs.push(record(
+            1_700_000_000 + i / 1000,
+            (i % 1000) * 1000,
+            &http_get(i as u16),
+        ));
     }
     std::fs::write(&path, pcap(&recs)).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (stop, path) = (stop.clone(), path.clone());
         std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
             let mut i = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                f.write_all(&record(1_700_000_100, i, &http_get(7))).unwrap();
+                f.write_all(&record(1_700_000_100, i, &http_get(7)))
+                    .unwrap();
                 i += 1;
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -400,8 +538,16 @@ async fn a_file_that_grows_during_the_analysis_says_so() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     let warnings = v["capture"]["warnings"].to_string();
-    assert!(warnings.contains("changed size while it was analysed"), "{v}");
-    assert!(v["summary"].as_str().unwrap().starts_with("Capture problem"));
+    assert!(
+        warnings.contains("changed size while it was analysed"),
+        "{v}"
+    );
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Capture problem")
+    );
 }
 
 #[tokio::test]
@@ -431,7 +577,10 @@ async fn children_die_with_the_server_and_leave_no_temp_files() {
             )
             .await;
     });
-    wait_until(20, "tshark started", || !children_named(pid, "tshark").is_empty()).await;
+    wait_until(20, "tshark started", || {
+        !children_named(pid, "tshark").is_empty()
+    })
+    .await;
     let kids = children_named(pid, "tshark");
     // the memory ceiling is in force in the child
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", kids[0])).unwrap();
@@ -445,7 +594,8 @@ async fn children_die_with_the_server_and_leave_no_temp_files() {
         libc::kill(pid as i32, libc::SIGKILL);
     }
     wait_until(10, "orphaned tshark gone", || {
-        kids.iter().all(|k| !Path::new(&format!("/proc/{k}")).exists() || is_zombie(*k))
+        kids.iter()
+            .all(|k| !Path::new(&format!("/proc/{k}")).exists() || is_zombie(*k))
     })
     .await;
     call.abort();
@@ -511,7 +661,11 @@ fn an_oversized_request_gets_an_error_and_the_server_keeps_serving() {
     writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
     // 64 MB in one line
     let huge = format!(
         r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"x","arguments":{{"pad":"{}"}}}}}}"#,
@@ -527,7 +681,11 @@ fn an_oversized_request_gets_an_error_and_the_server_keeps_serving() {
         out.read_line(&mut l).unwrap();
         replies.push(serde_json::from_str::<Value>(&l).unwrap());
     }
-    assert!(replies[0]["error"].is_object() && replies[0]["id"].is_null(), "{}", replies[0]);
+    assert!(
+        replies[0]["error"].is_object() && replies[0]["id"].is_null(),
+        "{}",
+        replies[0]
+    );
     assert_eq!(replies[1]["id"], 3);
     assert!(replies[1]["result"]["tools"].as_array().unwrap().len() > 20);
     drop(stdin);
@@ -540,7 +698,10 @@ async fn slow_searches_do_not_starve_cheap_calls_and_stop_at_their_budget() {
     let flood = big.path().join("flood.pcap");
     syn_flood(&flood, 150_000);
     let s = start_with(&[
-        ("PCAP_ALLOWED_DIRS", &format!("{}:{}", fixtures().display(), big.path().display())),
+        (
+            "PCAP_ALLOWED_DIRS",
+            &format!("{}:{}", fixtures().display(), big.path().display()),
+        ),
         ("PCAP_CALL_DEADLINE", "4"),
         ("PCAP_SEARCH_TIMEOUT", "3"),
     ])
@@ -564,7 +725,10 @@ async fn slow_searches_do_not_starve_cheap_calls_and_stop_at_their_budget() {
             .unwrap()
         }));
     }
-    wait_until(20, "both searches running", || children_named(s.pid, "tshark").len() >= 2).await;
+    wait_until(20, "both searches running", || {
+        children_named(s.pid, "tshark").len() >= 2
+    })
+    .await;
     // cheap calls and a filter check answer at once; an analysis answers by the deadline
     let t = Instant::now();
     s.ok("list_captured_files", json!({})).await;
@@ -581,12 +745,13 @@ async fn slow_searches_do_not_starve_cheap_calls_and_stop_at_their_budget() {
             json!({"pcap_file": fixture("cs-icmp_echo.pcapng"), "display_filter": "icmp"}),
         )
         .await;
-    assert!(t.elapsed() < Duration::from_secs(15), "calls waited {:?}", t.elapsed());
-    let v = r.structured_content.unwrap_or_default();
     assert!(
-        v["status"] == "running" || v["status"] == "complete",
-        "{v}"
+        t.elapsed() < Duration::from_secs(15),
+        "calls waited {:?}",
+        t.elapsed()
     );
+    let v = r.structured_content.unwrap_or_default();
+    assert!(v["status"] == "running" || v["status"] == "complete", "{v}");
     // each search is stopped by its own budget and says which setting holds it
     for h in searches {
         let mut r = h.await.unwrap();
@@ -596,7 +761,8 @@ async fn slow_searches_do_not_starve_cheap_calls_and_stop_at_their_budget() {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let args = json!({"pcap_file": file, "search_pattern": "(a|b|c)*zq[0-9]+x", "regex": true});
+            let args =
+                json!({"pcap_file": file, "search_pattern": "(a|b|c)*zq[0-9]+x", "regex": true});
             r = s.call("search_packet_content", args).await;
         }
         let t = text(&r);
@@ -639,7 +805,11 @@ async fn the_capture_limit_holds_under_concurrent_starts() {
     assert_eq!(ok, 2);
     let v = s.ok("get_capture_status", json!({})).await;
     for c in v["captures"].as_array().unwrap() {
-        s.ok("stop_packet_capture", json!({"capture_id": c["capture_id"]})).await;
+        s.ok(
+            "stop_packet_capture",
+            json!({"capture_id": c["capture_id"]}),
+        )
+        .await;
     }
 }
 
@@ -673,7 +843,10 @@ async fn edge_arguments_get_clear_errors() {
     std::fs::write(&one, pcap(&[record(1_700_000_000, 0, &http_get(1))])).unwrap();
     // a single packet is one bucket with one frame, not "0 frames in 0 buckets"
     let v = s
-        .ok("generate_throughput_io_graph", json!({"pcap_file": "one.pcap"}))
+        .ok(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": "one.pcap"}),
+        )
         .await;
     assert_eq!(v["series"][0]["frames"], 1, "{v}");
     assert!(v["buckets"]["total"].as_u64().unwrap() >= 1);
@@ -683,8 +856,13 @@ async fn edge_arguments_get_clear_errors() {
         ("analyze_bandwidth_utilization", "time_window"),
     ] {
         for bad in [json!(0), json!(-1), json!(1e308)] {
-            let e = s.err(tool, json!({"pcap_file": "one.pcap", field: bad})).await;
-            assert!(e.contains(field) && !e.contains("tshark:"), "{tool} {bad}: {e}");
+            let e = s
+                .err(tool, json!({"pcap_file": "one.pcap", field: bad}))
+                .await;
+            assert!(
+                e.contains(field) && !e.contains("tshark:"),
+                "{tool} {bad}: {e}"
+            );
         }
     }
     let e = s
@@ -695,20 +873,34 @@ async fn edge_arguments_get_clear_errors() {
         .await;
     assert!(e.contains("comma") && !e.contains("register"), "{e}");
     let e = s
-        .err("analyze_pcap_file", json!({"pcap_file": "one.pcap", "display_filter": "tcp\u{0}"}))
+        .err(
+            "analyze_pcap_file",
+            json!({"pcap_file": "one.pcap", "display_filter": "tcp\u{0}"}),
+        )
         .await;
-    assert!(e.contains("control character") && !e.contains("doctor"), "{e}");
+    assert!(
+        e.contains("control character") && !e.contains("doctor"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn identical_input_gives_identical_output() {
     let a = start().await;
     let b = start().await;
-    for file in ["zeek-wikipedia.pcap", "cs-synscan.pcapng", "zeek-mixed-vlan-mpls.pcap"] {
+    for file in [
+        "zeek-wikipedia.pcap",
+        "cs-synscan.pcapng",
+        "zeek-mixed-vlan-mpls.pcap",
+    ] {
         for (tool, extra) in file_tools() {
             let x = a.call(&tool, args(&fixture(file), &extra)).await;
             let y = b.call(&tool, args(&fixture(file), &extra)).await;
-            assert_eq!(text(&x), text(&y), "{tool} on {file} differs between two runs");
+            assert_eq!(
+                text(&x),
+                text(&y),
+                "{tool} on {file} differs between two runs"
+            );
         }
     }
 }
@@ -717,7 +909,10 @@ async fn identical_input_gives_identical_output() {
 async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
     let big = tempfile::tempdir().unwrap();
     let flood = big.path().join("flood.pcap");
-    let n: u32 = std::env::var("SYN_FLOOD_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    let n: u32 = std::env::var("SYN_FLOOD_STREAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
     syn_flood(&flood, n);
     let s = start_with(&[(
         "PCAP_ALLOWED_DIRS",
@@ -727,7 +922,9 @@ async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
     let file = flood.display().to_string();
     let mut v = Value::Null;
     for _ in 0..60 {
-        v = s.ok("analyze_connection_lifecycle", json!({"pcap_file": file})).await;
+        v = s
+            .ok("analyze_connection_lifecycle", json!({"pcap_file": file}))
+            .await;
         if v["status"] == "complete" {
             break;
         }
@@ -740,7 +937,9 @@ async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
     // the threat view counts every SYN of the flood, however many streams it keeps
     let mut t = Value::Null;
     for _ in 0..60 {
-        t = s.ok("analyze_security_threats", json!({"pcap_file": file})).await;
+        t = s
+            .ok("analyze_security_threats", json!({"pcap_file": file}))
+            .await;
         if t["status"] == "complete" {
             break;
         }
@@ -750,14 +949,31 @@ async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["title"].as_str().unwrap_or("").to_lowercase().contains("flood"))
+        .find(|f| {
+            f["title"]
+                .as_str()
+                .unwrap_or("")
+                .to_lowercase()
+                .contains("flood")
+        })
         .unwrap_or_else(|| panic!("no flood finding: {}", t["findings"]));
-    assert!(flood["title"].as_str().unwrap().contains(&n.to_string()) || flood["detail"].as_str().unwrap().contains(&n.to_string()), "{flood}");
+    assert!(
+        flood["title"].as_str().unwrap().contains(&n.to_string())
+            || flood["detail"].as_str().unwrap().contains(&n.to_string()),
+        "{flood}"
+    );
     // more scopes of the same file: each a model of its own, the cache stays bounded
-    for f in ["tcp.srcport > 2000", "tcp.srcport > 3000", "tcp.srcport > 4000"] {
+    for f in [
+        "tcp.srcport > 2000",
+        "tcp.srcport > 3000",
+        "tcp.srcport > 4000",
+    ] {
         for _ in 0..60 {
             let v = s
-                .ok("analyze_connection_lifecycle", json!({"pcap_file": file, "display_filter": f}))
+                .ok(
+                    "analyze_connection_lifecycle",
+                    json!({"pcap_file": file, "display_filter": f}),
+                )
                 .await;
             if v["status"] == "complete" {
                 break;
@@ -765,7 +981,10 @@ async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
-    eprintln!("server RSS after four scopes: {} MB", rss_kb(s.pid, "VmRSS:") / 1024);
+    eprintln!(
+        "server RSS after four scopes: {} MB",
+        rss_kb(s.pid, "VmRSS:") / 1024
+    );
     let hwm = rss_kb(s.pid, "VmHWM:");
     eprintln!("server peak RSS for {n} one-SYN streams: {} MB", hwm / 1024);
     assert!(hwm < 600 * 1024, "server peak RSS {hwm} kB for {n} SYNs");

@@ -254,10 +254,20 @@ async fn every_refusal_says_what_to_change() {
     assert!(e.contains("get_capture_status"), "{e}");
 }
 
-async fn no_dumpcap_left(storage: &std::path::Path) {
-    let needle = storage.display().to_string();
+/// The server's dumpcap children (dumpcap writes to a pipe, so its command line names
+/// no file: it is found by its parent).
+fn dumpcaps_of(server: u32) -> Vec<u32> {
+    children_named(server, "dumpcap")
+}
+
+async fn no_dumpcap_left(pids: &[u32]) {
+    assert!(!pids.is_empty(), "no dumpcap was running");
     wait_until(10, "dumpcap outlived the server", || {
-        processes_mentioning("dumpcap", &needle).is_empty()
+        pids.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|st| st.rfind(')').is_some_and(|i| st[i + 2..].starts_with('Z')))
+                .unwrap_or(true)
+        })
     })
     .await;
 }
@@ -272,13 +282,11 @@ async fn killed_server_leaves_no_dumpcap_and_a_readable_file() {
         )
         .await;
     assert_eq!(v["capture"]["state"], "running");
-    assert_eq!(
-        processes_mentioning("dumpcap", &s.storage.path().display().to_string()).len(),
-        1
-    );
+    let dumpcaps = dumpcaps_of(s.pid);
+    assert_eq!(dumpcaps.len(), 1);
     // SIGKILL: no chance to clean up; the parent-death signal must end dumpcap
     unsafe_kill(s.pid, 9);
-    no_dumpcap_left(s.storage.path()).await;
+    no_dumpcap_left(&dumpcaps).await;
     let out = Command::new("capinfos")
         .arg(s.storage_file("killed.pcapng"))
         .output()
@@ -298,9 +306,9 @@ async fn disconnect_and_sigterm_stop_captures() {
         json!({"interface": "lo", "duration": 120}),
     )
     .await;
-    let storage = s.storage.path().to_path_buf();
+    let dumpcaps = dumpcaps_of(s.pid);
     s.client.cancel().await.unwrap(); // stdin closed
-    no_dumpcap_left(&storage).await;
+    no_dumpcap_left(&dumpcaps).await;
     drop(s.storage);
 
     let s = start().await;
@@ -309,8 +317,9 @@ async fn disconnect_and_sigterm_stop_captures() {
         json!({"interface": "lo", "duration": 120}),
     )
     .await;
+    let dumpcaps = dumpcaps_of(s.pid);
     unsafe_kill(s.pid, 15);
-    no_dumpcap_left(s.storage.path()).await;
+    no_dumpcap_left(&dumpcaps).await;
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {

@@ -354,13 +354,21 @@ async fn quality_metrics_agree_with_tshark_and_the_grade_adds_up() {
     );
     assert!(v["latency"]["icmp_echo_rtt"]["count"].as_u64().unwrap() > 0);
 
-    // a capture with no packets has nothing to grade: no "A" for silence
+    // a capture with no packets is refused, not graded: no "A" for silence
     let header = pcap_header();
     std::fs::write(s.storage_file("no-packets.pcap"), &header).unwrap();
+    let e = s
+        .err(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": "no-packets.pcap"}),
+        )
+        .await;
+    assert!(e.contains("holds no packets"), "{e}");
+    // and a scope with nothing measurable in it gets no grade either
     let v = s
         .ok(
             "analyze_network_quality_metrics",
-            json!({"pcap_file": "no-packets.pcap"}),
+            json!({"pcap_file": fixture("zeek-wikipedia.pcap"), "display_filter": "frame.number == 0"}),
         )
         .await;
     assert_eq!(v["grade"]["letter"], "n/a", "{v}");

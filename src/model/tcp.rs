@@ -233,7 +233,8 @@ pub struct StreamDetail {
     pub frames: BTreeMap<&'static str, Vec<u64>>,
 }
 
-static NO_DETAIL: std::sync::LazyLock<StreamDetail> = std::sync::LazyLock::new(StreamDetail::default);
+static NO_DETAIL: std::sync::LazyLock<StreamDetail> =
+    std::sync::LazyLock::new(StreamDetail::default);
 
 impl std::ops::Deref for Stream {
     type Target = StreamDetail;
@@ -566,9 +567,21 @@ impl Stream {
             // an ACK from side d times the data side 1-d sent
             dd.rtt_seen_dir[1 - d] += 1;
             let seen = dd.rtt_seen_dir[1 - d];
-            reservoir(&mut dd.rtt_by_sender[1 - d], RTT_SAMPLES, seen, rtt, p.frame);
+            reservoir(
+                &mut dd.rtt_by_sender[1 - d],
+                RTT_SAMPLES,
+                seen,
+                rtt,
+                p.frame,
+            );
             g.rtt_seen += 1;
-            reservoir(&mut g.rtt_samples, GLOBAL_RTT_SAMPLES, g.rtt_seen, rtt, p.frame);
+            reservoir(
+                &mut g.rtt_samples,
+                GLOBAL_RTT_SAMPLES,
+                g.rtt_seen,
+                rtt,
+                p.frame,
+            );
         }
         if p.ecn == Some(3) {
             self.detail_mut().ce_marks += 1;
@@ -767,7 +780,10 @@ impl TcpModel {
                         + 8 * (d.rtt_samples.capacity()
                             + d.rtt_by_sender[0].capacity()
                             + d.rtt_by_sender[1].capacity())
-                        + d.frames.values().map(|v| 64 + 8 * v.capacity()).sum::<usize>()
+                        + d.frames
+                            .values()
+                            .map(|v| 64 + 8 * v.capacity())
+                            .sum::<usize>()
                 });
                 // malloc hands out 32 bytes at the least, with 16 of bookkeeping
                 let heap = |n: usize| (n + 16).next_multiple_of(16).max(32);

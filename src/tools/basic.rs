@@ -10,13 +10,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, endpoint, host_filter, human_bits_per_s,
     human_bytes, pct, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

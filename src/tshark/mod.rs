@@ -142,7 +142,10 @@ impl Runner {
         if filter.len() > 4096 {
             return Err("display_filter is longer than 4096 characters; narrow it".into());
         }
-        if let Some(c) = filter.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        if let Some(c) = filter
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
             return Err(format!(
                 "invalid display_filter: it contains the control character U+{:04X}; a Wireshark display filter is plain text, e.g. `ip.addr == 10.0.0.5 && tcp.port == 443`",
                 c as u32
@@ -163,7 +166,10 @@ impl Runner {
             timeout: QUICK_TIMEOUT,
             timeout_setting: "its fixed limit for filter checks",
         };
-        match self.run_job(&self.cfg.tshark, job, &Control::default(), |_| {}).await {
+        match self
+            .run_job(&self.cfg.tshark, job, &Control::default(), |_| {})
+            .await
+        {
             Ok(_) => {
                 self.good_filters.lock().unwrap().insert(filter.to_string());
                 Ok(())
@@ -248,11 +254,7 @@ impl Runner {
             _ = ctl.cancel.cancelled() => return Err("cancelled".into()),
             _ = &mut deadline => return Err(timed_out()),
         };
-        let args: Vec<String> = job
-            .args
-            .iter()
-            .map(|a| fd_argument(a, job.files))
-            .collect();
+        let args: Vec<String> = job.args.iter().map(|a| fd_argument(a, job.files)).collect();
         let mut cmd = Command::new(bin);
         cmd.args(&args)
             .stdin(Stdio::null())
@@ -459,8 +461,10 @@ fn out_of_memory(message: &str, status: &std::process::ExitStatus) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        matches!(status.signal(), Some(libc::SIGABRT | libc::SIGTRAP | libc::SIGSEGV))
-            && message.contains("alloc")
+        matches!(
+            status.signal(),
+            Some(libc::SIGABRT | libc::SIGTRAP | libc::SIGSEGV)
+        ) && message.contains("alloc")
     }
     #[cfg(not(unix))]
     {
@@ -570,6 +574,20 @@ mod tests {
         assert_eq!(shell_quote("tcp.port == 80"), "'tcp.port == 80'");
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         assert_eq!(shell_quote("aggregator=\u{1f}"), r"$'aggregator=\x1f'");
+    }
+
+    #[test]
+    fn memory_ceiling_is_recognised() {
+        // recorded: tshark under RLIMIT_AS when GLib cannot allocate, then aborts
+        let msg = "(process:4242): GLib-ERROR **: 15:01:02.123: ../../../glib/gmem.c:112: failed to allocate 34359738368 bytes";
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            let aborted = std::process::ExitStatus::from_raw(libc::SIGTRAP);
+            assert!(out_of_memory(msg, &aborted));
+            let ok = std::process::ExitStatus::from_raw(0);
+            assert!(!out_of_memory("tshark: Unexpected end of filter expression.", &ok));
+        }
     }
 
     #[test]
