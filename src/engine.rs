@@ -296,7 +296,7 @@ impl Analysis {
         args: &[String],
         on_line: impl FnMut(&str),
     ) -> Result<(), String> {
-        let mut full = self.engine.tshark.read_args(&self.file);
+        let mut full = self.engine.tshark.read_args(&self.file).await;
         if let Some(k) = &self.keylog {
             // a server-built preference from a sandbox-checked file, never client text
             full.push("-o".into());

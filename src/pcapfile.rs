@@ -757,7 +757,11 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             let s = summarize(File::open(&path).unwrap(), bytes.len() as u64).unwrap();
             assert!(s.data_bytes <= bytes.len() as u64 * 2 + 8);
-            let _ = frames(File::open(&path).unwrap(), bytes.len() as u64, &BTreeSet::from([1, 2, 3]));
+            let _ = frames(
+                File::open(&path).unwrap(),
+                bytes.len() as u64,
+                &BTreeSet::from([1, 2, 3]),
+            );
         }
     }
 }

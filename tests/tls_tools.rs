@@ -226,6 +226,192 @@ async fn certificates_agree_with_zeek_x509_log() {
     );
 }
 
+/// Zeek's ssl.log rows of a fixture: (client addr, client port, established, history).
+fn zeek_ssl(name: &str) -> Vec<(String, u64, bool, String)> {
+    let text = std::fs::read_to_string(fixtures().join("zeek-ssl").join(format!("{name}.ssl.log")))
+        .unwrap();
+    let mut fields: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(f) = line.strip_prefix("#fields\t") {
+            fields = f.split('\t').map(str::to_string).collect();
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        let col = |n: &str| cols[fields.iter().position(|f| f == n).unwrap()];
+        rows.push((
+            col("id.orig_h").to_string(),
+            col("id.orig_p").parse().unwrap(),
+            col("established") == "T",
+            col("ssl_history").to_string(),
+        ));
+    }
+    rows
+}
+
+/// TLS 1.3 without keys: encrypted records sit in tls.record.opaque_type, and a
+/// HelloRetryRequest is a ServerHello with a fixed random. "complete" is Zeek's
+/// `established`, session by session.
+#[tokio::test]
+async fn tls13_completion_agrees_with_zeek() {
+    let s = start().await;
+    let mut compared = 0;
+    for name in [
+        "zeek-tls13_wolfssl",
+        "zeek-chrome-1250-tls-x25519-kyber",
+        "zeek-hrr",
+        "zeek-tls13-ech",
+    ] {
+        let v = s
+            .ok(
+                "analyze_tls_handshakes",
+                json!({"pcap_file": fixture(&format!("{name}.pcap")), "limit": 50}),
+            )
+            .await;
+        let zeek = zeek_ssl(name);
+        for row in v["sessions"]["rows"].as_array().unwrap() {
+            let client = row["client"].as_str().unwrap();
+            let (addr, port) = client.rsplit_once(':').unwrap();
+            let Some(z) = zeek
+                .iter()
+                .find(|z| z.0 == addr && z.1 == port.parse::<u64>().unwrap())
+            else {
+                continue;
+            };
+            assert_eq!(
+                row["outcome"] == "complete",
+                z.2,
+                "{name} {client}: ours {} vs Zeek established {}",
+                row["outcome"],
+                z.2
+            );
+            assert_eq!(
+                row["hello_retry_request"] == true,
+                z.3.contains('j'),
+                "{name} {client}: HelloRetryRequest, Zeek history {}",
+                z.3
+            );
+            compared += 1;
+        }
+        // the quality tool reports the same sessions, so no "TLS failures" for them
+        let q = s
+            .ok(
+                "analyze_network_quality_metrics",
+                json!({"pcap_file": fixture(&format!("{name}.pcap"))}),
+            )
+            .await;
+        let failed = v["sessions"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] != "complete")
+            .count();
+        if failed == 0 {
+            assert!(
+                !q["summary"].as_str().unwrap().contains("TLS failures")
+                    || q["summary"].as_str().unwrap().contains("TLS failures 0%"),
+                "{name}: {}",
+                q["summary"]
+            );
+        }
+    }
+    assert_eq!(compared, 5, "sessions matched with Zeek's ssl.log");
+}
+
+/// Validity is judged when a certificate was presented, not at the capture's first
+/// packet: in a merge of captures years apart that made current certificates "not yet
+/// valid" and hid one that had expired when it was presented.
+#[tokio::test]
+async fn certificate_validity_is_judged_when_presented() {
+    let s = start().await;
+    let file = fixture("derived-sv-mixed-merge-certs.pcapng");
+    // the oracle: tshark's own presentation time and validity dates per certificate frame
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r", &file, "-T", "fields", "-E", "separator=|"])
+        .args([
+            "-Y",
+            "tls.handshake.certificate",
+            "-e",
+            "frame.number",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "x509af.utcTime",
+        ])
+        .output()
+        .unwrap();
+    let first_packet: f64 = String::from_utf8_lossy(
+        &std::process::Command::new("tshark")
+            .args([
+                "-n",
+                "-r",
+                &file,
+                "-c",
+                "1",
+                "-T",
+                "fields",
+                "-e",
+                "frame.time_epoch",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let year = |s: &str| s[..4].parse::<i32>().unwrap();
+    let mut leaf_expired_when_presented = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let cols: Vec<&str> = line.split('|').collect();
+        let presented: f64 = cols[1].parse().unwrap();
+        let times: Vec<&str> = cols[2].split(',').collect();
+        // the leaf's notAfter (2017) lies before its presentation (2022) ...
+        if year(times[1]) < 2020 && presented > 1_600_000_000.0 {
+            leaf_expired_when_presented += 1;
+        }
+        // ... and every certificate's notBefore lies after the capture's first packet (2012)
+        assert!(
+            year(times[0]) > 2012 && first_packet < 1_400_000_000.0,
+            "{line}"
+        );
+    }
+    assert_eq!(leaf_expired_when_presented, 1);
+    let v = s
+        .ok(
+            "extract_certificate_details",
+            json!({"pcap_file": file, "limit": 50}),
+        )
+        .await;
+    let rows = v["certificates"]["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    let expired: Vec<&Value> = rows.iter().filter(|r| r["status"] == "expired").collect();
+    assert_eq!(expired.len(), 1, "{v}");
+    assert!(
+        expired[0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("mamzon.ru")
+    );
+    assert!(rows.iter().all(|r| r["status"] != "not_yet_valid"), "{v}");
+    let high: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "high")
+        .collect();
+    assert_eq!(high.len(), 1, "{}", v["findings"]);
+    assert!(
+        high[0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Expired certificate")
+    );
+}
+
 #[tokio::test]
 async fn alerts_and_cipher_grades() {
     let s = start().await;

@@ -32,7 +32,12 @@ pub struct TlsRow {
     alert_level: Option<u64>,
     alert_desc: Option<u64>,
     certs: Vec<String>,
+    randoms: Vec<String>,
 }
+
+/// The ServerHello random that marks a HelloRetryRequest (RFC 8446 4.1.3):
+/// SHA-256 of "HelloRetryRequest".
+const HRR_RANDOM: &str = "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c";
 
 impl FromRow for TlsRow {
     const FIELDS: &'static [&'static str] = &[
@@ -63,6 +68,10 @@ impl FromRow for TlsRow {
         "tls.alert_message.level",
         "tls.alert_message.desc",
         "tls.handshake.certificate",
+        // TLS 1.3 records after the ServerHello carry their type here (always 23),
+        // not in tls.record.content_type
+        "tls.record.opaque_type",
+        "tls.handshake.random",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -87,7 +96,7 @@ impl FromRow for TlsRow {
             sport: r.u64(8).or_else(|| r.u64(9)).unwrap_or(0),
             dport: r.u64(10).or_else(|| r.u64(11)).unwrap_or(0),
             reset: r.flag(12),
-            content_types: nums(13),
+            content_types: nums(13).into_iter().chain(nums(27)).collect(),
             hs_types: nums(14),
             hs_version: r.u64(15),
             supported_versions: nums(16),
@@ -108,6 +117,11 @@ impl FromRow for TlsRow {
                 .all(26)
                 .flat_map(|s| s.split(','))
                 .map(str::to_string)
+                .collect(),
+            randoms: r
+                .all(28)
+                .flat_map(|s| s.split(','))
+                .map(|s| s.replace(':', "").to_ascii_lowercase())
                 .collect(),
         })
     }
@@ -183,21 +197,13 @@ impl Session {
 
     /// complete, alert, reset or incomplete.
     pub fn outcome(&self) -> &'static str {
-        let complete = match self.negotiated {
-            // TLS 1.3 (and QUIC): the client answering in encrypted records after the ServerHello
-            Some(v) if v >= 0x0304 || self.quic => {
-                self.server_hello.is_some() && (self.app_data[0] || self.ccs[0] && self.app_data[1])
-            }
-            Some(_) => self.ccs[0] && self.ccs[1],
-            None => false,
-        };
         if self
             .alerts
             .iter()
             .any(|a| a.during_handshake && a.level != Some(1))
         {
             "alert"
-        } else if complete {
+        } else if self.established() {
             "complete"
         } else if self.reset.is_some() {
             "reset"
@@ -212,9 +218,15 @@ impl Session {
         Some((t1 - t0).max(0.0))
     }
 
-    fn established(&self) -> bool {
+    /// The one definition of "handshake completed" (as Zeek's ssl.log `established`):
+    /// TLS 1.2 and older, both sides sent ChangeCipherSpec; TLS 1.3 and QUIC, after the
+    /// ServerHello the client sent an encrypted record (its Finished, or data), or,
+    /// with a compatibility ChangeCipherSpec from the client, the server did.
+    pub fn established(&self) -> bool {
         match self.negotiated {
-            Some(v) if v >= 0x0304 || self.quic => self.app_data[0] || self.app_data[1],
+            Some(v) if v >= 0x0304 || self.quic => {
+                self.server_hello.is_some() && (self.app_data[0] || self.ccs[0] && self.app_data[1])
+            }
             Some(_) => self.ccs[0] && self.ccs[1],
             None => false,
         }
@@ -251,8 +263,9 @@ impl Session {
                 }
                 2 => {
                     let selected = p.supported_versions.first().copied().or(p.hs_version);
-                    // a second ServerHello is the real one after a HelloRetryRequest
-                    if self.server_hello.is_some() {
+                    // a HelloRetryRequest is a ServerHello with a fixed random; a second
+                    // ServerHello is the real one after it
+                    if self.server_hello.is_some() || p.randoms.iter().any(|r| r == HRR_RANDOM) {
                         self.hello_retry = true;
                     }
                     self.server_hello = Some((p.time, p.frame));
@@ -275,6 +288,7 @@ impl Session {
                             let c = certs.entry(fp.clone()).or_insert_with(|| Certificate {
                                 der,
                                 first_frame: p.frame,
+                                first_time: p.time,
                                 ..Default::default()
                             });
                             c.sessions.push(self.key.clone());
@@ -327,6 +341,9 @@ impl Session {
 pub struct Certificate {
     pub der: Vec<u8>,
     pub first_frame: u64,
+    /// When it was first presented: validity is judged at that moment, not at the
+    /// start of the capture (a merged or long capture spans years).
+    pub first_time: f64,
     pub sessions: Vec<String>,
     /// Position in the chains it appeared in (0 = leaf).
     pub positions: Vec<usize>,

@@ -10,6 +10,8 @@ use crate::tools::clamp_limit;
 
 /// Packet counts need a read of the whole file; above this size they are skipped to stay fast.
 const SUMMARY_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// How long one listing may spend reading files for their facts (cached afterwards).
+const FACTS_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ListFilesParams {
@@ -95,6 +97,8 @@ impl PcapServer {
         let mut skipped = 0;
         let mut rows = Vec::new();
         let mut total = 0;
+        // reading files for their packet counts stops after a while: a listing answers fast
+        let facts_until = std::time::Instant::now() + FACTS_BUDGET;
         for (name, modified, size) in found {
             let path = dir.join(&name);
             let being_written = writing.contains(&path);
@@ -113,7 +117,11 @@ impl PcapServer {
                 continue;
             }
             let info = match &opened {
-                Ok(f) if !being_written && size <= SUMMARY_MAX_BYTES => {
+                Ok(f)
+                    if !being_written
+                        && size <= SUMMARY_MAX_BYTES
+                        && std::time::Instant::now() < facts_until =>
+                {
                     self.engine.summary(f).await.ok()
                 }
                 _ => None,

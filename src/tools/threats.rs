@@ -986,7 +986,6 @@ fn arp_conflicts(f: &PacketFacts) -> Vec<ArpConflict> {
 
 fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
     use crate::tools::tls::{grade, parse_cert, suite_name};
-    let at = m.span.first.unwrap_or(0.0);
     let mut out = Vec::new();
     let mut seen_certs = BTreeSet::new();
     for s in &m.sessions {
@@ -994,7 +993,7 @@ fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
         if let Some(fp) = s.chain.first()
             && seen_certs.insert((fp.clone(), server.clone()))
             && let Some(c) = m.certificates.get(fp)
-            && let Some(p) = parse_cert(fp, c, at)
+            && let Some(p) = parse_cert(fp, c)
         {
             if p.row.self_signed {
                 out.push(TlsConcern {

@@ -465,7 +465,7 @@ pub struct CertRow {
     pub serial: String,
     pub not_before: String,
     pub not_after: String,
-    /// valid, expired, not_yet_valid or expires_soon (within 30 days), at capture time.
+    /// valid, expired, not_yet_valid or expires_soon (within 30 days), when it was presented (first_frame).
     pub status: String,
     pub days_left: i64,
     pub san_dns: Vec<String>,
@@ -491,7 +491,9 @@ pub struct Parsed {
     pub names: Vec<String>,
 }
 
-pub fn parse_cert(fp: &str, c: &Certificate, at: f64) -> Option<Parsed> {
+/// A certificate's facts, its validity judged when it was first presented.
+pub fn parse_cert(fp: &str, c: &Certificate) -> Option<Parsed> {
+    let at = c.first_time;
     let (_, x) = X509Certificate::from_der(&c.der).ok()?;
     let nb = x.validity().not_before.timestamp() as f64;
     let na = x.validity().not_after.timestamp() as f64;
@@ -601,7 +603,8 @@ pub fn parse_cert(fp: &str, c: &Certificate, at: f64) -> Option<Parsed> {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Certificates {
-    /// Capture time used for validity (first packet), RFC 3339.
+    /// Validity is judged at the moment each certificate was presented (its first
+    /// frame); this is the first packet of the capture, RFC 3339.
     pub checked_at: String,
     pub certificates: Table<CertRow>,
     /// TLS 1.3 sessions whose certificates are encrypted (not checkable without keys).
@@ -613,7 +616,7 @@ fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
     let mut rows: Vec<CertRow> = m
         .certificates
         .iter()
-        .filter_map(|(fp, c)| parse_cert(fp, c, at).map(|x| x.row))
+        .filter_map(|(fp, c)| parse_cert(fp, c).map(|x| x.row))
         .collect();
     let rank = |r: &CertRow| match r.status.as_str() {
         "expired" | "not_yet_valid" => 0,
@@ -646,7 +649,7 @@ fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
                 Severity::High,
                 format!("Expired certificate: {}", r.subject),
                 format!(
-                    "Expired {} ({} days before the capture), presented by {}.",
+                    "Expired {} ({} days before it was presented), presented by {}.",
                     r.not_after,
                     -r.days_left,
                     r.servers.join(", ")
@@ -779,7 +782,6 @@ pub struct SniCheck {
 }
 
 fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
-    let at = m.span.first.unwrap_or(0.0);
     let rows: Vec<SniRow> = m
         .sessions
         .iter()
@@ -787,7 +789,7 @@ fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
             let leaf = s
                 .chain
                 .first()
-                .and_then(|fp| m.certificates.get(fp).and_then(|c| parse_cert(fp, c, at)));
+                .and_then(|fp| m.certificates.get(fp).and_then(|c| parse_cert(fp, c)));
             let names = leaf.as_ref().map(|l| l.names.clone()).unwrap_or_default();
             let verdict = match (&s.sni, &leaf) {
                 (Some(sni), _) if sni.parse::<std::net::IpAddr>().is_ok() => "ip_literal_sni",

@@ -79,7 +79,13 @@ pub struct Runner {
     good_filters: Mutex<HashSet<String>>,
     /// Process groups of the children running now, killed at shutdown.
     live: Arc<Mutex<HashSet<i32>>>,
+    /// Whether this tshark accepts `-X read_format:` with the names we use.
+    forced_reader: tokio::sync::OnceCell<bool>,
 }
+
+/// wiretap's names for its pcap and pcapng readers (tshark 4.x).
+const PCAP_READER: &str = "Wireshark/tcpdump/... - pcap";
+const PCAPNG_READER: &str = "Wireshark/... - pcapng";
 
 impl Runner {
     pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
@@ -106,6 +112,7 @@ impl Runner {
             },
             good_filters: Mutex::new(HashSet::new()),
             live: Arc::default(),
+            forced_reader: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -113,15 +120,59 @@ impl Runner {
         &self.cfg.tshark
     }
 
-    /// The arguments every tshark reading a capture starts with.
-    pub fn read_args(&self, file: &CaptureFile) -> Vec<String> {
+    /// The arguments every tshark reading a capture starts with. The reader is forced
+    /// to the format the magic bytes named: when wiretap's pcap/pcapng reader rejects a
+    /// file, tshark would otherwise try its other readers and show a damaged capture as
+    /// JSON, text or one raw "MIME file" frame.
+    pub async fn read_args(&self, file: &CaptureFile) -> Vec<String> {
         let mut a = Vec::with_capacity(16);
         if !self.cfg.name_resolution {
             a.push("-n".to_string());
         }
+        if self.forces_reader().await {
+            let reader = match file.format {
+                crate::sandbox::CaptureFormat::Pcap => PCAP_READER,
+                crate::sandbox::CaptureFormat::Pcapng => PCAPNG_READER,
+            };
+            a.push("-X".into());
+            a.push(format!("read_format:{reader}"));
+        }
         a.push("-r".into());
         a.push(file.path().display().to_string());
         a
+    }
+
+    /// Asks this tshark once whether it knows our reader names (another version may
+    /// name them differently; then the option is left out rather than failing every run).
+    async fn forces_reader(&self) -> bool {
+        *self
+            .forced_reader
+            .get_or_init(|| async {
+                let args = vec![
+                    "-n".to_string(),
+                    "-X".into(),
+                    format!("read_format:{PCAP_READER}"),
+                    "-r".into(),
+                    self.empty_pcap.path.display().to_string(),
+                ];
+                let job = Job {
+                    args: &args,
+                    files: &[&self.empty_pcap],
+                    progress_of: None,
+                    lane: Lane::Quick,
+                    timeout: QUICK_TIMEOUT,
+                    timeout_setting: "its fixed limit for quick checks",
+                };
+                let ok = self
+                    .run_job(&self.cfg.tshark, job, &Control::default(), |_| {})
+                    .await
+                    .is_ok();
+                if !ok {
+                    tracing::warn!("this tshark does not know the reader name {PCAP_READER:?}; damaged captures may be read by other readers");
+                }
+                ok
+            })
+            .await
     }
 
     /// A command line a person can paste into a shell to reproduce a run.
@@ -586,7 +637,10 @@ mod tests {
             let aborted = std::process::ExitStatus::from_raw(libc::SIGTRAP);
             assert!(out_of_memory(msg, &aborted));
             let ok = std::process::ExitStatus::from_raw(0);
-            assert!(!out_of_memory("tshark: Unexpected end of filter expression.", &ok));
+            assert!(!out_of_memory(
+                "tshark: Unexpected end of filter expression.",
+                &ok
+            ));
         }
     }
 
