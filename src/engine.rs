@@ -485,8 +485,9 @@ impl Analysis {
         let s = self.summary().await.ok()?;
         let j = s.time_jump.or(s.time_reversal)?;
         let before = j.frame.saturating_sub(1).max(1);
+        // a caveat about the capture, not a network problem: low
         Some(Finding::new(
-            Severity::Medium,
+            Severity::Low,
             "The capture clock jumps",
             s.time_warning().unwrap_or_default(),
             Evidence {

@@ -12,6 +12,7 @@ mod model;
 mod pcapfile;
 mod report;
 mod sandbox;
+mod secrets;
 mod server;
 mod stdio;
 mod tools;

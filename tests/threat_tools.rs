@@ -187,6 +187,53 @@ fn captures_in(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A password the threat view masks is masked in search snippets too, unless asked.
+#[tokio::test]
+async fn search_masks_the_passwords_the_threat_view_masks() {
+    let s = start().await;
+    let file = fixture("zeek-ftp-password-pass-command.pcap");
+    // the oracle: tshark's own FTP PASS argument
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            &file,
+            "-Y",
+            "ftp.request.command == \"PASS\"",
+            "-T",
+            "fields",
+            "-e",
+            "ftp.request.arg",
+        ])
+        .output()
+        .unwrap();
+    let password = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!password.is_empty());
+    let v = s
+        .ok(
+            "search_packet_content",
+            json!({"pcap_file": file, "search_pattern": "PASS"}),
+        )
+        .await;
+    let text = v["matches"].to_string();
+    assert!(!text.contains(&password), "password leaked: {text}");
+    assert!(
+        text.contains(&format!("<masked, {} chars>", password.len())),
+        "{text}"
+    );
+    let t = s
+        .ok("analyze_security_threats", json!({"pcap_file": file}))
+        .await;
+    assert!(!t.to_string().contains(&password));
+    let v = s
+        .ok(
+            "search_packet_content",
+            json!({"pcap_file": file, "search_pattern": "PASS", "reveal_secrets": true}),
+        )
+        .await;
+    assert!(v["matches"].to_string().contains(&password));
+}
+
 #[tokio::test]
 async fn no_clean_capture_yields_a_high_threat() {
     // every fixture, plus the whole shared corpus when this checkout sits beside it

@@ -321,6 +321,115 @@ async fn tls13_completion_agrees_with_zeek() {
     assert_eq!(compared, 5, "sessions matched with Zeek's ssl.log");
 }
 
+/// Chains judged from what the server sent: Zeek (with a trust store) says "unable to
+/// get local issuer certificate" exactly where the leaf's issuer was never sent.
+#[tokio::test]
+async fn incomplete_chains_agree_with_zeek_validation() {
+    let s = start().await;
+    let text =
+        std::fs::read_to_string(fixtures().join("zeek-ssl/zeek-missing-intermediate.ssl.log"))
+            .unwrap();
+    let mut fields: Vec<&str> = Vec::new();
+    let mut unable: std::collections::BTreeSet<String> = Default::default();
+    let mut unable_sessions = 0;
+    for line in text.lines() {
+        if let Some(f) = line.strip_prefix("#fields\t") {
+            fields = f.split('\t').collect();
+        } else if !line.starts_with('#') {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let col = |n: &str| cols[fields.iter().position(|f| *f == n).unwrap()];
+            if col("validation_status") == "unable to get local issuer certificate" {
+                unable.insert(format!("{}:{}", col("id.resp_h"), col("id.resp_p")));
+                unable_sessions += 1;
+            }
+        }
+    }
+    let v = s
+        .ok(
+            "extract_certificate_details",
+            json!({"pcap_file": fixture("zeek-missing-intermediate.pcap")}),
+        )
+        .await;
+    let chains: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Incomplete certificate chain")
+        })
+        .collect();
+    let ours: std::collections::BTreeSet<String> = chains
+        .iter()
+        .flat_map(|f| f["evidence"]["endpoints"].as_array().unwrap().iter())
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ours, unable, "{}", v["findings"]);
+    let sessions: usize = chains
+        .iter()
+        .map(|f| f["evidence"]["streams"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(sessions, unable_sessions);
+    // complete chains elsewhere raise nothing of the kind
+    for f in [
+        "zeek-tls1.2.pcap",
+        "zeek-tls-expired-cert.pcap",
+        "sv-tls-selfsigned-selks.pcap",
+    ] {
+        let v = s
+            .ok(
+                "extract_certificate_details",
+                json!({"pcap_file": fixture(f)}),
+            )
+            .await;
+        assert!(
+            !v["findings"]
+                .to_string()
+                .contains("Incomplete certificate chain"),
+            "{f}"
+        );
+    }
+}
+
+/// An alert belongs to a handshake only when the capture saw that handshake start: a
+/// flow caught mid-connection (no hello) whose encrypted alert is a close is info.
+#[tokio::test]
+async fn alerts_outside_a_seen_handshake_are_not_handshake_failures() {
+    let s = start().await;
+    let file = fixture("ndpi-tls_alert.pcap");
+    // tshark: one ClientHello in the file, so at most one handshake can have failed
+    assert_eq!(tshark_count(&file, "tls.handshake.type == 1"), 1);
+    assert_eq!(tshark_count(&file, "tls.alert_message.desc == 70"), 1);
+    let v = s
+        .ok("analyze_tls_handshakes", json!({"pcap_file": file}))
+        .await;
+    let alert_outcomes = v["sessions"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "alert")
+        .count();
+    assert_eq!(alert_outcomes, 1, "{v}");
+    let a = s.ok("analyze_tls_alerts", json!({"pcap_file": file})).await;
+    let rows = a["alerts"]["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["during_handshake"] == true)
+            .count(),
+        1,
+        "{a}"
+    );
+    let encrypted = a["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["title"].as_str().unwrap().contains("encrypted alert"))
+        .unwrap();
+    assert_eq!(encrypted["severity"], "info", "{encrypted}");
+}
+
 /// Validity is judged when a certificate was presented, not at the capture's first
 /// packet: in a merge of captures years apart that made current certificates "not yet
 /// valid" and hid one that had expired when it was presented.

@@ -195,8 +195,17 @@ impl Session {
                 && self.ccs[1])
     }
 
-    /// complete, alert, reset or incomplete.
+    /// Whether the capture saw this session's handshake start (a hello from either side);
+    /// a capture that begins mid-connection shows only encrypted records.
+    pub fn handshake_seen(&self) -> bool {
+        self.client_hello.is_some() || self.server_hello.is_some()
+    }
+
+    /// complete, alert, reset, incomplete, or no_handshake (the capture began after it).
     pub fn outcome(&self) -> &'static str {
+        if !self.handshake_seen() && !self.established() {
+            return "no_handshake";
+        }
         if self
             .alerts
             .iter()
@@ -320,14 +329,15 @@ impl Session {
                 }
                 23 => self.app_data[d] = true,
                 21 => {
-                    let established = self.established();
+                    // an alert is part of a handshake only if the capture saw one start
+                    let during = !self.established() && self.handshake_seen();
                     self.alerts.push(Alert {
                         frame: p.frame,
                         time: p.time,
                         from_server: d == 1,
                         level: p.alert_level,
                         description: p.alert_desc,
-                        during_handshake: !established,
+                        during_handshake: during,
                     });
                 }
                 _ => {}

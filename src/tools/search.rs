@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
 use crate::report::{Evidence, Finding, Report, Severity, Table, rfc3339, thousands};
+use crate::secrets::mask_text;
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset, filter_string_literal};
 use crate::tshark::fields::{FromRow, Row};
@@ -42,6 +43,10 @@ pub struct SearchParams {
     /// Optional Wireshark display filter that scopes the search, e.g. `http`.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Show cleartext passwords in snippets and info as captured (default false: masked,
+    /// as analyze_security_threats masks them).
+    #[serde(default)]
+    pub reveal_secrets: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -256,12 +261,16 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
         Err(_) => Default::default(),
     };
     let matcher = local_matcher(&p.search_pattern, p.case_sensitive, p.regex);
+    let reveal = p.reveal_secrets.unwrap_or(false);
     let rows: Vec<SearchMatch> = kept
         .into_iter()
         .map(|r| {
             let found = raw.get(&r.frame).and_then(|b| {
                 let m = matcher.as_ref()?.find(b)?;
-                Some((m.start(), snippet(b, m.start(), m.end())))
+                Some((
+                    m.start(),
+                    mask_text(&snippet(b, m.start(), m.end()), reveal),
+                ))
             });
             SearchMatch {
                 frame: r.frame,
@@ -269,7 +278,7 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
                 source: r.src,
                 destination: r.dst,
                 protocol: r.protocol,
-                info: r.info,
+                info: mask_text(&r.info, reveal),
                 match_offset: found.as_ref().map(|f| f.0),
                 snippet: found.map(|f| f.1),
             }

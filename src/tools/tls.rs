@@ -316,7 +316,7 @@ pub struct HandshakeRow {
     pub ja3: Option<String>,
     pub ja3s: Option<String>,
     pub handshake_ms: Option<f64>,
-    /// complete, alert, reset or incomplete.
+    /// complete, alert, reset, incomplete, or no_handshake (the capture began after it).
     pub outcome: String,
     pub resumed: bool,
     pub hello_retry_request: bool,
@@ -704,6 +704,27 @@ fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
             Evidence { display_filter: "tls.handshake.type == 2 && tls.handshake.extensions.supported_version == 0x0304".into(), ..Default::default() },
         ));
     }
+    let incomplete = incomplete_chains(m);
+    for c in &incomplete {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("Incomplete certificate chain from {}", c.server),
+            format!(
+                "The server sends {} without its issuer \"{}\" ({} session(s)): clients that do not already hold that intermediate fail with \"unable to get local issuer certificate\". Install the full chain (leaf + intermediates) on the server.",
+                c.leaf_subject, c.issuer, c.sessions.len()
+            ),
+            Evidence {
+                frames: c.frames.clone(),
+                streams: c.sessions.iter().copied().take(10).collect(),
+                endpoints: vec![c.server.clone()],
+                display_filter: format!(
+                    "tls.handshake.type == 11 && {}",
+                    crate::report::host_filter(&c.addr, "src")
+                ),
+                ..Default::default()
+            },
+        ));
+    }
     let summary = if rows.is_empty() {
         if m.sessions.is_empty() {
             no_tls(m)
@@ -715,13 +736,13 @@ fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
         }
     } else {
         format!(
-            "{} distinct certificate(s) checked at {}: {} expired, {} expiring within 30 days, {} self-signed, {} with SHA-1/MD5 signatures.",
+            "{} distinct certificate(s), each checked when it was presented: {} expired, {} expiring within 30 days, {} self-signed, {} with SHA-1/MD5 signatures, {} server(s) sending an incomplete chain.",
             rows.len(),
-            rfc3339(at),
             rows.iter().filter(|r| r.status == "expired").count(),
             rows.iter().filter(|r| r.status == "expires_soon").count(),
             rows.iter().filter(|r| r.self_signed).count(),
-            rows.iter().filter(|r| r.weak_signature).count()
+            rows.iter().filter(|r| r.weak_signature).count(),
+            incomplete.len()
         )
     };
     (
@@ -733,6 +754,49 @@ fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
             encrypted_certificate_sessions: tls13,
         },
     )
+}
+
+/// A server whose chain stops before the leaf's issuer.
+struct IncompleteChain {
+    server: String,
+    addr: String,
+    leaf_subject: String,
+    issuer: String,
+    sessions: Vec<u64>,
+    frames: Vec<u64>,
+}
+
+/// Chains judged from what was sent (no trust store): a leaf whose issuer is neither
+/// itself nor any certificate sent with it means the intermediate is missing, since
+/// public roots do not sign server certificates directly. A chain that ends at an
+/// intermediate whose issuer (the root) is not sent is normal.
+fn incomplete_chains(m: &TlsModel) -> Vec<IncompleteChain> {
+    let mut by_server: BTreeMap<(String, String), IncompleteChain> = BTreeMap::new();
+    for s in &m.sessions {
+        let parsed: Vec<Parsed> = s
+            .chain
+            .iter()
+            .filter_map(|fp| m.certificates.get(fp).and_then(|c| parse_cert(fp, c)))
+            .collect();
+        let Some(leaf) = parsed.first() else { continue };
+        let issued_by_sent = parsed[1..].iter().any(|c| c.row.subject == leaf.row.issuer);
+        if leaf.row.self_signed || issued_by_sent {
+            continue;
+        }
+        let server = s.endpoint(1);
+        let e = by_server
+            .entry((server.clone(), leaf.row.sha256.clone()))
+            .or_insert_with(|| IncompleteChain {
+                server,
+                addr: s.addr[1].clone(),
+                leaf_subject: leaf.row.subject.clone(),
+                issuer: leaf.row.issuer.clone(),
+                sessions: Vec::new(),
+                frames: vec![leaf.row.first_frame],
+            });
+        e.sessions.push(s.stream);
+    }
+    by_server.into_values().collect()
 }
 
 // ---------------------------------------------------------------- SNI
@@ -993,6 +1057,27 @@ fn alerts(m: &TlsModel, p: &TcpParams) -> Reduced<Alerts> {
             .cmp(&a.during_handshake)
             .then(a.frame.cmp(&b.frame))
     });
+    let incomplete = incomplete_chains(m);
+    for c in &incomplete {
+        findings.push(Finding::new(
+            Severity::Medium,
+            format!("Incomplete certificate chain from {}", c.server),
+            format!(
+                "The server sends {} without its issuer \"{}\" ({} session(s)): clients that do not already hold that intermediate fail with \"unable to get local issuer certificate\". Install the full chain (leaf + intermediates) on the server.",
+                c.leaf_subject, c.issuer, c.sessions.len()
+            ),
+            Evidence {
+                frames: c.frames.clone(),
+                streams: c.sessions.iter().copied().take(10).collect(),
+                endpoints: vec![c.server.clone()],
+                display_filter: format!(
+                    "tls.handshake.type == 11 && {}",
+                    crate::report::host_filter(&c.addr, "src")
+                ),
+                ..Default::default()
+            },
+        ));
+    }
     let summary = if rows.is_empty() {
         if m.sessions.is_empty() {
             no_tls(m)
