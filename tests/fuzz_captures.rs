@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed.
 struct Rng(u64);
@@ -232,27 +232,6 @@ fn tshark_read(path: &Path) -> (u64, bool) {
     )
 }
 
-fn file_tools() -> Vec<String> {
-    let snapshot: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    snapshot
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| {
-            t["inputSchema"]["required"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|x| x == "pcap_file"))
-        })
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_hostile_captures_through_every_tool() {
     let count: u64 = std::env::var("FUZZ_CAPTURES")
@@ -260,7 +239,7 @@ async fn generated_hostile_captures_through_every_tool() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(120);
     let s = start_with(&[("PCAP_CHILD_MEMORY_MB", "1024")]).await;
-    let tools = file_tools();
+    let tools = file_tool_names();
     let seed = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,24 +14,9 @@ use serde_json::{Value, json};
 
 /// The analysis tools that take a capture, with the extra arguments they need.
 fn file_tools() -> Vec<(String, Value)> {
-    let snapshot: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    snapshot
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| {
-            t["inputSchema"]["required"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|x| x == "pcap_file"))
-        })
-        .map(|t| {
-            let name = t["name"].as_str().unwrap().to_string();
+    file_tool_names()
+        .into_iter()
+        .map(|name| {
             let extra = if name == "search_packet_content" {
                 json!({"search_pattern": "GET"})
             } else {
@@ -618,20 +603,9 @@ fn temp_leftovers() -> usize {
 
 #[test]
 fn sigterm_ends_a_server_whose_stdin_is_still_open() {
-    let storage = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .env("PCAP_STORAGE_DIR", storage.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("\"id\":1"), "{line}");
+    let RawServer {
+        mut child, stdin, ..
+    } = raw_server();
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
@@ -648,19 +622,12 @@ fn sigterm_ends_a_server_whose_stdin_is_still_open() {
 
 #[test]
 fn an_oversized_request_gets_an_error_and_the_server_keeps_serving() {
-    let storage = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .env("PCAP_STORAGE_DIR", storage.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let RawServer {
+        mut child,
+        mut stdin,
+        mut out,
+        ..
+    } = raw_server();
     writeln!(
         stdin,
         r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#

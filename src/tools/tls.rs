@@ -1057,27 +1057,6 @@ fn alerts(m: &TlsModel, p: &TcpParams) -> Reduced<Alerts> {
             .cmp(&a.during_handshake)
             .then(a.frame.cmp(&b.frame))
     });
-    let incomplete = incomplete_chains(m);
-    for c in &incomplete {
-        findings.push(Finding::new(
-            Severity::Medium,
-            format!("Incomplete certificate chain from {}", c.server),
-            format!(
-                "The server sends {} without its issuer \"{}\" ({} session(s)): clients that do not already hold that intermediate fail with \"unable to get local issuer certificate\". Install the full chain (leaf + intermediates) on the server.",
-                c.leaf_subject, c.issuer, c.sessions.len()
-            ),
-            Evidence {
-                frames: c.frames.clone(),
-                streams: c.sessions.iter().copied().take(10).collect(),
-                endpoints: vec![c.server.clone()],
-                display_filter: format!(
-                    "tls.handshake.type == 11 && {}",
-                    crate::report::host_filter(&c.addr, "src")
-                ),
-                ..Default::default()
-            },
-        ));
-    }
     let summary = if rows.is_empty() {
         if m.sessions.is_empty() {
             no_tls(m)

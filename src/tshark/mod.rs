@@ -155,18 +155,7 @@ impl Runner {
                     "-r".into(),
                     self.empty_pcap.path.display().to_string(),
                 ];
-                let job = Job {
-                    args: &args,
-                    files: &[&self.empty_pcap],
-                    progress_of: None,
-                    lane: Lane::Quick,
-                    timeout: QUICK_TIMEOUT,
-                    timeout_setting: "its fixed limit for quick checks",
-                };
-                let ok = self
-                    .run_job(&self.cfg.tshark, job, &Control::default(), |_| {})
-                    .await
-                    .is_ok();
+                let ok = self.run_quick(&args).await.is_ok();
                 if !ok {
                     tracing::warn!("this tshark does not know the reader name {PCAP_READER:?}; damaged captures may be read by other readers");
                 }
@@ -209,18 +198,7 @@ impl Runner {
             "-Y".into(),
             filter.to_string(),
         ];
-        let job = Job {
-            args: &args,
-            files: &[&self.empty_pcap],
-            progress_of: None,
-            lane: Lane::Quick,
-            timeout: QUICK_TIMEOUT,
-            timeout_setting: "its fixed limit for filter checks",
-        };
-        match self
-            .run_job(&self.cfg.tshark, job, &Control::default(), |_| {})
-            .await
-        {
+        match self.run_quick(&args).await {
             Ok(_) => {
                 self.good_filters.lock().unwrap().insert(filter.to_string());
                 Ok(())
@@ -257,6 +235,20 @@ impl Runner {
             timeout_setting,
         };
         self.run_job(&self.cfg.tshark, job, ctl, on_line).await
+    }
+
+    /// A quick check of tshark against the empty capture (its own lane, a short limit).
+    async fn run_quick(&self, args: &[String]) -> Result<RunEnd, String> {
+        let job = Job {
+            args,
+            files: &[&self.empty_pcap],
+            progress_of: None,
+            lane: Lane::Quick,
+            timeout: QUICK_TIMEOUT,
+            timeout_setting: "its fixed limit for quick checks",
+        };
+        self.run_job(&self.cfg.tshark, job, &Control::default(), |_| {})
+            .await
     }
 
     /// Kills every child still running; called when the server exits.

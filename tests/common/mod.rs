@@ -137,6 +137,61 @@ impl Server {
     }
 }
 
+/// The tools that analyse a capture (a required `pcap_file`), from the schema snapshot.
+pub fn file_tool_names() -> Vec<String> {
+    let snapshot: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    snapshot
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["inputSchema"]["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x == "pcap_file"))
+        })
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A server spoken to by hand over raw stdio (for what a client library would not
+/// send), already initialized.
+pub struct RawServer {
+    pub child: std::process::Child,
+    pub stdin: std::process::ChildStdin,
+    pub out: std::io::BufReader<std::process::ChildStdout>,
+    _storage: tempfile::TempDir,
+}
+
+pub fn raw_server() -> RawServer {
+    use std::io::{BufRead, Write};
+    let storage = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .env("PCAP_STORAGE_DIR", storage.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("\"id\":1"), "{line}");
+    RawServer {
+        child,
+        stdin,
+        out,
+        _storage: storage,
+    }
+}
+
 /// A classic little-endian pcap file header: microseconds, Ethernet, snaplen 65535.
 pub fn pcap_header() -> Vec<u8> {
     let mut h = Vec::with_capacity(24);
