@@ -368,6 +368,38 @@ async fn tcp_tools_share_one_pass_and_latency_percentiles() {
     assert_eq!(f["connections"]["total"], 1);
 }
 
+/// RTP rows whose payload column holds several words ("g711A, CN, RTPType-100"): the
+/// loss must be tshark's, not a shifted column ("1171% lost").
+#[tokio::test]
+async fn rtp_loss_is_tsharks_whatever_the_payload_column_holds() {
+    let s = start().await;
+    let file = fixture("ndpi-FAX-Call-t38-CA-TDM-SIP-FB-1.pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-q", "-r", &file, "-z", "rtp,streams"])
+        .output()
+        .unwrap();
+    // the oracle: tshark's own "(N.N%)" loss per stream, in its row order
+    let tshark_pcts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|t| t.strip_prefix('(')?.strip_suffix("%)")?.parse().ok())
+        .collect();
+    assert_eq!(tshark_pcts.len(), 2);
+    let v = s
+        .ok("analyze_network_performance", json!({"pcap_file": file}))
+        .await;
+    let mut ours: Vec<f64> = v["rtp_streams"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lost_pct"].as_f64().unwrap())
+        .collect();
+    let mut expected = tshark_pcts.clone();
+    ours.sort_by(f64::total_cmp);
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(ours, expected, "{}", v["rtp_streams"]);
+    assert!(v["rtp_streams"]["rows"][0]["payload"].as_str().unwrap().contains(','));
+}
+
 #[tokio::test]
 async fn rtp_stream_quality_where_rtp_is_present() {
     let s = start().await;
