@@ -3,6 +3,9 @@
 
 mod common;
 
+/// tshark's filter for the retransmissions that count as loss (our one definition).
+const LOSS_RETRANSMISSION: &str = "tcp.len > 0 && tcp.analysis.retransmission && !tcp.analysis.spurious_retransmission && tcp.flags.fin == 0";
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -272,7 +275,8 @@ async fn a_rate_limited_link_shows_as_saturated() {
 #[tokio::test]
 async fn quality_metrics_agree_with_tshark_and_the_grade_adds_up() {
     let s = start().await;
-    // a lossy HTTP upload: 36 of 48 data segments are retransmissions (tshark)
+    // a lossy HTTP upload: 36 of 48 data segments are retransmissions (tshark), 31 of
+    // them loss (not spurious, not resent with a FIN)
     let file = fixture("arkime-wireshark-retrans.pcap");
     let v = s
         .ok(
@@ -281,13 +285,72 @@ async fn quality_metrics_agree_with_tshark_and_the_grade_adds_up() {
         )
         .await;
     let data = tshark_count(&file, "tcp.len > 0");
-    let retrans = tshark_count(&file, "tcp.len > 0 && tcp.analysis.retransmission");
+    let retrans = tshark_count(&file, LOSS_RETRANSMISSION);
     assert_eq!(v["loss"]["tcp_data_segments"].as_u64().unwrap(), data);
     assert_eq!(v["loss"]["tcp_retransmissions"].as_u64().unwrap(), retrans);
     assert_eq!(
         v["loss"]["tcp_retransmission_rate_pct"].as_f64().unwrap(),
         (10000.0 * retrans as f64 / data as f64).round() / 100.0
     );
+    // one definition: every tool that reports a TCP loss rate reports this one
+    let rate = v["loss"]["tcp_retransmission_rate_pct"].as_f64().unwrap();
+    let r = s
+        .ok("analyze_tcp_retransmissions", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(
+        r["totals"]["retransmission_rate_pct"].as_f64().unwrap(),
+        rate
+    );
+    assert_eq!(
+        r["totals"]["loss_retransmissions"].as_u64().unwrap(),
+        retrans
+    );
+    assert_eq!(
+        r["totals"]["retransmissions"].as_u64().unwrap(),
+        tshark_count(&file, "tcp.analysis.retransmission")
+    );
+    assert_eq!(
+        r["totals"]["data_retransmissions"].as_u64().unwrap(),
+        tshark_count(&file, "tcp.len > 0 && tcp.analysis.retransmission")
+    );
+    let c = s
+        .ok("analyze_congestion_indicators", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(c["retransmission_rate_pct"].as_f64().unwrap(), rate);
+    let p = s
+        .ok("analyze_network_performance", json!({"pcap_file": file}))
+        .await;
+    // one stream in this capture: its rate is the capture's
+    assert_eq!(
+        p["connections"]["rows"][0]["retransmission_rate_pct"]
+            .as_f64()
+            .unwrap(),
+        rate,
+        "{}",
+        p["connections"]
+    );
+    // one teardown retransmission (close_notify resent with the FIN) on an 11-segment
+    // connection is not a lossy path for any tool
+    let ecdhe = fixture("zeek-ecdhe.pcap");
+    assert_eq!(
+        tshark_count(&ecdhe, "tcp.analysis.retransmission && tcp.flags.fin == 1"),
+        1
+    );
+    assert_eq!(tshark_count(&ecdhe, LOSS_RETRANSMISSION), 0);
+    for tool in [
+        "analyze_tcp_retransmissions",
+        "analyze_network_performance",
+        "analyze_congestion_indicators",
+        "analyze_network_quality_metrics",
+    ] {
+        let v = s.ok(tool, json!({"pcap_file": ecdhe})).await;
+        for f in v["findings"].as_array().unwrap() {
+            assert!(
+                f["severity"] == "low" || f["severity"] == "info",
+                "{tool}: {f}"
+            );
+        }
+    }
     let g = &v["grade"];
     let penalties: f64 = g["components"]
         .as_array()

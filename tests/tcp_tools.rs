@@ -397,7 +397,12 @@ async fn rtp_loss_is_tsharks_whatever_the_payload_column_holds() {
     ours.sort_by(f64::total_cmp);
     expected.sort_by(f64::total_cmp);
     assert_eq!(ours, expected, "{}", v["rtp_streams"]);
-    assert!(v["rtp_streams"]["rows"][0]["payload"].as_str().unwrap().contains(','));
+    assert!(
+        v["rtp_streams"]["rows"][0]["payload"]
+            .as_str()
+            .unwrap()
+            .contains(',')
+    );
 }
 
 #[tokio::test]

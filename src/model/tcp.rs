@@ -209,6 +209,9 @@ pub struct StreamDetail {
     pub retrans_bytes: PerDir,
     /// Retransmissions that carried payload (SYN/FIN retransmissions excluded), for rates.
     pub retrans_data: PerDir,
+    /// Of those, the ones that are not loss: spurious (the original had arrived) or a
+    /// teardown's (data sent again with its FIN, e.g. close_notify + FIN).
+    retrans_not_loss: PerDir,
     pub fast_retrans: PerDir,
     pub spurious: PerDir,
     pub lost_segment: PerDir,
@@ -404,6 +407,18 @@ impl Stream {
         format!("{} -> {}", self.endpoint(0), self.endpoint(1))
     }
 
+    /// The one definition of a retransmission that counts as loss: it carried data, it
+    /// was not spurious (tshark saw the original arrive) and it was not a teardown's
+    /// (data resent with its FIN). SYN, FIN and keep-alive retransmissions carry none.
+    pub fn loss_retransmissions(&self) -> u64 {
+        let all = self.retrans_data[0] + self.retrans_data[1];
+        all.saturating_sub(self.retrans_not_loss[0] + self.retrans_not_loss[1])
+    }
+
+    pub fn data_segment_count(&self) -> u64 {
+        self.data_segments[0] + self.data_segments[1]
+    }
+
     pub fn sorted_rtts(&self) -> Vec<f64> {
         let mut v = self.rtt_samples.clone();
         v.sort_by(f64::total_cmp);
@@ -530,6 +545,7 @@ impl Stream {
             let dd = self.detail_mut();
             dd.retrans_bytes[d] += p.payload;
             dd.retrans_data[d] += u64::from(p.payload > 0);
+            dd.retrans_not_loss[d] += u64::from(p.payload > 0 && (p.spurious || f & FIN != 0));
             self.history_mark(b't', d);
             g.retrans_times.push(p.time);
         }
@@ -646,6 +662,7 @@ impl Stream {
                 &mut dd.retrans,
                 &mut dd.retrans_bytes,
                 &mut dd.retrans_data,
+                &mut dd.retrans_not_loss,
                 &mut dd.fast_retrans,
                 &mut dd.spurious,
                 &mut dd.lost_segment,
@@ -793,6 +810,19 @@ impl TcpModel {
         self.streams.capacity() * std::mem::size_of::<Stream>()
             + per_stream
             + 8 * self.rtt_samples.capacity()
+    }
+
+    /// Loss retransmissions, data segments and their ratio in percent (two decimals),
+    /// for every tool that reports a retransmission rate.
+    pub fn loss_rate(&self) -> (u64, u64, f64) {
+        let r = self.total(Stream::loss_retransmissions);
+        let d = self.total(Stream::data_segment_count);
+        let pct = if d == 0 {
+            0.0
+        } else {
+            (10_000.0 * r as f64 / d as f64).round() / 100.0
+        };
+        (r, d, pct)
     }
 
     pub fn total(&self, f: impl Fn(&Stream) -> u64) -> u64 {

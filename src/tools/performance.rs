@@ -34,6 +34,8 @@ pub struct ConnPerf {
     pub bytes: u64,
     pub rtt_ms: Option<f64>,
     pub retransmission_rate_pct: f64,
+    /// Retransmissions that count as loss (data, not spurious, not a teardown's).
+    pub loss_retransmissions: u64,
     pub zero_windows: u64,
     /// Longest time a sender was stopped by a zero window, seconds.
     pub zero_window_stall_s: f64,
@@ -160,16 +162,14 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
                 bytes: s.bytes[0] + s.bytes[1],
                 rtt_ms: stream_rtt(s).map(ms),
                 retransmission_rate_pct: {
-                    let data = s.data_segments[0] + s.data_segments[1];
+                    let data = s.data_segment_count();
                     if data == 0 {
                         0.0
                     } else {
-                        round(
-                            100.0 * (s.retrans_data[0] + s.retrans_data[1]) as f64 / data as f64,
-                            2,
-                        )
+                        round(100.0 * s.loss_retransmissions() as f64 / data as f64, 2)
                     }
                 },
+                loss_retransmissions: s.loss_retransmissions(),
                 zero_windows: s.zero_window[0] + s.zero_window[1],
                 zero_window_stall_s: round(s.zw_stall_max[0].max(s.zw_stall_max[1]), 6),
                 out_of_order: s.out_of_order[0] + s.out_of_order[1],
@@ -201,7 +201,11 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
     let mut findings = Vec::new();
     for c in rows
         .iter()
-        .filter(|c| c.retransmission_rate_pct >= 1.0 || c.zero_window_stall_s >= 0.2)
+        // a rate over a handful of segments needs a few losses before it means a bad path
+        .filter(|c| {
+            (c.retransmission_rate_pct >= 1.0 && c.loss_retransmissions >= 3)
+                || c.zero_window_stall_s >= 0.2
+        })
         .take(5)
     {
         findings.push(Finding::new(

@@ -298,8 +298,7 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
     .await?;
 
     // loss
-    let data_segments = m.total(|s| s.data_segments[0] + s.data_segments[1]);
-    let retrans = m.total(|s| s.retrans_data[0] + s.retrans_data[1]);
+    let (retrans, data_segments, _) = m.loss_rate();
     let lost = m.total(|s| s.lost_segment[0] + s.lost_segment[1]);
     let retrans_pct = pct(retrans, data_segments);
     let rtp_loss = rtp

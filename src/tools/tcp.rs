@@ -102,7 +102,12 @@ pub struct RetransStream {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct RetransTotals {
+    /// Every segment tshark marks as a retransmission (SYN, FIN and keep-alive ones too).
     pub retransmissions: u64,
+    /// Of those, the ones that carried data.
+    pub data_retransmissions: u64,
+    /// Of those, the ones that count as loss: not spurious, not a teardown's.
+    pub loss_retransmissions: u64,
     pub fast_retransmissions: u64,
     pub spurious_retransmissions: u64,
     pub lost_segments: u64,
@@ -128,6 +133,19 @@ pub struct Retransmissions {
     pub bursts: Vec<Burst>,
 }
 
+/// How much a loss rate matters: a high rate over a handful of segments is not a lossy
+/// path (one teardown retransmission on an 11-segment connection), so the severity also
+/// needs a minimum count of loss retransmissions.
+fn loss_severity(rate: f64, loss: u64) -> Severity {
+    if rate >= 5.0 && loss >= 10 {
+        Severity::High
+    } else if rate >= 1.0 && loss >= 3 {
+        Severity::Medium
+    } else {
+        Severity::Low
+    }
+}
+
 fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
     let sum2 = |a: [u64; 2]| a[0] + a[1];
     let totals = RetransTotals {
@@ -137,10 +155,9 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
         lost_segments: m.total(|s| sum2(s.lost_segment)),
         duplicate_acks: m.total(|s| sum2(s.dup_ack)),
         data_segments: m.total(|s| sum2(s.data_segments)),
-        retransmission_rate_pct: pct(
-            m.total(|s| sum2(s.retrans_data)),
-            m.total(|s| sum2(s.data_segments)),
-        ),
+        data_retransmissions: m.total(|s| sum2(s.retrans_data)),
+        loss_retransmissions: m.loss_rate().0,
+        retransmission_rate_pct: m.loss_rate().2,
         streams_affected: m
             .streams
             .iter()
@@ -157,18 +174,20 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
     let mut findings = Vec::new();
     let rate = totals.retransmission_rate_pct;
     if totals.retransmissions > 0 {
-        let sev = if rate >= 5.0 {
-            Severity::High
-        } else if rate >= 1.0 {
-            Severity::Medium
-        } else {
-            Severity::Low
-        };
+        let sev = loss_severity(rate, totals.loss_retransmissions);
         findings.push(Finding::new(
             sev,
-            format!("{} retransmissions: {rate}% of data segments", thousands(totals.retransmissions)),
             format!(
-                "{} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams.",
+                "{} retransmissions, {} of them loss: {rate}% of {} data segments",
+                thousands(totals.retransmissions),
+                thousands(totals.loss_retransmissions),
+                thousands(totals.data_segments)
+            ),
+            format!(
+                "{} carried data ({} spurious or resent with a FIN, not loss); {} carried none (SYN, FIN, keep-alive). {} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams.",
+                totals.data_retransmissions,
+                totals.data_retransmissions - totals.loss_retransmissions,
+                totals.retransmissions - totals.data_retransmissions,
                 totals.fast_retransmissions, totals.spurious_retransmissions, totals.lost_segments, totals.streams_affected, totals.streams_total
             ),
             Evidence {
@@ -182,10 +201,8 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
     for s in affected.iter().take(5) {
         let (c2s, s2c) = (s.retrans[0], s.retrans[1]);
         let total = c2s + s2c;
-        let rate = pct(
-            s.retrans_data[0] + s.retrans_data[1],
-            s.data_segments[0] + s.data_segments[1],
-        );
+        let loss = s.loss_retransmissions();
+        let rate = pct(loss, s.data_segment_count());
         let one_way = total >= 5 && (c2s * 10 >= total * 9 || s2c * 10 >= total * 9);
         let direction = if c2s >= s2c {
             format!("{} -> {}", s.endpoint(0), s.endpoint(1))
@@ -193,8 +210,8 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
             format!("{} -> {}", s.endpoint(1), s.endpoint(0))
         };
         findings.push(Finding::new(
-            if rate >= 5.0 && total >= 5 { Severity::Medium } else { Severity::Low },
-            format!("Stream {}: {total} retransmissions ({rate}% of its data segments)", s.id),
+            if rate >= 5.0 && loss >= 5 { Severity::Medium } else { Severity::Low },
+            format!("Stream {}: {total} retransmissions, {loss} of them loss ({rate}% of its data segments)", s.id),
             if one_way {
                 format!("Loss is on one path direction: almost all retransmissions are sent {direction}, so segments (or their ACKs) are lost on that way.")
             } else {
@@ -227,8 +244,9 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
         )
     } else {
         format!(
-            "{} retransmissions ({} fast, {} spurious) in {} data segments: {rate}% overall, in {} of {} streams. Worst: stream {}.",
+            "{} retransmissions ({} of them loss, {} fast, {} spurious) in {} data segments: {rate}% loss overall, in {} of {} streams. Worst: stream {}.",
             thousands(totals.retransmissions),
+            thousands(totals.loss_retransmissions),
             totals.fast_retransmissions,
             totals.spurious_retransmissions,
             thousands(totals.data_segments),
@@ -252,10 +270,7 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
             spurious_retransmissions: s.spurious[0] + s.spurious[1],
             lost_segments: s.lost_segment[0] + s.lost_segment[1],
             data_segments: s.data_segments[0] + s.data_segments[1],
-            retransmission_rate_pct: pct(
-                s.retrans_data[0] + s.retrans_data[1],
-                s.data_segments[0] + s.data_segments[1],
-            ),
+            retransmission_rate_pct: pct(s.loss_retransmissions(), s.data_segment_count()),
             display_filter: s.filter(Some("tcp.analysis.retransmission")),
             sample_frames: s.sample_frames("retransmission"),
         })
@@ -846,9 +861,7 @@ pub struct InflatedStream {
 }
 
 fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
-    let retrans = m.total(|s| s.retrans_data[0] + s.retrans_data[1]);
-    let data = m.total(|s| s.data_segments[0] + s.data_segments[1]);
-    let rate = pct(retrans, data);
+    let (retrans, data, rate) = m.loss_rate();
     let dup = m.total(|s| s.dup_ack[0] + s.dup_ack[1]);
     let zw = m.total(|s| s.zero_window[0] + s.zero_window[1]);
     let ce = m.total(|s| s.ce_marks);
