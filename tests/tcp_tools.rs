@@ -368,6 +368,119 @@ async fn tcp_tools_share_one_pass_and_latency_percentiles() {
     assert_eq!(f["connections"]["total"], 1);
 }
 
+/// Handshake RTT is SYN to SYN-ACK for answered SYNs only; connection setup counts from
+/// the first SYN, so a lost SYN's second of waiting shows. The capture is built here:
+/// the numbers are what the test sent.
+#[tokio::test]
+async fn handshake_rtt_and_setup_time_from_a_built_capture() {
+    let s = start().await;
+    let (c, srv) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const RST: u8 = 0x04;
+    let t0 = 1_700_000_000.0;
+    let capture = pcap_of(&[
+        // stream 0: SYN lost once, sent again after 1 s, answered 50 ms later
+        (t0, tcp_segment(c, srv, 40000, 80, 1000, 0, SYN, &[])),
+        (t0 + 1.0, tcp_segment(c, srv, 40000, 80, 1000, 0, SYN, &[])),
+        (
+            t0 + 1.05,
+            tcp_segment(srv, c, 80, 40000, 5000, 1001, SYN | ACK, &[]),
+        ),
+        (
+            t0 + 1.1,
+            tcp_segment(c, srv, 40000, 80, 1001, 5001, ACK, &[]),
+        ),
+        (
+            t0 + 1.11,
+            tcp_segment(
+                c,
+                srv,
+                40000,
+                80,
+                1001,
+                5001,
+                ACK | 0x08,
+                b"GET / HTTP/1.1\r\n\r\n",
+            ),
+        ),
+        // stream 1: refused (SYN answered by RST/ACK): no handshake
+        (t0 + 2.0, tcp_segment(c, srv, 40001, 81, 7000, 0, SYN, &[])),
+        (
+            t0 + 2.2,
+            tcp_segment(srv, c, 81, 40001, 0, 7001, RST | ACK, &[]),
+        ),
+    ]);
+    std::fs::write(s.storage_file("setup.pcap"), capture).unwrap();
+    let file = s.storage_file("setup.pcap").display().to_string();
+    assert_eq!(
+        tshark_count(
+            &file,
+            "tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.analysis.retransmission"
+        ),
+        1
+    );
+    let v = s
+        .ok(
+            "analyze_connection_lifecycle",
+            json!({"pcap_file": "setup.pcap"}),
+        )
+        .await;
+    let row = v["connections"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stream"] == 0)
+        .unwrap()
+        .clone();
+    assert_eq!(row["handshake_rtt_ms"].as_f64().unwrap(), 50.0, "{row}");
+    assert_eq!(row["setup_ms"].as_f64().unwrap(), 1050.0, "{row}");
+    assert_eq!(row["syn_retransmissions"], 1);
+    let refused = v["connections"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stream"] == 1)
+        .unwrap()
+        .clone();
+    assert!(refused["handshake_rtt_ms"].is_null(), "{refused}");
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["title"].as_str().unwrap().contains("SYN retransmissions"))
+        .unwrap_or_else(|| panic!("{}", v["findings"]));
+    assert_eq!(f["severity"], "medium");
+    // the latency and quality views count one handshake, not the refused SYN
+    let l = s
+        .ok(
+            "analyze_network_latency",
+            json!({"pcap_file": "setup.pcap"}),
+        )
+        .await;
+    assert!(
+        l["summary"]
+            .as_str()
+            .unwrap()
+            .contains("TCP handshake median 50.0 ms"),
+        "{}",
+        l["summary"]
+    );
+    let q = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": "setup.pcap"}),
+        )
+        .await;
+    assert_eq!(q["latency"]["tcp_handshake_rtt"]["count"], 1);
+    assert_eq!(
+        q["latency"]["tcp_handshake_rtt"]["median_ms"]
+            .as_f64()
+            .unwrap(),
+        50.0
+    );
+}
+
 /// RTP rows whose payload column holds several words ("g711A, CN, RTPType-100"): the
 /// loss must be tshark's, not a shifted column ("1171% lost").
 #[tokio::test]

@@ -168,6 +168,8 @@ pub struct Stream {
     pub rst: [bool; 2],
     pub syn_frame: Option<u64>,
     pub synack_frame: Option<u64>,
+    /// When the originator's first SYN was seen (NaN: none).
+    syn_time: f64,
     pub close: Option<(f64, u64, usize, bool)>,
     /// SYN options of each side, packed (see [`pack_syn`]); 0 = no SYN seen.
     syn_opts: [u32; 2],
@@ -191,6 +193,11 @@ pub struct Stream {
 /// What a stream holds once it carries data or shows an analysis event.
 #[derive(Debug, Clone, Default)]
 pub struct StreamDetail {
+    /// SYNs sent again before an answer, and when the last of them was sent.
+    pub syn_retries: u64,
+    retry_syn_time: f64,
+    /// When the first SYN-ACK was seen.
+    synack_time: Option<f64>,
     pub payload: PerDir,
     pub data_segments: PerDir,
     pub first_data: Option<(f64, u64)>,
@@ -312,6 +319,7 @@ impl Stream {
             first: p.time,
             last: p.time,
             last_gap: f64::NAN,
+            syn_time: f64::NAN,
             ..Default::default()
         }
     }
@@ -407,6 +415,26 @@ impl Stream {
         format!("{} -> {}", self.endpoint(0), self.endpoint(1))
     }
 
+    /// The one definition of the handshake RTT: from the SYN that was answered (the last
+    /// one sent) to the SYN-ACK. None when no SYN-ACK came (a refused SYN answered by
+    /// RST is not a handshake).
+    pub fn handshake_rtt(&self) -> Option<f64> {
+        let answered = if self.syn_retries > 0 {
+            self.retry_syn_time
+        } else {
+            self.syn_time
+        };
+        let t = self.synack_time? - answered;
+        (t >= 0.0).then_some(t)
+    }
+
+    /// Connection setup: from the first SYN to the SYN-ACK, including the time lost to
+    /// SYN retransmissions (a lost SYN costs the client's 1 s timeout, or more).
+    pub fn setup_time(&self) -> Option<f64> {
+        let t = self.synack_time? - self.syn_time;
+        (t >= 0.0).then_some(t)
+    }
+
     /// The one definition of a retransmission that counts as loss: it carried data, it
     /// was not spurious (tshark saw the original arrive) and it was not a teardown's
     /// (data resent with its FIN). SYN, FIN and keep-alive retransmissions carry none.
@@ -471,11 +499,22 @@ impl Stream {
         self.bytes[d] += p.len;
         let f = p.flags;
         if f & SYN != 0 && f & ACK == 0 {
+            if self.syn[d] && !self.synack[1 - d] {
+                // the SYN sent again: the first went unanswered
+                let dd = self.detail_mut();
+                dd.syn_retries += 1;
+                dd.retry_syn_time = p.time;
+            } else if self.syn_time.is_nan() {
+                self.syn_time = p.time;
+            }
             self.syn[d] = true;
             self.syn_frame.get_or_insert(p.frame);
             self.history_mark(b's', d);
             self.syn_opts[d] = pack_syn(&syn_options(p));
         } else if f & SYN != 0 {
+            if !self.synack[d] && self.syn[1 - d] {
+                self.detail_mut().synack_time = Some(p.time);
+            }
             self.synack[d] = true;
             self.synack_frame.get_or_insert(p.frame);
             self.history_mark(b'h', d);

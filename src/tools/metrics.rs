@@ -225,8 +225,7 @@ async fn response_times(
         let m = a.model::<TcpModel>().await?;
         span = m.span;
         for s in &m.streams {
-            if let (Some(rtt), Some(f)) = (s.irtt, s.synack_frame) {
-                // iRTT is SYN to ACK; from the client side SYN to SYN-ACK is most of it
+            if let (Some(rtt), Some(f)) = (s.handshake_rtt(), s.synack_frame) {
                 push(
                     "tcp",
                     s.endpoint(1),

@@ -419,9 +419,9 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         }
     })
     .await?;
-    let irtts: Vec<f64> = m.streams.iter().filter_map(|s| s.irtt).collect();
+    let irtts: Vec<f64> = m.streams.iter().filter_map(|s| s.handshake_rtt()).collect();
     for s in &m.streams {
-        if let Some(r) = s.irtt {
+        if let Some(r) = s.handshake_rtt() {
             samples.push(("tcp-handshake", s.synack_frame.unwrap_or(0), r, s.label()));
         }
     }
@@ -457,12 +457,12 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
     let mut conns: Vec<ConnLatency> = m
         .streams
         .iter()
-        .filter(|s| s.irtt.is_some() || s.rtt_count > 0)
+        .filter(|s| s.handshake_rtt().is_some() || s.rtt_count > 0)
         .map(|s| ConnLatency {
             stream: s.id,
             client: s.endpoint(0),
             server: s.endpoint(1),
-            handshake_rtt_ms: s.irtt.map(ms),
+            handshake_rtt_ms: s.handshake_rtt().map(ms),
             ack_rtt: {
                 let mut d = Distribution::of(s.rtt_samples.clone());
                 d.count = s.rtt_count;

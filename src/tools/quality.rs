@@ -316,7 +316,7 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
     };
 
     // latency
-    let handshakes: Vec<f64> = m.streams.iter().filter_map(|s| s.irtt).collect();
+    let handshakes: Vec<f64> = m.streams.iter().filter_map(|s| s.handshake_rtt()).collect();
     let latency = Latency {
         tcp_handshake_rtt: Distribution::of(handshakes),
         dns_response_time: Distribution::of(dns_times),

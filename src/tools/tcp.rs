@@ -483,7 +483,7 @@ pub struct WindowScaling {
 
 /// The RTT to use for a stream: the handshake's, else the median ACK RTT.
 pub(crate) fn stream_rtt(s: &Stream) -> Option<f64> {
-    s.irtt
+    s.handshake_rtt()
         .filter(|r| *r > 0.0)
         .or_else(|| percentile(&s.sorted_rtts(), 50.0))
         .filter(|r| *r > 0.0)
@@ -1010,6 +1010,9 @@ pub struct Lifecycle {
     pub syn_frame: Option<u64>,
     pub syn_ack_frame: Option<u64>,
     pub handshake_rtt_ms: Option<f64>,
+    /// First SYN to SYN-ACK, including time lost to SYN retransmissions.
+    pub setup_ms: Option<f64>,
+    pub syn_retransmissions: u64,
     /// Seconds from the first packet to the first payload byte.
     pub first_data_after_s: Option<f64>,
     /// client, server or none.
@@ -1100,7 +1103,9 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 duration_s: round(s.duration(), 6),
                 syn_frame: s.syn_frame,
                 syn_ack_frame: s.synack_frame,
-                handshake_rtt_ms: s.irtt.map(ms),
+                handshake_rtt_ms: s.handshake_rtt().map(ms),
+                setup_ms: s.setup_time().map(ms),
+                syn_retransmissions: s.syn_retries,
                 first_data_after_s: s.first_data.map(|(t, _)| round(t - s.first, 6)),
                 closed_by: closed_by.into(),
                 close_kind: kind.into(),
@@ -1126,6 +1131,45 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             scanned.insert(s.id);
         }
         findings.push(crate::tools::threats::scan_finding(&scan));
+    }
+    // connections that got through only after their SYN was sent again
+    let mut slow_setup: Vec<&Stream> = m
+        .streams
+        .iter()
+        .filter(|s| s.syn_retries > 0 && s.setup_time().is_some())
+        .collect();
+    slow_setup.sort_by(|a, b| {
+        b.setup_time()
+            .unwrap_or(0.0)
+            .total_cmp(&a.setup_time().unwrap_or(0.0))
+            .then(a.id.cmp(&b.id))
+    });
+    if let Some(worst) = slow_setup.first() {
+        let setup = worst.setup_time().unwrap_or(0.0);
+        findings.push(Finding::new(
+            if setup >= 1.0 { Severity::Medium } else { Severity::Low },
+            format!(
+                "{} connection(s) needed SYN retransmissions; the slowest took {:.3} s to set up",
+                slow_setup.len(),
+                setup
+            ),
+            format!(
+                "The first SYN went unanswered (lost on the way, or a full accept queue), so the client waited for its retransmission timer: {} sent {} SYN(s) again, {:.3} s from the first SYN to the SYN-ACK while the handshake itself took {:.1} ms.",
+                worst.label(),
+                worst.syn_retries,
+                setup,
+                worst.handshake_rtt().map(ms).unwrap_or(0.0)
+            ),
+            Evidence {
+                streams: slow_setup.iter().map(|s| s.id).take(10).collect(),
+                frames: slow_setup.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                display_filter: format!(
+                    "tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.stream in {{{}}}",
+                    slow_setup.iter().map(|s| s.id.to_string()).take(10).collect::<Vec<_>>().join(" ")
+                ),
+                ..Default::default()
+            },
+        ));
     }
     let group = |states: &[&str]| -> Vec<&Stream> {
         m.streams

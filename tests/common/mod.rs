@@ -192,6 +192,61 @@ pub fn raw_server() -> RawServer {
     }
 }
 
+/// An Ethernet/IPv4/TCP segment with the given sequence numbers (checksums zero:
+/// tshark does not verify them).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_segment(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = (40 + payload.len()) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A pcap of (seconds, bytes) records after [`pcap_header`].
+pub fn pcap_of(records: &[(f64, Vec<u8>)]) -> Vec<u8> {
+    let mut f = pcap_header();
+    for (t, data) in records {
+        let sec = t.floor() as u32;
+        let usec = ((t - t.floor()) * 1e6).round() as u32;
+        f.extend_from_slice(&sec.to_le_bytes());
+        f.extend_from_slice(&usec.to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(data);
+    }
+    f
+}
+
 /// A classic little-endian pcap file header: microseconds, Ethernet, snaplen 65535.
 pub fn pcap_header() -> Vec<u8> {
     let mut h = Vec::with_capacity(24);
