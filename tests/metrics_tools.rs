@@ -3,6 +3,70 @@
 
 mod common;
 
+/// Invariants of the bandwidth view on every fixture: the average never exceeds the
+/// peak (a capture shorter than a window is one window), and no host holds more than
+/// all the bytes (traffic a host sends to itself counts once).
+#[tokio::test]
+async fn bandwidth_average_never_exceeds_peak_and_shares_stay_whole() {
+    let s = start().await;
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
+        .collect();
+    names.sort();
+    for name in &names {
+        let r = s
+            .call(
+                "analyze_bandwidth_utilization",
+                json!({"pcap_file": fixture(name)}),
+            )
+            .await;
+        let Some(v) = r.structured_content else {
+            continue;
+        };
+        let rates = &v["rates"];
+        let (avg, peak) = (
+            rates["average_bits_per_s"].as_f64().unwrap(),
+            rates["peak_bits_per_s"].as_f64().unwrap(),
+        );
+        // windows are whole seconds but the capture's end is not: 2% for the last one
+        assert!(
+            avg <= peak * 1.02 + 1e-9,
+            "{name}: average {avg} above peak {peak}"
+        );
+        for t in v["top_talkers"]["rows"].as_array().unwrap() {
+            assert!(t["share_pct"].as_f64().unwrap() <= 100.0, "{name}: {t}");
+        }
+    }
+    // a host talking to itself (loopback) holds 100% of the bytes, not 200%
+    let a = [127, 0, 0, 1];
+    let own = pcap_of(&[
+        (
+            1_700_000_000.0,
+            tcp_segment(a, a, 5000, 6000, 1, 0, 0x02, &[]),
+        ),
+        (
+            1_700_000_000.5,
+            tcp_segment(a, a, 6000, 5000, 9, 2, 0x12, &[]),
+        ),
+    ]);
+    std::fs::write(s.storage_file("self.pcap"), own).unwrap();
+    let v = s
+        .ok(
+            "analyze_bandwidth_utilization",
+            json!({"pcap_file": "self.pcap"}),
+        )
+        .await;
+    let t = &v["top_talkers"]["rows"][0];
+    assert_eq!(t["share_pct"].as_f64().unwrap(), 100.0, "{t}");
+    assert_eq!(t["frames"], 2);
+    // 0.5 s of capture in 1 s windows: one window, average equals peak
+    let r = &v["rates"];
+    assert_eq!(r["average_bits_per_s"], r["peak_bits_per_s"], "{v}");
+}
+
 /// tshark's filter for the retransmissions that count as loss (our one definition).
 const LOSS_RETRANSMISSION: &str = "tcp.len > 0 && tcp.analysis.retransmission && !tcp.analysis.spurious_retransmission && tcp.flags.fin == 0";
 

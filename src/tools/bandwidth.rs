@@ -715,7 +715,8 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
     let mut span = Span::default();
     let mut t0: Option<f64> = None;
     let mut windows: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    let mut talkers: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    // bytes sent, received, frames, and bytes it sent to itself (counted once in shares)
+    let mut talkers: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
     let mut convs: BTreeMap<(String, String), ConvAcc> = BTreeMap::new();
     let mut protocols: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut total = 0u64;
@@ -734,9 +735,14 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
             let ts = talkers.entry(s.clone()).or_default();
             ts.0 += r.len;
             ts.2 += 1;
-            let td = talkers.entry(d.clone()).or_default();
-            td.1 += r.len;
-            td.2 += 1;
+            if s == d {
+                ts.1 += r.len;
+                ts.3 += r.len;
+            } else {
+                let td = talkers.entry(d.clone()).or_default();
+                td.1 += r.len;
+                td.2 += 1;
+            }
             let (key, forward) = if s <= d {
                 ((s, d), true)
             } else {
@@ -760,8 +766,14 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
     // many windows there are. Widen (merging whole windows) so that a clock jump in
     // the capture can never size an allocation.
     let (window, windows) = widen_windows(window, windows, duration, MAX_WINDOWS);
+    // A capture shorter than one window is one window of its own length: rates over a
+    // longer window would put the average above the peak.
+    let (window, n_windows) = if duration > 0.0 && duration < window {
+        (round(duration, 6).max(1e-6), 1)
+    } else {
+        (window, ((duration / window).floor() as usize + 1).max(1))
+    };
     let coarsened = coarsened.or((window > asked).then_some(asked));
-    let n_windows = ((duration / window).floor() as usize + 1).max(1);
     let rate = |bytes: u64| bytes as f64 * 8.0 / window;
     let mut per: Vec<f64> = (0..n_windows as i64)
         .map(|i| windows.get(&i).map_or(0.0, |w| rate(w.0)))
@@ -817,9 +829,9 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
 
     let mut talker_rows: Vec<Talker> = talkers
         .into_iter()
-        .map(|(addr, (tx, rx, frames))| Talker {
+        .map(|(addr, (tx, rx, frames, to_self))| Talker {
             display_filter: host_filter(&addr, "addr"),
-            share_pct: pct(tx + rx, total),
+            share_pct: pct(tx + rx - to_self, total),
             address: addr,
             bytes_sent: tx,
             bytes_received: rx,
