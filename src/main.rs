@@ -5,6 +5,7 @@ mod capture;
 mod chart;
 mod cli;
 mod config;
+mod definitions;
 mod engine;
 mod jobs;
 mod lru;

@@ -175,6 +175,21 @@ async fn dns_against_a_resolver_in_a_namespace() {
     assert_eq!(rows[0]["name"], "silent.test", "unanswered first");
     assert!(rows[0]["rcode"].is_null());
     assert_eq!(v["resolvers"][0]["address"], "10.213.11.2");
+    // failures: the REFUSED and the silent query; NXDOMAIN is an answer
+    assert_eq!(v["resolvers"][0]["failures"], 2, "{}", v["resolvers"]);
+    // one definition: the quality view counts the same failures
+    let q = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": "dns.pcapng"}),
+        )
+        .await;
+    assert_eq!(
+        q["errors"]["dns_failure_pct"].as_f64().unwrap(),
+        40.0,
+        "{}",
+        q["errors"]
+    );
     let titles: Vec<&str> = v["findings"]
         .as_array()
         .unwrap()

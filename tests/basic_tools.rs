@@ -171,6 +171,50 @@ async fn http_requests_cover_every_zeek_uri() {
     assert_eq!(v["requests"]["total"], v["requests"]["shown"]);
 }
 
+/// One transaction per request: an interim 100 Continue is not a response of its own,
+/// and a response tshark dissects again from a TCP retransmission is the same response.
+#[tokio::test]
+async fn http_transactions_skip_interim_and_retransmitted_responses() {
+    let s = start().await;
+    // Zeek's http.log: one POST answered 200 after a 100 Continue
+    let log = std::fs::read_to_string(fixtures().join("zeek-http/zeek-100-continue-post.http.log"))
+        .unwrap();
+    let zeek_rows = log
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    let v = s
+        .ok(
+            "extract_http_requests",
+            json!({"pcap_file": fixture("zeek-100-continue-post.pcap")}),
+        )
+        .await;
+    assert_eq!(
+        v["requests"]["total"].as_u64().unwrap() as usize,
+        zeek_rows,
+        "{v}"
+    );
+    assert_eq!(v["requests"]["rows"][0]["status"], 200);
+    assert_eq!(v["requests"]["rows"][0]["method"], "POST");
+    // arkime-wireshark-retrans: 4 POSTs; tshark dissects 6 responses, 2 of them retransmissions
+    let file = fixture("arkime-wireshark-retrans.pcap");
+    assert_eq!(tshark_count(&file, "http.response"), 6);
+    let answered = tshark_count(&file, "http.response && !tcp.analysis.retransmission");
+    let v = s
+        .ok("extract_http_requests", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(v["requests"]["total"].as_u64().unwrap(), answered, "{v}");
+    assert_eq!(
+        v["requests"]["total"].as_u64().unwrap(),
+        tshark_count(&file, "http.request && !tcp.analysis.retransmission")
+    );
+    assert!(
+        !v["summary"].as_str().unwrap().contains(":4000 ("),
+        "{}",
+        v["summary"]
+    );
+}
+
 #[tokio::test]
 async fn http_status_and_methods_match_tshark_counts() {
     let s = start().await;

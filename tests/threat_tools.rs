@@ -54,6 +54,9 @@ async fn attacks_in_recorded_captures_are_found_with_evidence() {
         .clone();
     assert_eq!(scan["ports_tried"], distinct_ports);
     assert_eq!(scan["open_ports"], json!([22, 53, 80]));
+    // the corpus says nmap SYN scan: open ports answered SYN-ACK, the scanner never ACKed
+    assert_eq!(scan["scan_type"], "syn");
+    assert!(!scan.to_string().contains("in 0.0 s"));
     let high = findings(&v, "high");
     assert_eq!(high.len(), 1, "{v}");
     assert!(high[0]["title"].as_str().unwrap().contains("Port scan"));
@@ -507,7 +510,7 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         .map(|f| f["title"].as_str().unwrap())
         .collect();
     assert!(
-        titles.iter().any(|t| t.contains("Port scan (tcp)")),
+        titles.iter().any(|t| t.contains("Port scan (tcp")),
         "{titles:?}"
     );
     assert!(
@@ -515,6 +518,14 @@ async fn a_scan_and_password_guessing_against_our_own_namespace() {
         "{titles:?}"
     );
     assert!(titles.iter().any(|t| t.contains("SYN flood")), "{titles:?}");
+    // the test scanned with connect(): never called a half-open SYN scan
+    let tcp_scan = v["port_scans"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["protocol"] == "tcp")
+        .unwrap();
+    assert_ne!(tcp_scan["scan_type"], "syn", "{tcp_scan}");
     assert!(
         titles.iter().any(|t| t.contains("Brute-force")),
         "{titles:?}"

@@ -10,6 +10,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::definitions::dns_failed;
 use crate::engine::{Analysis, Span};
 use crate::report::{
     CountRow, Evidence, Finding, Report, Severity, Table, ms, percentile, rfc3339,
@@ -147,8 +148,10 @@ pub struct DnsTransaction {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Resolver {
     pub address: String,
+    /// Distinct queries (a retransmitted query counts once).
     pub queries: u64,
     pub answered: u64,
+    /// Queries that failed: no response at all, SERVFAIL or REFUSED (NXDOMAIN is an answer).
     pub failures: u64,
     pub median_ms: Option<f64>,
     pub p95_ms: Option<f64>,
@@ -352,8 +355,11 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
         hints.add(&name, q.qtype, q.frame);
         let r = responses.get(&q.frame);
         let res = resolvers.entry(q.dst.clone()).or_default();
-        res.0 += 1;
+        res.0 += u64::from(!q.retransmission);
         let rcode = r.and_then(|r| r.rcode);
+        if dns_failed(r.is_some(), rcode) && (r.is_some() || !q.retransmission) {
+            res.2 += 1;
+        }
         if let Some(r) = r {
             res.1 += 1;
             truncated += u64::from(r.truncated);
@@ -367,9 +373,6 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
         }
         if let Some(c) = rcode {
             *rcodes.entry(rcode_name(c)).or_default() += 1;
-            if c != 0 {
-                res.2 += 1;
-            }
         }
         let t = r.and_then(|r| r.time_s);
         let severity = match (r.is_some(), rcode) {
@@ -538,8 +541,9 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
         )
     } else {
         format!(
-            "{} DNS quer(ies) to {} resolver(s): {}; {} unanswered; median answer {:.1} ms, p95 {:.1} ms.{}",
-            queries.len(),
+            "{} DNS quer(ies) ({} more sent again) to {} resolver(s): {}; {} unanswered; {}.{}",
+            queries.len() as u64 - retrans,
+            retrans,
             resolvers.len(),
             rcode_rows
                 .iter()
@@ -547,8 +551,10 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
                 .collect::<Vec<_>>()
                 .join(", "),
             unanswered,
-            percentile(&times, 50.0).map(ms).unwrap_or(0.0),
-            percentile(&times, 95.0).map(ms).unwrap_or(0.0),
+            match (percentile(&times, 50.0), percentile(&times, 95.0)) {
+                (Some(m), Some(p)) => format!("median answer {:.1} ms, p95 {:.1} ms", ms(m), ms(p)),
+                _ => "no answer to time".into(),
+            },
             if mc.is_empty() {
                 String::new()
             } else {

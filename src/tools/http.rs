@@ -114,6 +114,8 @@ struct HttpRow {
     request_in: Option<u64>,
     phrase: Option<String>,
     user_agent: Option<String>,
+    /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
+    retransmitted: bool,
 }
 
 impl FromRow for HttpRow {
@@ -138,6 +140,7 @@ impl FromRow for HttpRow {
         "http.request_in",
         "http.response.phrase",
         "http.user_agent",
+        "tcp.analysis.retransmission",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -160,6 +163,7 @@ impl FromRow for HttpRow {
             request_in: r.u64(17),
             phrase: r.owned(18),
             user_agent: r.owned(19),
+            retransmitted: r.str(20).is_some(),
         })
     }
 }
@@ -216,6 +220,21 @@ impl PcapServer {
     }
 }
 
+/// 1xx answers other than 101 Switching Protocols are interim: the final one follows.
+fn is_interim(code: u64) -> bool {
+    (100..200).contains(&code) && code != 101
+}
+
+/// The address part of `addr:port` (`[v6]:port` too).
+fn address_of(endpoint: &str) -> String {
+    match endpoint.rsplit_once(':') {
+        Some((a, p)) if p.chars().all(|c| c.is_ascii_digit()) => {
+            a.trim_start_matches('[').trim_end_matches(']').to_string()
+        }
+        _ => endpoint.to_string(),
+    }
+}
+
 async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequests>, String> {
     let mut requests: Vec<HttpTransaction> = Vec::new();
     let mut index: BTreeMap<u64, usize> = BTreeMap::new();
@@ -223,6 +242,10 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
     let mut orphan_responses = 0u64;
     a.fields::<HttpRow>(Some("http.request || http.response"), &[], |r| {
         span.add(r.time);
+        // a resent segment is the same message again, not another transaction
+        if r.retransmitted {
+            return;
+        }
         if r.is_request {
             index.insert(r.frame, requests.len());
             requests.push(HttpTransaction {
@@ -243,8 +266,9 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
                 response_frame: None,
                 request_seen: true,
             });
-        } else if let Some(code) = r.code {
-            // a second response to one request (e.g. after 100 Continue) gets its own row
+        } else if let Some(code) = r.code.filter(|c| !is_interim(*c)) {
+            // an interim 1xx (100 Continue) precedes the real answer: not a response of
+            // its own; a second final response to one request gets its own row
             match r
                 .request_in
                 .and_then(|f| index.get(&f))
@@ -316,8 +340,9 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
             .map(|s| format!("{}xx", s / 100))
             .unwrap_or_else(|| "no response".into());
         *by_class.entry(class).or_default() += 1;
+        // without a Host header the server is its address, not address:port
         let h = hosts
-            .entry(t.host.clone().unwrap_or_else(|| t.server.clone()))
+            .entry(t.host.clone().unwrap_or_else(|| address_of(&t.server)))
             .or_default();
         h.0 += 1;
         if t.status.is_some_and(|s| s >= 400) {

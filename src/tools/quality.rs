@@ -361,7 +361,10 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
         .count() as u64;
     let dns_failed = queries
         .iter()
-        .filter(|q| !matches!(answered.get(q), Some(Some(c)) if *c != 2 && *c != 5))
+        .filter(|q| match answered.get(q) {
+            Some(rcode) => crate::definitions::dns_failed(true, *rcode),
+            None => crate::definitions::dns_failed(false, None),
+        })
         .count() as u64;
     let nxdomain = answered.values().filter(|c| **c == Some(3)).count() as u64;
     let tls_failed = tls

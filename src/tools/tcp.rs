@@ -1123,10 +1123,10 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
     // scans first: many refused/unanswered ports from one source to one host
     let mut scanned = std::collections::BTreeSet::new();
     for scan in crate::tools::threats::port_scans(m) {
+        // every probe of the scan: refused, unanswered, and the half-open ones to open
+        // ports (SYN, SYN-ACK, then RST or nothing from the scanner; no data)
         for s in m.streams.iter().filter(|s| {
-            s.addr[0] == scan.scanner
-                && s.addr[1] == scan.target
-                && matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH")
+            s.addr[0] == scan.scanner && s.addr[1] == scan.target && s.syn[0] && s.payload == [0, 0]
         }) {
             scanned.insert(s.id);
         }

@@ -55,6 +55,9 @@ pub struct PortScan {
     pub refused_or_unanswered: usize,
     /// Ports that answered SYN-ACK.
     pub open_ports: Vec<u64>,
+    /// `syn` (half-open: the scanner never completes a handshake), `connect` (full
+    /// handshakes to open ports), `udp`, or `unknown`.
+    pub scan_type: String,
     pub first_time: String,
     pub duration_s: f64,
     pub sample_frames: Vec<u64>,
@@ -227,6 +230,21 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
                 .filter(|s| s.synack[1])
                 .map(|s| s.port[1])
                 .collect();
+            // A SYN (half-open) scan never completes a handshake: no ACK or data from
+            // the scanner on open ports, and raw probes often reuse one source port;
+            // a connect scan completes the handshake, then closes.
+            let open_streams: Vec<&&Stream> = streams.iter().filter(|s| s.synack[1]).collect();
+            let completed = open_streams
+                .iter()
+                .any(|s| s.history().contains('A') || s.history().contains('D'));
+            let source_ports: BTreeSet<u64> = streams.iter().map(|s| s.port[0]).collect();
+            let scan_type = if !open_streams.is_empty() {
+                if completed { "connect" } else { "syn" }
+            } else if source_ports.len() * 10 <= streams.len() {
+                "syn"
+            } else {
+                "unknown"
+            };
             let first = streams.iter().map(|s| s.first).fold(f64::MAX, f64::min);
             let last = streams.iter().map(|s| s.last).fold(f64::MIN, f64::max);
             let mut frames: Vec<u64> = failed.iter().filter_map(|s| s.syn_frame).collect();
@@ -239,6 +257,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
                 ports_tried: ports.len(),
                 refused_or_unanswered: failed.len(),
                 open_ports: open.into_iter().take(50).collect(),
+                scan_type: scan_type.into(),
                 first_time: rfc3339(first),
                 duration_s: round(last - first, 3),
                 sample_frames: frames,
@@ -273,6 +292,7 @@ fn udp_scans(udp_closed: &BTreeMap<(String, String), Unreachables>) -> Vec<PortS
                 ports_tried: ports.len(),
                 refused_or_unanswered: ports.len(),
                 open_ports: Vec::new(),
+                scan_type: "udp".into(),
                 first_time: rfc3339(*first),
                 duration_s: round(last - first, 3),
                 sample_frames: frames.clone(),
@@ -288,16 +308,36 @@ fn udp_scans(udp_closed: &BTreeMap<(String, String), Unreachables>) -> Vec<PortS
     out
 }
 
+/// A short span as people say it: "40 ms", "2.5 s", "3.1 min".
+fn span_text(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{:.1} min", s / 60.0)
+    }
+}
+
 pub fn scan_finding(s: &PortScan) -> Finding {
     let detail = if s.protocol == "udp" {
         format!(
-            "{} answered {} probes of {} with ICMP port unreachable in {:.1} s from {}: those ports are closed; open or filtered UDP ports stay silent, so the scan covered more.",
-            s.target, s.ports_tried, s.scanner, s.duration_s, s.first_time
+            "{} answered {} probes of {} with ICMP port unreachable in {} from {}: those ports are closed; open or filtered UDP ports stay silent, so the scan covered more.",
+            s.target,
+            s.ports_tried,
+            s.scanner,
+            span_text(s.duration_s),
+            s.first_time
         )
     } else {
         format!(
-            "Connection attempts from one source to many ports of one host in {:.1} s, starting {}. Ports that answered with SYN-ACK (open): {}.",
-            s.duration_s,
+            "{} from one source to many ports of one host in {}, starting {}. Ports that answered with SYN-ACK (open): {}.",
+            match s.scan_type.as_str() {
+                "syn" => "A SYN (half-open) scan: probes that never complete a handshake,",
+                "connect" => "A connect scan: full handshakes to the open ports, then closed,",
+                _ => "Connection attempts",
+            },
+            span_text(s.duration_s),
             s.first_time,
             if s.open_ports.is_empty() {
                 "none".to_string()
@@ -314,8 +354,17 @@ pub fn scan_finding(s: &PortScan) -> Finding {
     Finding::new(
         Severity::High,
         format!(
-            "Port scan ({}): {} tried {} ports on {}, {} refused or unanswered",
-            s.protocol, s.scanner, s.ports_tried, s.target, s.refused_or_unanswered
+            "Port scan ({}{}): {} tried {} ports on {}, {} refused or unanswered",
+            s.protocol,
+            match s.scan_type.as_str() {
+                "syn" => ", SYN/half-open",
+                "connect" => ", connect",
+                _ => "",
+            },
+            s.scanner,
+            s.ports_tried,
+            s.target,
+            s.refused_or_unanswered
         ),
         detail,
         Evidence {
