@@ -350,6 +350,41 @@ async fn topology_hosts_gateways_vlans_and_a_diagram() {
     let gw = &v["gateways"][0];
     assert_eq!(gw["mac"], "00:13:7f:be:8c:ff");
     assert_eq!(gw["addresses"], json!(["141.142.220.1"]));
+    // the two other MACs that send from an IPv4 and an IPv6 address are dual-stack
+    // hosts (tshark: their IPv6 sources are link-local or carry the MAC), not gateways
+    assert_eq!(
+        v["gateways"].as_array().unwrap().len(),
+        1,
+        "{}",
+        v["gateways"]
+    );
+    for mac in ["00:17:f2:d7:cf:65", "f0:4d:a2:47:ba:25"] {
+        let v6 = std::process::Command::new("tshark")
+            .args([
+                "-n",
+                "-r",
+                &file,
+                "-Y",
+                &format!("eth.src == {mac} && ipv6"),
+                "-T",
+                "fields",
+                "-e",
+                "ipv6.src",
+            ])
+            .output()
+            .unwrap();
+        let v6 = String::from_utf8_lossy(&v6.stdout).to_string();
+        let v4 = tshark_count(&file, &format!("eth.src == {mac} && ip"));
+        assert!(
+            v4 > 0 && !v6.trim().is_empty(),
+            "{mac}: not dual-stack in tshark's eyes"
+        );
+        assert!(
+            v6.lines()
+                .all(|a| a.starts_with("fe80:") || a.contains("ff:fe")),
+            "{mac}: {v6}"
+        );
+    }
     // the vendor is tshark's own OUI name for that MAC
     let out = std::process::Command::new("tshark")
         .args([

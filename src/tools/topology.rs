@@ -208,6 +208,45 @@ pub fn subnet_of(addr: &str) -> Option<String> {
     }
 }
 
+/// Whether one MAC sends from addresses of several networks of one family: a router.
+/// A dual-stack host is not one: its IPv4 address, its link-local IPv6 (fe80::/10),
+/// its unique-local one (fc00::/7) and its SLAAC address (the MAC in the interface ID)
+/// are all its own, and IPv4 link-local (169.254/16) is a fallback of the host itself.
+fn forwards_for_others<'a>(mac: &str, ips: impl Iterator<Item = &'a str>) -> bool {
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    for ip in ips.filter(|ip| is_unicast(ip)) {
+        match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) if !a.is_link_local() => {
+                v4.insert(subnet_of(ip));
+            }
+            Ok(IpAddr::V6(a)) => {
+                let s = a.segments();
+                let link_local = s[0] & 0xffc0 == 0xfe80;
+                let unique_local = s[0] & 0xfe00 == 0xfc00;
+                if !link_local && !unique_local && !is_eui64_of(&a, mac) {
+                    v6.insert(subnet_of(ip));
+                }
+            }
+            _ => {}
+        }
+    }
+    v4.len() >= 2 || v6.len() >= 2
+}
+
+/// Whether an IPv6 address's interface ID is the modified EUI-64 of this MAC.
+fn is_eui64_of(a: &std::net::Ipv6Addr, mac: &str) -> bool {
+    let m: Vec<u8> = mac
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    if m.len() != 6 {
+        return false;
+    }
+    let o = a.octets();
+    o[8..16] == [m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]
+}
+
 fn is_unicast(addr: &str) -> bool {
     match addr.parse::<IpAddr>() {
         Ok(IpAddr::V4(v)) => {
@@ -429,16 +468,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
     // router (a host with aliases stays inside its own subnet)
     let mut gateways: Vec<Gateway> = macs
         .iter()
-        .filter(|(_, (_, ips))| {
-            ips.len() >= 2
-                && ips
-                    .iter()
-                    .filter(|ip| is_unicast(ip))
-                    .filter_map(|ip| subnet_of(ip))
-                    .collect::<BTreeSet<_>>()
-                    .len()
-                    >= 2
-        })
+        .filter(|(mac, (_, ips))| forwards_for_others(mac, ips.iter().map(String::as_str)))
         .map(|(mac, (vendor, ips))| {
             let own: Vec<String> = arp
                 .get(mac)
@@ -685,6 +715,19 @@ mod tests {
     #[test]
     fn subnets_and_labels() {
         assert_eq!(subnet_of("10.1.2.3").unwrap(), "10.1.2.0/24");
+        // a dual-stack host: its IPv4, link-local and SLAAC (EUI-64) IPv6 are its own
+        let mac = "00:0c:29:1f:a7:55";
+        let own = [
+            "192.168.1.5",
+            "fe80::20c:29ff:fe1f:a755",
+            "2001:db8::20c:29ff:fe1f:a755",
+        ];
+        assert!(!forwards_for_others(mac, own.into_iter()));
+        // a router: sources from several IPv4 subnets
+        assert!(forwards_for_others(
+            mac,
+            ["10.0.0.1", "10.0.1.1"].into_iter()
+        ));
         assert_eq!(subnet_of("2001:db8:1:2::5").unwrap(), "2001:db8:1:2::/64");
         assert!(!is_unicast("224.0.0.251") && !is_unicast("10.0.0.255"));
         assert!(is_unicast("10.0.0.5"));
