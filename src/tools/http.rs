@@ -28,7 +28,7 @@ pub enum StatusFilter {
 pub struct HttpParams {
     /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
     pub pcap_file: String,
-    /// Requests to list (default 50, max 500).
+    /// Requests to list (default 25, max 500).
     #[serde(default)]
     pub limit: Option<i64>,
     /// Rows to skip, for paging.
@@ -370,7 +370,7 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
     host_rows.sort_by(|x, y| y.requests.cmp(&x.requests).then(x.host.cmp(&y.host)));
 
     let findings = http_findings(&requests, &times);
-    let limit = clamp_limit(p.limit, 50);
+    let limit = clamp_limit(p.limit, 25);
     let shown_total = requests.len();
     let mut notes = Vec::new();
     if let Some(m) = &method {
