@@ -317,10 +317,32 @@ async fn timeline_buckets_add_up_to_packet_count() {
         .iter()
         .map(|b| b["dns_failures"].as_u64().unwrap())
         .sum();
-    assert_eq!(
-        failures,
-        tshark_count(&file, "dns.flags.response == 1 && dns.flags.rcode != 0")
+    // DNS failure, one definition: unanswered queries (tshark's two passes pair them)
+    // and SERVFAIL/REFUSED answers; NXDOMAIN is an answer; mDNS/LLMNR left out
+    let unanswered = std::process::Command::new("tshark")
+        .args(["-n", "-2", "-r", &file, "-Y"])
+        .arg(
+            "dns.flags.response == 0 && !dns.response_in && !dns.retransmission && !mdns && !llmnr",
+        )
+        .output()
+        .unwrap();
+    let unanswered = String::from_utf8_lossy(&unanswered.stdout).lines().count() as u64;
+    let refused = tshark_count(
+        &file,
+        "dns.flags.response == 1 && dns.flags.rcode in {2 5} && !mdns && !llmnr",
     );
+    assert_eq!(failures, unanswered + refused);
+    // and the DNS tool counts the same failures
+    let d = s
+        .ok("analyze_dns_resolution_issues", json!({"pcap_file": file}))
+        .await;
+    let dns_failures: u64 = d["resolvers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["failures"].as_u64().unwrap())
+        .sum();
+    assert_eq!(failures, dns_failures, "{}", d["resolvers"]);
 
     let e = s
         .err(

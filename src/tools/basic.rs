@@ -339,7 +339,9 @@ impl Overview {
         if p.reset {
             self.resets.hit(p.number);
         }
-        if p.dns_rcode.is_some_and(|c| c != 0) {
+        // SERVFAIL/REFUSED answers (NXDOMAIN is an answer); the DNS tool also counts
+        // queries never answered
+        if p.dns_rcode.is_some() && crate::definitions::dns_failed(true, p.dns_rcode) {
             self.dns_errors.hit(p.number);
         }
         if p.http_code.is_some_and(|c| c >= 400) {
@@ -695,11 +697,11 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
         &acc.dns_errors,
         Severity::Low,
         format!(
-            "{} DNS responses with an error rcode",
+            "{} DNS responses with SERVFAIL or REFUSED",
             thousands(acc.dns_errors.count)
         ),
-        "NXDOMAIN, SERVFAIL or REFUSED answers (analyze_dns_resolution_issues).".into(),
-        "dns.flags.rcode != 0",
+        "The resolver could not or would not answer (NXDOMAIN is an answer, not counted); analyze_dns_resolution_issues also finds queries never answered.".into(),
+        "dns.flags.rcode in {2 5}",
     ));
     out.extend(symptom_finding(
         &acc.http_errors,

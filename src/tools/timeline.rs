@@ -42,7 +42,7 @@ pub struct Bucket {
     pub new_connections: u64,
     pub resets: u64,
     pub retransmissions: u64,
-    /// DNS responses with an error rcode.
+    /// DNS failures: queries never answered, and SERVFAIL/REFUSED answers (NXDOMAIN is an answer).
     pub dns_failures: u64,
     pub tls_alerts: u64,
     /// First frame in the bucket, to jump there in Wireshark.
@@ -83,9 +83,14 @@ struct TimelineRow {
     ack: bool,
     reset: bool,
     retrans: bool,
-    dns_response: bool,
+    /// Some(false) for a DNS query, Some(true) for a response (mDNS/LLMNR left out:
+    /// unanswered multicast queries are normal).
+    dns_response: Option<bool>,
     dns_rcode: Option<u64>,
     tls_alert: bool,
+    /// The query frame a response answers.
+    dns_response_to: Option<u64>,
+    dns_retransmission: bool,
 }
 
 impl FromRow for TimelineRow {
@@ -100,6 +105,10 @@ impl FromRow for TimelineRow {
         "dns.flags.response",
         "dns.flags.rcode",
         "tls.alert_message.desc",
+        "dns.response_to",
+        "dns.retransmission",
+        "mdns",
+        "llmnr",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -111,9 +120,12 @@ impl FromRow for TimelineRow {
             ack: r.flag(4),
             reset: r.flag(5),
             retrans: r.str(6).is_some(),
-            dns_response: r.flag(7),
+            dns_response: (r.str(7).is_some() && r.str(12).is_none() && r.str(13).is_none())
+                .then(|| r.flag(7)),
             dns_rcode: r.u64(8),
             tls_alert: r.str(9).is_some(),
+            dns_response_to: r.u64(10),
+            dns_retransmission: r.str(11).is_some(),
         })
     }
 }
@@ -179,6 +191,8 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         .and_then(|i| i.first_epoch)
         .filter(|_| a.filter.is_none());
     let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
+    let mut dns_queries: Vec<(u64, u64)> = Vec::new();
+    let mut dns_answered: std::collections::BTreeSet<u64> = Default::default();
     let mut span = Span::default();
     let mut last: Option<(u64, f64)> = None;
     let mut gaps: Vec<Gap> = Vec::new();
@@ -207,11 +221,26 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         b.new_connections += u64::from(r.syn && !r.ack);
         b.resets += u64::from(r.reset);
         b.retransmissions += u64::from(r.retrans);
-        b.dns_failures += u64::from(r.dns_response && r.dns_rcode.is_some_and(|c| c != 0));
+        match r.dns_response {
+            // the one definition: SERVFAIL/REFUSED answers, and (below) no answer at all
+            Some(true) => {
+                if let Some(q) = r.dns_response_to {
+                    dns_answered.insert(q);
+                }
+                b.dns_failures += u64::from(crate::definitions::dns_failed(true, r.dns_rcode));
+            }
+            Some(false) if !r.dns_retransmission => dns_queries.push((r.frame, idx)),
+            _ => {}
+        }
         b.tls_alerts += u64::from(r.tls_alert);
     })
     .await?;
 
+    for (frame, idx) in dns_queries {
+        if !dns_answered.contains(&frame) {
+            buckets.entry(idx).or_default().dns_failures += 1;
+        }
+    }
     // Without capinfos the span is only known now: choose the width and regroup.
     let actual_span = span.duration();
     let (interval, coarsened) = if info.is_none() {
@@ -323,7 +352,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         (
             "DNS failures",
             |b: &Bucket| b.dns_failures,
-            "dns.flags.response == 1 && dns.flags.rcode != 0",
+            "(dns.flags.response == 1 && dns.flags.rcode in {2 5}) || (dns.flags.response == 0 && !dns.response_in && !mdns && !llmnr)",
             Severity::Low,
         ),
         (
