@@ -663,6 +663,38 @@ pub fn top_protocol(protocols: &str) -> String {
         .to_string()
 }
 
+/// Each window's rate over the time it really covers, sorted. The capture's end cuts
+/// the last window short: a tail shorter than half a window joins the one before, so
+/// every window spans between half and one and a half widths and the rates are a
+/// partition of the capture (the peak is never below the average, and a last packet
+/// alone in a sliver of a window does not make a false peak).
+fn window_rates(
+    windows: &BTreeMap<i64, (u64, u64)>,
+    n_windows: usize,
+    window: f64,
+    duration: f64,
+) -> Vec<f64> {
+    let bytes = |i: usize| windows.get(&(i as i64)).map_or(0, |w| w.0);
+    let tail = (duration - (n_windows as f64 - 1.0) * window).max(0.0);
+    let (n, last_len) = if n_windows > 1 && tail < window / 2.0 {
+        (n_windows - 1, window + tail)
+    } else {
+        (n_windows, if n_windows > 1 { tail } else { window })
+    };
+    let mut per: Vec<f64> = (0..n)
+        .map(|i| {
+            if i + 1 < n {
+                bytes(i) as f64 * 8.0 / window
+            } else {
+                let b: u64 = (i..n_windows).map(bytes).sum();
+                b as f64 * 8.0 / last_len.max(1e-9)
+            }
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    per
+}
+
 /// Most windows a bandwidth result is computed over.
 const MAX_WINDOWS: usize = 100_000;
 
@@ -775,10 +807,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
     };
     let coarsened = coarsened.or((window > asked).then_some(asked));
     let rate = |bytes: u64| bytes as f64 * 8.0 / window;
-    let mut per: Vec<f64> = (0..n_windows as i64)
-        .map(|i| windows.get(&i).map_or(0.0, |w| rate(w.0)))
-        .collect();
-    per.sort_by(f64::total_cmp);
+    let per = window_rates(&windows, n_windows, window, duration);
     let avg = if duration > 0.0 {
         total as f64 * 8.0 / duration
     } else {
