@@ -701,7 +701,7 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
             thousands(acc.dns_errors.count)
         ),
         "The resolver could not or would not answer (NXDOMAIN is an answer, not counted); analyze_dns_resolution_issues also finds queries never answered.".into(),
-        "dns.flags.rcode in {2 5}",
+        "dns.flags.rcode in {2,5}",
     ));
     out.extend(symptom_finding(
         &acc.http_errors,

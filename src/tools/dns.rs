@@ -417,7 +417,12 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
             .collect()
     };
     let ev = |v: &[&DnsTransaction], filter: &str| Evidence {
-        frames: v.iter().map(|t| t.query_frame).take(10).collect(),
+        // the answer shows the problem (its rcode, its delay); a query without one is its own
+        frames: v
+            .iter()
+            .map(|t| t.response_frame.unwrap_or(t.query_frame))
+            .take(10)
+            .collect(),
         endpoints: v
             .iter()
             .map(|t| t.resolver.clone())

@@ -490,7 +490,16 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
                 streams: ts.iter().filter_map(|t| t.stream).take(10).collect(),
                 endpoints: ts.iter().map(|t| t.server.clone()).take(3).collect(),
                 time: Some(ts[0].time.clone()),
-                display_filter: format!("http.response.code == {code}"),
+                // the responses and the requests they answer
+                display_filter: format!(
+                    "http.response.code == {code} || http.response_in in {{{}}}",
+                    ts.iter()
+                        .filter_map(|t| t.response_frame)
+                        .take(10)
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
             },
         ));
     }

@@ -300,11 +300,15 @@ async fn response_times(
                         .map(|t| t.frame)
                         .collect(),
                     endpoints: vec![worst.server.clone()],
-                    display_filter: all
-                        .iter()
-                        .find(|t| t.protocol == o.protocol)
-                        .map(|t| t.display_filter.clone())
-                        .unwrap_or_default(),
+                    // exactly the frames listed
+                    display_filter: format!(
+                        "frame.number in {{{}}}",
+                        all.iter()
+                            .filter(|t| t.protocol == o.protocol)
+                            .map(|t| t.frame.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
                     ..Default::default()
                 },
             ));

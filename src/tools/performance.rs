@@ -133,6 +133,11 @@ pub async fn rtp_streams(a: &mut Analysis, m: &TcpModel) -> Result<Vec<RtpStream
     Ok(parse_rtp_streams(&text))
 }
 
+/// Rounds down to thousandths, for a `>=` threshold that must include its own sample.
+fn floor3(x: f64) -> f64 {
+    (x * 1000.0).floor() / 1000.0
+}
+
 async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance>, String> {
     let m: std::sync::Arc<TcpModel> = a.model::<TcpModel>().await?;
     let mut rtp = rtp_streams(&mut a, &m).await?;
@@ -509,12 +514,13 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
                             .map(|o| o.frame)
                             .take(10)
                             .collect(),
+                        // thresholds rounded down, so the p95 sample itself is selected
                         display_filter: match k {
-                            "dns" => format!("dns.time >= {:.3}", p95 / 1000.0),
-                            "http" => format!("http.time >= {:.3}", p95 / 1000.0),
-                            "icmp-echo" => format!("icmp.resptime >= {p95:.3}"),
+                            "dns" => format!("dns.time >= {:.3}", floor3(p95 / 1000.0)),
+                            "http" => format!("http.time >= {:.3}", floor3(p95 / 1000.0)),
+                            "icmp-echo" => format!("icmp.resptime >= {:.3}", floor3(p95)),
                             "tcp-handshake" => {
-                                format!("tcp.analysis.initial_rtt >= {:.3}", p95 / 1000.0)
+                                "tcp.flags.syn == 1 && tcp.flags.ack == 1".to_string()
                             }
                             _ => "tls.handshake.type == 2".to_string(),
                         },
@@ -540,7 +546,14 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
             ),
             Evidence {
                 frames: outliers.iter().map(|o| o.frame).collect(),
-                display_filter: o.display_filter.clone(),
+                display_filter: format!(
+                    "frame.number in {{{}}}",
+                    outliers
+                        .iter()
+                        .map(|o| o.frame.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
                 ..Default::default()
             },
         ));

@@ -509,41 +509,80 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
         let (evidence, why) = match c.metric.as_str() {
             "loss" => (
                 Evidence {
-                    display_filter: "tcp.analysis.retransmission || tcp.analysis.lost_segment".into(),
+                    // the worse of the two losses is the one graded
+                    display_filter: if rtp_loss.unwrap_or(0.0) > retrans_pct {
+                        "rtp".into()
+                    } else {
+                        "tcp.analysis.retransmission || tcp.analysis.lost_segment".into()
+                    },
                     ..Default::default()
                 },
                 "Retransmissions cost a round trip or a timeout each; above 1-2% throughput collapses.",
             ),
             m if m.starts_with("latency") => (
                 Evidence {
-                    display_filter: "tcp.flags.syn == 1 && tcp.flags.ack == 1".into(),
+                    display_filter: if m.contains("ICMP") {
+                        "icmp.resptime || icmpv6.resptime".into()
+                    } else if m.contains("DNS") {
+                        "dns.time".into()
+                    } else {
+                        "tcp.flags.syn == 1 && tcp.flags.ack == 1".into()
+                    },
                     ..Default::default()
                 },
                 "Every request pays this round trip, several times for a new TLS connection.",
             ),
             m if m.starts_with("jitter") => (
                 Evidence {
-                    display_filter: if jitter.source == "rtp" { "rtp".into() } else { "tcp.analysis.ack_rtt".into() },
+                    display_filter: if jitter.source == "rtp" {
+                        "rtp".into()
+                    } else {
+                        "tcp.analysis.ack_rtt".into()
+                    },
                     ..Default::default()
                 },
                 "Variable delay: voice and video need jitter buffers, TCP's timers grow.",
             ),
             "connection failures" => (
                 Evidence {
-                    frames: attempts.iter().filter(|s| matches!(s.conn_state(), "REJ" | "S0")).filter_map(|s| s.syn_frame).take(10).collect(),
+                    frames: attempts
+                        .iter()
+                        .filter(|s| matches!(s.conn_state(), "REJ" | "S0"))
+                        .filter_map(|s| s.syn_frame)
+                        .take(10)
+                        .collect(),
                     display_filter: "tcp.flags.syn == 1 && tcp.flags.ack == 0".into(),
                     ..Default::default()
                 },
                 "Connections refused or unanswered: a service down, a firewall, or a scan.",
             ),
-            "DNS failures" => (
-                Evidence {
-                    frames: queries.iter().filter(|q| !matches!(answered.get(q), Some(Some(c)) if *c != 2 && *c != 5)).take(10).copied().collect(),
-                    display_filter: "dns.flags.rcode == 2 || dns.flags.rcode == 5 || (dns.flags.response == 0 && !dns.response_in)".into(),
-                    ..Default::default()
-                },
-                "Names that do not resolve stall every application behind them.",
-            ),
+            "DNS failures" => {
+                let failed: Vec<u64> = queries
+                    .iter()
+                    .filter(|q| match answered.get(q) {
+                        Some(rcode) => crate::definitions::dns_failed(true, *rcode),
+                        None => true,
+                    })
+                    .take(10)
+                    .copied()
+                    .collect();
+                let listed = failed
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (
+                    Evidence {
+                        frames: failed,
+                        // every failure, and the queries listed (also those answered SERVFAIL/REFUSED)
+                        display_filter: format!(
+                            "dns.flags.rcode == 2 || dns.flags.rcode == 5 || (dns.flags.response == 0 && !dns.response_in) || frame.number in {{{listed}}}"
+                        ),
+                        ..Default::default()
+                    },
+                    "Names that do not resolve stall every application behind them.",
+                )
+            }
             "TLS failures" => (
                 Evidence {
                     display_filter: "tls.alert_message || (tls && tcp.flags.reset == 1)".into(),

@@ -133,6 +133,13 @@ pub struct Retransmissions {
     pub bursts: Vec<Burst>,
 }
 
+/// `tcp.stream in {a,b,...}` for the first ten streams, narrowed by `extra`: the
+/// filter that selects the frames a group finding lists.
+fn streams_filter<'a>(streams: impl Iterator<Item = &'a Stream>, extra: &str) -> String {
+    let ids: Vec<String> = streams.take(10).map(|s| s.id.to_string()).collect();
+    format!("tcp.stream in {{{}}} && ({extra})", ids.join(","))
+}
+
 /// How much a loss rate matters: a high rate over a handful of segments is not a lossy
 /// path (one teardown retransmission on an 11-segment connection), so the severity also
 /// needs a minimum count of loss retransmissions.
@@ -217,7 +224,11 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
             } else {
                 format!("{c2s} sent by the client {}, {s2c} by the server {}.", s.endpoint(0), s.endpoint(1))
             },
-            stream_evidence(s, "retransmission", Some("tcp.analysis.retransmission")),
+            stream_evidence(
+                s,
+                "retransmission",
+                Some("(tcp.analysis.retransmission || tcp.analysis.lost_segment)"),
+            ),
         ));
     }
     if let Some(&(sec, n)) = m.retrans_by_second.first()
@@ -626,14 +637,21 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
             Evidence { streams: ids.clone(), display_filter: "tcp.flags.syn == 1 && !tcp.options.wscale.shift".into(), ..Default::default() },
         ));
     }
-    if unknown > 0 {
+    // streams whose handshake the capture missed (not unanswered SYNs: no data flows there)
+    let midstream: Vec<&Stream> = m
+        .streams
+        .iter()
+        .filter(|s| !s.syn[0] && !s.synack[1] && s.options(0).is_none() && s.options(1).is_none())
+        .collect();
+    if !midstream.is_empty() {
+        let unknown = midstream.len();
         findings.push(Finding::new(
             Severity::Info,
             format!("{unknown} stream(s) started before the capture: scale factor unknown"),
             "Without the SYN/SYN-ACK the window scale is not known, so tshark's window sizes for these streams may be too small by the scale factor.".to_string(),
             Evidence {
-                streams: rows.iter().filter(|r| r.scaling == "unknown").map(|r| r.stream).take(10).collect(),
-                display_filter: "tcp.window_size_scalefactor == -1".into(),
+                streams: midstream.iter().map(|s| s.id).take(10).collect(),
+                display_filter: streams_filter(midstream.iter().copied(), "tcp"),
                 ..Default::default()
             },
         ));
@@ -959,23 +977,40 @@ fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
         _ if rate >= 5.0 || inflation.is_some_and(|i| i >= 10.0) => Severity::High,
         _ => Severity::Medium,
     };
-    let findings = vec![Finding::new(
-        severity,
-        format!("Congestion verdict: {verdict}"),
-        reasons.join("; "),
-        Evidence {
-            display_filter: "tcp.analysis.retransmission || tcp.analysis.duplicate_ack || tcp.analysis.zero_window || ip.dsfield.ecn == 3 || tcp.flags.ece == 1".into(),
-            streams: inflated.iter().map(|s| s.stream).take(5).collect(),
-            ..Default::default()
-        },
-    )];
-    let summary = format!(
-        "Verdict: {verdict}. {}. Based on {} TCP streams, {} data segments and {} ACK-RTT samples.",
-        reasons.join("; "),
-        m.streams.len(),
-        thousands(data),
-        m.rtt_samples.len()
-    );
+    // without TCP there is nothing to judge: no verdict finding, the summary says so
+    let findings = if m.streams.is_empty() {
+        Vec::new()
+    } else {
+        vec![Finding::new(
+            severity,
+            format!("Congestion verdict: {verdict}"),
+            reasons.join("; "),
+            Evidence {
+                // a healthy verdict rests on every TCP segment; a congested one on its signs
+                display_filter: if verdict == "healthy" {
+                    "tcp".into()
+                } else {
+                    "tcp.analysis.retransmission || tcp.analysis.duplicate_ack || tcp.analysis.zero_window || ip.dsfield.ecn == 3 || tcp.flags.ece == 1".into()
+                },
+                streams: inflated.iter().map(|s| s.stream).take(5).collect(),
+                ..Default::default()
+            },
+        )]
+    };
+    let summary = if m.streams.is_empty() {
+        format!(
+            "No TCP in this capture or scope ({} packets read): no congestion verdict.",
+            thousands(m.span.packets)
+        )
+    } else {
+        format!(
+            "Verdict: {verdict}. {}. Based on {} TCP streams, {} data segments and {} ACK-RTT samples.",
+            reasons.join("; "),
+            m.streams.len(),
+            thousands(data),
+            m.rtt_samples.len()
+        )
+    };
     let data = Congestion {
         verdict,
         reasons,
@@ -1165,7 +1200,7 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 frames: slow_setup.iter().filter_map(|s| s.syn_frame).take(10).collect(),
                 display_filter: format!(
                     "tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.stream in {{{}}}",
-                    slow_setup.iter().map(|s| s.id.to_string()).take(10).collect::<Vec<_>>().join(" ")
+                    slow_setup.iter().map(|s| s.id.to_string()).take(10).collect::<Vec<_>>().join(",")
                 ),
                 ..Default::default()
             },
@@ -1191,7 +1226,7 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 streams: refused.iter().map(|s| s.id).take(10).collect(),
                 frames: refused.iter().filter_map(|s| s.syn_frame).take(10).collect(),
                 endpoints: refused.iter().map(|s| s.endpoint(1)).take(5).collect(),
-                display_filter: "tcp.flags.reset == 1 && tcp.seq == 1 && tcp.ack == 1".into(),
+                display_filter: streams_filter(refused.iter().copied(), "tcp.flags.syn == 1 || tcp.flags.reset == 1"),
                 ..Default::default()
             },
         ));
@@ -1209,7 +1244,7 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             Evidence {
                 streams: half.iter().map(|s| s.id).take(10).collect(),
                 frames: half.iter().filter_map(|s| s.syn_frame).take(10).collect(),
-                display_filter: "tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.analysis.retransmission".into(),
+                display_filter: streams_filter(half.iter().copied(), "tcp.flags.syn == 1 && tcp.flags.ack == 0"),
                 ..Default::default()
             },
         ));
@@ -1223,8 +1258,8 @@ fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             "An abort instead of an orderly FIN close: application errors, idle timeouts in a middlebox, or clients that reset instead of closing.".to_string(),
             Evidence {
                 streams: resets.iter().map(|s| s.id).take(10).collect(),
-                frames: resets.iter().filter_map(|s| s.close.map(|c| c.1)).take(10).collect(),
-                display_filter: "tcp.flags.reset == 1".into(),
+                frames: resets.iter().flat_map(|s| s.sample_frames("reset").into_iter().take(1)).take(10).collect(),
+                display_filter: streams_filter(resets.iter().copied(), "tcp.flags.reset == 1"),
                 ..Default::default()
             },
         ));

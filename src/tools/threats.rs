@@ -1044,7 +1044,11 @@ fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
                     issue: "self_signed_certificate".into(),
                     detail: format!("leaf certificate {} is self-signed", p.row.subject),
                     frame: Some(c.first_frame),
-                    display_filter: s.filter(),
+                    // the certificate messages of this server (its first one included)
+                    display_filter: format!(
+                        "tls.handshake.type == 11 && {}",
+                        host_filter(&s.addr[1], "src")
+                    ),
                 });
             }
             if p.row.status == "expired" {
@@ -1054,7 +1058,10 @@ fn tls_concerns(m: &TlsModel) -> Vec<TlsConcern> {
                     issue: "expired_certificate".into(),
                     detail: format!("{} expired {}", p.row.subject, p.row.not_after),
                     frame: Some(c.first_frame),
-                    display_filter: s.filter(),
+                    display_filter: format!(
+                        "tls.handshake.type == 11 && {}",
+                        host_filter(&s.addr[1], "src")
+                    ),
                 });
             }
         }

@@ -48,6 +48,18 @@ pub struct Bucket {
     /// First frame in the bucket, to jump there in Wireshark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_frame: Option<u64>,
+    /// The first frame of each kind of event (resets, retransmissions, DNS failures,
+    /// TLS alerts) in the bucket: the evidence of its finding.
+    #[serde(skip)]
+    #[schemars(skip)]
+    first_event: [Option<u64>; 4],
+}
+
+impl Bucket {
+    fn event(&mut self, kind: usize, frame: u64) {
+        let e = &mut self.first_event[kind];
+        *e = Some(e.map_or(frame, |f| f.min(frame)));
+    }
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -213,7 +225,9 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
             }
         }
         last = Some((r.frame, t));
-        let idx = ((t - t0).max(0.0) / base).floor() as u64;
+        // epoch seconds carry ~0.2 µs of float error: a microsecond of slack keeps a
+        // packet on a bucket boundary in the bucket that starts there
+        let idx = (((t - t0).max(0.0) + 1e-6) / base).floor() as u64;
         let b = buckets.entry(idx).or_default();
         b.packets += 1;
         b.bytes += r.len;
@@ -221,13 +235,25 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         b.new_connections += u64::from(r.syn && !r.ack);
         b.resets += u64::from(r.reset);
         b.retransmissions += u64::from(r.retrans);
+        if r.reset {
+            b.event(0, r.frame);
+        }
+        if r.retrans {
+            b.event(1, r.frame);
+        }
+        if r.tls_alert {
+            b.event(3, r.frame);
+        }
         match r.dns_response {
             // the one definition: SERVFAIL/REFUSED answers, and (below) no answer at all
             Some(true) => {
                 if let Some(q) = r.dns_response_to {
                     dns_answered.insert(q);
                 }
-                b.dns_failures += u64::from(crate::definitions::dns_failed(true, r.dns_rcode));
+                if crate::definitions::dns_failed(true, r.dns_rcode) {
+                    b.dns_failures += 1;
+                    b.event(2, r.frame);
+                }
             }
             Some(false) if !r.dns_retransmission => dns_queries.push((r.frame, idx)),
             _ => {}
@@ -238,7 +264,9 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
 
     for (frame, idx) in dns_queries {
         if !dns_answered.contains(&frame) {
-            buckets.entry(idx).or_default().dns_failures += 1;
+            let b = buckets.entry(idx).or_default();
+            b.dns_failures += 1;
+            b.event(2, frame);
         }
     }
     // Without capinfos the span is only known now: choose the width and regroup.
@@ -272,6 +300,11 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         o.tls_alerts += b.tls_alerts;
         if o.first_frame.is_none() || b.first_frame < o.first_frame {
             o.first_frame = b.first_frame;
+        }
+        for (k, f) in b.first_event.iter().enumerate() {
+            if let Some(f) = *f {
+                o.event(k, f);
+            }
         }
     }
     for b in &mut out {
@@ -336,6 +369,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         ));
     }
     type EventCount = fn(&Bucket) -> u64;
+    // the index is the event's slot in Bucket::first_event
     let per_event: [(&str, EventCount, &str, Severity); 4] = [
         (
             "TCP resets",
@@ -352,7 +386,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         (
             "DNS failures",
             |b: &Bucket| b.dns_failures,
-            "(dns.flags.response == 1 && dns.flags.rcode in {2 5}) || (dns.flags.response == 0 && !dns.response_in && !mdns && !llmnr)",
+            "(dns.flags.response == 1 && dns.flags.rcode in {2,5}) || (dns.flags.response == 0 && !dns.response_in && !mdns && !llmnr)",
             Severity::Low,
         ),
         (
@@ -362,7 +396,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
             Severity::Low,
         ),
     ];
-    for (name, f, filter, sev) in per_event {
+    for (kind, (name, f, filter, sev)) in per_event.into_iter().enumerate() {
         let total: u64 = out.iter().map(f).sum();
         if total == 0 {
             continue;
@@ -381,6 +415,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
             ),
             format!("{} of them in bucket {wi} ({} s wide).", f(worst), interval),
             Evidence {
+                frames: worst.first_event[kind].into_iter().collect(),
                 display_filter: filter.to_string(),
                 ..bucket_evidence(worst, t0, interval)
             },
@@ -432,7 +467,9 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
 }
 
 fn bucket_evidence(b: &Bucket, t0: f64, interval: f64) -> Evidence {
-    let from = t0 + b.start_s;
+    // rounded down to the microsecond, so float noise never leaves the bucket's first
+    // packet outside its own filter
+    let from = ((t0 + b.start_s) * 1e6).floor() / 1e6;
     Evidence {
         frames: b.first_frame.into_iter().collect(),
         time: Some(b.start_time.clone()),

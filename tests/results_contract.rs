@@ -1,0 +1,134 @@
+//! The result contract on every fixture, for every file tool, in one pass of calls:
+//! - the default answer fits a model's context (at most ~20 KB of JSON);
+//! - every finding's display filter selects at least one frame in Wireshark (two-pass,
+//!   as the GUI evaluates it) and every frame the finding lists.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use serde_json::{Value, json};
+
+const BUDGET: usize = 20_000;
+
+/// The findings (tool and title, frames listed) that hand out one filter on one file.
+type Uses = Vec<(String, Vec<u64>)>;
+
+/// Frames a filter selects, by tshark with two passes (what Wireshark shows).
+fn selected(file: &str, filter: &str) -> BTreeSet<u64> {
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-n",
+            "-2",
+            "-r",
+            file,
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
+    let s = start().await;
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
+        .collect();
+    names.sort();
+    let tools = file_tool_names();
+    let mut over = Vec::new();
+    // (file, filter) -> the findings that use it, with the frames they list
+    let mut checks: BTreeMap<(String, String), Uses> = BTreeMap::new();
+    for name in &names {
+        let mut calls = Vec::new();
+        for tool in &tools {
+            let peer = s.client.peer().clone();
+            let mut args = json!({"pcap_file": fixture(name)});
+            if tool == "search_packet_content" {
+                args["search_pattern"] = json!("e");
+            }
+            let tool = tool.clone();
+            calls.push(tokio::spawn(async move {
+                let r = peer
+                    .call_tool(
+                        rmcp::model::CallToolRequestParams::new(tool.clone())
+                            .with_arguments(args.as_object().unwrap().clone()),
+                    )
+                    .await
+                    .unwrap();
+                (tool, r.structured_content)
+            }));
+        }
+        for c in calls {
+            let (tool, v) = c.await.unwrap();
+            let Some(v) = v else { continue };
+            let size = v.to_string().len();
+            if size > BUDGET {
+                over.push(format!("{tool} on {name}: {size} bytes"));
+            }
+            for f in v["findings"].as_array().into_iter().flatten() {
+                let filter = f["evidence"]["display_filter"].as_str().unwrap_or("");
+                if filter.is_empty() {
+                    continue;
+                }
+                let frames: Vec<u64> = f["evidence"]["frames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64)
+                    .collect();
+                checks
+                    .entry((fixture(name), filter.to_string()))
+                    .or_default()
+                    .push((format!("{tool}: {}", f["title"]), frames));
+            }
+        }
+    }
+    assert!(over.is_empty(), "over {BUDGET} bytes:\n{}", over.join("\n"));
+    // two tshark checks at a time
+    let checks: Vec<_> = checks.into_iter().collect();
+    let bad: Vec<String> = std::thread::scope(|sc| {
+        let halves: Vec<_> = checks
+            .chunks(checks.len().div_ceil(2).max(1))
+            .map(|part| {
+                sc.spawn(move || {
+                    let mut bad = Vec::new();
+                    for ((file, filter), uses) in part {
+                        let sel = selected(file, filter);
+                        for (what, frames) in uses {
+                            let missing: Vec<&u64> =
+                                frames.iter().filter(|f| !sel.contains(f)).collect();
+                            if sel.is_empty() || !missing.is_empty() {
+                                bad.push(format!(
+                                    "{what} on {file}: `{filter}` selects {} frame(s), misses {missing:?}",
+                                    sel.len()
+                                ));
+                            }
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        bad.is_empty(),
+        "{} finding(s):\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
