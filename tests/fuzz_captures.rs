@@ -30,47 +30,21 @@ impl Rng {
 }
 
 fn tcp_frame(r: &mut Rng) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
     let payload: Vec<u8> = (0..r.below(40)).map(|_| r.next() as u8).collect();
-    let total = (40 + payload.len()) as u16;
-    let proto = [6u8, 17, 1][r.below(3) as usize];
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        proto,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&[10, 0, 0, r.below(4) as u8, 10, 0, 0, 9]);
-    f.extend_from_slice(&(1024 + r.below(4) as u16).to_be_bytes());
-    f.extend_from_slice(&[
-        0,
+    let src = [10, 0, 0, r.below(4) as u8];
+    let sport = 1024 + r.below(4) as u16;
+    let mut f = tcp_segment(
+        src,
+        [10, 0, 0, 9],
+        sport,
         80,
+        1000,
         0,
-        0,
-        3,
-        232,
-        0,
-        0,
-        0,
-        0,
-        0x50,
         r.next() as u8,
-        0xff,
-        0xff,
-        0,
-        0,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&payload);
+        &payload,
+    );
+    // the same bytes as UDP or ICMP now and then (offset 23: IPv4 protocol)
+    f[23] = [6u8, 17, 1][r.below(3) as usize];
     // a few flipped bytes make it malformed in interesting places
     for _ in 0..r.below(4) {
         let i = r.below(f.len() as u64) as usize;
@@ -263,21 +237,11 @@ async fn generated_hostile_captures_through_every_tool() {
         for chunk in tools.chunks(4) {
             let mut calls = Vec::new();
             for tool in chunk {
-                let peer = s.client.peer().clone();
                 let mut args = json!({"pcap_file": name});
                 if tool == "search_packet_content" {
                     args["search_pattern"] = json!("GET");
                 }
-                let tool = tool.clone();
-                calls.push(tokio::spawn(async move {
-                    let r = peer
-                        .call_tool(
-                            rmcp::model::CallToolRequestParams::new(tool.clone())
-                                .with_arguments(args.as_object().unwrap().clone()),
-                        )
-                        .await;
-                    (tool, r)
-                }));
+                calls.push(spawn_call(s.client.peer(), tool, args));
             }
             for c in calls {
                 answers.push(c.await.unwrap());

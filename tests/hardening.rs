@@ -44,7 +44,7 @@ fn record(sec: u32, usec: u32, data: &[u8]) -> Vec<u8> {
     r
 }
 
-/// An Ethernet/IPv4/TCP segment (checksums left zero: tshark does not verify them).
+/// An Ethernet/IPv4/TCP segment with sequence number 1000 (see `tcp_segment`).
 fn tcp_frame(
     src: [u8; 4],
     dst: [u8; 4],
@@ -53,31 +53,7 @@ fn tcp_frame(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let total = (20 + 20 + payload.len()) as u16;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&1000u32.to_be_bytes());
-    f.extend_from_slice(&0u32.to_be_bytes());
-    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
+    tcp_segment(src, dst, sport, dport, 1000, 0, flags, payload)
 }
 
 fn pcap(records: &[Vec<u8>]) -> Vec<u8> {

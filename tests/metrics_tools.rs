@@ -9,13 +9,7 @@ mod common;
 #[tokio::test]
 async fn bandwidth_average_never_exceeds_peak_and_shares_stay_whole() {
     let s = start().await;
-    let mut names: Vec<String> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
-        .collect();
-    names.sort();
+    let names = fixture_names();
     for name in &names {
         let r = s
             .call(

@@ -41,13 +41,7 @@ fn selected(file: &str, filter: &str) -> BTreeSet<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     let s = start().await;
-    let mut names: Vec<String> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
-        .collect();
-    names.sort();
+    let names = fixture_names();
     let tools = file_tool_names();
     let mut over = Vec::new();
     // (file, filter) -> the findings that use it, with the frames they list
@@ -55,26 +49,17 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     for name in &names {
         let mut calls = Vec::new();
         for tool in &tools {
-            let peer = s.client.peer().clone();
             let mut args = json!({"pcap_file": fixture(name)});
             if tool == "search_packet_content" {
                 args["search_pattern"] = json!("e");
             }
-            let tool = tool.clone();
-            calls.push(tokio::spawn(async move {
-                let r = peer
-                    .call_tool(
-                        rmcp::model::CallToolRequestParams::new(tool.clone())
-                            .with_arguments(args.as_object().unwrap().clone()),
-                    )
-                    .await
-                    .unwrap();
-                (tool, r.structured_content)
-            }));
+            calls.push(spawn_call(s.client.peer(), tool, args));
         }
         for c in calls {
-            let (tool, v) = c.await.unwrap();
-            let Some(v) = v else { continue };
+            let (tool, r) = c.await.unwrap();
+            let Some(v) = r.unwrap().structured_content else {
+                continue;
+            };
             let size = v.to_string().len();
             if size > BUDGET {
                 over.push(format!("{tool} on {name}: {size} bytes"));

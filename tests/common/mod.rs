@@ -137,6 +137,36 @@ impl Server {
     }
 }
 
+/// The capture fixtures, sorted by name.
+pub fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Starts one tool call on a task of its own, for calls in flight together.
+pub fn spawn_call(
+    peer: &rmcp::Peer<RoleClient>,
+    tool: &str,
+    args: Value,
+) -> tokio::task::JoinHandle<(String, Result<CallToolResult, rmcp::ServiceError>)> {
+    let (peer, tool) = (peer.clone(), tool.to_string());
+    tokio::spawn(async move {
+        let Value::Object(map) = args else {
+            panic!("arguments must be an object")
+        };
+        let r = peer
+            .call_tool(CallToolRequestParams::new(tool.clone()).with_arguments(map))
+            .await;
+        (tool, r)
+    })
+}
+
 /// The tools that analyse a capture (a required `pcap_file`), from the schema snapshot.
 pub fn file_tool_names() -> Vec<String> {
     let snapshot: Value = serde_json::from_str(
