@@ -318,14 +318,12 @@ async fn timeline_buckets_add_up_to_packet_count() {
         .sum();
     // DNS failure, one definition: unanswered queries (tshark's two passes pair them)
     // and SERVFAIL/REFUSED answers; NXDOMAIN is an answer; mDNS/LLMNR left out
-    let unanswered = std::process::Command::new("tshark")
-        .args(["-n", "-2", "-r", &file, "-Y"])
-        .arg(
-            "dns.flags.response == 0 && !dns.response_in && !dns.retransmission && !mdns && !llmnr",
-        )
-        .output()
-        .unwrap();
-    let unanswered = String::from_utf8_lossy(&unanswered.stdout).lines().count() as u64;
+    let unanswered = tshark_frames(
+        &file,
+        "dns.flags.response == 0 && !dns.response_in && !dns.retransmission && !mdns && !llmnr",
+        true,
+    )
+    .len() as u64;
     let refused = tshark_count(
         &file,
         "dns.flags.response == 1 && dns.flags.rcode in {2 5} && !mdns && !llmnr",

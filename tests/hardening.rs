@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -266,24 +265,7 @@ async fn frames_are_numbered_as_tshark_numbers_them() {
         )
         .await;
     let row = &v["matches"]["rows"][0];
-    let tshark_frame = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            &p,
-            "-Y",
-            "frame contains \"BBBB\"",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ])
-        .output()
-        .unwrap();
-    let expected: u64 = String::from_utf8_lossy(&tshark_frame.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let expected = tshark_frames(&p, "frame contains \"BBBB\"", false)[0];
     assert_eq!(row["frame"], expected, "{v}");
     assert!(
         row["snippet"].as_str().unwrap().contains("BBBB-second"),

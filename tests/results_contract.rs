@@ -15,29 +15,6 @@ const BUDGET: usize = 20_000;
 /// The findings (tool and title, frames listed) that hand out one filter on one file.
 type Uses = Vec<(String, Vec<u64>)>;
 
-/// Frames a filter selects, by tshark with two passes (what Wireshark shows).
-fn selected(file: &str, filter: &str) -> BTreeSet<u64> {
-    let out = std::process::Command::new("tshark")
-        .args([
-            "-n",
-            "-2",
-            "-r",
-            file,
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     let s = start().await;
@@ -92,7 +69,9 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
                 sc.spawn(move || {
                     let mut bad = Vec::new();
                     for ((file, filter), uses) in part {
-                        let sel = selected(file, filter);
+                        // two passes: what Wireshark shows for the filter
+                        let sel: BTreeSet<u64> =
+                            tshark_frames(file, filter, true).into_iter().collect();
                         for (what, frames) in uses {
                             let missing: Vec<&u64> =
                                 frames.iter().filter(|f| !sel.contains(f)).collect();

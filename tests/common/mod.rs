@@ -296,11 +296,16 @@ pub fn text(r: &CallToolResult) -> String {
         .join("\n")
 }
 
-/// tshark's own count of frames matching a filter, for comparison.
-pub fn tshark_count(file: &str, filter: &str) -> u64 {
-    let out = StdCommand::new("tshark")
+/// The frames tshark selects with a display filter, in file order; `two_pass` evaluates
+/// it as Wireshark's GUI does (fields that refer forward, like `dns.response_in`).
+pub fn tshark_frames(file: &str, filter: &str, two_pass: bool) -> Vec<u64> {
+    let mut cmd = StdCommand::new("tshark");
+    cmd.arg("-n");
+    if two_pass {
+        cmd.arg("-2");
+    }
+    let out = cmd
         .args([
-            "-n",
             "-r",
             file,
             "-Y",
@@ -312,7 +317,15 @@ pub fn tshark_count(file: &str, filter: &str) -> u64 {
         ])
         .output()
         .expect("run tshark");
-    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect()
+}
+
+/// tshark's own count of frames matching a filter, for comparison.
+pub fn tshark_count(file: &str, filter: &str) -> u64 {
+    tshark_frames(file, filter, false).len() as u64
 }
 
 /// Child processes of `pid` with this command name.
