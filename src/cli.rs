@@ -19,7 +19,7 @@ const DEMO_NAME: &str = "demo-wikipedia.pcap";
 
 async fn in_process_client() -> Result<RunningService<RoleClient, ()>> {
     let cfg = Config::from_env()?;
-    let engine = Engine::new(cfg)?;
+    let engine = Engine::new(cfg, crate::tools::INDEX_PARTS)?;
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let server = PcapServer::new(engine);
     tokio::spawn(async move {

@@ -74,7 +74,7 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     (
         "PCAP_CACHE_MB",
         "256",
-        "Memory the cached capture models and results may hold, in MB; least recently used ones are dropped beyond it.",
+        "Memory the cached capture indexes may hold, in MB (each is one pass over one capture and scope); least recently used ones are dropped beyond it.",
     ),
     (
         "PCAP_MAX_REQUEST_BYTES",

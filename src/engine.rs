@@ -2,7 +2,6 @@
 //! check the client's display filter, run the analysis as a cached job, and hand the
 //! tool an [`Analysis`] through which it runs tshark.
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -11,9 +10,9 @@ use serde::Serialize;
 
 use crate::capture::CaptureManager;
 use crate::config::Config;
+use crate::index::{CaptureIndex, Part, PartMaker};
 use crate::jobs::{Jobs, Outcome, ProgressReporter};
 use crate::lru::Lru;
-use crate::model::Model;
 use crate::pcapfile::CaptureSummary;
 use crate::report::{CaptureFacts, Evidence, Finding, Report, Scope, Severity, rfc3339};
 use crate::sandbox::{CaptureFile, KeyLog, Sandbox};
@@ -25,15 +24,17 @@ pub struct Engine {
     pub tshark: Runner,
     pub jobs: Jobs,
     pub captures: CaptureManager,
-    /// Family models (e.g. the TCP streams) by file identity and filter: tools of one
-    /// family share one tshark pass; concurrent callers wait for the one being built.
-    /// Bounded by their estimated bytes (PCAP_CACHE_MB).
-    models: Mutex<Lru<ModelCell>>,
+    /// Capture indexes by file identity and scope: every analysis tool reads one, so a
+    /// capture and scope cost one tshark pass; concurrent callers wait for the one being
+    /// built. Bounded by their estimated bytes (PCAP_CACHE_MB).
+    indexes: Mutex<Lru<IndexCell>>,
+    /// The parts every index holds (declared with the tools that read them).
+    parts: &'static [PartMaker],
     /// Our own reader's facts per file identity (cheap, but a full read of the file).
     summaries: Mutex<Lru<Arc<CaptureSummary>>>,
 }
 
-type ModelCell = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
+type IndexCell = Arc<tokio::sync::OnceCell<Arc<CaptureIndex>>>;
 
 /// The arguments every file-analysis tool shares; the rest of its parameters only
 /// need to serialize (they key the cache).
@@ -78,13 +79,14 @@ macro_rules! file_args {
 pub type ToolResult<T> = Result<Json<Report<T>>, String>;
 
 impl Engine {
-    pub fn new(cfg: Config) -> anyhow::Result<Arc<Self>> {
+    pub fn new(cfg: Config, parts: &'static [PartMaker]) -> anyhow::Result<Arc<Self>> {
         let cfg = Arc::new(cfg);
         Ok(Arc::new(Self {
             tshark: Runner::new(cfg.clone())?,
             jobs: Jobs::default(),
             captures: CaptureManager::new(cfg.clone()),
-            models: Mutex::new(Lru::with_bytes(64, cfg.cache_bytes)),
+            indexes: Mutex::new(Lru::with_bytes(64, cfg.cache_bytes)),
+            parts,
             summaries: Mutex::new(Lru::new(256)),
             cfg,
         }))
@@ -220,6 +222,16 @@ impl Engine {
     }
 }
 
+/// Hands memory freed by a dropped index back to the system: glibc keeps freed heap
+/// for reuse otherwise, and a server that indexed one big capture would stay that big.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The error for a capture that holds no frame tshark can read.
 fn unreadable(file: &CaptureFile, s: &CaptureSummary) -> String {
     match &s.damaged {
@@ -277,6 +289,21 @@ impl Span {
 }
 
 impl Analysis {
+    /// Another view of the same capture and scope (the triage runs every family's
+    /// check through one), sharing its index and cancellation.
+    pub fn sibling(&self) -> Analysis {
+        Analysis {
+            engine: self.engine.clone(),
+            file: self.file.clone(),
+            filter: self.filter.clone(),
+            ctl: self.ctl.clone(),
+            commands: Vec::new(),
+            warning: None,
+            keylog: self.keylog.clone(),
+            time_budget: self.time_budget,
+        }
+    }
+
     /// The client's filter combined with the tool's own. Both compile on their own,
     /// so parenthesising keeps each one's meaning.
     pub fn combined_filter(&self, tool_filter: Option<&str>) -> Option<String> {
@@ -405,12 +432,11 @@ impl Analysis {
         }
     }
 
-    /// A family model of this file and filter (e.g. the TCP streams), built once and
-    /// shared by every tool of the family.
-    pub async fn model<M: Model>(&mut self) -> Result<Arc<M>, String> {
+    /// The capture index of this file and scope, built by one pass on first use and
+    /// shared by every tool.
+    pub async fn index(&mut self) -> Result<Arc<CaptureIndex>, String> {
         let key = format!(
-            "{}|{}|{:?}|{}",
-            M::FAMILY,
+            "{}|{:?}|{}",
             self.file.identity(),
             self.filter,
             self.keylog
@@ -419,42 +445,55 @@ impl Analysis {
                 .unwrap_or("")
         );
         let cell = {
-            let mut models = self.engine.models.lock().unwrap();
-            match models.get(&key) {
+            let mut indexes = self.engine.indexes.lock().unwrap();
+            match indexes.get(&key) {
                 Some(c) => c,
                 None => {
-                    let c = ModelCell::default();
-                    models.put(key.clone(), c.clone());
+                    // another scope of a file indexed already is about as large as the
+                    // largest one: make room before building, not after, so that peak
+                    // memory is one index plus the budget, not two indexes plus it
+                    let expected =
+                        indexes.largest_with_prefix(&format!("{}|", self.file.identity()));
+                    if indexes.make_room(&key, expected) {
+                        release_freed_memory();
+                    }
+                    let c = IndexCell::default();
+                    indexes.put(key.clone(), c.clone());
                     c
                 }
             }
         };
         let mut built = None;
-        let any = cell
+        let parts = self.engine.parts;
+        let index = cell
             .get_or_try_init(|| async {
-                let m = M::build(self).await?;
-                built = Some(m.approx_bytes());
-                Ok::<_, String>(Arc::new(m) as Arc<dyn Any + Send + Sync>)
+                let i = CaptureIndex::build(self, parts).await?;
+                built = Some(i.approx_bytes());
+                Ok::<_, String>(Arc::new(i))
             })
             .await?
             .clone();
         if let Some(bytes) = built {
-            // weigh it now that its size is known; older models beyond the budget go
-            self.engine.models.lock().unwrap().weigh(&key, bytes);
+            // weigh it now that its size is known; older indexes beyond the budget go
+            if self.engine.indexes.lock().unwrap().weigh(&key, bytes) {
+                release_freed_memory();
+            }
         }
-        let model = any
-            .downcast::<M>()
-            .map_err(|_| "internal error: model cache holds another type".to_string())?;
-        // a cached model still reports the pass that built it
-        for c in model.commands() {
+        // a cached index still reports the pass that built it
+        for c in &index.commands {
             if !self.commands.contains(c) {
                 self.commands.push(c.clone());
             }
         }
         if self.warning.is_none() {
-            self.warning = model.warning().cloned();
+            self.warning = index.warning.clone();
         }
-        Ok(model)
+        Ok(index)
+    }
+
+    /// One family's part of the capture index.
+    pub async fn part<P: Part>(&mut self) -> Result<Arc<P>, String> {
+        self.index().await?.get::<P>()
     }
 
     /// The finished report: capture facts for `span`, this analysis' scope and commands.

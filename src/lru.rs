@@ -39,7 +39,8 @@ impl<V: Clone> Lru<V> {
 
     /// Records the size of `key`'s value and drops the least recently used others
     /// until the total fits the byte budget (the weighed entry itself always stays).
-    pub fn weigh(&mut self, key: &str, bytes: usize) {
+    pub fn weigh(&mut self, key: &str, bytes: usize) -> bool {
+        let mut dropped = false;
         if let Some(item) = self.items.iter_mut().find(|(k, _, _)| k == key) {
             item.2 = bytes;
         }
@@ -50,8 +51,37 @@ impl<V: Clone> Lru<V> {
             };
             if let Some(item) = self.items.remove(pos) {
                 total -= item.2;
+                dropped = true;
             }
         }
+        dropped
+    }
+
+    /// Drops the least recently used weighed entries (never `keep`) until `bytes` more
+    /// fit the budget: room for a value about to be built. Returns whether any went.
+    pub fn make_room(&mut self, keep: &str, bytes: usize) -> bool {
+        let mut total: usize = self.items.iter().map(|i| i.2).sum();
+        let mut dropped = false;
+        while total.saturating_add(bytes) > self.max_bytes {
+            let Some(pos) = self.items.iter().rposition(|(k, _, b)| k != keep && *b > 0) else {
+                break;
+            };
+            if let Some(item) = self.items.remove(pos) {
+                total -= item.2;
+                dropped = true;
+            }
+        }
+        dropped
+    }
+
+    /// The largest weight among entries whose key starts with `prefix`.
+    pub fn largest_with_prefix(&self, prefix: &str) -> usize {
+        self.items
+            .iter()
+            .filter(|(k, _, _)| k.starts_with(prefix))
+            .map(|i| i.2)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Bytes of the weighed entries held now.

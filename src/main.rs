@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod definitions;
 mod engine;
+mod index;
 mod jobs;
 mod lru;
 mod model;
@@ -20,6 +21,10 @@ mod tools;
 mod tshark;
 
 use anyhow::Result;
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: index::heap::Counting = index::heap::Counting;
 use rmcp::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
@@ -98,7 +103,7 @@ async fn serve() -> Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     let max_request = cfg.max_request_bytes;
-    let engine = engine::Engine::new(cfg)?;
+    let engine = engine::Engine::new(cfg, tools::INDEX_PARTS)?;
     let stdin = stdio::LimitedLines::new(tokio::io::stdin(), max_request);
     let service = server::PcapServer::new(engine.clone())
         .serve((stdin, tokio::io::stdout()))

@@ -41,6 +41,17 @@ pub struct Finding {
     pub title: String,
     pub detail: String,
     pub evidence: Evidence,
+    /// The tool, with its arguments, that explains this finding in depth (set by the
+    /// triage of analyze_pcap_file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<NextStep>,
+}
+
+/// A tool call to make next.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct NextStep {
+    pub tool: String,
+    pub arguments: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Finding {
@@ -55,6 +66,7 @@ impl Finding {
             title: title.into(),
             detail: detail.into(),
             evidence,
+            next_step: None,
         }
     }
 }

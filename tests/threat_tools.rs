@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -174,22 +174,6 @@ const ATTACKS: &[&str] = &[
     "zeek-nmap-vsn.pcap",
 ];
 
-fn captures_in(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if p.file_name().is_some_and(|n| n != "oracles") {
-                captures_in(&p, out);
-            }
-        } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-            out.push(p);
-        }
-    }
-}
-
 /// A password the threat view masks is masked in search snippets too, unless asked.
 #[tokio::test]
 async fn search_masks_the_passwords_the_threat_view_masks() {
@@ -240,25 +224,8 @@ async fn search_masks_the_passwords_the_threat_view_masks() {
 #[tokio::test]
 async fn no_clean_capture_yields_a_high_threat() {
     // every fixture, plus the whole shared corpus when this checkout sits beside it
-    let corpus = std::env::var("PCAP_TEST_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    let mut files = Vec::new();
-    captures_in(&fixtures(), &mut files);
-    let fixture_names: Vec<_> = files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_owned())
-        .collect();
-    let mut corpus_files = Vec::new();
-    captures_in(&corpus, &mut corpus_files);
-    // the fixtures are copies of corpus files: check each capture once
-    files.extend(
-        corpus_files
-            .into_iter()
-            .filter(|f| !fixture_names.contains(&f.file_name().unwrap().to_owned())),
-    );
+    let (mut files, dirs) = fixture_and_corpus_captures();
     files.retain(|f| !ATTACKS.contains(&f.file_name().unwrap().to_string_lossy().as_ref()));
-    let dirs = format!("{}:{}", fixtures().display(), corpus.display());
     let s = start_with(&[("PCAP_ALLOWED_DIRS", &dirs), ("PCAP_CALL_DEADLINE", "600")]).await;
     // two lanes: tshark runs two at a time by default
     let lane = |odd: bool| {

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{Analysis, Span};
+use crate::engine::Span;
+use crate::index::{Ctx, Part};
 use crate::tshark::fields::{FromRow, Row};
 
 /// ACK-RTT samples kept per stream for its median/p95 (a reservoir beyond that).
@@ -747,7 +748,7 @@ fn reservoir(v: &mut Vec<f64>, cap: usize, seen: u64, x: f64, frame: u64) {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Globals {
     rtt_samples: Vec<f64>,
     rtt_seen: u64,
@@ -768,63 +769,73 @@ pub struct TcpModel {
     /// Packets tshark dissected as RTP (then `-z rtp,streams` is worth a pass).
     pub rtp_packets: u64,
     pub time_backwards_frames: Vec<u64>,
-    pub commands: Vec<String>,
-    pub warning: Option<String>,
+    // builder state, dropped by `finish`: streams by id, pass-wide samples, last time
+    index: BTreeMap<u64, usize>,
+    g: Globals,
+    prev_time: f64,
 }
 
-impl TcpModel {
-    pub async fn build(a: &mut Analysis) -> Result<Self, String> {
+impl Part for TcpModel {
+    type Row = TcpRow;
+
+    fn new(_: &Ctx) -> Self {
+        Self {
+            prev_time: f64::NEG_INFINITY,
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, p: TcpRow) {
+        self.span.add(Some(p.time));
+        if p.time < self.prev_time {
+            self.time_backwards += 1;
+            if self.time_backwards_frames.len() < SAMPLE_FRAMES {
+                self.time_backwards_frames.push(p.frame);
+            }
+        }
+        self.prev_time = p.time;
+        self.rtp_packets += u64::from(p.rtp);
+        let Some(id) = p.stream else { return };
+        self.tcp_packets += 1;
         // streams in order of first appearance, found by id through a small index: no
         // second copy of every stream when the pass ends
-        let mut streams: Vec<Stream> = Vec::new();
-        let mut index: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut g = Globals::default();
-        let mut m = TcpModel::default();
-        let mut prev_time = f64::NEG_INFINITY;
-        a.fields::<TcpRow>(None, &[], |p| {
-            m.span.add(Some(p.time));
-            if p.time < prev_time {
-                m.time_backwards += 1;
-                if m.time_backwards_frames.len() < SAMPLE_FRAMES {
-                    m.time_backwards_frames.push(p.frame);
-                }
-            }
-            prev_time = p.time;
-            m.rtp_packets += u64::from(p.rtp);
-            let Some(id) = p.stream else { return };
-            m.tcp_packets += 1;
-            let i = *index.entry(id).or_insert_with(|| {
-                streams.push(Stream::new(id, &p));
-                streams.len() - 1
-            });
-            streams[i].add(&p, &mut g);
-        })
-        .await?;
-        drop(index);
-        streams.shrink_to_fit();
-        for s in &mut streams {
+        let streams = &mut self.streams;
+        let i = *self.index.entry(id).or_insert_with(|| {
+            streams.push(Stream::new(id, &p));
+            streams.len() - 1
+        });
+        self.streams[i].add(&p, &mut self.g);
+    }
+
+    fn finish(&mut self) {
+        self.index = BTreeMap::new();
+        let mut g = std::mem::take(&mut self.g);
+        self.streams.shrink_to_fit();
+        for s in &mut self.streams {
             s.finish();
         }
-        streams.sort_by_key(|s| s.id);
-        m.capture_start = m.span.first.unwrap_or(0.0);
+        self.streams.sort_by_key(|s| s.id);
+        self.capture_start = self.span.first.unwrap_or(0.0);
         let mut per_sec: BTreeMap<u64, u64> = BTreeMap::new();
         for t in &g.retrans_times {
             *per_sec
-                .entry((t - m.capture_start).max(0.0) as u64)
+                .entry((t - self.capture_start).max(0.0) as u64)
                 .or_default() += 1;
         }
         let mut by_sec: Vec<(u64, u64)> = per_sec.into_iter().collect();
         by_sec.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         by_sec.truncate(10);
-        m.retrans_by_second = by_sec;
+        self.retrans_by_second = by_sec;
         g.rtt_samples.sort_by(f64::total_cmp);
-        m.rtt_samples = g.rtt_samples;
-        m.streams = streams;
-        m.commands = a.commands.clone();
-        m.warning = a.warning.clone();
-        Ok(m)
+        self.rtt_samples = g.rtt_samples;
     }
 
+    fn approx_bytes(&self) -> usize {
+        TcpModel::approx_bytes(self)
+    }
+}
+
+impl TcpModel {
     /// Inline size of each stream plus what its lists hold on the heap.
     pub fn approx_bytes(&self) -> usize {
         let per_stream: usize = self

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::{Analysis, Span};
+use crate::engine::Span;
+use crate::index::{Ctx, Part, col, has_protocol};
 use crate::tshark::fields::{FromRow, Row};
 
 pub struct TlsRow {
@@ -72,6 +73,7 @@ impl FromRow for TlsRow {
         // not in tls.record.content_type
         "tls.record.opaque_type",
         "tls.handshake.random",
+        "frame.protocols",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -381,8 +383,9 @@ pub struct TlsModel {
     pub sessions: Vec<Session>,
     pub certificates: BTreeMap<String, Certificate>,
     pub span: Span,
-    pub commands: Vec<String>,
-    pub warning: Option<String>,
+    /// sessions by key while the pass runs; `finish` moves them into `sessions`
+    building: BTreeMap<String, Session>,
+    order: Vec<String>,
 }
 
 impl TlsModel {
@@ -391,59 +394,68 @@ impl TlsModel {
         self.sessions.capacity() * (std::mem::size_of::<Session>() + 256)
             + self.certificates.len() * 4096
     }
+}
 
-    pub async fn build(a: &mut Analysis) -> Result<Self, String> {
-        let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
-        let mut order: Vec<String> = Vec::new();
-        let mut certs = BTreeMap::new();
-        let mut span = Span::default();
-        a.fields::<TlsRow>(Some("tls || (tcp.flags.reset == 1)"), &[], |p| {
-            span.add(Some(p.time));
-            let (key, stream, quic) = match (p.tcp_stream, p.udp_stream) {
-                (Some(s), _) => (format!("tcp:{s}"), s, false),
-                (None, Some(s)) => (format!("udp:{s}"), s, true),
-                _ => return,
-            };
-            let is_tls = !p.content_types.is_empty() || !p.hs_types.is_empty();
-            if !sessions.contains_key(&key) {
-                if !is_tls {
-                    return; // a reset on a stream with no TLS seen
-                }
-                // the client is the ClientHello sender; without one, whoever talks to the lower port
-                let client_first =
-                    p.hs_types.contains(&1) || (!p.hs_types.contains(&2) && p.sport > p.dport);
-                let (a0, a1, p0, p1) = if client_first {
-                    (p.src.clone(), p.dst.clone(), p.sport, p.dport)
-                } else {
-                    (p.dst.clone(), p.src.clone(), p.dport, p.sport)
-                };
-                order.push(key.clone());
-                sessions.insert(
-                    key.clone(),
-                    Session {
-                        key: key.clone(),
-                        stream,
-                        quic,
-                        addr: [a0, a1],
-                        port: [p0, p1],
-                        ..Default::default()
-                    },
-                );
+impl Part for TlsModel {
+    type Row = TlsRow;
+
+    fn new(_: &Ctx) -> Self {
+        Self::default()
+    }
+
+    /// What the family's tshark filter was: `tls || tcp.flags.reset == 1`.
+    fn wants(r: &Row<'_>) -> bool {
+        has_protocol(r, col(TlsRow::FIELDS, "frame.protocols"), "tls")
+            || r.flag(col(TlsRow::FIELDS, "tcp.flags.reset"))
+    }
+
+    fn add(&mut self, p: TlsRow) {
+        self.span.add(Some(p.time));
+        let (key, stream, quic) = match (p.tcp_stream, p.udp_stream) {
+            (Some(s), _) => (format!("tcp:{s}"), s, false),
+            (None, Some(s)) => (format!("udp:{s}"), s, true),
+            _ => return,
+        };
+        let is_tls = !p.content_types.is_empty() || !p.hs_types.is_empty();
+        if !self.building.contains_key(&key) {
+            if !is_tls {
+                return; // a reset on a stream with no TLS seen
             }
-            let s = sessions.get_mut(&key).expect("inserted above");
-            s.add(&p, &mut certs);
-        })
-        .await?;
-        Ok(Self {
-            sessions: order
-                .into_iter()
-                .filter_map(|k| sessions.remove(&k))
-                .collect(),
-            certificates: certs,
-            span,
-            commands: a.commands.clone(),
-            warning: a.warning.clone(),
-        })
+            // the client is the ClientHello sender; without one, whoever talks to the lower port
+            let client_first =
+                p.hs_types.contains(&1) || (!p.hs_types.contains(&2) && p.sport > p.dport);
+            let (a0, a1, p0, p1) = if client_first {
+                (p.src.clone(), p.dst.clone(), p.sport, p.dport)
+            } else {
+                (p.dst.clone(), p.src.clone(), p.dport, p.sport)
+            };
+            self.order.push(key.clone());
+            self.building.insert(
+                key.clone(),
+                Session {
+                    key: key.clone(),
+                    stream,
+                    quic,
+                    addr: [a0, a1],
+                    port: [p0, p1],
+                    ..Default::default()
+                },
+            );
+        }
+        let s = self.building.get_mut(&key).expect("inserted above");
+        s.add(&p, &mut self.certificates);
+    }
+
+    fn finish(&mut self) {
+        let mut building = std::mem::take(&mut self.building);
+        self.sessions = std::mem::take(&mut self.order)
+            .into_iter()
+            .filter_map(|k| building.remove(&k))
+            .collect();
+    }
+
+    fn approx_bytes(&self) -> usize {
+        TlsModel::approx_bytes(self)
     }
 }
 

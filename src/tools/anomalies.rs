@@ -87,7 +87,7 @@ pub struct Anomalies {
     pub ttl_variations: Table<TtlVariation>,
 }
 
-struct AnomalyRow {
+pub struct AnomalyRow {
     frame: u64,
     time: f64,
     len: u64,
@@ -327,7 +327,7 @@ fn expected_on(transport: &str, port: u64) -> Option<&'static [&'static str]> {
     })
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Group {
     count: u64,
     frames: Vec<u64>,
@@ -348,6 +348,7 @@ impl Group {
     }
 }
 
+#[derive(Clone)]
 struct StreamSeen {
     transport: &'static str,
     client: String,
@@ -382,39 +383,56 @@ impl PcapServer {
     }
 }
 
-async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies>, String> {
-    let mut span = Span::default();
-    // (category, kind) -> frames
-    let mut groups: BTreeMap<(&'static str, String), Group> = BTreeMap::new();
-    let mut counts = Counts {
-        frames_checked: 0,
-        malformed: 0,
-        truncated: 0,
-        expert_errors: 0,
-        bad_tcp_flags: 0,
-        ip_fragments: 0,
-        fragment_problems: 0,
-        ttl_expiring: 0,
-        port_mismatches: 0,
-    };
-    let mut streams: BTreeMap<(bool, u64), StreamSeen> = BTreeMap::new();
-    let mut ttls: BTreeMap<String, (BTreeSet<u64>, Vec<u64>)> = BTreeMap::new();
-    // datagram -> (its fragments' frames, completed)
-    let mut datagrams: BTreeMap<String, (Vec<u64>, bool)> = BTreeMap::new();
-    a.fields::<AnomalyRow>(None, &[], |r| {
-        span.add(Some(r.time));
-        counts.frames_checked += 1;
+/// What the family's reducer keeps from the index pass.
+#[derive(Clone)]
+pub struct AnomalyState {
+    span: Span,
+    groups: BTreeMap<(&'static str, String), Group>,
+    counts: Counts,
+    streams: BTreeMap<(bool, u64), StreamSeen>,
+    /// (tcp?, stream) -> first frame, and the server port when a SYN was seen
+    stream_starts: BTreeMap<(bool, u64), (u64, Option<u64>)>,
+    ttls: BTreeMap<String, (Vec<u64>, Vec<u64>)>,
+    datagrams: BTreeMap<String, (Vec<u64>, bool)>,
+}
+
+impl crate::index::Part for AnomalyState {
+    type Row = AnomalyRow;
+    fn new(_ctx: &crate::index::Ctx) -> Self {
+        Self {
+            span: Default::default(),
+            groups: Default::default(),
+            counts: Counts {
+                frames_checked: 0,
+                malformed: 0,
+                truncated: 0,
+                expert_errors: 0,
+                bad_tcp_flags: 0,
+                ip_fragments: 0,
+                fragment_problems: 0,
+                ttl_expiring: 0,
+                port_mismatches: 0,
+            },
+            streams: Default::default(),
+            stream_starts: Default::default(),
+            ttls: Default::default(),
+            datagrams: Default::default(),
+        }
+    }
+    fn add(&mut self, r: AnomalyRow) {
+        self.span.add(Some(r.time));
+        self.counts.frames_checked += 1;
         let src = r.src.as_ref();
         if let Some(kind) = &r.malformed {
-            counts.malformed += 1;
-            groups
+            self.counts.malformed += 1;
+            self.groups
                 .entry(("malformed", kind.clone()))
                 .or_default()
                 .add(r.frame, src);
         }
         if r.cap_len < r.len {
-            counts.truncated += 1;
-            groups
+            self.counts.truncated += 1;
+            self.groups
                 .entry((
                     "truncated",
                     "captured shorter than on the wire (snaplen)".into(),
@@ -423,23 +441,23 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
                 .add(r.frame, src);
         }
         for (group, msg) in &r.expert_errors {
-            counts.expert_errors += 1;
-            groups
+            self.counts.expert_errors += 1;
+            self.groups
                 .entry(("expert_error", format!("{group}: {msg}")))
                 .or_default()
                 .add(r.frame, src);
         }
         if let Some(kind) = r.tcp_flags.and_then(bad_flags) {
-            counts.bad_tcp_flags += 1;
-            groups
+            self.counts.bad_tcp_flags += 1;
+            self.groups
                 .entry(("tcp_flags", kind.to_string()))
                 .or_default()
                 .add(r.frame, src);
         }
         if r.fragment {
-            counts.ip_fragments += 1;
+            self.counts.ip_fragments += 1;
             if let Some(d) = &r.datagram {
-                let e = datagrams.entry(d.clone()).or_default();
+                let e = self.datagrams.entry(d.clone()).or_default();
                 if e.0.len() < 4 {
                     e.0.push(r.frame);
                 }
@@ -447,8 +465,8 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
             }
         }
         for k in &r.fragment_problems {
-            counts.fragment_problems += 1;
-            groups
+            self.counts.fragment_problems += 1;
+            self.groups
                 .entry(("fragment", k.to_string()))
                 .or_default()
                 .add(r.frame, src);
@@ -459,15 +477,17 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
                 || d.starts_with("ff")
                 || d.ends_with(".255");
             if ttl == 0 || (ttl == 1 && !multicast) {
-                counts.ttl_expiring += 1;
-                groups
+                self.counts.ttl_expiring += 1;
+                self.groups
                     .entry(("ttl", format!("TTL {ttl} on unicast traffic")))
                     .or_default()
                     .add(r.frame, src);
             }
-            if !multicast {
-                let e = ttls.entry(s.clone()).or_default();
-                if e.0.len() < 8 && e.0.insert(ttl) {
+            if !multicast && crate::index::room(&self.ttls, s) {
+                let e = self.ttls.entry(s.clone()).or_default();
+                // a short list, not a set: most sources only ever show one TTL
+                if e.0.len() < 8 && !e.0.contains(&ttl) {
+                    e.0.push(ttl);
                     e.1.push(r.frame);
                 }
             }
@@ -478,10 +498,26 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
             _ => None,
         };
         if let (Some(key), Some((sp, dp)), Some(s), Some(d)) = (key, r.ports, src, r.dst.as_ref()) {
-            let e = streams.entry(key).or_insert_with(|| {
+            // every stream: its first frame and, from a SYN, its server port (a few
+            // bytes); the endpoints only once it carries payload, the only streams a
+            // port mismatch can be found on
+            if !crate::index::room(&self.stream_starts, &key) {
+                return;
+            }
+            let first = self.stream_starts.entry(key).or_insert((r.frame, None));
+            if r.tcp_flags.is_some_and(|f| f & 0x12 == 0x02) {
+                first.1.get_or_insert(dp);
+            }
+            let (first_frame, syn_port) = *first;
+            if r.payload == 0 && !self.streams.contains_key(&key) {
+                return;
+            }
+            let e = self.streams.entry(key).or_insert_with(|| {
                 // the SYN's destination, else the lower port, is the server's
-                let syn = r.tcp_flags.is_some_and(|f| f & 0x12 == 0x02);
-                let to_server = syn || dp < sp;
+                let to_server = match syn_port {
+                    Some(p) => dp == p,
+                    None => dp < sp,
+                };
                 let (c, sv, cp, svp) = if to_server {
                     (s, d, sp, dp)
                 } else {
@@ -494,7 +530,7 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
                     server_port: svp,
                     protocol: None,
                     payload: 0,
-                    first_frame: r.frame,
+                    first_frame,
                 }
             });
             e.payload += r.payload;
@@ -505,8 +541,33 @@ async fn anomalies(mut a: Analysis, p: AnomalyParams) -> Result<Report<Anomalies
                 e.protocol = Some(app.to_string());
             }
         }
-    })
-    .await?;
+    }
+    fn approx_bytes(&self) -> usize {
+        self.stream_starts.len() * 48
+            + self.streams.len() * 220
+            + self.ttls.len() * 300
+            + self.datagrams.len() * 120
+            + self.groups.len() * 400
+    }
+}
+
+pub(crate) async fn anomalies(
+    mut a: Analysis,
+    p: AnomalyParams,
+) -> Result<Report<Anomalies>, String> {
+    // (category, kind) -> frames
+    // datagram -> (its fragments' frames, completed)
+    let state = a.part::<AnomalyState>().await?;
+    // the report consumes what it shows; the index keeps its own copy
+    let AnomalyState {
+        span,
+        mut groups,
+        mut counts,
+        streams,
+        ttls,
+        datagrams,
+        ..
+    } = (*state).clone();
 
     // datagrams whose fragments never all arrived
     let mut incomplete: Vec<u64> = datagrams

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chart;
 use crate::engine::{Analysis, Span};
+use crate::index::Part;
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, host_filter, human_bits_per_s, human_bytes, pct,
     percentile, rfc3339, round, thousands,
@@ -595,7 +596,7 @@ pub struct Bandwidth {
     pub top_protocols: Table<ProtocolBytes>,
 }
 
-struct BwRow {
+pub struct BwRow {
     frame: u64,
     time: f64,
     len: u64,
@@ -723,7 +724,7 @@ fn widen_windows(
 }
 
 /// One address pair's traffic: bytes from the lower address and from the higher one.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ConvAcc {
     bytes: [u64; 2],
     frames: u64,
@@ -731,47 +732,49 @@ struct ConvAcc {
     last: f64,
 }
 
-async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwidth>, String> {
-    let info = a.summary().await.ok();
-    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
-    let asked = p
-        .time_window
-        .filter(|w| w.is_finite() && *w > 0.0)
-        .unwrap_or(1.0);
-    let window = asked.max(crate::tools::timeline::nice_interval(
-        span_hint / MAX_WINDOWS as f64,
-    ));
-    let coarsened = (window > asked).then_some(asked);
-    // frame.time_relative counts from the file's first packet, not the filtered one
-    let file_first = info.as_ref().and_then(|i| i.first_epoch);
-    let mut span = Span::default();
-    let mut t0: Option<f64> = None;
-    let mut windows: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    // bytes sent, received, frames, and bytes it sent to itself (counted once in shares)
-    let mut talkers: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
-    let mut convs: BTreeMap<(String, String), ConvAcc> = BTreeMap::new();
-    let mut protocols: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut total = 0u64;
-    a.fields::<BwRow>(None, &[], |r| {
-        span.add(Some(r.time));
-        let start = *t0.get_or_insert(r.time);
-        total += r.len;
-        let w = windows
-            .entry(((r.time - start) / window).floor() as i64)
+/// What the family's reducer keeps from the index pass.
+#[derive(Clone)]
+pub struct BwState {
+    span: Span,
+    t0: Option<f64>,
+    windows: BTreeMap<i64, (u64, u64)>,
+    talkers: BTreeMap<String, (u64, u64, u64, u64)>,
+    convs: BTreeMap<(String, String), ConvAcc>,
+    protocols: BTreeMap<String, (u64, u64)>,
+    total: u64,
+    window: f64,
+}
+
+impl crate::index::Part for BwState {
+    type Row = BwRow;
+    /// Windows of the width a call without `time_window` uses.
+    fn new(ctx: &crate::index::Ctx) -> Self {
+        Self::with_window(window_width(None, ctx.summary.duration_s).0)
+    }
+    fn add(&mut self, r: BwRow) {
+        self.span.add(Some(r.time));
+        let start = *self.t0.get_or_insert(r.time);
+        self.total += r.len;
+        let w = self
+            .windows
+            .entry(((r.time - start) / self.window).floor() as i64)
             .or_insert((0, r.frame));
         w.0 += r.len;
-        let pe = protocols.entry(r.protocol).or_default();
+        let pe = self.protocols.entry(r.protocol).or_default();
         pe.0 += 1;
         pe.1 += r.len;
         if let (Some(s), Some(d)) = (r.src, r.dst) {
-            let ts = talkers.entry(s.clone()).or_default();
-            ts.0 += r.len;
-            ts.2 += 1;
-            if s == d {
-                ts.1 += r.len;
-                ts.3 += r.len;
-            } else {
-                let td = talkers.entry(d.clone()).or_default();
+            if crate::index::room(&self.talkers, &s) {
+                let ts = self.talkers.entry(s.clone()).or_default();
+                ts.0 += r.len;
+                ts.2 += 1;
+                if s == d {
+                    ts.1 += r.len;
+                    ts.3 += r.len;
+                }
+            }
+            if s != d && crate::index::room(&self.talkers, &d) {
+                let td = self.talkers.entry(d.clone()).or_default();
                 td.1 += r.len;
                 td.2 += 1;
             }
@@ -780,7 +783,10 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
             } else {
                 ((d, s), false)
             };
-            let c = convs.entry(key).or_insert(ConvAcc {
+            if !crate::index::room(&self.convs, &key) {
+                return;
+            }
+            let c = self.convs.entry(key).or_insert(ConvAcc {
                 first: r.time,
                 last: r.time,
                 ..Default::default()
@@ -790,8 +796,69 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
             c.first = c.first.min(r.time);
             c.last = c.last.max(r.time);
         }
-    })
-    .await?;
+    }
+    fn approx_bytes(&self) -> usize {
+        self.windows.len() * 40
+            + self.talkers.len() * 96
+            + self.convs.len() * 160
+            + self.protocols.len() * 64
+    }
+}
+
+impl BwState {
+    fn with_window(window: f64) -> Self {
+        Self {
+            span: Span::default(),
+            t0: None,
+            windows: BTreeMap::new(),
+            talkers: BTreeMap::new(),
+            convs: BTreeMap::new(),
+            protocols: BTreeMap::new(),
+            total: 0,
+            window,
+        }
+    }
+}
+
+/// The window width for the asked one (1 s by default), widened so that the capture
+/// has at most MAX_WINDOWS of them; and the asked width.
+fn window_width(time_window: Option<f64>, span_hint: f64) -> (f64, f64) {
+    let asked = time_window
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .unwrap_or(1.0);
+    let window = asked.max(crate::tools::timeline::nice_interval(
+        span_hint / MAX_WINDOWS as f64,
+    ));
+    (window, asked)
+}
+
+async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwidth>, String> {
+    let info = a.summary().await.ok();
+    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
+    let (window, asked) = window_width(p.time_window, span_hint);
+    let coarsened = (window > asked).then_some(asked);
+    // frame.time_relative counts from the file's first packet, not the filtered one
+    let file_first = info.as_ref().and_then(|i| i.first_epoch);
+    let indexed = a.part::<BwState>().await?;
+    let state = if indexed.window == window {
+        // the report consumes what it shows; the index keeps its own copy
+        (*indexed).clone()
+    } else {
+        // a width the index does not count in: this call's own pass, same reducer
+        let mut st = BwState::with_window(window);
+        a.fields::<BwRow>(None, &[], |r| st.add(r)).await?;
+        st
+    };
+    let BwState {
+        span,
+        t0,
+        windows,
+        talkers,
+        convs,
+        protocols,
+        total,
+        window,
+    } = state;
     let limit = clamp_limit(p.limit, 10);
     let duration = span.duration();
     // The width was chosen from the file's span; the packets actually read decide how
@@ -808,11 +875,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
     let coarsened = coarsened.or((window > asked).then_some(asked));
     let rate = |bytes: u64| bytes as f64 * 8.0 / window;
     let per = window_rates(&windows, n_windows, window, duration);
-    let avg = if duration > 0.0 {
-        total as f64 * 8.0 / duration
-    } else {
-        rate(total)
-    };
+    let avg = crate::definitions::average_bits_per_s(total, duration);
     let peak = per.last().copied().unwrap_or(0.0);
     let p95 = percentile(&per, 95.0).unwrap_or(0.0);
     let median = percentile(&per, 50.0).unwrap_or(0.0);

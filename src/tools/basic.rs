@@ -2,6 +2,7 @@
 //! the protocol hierarchy, conversations, endpoints, expert counts and the symptoms
 //! that point to a specialised tool.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Analysis, Span};
 use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::report::{
-    Evidence, Finding, Report, Severity, Table, endpoint, host_filter, human_bits_per_s,
+    Evidence, Finding, NextStep, Report, Severity, Table, endpoint, host_filter, human_bits_per_s,
     human_bytes, pct, round, thousands,
 };
 use crate::server::PcapServer;
@@ -148,10 +149,31 @@ pub struct PcapOverview {
     pub conversations: Table<Conversation>,
     pub endpoints: Table<Endpoint>,
     pub expert: ExpertCounts,
+    /// The triage (analysis_type summary): what each family's check found. Its findings
+    /// are in `findings`, each naming the tool that explains it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<TriageCheck>,
 }
 
+/// One family's check in the triage.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TriageCheck {
+    /// The tool whose view the check ran (with default arguments).
+    pub tool: String,
+    /// Findings above info it raised.
+    pub findings: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst: Option<Severity>,
+    /// Why the check could not run, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The most findings the triage lists; the rest are counted in the summary.
+const TRIAGE_FINDINGS: usize = 25;
+
 /// The fields of the one pass; free text last.
-struct OverviewRow {
+pub struct OverviewRow {
     number: u64,
     time: Option<f64>,
     len: u64,
@@ -229,7 +251,7 @@ impl FromRow for OverviewRow {
 
 #[derive(Default)]
 struct ConvAcc {
-    protocol: String,
+    protocol: Cow<'static, str>,
     a: String,
     b: String,
     ab: (u64, u64),
@@ -262,7 +284,7 @@ impl Symptom {
 }
 
 #[derive(Default)]
-struct Overview {
+pub struct Overview {
     span: Span,
     hierarchy: BTreeMap<String, (u64, u64)>,
     totals: BTreeMap<String, (u64, u64)>,
@@ -281,9 +303,19 @@ struct Overview {
     bytes: u64,
 }
 
-/// Conversation maps can grow with the capture; beyond this many the rest is
-/// counted but not tracked individually.
-const MAX_CONVERSATIONS: usize = 1_000_000;
+impl crate::index::Part for Overview {
+    type Row = OverviewRow;
+    fn new(_: &crate::index::Ctx) -> Self {
+        Self::default()
+    }
+    fn add(&mut self, p: OverviewRow) {
+        Overview::add(self, p)
+    }
+    fn approx_bytes(&self) -> usize {
+        // conversations and endpoints dominate: their keys, addresses and counters
+        self.convs.len() * 200 + self.eps.len() * 100 + self.hierarchy.len() * 64
+    }
+}
 
 impl Overview {
     fn add(&mut self, p: OverviewRow) {
@@ -354,8 +386,8 @@ impl Overview {
             return;
         };
         let (protocol, stream) = match (p.tcp_stream, p.udp_stream) {
-            (Some(s), _) => ("tcp".to_string(), Some(s)),
-            (None, Some(s)) => ("udp".to_string(), Some(s)),
+            (Some(s), _) => (Cow::Borrowed("tcp"), Some(s)),
+            (None, Some(s)) => (Cow::Borrowed("udp"), Some(s)),
             _ => (ip_proto_name(p.ip_proto), None),
         };
         let s_ep = endpoint(&src, p.sport);
@@ -365,7 +397,7 @@ impl Overview {
             None if s_ep < d_ep => format!("{protocol}|{s_ep}|{d_ep}"),
             None => format!("{protocol}|{d_ep}|{s_ep}"),
         };
-        if self.convs.len() < MAX_CONVERSATIONS || self.convs.contains_key(&key) {
+        if crate::index::room(&self.convs, &key) {
             let c = self.convs.entry(key).or_insert_with(|| ConvAcc {
                 protocol,
                 a: s_ep.clone(),
@@ -385,29 +417,33 @@ impl Overview {
             c.first = c.first.min(t);
             c.last = c.last.max(t);
         }
-        let e = self.eps.entry(src).or_default();
-        e.tx.0 += 1;
-        e.tx.1 += p.len;
-        let e = self.eps.entry(dst).or_default();
-        e.rx.0 += 1;
-        e.rx.1 += p.len;
+        if crate::index::room(&self.eps, &src) {
+            let e = self.eps.entry(src).or_default();
+            e.tx.0 += 1;
+            e.tx.1 += p.len;
+        }
+        if crate::index::room(&self.eps, &dst) {
+            let e = self.eps.entry(dst).or_default();
+            e.rx.0 += 1;
+            e.rx.1 += p.len;
+        }
     }
 }
 
-fn ip_proto_name(p: Option<u64>) -> String {
-    match p {
-        Some(1) => "icmp".into(),
-        Some(2) => "igmp".into(),
-        Some(6) => "tcp".into(),
-        Some(17) => "udp".into(),
-        Some(47) => "gre".into(),
-        Some(50) => "esp".into(),
-        Some(58) => "icmpv6".into(),
-        Some(89) => "ospf".into(),
-        Some(132) => "sctp".into(),
-        Some(n) => format!("ip-proto-{n}"),
-        None => "ip".into(),
-    }
+fn ip_proto_name(p: Option<u64>) -> Cow<'static, str> {
+    Cow::Borrowed(match p {
+        Some(1) => "icmp",
+        Some(2) => "igmp",
+        Some(6) => "tcp",
+        Some(17) => "udp",
+        Some(47) => "gre",
+        Some(50) => "esp",
+        Some(58) => "icmpv6",
+        Some(89) => "ospf",
+        Some(132) => "sctp",
+        Some(n) => return Cow::Owned(format!("ip-proto-{n}")),
+        None => "ip",
+    })
 }
 
 #[tool_router(router = basic_router, vis = "pub(crate)")]
@@ -435,9 +471,7 @@ impl PcapServer {
 }
 
 async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOverview>, String> {
-    let mut acc = Overview::default();
-    a.fields::<OverviewRow>(None, &[], |row| acc.add(row))
-        .await?;
+    let acc = a.part::<Overview>().await?;
     let info = a.summary().await.ok().map(|s| (*s).clone());
     let capture = a.capture_facts(acc.span).await;
     let detailed = p.analysis_type;
@@ -489,7 +523,7 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
         .convs
         .values()
         .map(|c| Conversation {
-            protocol: c.protocol.clone(),
+            protocol: c.protocol.to_string(),
             a: c.a.clone(),
             b: c.b.clone(),
             packets_a_to_b: c.ab.0,
@@ -528,7 +562,36 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let file_facts = info.as_ref().map(|i| file_facts(i, acc.truncated.count));
     let mut findings = findings(&acc, &capture.read_warning);
     findings.extend(a.clock_finding().await);
-    let summary = summarize(&a, &acc, &file_facts, &conversations, &findings);
+    let mut checks = Vec::new();
+    let mut more = 0;
+    if detailed == AnalysisType::Summary {
+        // the triage: every family's own symptoms replace this view's packet counts
+        // (one definition each), keeping what is about the capture file itself
+        findings.retain(|f| {
+            f.evidence.display_filter == "frame.cap_len < frame.len"
+                || f.title.starts_with("Capture file is damaged")
+                || f.title == "The capture clock jumps"
+        });
+        let (triaged, c) = triage(&a, &p).await?;
+        checks = c;
+        for f in triaged {
+            if !findings.iter().any(|o| o.title == f.title) {
+                findings.push(f);
+            }
+        }
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        more = findings.len().saturating_sub(TRIAGE_FINDINGS);
+        findings.truncate(TRIAGE_FINDINGS);
+    }
+    let summary = summarize(
+        &a,
+        &acc,
+        &file_facts,
+        &conversations,
+        &findings,
+        &checks,
+        more,
+    );
     let data = PcapOverview {
         analysis_type: detailed,
         file_facts,
@@ -537,6 +600,7 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
         conversations,
         endpoints,
         expert: acc.expert.clone(),
+        checks,
     };
     Ok(Report::complete(
         summary,
@@ -556,7 +620,7 @@ fn capture_start(info: &Option<CapInfo>, span: &Span) -> f64 {
 }
 
 fn conv_filter(c: &ConvAcc) -> String {
-    match (c.protocol.as_str(), c.stream) {
+    match (c.protocol.as_ref(), c.stream) {
         ("tcp", Some(s)) => format!("tcp.stream == {s}"),
         ("udp", Some(s)) => format!("udp.stream == {s}"),
         _ => {
@@ -737,14 +801,88 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
     out
 }
 
+/// Every family's check over this capture's index, each finding pointing at the tool
+/// that explains it. Findings two families share (the capture's clock) appear once.
+async fn triage(
+    a: &Analysis,
+    p: &AnalyzePcapParams,
+) -> Result<(Vec<Finding>, Vec<TriageCheck>), String> {
+    let mut arguments = BTreeMap::new();
+    arguments.insert(
+        "pcap_file".to_string(),
+        serde_json::Value::String(p.pcap_file.clone()),
+    );
+    if let Some(f) = &a.filter {
+        arguments.insert(
+            "display_filter".to_string(),
+            serde_json::Value::String(f.clone()),
+        );
+    }
+    let mut out: Vec<Finding> = Vec::new();
+    let mut checks = Vec::new();
+    for c in crate::tools::TRIAGE {
+        let found = match (c.run)(a.sibling()).await {
+            Ok(f) => f,
+            Err(e) if a.ctl.cancel.is_cancelled() => return Err(e),
+            Err(e) => {
+                checks.push(TriageCheck {
+                    tool: c.tool.into(),
+                    findings: 0,
+                    worst: None,
+                    error: Some(e),
+                });
+                continue;
+            }
+        };
+        let kept: Vec<Finding> = found
+            .into_iter()
+            .filter(|f| f.severity > Severity::Info && (c.keep)(f))
+            .collect();
+        checks.push(TriageCheck {
+            tool: c.tool.into(),
+            findings: kept.len(),
+            worst: kept.iter().map(|f| f.severity).max(),
+            error: None,
+        });
+        for mut f in kept {
+            if out.iter().any(|o| o.title == f.title) {
+                continue;
+            }
+            f.next_step = Some(NextStep {
+                tool: c.tool.into(),
+                arguments: arguments.clone(),
+            });
+            out.push(f);
+        }
+    }
+    Ok((out, checks))
+}
+
 fn summarize(
     a: &Analysis,
     acc: &Overview,
     facts: &Option<FileFacts>,
     convs: &Table<Conversation>,
     findings: &[Finding],
+    checks: &[TriageCheck],
+    more: usize,
 ) -> String {
     let mut s = String::new();
+    // the triage leads with the most important problem
+    if let Some(f) = findings
+        .first()
+        .filter(|f| f.severity >= Severity::Medium && !checks.is_empty())
+    {
+        s.push_str(&format!(
+            "Most important ({}): {}",
+            severity_word(f.severity),
+            f.title
+        ));
+        if let Some(n) = &f.next_step {
+            s.push_str(&format!(" (see {})", n.tool));
+        }
+        s.push_str(". ");
+    }
     let scope = a
         .filter
         .as_ref()
@@ -798,7 +936,38 @@ fn summarize(
         .iter()
         .filter(|f| f.severity >= Severity::Medium)
         .collect();
-    if serious.is_empty() {
+    if !checks.is_empty() {
+        let names: Vec<&str> = checks.iter().map(|c| c.tool.as_str()).collect();
+        if serious.is_empty() {
+            s.push_str(&format!(
+                "No serious symptoms from the {} checks ({}).",
+                checks.len(),
+                names.join(", ")
+            ));
+        } else {
+            let titles: Vec<&str> = serious
+                .iter()
+                .skip(1)
+                .take(3)
+                .map(|f| f.title.as_str())
+                .collect();
+            if !titles.is_empty() {
+                s.push_str(&format!("Also: {}.", titles.join("; ")));
+            }
+            s.push_str(&format!(
+                " {} serious finding(s) from {} checks",
+                serious.len(),
+                checks.len()
+            ));
+            if more > 0 {
+                s.push_str(&format!("; {more} more finding(s) not listed"));
+            }
+            s.push('.');
+        }
+        if let Some(failed) = checks.iter().find(|c| c.error.is_some()) {
+            s.push_str(&format!(" The {} check could not run.", failed.tool));
+        }
+    } else if serious.is_empty() {
         s.push_str(&format!(
             "No serious symptoms: checked TCP retransmissions ({}), zero windows ({}), HTTP errors ({}), TLS alerts ({}) and expert errors ({}).",
             acc.retrans.count, acc.zero_window.count, acc.http_errors.count, acc.tls_alerts.count, acc.expert.error
@@ -808,6 +977,15 @@ fn summarize(
         s.push_str(&format!("Worth a look: {}.", titles.join("; ")));
     }
     s
+}
+
+fn severity_word(s: Severity) -> &'static str {
+    match s {
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+        Severity::Info => "info",
+    }
 }
 
 #[cfg(test)]

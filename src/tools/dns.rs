@@ -10,7 +10,6 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::definitions::dns_failed;
 use crate::engine::{Analysis, Span};
 use crate::report::{
     CountRow, Evidence, Finding, Report, Severity, Table, ms, percentile, rfc3339,
@@ -37,7 +36,8 @@ pub struct DnsParams {
     pub slow_ms: Option<f64>,
 }
 
-struct DnsRow {
+#[derive(Clone)]
+pub struct DnsRow {
     frame: u64,
     time: f64,
     protocols: String,
@@ -52,6 +52,15 @@ struct DnsRow {
     response_to: Option<u64>,
     retransmission: bool,
     truncated: bool,
+}
+
+impl crate::index::Kept for DnsRow {
+    fn wants(r: &Row<'_>) -> bool {
+        let i = crate::index::col(Self::FIELDS, "frame.protocols");
+        ["dns", "mdns", "llmnr"]
+            .iter()
+            .any(|p| crate::index::has_protocol(r, i, p))
+    }
 }
 
 impl FromRow for DnsRow {
@@ -167,6 +176,8 @@ pub struct Multicast {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DnsReport {
+    /// Distinct queries: a query sent again counts once (retransmitted_queries counts
+    /// the copies).
     pub queries: u64,
     pub responses: u64,
     pub unanswered: u64,
@@ -308,12 +319,13 @@ impl PcapServer {
     }
 }
 
-async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String> {
+pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String> {
     let mut span = Span::default();
     let mut queries: Vec<DnsRow> = Vec::new();
     let mut responses: BTreeMap<u64, DnsRow> = BTreeMap::new();
     let mut multicast: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    a.fields::<DnsRow>(Some("dns || mdns || llmnr"), &[], |r| {
+    let kept = a.part::<crate::index::Rows<DnsRow>>().await?;
+    for r in kept.0.iter().cloned() {
         span.add(Some(r.time));
         let mc = ["mdns", "llmnr"]
             .into_iter()
@@ -325,7 +337,7 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
             } else {
                 e.0 += 1
             }
-            return;
+            continue;
         }
         if r.response {
             if let Some(q) = r.response_to {
@@ -334,8 +346,7 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
         } else {
             queries.push(r);
         }
-    })
-    .await?;
+    }
     let slow_s = p.slow_ms.unwrap_or(500.0) / 1000.0;
     let mut rcodes: BTreeMap<String, u64> = BTreeMap::new();
     let mut times = Vec::new();
@@ -355,9 +366,9 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
         hints.add(&name, q.qtype, q.frame);
         let r = responses.get(&q.frame);
         let res = resolvers.entry(q.dst.clone()).or_default();
-        res.0 += u64::from(!q.retransmission);
+        res.0 += u64::from(crate::definitions::dns_query_counts(q.retransmission));
         let rcode = r.and_then(|r| r.rcode);
-        if dns_failed(r.is_some(), rcode) && (r.is_some() || !q.retransmission) {
+        if crate::definitions::dns_query_failed(q.retransmission, r.is_some(), rcode) {
             res.2 += 1;
         }
         if let Some(r) = r {
@@ -574,7 +585,7 @@ async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsReport>, String>
         )
     };
     let data = DnsReport {
-        queries: queries.len() as u64,
+        queries: queries.len() as u64 - retrans,
         responses: responses.len() as u64,
         unanswered,
         retransmitted_queries: retrans,

@@ -159,11 +159,48 @@ pub fn parse_expert_table(text: &str) -> Vec<TableRow> {
     out
 }
 
-struct ExpertRow {
+pub struct ExpertRow {
     frame: u64,
     time: Option<f64>,
     severities: Vec<u64>,
     messages: Vec<String>,
+}
+
+/// The first frames of each (severity, message) expert item; counts come from the
+/// expert tap of the same pass.
+#[derive(Default)]
+pub struct ExpertFrames {
+    span: Span,
+    frames: BTreeMap<(String, String), Vec<u64>>,
+}
+
+impl crate::index::Part for ExpertFrames {
+    type Row = ExpertRow;
+    fn new(_: &crate::index::Ctx) -> Self {
+        Self::default()
+    }
+    /// The family's tshark filter was `_ws.expert`.
+    fn wants(r: &Row<'_>) -> bool {
+        r.str(2).is_some()
+    }
+    fn add(&mut self, r: ExpertRow) {
+        self.span.add(r.time);
+        for (sev, msg) in r.severities.iter().zip(&r.messages) {
+            let v = self
+                .frames
+                .entry((severity_of_code(*sev).to_string(), msg.clone()))
+                .or_default();
+            if v.len() < 5 && v.last() != Some(&r.frame) {
+                v.push(r.frame);
+            }
+        }
+    }
+    fn approx_bytes(&self) -> usize {
+        self.frames
+            .keys()
+            .map(|(a, b)| a.len() + b.len() + 120)
+            .sum()
+    }
 }
 
 impl FromRow for ExpertRow {
@@ -226,27 +263,10 @@ async fn expert(mut a: Analysis, p: ExpertParams) -> Result<Report<ExpertInfo>, 
         Some(s) if !s.is_empty() && s != "all" => severity_rank(&s),
         _ => 0,
     };
-    let mut span = Span::default();
-    let mut frames: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    a.fields::<ExpertRow>(Some("_ws.expert"), &[], |r| {
-        span.add(r.time);
-        for (sev, msg) in r.severities.iter().zip(&r.messages) {
-            let v = frames
-                .entry((severity_of_code(*sev).to_string(), msg.clone()))
-                .or_default();
-            if v.len() < 5 && v.last() != Some(&r.frame) {
-                v.push(r.frame);
-            }
-        }
-    })
-    .await?;
-    let mut text = String::new();
-    a.run_lines(None, &["-q".into(), "-z".into(), "expert".into()], |l| {
-        text.push_str(l);
-        text.push('\n');
-    })
-    .await?;
-    let rows = parse_expert_table(&text);
+    let index = a.index().await?;
+    let part = index.get::<ExpertFrames>()?;
+    let (span, frames) = (part.span, &part.frames);
+    let rows = parse_expert_table(&index.taps.expert);
     let total = |s: &str| {
         rows.iter()
             .filter(|r| r.severity == s)

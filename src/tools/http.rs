@@ -95,7 +95,8 @@ pub struct HttpRequests {
     pub p95_response_ms: Option<f64>,
 }
 
-struct HttpRow {
+#[derive(Clone)]
+pub struct HttpRow {
     frame: u64,
     time: Option<f64>,
     stream: Option<u64>,
@@ -116,6 +117,12 @@ struct HttpRow {
     user_agent: Option<String>,
     /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
     retransmitted: bool,
+}
+
+impl crate::index::Kept for HttpRow {
+    fn wants(r: &Row<'_>) -> bool {
+        crate::index::has_any(r, Self::FIELDS, &["http.request", "http.response"])
+    }
 }
 
 impl FromRow for HttpRow {
@@ -141,6 +148,7 @@ impl FromRow for HttpRow {
         "http.response.phrase",
         "http.user_agent",
         "tcp.analysis.retransmission",
+        "http.response",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -235,16 +243,20 @@ fn address_of(endpoint: &str) -> String {
     }
 }
 
-async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequests>, String> {
+pub(crate) async fn http_requests(
+    mut a: Analysis,
+    p: HttpParams,
+) -> Result<Report<HttpRequests>, String> {
     let mut requests: Vec<HttpTransaction> = Vec::new();
     let mut index: BTreeMap<u64, usize> = BTreeMap::new();
     let mut span = Span::default();
     let mut orphan_responses = 0u64;
-    a.fields::<HttpRow>(Some("http.request || http.response"), &[], |r| {
+    let kept = a.part::<crate::index::Rows<HttpRow>>().await?;
+    for r in kept.0.iter().cloned() {
         span.add(r.time);
         // a resent segment is the same message again, not another transaction
         if r.retransmitted {
-            return;
+            continue;
         }
         if r.is_request {
             index.insert(r.frame, requests.len());
@@ -308,8 +320,7 @@ async fn http_requests(mut a: Analysis, p: HttpParams) -> Result<Report<HttpRequ
                 }
             }
         }
-    })
-    .await?;
+    }
 
     requests.sort_by_key(|t| t.frame);
     let total_requests = requests.len();

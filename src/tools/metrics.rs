@@ -72,7 +72,8 @@ pub struct ResponseTimes {
     pub slowest: Vec<Transaction>,
 }
 
-struct AppRow {
+#[derive(Clone)]
+pub struct AppRow {
     frame: u64,
     time: f64,
     stream: Option<u64>,
@@ -83,6 +84,14 @@ struct AppRow {
     http_time: Option<f64>,
     uri: Option<String>,
     hs_types: Vec<u64>,
+}
+
+impl crate::index::Kept for AppRow {
+    fn wants(r: &Row<'_>) -> bool {
+        crate::index::has_any(r, Self::FIELDS, &["dns.time", "http.time"])
+            || r.all(crate::index::col(Self::FIELDS, "tls.handshake.type"))
+                .any(|t| t == "1" || t == "2")
+    }
 }
 
 impl FromRow for AppRow {
@@ -172,57 +181,53 @@ async fn response_times(
     };
     if want(AppProtocol::Http) || want(AppProtocol::Dns) || want(AppProtocol::Tls) {
         let mut hello: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
-        a.fields::<AppRow>(
-            Some("dns.time || http.time || tls.handshake.type == 1 || tls.handshake.type == 2"),
-            &[],
-            |r| {
-                span.add(Some(r.time));
-                if let (Some(t), true) = (r.dns_time, want(AppProtocol::Dns)) {
-                    push(
-                        "dns",
-                        r.src.clone(),
-                        t,
-                        r.frame,
-                        r.time,
-                        r.dns_name.clone().unwrap_or_default(),
-                        format!("frame.number == {}", r.frame),
-                    );
+        let kept = a.part::<crate::index::Rows<AppRow>>().await?;
+        for r in kept.0.iter().cloned() {
+            span.add(Some(r.time));
+            if let (Some(t), true) = (r.dns_time, want(AppProtocol::Dns)) {
+                push(
+                    "dns",
+                    r.src.clone(),
+                    t,
+                    r.frame,
+                    r.time,
+                    r.dns_name.clone().unwrap_or_default(),
+                    format!("frame.number == {}", r.frame),
+                );
+            }
+            if let (Some(t), true) = (r.http_time, want(AppProtocol::Http)) {
+                push(
+                    "http",
+                    endpoint(&r.src, r.sport),
+                    t,
+                    r.frame,
+                    r.time,
+                    r.uri.clone().unwrap_or_default(),
+                    format!("frame.number == {}", r.frame),
+                );
+            }
+            if let (Some(s), true) = (r.stream, want(AppProtocol::Tls)) {
+                if r.hs_types.contains(&1) {
+                    hello.entry(s).or_insert(r.time);
                 }
-                if let (Some(t), true) = (r.http_time, want(AppProtocol::Http)) {
+                if r.hs_types.contains(&2)
+                    && let Some(t0) = hello.remove(&s)
+                {
                     push(
-                        "http",
+                        "tls",
                         endpoint(&r.src, r.sport),
-                        t,
+                        r.time - t0,
                         r.frame,
                         r.time,
-                        r.uri.clone().unwrap_or_default(),
-                        format!("frame.number == {}", r.frame),
+                        format!("tcp.stream {s}"),
+                        format!("tcp.stream == {s} && tls.handshake"),
                     );
                 }
-                if let (Some(s), true) = (r.stream, want(AppProtocol::Tls)) {
-                    if r.hs_types.contains(&1) {
-                        hello.entry(s).or_insert(r.time);
-                    }
-                    if r.hs_types.contains(&2)
-                        && let Some(t0) = hello.remove(&s)
-                    {
-                        push(
-                            "tls",
-                            endpoint(&r.src, r.sport),
-                            r.time - t0,
-                            r.frame,
-                            r.time,
-                            format!("tcp.stream {s}"),
-                            format!("tcp.stream == {s} && tls.handshake"),
-                        );
-                    }
-                }
-            },
-        )
-        .await?;
+            }
+        }
     }
     if want(AppProtocol::Tcp) {
-        let m = a.model::<TcpModel>().await?;
+        let m = a.part::<TcpModel>().await?;
         span = m.span;
         for s in &m.streams {
             if let (Some(rtt), Some(f)) = (s.handshake_rtt(), s.synack_frame) {

@@ -2,6 +2,16 @@
 //! and its findings live together in its group's module; shared mechanics live in
 //! `crate::engine` and `crate::tshark`.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+
+use crate::engine::Analysis;
+use crate::model::tcp::TcpModel;
+use crate::model::tls::TlsModel;
+use crate::report::Finding;
+
 pub mod anomalies;
 pub mod bandwidth;
 pub mod basic;
@@ -20,6 +30,159 @@ pub mod threats;
 pub mod timeline;
 pub mod tls;
 pub mod topology;
+
+/// The parts of the capture index the tools read: each family's reducer over the one
+/// shared pass (`crate::index`).
+pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
+    crate::index::part::<crate::model::tcp::TcpModel>,
+    crate::index::part::<crate::model::tls::TlsModel>,
+    crate::index::part::<basic::Overview>,
+    crate::index::part::<crate::index::Rows<dns::DnsRow>>,
+    crate::index::part::<crate::index::Rows<http::HttpRow>>,
+    crate::index::part::<expert::ExpertFrames>,
+    crate::index::part::<crate::index::Rows<performance::LatencyRow>>,
+    crate::index::part::<crate::index::Rows<metrics::AppRow>>,
+    crate::index::part::<crate::index::Rows<quality::QRow>>,
+    crate::index::part::<threats::PacketFacts>,
+    crate::index::part::<anomalies::AnomalyState>,
+    crate::index::part::<topology::TopoState>,
+    crate::index::part::<timeline::TimelineState>,
+    crate::index::part::<bandwidth::BwState>,
+];
+
+/// A family's symptom check in the triage: its tool's view with default arguments.
+pub struct Check {
+    /// The tool that explains what the check finds.
+    pub tool: &'static str,
+    pub run: fn(Analysis) -> CheckFuture,
+    /// Which of the view's findings the triage shows (the rest belong to another
+    /// family's check, or are not symptoms).
+    pub keep: fn(&Finding) -> bool,
+}
+
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Vec<Finding>, String>> + Send>>;
+
+/// A tool's parameters as a client sending only `pcap_file` gets them.
+fn defaults<P: DeserializeOwned>() -> Result<P, String> {
+    serde_json::from_value(serde_json::json!({ "pcap_file": "" }))
+        .map_err(|e| format!("internal error: default arguments: {e}"))
+}
+
+/// A check that runs a tool's whole view.
+macro_rules! view_check {
+    ($name:ident, $view:path, $params:ty) => {
+        fn $name(a: Analysis) -> CheckFuture {
+            Box::pin(async move { Ok($view(a, defaults::<$params>()?).await?.findings) })
+        }
+    };
+}
+
+/// A check that reduces a model part the way its tool does.
+macro_rules! model_check {
+    ($name:ident, $model:ty, $reduce:path) => {
+        fn $name(mut a: Analysis) -> CheckFuture {
+            Box::pin(async move {
+                let m = a.part::<$model>().await?;
+                Ok($reduce(&m, &defaults::<tcp::TcpParams>()?).1)
+            })
+        }
+    };
+}
+
+view_check!(check_threats, threats::threats, threats::ThreatParams);
+model_check!(check_retrans, TcpModel, tcp::retransmissions);
+model_check!(check_zero_window, TcpModel, tcp::zero_windows);
+model_check!(check_lifecycle, TcpModel, tcp::lifecycle);
+model_check!(check_timing, TcpModel, tcp::timing);
+view_check!(check_dns, dns::dns, dns::DnsParams);
+model_check!(check_handshakes, TlsModel, tls::handshakes);
+model_check!(check_certificates, TlsModel, tls::certificates);
+model_check!(check_sni, TlsModel, tls::sni_mismatches);
+model_check!(check_alerts, TlsModel, tls::alerts);
+view_check!(check_http, http::http_requests, http::HttpParams);
+view_check!(check_quality, quality::quality, quality::QualityParams);
+view_check!(
+    check_anomalies,
+    anomalies::anomalies,
+    anomalies::AnomalyParams
+);
+
+fn all(_: &Finding) -> bool {
+    true
+}
+
+/// The triage of `analyze_pcap_file`: every family's check, in order of the harm its
+/// problems do to users when two are equally severe (an attack, then loss and stalls,
+/// then failed names, handshakes and requests, then protocol oddities).
+pub const TRIAGE: &[Check] = &[
+    Check {
+        tool: "analyze_security_threats",
+        run: check_threats,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_tcp_retransmissions",
+        run: check_retrans,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_tcp_zero_window",
+        run: check_zero_window,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_connection_lifecycle",
+        run: check_lifecycle,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_dns_resolution_issues",
+        run: check_dns,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_tls_handshakes",
+        run: check_handshakes,
+        keep: all,
+    },
+    Check {
+        tool: "extract_certificate_details",
+        run: check_certificates,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_sni_mismatches",
+        run: check_sni,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_tls_alerts",
+        run: check_alerts,
+        keep: all,
+    },
+    Check {
+        tool: "extract_http_requests",
+        run: check_http,
+        keep: all,
+    },
+    Check {
+        tool: "analyze_packet_timing_issues",
+        run: check_timing,
+        keep: all,
+    },
+    // the quality grade restates the other families' symptoms; ICMP errors and UDP
+    // to closed ports are its own
+    Check {
+        tool: "analyze_network_quality_metrics",
+        run: check_quality,
+        keep: |f| f.title.starts_with("ICMP errors") || f.title.starts_with("UDP to closed"),
+    },
+    Check {
+        tool: "analyze_protocol_anomalies",
+        run: check_anomalies,
+        keep: all,
+    },
+];
 
 /// The longest bucket or window a client may ask for (ten years), so that no width
 /// reaches tshark as a number it cannot format.

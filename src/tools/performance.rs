@@ -115,22 +115,12 @@ pub fn parse_rtp_streams(text: &str) -> Vec<RtpStream> {
     out
 }
 
-/// tshark's RTP stream table, run only when the model saw RTP packets.
+/// tshark's RTP stream table, from the tap that ran in the index pass.
 pub async fn rtp_streams(a: &mut Analysis, m: &TcpModel) -> Result<Vec<RtpStream>, String> {
     if m.rtp_packets == 0 {
         return Ok(Vec::new());
     }
-    let mut text = String::new();
-    a.run_lines(
-        None,
-        &["-q".into(), "-z".into(), "rtp,streams".into()],
-        |l| {
-            text.push_str(l);
-            text.push('\n');
-        },
-    )
-    .await?;
-    Ok(parse_rtp_streams(&text))
+    Ok(parse_rtp_streams(&a.index().await?.taps.rtp_streams))
 }
 
 /// Rounds down to thousandths, for a `>=` threshold that must include its own sample.
@@ -139,7 +129,7 @@ fn floor3(x: f64) -> f64 {
 }
 
 async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance>, String> {
-    let m: std::sync::Arc<TcpModel> = a.model::<TcpModel>().await?;
+    let m: std::sync::Arc<TcpModel> = a.part::<TcpModel>().await?;
     let mut rtp = rtp_streams(&mut a, &m).await?;
     let span = m.span.duration();
     let mut rows: Vec<ConnPerf> = m
@@ -349,7 +339,8 @@ pub struct Latency {
     pub outliers: Vec<Outlier>,
 }
 
-struct LatencyRow {
+#[derive(Clone)]
+pub struct LatencyRow {
     frame: u64,
     time: f64,
     stream: Option<u64>,
@@ -359,6 +350,18 @@ struct LatencyRow {
     icmp_time: Option<f64>,
     hs_types: Vec<u64>,
     uri: Option<String>,
+}
+
+impl crate::index::Kept for LatencyRow {
+    fn wants(r: &Row<'_>) -> bool {
+        crate::index::has_any(
+            r,
+            Self::FIELDS,
+            &["dns.time", "http.time", "icmp.resptime", "icmpv6.resptime"],
+        ) || r
+            .all(crate::index::col(Self::FIELDS, "tls.handshake.type"))
+            .any(|t| t == "1" || t == "2")
+    }
 }
 
 impl FromRow for LatencyRow {
@@ -392,14 +395,15 @@ impl FromRow for LatencyRow {
 }
 
 async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, String> {
-    let m = a.model::<TcpModel>().await?;
+    let m = a.part::<TcpModel>().await?;
     let mut dns = Vec::new();
     let mut http = Vec::new();
     let mut icmp = Vec::new();
     let mut samples: Vec<(&'static str, u64, f64, String)> = Vec::new();
     let mut hello: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
     let mut tls = Vec::new();
-    a.fields::<LatencyRow>(Some("dns.time || http.time || icmp.resptime || icmpv6.resptime || tls.handshake.type == 1 || tls.handshake.type == 2"), &[], |r| {
+    let kept = a.part::<crate::index::Rows<LatencyRow>>().await?;
+    for r in kept.0.iter().cloned() {
         if let Some(t) = r.dns_time {
             dns.push(t);
             samples.push(("dns", r.frame, t, r.dns_name.clone().unwrap_or_default()));
@@ -417,13 +421,18 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
                 hello.entry(s).or_insert((r.time, r.frame));
             }
             if r.hs_types.contains(&2)
-                && let Some((t0, _)) = hello.remove(&s) {
-                    tls.push(r.time - t0);
-                    samples.push(("tls-handshake", r.frame, r.time - t0, format!("tcp.stream {s}")));
-                }
+                && let Some((t0, _)) = hello.remove(&s)
+            {
+                tls.push(r.time - t0);
+                samples.push((
+                    "tls-handshake",
+                    r.frame,
+                    r.time - t0,
+                    format!("tcp.stream {s}"),
+                ));
+            }
         }
-    })
-    .await?;
+    }
     let irtts: Vec<f64> = m.streams.iter().filter_map(|s| s.handshake_rtt()).collect();
     for s in &m.streams {
         if let Some(r) = s.handshake_rtt() {

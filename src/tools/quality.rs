@@ -117,7 +117,8 @@ pub struct Quality {
     pub errors: ErrorRates,
 }
 
-struct QRow {
+#[derive(Clone)]
+pub struct QRow {
     frame: u64,
     multicast_dns: bool,
     dns_response: Option<bool>,
@@ -128,6 +129,20 @@ struct QRow {
     icmp6_type: Option<u64>,
     icmp_rtt_ms: Option<f64>,
     expert_error: bool,
+    /// For an ICMP port unreachable: the quoted datagram's sender, destination and port.
+    closed_port: Option<(String, String, u64)>,
+    dns_retransmission: bool,
+}
+
+impl crate::index::Kept for QRow {
+    fn wants(r: &Row<'_>) -> bool {
+        let i = crate::index::col(Self::FIELDS, "frame.protocols");
+        ["dns", "icmp", "icmpv6"]
+            .iter()
+            .any(|p| crate::index::has_protocol(r, i, p))
+            || r.all(crate::index::col(Self::FIELDS, "_ws.expert.severity"))
+                .any(|s| s == "8388608")
+    }
 }
 
 impl FromRow for QRow {
@@ -143,9 +158,26 @@ impl FromRow for QRow {
         "icmp.resptime",
         "icmpv6.resptime",
         "_ws.expert.severity",
+        "icmp.code",
+        "icmpv6.code",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "udp.dstport",
+        "dns.retransmit_request_in",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
         let protocols = r.str(1).unwrap_or("");
+        let port_unreachable = (r.u64(6) == Some(3) && r.u64(11) == Some(3))
+            || (r.u64(7) == Some(1) && r.u64(12) == Some(4));
+        // the quoted datagram's headers are the last occurrences (the outer ones come first)
+        let closed_port = port_unreachable
+            .then(|| {
+                let port = r.all(17).last()?.parse().ok()?;
+                Some((r.innermost_addr(13, 14), r.innermost_addr(15, 16), port))
+            })
+            .flatten();
         Some(Self {
             frame: r.u64(0)?,
             multicast_dns: protocols.contains(":mdns") || protocols.contains(":llmnr"),
@@ -160,6 +192,8 @@ impl FromRow for QRow {
             expert_error: r
                 .all(10)
                 .any(|s| s.parse::<u64>().is_ok_and(|v| v >= 0x0080_0000)),
+            closed_port,
+            dns_retransmission: r.str(18).is_some(),
         })
     }
 }
@@ -172,6 +206,51 @@ fn is_unreachable(r: &QRow) -> bool {
 
 fn is_time_exceeded(r: &QRow) -> bool {
     r.icmp_type == Some(11) || r.icmp6_type == Some(3)
+}
+
+/// (destination, UDP port) -> port unreachables, their first frames, the senders told.
+type ClosedPorts = BTreeMap<(String, u64), (u64, Vec<u64>, Vec<String>)>;
+
+/// UDP datagrams answered by ICMP port unreachable: a service that is down or a client
+/// aiming at the wrong port (a scan of many ports is the threat view's).
+fn closed_ports_finding(closed: &ClosedPorts) -> Finding {
+    let total: u64 = closed.values().map(|c| c.0).sum();
+    let mut rows: Vec<_> = closed.iter().collect();
+    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    let named: Vec<String> = rows
+        .iter()
+        .take(5)
+        .map(|((dst, port), (n, _, senders))| {
+            format!(
+                "{} ({n}x, from {})",
+                crate::report::endpoint(dst, Some(*port)),
+                senders.join(", ")
+            )
+        })
+        .collect();
+    let frames: Vec<u64> = rows
+        .iter()
+        .flat_map(|(_, c)| c.1.iter().copied())
+        .take(10)
+        .collect();
+    Finding::new(
+        Severity::Medium,
+        format!(
+            "UDP to closed port(s): {total} ICMP port unreachable for {} destination port(s)",
+            closed.len()
+        ),
+        format!(
+            "Nothing listened where these datagrams went: {}. A service that is down, a client configured with the wrong server or port, or a reply to a client that has gone.",
+            named.join("; ")
+        ),
+        Evidence {
+            frames,
+            display_filter:
+                "(icmp.type == 3 && icmp.code == 3) || (icmpv6.type == 1 && icmpv6.code == 4)"
+                    .into(),
+            ..Default::default()
+        },
+    )
 }
 
 /// Mean absolute change between consecutive samples (RFC 3550's idea applied to RTT).
@@ -245,57 +324,65 @@ impl PcapServer {
     }
 }
 
-async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, String> {
-    let m = a.model::<TcpModel>().await?;
-    let tls = a.model::<TlsModel>().await?;
+pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, String> {
+    let m = a.part::<TcpModel>().await?;
+    let tls = a.part::<TlsModel>().await?;
     let rtp = rtp_streams(&mut a, &m).await?;
-    let mut queries: Vec<u64> = Vec::new();
+    // query frames, and whether each is a retransmission
+    let mut queries: Vec<(u64, bool)> = Vec::new();
     let mut answered: BTreeMap<u64, Option<u64>> = BTreeMap::new();
     let mut dns_times = Vec::new();
     let mut icmp_rtts = Vec::new();
     let mut icmp_errors = 0u64;
+    let mut closed = ClosedPorts::new();
     let mut time_exceeded = 0u64;
     let mut icmp_error_frames = Vec::new();
     let mut expert_errors = 0u64;
     let mut expert_frames = Vec::new();
-    a.fields::<QRow>(
-        Some("dns || icmp || icmpv6 || _ws.expert.severity == 8388608"),
-        &[],
-        |r| {
-            if r.expert_error {
-                expert_errors += 1;
-                if expert_frames.len() < 10 {
-                    expert_frames.push(r.frame);
-                }
+    let kept = a.part::<crate::index::Rows<QRow>>().await?;
+    for r in kept.0.iter().cloned() {
+        if r.expert_error {
+            expert_errors += 1;
+            if expert_frames.len() < 10 {
+                expert_frames.push(r.frame);
             }
-            if is_unreachable(&r) {
-                icmp_errors += 1;
-                if icmp_error_frames.len() < 10 {
-                    icmp_error_frames.push(r.frame);
-                }
+        }
+        if is_unreachable(&r) {
+            icmp_errors += 1;
+            if icmp_error_frames.len() < 10 {
+                icmp_error_frames.push(r.frame);
             }
-            time_exceeded += u64::from(is_time_exceeded(&r));
-            if let Some(t) = r.icmp_rtt_ms {
-                icmp_rtts.push(t / 1000.0);
+        }
+        if let Some((sender, dst, port)) = &r.closed_port {
+            let e = closed.entry((dst.clone(), *port)).or_default();
+            e.0 += 1;
+            if e.1.len() < 5 {
+                e.1.push(r.frame);
             }
-            if r.multicast_dns {
-                return;
+            if e.2.len() < 5 && !e.2.contains(sender) {
+                e.2.push(sender.clone());
             }
-            match r.dns_response {
-                Some(false) => queries.push(r.frame),
-                Some(true) => {
-                    if let Some(q) = r.response_to {
-                        answered.entry(q).or_insert(r.rcode);
-                        if let Some(t) = r.dns_time {
-                            dns_times.push(t);
-                        }
+        }
+        time_exceeded += u64::from(is_time_exceeded(&r));
+        if let Some(t) = r.icmp_rtt_ms {
+            icmp_rtts.push(t / 1000.0);
+        }
+        if r.multicast_dns {
+            continue;
+        }
+        match r.dns_response {
+            Some(false) => queries.push((r.frame, r.dns_retransmission)),
+            Some(true) => {
+                if let Some(q) = r.response_to {
+                    answered.entry(q).or_insert(r.rcode);
+                    if let Some(t) = r.dns_time {
+                        dns_times.push(t);
                     }
                 }
-                None => {}
             }
-        },
-    )
-    .await?;
+            None => {}
+        }
+    }
 
     // loss
     let (retrans, data_segments, _) = m.loss_rate();
@@ -361,10 +448,18 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
         .count() as u64;
     let dns_failed = queries
         .iter()
-        .filter(|q| match answered.get(q) {
-            Some(rcode) => crate::definitions::dns_failed(true, *rcode),
-            None => crate::definitions::dns_failed(false, None),
+        .filter(|(q, retrans)| {
+            let rcode = answered.get(q);
+            crate::definitions::dns_query_failed(
+                *retrans,
+                rcode.is_some(),
+                rcode.copied().flatten(),
+            )
         })
+        .count() as u64;
+    let dns_queries = queries
+        .iter()
+        .filter(|(_, retrans)| crate::definitions::dns_query_counts(*retrans))
         .count() as u64;
     let nxdomain = answered.values().filter(|c| **c == Some(3)).count() as u64;
     let tls_failed = tls
@@ -384,8 +479,8 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
     let errors = ErrorRates {
         tcp_connection_attempts: attempts.len() as u64,
         tcp_connection_failure_pct: pct(failed_conns, attempts.len() as u64),
-        dns_queries: queries.len() as u64,
-        dns_failure_pct: pct(dns_failed, queries.len() as u64),
+        dns_queries,
+        dns_failure_pct: pct(dns_failed, dns_queries),
         dns_nxdomain: nxdomain,
         tls_sessions: tls.sessions.len() as u64,
         tls_failure_pct: pct(tls_failed, tls.sessions.len() as u64),
@@ -559,12 +654,16 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
             "DNS failures" => {
                 let failed: Vec<u64> = queries
                     .iter()
-                    .filter(|q| match answered.get(q) {
-                        Some(rcode) => crate::definitions::dns_failed(true, *rcode),
-                        None => true,
+                    .filter(|(q, retrans)| {
+                        let rcode = answered.get(q);
+                        crate::definitions::dns_query_failed(
+                            *retrans,
+                            rcode.is_some(),
+                            rcode.copied().flatten(),
+                        )
                     })
+                    .map(|(q, _)| *q)
                     .take(10)
-                    .copied()
                     .collect();
                 let listed = failed
                     .iter()
@@ -625,6 +724,9 @@ async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report<Quality>, 
             format!("{why} Rule: {}.", c.rule),
             evidence,
         ));
+    }
+    if !closed.is_empty() {
+        findings.push(closed_ports_finding(&closed));
     }
     let summary = format!(
         "Network quality of {}: {}. Loss {}% of TCP data segments{}; latency {}; jitter {}; connection failures {}%, DNS failures {}% of {} queries, TLS failures {}% of {} sessions. {}",

@@ -51,7 +51,7 @@ impl PcapServer {
     {
         self.engine
             .analyze(tool, p, rc, move |mut a, p| async move {
-                let m = a.model::<TcpModel>().await?;
+                let m = a.part::<TcpModel>().await?;
                 let (summary, findings, data) = reduce(&m, &p);
                 a.report(summary, findings, data, m.span, None).await
             })
@@ -153,7 +153,7 @@ fn loss_severity(rate: f64, loss: u64) -> Severity {
     }
 }
 
-fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
+pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
     let sum2 = |a: [u64; 2]| a[0] + a[1];
     let totals = RetransTotals {
         retransmissions: m.total(|s| sum2(s.retrans)),
@@ -216,6 +216,18 @@ fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
         } else {
             format!("{} -> {}", s.endpoint(1), s.endpoint(0))
         };
+        if total == 0 {
+            // only gaps: segments lost before the capture point and never resent while
+            // the capture ran (or the capture missed them)
+            let gaps = sum2(s.lost_segment);
+            findings.push(Finding::new(
+                Severity::Low,
+                format!("Stream {}: {gaps} segment(s) never seen, no retransmission", s.id),
+                "tshark saw a sequence gap (previous segment not captured) that no retransmission filled while the capture ran: the capture point missed the segment, or it was lost upstream and resent after the capture ended.",
+                stream_evidence(s, "lost_segment", Some("tcp.analysis.lost_segment")),
+            ));
+            continue;
+        }
         findings.push(Finding::new(
             if rate >= 5.0 && loss >= 5 { Severity::Medium } else { Severity::Low },
             format!("Stream {}: {total} retransmissions, {loss} of them loss ({rate}% of its data segments)", s.id),
@@ -337,7 +349,7 @@ pub struct ZeroWindows {
     pub streams: Table<ZeroWindowStream>,
 }
 
-fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> {
+pub(crate) fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> {
     let mut rows: Vec<ZeroWindowStream> = Vec::new();
     for s in &m.streams {
         for d in 0..2 {
@@ -728,7 +740,7 @@ fn is_stall(s: &Stream) -> bool {
         || s.max_gap >= 5.0 && s.max_gap >= 50.0 * rtt
 }
 
-fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
+pub(crate) fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
     let mut rows: Vec<TimingStream> = m
         .streams
         .iter()
@@ -1093,7 +1105,7 @@ fn state_meaning(s: &str) -> &'static str {
     }
 }
 
-fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
+pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     // Rank every stream, but build rows only for the page shown: a scan of a million
     // ports must not become a million rows in memory.

@@ -25,7 +25,7 @@ use crate::secrets::mask;
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
 use crate::tools::dns::TunnelHints;
-use crate::tshark::fields::{FromRow, Row, field_args, is_icmp_error};
+use crate::tshark::fields::{FromRow, Row, is_icmp_error};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ThreatParams {
@@ -645,7 +645,7 @@ fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> V
 
 // ------------------------------------------------------------ the packet pass
 
-struct ThreatRow {
+pub struct ThreatRow {
     frame: u64,
     time: f64,
     eth_src: Option<String>,
@@ -796,13 +796,13 @@ type Unreachables = (BTreeSet<u64>, Vec<u64>, f64, f64);
 type EchoCount = (u64, u64, BTreeMap<i64, u64>);
 
 #[derive(Default)]
-struct PacketFacts {
+pub struct PacketFacts {
+    span: crate::engine::Span,
     arp_claims: BTreeMap<String, Vec<(String, u64)>>,
     mac_claims: BTreeMap<String, BTreeSet<String>>,
     /// Per IP source, the MACs its frames arrived from, with the first frame of each.
     ip_macs: BTreeMap<String, Vec<(String, u64)>>,
     credentials: Vec<Credential>,
-    tap: Vec<(u64, String, String)>,
     /// (client, server, service) -> failed-login frames.
     failures: BTreeMap<(String, String, String), Vec<u64>>,
     redirects: Vec<u64>,
@@ -817,8 +817,31 @@ struct PacketFacts {
     users: BTreeMap<(&'static str, u64), String>,
 }
 
+impl crate::index::Part for PacketFacts {
+    type Row = ThreatRow;
+    fn new(_: &crate::index::Ctx) -> Self {
+        Self::default()
+    }
+    fn add(&mut self, r: ThreatRow) {
+        self.span.add(Some(r.time));
+        PacketFacts::add(self, r)
+    }
+    fn approx_bytes(&self) -> usize {
+        // per-pair maps dominate; each entry holds two addresses and a few frames
+        (self.arp_claims.len() + self.ip_macs.len() + self.failures.len() + self.echo.len()) * 160
+            + self
+                .dns_queries
+                .values()
+                .map(|v| 96 + v.len() * 16)
+                .sum::<usize>()
+            + self.udp_closed.len() * 200
+            + self.credentials.len() * 200
+    }
+}
+
 impl PacketFacts {
-    fn add(&mut self, r: ThreatRow, reveal: bool) {
+    /// Secrets are kept as captured; the report masks them unless the caller asks.
+    fn add(&mut self, r: ThreatRow) {
         if let (Some(op), Some(mac), Some(ip)) = (r.arp_op, &r.arp_mac, &r.arp_ip)
             && (op == 1 || op == 2)
             && !unassigned(ip)
@@ -837,9 +860,12 @@ impl PacketFacts {
         };
         if let Some(mac) = &r.eth_src
             && !unassigned(&src)
+            && crate::index::room(&self.ip_macs, &src)
         {
             let v = self.ip_macs.entry(src.clone()).or_default();
             if v.len() < 4 && !v.iter().any(|(m, _)| m == mac) {
+                // most sources only ever show one MAC: no room for four per source
+                v.reserve_exact(1);
                 v.push((mac.clone(), r.frame));
             }
         }
@@ -887,7 +913,7 @@ impl PacketFacts {
             client: src.clone(),
             server: dst.clone(),
             username: user,
-            secret: secret.map(|s| mask(s, reveal)),
+            secret: secret.map(str::to_string),
             frame: r.frame,
             display_filter: format!("frame.number == {}", r.frame),
         };
@@ -1123,27 +1149,20 @@ impl PcapServer {
     }
 }
 
-async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, String> {
+pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, String> {
     let reveal = p.reveal_secrets.unwrap_or(false);
     let limit = clamp_limit(p.limit, 20);
-    let tcp = a.model::<TcpModel>().await?;
-    let tls = a.model::<TlsModel>().await?;
-    let mut facts = PacketFacts::default();
-    let mut span = crate::engine::Span::default();
-    let mut args = field_args(ThreatRow::FIELDS);
-    args.extend(["-z".to_string(), "credentials".to_string()]);
-    let mut in_tap = false;
-    a.run_lines(None, &args, |line| {
-        if let Some(r) = ThreatRow::parse_line(line) {
-            span.add(Some(r.time));
-            facts.add(r, reveal);
-        } else if line.starts_with("Packet") {
-            in_tap = true;
-        } else if in_tap && let Some(t) = parse_credentials_tap(line) {
-            facts.tap.push(t);
-        }
-    })
-    .await?;
+    let tcp = a.part::<TcpModel>().await?;
+    let tls = a.part::<TlsModel>().await?;
+    let index = a.index().await?;
+    let facts = index.get::<PacketFacts>()?;
+    let span = facts.span;
+    let tap: Vec<(u64, String, String)> = index
+        .taps
+        .credentials
+        .lines()
+        .filter_map(parse_credentials_tap)
+        .collect();
 
     let mut findings = Vec::new();
     let mut scans = port_scans(&tcp);
@@ -1234,8 +1253,11 @@ async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, St
     }
 
     // credentials: protocol fields first, then any user the tap found that they missed
-    let mut creds = std::mem::take(&mut facts.credentials);
-    for (frame, protocol, user) in &facts.tap {
+    let mut creds = facts.credentials.clone();
+    for c in &mut creds {
+        c.secret = c.secret.as_deref().map(|s| mask(s, reveal));
+    }
+    for (frame, protocol, user) in &tap {
         let covered = creds.iter().any(|c| c.frame == *frame)
             || creds
                 .iter()

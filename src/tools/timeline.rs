@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::index::Part;
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, human_bits_per_s, rfc3339, round, thousands,
 };
@@ -87,7 +88,7 @@ pub struct Timeline {
     pub idle_gaps: Vec<Gap>,
 }
 
-struct TimelineRow {
+pub struct TimelineRow {
     frame: u64,
     time: Option<f64>,
     len: u64,
@@ -192,43 +193,51 @@ impl PcapServer {
     }
 }
 
-async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>, String> {
-    let info = a.summary().await.ok();
-    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
-    // The base width is fine enough for the final choice; never more than ~100k buckets in memory.
-    let (interval, coarsened) = choose_interval(p.time_interval, span_hint);
-    let base = interval.max(span_hint / 100_000.0);
-    let mut start: Option<f64> = info
-        .as_ref()
-        .and_then(|i| i.first_epoch)
-        .filter(|_| a.filter.is_none());
-    let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
-    let mut dns_queries: Vec<(u64, u64)> = Vec::new();
-    let mut dns_answered: std::collections::BTreeSet<u64> = Default::default();
-    let mut span = Span::default();
-    let mut last: Option<(u64, f64)> = None;
-    let mut gaps: Vec<Gap> = Vec::new();
-    a.fields::<TimelineRow>(None, &[], |r| {
-        span.add(r.time);
+/// What the family's reducer keeps from the index pass.
+#[derive(Clone)]
+pub struct TimelineState {
+    start: Option<f64>,
+    buckets: BTreeMap<u64, Bucket>,
+    dns_queries: Vec<(u64, u64)>,
+    dns_answered: std::collections::BTreeSet<u64>,
+    span: Span,
+    last: Option<(u64, f64)>,
+    gaps: Vec<Gap>,
+    base: f64,
+}
+
+impl crate::index::Part for TimelineState {
+    type Row = TimelineRow;
+    /// Buckets of the width a call without `time_interval` shows.
+    fn new(ctx: &crate::index::Ctx) -> Self {
+        let span_hint = ctx.summary.duration_s;
+        let (interval, _) = choose_interval(None, span_hint);
+        let start = ctx.summary.first_epoch.filter(|_| !ctx.filtered);
+        Self::with_base(base_width(interval, span_hint), start)
+    }
+    fn add(&mut self, r: TimelineRow) {
+        self.span.add(r.time);
         let t = r.time.unwrap_or(0.0);
-        let t0 = *start.get_or_insert(t);
-        if let Some((frame, prev)) = last {
+        let t0 = *self.start.get_or_insert(t);
+        if let Some((frame, prev)) = self.last {
             let gap = t - prev;
-            if gap > 0.0 && (gaps.len() < 5 || gap > gaps[gaps.len() - 1].duration_s) {
-                gaps.push(Gap {
+            if gap > 0.0 && (self.gaps.len() < 5 || gap > self.gaps[self.gaps.len() - 1].duration_s)
+            {
+                self.gaps.push(Gap {
                     after_frame: frame,
                     start_s: round(prev - t0, 6),
                     duration_s: round(gap, 6),
                 });
-                gaps.sort_by(|x, y| y.duration_s.total_cmp(&x.duration_s));
-                gaps.truncate(5);
+                self.gaps
+                    .sort_by(|x, y| y.duration_s.total_cmp(&x.duration_s));
+                self.gaps.truncate(5);
             }
         }
-        last = Some((r.frame, t));
+        self.last = Some((r.frame, t));
         // epoch seconds carry ~0.2 µs of float error: a microsecond of slack keeps a
         // packet on a bucket boundary in the bucket that starts there
-        let idx = (((t - t0).max(0.0) + 1e-6) / base).floor() as u64;
-        let b = buckets.entry(idx).or_default();
+        let idx = (((t - t0).max(0.0) + 1e-6) / self.base).floor() as u64;
+        let b = self.buckets.entry(idx).or_default();
         b.packets += 1;
         b.bytes += r.len;
         b.first_frame.get_or_insert(r.frame);
@@ -248,19 +257,74 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
             // the one definition: SERVFAIL/REFUSED answers, and (below) no answer at all
             Some(true) => {
                 if let Some(q) = r.dns_response_to {
-                    dns_answered.insert(q);
+                    self.dns_answered.insert(q);
                 }
                 if crate::definitions::dns_failed(true, r.dns_rcode) {
                     b.dns_failures += 1;
                     b.event(2, r.frame);
                 }
             }
-            Some(false) if !r.dns_retransmission => dns_queries.push((r.frame, idx)),
+            Some(false) if !r.dns_retransmission => self.dns_queries.push((r.frame, idx)),
             _ => {}
         }
         b.tls_alerts += u64::from(r.tls_alert);
-    })
-    .await?;
+    }
+    fn approx_bytes(&self) -> usize {
+        self.buckets.len() * (std::mem::size_of::<Bucket>() + 64)
+            + self.dns_queries.len() * 16
+            + self.dns_answered.len() * 24
+    }
+}
+
+/// The width the pass counts in: fine enough for the interval shown, and never more
+/// than ~100k buckets in memory.
+fn base_width(interval: f64, span_hint: f64) -> f64 {
+    interval.max(span_hint / 100_000.0)
+}
+
+impl TimelineState {
+    fn with_base(base: f64, start: Option<f64>) -> Self {
+        Self {
+            start,
+            buckets: BTreeMap::new(),
+            dns_queries: Vec::new(),
+            dns_answered: Default::default(),
+            span: Span::default(),
+            last: None,
+            gaps: Vec::new(),
+            base,
+        }
+    }
+}
+
+async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>, String> {
+    let info = a.summary().await.ok();
+    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
+    let (interval, coarsened) = choose_interval(p.time_interval, span_hint);
+    let base = base_width(interval, span_hint);
+    let indexed = a.part::<TimelineState>().await?;
+    let state = if indexed.base == base {
+        // the report consumes what it shows; the index keeps its own copy
+        (*indexed).clone()
+    } else {
+        // a width the index does not count in: this call's own pass, same reducer
+        let start = info
+            .as_ref()
+            .and_then(|i| i.first_epoch)
+            .filter(|_| a.filter.is_none());
+        let mut st = TimelineState::with_base(base, start);
+        a.fields::<TimelineRow>(None, &[], |r| st.add(r)).await?;
+        st
+    };
+    let TimelineState {
+        start,
+        mut buckets,
+        dns_queries,
+        dns_answered,
+        span,
+        gaps,
+        ..
+    } = state;
 
     for (frame, idx) in dns_queries {
         if !dns_answered.contains(&frame) {
@@ -318,11 +382,10 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         .map(|(i, _)| i)
         .filter(|_| total_bytes > 0);
     let peak = busiest.map(|i| out[i].bits_per_s).unwrap_or(0.0);
-    let average = if actual_span > 0.0 {
-        round(total_bytes as f64 * 8.0 / actual_span, 1)
-    } else {
-        0.0
-    };
+    let average = round(
+        crate::definitions::average_bits_per_s(total_bytes, actual_span),
+        1,
+    );
     let mut sorted: Vec<u64> = out.iter().map(|b| b.bytes).filter(|b| *b > 0).collect();
     sorted.sort_unstable();
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);

@@ -32,7 +32,7 @@ impl PcapServer {
     {
         self.engine
             .analyze(tool, p, rc, move |mut a, p| async move {
-                let m = a.model::<TlsModel>().await?;
+                let m = a.part::<TlsModel>().await?;
                 let (summary, findings, data) = reduce(&m, &p);
                 a.report(summary, findings, data, m.span, None).await
             })
@@ -343,7 +343,7 @@ fn offered(s: &Session) -> Vec<String> {
     }
 }
 
-fn handshakes(m: &TlsModel, p: &TcpParams) -> Reduced<Handshakes> {
+pub(crate) fn handshakes(m: &TlsModel, p: &TcpParams) -> Reduced<Handshakes> {
     let rows: Vec<HandshakeRow> = m
         .sessions
         .iter()
@@ -611,7 +611,7 @@ pub struct Certificates {
     pub encrypted_certificate_sessions: u64,
 }
 
-fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
+pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates> {
     let at = m.span.first.unwrap_or(0.0);
     let mut rows: Vec<CertRow> = m
         .certificates
@@ -845,7 +845,7 @@ pub struct SniCheck {
     pub sessions: Table<SniRow>,
 }
 
-fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
+pub(crate) fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
     let rows: Vec<SniRow> = m
         .sessions
         .iter()
@@ -988,7 +988,7 @@ pub struct Alerts {
     pub alerts: Table<AlertRow>,
 }
 
-fn alerts(m: &TlsModel, p: &TcpParams) -> Reduced<Alerts> {
+pub(crate) fn alerts(m: &TlsModel, p: &TcpParams) -> Reduced<Alerts> {
     let mut rows = Vec::new();
     for s in &m.sessions {
         for a in &s.alerts {

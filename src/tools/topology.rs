@@ -106,7 +106,7 @@ pub struct Topology {
     pub mermaid: String,
 }
 
-struct TopoRow {
+pub struct TopoRow {
     len: u64,
     eth_src: Option<String>,
     vendor: Option<String>,
@@ -176,22 +176,47 @@ impl FromRow for TopoRow {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct HostAcc {
-    macs: BTreeSet<String>,
+    // short lists, not sets: one host rarely has more than a MAC or two, and an
+    // empty-but-allocated tree node per host is most of a flood's memory
+    macs: Vec<String>,
     vendor: Option<String>,
-    services: BTreeMap<String, u64>,
-    vlans: BTreeSet<String>,
+    services: Vec<(String, u64)>,
+    vlans: Vec<String>,
     sent: u64,
     received: u64,
-    peers: BTreeSet<String>,
 }
 
-#[derive(Default)]
+/// Adds `n` to `key`'s count in a short list (a host or pair uses a service or two; a
+/// tree per entry would cost more than the entry).
+fn bump(list: &mut Vec<(String, u64)>, key: &str, n: u64) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(e) => e.1 += n,
+        None => {
+            list.reserve_exact(1);
+            list.push((key.to_string(), n));
+        }
+    }
+}
+
+/// Pushes `v` unless the list holds it already.
+fn insert_new(list: &mut Vec<String>, v: &str) -> bool {
+    let new = !list.iter().any(|x| x == v);
+    if new {
+        list.reserve_exact(1);
+        list.push(v.to_string());
+    }
+    new
+}
+
+#[derive(Default, Clone)]
 struct EdgeAcc {
     bytes: u64,
     frames: u64,
-    services: BTreeMap<String, u64>,
+    services: Vec<(String, u64)>,
+    /// A packet between the two had a unicast destination: each is the other's peer.
+    unicast: bool,
 }
 
 /// The subnet a person would name for an address: /24 for IPv4, /64 for IPv6.
@@ -350,49 +375,69 @@ impl PcapServer {
     }
 }
 
-async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>, String> {
-    let mut span = Span::default();
-    let mut hosts: BTreeMap<String, HostAcc> = BTreeMap::new();
-    let mut edges: BTreeMap<(String, String), EdgeAcc> = BTreeMap::new();
-    // MAC -> (vendor, source IPs seen behind it)
-    let mut macs: BTreeMap<String, (Option<String>, BTreeSet<String>)> = BTreeMap::new();
-    let mut arp: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut mac_vlans: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut vlans: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
-    let mut dns_servers: BTreeSet<String> = BTreeSet::new();
-    let mut dhcp_servers: BTreeSet<String> = BTreeSet::new();
-    let mut dhcp_routers: BTreeSet<String> = BTreeSet::new();
-    // eth.src.oui_resolved comes from tshark's bundled OUI table even under -n: vendors
-    // without any name lookup
-    a.fields::<TopoRow>(None, &[], |r| {
-        span.add(r.time);
+/// What the family's reducer keeps from the index pass.
+#[derive(Clone)]
+pub struct TopoState {
+    span: Span,
+    hosts: BTreeMap<String, HostAcc>,
+    edges: BTreeMap<(String, String), EdgeAcc>,
+    macs: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
+    arp: BTreeMap<String, BTreeSet<String>>,
+    mac_vlans: BTreeMap<String, BTreeSet<String>>,
+    vlans: BTreeMap<String, (u64, BTreeSet<String>)>,
+    dns_servers: BTreeSet<String>,
+    dhcp_servers: BTreeSet<String>,
+    dhcp_routers: BTreeSet<String>,
+}
+
+impl crate::index::Part for TopoState {
+    type Row = TopoRow;
+    fn new(_ctx: &crate::index::Ctx) -> Self {
+        Self {
+            span: Default::default(),
+            hosts: Default::default(),
+            edges: Default::default(),
+            macs: Default::default(),
+            arp: Default::default(),
+            mac_vlans: Default::default(),
+            vlans: Default::default(),
+            dns_servers: Default::default(),
+            dhcp_servers: Default::default(),
+            dhcp_routers: Default::default(),
+        }
+    }
+    fn add(&mut self, r: TopoRow) {
+        self.span.add(r.time);
         if let (Some(m), Some(ip)) = (&r.arp_mac, &r.arp_ip) {
-            arp.entry(m.clone()).or_default().insert(ip.clone());
+            self.arp.entry(m.clone()).or_default().insert(ip.clone());
         }
         let vlan = (!r.vlans.is_empty()).then(|| r.vlans.join("/"));
         if let (Some(v), Some(m)) = (&vlan, &r.eth_src) {
-            mac_vlans.entry(m.clone()).or_default().insert(v.clone());
+            self.mac_vlans
+                .entry(m.clone())
+                .or_default()
+                .insert(v.clone());
         }
         if let Some(v) = &vlan {
-            let e = vlans.entry(v.clone()).or_default();
+            let e = self.vlans.entry(v.clone()).or_default();
             e.0 += 1;
             if let Some(s) = r.src.as_ref().or(r.arp_ip.as_ref()) {
                 e.1.insert(s.clone());
             }
         }
         if let Some(d) = &r.dhcp_server {
-            dhcp_servers.insert(d.clone());
+            self.dhcp_servers.insert(d.clone());
         }
-        dhcp_routers.extend(r.dhcp_router.iter().cloned());
-        dns_servers.extend(r.dhcp_dns.iter().cloned());
+        self.dhcp_routers.extend(r.dhcp_router.iter().cloned());
+        self.dns_servers.extend(r.dhcp_dns.iter().cloned());
         let (Some(src), Some(dst)) = (r.src, r.dst) else {
             if let Some(m) = &r.eth_src {
-                macs.entry(m.clone()).or_default().0 = r.vendor.clone();
+                self.macs.entry(m.clone()).or_default().0 = r.vendor.clone();
             }
             return;
         };
         if let Some(m) = &r.eth_src {
-            let e = macs.entry(m.clone()).or_default();
+            let e = self.macs.entry(m.clone()).or_default();
             if e.0.is_none() {
                 e.0 = r.vendor.clone();
             }
@@ -403,44 +448,46 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         let service = if r.synack {
             r.tcp_sport.map(|p| format!("tcp/{p}"))
         } else if r.dns_response && r.udp_sport == Some(53) {
-            dns_servers.insert(src.clone());
+            self.dns_servers.insert(src.clone());
             Some("udp/53".into())
         } else if r.dns_response && r.tcp_sport == Some(53) {
-            dns_servers.insert(src.clone());
+            self.dns_servers.insert(src.clone());
             Some("tcp/53".into())
         } else {
             None
         };
-        let hs = hosts.entry(src.clone()).or_default();
-        hs.sent += r.len;
-        if let Some(m) = &r.eth_src {
-            hs.macs.insert(m.clone());
-            if hs.vendor.is_none() {
-                hs.vendor = r.vendor.clone();
+        if crate::index::room(&self.hosts, &src) {
+            let hs = self.hosts.entry(src.clone()).or_default();
+            hs.sent += r.len;
+            if let Some(m) = &r.eth_src {
+                insert_new(&mut hs.macs, m);
+                if hs.vendor.is_none() {
+                    hs.vendor = r.vendor.clone();
+                }
+            }
+            if let Some(v) = &vlan {
+                insert_new(&mut hs.vlans, v);
+            }
+            if let Some(s) = &service {
+                bump(&mut hs.services, s, 1);
             }
         }
-        if let Some(v) = &vlan {
-            hs.vlans.insert(v.clone());
-        }
-        if let Some(s) = &service {
-            *hs.services.entry(s.clone()).or_default() += 1;
-        }
-        if is_unicast(&dst) {
-            hs.peers.insert(dst.clone());
-        }
-        let hd = hosts.entry(dst.clone()).or_default();
-        hd.received += r.len;
-        if is_unicast(&dst) {
-            hd.peers.insert(src.clone());
+        let unicast = is_unicast(&dst);
+        if crate::index::room(&self.hosts, &dst) {
+            self.hosts.entry(dst.clone()).or_default().received += r.len;
         }
         let key = if src <= dst {
             (src.clone(), dst.clone())
         } else {
             (dst.clone(), src.clone())
         };
-        let e = edges.entry(key).or_default();
+        if !crate::index::room(&self.edges, &key) {
+            return;
+        }
+        let e = self.edges.entry(key).or_default();
         e.bytes += r.len;
         e.frames += 1;
+        e.unicast |= unicast;
         // the server side of this packet's connection: the lower well-known port
         let port = match (r.tcp_sport, r.tcp_dport, r.udp_sport) {
             (Some(s), Some(d), _) => Some(format!("tcp/{}", s.min(d))),
@@ -448,20 +495,61 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             _ => None,
         };
         if let Some(pt) = port {
-            *e.services.entry(pt).or_default() += r.len;
+            bump(&mut e.services, &pt, r.len);
         }
-    })
-    .await?;
+    }
+    fn approx_bytes(&self) -> usize {
+        // per entry: key and value in a tree node (about half full) plus their strings
+        self.hosts.len() * 420
+            + self.edges.len() * 300
+            + self
+                .macs
+                .values()
+                .map(|m| 200 + m.1.len() * 80)
+                .sum::<usize>()
+            + self.arp.values().map(|v| 100 + v.len() * 80).sum::<usize>()
+    }
+}
 
+async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>, String> {
+    // MAC -> (vendor, source IPs seen behind it)
+    // eth.src.oui_resolved comes from tshark's bundled OUI table even under -n: vendors
+    // without any name lookup
+    let state = a.part::<TopoState>().await?;
+    // the report consumes what it shows; the index keeps its own copy
+    let TopoState {
+        span,
+        mut hosts,
+        edges,
+        macs,
+        arp,
+        mac_vlans,
+        vlans,
+        dns_servers,
+        dhcp_servers,
+        dhcp_routers,
+    } = (*state).clone();
+
+    // distinct peers per host, from the edges that carried unicast traffic
+    let mut peers: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, b) in edges.iter().filter(|(_, e)| e.unicast).map(|(k, _)| k) {
+        *peers.entry(a.as_str()).or_default() += 1;
+        if a != b {
+            *peers.entry(b.as_str()).or_default() += 1;
+        }
+    }
+    let peers: BTreeMap<String, usize> =
+        peers.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     // hosts that only spoke ARP are on the segment too
     for (mac, ips) in &arp {
         for ip in ips {
             let h = hosts.entry(ip.clone()).or_default();
-            if h.macs.insert(mac.clone()) && h.vendor.is_none() {
+            if insert_new(&mut h.macs, mac) && h.vendor.is_none() {
                 h.vendor = macs.get(mac).and_then(|m| m.0.clone());
             }
-            h.vlans
-                .extend(mac_vlans.get(mac).into_iter().flatten().cloned());
+            for v in mac_vlans.get(mac).into_iter().flatten() {
+                insert_new(&mut h.vlans, v);
+            }
         }
     }
     // a MAC in front of source addresses from several subnets forwards for them: a
@@ -489,7 +577,9 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
     let mut rows: Vec<Host> = hosts
         .into_iter()
         .filter(|(addr, _)| is_unicast(addr))
-        .map(|(address, h)| {
+        .map(|(address, mut h)| {
+            h.macs.sort();
+            h.vlans.sort();
             let own_macs: Vec<String> = h
                 .macs
                 .iter()
@@ -523,8 +613,8 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             if roles.is_empty() {
                 roles.push("client".into());
             }
-            let mut services: Vec<(String, u64)> = h.services.into_iter().collect();
-            services.sort_by_key(|s| std::cmp::Reverse(s.1));
+            let mut services = h.services;
+            services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Host {
                 display_filter: if address.contains(':') {
                     host_filter(&address, "addr")
@@ -539,7 +629,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
                 vlans: h.vlans.into_iter().collect(),
                 bytes_sent: h.sent,
                 bytes_received: h.received,
-                peers: h.peers.len(),
+                peers: peers.get(&address).copied().unwrap_or(0),
                 address,
             }
         })
@@ -569,8 +659,8 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         .into_iter()
         .filter(|((x, y), _)| is_unicast(x) && is_unicast(y))
         .map(|((x, y), e)| {
-            let mut services: Vec<(String, u64)> = e.services.into_iter().collect();
-            services.sort_by_key(|s| std::cmp::Reverse(s.1));
+            let mut services = e.services;
+            services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Edge {
                 display_filter: format!(
                     "{} && {}",

@@ -37,7 +37,7 @@ pub fn field_args(fields: &[&str]) -> Vec<String> {
 
 /// One packet's fields, borrowed from the output line.
 pub struct Row<'a> {
-    cols: Vec<&'a str>,
+    cols: std::borrow::Cow<'a, [&'a str]>,
 }
 
 impl<'a> Row<'a> {
@@ -48,7 +48,17 @@ impl<'a> Row<'a> {
         while cols.len() < n {
             cols.push("");
         }
-        Self { cols }
+        Self { cols: cols.into() }
+    }
+
+    /// A row over columns already split (the capture index's projection of a wider line).
+    pub fn from_cols(cols: &'a [&'a str]) -> Self {
+        Self { cols: cols.into() }
+    }
+
+    /// Column `i` exactly as printed (empty when absent or beyond the row).
+    pub fn raw(&self, i: usize) -> &'a str {
+        self.cols.get(i).copied().unwrap_or("")
     }
 
     /// The raw text of column `i`, or None when the field was absent.

@@ -488,3 +488,45 @@ pub async fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Every capture under `dir` (recursively, leaving out oracle logs).
+pub fn captures_in(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "oracles") {
+                captures_in(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every fixture, plus the shared corpus when this checkout sits beside it (or
+/// PCAP_TEST_CORPUS names it), each capture once (fixtures are copies of corpus files);
+/// and the PCAP_ALLOWED_DIRS value that reaches them all.
+pub fn fixture_and_corpus_captures() -> (Vec<PathBuf>, String) {
+    let corpus = std::env::var("PCAP_TEST_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    let mut files = Vec::new();
+    captures_in(&fixtures(), &mut files);
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_owned())
+        .collect();
+    let mut corpus_files = Vec::new();
+    captures_in(&corpus, &mut corpus_files);
+    files.extend(
+        corpus_files
+            .into_iter()
+            .filter(|f| !names.contains(&f.file_name().unwrap().to_owned())),
+    );
+    files.sort();
+    let dirs = format!("{}:{}", fixtures().display(), corpus.display());
+    (files, dirs)
+}

@@ -1,0 +1,402 @@
+//! The capture index: for one capture and scope (display filter, TLS key log), **one**
+//! tshark pass whose rows feed every family's reducer at once, plus the taps that are
+//! the cheapest or only source of a fact (expert info, credentials, RTP streams) in the
+//! same process. Every analysis is then a view over the index: a whole investigation
+//! costs about one pass, and two tools reporting the same metric read it from the same
+//! reducer.
+//!
+//! A family declares a [`Part`]: the fields it needs (its row type), which rows belong
+//! to it (what used to be its own `-Y` filter), and how it folds a row into state that
+//! grows with flows or transactions, never with packets. The index prints the union of
+//! every part's fields once and hands each part its own columns of each line.
+
+use std::any::{Any, TypeId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::engine::Analysis;
+use crate::pcapfile::CaptureSummary;
+use crate::tshark::fields::{FromRow, Row, field_args};
+
+/// The per-host and per-pair tables of the views that show only their busiest or first
+/// entries (conversations, endpoints, topology, talkers, TTLs, MACs) stop taking new
+/// keys at this many: a flood of spoofed sources cannot grow them without bound, and
+/// an ordinary capture (a 1 GB one has ~115k conversations) stays exact. Counts that
+/// findings rest on (TCP streams, SYNs, bytes) are never capped.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// Whether `key` may be counted in `map`: it is there already, or there is room.
+pub fn room<K: Ord, V>(map: &BTreeMap<K, V>, key: &K) -> bool {
+    map.len() < MAX_TRACKED || map.contains_key(key)
+}
+
+/// What a part may know before the pass starts.
+pub struct Ctx {
+    /// Our own reader's facts about the whole file.
+    pub summary: Arc<CaptureSummary>,
+    /// Whether the scope narrows the capture (then file-level times do not apply).
+    pub filtered: bool,
+}
+
+/// One family's reducer over the shared pass.
+pub trait Part: Sized + Send + Sync + 'static {
+    type Row: FromRow;
+    fn new(ctx: &Ctx) -> Self;
+    /// Whether a row belongs to this family, judged on its own columns (the family's
+    /// former tshark filter, as field presence).
+    fn wants(_row: &Row<'_>) -> bool {
+        true
+    }
+    fn add(&mut self, row: Self::Row);
+    /// Called once after the last row (sorting, dropping builder state).
+    fn finish(&mut self) {}
+    /// An estimate of the memory it holds, for the cache's byte budget.
+    fn approx_bytes(&self) -> usize;
+}
+
+/// The rows of a family whose rows are already transactions (a DNS message, an HTTP
+/// request or response, a handshake message with a timing): kept as they are, so the
+/// tool's own reduction can run with the caller's parameters over them.
+pub trait Kept: FromRow + Send + Sync + 'static {
+    fn wants(row: &Row<'_>) -> bool;
+}
+
+/// The kept rows of one family, in frame order.
+pub struct Rows<R>(pub Vec<R>);
+
+impl<R: Kept> Part for Rows<R> {
+    type Row = R;
+    fn new(_: &Ctx) -> Self {
+        Rows(Vec::new())
+    }
+    fn wants(row: &Row<'_>) -> bool {
+        R::wants(row)
+    }
+    fn add(&mut self, row: R) {
+        self.0.push(row)
+    }
+    fn finish(&mut self) {
+        self.0.shrink_to_fit()
+    }
+    fn approx_bytes(&self) -> usize {
+        // rows hold a few short strings besides their inline size
+        self.0.capacity() * (std::mem::size_of::<R>() + 64)
+    }
+}
+
+/// A part behind a type-erased handle, as the pass drives it.
+pub trait Sink: Send {
+    fn name(&self) -> &'static str;
+    fn fields(&self) -> &'static [&'static str];
+    fn feed(&mut self, row: &Row<'_>);
+    fn done(self: Box<Self>) -> (TypeId, Arc<dyn Any + Send + Sync>, usize);
+}
+
+struct PartSink<P: Part>(P);
+
+impl<P: Part> Sink for PartSink<P> {
+    fn name(&self) -> &'static str {
+        std::any::type_name::<P>()
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        P::Row::FIELDS
+    }
+    fn feed(&mut self, row: &Row<'_>) {
+        if P::wants(row)
+            && let Some(r) = P::Row::from_row(row)
+        {
+            self.0.add(r);
+        }
+    }
+    fn done(mut self: Box<Self>) -> (TypeId, Arc<dyn Any + Send + Sync>, usize) {
+        self.0.finish();
+        let bytes = self.0.approx_bytes();
+        (TypeId::of::<P>(), Arc::new(self.0), bytes)
+    }
+}
+
+/// How the index makes one part; the list of them is declared once, where the tools
+/// that read them are (`tools::INDEX_PARTS`).
+pub type PartMaker = fn(&Ctx) -> Box<dyn Sink>;
+
+pub fn part<P: Part>(ctx: &Ctx) -> Box<dyn Sink> {
+    Box::new(PartSink(P::new(ctx)))
+}
+
+/// The column of `name` in a row type's fields (a programming error if absent).
+pub fn col(fields: &[&str], name: &str) -> usize {
+    fields
+        .iter()
+        .position(|f| *f == name)
+        .unwrap_or_else(|| panic!("field {name} is not in the row's fields"))
+}
+
+/// Whether any of the named fields is present in a row of `fields`.
+pub fn has_any(row: &Row<'_>, fields: &[&str], names: &[&str]) -> bool {
+    names.iter().any(|n| row.str(col(fields, n)).is_some())
+}
+
+/// Whether `frame.protocols` (column `i`) names protocol `p`.
+pub fn has_protocol(row: &Row<'_>, i: usize, p: &str) -> bool {
+    row.str(i).is_some_and(|s| s.split(':').any(|x| x == p))
+}
+
+/// The text of the taps that ran in the index pass, each on its own.
+#[derive(Debug, Default, Clone)]
+pub struct Taps {
+    pub expert: String,
+    pub credentials: String,
+    pub rtp_streams: String,
+}
+
+impl Taps {
+    /// The taps' arguments, in an order [`Taps::split`] recognises.
+    fn args() -> [String; 6] {
+        ["-z", "expert", "-z", "credentials", "-z", "rtp,streams"].map(String::from)
+    }
+
+    /// Sorts the tap text tshark prints after the last row into the three sections:
+    /// each starts with a header only its tap prints.
+    fn split(text: &str) -> Self {
+        let mut t = Taps::default();
+        let mut cur: Option<&mut String> = None;
+        for line in text.lines() {
+            let expert_head = ["Errors (", "Warnings (", "Notes (", "Chats (", "Comments ("]
+                .iter()
+                .any(|h| line.starts_with(h));
+            if line.starts_with('=') && line.contains("RTP Streams") {
+                cur = Some(&mut t.rtp_streams);
+            } else if line.starts_with("Packet") && line.contains("Username") {
+                cur = Some(&mut t.credentials);
+            } else if expert_head {
+                cur = Some(&mut t.expert);
+            }
+            if let Some(s) = cur.as_deref_mut() {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+        t
+    }
+}
+
+/// Everything one pass learnt about one capture and scope.
+pub struct CaptureIndex {
+    parts: BTreeMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub taps: Taps,
+    pub commands: Vec<String>,
+    pub warning: Option<String>,
+    bytes: usize,
+}
+
+impl CaptureIndex {
+    /// One part's state; every part listed in `tools::INDEX_PARTS` is there.
+    pub fn get<P: Part>(&self) -> Result<Arc<P>, String> {
+        self.parts
+            .get(&TypeId::of::<P>())
+            .cloned()
+            .and_then(|a| a.downcast::<P>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "internal error: the capture index has no {}",
+                    std::any::type_name::<P>()
+                )
+            })
+    }
+
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes + self.taps.expert.len() + self.taps.credentials.len()
+    }
+
+    /// Runs the pass. Lines are split once; each part gets its own columns.
+    pub async fn build(a: &mut Analysis, makers: &[PartMaker]) -> Result<Self, String> {
+        let summary = a.summary().await?;
+        let ctx = Ctx {
+            summary,
+            filtered: a.filter.is_some(),
+        };
+        let mut sinks: Vec<Box<dyn Sink>> = makers.iter().map(|m| m(&ctx)).collect();
+        // frame.number first: a row line always starts with a digit, tap text never does
+        let mut union: Vec<&'static str> = vec!["frame.number", "frame.time_epoch"];
+        let mut maps: Vec<Vec<usize>> = Vec::with_capacity(sinks.len());
+        for s in &sinks {
+            let map = s
+                .fields()
+                .iter()
+                .map(|f| match union.iter().position(|u| u == f) {
+                    Some(i) => i,
+                    None => {
+                        union.push(f);
+                        union.len() - 1
+                    }
+                })
+                .collect();
+            maps.push(map);
+        }
+        let mut args = field_args(&union);
+        args.extend(Taps::args());
+        let mut in_taps = false;
+        let mut tap_text = String::new();
+        let n = union.len();
+        let widest = maps.iter().map(Vec::len).max().unwrap_or(0);
+        a.run_lines(None, &args, |line| {
+            if !in_taps && line.starts_with(|c: char| c.is_ascii_digit()) {
+                // tshark escapes tabs inside values (`\t`), so every column splits
+                // exactly wherever a row type placed its free text
+                let row = Row::parse(line, n);
+                let mut cols: Vec<&str> = Vec::with_capacity(widest);
+                for (s, map) in sinks.iter_mut().zip(&maps) {
+                    cols.clear();
+                    cols.extend(map.iter().map(|&i| row.raw(i)));
+                    s.feed(&Row::from_cols(&cols));
+                }
+            } else {
+                in_taps = true;
+                tap_text.push_str(line);
+                tap_text.push('\n');
+            }
+        })
+        .await?;
+        let mut parts = BTreeMap::new();
+        let mut bytes = 0;
+        for s in sinks {
+            let name = s.name();
+            let (id, p, b) = s.done();
+            tracing::debug!(part = name, bytes = b, "index part built");
+            parts.insert(id, p);
+            bytes += b;
+        }
+        Ok(Self {
+            parts,
+            taps: Taps::split(&tap_text),
+            commands: a.commands.clone(),
+            warning: a.warning.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Heap bytes in use by the current thread, counted by the test build's allocator:
+/// what a part really holds (per thread, so tests running beside it do not count).
+#[cfg(test)]
+pub mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static IN_USE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        // try_with: a thread being torn down has no counter left
+        let _ = IN_USE.try_with(|c| c.set(c.get() + n));
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            add(l.size() as isize);
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            add(-(l.size() as isize));
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            add(n as isize - l.size() as isize);
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    pub fn in_use() -> usize {
+        IN_USE.with(|c| c.get()).max(0) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_are_split_by_their_headers() {
+        // as tshark 4.0 prints them after the rows: reverse order of registration
+        let text = "========================= RTP Streams ========================\n   Start time ...\n==============================================================\n===================================================================\nPacket     Protocol         Username         Info\n9          FTP              Admin            Username in packet: 6\n===================================================================\nNotes (2)\n=============\n   Frequency      Group           Protocol  Summary\n           1   Sequence                TCP  This frame initiates the connection closing\n";
+        let t = Taps::split(text);
+        assert!(t.rtp_streams.contains("RTP Streams"), "{}", t.rtp_streams);
+        assert!(!t.rtp_streams.contains("Admin"));
+        assert!(t.credentials.contains("Admin"));
+        assert!(!t.credentials.contains("Notes"));
+        assert!(t.expert.starts_with("Notes (2)"));
+        assert!(!t.expert.contains("Admin"));
+    }
+
+    /// A value for each field of a flood of one-SYN connections from distinct sources:
+    /// the worst case for per-flow state.
+    fn flood_value(field: &str, i: u64) -> String {
+        match field {
+            "frame.number" => (i + 1).to_string(),
+            "frame.time_epoch" => {
+                format!("{}.{:06}", 1_700_000_000 + i / 10_000, (i % 10_000) * 100)
+            }
+            "frame.len" | "frame.cap_len" => "54".into(),
+            "frame.protocols" => "eth:ethertype:ip:tcp".into(),
+            // spoofed sources behind one router
+            "eth.src" => "02:00:00:00:00:01".into(),
+            "eth.dst" => "02:00:00:00:00:02".into(),
+            "ip.src" => format!("11.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+            "ip.dst" => "10.9.9.9".into(),
+            "ip.proto" => "6".into(),
+            "ip.ttl" => "64".into(),
+            "ip.id" => (i & 0xffff).to_string(),
+            "tcp.srcport" => (1024 + i % 60_000).to_string(),
+            "tcp.dstport" => "80".into(),
+            "tcp.stream" => i.to_string(),
+            "tcp.flags" => "0x0002".into(),
+            "tcp.flags.syn" => "1".into(),
+            "tcp.flags.ack" | "tcp.flags.reset" | "tcp.flags.fin" => "0".into(),
+            "tcp.len" => "0".into(),
+            "tcp.window_size" | "tcp.window_size_value" => "64240".into(),
+            "_ws.expert.severity" => "2097152".into(),
+            "_ws.expert.message" => "Connection establish request (SYN): server port 80".into(),
+            _ => String::new(),
+        }
+    }
+
+    /// What each part holds per flow on a flood of distinct one-SYN connections,
+    /// measured by the counting allocator: the numbers behind the memory targets.
+    #[test]
+    fn parts_stay_small_per_flow() {
+        let n = 20_000u64;
+        let ctx = Ctx {
+            summary: Arc::new(CaptureSummary::default()),
+            filtered: false,
+        };
+        let mut total = 0usize;
+        for make in crate::tools::INDEX_PARTS {
+            let before = heap::in_use();
+            let mut sink = make(&ctx);
+            let fields = sink.fields();
+            let name = sink.name();
+            for i in 0..n {
+                let vals: Vec<String> = fields.iter().map(|f| flood_value(f, i)).collect();
+                let cols: Vec<&str> = vals.iter().map(String::as_str).collect();
+                sink.feed(&Row::from_cols(&cols));
+            }
+            let (_, part, estimate) = sink.done();
+            let held = heap::in_use().saturating_sub(before);
+            eprintln!(
+                "{held:>10} B held, {:>5} B/flow, estimate {estimate:>10} B: {name}",
+                held / n as usize
+            );
+            // the estimate weighs the cache: it must not be far below the truth
+            assert!(
+                std::env::var("PART_SIZES_ONLY").is_ok() || estimate * 2 + 4096 >= held,
+                "{name}: estimate {estimate} B for {held} B held"
+            );
+            total += held;
+            drop(part);
+        }
+        eprintln!("all parts: {} B/flow", total / n as usize);
+    }
+}
