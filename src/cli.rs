@@ -79,12 +79,7 @@ pub async fn call(args: &[String]) -> Result<()> {
 
 pub fn tools_markdown() -> String {
     let mut out = String::from("| tool | toolset | what it does |\n|---|---|---|\n");
-    for tool in PcapServer::all_tools() {
-        let set = crate::tools::TOOLSETS
-            .iter()
-            .find(|(_, names)| names.contains(&tool.name.as_ref()))
-            .map(|(s, _)| *s)
-            .unwrap_or("?");
+    for (set, tool) in PcapServer::all_tools() {
         let desc = tool
             .description
             .as_deref()

@@ -315,14 +315,8 @@ impl Analysis {
         }
     }
 
-    /// Runs tshark with `args` after the read arguments and the combined filter,
-    /// streaming each stdout line to `on_line`.
-    pub async fn run_lines(
-        &mut self,
-        tool_filter: Option<&str>,
-        args: &[String],
-        on_line: impl FnMut(&str),
-    ) -> Result<(), String> {
+    /// tshark's whole argument list for `args` on this capture and scope.
+    async fn full_args(&self, tool_filter: Option<&str>, args: &[String]) -> Vec<String> {
         let mut full = self.engine.tshark.read_args(&self.file).await;
         if let Some(k) = &self.keylog {
             // a server-built preference from a sandbox-checked file, never client text
@@ -334,6 +328,25 @@ impl Analysis {
             full.push(f);
         }
         full.extend_from_slice(args);
+        full
+    }
+
+    /// The tshark command that reproduces a result the server computed another way
+    /// (its own record walk): listed with the commands run.
+    pub async fn note_equivalent(&mut self, tool_filter: Option<&str>, args: &[String]) {
+        let full = self.full_args(tool_filter, args).await;
+        self.commands.push(self.engine.tshark.command_line(&full));
+    }
+
+    /// Runs tshark with `args` after the read arguments and the combined filter,
+    /// streaming each stdout line to `on_line`.
+    pub async fn run_lines(
+        &mut self,
+        tool_filter: Option<&str>,
+        args: &[String],
+        on_line: impl FnMut(&str),
+    ) -> Result<(), String> {
+        let full = self.full_args(tool_filter, args).await;
         self.commands.push(self.engine.tshark.command_line(&full));
         let RunEnd { warning } = self
             .engine

@@ -1,6 +1,7 @@
 //! pcap-analyzer-mcp-server: with no arguments an MCP server on stdio; with a command,
 //! a CLI for people (`call`, `doctor`, `demo`, `tools`).
 
+mod analysis;
 mod capture;
 mod chart;
 mod cli;

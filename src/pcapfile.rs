@@ -57,6 +57,8 @@ pub struct Record<'a> {
     /// Seconds since the epoch, when the record carries a time.
     pub time: Option<f64>,
     pub caplen: u32,
+    /// The link type of the interface it was captured on, when it is a packet.
+    pub linktype: Option<u32>,
     /// The packet bytes, when the walk asked for them.
     pub data: Option<&'a [u8]>,
 }
@@ -272,6 +274,7 @@ fn walk_pcap(
             frame: n,
             time: Some(time),
             caplen,
+            linktype: Some(linktype),
             data,
         };
         if !on_record(&rec) {
@@ -462,7 +465,7 @@ fn walk_pcapng(
                     }
                     _ => None,
                 };
-                let (data_off, caplen, time) = match fixed {
+                let (data_off, caplen, time, linktype) = match fixed {
                     Some((off, cap, _orig, iface, ts)) => {
                         let Some(ifc) = ifaces.get(iface as usize) else {
                             w.damaged = Some(format!(
@@ -486,9 +489,9 @@ fn walk_pcapng(
                             return;
                         }
                         let time = ts.map(|ts| ts as f64 * ifc.resolution + ifc.offset_s);
-                        (off, cap, time)
+                        (off, cap, time, Some(ifc.linktype))
                     }
-                    None => (0usize, body_len.saturating_sub(4) as u32, None),
+                    None => (0usize, body_len.saturating_sub(4) as u32, None, None),
                 };
                 n += 1;
                 let data = (with_data && fixed.is_some())
@@ -497,6 +500,7 @@ fn walk_pcapng(
                     frame: n,
                     time,
                     caplen: if fixed.is_some() { caplen } else { 0 },
+                    linktype,
                     data,
                 };
                 if !on_record(&rec) {
@@ -658,6 +662,39 @@ pub fn count_packets(path: &Path) -> (u64, u64) {
         }
     }
     (packets, size)
+}
+
+/// A frame's record, kept to be written into a capture of its own.
+#[derive(Debug, Clone)]
+pub struct KeptRecord {
+    pub frame: u64,
+    pub time: f64,
+    pub linktype: u32,
+    pub data: Vec<u8>,
+}
+
+/// A nanosecond pcap of `records` (all of `linktype`): frames of a big capture, to be
+/// dissected without reading the rest of it.
+pub fn write_pcap(
+    out: &mut impl std::io::Write,
+    linktype: u32,
+    records: &[KeptRecord],
+) -> std::io::Result<()> {
+    out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
+    out.write_all(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0])?;
+    out.write_all(&262_144u32.to_le_bytes())?;
+    out.write_all(&linktype.to_le_bytes())?;
+    for r in records {
+        let sec = r.time.floor().max(0.0);
+        let nsec = (((r.time - sec) * 1e9).round() as u64).min(999_999_999);
+        out.write_all(&(sec as u32).to_le_bytes())?;
+        out.write_all(&(nsec as u32).to_le_bytes())?;
+        let len = r.data.len() as u32;
+        out.write_all(&len.to_le_bytes())?;
+        out.write_all(&len.to_le_bytes())?;
+        out.write_all(&r.data)?;
+    }
+    Ok(())
 }
 
 /// The raw bytes of the wanted frames, reading only as far as the last one.

@@ -58,6 +58,23 @@ pub struct CaptureFile {
 }
 
 impl CaptureFile {
+    /// A capture the server wrote itself (a page of search matches): read as the
+    /// client's file is, named after it in messages.
+    pub fn internal(file: File, path: &Path, display_name: &str) -> Self {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self {
+            opened: OpenedFile {
+                file: Arc::new(file),
+                path: path.to_path_buf(),
+            },
+            display_name: display_name.to_string(),
+            format: CaptureFormat::Pcap,
+            size,
+            mtime_ns: 0,
+            inode: (0, 0),
+        }
+    }
+
     /// File identity for caches: a rewritten file gets a new size, mtime or inode.
     pub fn identity(&self) -> String {
         format!(

@@ -37,8 +37,8 @@ impl PcapServer {
         }
     }
 
-    /// Each toolset's router. `crate::tools::TOOLSETS` names the same sets for docs and
-    /// the test that keeps the two in step.
+    /// Each toolset's router: the one declaration of which tool belongs to which set
+    /// (PCAP_TOOLSETS, the README table).
     #[allow(clippy::type_complexity)]
     fn toolsets() -> Vec<(&'static str, fn() -> ToolRouter<Self>)> {
         vec![
@@ -66,13 +66,15 @@ impl PcapServer {
         ]
     }
 
-    /// Every tool this build offers, whatever the toolset selection.
-    pub fn all_tools() -> Vec<Tool> {
-        let mut router = ToolRouter::<Self>::new();
-        for (_, make) in Self::toolsets() {
-            router += make();
+    /// Every tool this build offers with its toolset, whatever the selection.
+    pub fn all_tools() -> Vec<(&'static str, Tool)> {
+        let mut out = Vec::new();
+        for (set, make) in Self::toolsets() {
+            let mut tools = make().list_all();
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
+            out.extend(tools.into_iter().map(|t| (set, t)));
         }
-        router.list_all()
+        out
     }
 }
 

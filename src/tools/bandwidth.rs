@@ -12,6 +12,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::time::{MAX_BUCKETS, choose_interval, nice_interval};
 use crate::chart;
 use crate::engine::{Analysis, Span};
 use crate::index::Part;
@@ -20,7 +21,6 @@ use crate::report::{
     percentile, rfc3339, round, thousands,
 };
 use crate::server::PcapServer;
-use crate::tools::timeline::{MAX_BUCKETS, choose_interval};
 use crate::tools::{clamp_limit, clamp_offset};
 use crate::tshark::fields::{FromRow, Row, is_icmp_error};
 
@@ -278,6 +278,52 @@ impl PcapServer {
     }
 }
 
+/// Frames and bytes per bucket of the I/O graph's default width, counted in the index
+/// pass from the file's first packet (as io,stat counts): the graph without host or
+/// series filters needs no pass of its own.
+pub struct IoBuckets {
+    t0: f64,
+    interval: f64,
+    counts: BTreeMap<u64, (u64, u64)>,
+}
+
+pub struct IoRow {
+    time: f64,
+    len: u64,
+}
+
+impl FromRow for IoRow {
+    const FIELDS: &'static [&'static str] = &["frame.time_epoch", "frame.len"];
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        Some(Self {
+            time: r.f64(0)?,
+            len: r.u64(1).unwrap_or(0),
+        })
+    }
+}
+
+impl Part for IoBuckets {
+    type Row = IoRow;
+    fn new(ctx: &crate::index::Ctx) -> Self {
+        Self {
+            t0: ctx.summary.first_epoch.unwrap_or(0.0),
+            interval: choose_interval(None, ctx.summary.duration_s).0,
+            counts: BTreeMap::new(),
+        }
+    }
+    fn add(&mut self, r: IoRow) {
+        let b = self
+            .counts
+            .entry(crate::index::time_bucket(r.time, self.t0, self.interval))
+            .or_default();
+        b.0 += 1;
+        b.1 += r.len;
+    }
+    fn approx_bytes(&self) -> usize {
+        self.counts.len() * 48
+    }
+}
+
 async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, String> {
     let info = a.summary().await.ok();
     let span_s = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
@@ -314,12 +360,22 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
             .join(",")
     );
     let mut rows: Vec<(f64, Vec<(u64, u64)>)> = Vec::new();
-    a.run_lines(None, &["-q".into(), "-z".into(), stat], |l| {
-        if let Some(r) = parse_io_stat_row(l) {
-            rows.push(r);
-        }
-    })
-    .await?;
+    let indexed = a.part::<IoBuckets>().await?;
+    if columns.len() == 1 && indexed.interval == interval {
+        rows = indexed
+            .counts
+            .iter()
+            .map(|(b, c)| (*b as f64 * interval, vec![*c]))
+            .collect();
+    } else {
+        // host or series filters (or another width): tshark's io,stat counts them
+        a.run_lines(None, &["-q".into(), "-z".into(), stat], |l| {
+            if let Some(r) = parse_io_stat_row(l) {
+                rows.push(r);
+            }
+        })
+        .await?;
+    }
     if rows.is_empty() && span_s == 0.0 {
         // tshark's io,stat prints no interval at all when every packet has the same
         // timestamp (one packet, say): count that single bucket per column instead
@@ -826,9 +882,7 @@ fn window_width(time_window: Option<f64>, span_hint: f64) -> (f64, f64) {
     let asked = time_window
         .filter(|w| w.is_finite() && *w > 0.0)
         .unwrap_or(1.0);
-    let window = asked.max(crate::tools::timeline::nice_interval(
-        span_hint / MAX_WINDOWS as f64,
-    ));
+    let window = asked.max(nice_interval(span_hint / MAX_WINDOWS as f64));
     (window, asked)
 }
 

@@ -8,11 +8,11 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::stats::Distribution;
 use crate::engine::{Analysis, Span};
 use crate::model::tcp::TcpModel;
 use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, ms, rfc3339};
 use crate::server::PcapServer;
-use crate::tools::performance::Distribution;
 use crate::tools::{clamp_limit, clamp_offset};
 use crate::tshark::fields::{FromRow, Row};
 

@@ -48,7 +48,28 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
     crate::index::part::<topology::TopoState>,
     crate::index::part::<timeline::TimelineState>,
     crate::index::part::<bandwidth::BwState>,
+    crate::index::part::<bandwidth::IoBuckets>,
 ];
+
+/// The parameters of the stream tools (TCP, TLS, performance): one declaration, shared.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct TcpParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Streams to list, worst first (default 20, max 500). Totals always cover all streams.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Streams to skip, for paging.
+    #[serde(default)]
+    pub offset: Option<i64>,
+    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
+    /// TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    #[serde(default)]
+    pub tls_keylog_file: Option<String>,
+}
 
 /// A family's symptom check in the triage: its tool's view with default arguments.
 pub struct Check {
@@ -83,7 +104,7 @@ macro_rules! model_check {
         fn $name(mut a: Analysis) -> CheckFuture {
             Box::pin(async move {
                 let m = a.part::<$model>().await?;
-                Ok($reduce(&m, &defaults::<tcp::TcpParams>()?).1)
+                Ok($reduce(&m, &defaults::<TcpParams>()?).1)
             })
         }
     };
@@ -202,73 +223,6 @@ pub fn check_seconds(name: &str, v: Option<f64>) -> Result<(), String> {
     }
 }
 
-/// Toolsets an operator can pick with `PCAP_TOOLSETS`, and the tools in each.
-pub const TOOLSETS: &[(&str, &[&str])] = &[
-    ("interfaces", &["list_network_interfaces"]),
-    (
-        "capture",
-        &[
-            "start_packet_capture",
-            "stop_packet_capture",
-            "get_capture_status",
-            "list_captured_files",
-        ],
-    ),
-    (
-        "basic",
-        &[
-            "analyze_pcap_file",
-            "extract_http_requests",
-            "generate_traffic_timeline",
-            "search_packet_content",
-        ],
-    ),
-    (
-        "tcp",
-        &[
-            "analyze_tcp_retransmissions",
-            "analyze_tcp_zero_window",
-            "analyze_tcp_window_scaling",
-            "analyze_packet_timing_issues",
-            "analyze_congestion_indicators",
-            "analyze_connection_lifecycle",
-        ],
-    ),
-    (
-        "tls",
-        &[
-            "analyze_tls_handshakes",
-            "analyze_sni_mismatches",
-            "extract_certificate_details",
-            "analyze_tls_alerts",
-            "extract_tls_cipher_analysis",
-        ],
-    ),
-    (
-        "advanced",
-        &[
-            "analyze_dns_resolution_issues",
-            "analyze_expert_information",
-            "analyze_protocol_anomalies",
-            "analyze_network_topology",
-            "analyze_security_threats",
-        ],
-    ),
-    (
-        "metrics",
-        &[
-            "analyze_application_response_times",
-            "generate_throughput_io_graph",
-            "analyze_bandwidth_utilization",
-            "analyze_network_quality_metrics",
-        ],
-    ),
-    (
-        "performance",
-        &["analyze_network_performance", "analyze_network_latency"],
-    ),
-];
-
 crate::file_args!(
     basic::AnalyzePcapParams,
     timeline::TimelineParams,
@@ -282,7 +236,7 @@ crate::file_args!(
     bandwidth::IoGraphParams,
     bandwidth::BandwidthParams,
 );
-crate::file_args!(keylog: http::HttpParams, tcp::TcpParams, quality::QualityParams);
+crate::file_args!(keylog: http::HttpParams, TcpParams, quality::QualityParams);
 
 /// Hard maximum for any `limit`: keeps a result inside an LLM context.
 pub const MAX_LIMIT: usize = 500;

@@ -12,12 +12,13 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::rtp::rtp_streams;
+use crate::analysis::stats::Distribution;
 use crate::engine::Analysis;
 use crate::model::tcp::TcpModel;
 use crate::model::tls::TlsModel;
 use crate::report::{Evidence, Finding, Report, Severity, ms, pct, percentile, round};
 use crate::server::PcapServer;
-use crate::tools::performance::{Distribution, rtp_streams};
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

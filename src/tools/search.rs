@@ -120,6 +120,73 @@ fn case_variants(c: char) -> Vec<String> {
     v
 }
 
+/// The literal search exactly as the display filter `match_filter` makes it, in Rust:
+/// the bytes of the text, or for a case-insensitive search each character's case forms
+/// as alternatives of their UTF-8 bytes. Regular expressions have no such twin (PCRE is
+/// not Rust's regex), so they stay tshark's.
+fn literal_twin(pattern: &str, case_sensitive: bool) -> Option<regex::bytes::Regex> {
+    let bytes_re = |s: &str| -> String { s.bytes().map(|b| format!("\\x{b:02x}")).collect() };
+    let mut re = String::from("(?-u)");
+    for c in pattern.chars() {
+        let variants = if case_sensitive {
+            vec![c.to_string()]
+        } else {
+            case_variants(c)
+        };
+        re.push_str("(?:");
+        re.push_str(
+            &variants
+                .iter()
+                .map(|v| bytes_re(v))
+                .collect::<Vec<_>>()
+                .join("|"),
+        );
+        re.push(')');
+    }
+    regex::bytes::RegexBuilder::new(&re)
+        .unicode(false)
+        .size_limit(1 << 22)
+        .build()
+        .ok()
+}
+
+/// Matches of a literal search found by our own record walk: every matching frame
+/// counted, the page's records kept. `None` when a record could not be judged (a
+/// packet block without bytes), and tshark must search.
+fn walk_matches(
+    file: std::fs::File,
+    size: u64,
+    re: &regex::bytes::Regex,
+    offset: usize,
+    limit: usize,
+) -> Option<(usize, Vec<crate::pcapfile::KeptRecord>)> {
+    let mut total = 0usize;
+    let mut kept = Vec::new();
+    let mut judged = true;
+    crate::pcapfile::walk(file, size, true, |rec| {
+        let (Some(data), Some(linktype)) = (rec.data, rec.linktype) else {
+            // a frame whose bytes we do not read (a systemd journal or custom block):
+            // only tshark can say whether it matches
+            judged = false;
+            return false;
+        };
+        if re.is_match(data) {
+            total += 1;
+            if total > offset && kept.len() < limit {
+                kept.push(crate::pcapfile::KeptRecord {
+                    frame: rec.frame,
+                    time: rec.time.unwrap_or(0.0),
+                    linktype,
+                    data: data.to_vec(),
+                });
+            }
+        }
+        true
+    })
+    .ok()?;
+    judged.then_some((total, kept))
+}
+
 /// The same search in Rust, to place the snippet.
 fn local_matcher(pattern: &str, case_sensitive: bool, regex: bool) -> Option<regex::bytes::Regex> {
     let src = if regex {
@@ -224,6 +291,60 @@ impl PcapServer {
     }
 }
 
+/// The frames of a literal search over the whole file, found by our own record walk:
+/// tshark dissects only the page of matches shown, written to a capture of their own,
+/// instead of every frame of the file. `None` when it cannot stand in for tshark's
+/// search (records without bytes, page frames of several link types).
+async fn search_by_walk(
+    a: &Analysis,
+    p: &SearchParams,
+    offset: usize,
+    limit: usize,
+) -> Result<Option<(usize, Vec<SearchRow>)>, String> {
+    let Some(re) = literal_twin(&p.search_pattern, p.case_sensitive) else {
+        return Ok(None);
+    };
+    let reader = a
+        .file
+        .opened
+        .reopen()
+        .map_err(|e| format!("cannot read {}: {e}", a.file.display_name))?;
+    let size = a.file.size;
+    let found = tokio::task::spawn_blocking(move || walk_matches(reader, size, &re, offset, limit))
+        .await
+        .map_err(|e| format!("searching the capture failed: {e}"))?;
+    let Some((total, records)) = found else {
+        return Ok(None);
+    };
+    let Some(linktype) = records.first().map(|r| r.linktype) else {
+        return Ok(Some((total, Vec::new())));
+    };
+    if records.iter().any(|r| r.linktype != linktype) {
+        return Ok(None);
+    }
+    let mut tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| format!("cannot create a temporary capture for the matches: {e}"))?;
+    crate::pcapfile::write_pcap(tmp.as_file_mut(), linktype, &records)
+        .map_err(|e| format!("cannot write the matches' capture: {e}"))?;
+    let mut sub = a.sibling();
+    sub.filter = None;
+    sub.file = crate::sandbox::CaptureFile::internal(
+        tmp.reopen().map_err(|e| e.to_string())?,
+        tmp.path(),
+        &a.file.display_name,
+    );
+    let mut rows = Vec::new();
+    sub.fields::<SearchRow>(None, &[], |mut r: SearchRow| {
+        // frame n of the page's capture is the page's n-th match
+        if let Some(rec) = records.get(r.frame as usize - 1) {
+            r.frame = rec.frame;
+            rows.push(r);
+        }
+    })
+    .await?;
+    Ok(Some((total, rows)))
+}
+
 async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>, String> {
     let filter = match_filter(&p.search_pattern, p.case_sensitive, p.regex);
     let limit = clamp_limit(p.limit, 20);
@@ -232,21 +353,41 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     let mut kept: Vec<SearchRow> = Vec::new();
     // a pathological pattern must not hold a tshark slot for PCAP_TSHARK_TIMEOUT
     a.time_budget = Some((a.engine.cfg.search_timeout, "PCAP_SEARCH_TIMEOUT"));
-    a.fields::<SearchRow>(Some(&filter), &[], |r| {
-        span.add(r.time);
-        if span.packets as usize > offset && kept.len() < limit {
-            kept.push(r);
-        }
-    })
-    .await
-    .map_err(|e| {
-        if p.regex {
-            format!("{e}\nIf the regular expression is the problem, check its syntax (PCRE) or set regex=false for a literal search.")
-        } else {
-            e
-        }
-    })?;
-    let total = span.packets as usize;
+    // a literal search of the whole file is ours to do; a scoped or regex search is
+    // tshark's (the scope needs dissection, PCRE has no twin here)
+    let walked = if a.filter.is_none() && !p.regex {
+        search_by_walk(&a, &p, offset, limit).await?
+    } else {
+        None
+    };
+    let total = if let Some((total, rows)) = walked {
+        kept = rows;
+        // what was found without tshark, as the tshark command that finds it too
+        let args = crate::tshark::fields::field_args(SearchRow::FIELDS);
+        a.note_equivalent(Some(&filter), &args).await;
+        total
+    } else {
+        a.fields::<SearchRow>(Some(&filter), &[], |r| {
+            span.add(r.time);
+            if span.packets as usize > offset && kept.len() < limit {
+                kept.push(r);
+            }
+        })
+        .await
+        .map_err(|e| {
+            if p.regex {
+                format!("{e}\nIf the regular expression is the problem, check its syntax (PCRE) or set regex=false for a literal search.")
+            } else {
+                e
+            }
+        })?;
+        span.packets as usize
+    };
+    if span.packets == 0 {
+        span.packets = total as u64;
+        span.first = kept.first().and_then(|r| r.time);
+        span.last = kept.last().and_then(|r| r.time);
+    }
 
     // The raw bytes of the shown frames, for the snippets, straight from the file
     // records: no second dissection pass.
@@ -350,6 +491,18 @@ mod tests {
             f,
             "frame matches \"(?:\\\\x61|\\\\x41)\\\\x22(?:\\\\x62|\\\\x42)\""
         );
+    }
+
+    #[test]
+    fn the_literal_twin_matches_what_the_filter_matches() {
+        let re = literal_twin("Ab\"é", false).unwrap();
+        assert!(re.is_match("xxaB\"Éyy".as_bytes()));
+        assert!(!re.is_match("xxaB'Éyy".as_bytes()));
+        let re = literal_twin("Ab", true).unwrap();
+        assert!(re.is_match(b"zAbz") && !re.is_match(b"zabz"));
+        // regex syntax in a literal is data
+        let re = literal_twin("a.c", true).unwrap();
+        assert!(re.is_match(b"a.c") && !re.is_match(b"abc"));
     }
 
     #[test]

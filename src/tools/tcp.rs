@@ -7,33 +7,15 @@ use std::collections::BTreeMap;
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::analysis::stats::stream_rtt;
 use crate::model::tcp::{Stream, SynOptions, TcpModel};
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, ms, pct, percentile, rfc3339, round, thousands,
 };
 use crate::server::PcapServer;
-use crate::tools::{clamp_limit, clamp_offset};
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct TcpParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
-    pub pcap_file: String,
-    /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
-    #[serde(default)]
-    pub display_filter: Option<String>,
-    /// Streams to list, worst first (default 20, max 500). Totals always cover all streams.
-    #[serde(default)]
-    pub limit: Option<i64>,
-    /// Streams to skip, for paging.
-    #[serde(default)]
-    pub offset: Option<i64>,
-    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
-    /// TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
-    #[serde(default)]
-    pub tls_keylog_file: Option<String>,
-}
+use crate::tools::{TcpParams, clamp_limit, clamp_offset};
 
 type Reduced<T> = (String, Vec<Finding>, T);
 
@@ -502,14 +484,6 @@ pub struct WindowScaling {
     pub unknown: u64,
     pub window_limited: u64,
     pub streams: Table<WindowStream>,
-}
-
-/// The RTT to use for a stream: the handshake's, else the median ACK RTT.
-pub(crate) fn stream_rtt(s: &Stream) -> Option<f64> {
-    s.handshake_rtt()
-        .filter(|r| *r > 0.0)
-        .or_else(|| percentile(&s.sorted_rtts(), 50.0))
-        .filter(|r| *r > 0.0)
 }
 
 fn rate_bps(bytes: u64, secs: f64) -> f64 {
@@ -1169,7 +1143,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
     let mut findings = Vec::new();
     // scans first: many refused/unanswered ports from one source to one host
     let mut scanned = std::collections::BTreeSet::new();
-    for scan in crate::tools::threats::port_scans(m) {
+    for scan in crate::analysis::scans::port_scans(m) {
         // every probe of the scan: refused, unanswered, and the half-open ones to open
         // ports (SYN, SYN-ACK, then RST or nothing from the scanner; no data)
         for s in m.streams.iter().filter(|s| {
@@ -1177,7 +1151,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
         }) {
             scanned.insert(s.id);
         }
-        findings.push(crate::tools::threats::scan_finding(&scan));
+        findings.push(crate::analysis::scans::scan_finding(&scan));
     }
     // connections that got through only after their SYN was sent again
     let mut slow_setup: Vec<&Stream> = m

@@ -8,6 +8,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::time::{MAX_BUCKETS, choose_interval};
 use crate::engine::{Analysis, Span};
 use crate::index::Part;
 use crate::report::{
@@ -15,9 +16,6 @@ use crate::report::{
 };
 use crate::server::PcapServer;
 use crate::tshark::fields::{FromRow, Row};
-
-/// Most buckets a timeline returns; finer requests are coarsened.
-pub const MAX_BUCKETS: usize = 120;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TimelineParams {
@@ -143,31 +141,6 @@ impl FromRow for TimelineRow {
     }
 }
 
-/// Rounds an interval up to 1, 2 or 5 times a power of ten.
-pub fn nice_interval(x: f64) -> f64 {
-    if x <= 0.0 || !x.is_finite() {
-        return 1.0;
-    }
-    let mag = 10f64.powf(x.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if m * mag >= x * 0.999_999 {
-            return round(m * mag, 9);
-        }
-    }
-    10.0 * mag
-}
-
-/// Chooses the bucket width: the request if it gives at most MAX_BUCKETS over the span,
-/// else the next nice width that does.
-pub fn choose_interval(requested: Option<f64>, span_s: f64) -> (f64, Option<f64>) {
-    let auto = nice_interval((span_s / 60.0).max(0.001));
-    match requested.filter(|r| r.is_finite() && *r > 0.0) {
-        None => (auto, None),
-        Some(r) if span_s / r <= MAX_BUCKETS as f64 => (r, None),
-        Some(r) => (nice_interval(span_s / MAX_BUCKETS as f64), Some(r)),
-    }
-}
-
 #[tool_router(router = timeline_router, vis = "pub(crate)")]
 impl PcapServer {
     /// Traffic over time: per bucket packets, bytes, bit rate and the events that matter
@@ -234,9 +207,7 @@ impl crate::index::Part for TimelineState {
             }
         }
         self.last = Some((r.frame, t));
-        // epoch seconds carry ~0.2 µs of float error: a microsecond of slack keeps a
-        // packet on a bucket boundary in the bucket that starts there
-        let idx = (((t - t0).max(0.0) + 1e-6) / self.base).floor() as u64;
+        let idx = crate::index::time_bucket(t, t0, self.base);
         let b = self.buckets.entry(idx).or_default();
         b.packets += 1;
         b.bytes += r.len;
@@ -541,21 +512,5 @@ fn bucket_evidence(b: &Bucket, t0: f64, interval: f64) -> Evidence {
             from + interval
         ),
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intervals() {
-        assert_eq!(nice_interval(0.106), 0.2);
-        assert_eq!(nice_interval(1.0), 1.0);
-        assert_eq!(nice_interval(3.0), 5.0);
-        assert_eq!(choose_interval(Some(1.0), 10.0), (1.0, None));
-        let (i, c) = choose_interval(Some(0.001), 3600.0);
-        assert_eq!(c, Some(0.001));
-        assert!(3600.0 / i <= MAX_BUCKETS as f64);
     }
 }

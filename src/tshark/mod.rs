@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -342,14 +342,22 @@ impl Runner {
             String::from_utf8_lossy(&buf).into_owned()
         });
 
-        let mut reader = BufReader::with_capacity(256 * 1024, stdout);
-        let mut line = Vec::with_capacity(1024);
+        let mut stdout = stdout;
+        // read in chunks and split lines here: one select per 256 KiB, not per line
+        // (a pass prints hundreds of thousands of short lines)
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut pending: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let progress_of = job.progress_of;
         let file_size = progress_of.map(|f| f.current_size()).unwrap_or(0);
+        let mut emit = |line: &[u8]| {
+            let mut end = line.len();
+            while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
+                end -= 1;
+            }
+            on_line(&String::from_utf8_lossy(&line[..end]));
+        };
         loop {
-            // `line` is cleared only after a whole line was handled: when another branch
-            // wins the select, read_until keeps the bytes it read so far in `line`.
             tokio::select! {
                 biased;
                 _ = ctl.cancel.cancelled() => {
@@ -370,23 +378,31 @@ impl Runner {
                                 ctl.permille.store(pm, Ordering::Relaxed);
                             }
                 }
-                n = reader.read_until(b'\n', &mut line) => {
+                // read is cancel-safe: a read that loses the select consumed nothing
+                n = stdout.read(&mut chunk) => {
                     match n {
                         Ok(0) => {
                             // a last line without a newline
-                            if !line.is_empty() {
-                                on_line(&String::from_utf8_lossy(&line));
+                            if !pending.is_empty() {
+                                emit(&pending);
                             }
                             break;
                         }
-                        Ok(_) => {
-                            if line.last() == Some(&b'\n') {
-                                while matches!(line.last(), Some(b'\n' | b'\r')) {
-                                    line.pop();
+                        Ok(n) => {
+                            let data = &chunk[..n];
+                            let mut start = 0;
+                            while let Some(i) = data[start..].iter().position(|&b| b == b'\n') {
+                                let end = start + i;
+                                if pending.is_empty() {
+                                    emit(&data[start..end]);
+                                } else {
+                                    pending.extend_from_slice(&data[start..end]);
+                                    emit(&pending);
+                                    pending.clear();
                                 }
-                                on_line(&String::from_utf8_lossy(&line));
-                                line.clear();
+                                start = end + 1;
                             }
+                            pending.extend_from_slice(&data[start..]);
                         }
                         Err(e) => return Err(format!("reading {name} output failed: {e}")),
                     }
