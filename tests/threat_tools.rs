@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -227,37 +226,30 @@ async fn no_clean_capture_yields_a_high_threat() {
     let (mut files, dirs) = fixture_and_corpus_captures();
     files.retain(|f| !ATTACKS.contains(&f.file_name().unwrap().to_string_lossy().as_ref()));
     let s = start_with(&[("PCAP_ALLOWED_DIRS", &dirs), ("PCAP_CALL_DEADLINE", "600")]).await;
-    // two lanes: tshark runs two at a time by default
-    let lane = |odd: bool| {
+    let checked = in_two_lanes(&files, |f| {
         let s = &s;
-        let files: Vec<&PathBuf> = files.iter().skip(usize::from(odd)).step_by(2).collect();
         async move {
-            let mut checked = 0;
-            for f in files {
-                let name = f.file_name().unwrap().to_string_lossy().to_string();
-                let r = s
-                    .call(
-                        "analyze_security_threats",
-                        json!({"pcap_file": f.display().to_string()}),
-                    )
-                    .await;
-                if r.is_error == Some(true) {
-                    continue; // a capture tshark cannot read at all (cut inside its first record)
-                }
-                let v = r.structured_content.unwrap();
-                assert_eq!(v["status"], "complete", "{name}: {v}");
-                let high = findings(&v, "high");
-                assert!(
-                    high.is_empty(),
-                    "{name}: clean capture with a high finding: {high:?}"
-                );
-                checked += 1;
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            let r = s
+                .call(
+                    "analyze_security_threats",
+                    json!({"pcap_file": f.display().to_string()}),
+                )
+                .await;
+            if r.is_error == Some(true) {
+                return false; // a capture tshark cannot read at all (cut inside its first record)
             }
-            checked
+            let v = r.structured_content.unwrap();
+            assert_eq!(v["status"], "complete", "{name}: {v}");
+            let high = findings(&v, "high");
+            assert!(
+                high.is_empty(),
+                "{name}: clean capture with a high finding: {high:?}"
+            );
+            true
         }
-    };
-    let (a, b) = tokio::join!(lane(false), lane(true));
-    let checked = a + b;
+    })
+    .await;
     assert!(checked >= 20, "only {checked} clean captures checked");
 }
 

@@ -138,34 +138,6 @@ async fn clean_captures_raise_nothing_above_low() {
     }
 }
 
-/// An Ethernet/IPv4/UDP frame.
-fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let total = (28 + payload.len()) as u16;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
-
 /// A DNS A query for `name`, or its answer (NOERROR, one address).
 fn dns_message(id: u16, name: &str, answer: bool) -> Vec<u8> {
     let mut m = id.to_be_bytes().to_vec();
@@ -195,12 +167,12 @@ async fn a_dead_resolver_among_two_leads_the_triage() {
         let resolver = if i % 3 == 2 { dead } else { live };
         records.push((
             t,
-            udp_frame(client, resolver, port, 53, &dns_message(i, &name, false)),
+            udp_datagram(client, resolver, port, 53, &dns_message(i, &name, false)),
         ));
         if resolver == live {
             records.push((
                 t + 0.002,
-                udp_frame(live, client, 53, port, &dns_message(i, &name, true)),
+                udp_datagram(live, client, 53, port, &dns_message(i, &name, true)),
             ));
         }
     }

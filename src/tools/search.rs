@@ -87,11 +87,24 @@ pub fn match_filter(pattern: &str, case_sensitive: bool, regex: bool) -> String 
         let hex: String = pattern.bytes().map(|b| format!("\\x{b:02x}")).collect();
         return format!("frame contains \"{hex}\"");
     }
-    // Every byte as a regex hex escape (`\\xHH` in the filter literal reaches PCRE as `\xHH`).
-    let bytes_re = |s: &str| -> String { s.bytes().map(|b| format!("\\\\x{b:02x}")).collect() };
+    // every byte as a regex hex escape (`\\xHH` in the filter literal reaches PCRE as `\xHH`)
+    format!(
+        "frame matches \"{}\"",
+        byte_alternatives(pattern, false, "\\\\")
+    )
+}
+
+/// The pattern as a regular expression of byte escapes (`{esc}xHH`): each character
+/// as its UTF-8 bytes or, unless case_sensitive, as the alternatives of its case forms.
+fn byte_alternatives(pattern: &str, case_sensitive: bool, esc: &str) -> String {
+    let bytes_re = |s: &str| -> String { s.bytes().map(|b| format!("{esc}x{b:02x}")).collect() };
     let mut re = String::new();
     for c in pattern.chars() {
-        let variants = case_variants(c);
+        let variants = if case_sensitive {
+            vec![c.to_string()]
+        } else {
+            case_variants(c)
+        };
         if variants.len() == 1 {
             re.push_str(&bytes_re(&variants[0]));
         } else {
@@ -106,7 +119,7 @@ pub fn match_filter(pattern: &str, case_sensitive: bool, regex: bool) -> String 
             re.push(')');
         }
     }
-    format!("frame matches \"{re}\"")
+    re
 }
 
 /// The distinct spellings of a character under simple case mapping.
@@ -125,24 +138,7 @@ fn case_variants(c: char) -> Vec<String> {
 /// as alternatives of their UTF-8 bytes. Regular expressions have no such twin (PCRE is
 /// not Rust's regex), so they stay tshark's.
 fn literal_twin(pattern: &str, case_sensitive: bool) -> Option<regex::bytes::Regex> {
-    let bytes_re = |s: &str| -> String { s.bytes().map(|b| format!("\\x{b:02x}")).collect() };
-    let mut re = String::from("(?-u)");
-    for c in pattern.chars() {
-        let variants = if case_sensitive {
-            vec![c.to_string()]
-        } else {
-            case_variants(c)
-        };
-        re.push_str("(?:");
-        re.push_str(
-            &variants
-                .iter()
-                .map(|v| bytes_re(v))
-                .collect::<Vec<_>>()
-                .join("|"),
-        );
-        re.push(')');
-    }
+    let re = format!("(?-u){}", byte_alternatives(pattern, case_sensitive, "\\"));
     regex::bytes::RegexBuilder::new(&re)
         .unicode(false)
         .size_limit(1 << 22)

@@ -235,8 +235,31 @@ pub fn tcp_segment(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(20 + payload.len());
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(&ack.to_be_bytes());
+    l4.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(payload);
+    ipv4_frame(src, dst, 6, &l4)
+}
+
+/// An Ethernet/IPv4/UDP frame (no UDP checksum).
+pub fn udp_datagram(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(8 + payload.len());
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(payload);
+    ipv4_frame(src, dst, 17, &l4)
+}
+
+/// An Ethernet frame carrying an IPv4 packet of protocol `proto` around `l4`.
+fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let total = (40 + payload.len()) as u16;
+    let total = (20 + l4.len()) as u16;
     f.extend_from_slice(&[
         0x45,
         0,
@@ -247,18 +270,13 @@ pub fn tcp_segment(
         0x40,
         0,
         64,
-        6,
+        proto,
         0,
         0,
     ]);
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&ack.to_be_bytes());
-    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(payload);
+    f.extend_from_slice(l4);
     f
 }
 
@@ -529,4 +547,31 @@ pub fn fixture_and_corpus_captures() -> (Vec<PathBuf>, String) {
     files.sort();
     let dirs = format!("{}:{}", fixtures().display(), corpus.display());
     (files, dirs)
+}
+
+/// Runs `check` over `files` in two lanes (tshark runs two passes at a time by
+/// default) and counts the files it returned true for.
+pub async fn in_two_lanes<F, Fut>(files: &[PathBuf], check: F) -> usize
+where
+    F: Fn(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let lane = |odd: bool| {
+        let lane_files: Vec<PathBuf> = files
+            .iter()
+            .skip(usize::from(odd))
+            .step_by(2)
+            .cloned()
+            .collect();
+        let check = &check;
+        async move {
+            let mut n = 0;
+            for f in lane_files {
+                n += usize::from(check(f).await);
+            }
+            n
+        }
+    };
+    let (a, b) = tokio::join!(lane(false), lane(true));
+    a + b
 }
