@@ -71,6 +71,16 @@ impl Finding {
     }
 }
 
+/// At most `n` items joined by ", ", then "and N more": a list in a sentence stays
+/// short whatever the capture holds.
+pub fn some_of(items: &[String], n: usize) -> String {
+    let shown = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    match items.len().saturating_sub(n) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 /// `addr:port` as Wireshark writes it, IPv6 in brackets; the bare address without a port.
 pub fn endpoint(addr: &str, port: Option<u64>) -> String {
     match port {

@@ -44,7 +44,7 @@ pub struct AnalyzePcapParams {
     /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
     #[serde(default)]
     pub display_filter: Option<String>,
-    /// Rows per table (default 10 for summary, 50 otherwise; max 500).
+    /// Rows per table (default 5 for summary, 50 otherwise; max 500).
     #[serde(default)]
     pub limit: Option<i64>,
     /// Rows to skip in the detailed table, for paging.
@@ -169,8 +169,10 @@ pub struct TriageCheck {
     pub error: Option<String>,
 }
 
-/// The most findings the triage lists; the rest are counted in the summary.
-const TRIAGE_FINDINGS: usize = 25;
+/// The most findings the triage lists (the rest are counted in the summary), and the
+/// most from one check: the tool named explains the rest, and the answer stays small.
+const TRIAGE_FINDINGS: usize = 15;
+const TRIAGE_PER_CHECK: usize = 3;
 
 /// The fields of the one pass; free text last.
 pub struct OverviewRow {
@@ -478,7 +480,8 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let limit = clamp_limit(
         p.limit,
         if detailed == AnalysisType::Summary {
-            10
+            // the triage leads; each table is one call away with analysis_type
+            5
         } else {
             50
         },
@@ -834,20 +837,22 @@ async fn triage(
                 continue;
             }
         };
-        let kept: Vec<Finding> = found
+        let mut kept: Vec<Finding> = found
             .into_iter()
             .filter(|f| f.severity > Severity::Info && (c.keep)(f))
             .collect();
+        kept.sort_by_key(|f| std::cmp::Reverse(f.severity));
         checks.push(TriageCheck {
             tool: c.tool.into(),
             findings: kept.len(),
             worst: kept.iter().map(|f| f.severity).max(),
             error: None,
         });
-        for mut f in kept {
+        for mut f in kept.into_iter().take(TRIAGE_PER_CHECK) {
             if out.iter().any(|o| o.title == f.title) {
                 continue;
             }
+            f.evidence.frames.truncate(5);
             f.next_step = Some(NextStep {
                 tool: c.tool.into(),
                 arguments: arguments.clone(),

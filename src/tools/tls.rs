@@ -369,7 +369,7 @@ pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates>
     for r in &rows {
         let ev = Evidence {
             frames: vec![r.first_frame],
-            endpoints: r.servers.clone(),
+            endpoints: r.servers.iter().take(10).cloned().collect(),
             display_filter: r.display_filter.clone(),
             ..Default::default()
         };
@@ -382,7 +382,7 @@ pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates>
                     "Expired {} ({} days before it was presented), presented by {}.",
                     r.not_after,
                     -r.days_left,
-                    r.servers.join(", ")
+                    crate::report::some_of(&r.servers, 5)
                 ),
                 ev.clone(),
             )),
@@ -415,7 +415,7 @@ pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates>
             ));
         }
         if r.self_signed && leaf {
-            findings.push(Finding::new(Severity::Medium, format!("Self-signed server certificate: {}", r.subject), format!("No CA vouches for {}; clients will reject it unless it is pinned or trusted locally.", r.servers.join(", ")), ev.clone()));
+            findings.push(Finding::new(Severity::Medium, format!("Self-signed server certificate: {}", r.subject), format!("No CA vouches for {}; clients will reject it unless it is pinned or trusted locally.", crate::report::some_of(&r.servers, 5)), ev.clone()));
         }
         if r.key_type == "RSA" && r.key_bits.is_some_and(|b| b < 2048) && leaf {
             findings.push(Finding::new(
@@ -646,7 +646,7 @@ pub(crate) fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
             format!(
                 "E.g. SNI {} but the certificate names {}{}: clients will refuse (name mismatch), or they are talking to the wrong virtual host / an interceptor.",
                 r.sni.clone().unwrap_or_default(),
-                r.certificate_names.join(", "),
+                crate::report::some_of(&r.certificate_names, 10),
                 r.failed_after.as_ref().map(|f| format!("; the session then ended with {f}")).unwrap_or_default()
             ),
             ev(&mism),
@@ -909,10 +909,10 @@ fn ciphers(m: &TlsModel, p: &TcpParams) -> Reduced<CipherAnalysis> {
                     "E.g. {} ({}) chosen by {}.",
                     r.suite,
                     r.reason,
-                    r.chosen_by_servers.join(", ")
+                    crate::report::some_of(&r.chosen_by_servers, 5)
                 ),
                 Evidence {
-                    endpoints: r.chosen_by_servers.clone(),
+                    endpoints: r.chosen_by_servers.iter().take(10).cloned().collect(),
                     display_filter: format!(
                         "tls.handshake.type == 2 && tls.handshake.ciphersuite == {}",
                         r.code
