@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -593,93 +592,6 @@ async fn alerts_and_cipher_grades() {
         )
         .await;
     assert_eq!(v["chosen_grades"][0]["key"], "modern");
-}
-
-/// A loopback TLS server with a certificate for www.good.test and *.good.test.
-struct OpensslServer {
-    _child: KillOnDrop,
-    port: u16,
-}
-
-fn openssl_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> OpensslServer {
-    let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
-    if !cert.exists() {
-        let st = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "20",
-                "-subj",
-                "/CN=www.good.test",
-            ])
-            .args([
-                "-addext",
-                "subjectAltName=DNS:www.good.test,DNS:*.good.test",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    let child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-www",
-            "-quiet",
-        ])
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "openssl s_server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    OpensslServer {
-        _child: KillOnDrop(child),
-        port,
-    }
-}
-
-fn openssl_client(port: u16, sni: &str, extra: &[&str]) {
-    let mut c = Command::new("openssl")
-        .args([
-            "s_client",
-            "-ign_eof",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            sni,
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    let _ = c.stdin.take().unwrap().write_all(b"GET / HTTP/1.0\r\n\r\n");
-    let _ = c.wait();
 }
 
 #[tokio::test]

@@ -205,3 +205,39 @@ async fn a_dead_resolver_among_two_leads_the_triage() {
     assert_eq!(dead_row["failures"], 10);
     assert_eq!(dead_row["answered"], 0);
 }
+
+#[tokio::test]
+async fn an_sni_the_certificate_does_not_cover_leads_the_triage() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: openssl not installed");
+        return;
+    }
+    // one TLS 1.2 session on loopback: the client asks for www.evil.test, the server
+    // presents its certificate for www.good.test and *.good.test
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = 46461u16;
+    let id = s
+        .start_capture("lo", &format!("tcp port {port}"), "sni-mismatch.pcapng")
+        .await;
+    let dirp = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let server = openssl_server(&dirp, port, &["-tls1_2"]);
+        openssl_client(server.port, "www.evil.test", &["-tls1_2"]);
+    })
+    .await
+    .unwrap();
+    s.stop_capture(&id).await;
+    let v = triage(&s, "sni-mismatch.pcapng").await;
+    let f = top(&v);
+    assert!(norm(&f["title"]).contains("does not cover the sni"), "{f}");
+    assert_eq!(f["next_step"]["tool"], "analyze_sni_mismatches");
+    assert!(
+        f["detail"].as_str().unwrap().contains("www.evil.test"),
+        "{f}"
+    );
+}

@@ -575,3 +575,90 @@ where
     let (a, b) = tokio::join!(lane(false), lane(true));
     a + b
 }
+
+/// A loopback TLS server with a certificate for www.good.test and *.good.test.
+pub struct OpensslServer {
+    _child: KillOnDrop,
+    pub port: u16,
+}
+
+pub fn openssl_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> OpensslServer {
+    let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
+    if !cert.exists() {
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "20",
+                "-subj",
+                "/CN=www.good.test",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=DNS:www.good.test,DNS:*.good.test",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-www",
+            "-quiet",
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    OpensslServer {
+        _child: KillOnDrop(child),
+        port,
+    }
+}
+
+pub fn openssl_client(port: u16, sni: &str, extra: &[&str]) {
+    let mut c = Command::new("openssl")
+        .args([
+            "s_client",
+            "-ign_eof",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            sni,
+        ])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let _ = c.stdin.take().unwrap().write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let _ = c.wait();
+}
