@@ -414,4 +414,65 @@ mod tests {
         }
         eprintln!("all parts: {} B/flow", total / n as usize);
     }
+
+    /// Our side of the index pass, without tshark: every part fed from recorded output
+    /// (`tshark ... -T fields` with the index's fields, as `tshark_commands` lists it).
+    /// `INDEX_LINES=/path cargo test --release --bin pcap-analyzer-mcp-server
+    /// feed_recorded_lines -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn feed_recorded_lines() {
+        let Ok(path) = std::env::var("INDEX_LINES") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let ctx = Ctx {
+            summary: Arc::new(CaptureSummary::default()),
+            filtered: false,
+        };
+        let mut sinks: Vec<Box<dyn Sink>> =
+            crate::tools::INDEX_PARTS.iter().map(|m| m(&ctx)).collect();
+        let mut union: Vec<&'static str> = vec!["frame.number", "frame.time_epoch"];
+        let mut maps: Vec<Vec<usize>> = Vec::new();
+        for s in &sinks {
+            maps.push(
+                s.fields()
+                    .iter()
+                    .map(|f| match union.iter().position(|u| u == f) {
+                        Some(i) => i,
+                        None => {
+                            union.push(f);
+                            union.len() - 1
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
+        let t = std::time::Instant::now();
+        for line in &lines {
+            let _ = Row::parse(line, union.len());
+        }
+        eprintln!("split {} lines: {:?}", lines.len(), t.elapsed());
+        let mut per = vec![std::time::Duration::ZERO; sinks.len()];
+        let t = std::time::Instant::now();
+        for line in &lines {
+            let row = Row::parse(line, union.len());
+            let mut cols: Vec<&str> = Vec::with_capacity(64);
+            for (i, (s, map)) in sinks.iter_mut().zip(&maps).enumerate() {
+                let t1 = std::time::Instant::now();
+                cols.clear();
+                cols.extend(map.iter().map(|&i| row.raw(i)));
+                s.feed(&Row::from_cols(&cols));
+                per[i] += t1.elapsed();
+            }
+        }
+        eprintln!("all parts: {:?}", t.elapsed());
+        for (s, d) in sinks.iter().zip(per) {
+            eprintln!("{d:>12?} {}", s.name());
+        }
+    }
 }
