@@ -204,6 +204,26 @@ async fn a_dead_resolver_among_two_leads_the_triage() {
         .unwrap();
     assert_eq!(dead_row["failures"], 10);
     assert_eq!(dead_row["answered"], 0);
+    // the topology calls both resolvers resolvers, the silent one too
+    let t = s
+        .ok(
+            "analyze_network_topology",
+            json!({"pcap_file": "two-resolvers.pcap", "limit": 50}),
+        )
+        .await;
+    for resolver in ["10.0.0.53", "10.0.0.54"] {
+        let host = t["hosts"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["address"] == resolver)
+            .unwrap_or_else(|| panic!("no host {resolver}: {t}"));
+        assert!(
+            host["roles"].to_string().contains("dns_server"),
+            "{resolver}: {host}"
+        );
+        assert!(!host["roles"].to_string().contains("client"), "{host}");
+    }
 }
 
 #[tokio::test]

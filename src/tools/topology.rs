@@ -120,6 +120,8 @@ pub struct TopoRow {
     tcp_dport: Option<u64>,
     udp_sport: Option<u64>,
     dns_response: bool,
+    /// A DNS query sent to port 53: its destination is (meant to be) a resolver.
+    dns_query_to_53: bool,
     dhcp_server: Option<String>,
     dhcp_router: Vec<String>,
     dhcp_dns: Vec<String>,
@@ -149,6 +151,7 @@ impl FromRow for TopoRow {
         "dhcp.option.router",
         "dhcp.option.domain_name_server",
         "frame.time_epoch",
+        "udp.dstport",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
         let vlans: Vec<String> = r.all(4).chain(r.all(5)).map(str::to_string).collect();
@@ -168,6 +171,7 @@ impl FromRow for TopoRow {
             tcp_dport: r.u64(14),
             udp_sport: r.u64(15),
             dns_response: r.flag(16),
+            dns_query_to_53: r.str(16).is_some() && !r.flag(16) && r.u64(21) == Some(53),
             dhcp_server: r.owned(17),
             dhcp_router: r.all(18).map(str::to_string).collect(),
             dhcp_dns: r.all(19).map(str::to_string).collect(),
@@ -386,6 +390,8 @@ pub struct TopoState {
     mac_vlans: BTreeMap<String, BTreeSet<String>>,
     vlans: BTreeMap<String, (u64, BTreeSet<String>)>,
     dns_servers: BTreeSet<String>,
+    /// Hosts sent DNS queries on port 53, answering or not (a dead resolver is one).
+    dns_asked: BTreeSet<String>,
     dhcp_servers: BTreeSet<String>,
     dhcp_routers: BTreeSet<String>,
 }
@@ -402,6 +408,7 @@ impl crate::index::Part for TopoState {
             mac_vlans: Default::default(),
             vlans: Default::default(),
             dns_servers: Default::default(),
+            dns_asked: Default::default(),
             dhcp_servers: Default::default(),
             dhcp_routers: Default::default(),
         }
@@ -430,6 +437,12 @@ impl crate::index::Part for TopoState {
         }
         self.dhcp_routers.extend(r.dhcp_router.iter().cloned());
         self.dns_servers.extend(r.dhcp_dns.iter().cloned());
+        if r.dns_query_to_53
+            && let Some(d) = &r.dst
+            && !self.dns_asked.contains(d)
+        {
+            self.dns_asked.insert(d.clone());
+        }
         let (Some(src), Some(dst)) = (r.src, r.dst) else {
             if let Some(m) = &r.eth_src {
                 self.macs.entry(m.clone()).or_default().0 = r.vendor.clone();
@@ -526,6 +539,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         mac_vlans,
         vlans,
         dns_servers,
+        dns_asked,
         dhcp_servers,
         dhcp_routers,
     } = (*state).clone();
@@ -601,7 +615,9 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             if is_gateway {
                 roles.push("gateway".to_string());
             }
-            if dns_servers.contains(&address) {
+            // a resolver asked but never heard answering is still the resolver (the
+            // DNS view says it is dead), not a client
+            if dns_servers.contains(&address) || dns_asked.contains(&address) {
                 roles.push("dns_server".into());
             }
             if dhcp_servers.contains(&address) {
