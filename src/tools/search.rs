@@ -6,6 +6,8 @@
 //! spelled out as alternatives of each character's case forms, because tshark's regex
 //! engine works on bytes and would not fold non-ASCII letters.
 
+use std::collections::HashMap;
+
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
@@ -155,8 +157,8 @@ fn walk_matches(
     re: &regex::bytes::Regex,
     offset: usize,
     limit: usize,
-) -> Option<(usize, Vec<crate::pcapfile::KeptRecord>)> {
-    let mut total = 0usize;
+) -> Option<(Span, Vec<crate::pcapfile::KeptRecord>)> {
+    let mut span = Span::default();
     let mut kept = Vec::new();
     let mut judged = true;
     crate::pcapfile::walk(file, size, true, |rec| {
@@ -167,8 +169,8 @@ fn walk_matches(
             return false;
         };
         if re.is_match(data) {
-            total += 1;
-            if total > offset && kept.len() < limit {
+            span.add(rec.time);
+            if span.packets as usize > offset && kept.len() < limit {
                 kept.push(crate::pcapfile::KeptRecord {
                     frame: rec.frame,
                     time: rec.time.unwrap_or(0.0),
@@ -180,7 +182,15 @@ fn walk_matches(
         true
     })
     .ok()?;
-    judged.then_some((total, kept))
+    judged.then_some((span, kept))
+}
+
+/// What one search found: every match counted in `span`, the page's rows, and the
+/// page's frame bytes (for the snippets) when the search already read them.
+struct Found {
+    span: Span,
+    rows: Vec<SearchRow>,
+    bytes: Option<HashMap<u64, Vec<u8>>>,
 }
 
 /// The same search in Rust, to place the snippet.
@@ -296,7 +306,7 @@ async fn search_by_walk(
     p: &SearchParams,
     offset: usize,
     limit: usize,
-) -> Result<Option<(usize, Vec<SearchRow>)>, String> {
+) -> Result<Option<Found>, String> {
     let Some(re) = literal_twin(&p.search_pattern, p.case_sensitive) else {
         return Ok(None);
     };
@@ -309,11 +319,15 @@ async fn search_by_walk(
     let found = tokio::task::spawn_blocking(move || walk_matches(reader, size, &re, offset, limit))
         .await
         .map_err(|e| format!("searching the capture failed: {e}"))?;
-    let Some((total, records)) = found else {
+    let Some((span, records)) = found else {
         return Ok(None);
     };
     let Some(linktype) = records.first().map(|r| r.linktype) else {
-        return Ok(Some((total, Vec::new())));
+        return Ok(Some(Found {
+            span,
+            rows: Vec::new(),
+            bytes: Some(HashMap::new()),
+        }));
     };
     if records.iter().any(|r| r.linktype != linktype) {
         return Ok(None);
@@ -338,15 +352,18 @@ async fn search_by_walk(
         }
     })
     .await?;
-    Ok(Some((total, rows)))
+    let bytes = records.into_iter().map(|r| (r.frame, r.data)).collect();
+    Ok(Some(Found {
+        span,
+        rows,
+        bytes: Some(bytes),
+    }))
 }
 
 async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>, String> {
     let filter = match_filter(&p.search_pattern, p.case_sensitive, p.regex);
     let limit = clamp_limit(p.limit, 20);
     let offset = clamp_offset(p.offset);
-    let mut span = Span::default();
-    let mut kept: Vec<SearchRow> = Vec::new();
     // a pathological pattern must not hold a tshark slot for PCAP_TSHARK_TIMEOUT
     a.time_budget = Some((a.engine.cfg.search_timeout, "PCAP_SEARCH_TIMEOUT"));
     // a literal search of the whole file is ours to do; a scoped or regex search is
@@ -356,46 +373,59 @@ async fn search(mut a: Analysis, p: SearchParams) -> Result<Report<SearchResult>
     } else {
         None
     };
-    let total = if let Some((total, rows)) = walked {
-        kept = rows;
-        // what was found without tshark, as the tshark command that finds it too
-        let args = crate::tshark::fields::field_args(SearchRow::FIELDS);
-        a.note_equivalent(Some(&filter), &args).await;
-        total
-    } else {
-        a.fields::<SearchRow>(Some(&filter), &[], |r| {
-            span.add(r.time);
-            if span.packets as usize > offset && kept.len() < limit {
-                kept.push(r);
-            }
-        })
-        .await
-        .map_err(|e| {
-            if p.regex {
-                format!("{e}\nIf the regular expression is the problem, check its syntax (PCRE) or set regex=false for a literal search.")
-            } else {
-                e
-            }
-        })?;
-        span.packets as usize
-    };
-    if span.packets == 0 {
-        span.packets = total as u64;
-        span.first = kept.first().and_then(|r| r.time);
-        span.last = kept.last().and_then(|r| r.time);
-    }
-
-    // The raw bytes of the shown frames, for the snippets, straight from the file
-    // records: no second dissection pass.
-    let wanted: std::collections::BTreeSet<u64> = kept.iter().map(|r| r.frame).collect();
-    let size = a.file.size;
-    let raw = match a.file.opened.reopen() {
-        Ok(reader) => {
-            tokio::task::spawn_blocking(move || crate::pcapfile::frames(reader, size, &wanted))
-                .await
-                .unwrap_or_default()
+    let Found {
+        span,
+        rows: kept,
+        bytes,
+    } = match walked {
+        Some(found) => {
+            // what was found without tshark, as the tshark command that finds it too
+            let args = crate::tshark::fields::field_args(SearchRow::FIELDS);
+            a.note_equivalent(Some(&filter), &args).await;
+            found
         }
-        Err(_) => Default::default(),
+        None => {
+            let mut span = Span::default();
+            let mut rows: Vec<SearchRow> = Vec::new();
+            a.fields::<SearchRow>(Some(&filter), &[], |r| {
+                span.add(r.time);
+                if span.packets as usize > offset && rows.len() < limit {
+                    rows.push(r);
+                }
+            })
+            .await
+            .map_err(|e| {
+                if p.regex {
+                    format!("{e}\nIf the regular expression is the problem, check its syntax (PCRE) or set regex=false for a literal search.")
+                } else {
+                    e
+                }
+            })?;
+            Found {
+                span,
+                rows,
+                bytes: None,
+            }
+        }
+    };
+    let total = span.packets as usize;
+
+    // The raw bytes of the shown frames, for the snippets: the walk's own, or straight
+    // from the file records (no second dissection pass).
+    let raw = match bytes {
+        Some(b) => b,
+        None => {
+            let wanted: std::collections::BTreeSet<u64> = kept.iter().map(|r| r.frame).collect();
+            let size = a.file.size;
+            match a.file.opened.reopen() {
+                Ok(reader) => tokio::task::spawn_blocking(move || {
+                    crate::pcapfile::frames(reader, size, &wanted)
+                })
+                .await
+                .unwrap_or_default(),
+                Err(_) => Default::default(),
+            }
+        }
     };
     let matcher = local_matcher(&p.search_pattern, p.case_sensitive, p.regex);
     let reveal = p.reveal_secrets.unwrap_or(false);
