@@ -448,9 +448,10 @@ impl Analysis {
     /// The capture index of this file and scope, built by one pass on first use and
     /// shared by every tool.
     pub async fn index(&mut self) -> Result<Arc<CaptureIndex>, String> {
+        // every scope of one file shares this prefix (room is made per file below)
+        let file_prefix = format!("{}|", self.file.identity());
         let key = format!(
-            "{}|{:?}|{}",
-            self.file.identity(),
+            "{file_prefix}{:?}|{}",
             self.filter,
             self.keylog
                 .as_ref()
@@ -465,8 +466,7 @@ impl Analysis {
                     // another scope of a file indexed already is about as large as the
                     // largest one: make room before building, not after, so that peak
                     // memory is one index plus the budget, not two indexes plus it
-                    let expected =
-                        indexes.largest_with_prefix(&format!("{}|", self.file.identity()));
+                    let expected = indexes.largest_with_prefix(&file_prefix);
                     if indexes.make_room(&key, expected) {
                         release_freed_memory();
                     }

@@ -130,22 +130,65 @@ pub fn part<P: Part>(ctx: &Ctx) -> Box<dyn Sink> {
     Box::new(PartSink(P::new(ctx)))
 }
 
-/// The column of `name` in a row type's fields (a programming error if absent).
-pub fn col(fields: &[&str], name: &str) -> usize {
-    fields
-        .iter()
-        .position(|f| *f == name)
-        .unwrap_or_else(|| panic!("field {name} is not in the row's fields"))
+/// The column of `name` in a row type's fields. Meant for `const` items, so the search
+/// runs once at compile time, not per packet, and a name missing from the fields does
+/// not compile.
+pub const fn col(fields: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < fields.len() {
+        if same(fields[i].as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("the field is not in the row's fields")
 }
 
-/// Whether any of the named fields is present in a row of `fields`.
-pub fn has_any(row: &Row<'_>, fields: &[&str], names: &[&str]) -> bool {
-    names.iter().any(|n| row.str(col(fields, n)).is_some())
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether any of the columns is present in a row.
+pub fn has_any(row: &Row<'_>, cols: &[usize]) -> bool {
+    cols.iter().any(|&i| row.str(i).is_some())
 }
 
 /// Whether `frame.protocols` (column `i`) names protocol `p`.
 pub fn has_protocol(row: &Row<'_>, i: usize, p: &str) -> bool {
     row.str(i).is_some_and(|s| s.split(':').any(|x| x == p))
+}
+
+/// The fields the pass prints, each once, and each sink's columns among them.
+/// `frame.number` comes first: a row line then always starts with a digit, and the
+/// tap text after the last row never does.
+fn union_of(sinks: &[Box<dyn Sink>]) -> (Vec<&'static str>, Vec<Vec<usize>>) {
+    let mut union: Vec<&'static str> = vec!["frame.number", "frame.time_epoch"];
+    let maps = sinks
+        .iter()
+        .map(|s| {
+            s.fields()
+                .iter()
+                .map(|f| match union.iter().position(|u| u == f) {
+                    Some(i) => i,
+                    None => {
+                        union.push(f);
+                        union.len() - 1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (union, maps)
 }
 
 /// The text of the taps that ran in the index pass, each on its own.
@@ -230,23 +273,7 @@ impl CaptureIndex {
             filtered: a.filter.is_some(),
         };
         let mut sinks: Vec<Box<dyn Sink>> = makers.iter().map(|m| m(&ctx)).collect();
-        // frame.number first: a row line always starts with a digit, tap text never does
-        let mut union: Vec<&'static str> = vec!["frame.number", "frame.time_epoch"];
-        let mut maps: Vec<Vec<usize>> = Vec::with_capacity(sinks.len());
-        for s in &sinks {
-            let map = s
-                .fields()
-                .iter()
-                .map(|f| match union.iter().position(|u| u == f) {
-                    Some(i) => i,
-                    None => {
-                        union.push(f);
-                        union.len() - 1
-                    }
-                })
-                .collect();
-            maps.push(map);
-        }
+        let (union, maps) = union_of(&sinks);
         let mut args = field_args(&union);
         args.extend(Taps::args());
         let mut in_taps = false;
@@ -432,22 +459,7 @@ mod tests {
         };
         let mut sinks: Vec<Box<dyn Sink>> =
             crate::tools::INDEX_PARTS.iter().map(|m| m(&ctx)).collect();
-        let mut union: Vec<&'static str> = vec!["frame.number", "frame.time_epoch"];
-        let mut maps: Vec<Vec<usize>> = Vec::new();
-        for s in &sinks {
-            maps.push(
-                s.fields()
-                    .iter()
-                    .map(|f| match union.iter().position(|u| u == f) {
-                        Some(i) => i,
-                        None => {
-                            union.push(f);
-                            union.len() - 1
-                        }
-                    })
-                    .collect(),
-            );
-        }
+        let (union, maps) = union_of(&sinks);
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))

@@ -405,8 +405,9 @@ impl Part for TlsModel {
 
     /// What the family's tshark filter was: `tls || tcp.flags.reset == 1`.
     fn wants(r: &Row<'_>) -> bool {
-        has_protocol(r, col(TlsRow::FIELDS, "frame.protocols"), "tls")
-            || r.flag(col(TlsRow::FIELDS, "tcp.flags.reset"))
+        const PROTOCOLS: usize = col(TlsRow::FIELDS, "frame.protocols");
+        const RESET: usize = col(TlsRow::FIELDS, "tcp.flags.reset");
+        has_protocol(r, PROTOCOLS, "tls") || r.flag(RESET)
     }
 
     fn add(&mut self, p: TlsRow) {

@@ -57,10 +57,10 @@ pub struct DnsRow {
 
 impl crate::index::Kept for DnsRow {
     fn wants(r: &Row<'_>) -> bool {
-        let i = crate::index::col(Self::FIELDS, "frame.protocols");
+        const PROTOCOLS: usize = crate::index::col(DnsRow::FIELDS, "frame.protocols");
         ["dns", "mdns", "llmnr"]
             .iter()
-            .any(|p| crate::index::has_protocol(r, i, p))
+            .any(|p| crate::index::has_protocol(r, PROTOCOLS, p))
     }
 }
 

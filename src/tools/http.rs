@@ -121,7 +121,11 @@ pub struct HttpRow {
 
 impl crate::index::Kept for HttpRow {
     fn wants(r: &Row<'_>) -> bool {
-        crate::index::has_any(r, Self::FIELDS, &["http.request", "http.response"])
+        const MESSAGE: [usize; 2] = [
+            crate::index::col(HttpRow::FIELDS, "http.request"),
+            crate::index::col(HttpRow::FIELDS, "http.response"),
+        ];
+        crate::index::has_any(r, &MESSAGE)
     }
 }
 

@@ -88,9 +88,13 @@ pub struct AppRow {
 
 impl crate::index::Kept for AppRow {
     fn wants(r: &Row<'_>) -> bool {
-        crate::index::has_any(r, Self::FIELDS, &["dns.time", "http.time"])
-            || r.all(crate::index::col(Self::FIELDS, "tls.handshake.type"))
-                .any(|t| t == "1" || t == "2")
+        use crate::index::col;
+        const TIMES: [usize; 2] = [
+            col(AppRow::FIELDS, "dns.time"),
+            col(AppRow::FIELDS, "http.time"),
+        ];
+        const HANDSHAKE: usize = col(AppRow::FIELDS, "tls.handshake.type");
+        crate::index::has_any(r, &TIMES) || r.all(HANDSHAKE).any(|t| t == "1" || t == "2")
     }
 }
 

@@ -263,13 +263,15 @@ pub struct LatencyRow {
 
 impl crate::index::Kept for LatencyRow {
     fn wants(r: &Row<'_>) -> bool {
-        crate::index::has_any(
-            r,
-            Self::FIELDS,
-            &["dns.time", "http.time", "icmp.resptime", "icmpv6.resptime"],
-        ) || r
-            .all(crate::index::col(Self::FIELDS, "tls.handshake.type"))
-            .any(|t| t == "1" || t == "2")
+        use crate::index::col;
+        const TIMES: [usize; 4] = [
+            col(LatencyRow::FIELDS, "dns.time"),
+            col(LatencyRow::FIELDS, "http.time"),
+            col(LatencyRow::FIELDS, "icmp.resptime"),
+            col(LatencyRow::FIELDS, "icmpv6.resptime"),
+        ];
+        const HANDSHAKE: usize = col(LatencyRow::FIELDS, "tls.handshake.type");
+        crate::index::has_any(r, &TIMES) || r.all(HANDSHAKE).any(|t| t == "1" || t == "2")
     }
 }
 

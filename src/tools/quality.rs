@@ -137,12 +137,12 @@ pub struct QRow {
 
 impl crate::index::Kept for QRow {
     fn wants(r: &Row<'_>) -> bool {
-        let i = crate::index::col(Self::FIELDS, "frame.protocols");
+        const PROTOCOLS: usize = crate::index::col(QRow::FIELDS, "frame.protocols");
+        const SEVERITY: usize = crate::index::col(QRow::FIELDS, "_ws.expert.severity");
         ["dns", "icmp", "icmpv6"]
             .iter()
-            .any(|p| crate::index::has_protocol(r, i, p))
-            || r.all(crate::index::col(Self::FIELDS, "_ws.expert.severity"))
-                .any(|s| s == "8388608")
+            .any(|p| crate::index::has_protocol(r, PROTOCOLS, p))
+            || r.all(SEVERITY).any(|s| s == "8388608")
     }
 }
 
@@ -447,7 +447,8 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
         .iter()
         .filter(|s| matches!(s.conn_state(), "REJ" | "S0" | "RSTOS0" | "SH"))
         .count() as u64;
-    let dns_failed = queries
+    // the failed queries' frames, counted here and listed as the finding's evidence
+    let failed_queries: Vec<u64> = queries
         .iter()
         .filter(|(q, retrans)| {
             let rcode = answered.get(q);
@@ -457,7 +458,9 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
                 rcode.copied().flatten(),
             )
         })
-        .count() as u64;
+        .map(|(q, _)| *q)
+        .collect();
+    let dns_failed = failed_queries.len() as u64;
     let dns_queries = queries
         .iter()
         .filter(|(_, retrans)| crate::definitions::dns_query_counts(*retrans))
@@ -653,19 +656,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
                 "Connections refused or unanswered: a service down, a firewall, or a scan.",
             ),
             "DNS failures" => {
-                let failed: Vec<u64> = queries
-                    .iter()
-                    .filter(|(q, retrans)| {
-                        let rcode = answered.get(q);
-                        crate::definitions::dns_query_failed(
-                            *retrans,
-                            rcode.is_some(),
-                            rcode.copied().flatten(),
-                        )
-                    })
-                    .map(|(q, _)| *q)
-                    .take(10)
-                    .collect();
+                let failed: Vec<u64> = failed_queries.iter().take(10).copied().collect();
                 let listed = failed
                     .iter()
                     .map(|f| f.to_string())
