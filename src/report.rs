@@ -16,6 +16,18 @@ pub enum Severity {
     High,
 }
 
+impl Severity {
+    /// The word the result uses for it (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+}
+
 /// Where in the capture a finding can be seen.
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct Evidence {

@@ -880,7 +880,7 @@ fn summarize(
     {
         s.push_str(&format!(
             "Most important ({}): {}",
-            severity_word(f.severity),
+            f.severity.as_str(),
             f.title
         ));
         if let Some(n) = &f.next_step {
@@ -982,15 +982,6 @@ fn summarize(
         s.push_str(&format!("Worth a look: {}.", titles.join("; ")));
     }
     s
-}
-
-fn severity_word(s: Severity) -> &'static str {
-    match s {
-        Severity::High => "high",
-        Severity::Medium => "medium",
-        Severity::Low => "low",
-        Severity::Info => "info",
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! One module per tool group. A tool's parameters, its tshark command, its reduction
-//! and its findings live together in its group's module; shared mechanics live in
-//! `crate::engine` and `crate::tshark`.
+//! One module per tool group: a tool's parameters, its part of the capture index (the
+//! reducer over the shared pass) and its view over it, with its findings. Tool modules
+//! never import each other: what two share lives in `crate::analysis` (or, for a
+//! metric's definition, `crate::definitions`); mechanics live in `crate::engine`,
+//! `crate::index` and `crate::tshark`. This module declares what spans the tools:
+//! the index's parts, the shared stream parameters and the triage's checks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -279,6 +282,19 @@ pub fn filter_string_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The triage names each check's tool by its string; each must be a tool clients
+    /// can call.
+    #[test]
+    fn triage_checks_name_real_tools() {
+        let names: Vec<String> = crate::server::PcapServer::all_tools()
+            .into_iter()
+            .map(|(_, t)| t.name.to_string())
+            .collect();
+        for c in TRIAGE {
+            assert!(names.iter().any(|n| n == c.tool), "no tool {}", c.tool);
+        }
+    }
 
     #[test]
     fn limits_are_clamped() {
