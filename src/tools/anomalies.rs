@@ -65,7 +65,7 @@ pub struct TtlVariation {
     pub display_filter: String,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct Counts {
     pub frames_checked: u64,
     pub malformed: u64,
@@ -383,8 +383,9 @@ impl PcapServer {
     }
 }
 
-/// What the family's reducer keeps from the index pass.
-#[derive(Clone)]
+/// The anomaly view's part of the index: groups of odd frames, TTLs per source,
+/// fragments per datagram, and what each stream carried.
+#[derive(Clone, Default)]
 pub struct AnomalyState {
     span: Span,
     groups: BTreeMap<(&'static str, String), Group>,
@@ -399,25 +400,7 @@ pub struct AnomalyState {
 impl crate::index::Part for AnomalyState {
     type Row = AnomalyRow;
     fn new(_ctx: &crate::index::Ctx) -> Self {
-        Self {
-            span: Default::default(),
-            groups: Default::default(),
-            counts: Counts {
-                frames_checked: 0,
-                malformed: 0,
-                truncated: 0,
-                expert_errors: 0,
-                bad_tcp_flags: 0,
-                ip_fragments: 0,
-                fragment_problems: 0,
-                ttl_expiring: 0,
-                port_mismatches: 0,
-            },
-            streams: Default::default(),
-            stream_starts: Default::default(),
-            ttls: Default::default(),
-            datagrams: Default::default(),
-        }
+        Self::default()
     }
     fn add(&mut self, r: AnomalyRow) {
         self.span.add(Some(r.time));

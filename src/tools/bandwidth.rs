@@ -788,8 +788,9 @@ struct ConvAcc {
     last: f64,
 }
 
-/// What the family's reducer keeps from the index pass.
-#[derive(Clone)]
+/// The bandwidth view's part of the index: bytes per window of one width, talkers,
+/// address pairs and protocols.
+#[derive(Clone, Default)]
 pub struct BwState {
     span: Span,
     t0: Option<f64>,
@@ -864,14 +865,8 @@ impl crate::index::Part for BwState {
 impl BwState {
     fn with_window(window: f64) -> Self {
         Self {
-            span: Span::default(),
-            t0: None,
-            windows: BTreeMap::new(),
-            talkers: BTreeMap::new(),
-            convs: BTreeMap::new(),
-            protocols: BTreeMap::new(),
-            total: 0,
             window,
+            ..Self::default()
         }
     }
 }

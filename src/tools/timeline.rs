@@ -166,8 +166,9 @@ impl PcapServer {
     }
 }
 
-/// What the family's reducer keeps from the index pass.
-#[derive(Clone)]
+/// The timeline's part of the index: buckets of one width, DNS queries and answers to
+/// pair, and the longest idle gaps.
+#[derive(Clone, Default)]
 pub struct TimelineState {
     start: Option<f64>,
     buckets: BTreeMap<u64, Bucket>,
@@ -257,13 +258,8 @@ impl TimelineState {
     fn with_base(base: f64, start: Option<f64>) -> Self {
         Self {
             start,
-            buckets: BTreeMap::new(),
-            dns_queries: Vec::new(),
-            dns_answered: Default::default(),
-            span: Span::default(),
-            last: None,
-            gaps: Vec::new(),
             base,
+            ..Self::default()
         }
     }
 }

@@ -379,8 +379,9 @@ impl PcapServer {
     }
 }
 
-/// What the family's reducer keeps from the index pass.
-#[derive(Clone)]
+/// The topology view's part of the index: hosts, address pairs, MACs, ARP claims,
+/// VLANs and the DNS/DHCP servers seen.
+#[derive(Clone, Default)]
 pub struct TopoState {
     span: Span,
     hosts: BTreeMap<String, HostAcc>,
@@ -399,19 +400,7 @@ pub struct TopoState {
 impl crate::index::Part for TopoState {
     type Row = TopoRow;
     fn new(_ctx: &crate::index::Ctx) -> Self {
-        Self {
-            span: Default::default(),
-            hosts: Default::default(),
-            edges: Default::default(),
-            macs: Default::default(),
-            arp: Default::default(),
-            mac_vlans: Default::default(),
-            vlans: Default::default(),
-            dns_servers: Default::default(),
-            dns_asked: Default::default(),
-            dhcp_servers: Default::default(),
-            dhcp_routers: Default::default(),
-        }
+        Self::default()
     }
     fn add(&mut self, r: TopoRow) {
         self.span.add(r.time);
