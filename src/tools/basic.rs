@@ -563,18 +563,16 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let endpoints = Table::page(eps, o, l);
 
     let file_facts = info.as_ref().map(|i| file_facts(i, acc.truncated.count));
-    let mut findings = findings(&acc, &capture.read_warning);
+    let mut findings = capture_findings(&acc, &capture.read_warning);
+    if detailed != AnalysisType::Summary {
+        findings.extend(symptom_findings(&acc));
+    }
     findings.extend(a.clock_finding().await);
     let mut checks = Vec::new();
     let mut more = 0;
     if detailed == AnalysisType::Summary {
-        // the triage: every family's own symptoms replace this view's packet counts
-        // (one definition each), keeping what is about the capture file itself
-        findings.retain(|f| {
-            f.evidence.display_filter == "frame.cap_len < frame.len"
-                || f.title.starts_with("Capture file is damaged")
-                || f.title == "The capture clock jumps"
-        });
+        // the triage: every family's own symptoms instead of this view's packet counts
+        // (one definition each)
         let (triaged, c) = triage(&a, &p).await?;
         checks = c;
         for f in triaged {
@@ -718,7 +716,9 @@ fn symptom_finding(
     })
 }
 
-fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
+/// What is wrong with the capture file itself (damaged, cut by the snapshot length):
+/// the overview's own, in every analysis_type.
+fn capture_findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(w) = read_warning {
         out.push(Finding::new(
@@ -732,6 +732,20 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
             },
         ));
     }
+    out.extend(symptom_finding(
+        &acc.truncated,
+        Severity::Info,
+        format!("{} packets were captured shorter than they were on the wire", thousands(acc.truncated.count)),
+        "The capture's snapshot length cut these packets; payload-level analysis (HTTP bodies, TLS certificates) may be incomplete.".into(),
+        "frame.cap_len < frame.len",
+    ));
+    out
+}
+
+/// Symptoms counted per packet, for the detailed views; the triage (summary) takes
+/// each family's own findings instead.
+fn symptom_findings(acc: &Overview) -> Vec<Finding> {
+    let mut out = Vec::new();
     let retrans_rate = pct(acc.retrans.count, acc.tcp_packets);
     out.extend(symptom_finding(
         &acc.retrans,
@@ -793,13 +807,6 @@ fn findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
         format!("{} frames with Wireshark expert errors", thousands(acc.expert_errors.count)),
         "Malformed packets or protocol violations as Wireshark's dissectors see them (analyze_expert_information).".into(),
         "_ws.expert.severity == error",
-    ));
-    out.extend(symptom_finding(
-        &acc.truncated,
-        Severity::Info,
-        format!("{} packets were captured shorter than they were on the wire", thousands(acc.truncated.count)),
-        "The capture's snapshot length cut these packets; payload-level analysis (HTTP bodies, TLS certificates) may be incomplete.".into(),
-        "frame.cap_len < frame.len",
     ));
     out
 }
