@@ -168,6 +168,24 @@ pub fn has_protocol(row: &Row<'_>, i: usize, p: &str) -> bool {
     row.str(i).is_some_and(|s| s.split(':').any(|x| x == p))
 }
 
+/// One part built by a pass of its own, for a view asked for what the index does not
+/// hold (a bucket width other than the default): the same reducer, rows filtered and
+/// finished as in the index.
+pub async fn own_pass<P: Part>(a: &mut Analysis, mut part: P) -> Result<P, String> {
+    let n = P::Row::FIELDS.len();
+    a.run_lines(None, &field_args(P::Row::FIELDS), |line| {
+        let row = Row::parse(line, n);
+        if P::wants(&row)
+            && let Some(r) = P::Row::from_row(&row)
+        {
+            part.add(r);
+        }
+    })
+    .await?;
+    part.finish();
+    Ok(part)
+}
+
 /// The fields the pass prints, each once, and each sink's columns among them.
 /// `frame.number` comes first: a row line then always starts with a digit, and the
 /// tap text after the last row never does.

@@ -894,9 +894,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
         (*indexed).clone()
     } else {
         // a width the index does not count in: this call's own pass, same reducer
-        let mut st = BwState::with_window(window);
-        a.fields::<BwRow>(None, &[], |r| st.add(r)).await?;
-        st
+        crate::index::own_pass(&mut a, BwState::with_window(window)).await?
     };
     let BwState {
         span,

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::time::{MAX_BUCKETS, choose_interval};
 use crate::engine::{Analysis, Span};
-use crate::index::Part;
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, human_bits_per_s, rfc3339, round, thousands,
 };
@@ -279,9 +278,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
             .as_ref()
             .and_then(|i| i.first_epoch)
             .filter(|_| a.filter.is_none());
-        let mut st = TimelineState::with_base(base, start);
-        a.fields::<TimelineRow>(None, &[], |r| st.add(r)).await?;
-        st
+        crate::index::own_pass(&mut a, TimelineState::with_base(base, start)).await?
     };
     let TimelineState {
         start,
