@@ -17,6 +17,7 @@ use crate::pcapfile::CaptureSummary;
 use crate::report::{CaptureFacts, Evidence, Finding, Report, Scope, Severity, rfc3339};
 use crate::sandbox::{CaptureFile, KeyLog, Sandbox};
 use crate::tshark::fields::{FromRow, field_args};
+use crate::timescope::{TimeRange, TimeScope};
 use crate::tshark::{Control, RunEnd, Runner};
 
 pub struct Engine {
@@ -45,6 +46,10 @@ pub trait FileArgs: Serialize + Send + 'static {
     fn tls_keylog_file(&self) -> Option<&str> {
         None
     }
+    /// The time range the client asked for, as written.
+    fn time_scope(&self) -> Option<&TimeScope> {
+        None
+    }
 }
 
 /// Implements [`FileArgs`] for parameter structs with `pcap_file` and `display_filter` fields.
@@ -58,6 +63,9 @@ macro_rules! file_args {
             fn display_filter(&self) -> Option<&str> {
                 self.display_filter.as_deref()
             }
+            fn time_scope(&self) -> Option<&$crate::timescope::TimeScope> {
+                Some(&self.time)
+            }
         }
     )+};
     (keylog: $($t:ty),+ $(,)?) => {$(
@@ -70,6 +78,9 @@ macro_rules! file_args {
             }
             fn tls_keylog_file(&self) -> Option<&str> {
                 self.tls_keylog_file.as_deref().filter(|s| !s.trim().is_empty())
+            }
+            fn time_scope(&self) -> Option<&$crate::timescope::TimeScope> {
+                Some(&self.time)
             }
         }
     )+};
@@ -155,6 +166,25 @@ impl Engine {
         if let Some(f) = &filter {
             self.tshark.check_display_filter(f).await?;
         }
+        // a time range is resolved against the capture's own clock, then becomes one
+        // more clause of the scope's filter: the index of a time range is the index of
+        // that filter, keyed by absolute bounds whatever form the client wrote
+        let time = match params.time_scope().filter(|t| !t.is_empty() || t.timezone.is_some()) {
+            Some(t) => {
+                let s = self.summary(&file).await?;
+                match (s.first_ns, s.last_ns) {
+                    (Some(first), Some(last)) => t.resolve(first, last)?.map(|r| (r, first)),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let user_filter = filter.clone();
+        let filter = match (&filter, &time) {
+            (_, None) => filter,
+            (None, Some((r, _))) => Some(r.filter_clause()),
+            (Some(u), Some((r, _))) => Some(format!("({u}) && {}", r.filter_clause())),
+        };
         let check_file = file.clone();
         let check_engine = self.clone();
         let key = format!(
@@ -169,6 +199,7 @@ impl Engine {
         let engine = self.clone();
         let file_for_job = file.clone();
         let filter_for_job = filter.clone();
+        let user_filter_for_job = user_filter.clone();
         let outcome = self
             .jobs
             .run(
@@ -181,6 +212,8 @@ impl Engine {
                         engine,
                         file: file_for_job,
                         filter: filter_for_job,
+                        user_filter: user_filter_for_job,
+                        time,
                         ctl,
                         commands: Vec::new(),
                         warning: None,
@@ -212,7 +245,8 @@ impl Engine {
                 Ok(Json(Report::running(
                     facts,
                     Scope {
-                        display_filter: filter,
+                        display_filter: user_filter,
+                        time_range: time.map(|(r, first)| r.scope(first)),
                         note: None,
                     },
                     pct,
@@ -250,8 +284,14 @@ fn unreadable(file: &CaptureFile, s: &CaptureSummary) -> String {
 pub struct Analysis {
     pub engine: Arc<Engine>,
     pub file: CaptureFile,
-    /// The client's display filter, already compiled on its own.
+    /// The scope as one display filter: the client's filter (already compiled on its
+    /// own) and the time range's clause. Every pass of this analysis runs with it.
     pub filter: Option<String>,
+    /// The client's display filter alone, for the result's scope and next steps.
+    pub user_filter: Option<String>,
+    /// The time range in effect and the capture's first packet time (nanoseconds) it
+    /// was resolved against.
+    pub time: Option<(TimeRange, i128)>,
     pub ctl: Control,
     /// Every tshark command line run, for the report.
     pub commands: Vec<String>,
@@ -296,6 +336,8 @@ impl Analysis {
             engine: self.engine.clone(),
             file: self.file.clone(),
             filter: self.filter.clone(),
+            user_filter: self.user_filter.clone(),
+            time: self.time,
             ctl: self.ctl.clone(),
             commands: Vec::new(),
             warning: None,
@@ -445,6 +487,14 @@ impl Analysis {
         }
     }
 
+    /// The scope's time window: where buckets start and the span they cover.
+    pub async fn window(&self) -> crate::index::Window {
+        match self.summary().await {
+            Ok(s) => crate::index::Window::of(&s, self.user_filter.is_some(), self.time.map(|t| t.0)),
+            Err(_) => crate::index::Window::default(),
+        }
+    }
+
     /// The capture index of this file and scope, built by one pass on first use and
     /// shared by every tool.
     pub async fn index(&mut self) -> Result<Arc<CaptureIndex>, String> {
@@ -552,7 +602,8 @@ impl Analysis {
 
     pub fn scope(&self, note: Option<String>) -> Scope {
         Scope {
-            display_filter: self.filter.clone(),
+            display_filter: self.user_filter.clone(),
+            time_range: self.time.map(|(r, first)| r.scope(first)),
             note,
         }
     }

@@ -41,8 +41,42 @@ pub fn time_bucket(t: f64, t0: f64, width: f64) -> u64 {
 pub struct Ctx {
     /// Our own reader's facts about the whole file.
     pub summary: Arc<CaptureSummary>,
-    /// Whether the scope narrows the capture (then file-level times do not apply).
-    pub filtered: bool,
+    /// The scope's time window (see [`Window`]).
+    pub window: Window,
+}
+
+/// Where a scope's time starts and how long it lasts, for choosing buckets: the file's
+/// span, or a time range's bounds clipped to it. `start` is unknown (`None`) when only
+/// a display filter narrows the capture: its first matching packet starts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub start: Option<f64>,
+    pub span_s: f64,
+}
+
+impl Window {
+    pub fn of(
+        summary: &CaptureSummary,
+        display_filtered: bool,
+        time: Option<crate::timescope::TimeRange>,
+    ) -> Self {
+        let (Some(first), Some(last)) = (summary.first_epoch, summary.last_epoch) else {
+            return Self::default();
+        };
+        match time {
+            Some(r) => {
+                let (a, b) = r.clip(first, last);
+                Self {
+                    start: Some(a),
+                    span_s: (b - a).max(0.0),
+                }
+            }
+            None => Self {
+                start: (!display_filtered).then_some(first),
+                span_s: summary.duration_s,
+            },
+        }
+    }
 }
 
 /// One family's reducer over the shared pass.
@@ -287,8 +321,8 @@ impl CaptureIndex {
     pub async fn build(a: &mut Analysis, makers: &[PartMaker]) -> Result<Self, String> {
         let summary = a.summary().await?;
         let ctx = Ctx {
+            window: Window::of(&summary, a.user_filter.is_some(), a.time.map(|t| t.0)),
             summary,
-            filtered: a.filter.is_some(),
         };
         let mut sinks: Vec<Box<dyn Sink>> = makers.iter().map(|m| m(&ctx)).collect();
         let (union, maps) = union_of(&sinks);
@@ -430,7 +464,7 @@ mod tests {
         let n = 20_000u64;
         let ctx = Ctx {
             summary: Arc::new(CaptureSummary::default()),
-            filtered: false,
+            window: Window::default(),
         };
         let mut total = 0usize;
         for make in crate::tools::INDEX_PARTS {
@@ -473,7 +507,7 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let ctx = Ctx {
             summary: Arc::new(CaptureSummary::default()),
-            filtered: false,
+            window: Window::default(),
         };
         let mut sinks: Vec<Box<dyn Sink>> =
             crate::tools::INDEX_PARTS.iter().map(|m| m(&ctx)).collect();

@@ -18,6 +18,7 @@ mod sandbox;
 mod secrets;
 mod server;
 mod stdio;
+mod timescope;
 mod tools;
 mod tshark;
 

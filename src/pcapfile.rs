@@ -56,6 +56,9 @@ pub struct Record<'a> {
     pub frame: u64,
     /// Seconds since the epoch, when the record carries a time.
     pub time: Option<f64>,
+    /// The same time exactly, in nanoseconds (an f64 of today's epoch seconds keeps
+    /// only about a quarter of a microsecond).
+    pub time_ns: Option<i128>,
     pub caplen: u32,
     /// The link type of the interface it was captured on, when it is a packet.
     pub linktype: Option<u32>,
@@ -80,6 +83,11 @@ pub struct CaptureSummary {
     pub duration_s: f64,
     pub first_epoch: Option<f64>,
     pub last_epoch: Option<f64>,
+    /// The first and last packet times exactly, in nanoseconds since the epoch.
+    #[serde(skip)]
+    pub first_ns: Option<i128>,
+    #[serde(skip)]
+    pub last_ns: Option<i128>,
     /// The snapshot length in the file header, when the format records one.
     pub snaplen: Option<u64>,
     pub strict_time_order: Option<bool>,
@@ -255,6 +263,8 @@ fn walk_pcap(
             return;
         }
         let time = f64::from(u32_of(&hdr[0..4])) + f64::from(u32_of(&hdr[4..8])) * scale;
+        let frac_ns = i128::from(u32_of(&hdr[4..8])) * if scale < 1e-6 { 1 } else { 1000 };
+        let time_ns = i128::from(u32_of(&hdr[0..4])) * 1_000_000_000 + frac_ns;
         let data = if with_data {
             buf.resize(caplen as usize, 0);
             if r.read_exact(&mut buf).is_err() {
@@ -273,6 +283,7 @@ fn walk_pcap(
         let rec = Record {
             frame: n,
             time: Some(time),
+            time_ns: Some(time_ns),
             caplen,
             linktype: Some(linktype),
             data,
@@ -300,6 +311,8 @@ struct Interface {
     linktype: u32,
     /// Seconds per timestamp unit.
     resolution: f64,
+    /// The same resolution exactly: timestamp units per second.
+    units_per_s: u128,
     offset_s: f64,
 }
 
@@ -421,7 +434,8 @@ fn walk_pcapng(
                 }
                 let linktype = u32::from(u16_at(0));
                 let snaplen = u64::from(u32_at(4));
-                let (resolution, offset_s) = interface_options(&body[8..body.len() - 4], little);
+                let (units_per_s, offset_s) = interface_options(&body[8..body.len() - 4], little);
+                let resolution = 1.0 / units_per_s as f64;
                 w.linktypes.insert(linktype);
                 if snaplen > 0 {
                     w.snaplen = Some(w.snaplen.map_or(snaplen, |s| s.max(snaplen)));
@@ -429,6 +443,7 @@ fn walk_pcapng(
                 ifaces.push(Interface {
                     linktype,
                     resolution,
+                    units_per_s,
                     offset_s,
                 });
             }
@@ -465,7 +480,7 @@ fn walk_pcapng(
                     }
                     _ => None,
                 };
-                let (data_off, caplen, time, linktype) = match fixed {
+                let (data_off, caplen, (time, time_ns), linktype) = match fixed {
                     Some((off, cap, _orig, iface, ts)) => {
                         let Some(ifc) = ifaces.get(iface as usize) else {
                             w.damaged = Some(format!(
@@ -489,9 +504,13 @@ fn walk_pcapng(
                             return;
                         }
                         let time = ts.map(|ts| ts as f64 * ifc.resolution + ifc.offset_s);
-                        (off, cap, time, Some(ifc.linktype))
+                        let time_ns = ts.map(|ts| {
+                            (u128::from(ts) * 1_000_000_000 / ifc.units_per_s) as i128
+                                + ifc.offset_s as i128 * 1_000_000_000
+                        });
+                        (off, cap, (time, time_ns), Some(ifc.linktype))
                     }
-                    None => (0usize, body_len.saturating_sub(4) as u32, None, None),
+                    None => (0usize, body_len.saturating_sub(4) as u32, (None, None), None),
                 };
                 n += 1;
                 let data = (with_data && fixed.is_some())
@@ -499,6 +518,7 @@ fn walk_pcapng(
                 let rec = Record {
                     frame: n,
                     time,
+                    time_ns,
                     caplen: if fixed.is_some() { caplen } else { 0 },
                     linktype,
                     data,
@@ -512,9 +532,10 @@ fn walk_pcapng(
     }
 }
 
-/// if_tsresol (9) and if_tsoffset (14) of an interface description block's options.
-fn interface_options(mut opts: &[u8], little: bool) -> (f64, f64) {
-    let mut resolution = 1e-6;
+/// if_tsresol (9), as timestamp units per second, and if_tsoffset (14) of an interface
+/// description block's options.
+fn interface_options(mut opts: &[u8], little: bool) -> (u128, f64) {
+    let mut resolution: u128 = 1_000_000;
     let mut offset = 0.0;
     while opts.len() >= 4 {
         let (code, len) = if little {
@@ -538,14 +559,14 @@ fn interface_options(mut opts: &[u8], little: bool) -> (f64, f64) {
                 // like tshark, an absurd resolution falls back to microseconds
                 resolution = if b & 0x80 == 0 {
                     if b <= 18 {
-                        10f64.powi(-i32::from(b))
+                        10u128.pow(u32::from(b))
                     } else {
-                        1e-6
+                        1_000_000
                     }
                 } else if (b & 0x7f) <= 63 {
-                    2f64.powi(-i32::from(b & 0x7f))
+                    1u128 << (b & 0x7f)
                 } else {
-                    1e-6
+                    1_000_000
                 };
             }
             (14, 8) => {
@@ -574,6 +595,10 @@ pub fn summarize(file: File, limit: u64) -> std::io::Result<CaptureSummary> {
     let walked = walk(file, limit, false, |rec| {
         s.packets = rec.frame;
         s.data_bytes += u64::from(rec.caplen);
+        if let Some(ns) = rec.time_ns {
+            s.first_ns = Some(s.first_ns.map_or(ns, |f| f.min(ns)));
+            s.last_ns = Some(s.last_ns.map_or(ns, |l| l.max(ns)));
+        }
         if let Some(t) = rec.time.filter(|t| t.is_finite()) {
             s.first_epoch = Some(s.first_epoch.map_or(t, |f| f.min(t)));
             s.last_epoch = Some(s.last_epoch.map_or(t, |l| l.max(t)));

@@ -209,6 +209,9 @@ pub struct Scope {
     /// The display filter that scoped the analysis, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_filter: Option<String>,
+    /// The time range that scoped the analysis (start_time/end_time), as absolute bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_range: Option<crate::timescope::TimeRangeScope>,
     /// Other parameters that narrowed the result (method, host, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

@@ -22,6 +22,9 @@ pub struct AnomalyParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Rows per table (default 20, max 500).
     #[serde(default)]
     pub limit: Option<i64>,

@@ -37,6 +37,9 @@ pub struct IoGraphParams {
     /// Optional Wireshark display filter that scopes every series.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Up to 4 extra series, each a display filter drawn as a line over the total
     /// (e.g. "tcp.analysis.retransmission", "tls", "ip.addr == 10.0.0.5"). Use || instead
     /// of commas inside a filter.
@@ -306,8 +309,8 @@ impl Part for IoBuckets {
     type Row = IoRow;
     fn new(ctx: &crate::index::Ctx) -> Self {
         Self {
-            t0: ctx.summary.first_epoch.unwrap_or(0.0),
-            interval: choose_interval(None, ctx.summary.duration_s).0,
+            t0: ctx.window.start.or(ctx.summary.first_epoch).unwrap_or(0.0),
+            interval: choose_interval(None, ctx.window.span_s).0,
             counts: BTreeMap::new(),
         }
     }
@@ -326,8 +329,10 @@ impl Part for IoBuckets {
 
 async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, String> {
     let info = a.summary().await.ok();
-    let span_s = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
-    let t0 = info.as_ref().and_then(|i| i.first_epoch).unwrap_or(0.0);
+    let file_first = info.as_ref().and_then(|i| i.first_epoch).unwrap_or(0.0);
+    let window = a.window().await;
+    let span_s = window.span_s;
+    let mut t0 = window.start.unwrap_or(file_first);
     let (interval, coarsened) = choose_interval(p.time_interval, span_s);
     let user = a.filter.clone();
     let scope = |f: &str| match &user {
@@ -368,10 +373,16 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
             .map(|(b, c)| (*b as f64 * interval, vec![*c]))
             .collect();
     } else {
-        // host or series filters (or another width): tshark's io,stat counts them
+        // host or series filters (or another width): tshark's io,stat counts them.
+        // Its intervals start at the file's first packet whatever the filter, so a
+        // time range starts at the interval holding its start (labelled as such)
+        let skip = ((t0 - file_first).max(0.0) / interval + 1e-9).floor() * interval;
+        t0 = file_first + skip;
         a.run_lines(None, &["-q".into(), "-z".into(), stat], |l| {
-            if let Some(r) = parse_io_stat_row(l) {
-                rows.push(r);
+            if let Some((start, cols)) = parse_io_stat_row(l)
+                && start + 1e-9 >= skip
+            {
+                rows.push((start - skip, cols));
             }
         })
         .await?;
@@ -461,7 +472,7 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
                 human_bits_per_s(main.average_bits_per_s)
             ),
             format!(
-                "The busiest {interval} s bucket starts {peak_start:.3} s after the first packet ({}).",
+                "The busiest {interval} s bucket starts {peak_start:.3} s into the graph ({}).",
                 rfc3339(t0 + peak_start)
             ),
             Evidence {
@@ -536,8 +547,11 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
     };
     let span = Span {
         packets: main.frames,
-        first: info.as_ref().and_then(|i| i.first_epoch),
-        last: info.as_ref().and_then(|i| i.last_epoch),
+        first: window.start.or(info.as_ref().and_then(|i| i.first_epoch)),
+        last: window
+            .start
+            .map(|s| s + span_s)
+            .or(info.as_ref().and_then(|i| i.last_epoch)),
     };
     let data = IoGraph {
         interval_s: interval,
@@ -567,6 +581,9 @@ pub struct BandwidthParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Rows per table (default 10, max 500).
     #[serde(default)]
     pub limit: Option<i64>,
@@ -806,7 +823,7 @@ impl crate::index::Part for BwState {
     type Row = BwRow;
     /// Windows of the width a call without `time_window` uses.
     fn new(ctx: &crate::index::Ctx) -> Self {
-        Self::with_window(window_width(None, ctx.summary.duration_s).0)
+        Self::with_window(window_width(None, ctx.window.span_s).0)
     }
     fn add(&mut self, r: BwRow) {
         self.span.add(Some(r.time));
@@ -883,7 +900,7 @@ fn window_width(time_window: Option<f64>, span_hint: f64) -> (f64, f64) {
 
 async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwidth>, String> {
     let info = a.summary().await.ok();
-    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
+    let span_hint = a.window().await.span_s;
     let (window, asked) = window_width(p.time_window, span_hint);
     let coarsened = (window > asked).then_some(asked);
     // frame.time_relative counts from the file's first packet, not the filtered one

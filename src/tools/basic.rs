@@ -44,6 +44,9 @@ pub struct AnalyzePcapParams {
     /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Rows per table (default 5 for summary, 50 otherwise; max 500).
     #[serde(default)]
     pub limit: Option<i64>,
@@ -822,11 +825,21 @@ async fn triage(
         "pcap_file".to_string(),
         serde_json::Value::String(p.pcap_file.clone()),
     );
-    if let Some(f) = &a.filter {
+    if let Some(f) = &a.user_filter {
         arguments.insert(
             "display_filter".to_string(),
             serde_json::Value::String(f.clone()),
         );
+    }
+    // the same range as absolute instants, which name it whatever form was written
+    let range = a.scope(None).time_range;
+    for (name, v) in [
+        ("start_time", range.as_ref().and_then(|r| r.start.clone())),
+        ("end_time", range.as_ref().and_then(|r| r.end.clone())),
+    ] {
+        if let Some(v) = v {
+            arguments.insert(name.to_string(), serde_json::Value::String(v));
+        }
     }
     let mut out: Vec<Finding> = Vec::new();
     let mut checks = Vec::new();

@@ -25,6 +25,9 @@ pub struct ExpertParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Groups to list (default 30, max 500), most severe and most frequent first.
     #[serde(default)]
     pub limit: Option<i64>,

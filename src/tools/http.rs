@@ -46,6 +46,9 @@ pub struct HttpParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see HTTP
     /// inside TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
     #[serde(default)]

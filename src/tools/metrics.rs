@@ -37,6 +37,9 @@ pub struct ResponseTimeParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Servers to list (default 20, max 500), slowest p95 first.
     #[serde(default)]
     pub limit: Option<i64>,

@@ -62,6 +62,9 @@ pub struct TcpParams {
     /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Streams to list, worst first (default 20, max 500). Totals always cover all streams.
     #[serde(default)]
     pub limit: Option<i64>,
@@ -208,9 +211,7 @@ pub const TRIAGE: &[Check] = &[
     },
 ];
 
-/// The longest bucket or window a client may ask for (ten years), so that no width
-/// reaches tshark as a number it cannot format.
-const MAX_SECONDS: f64 = 10.0 * 365.25 * 86_400.0;
+use crate::timescope::MAX_SECONDS;
 
 /// Checks a client's time width (`time_interval`, `time_window`): positive, finite and
 /// at most ten years; `None` means "choose automatically".

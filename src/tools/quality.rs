@@ -28,6 +28,9 @@ pub struct QualityParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories: TLS 1.3
     /// failures (encrypted alerts) become visible.
     #[serde(default)]

@@ -45,6 +45,9 @@ pub struct SearchParams {
     /// Optional Wireshark display filter that scopes the search, e.g. `http`.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Show cleartext passwords in snippets and info as captured (default false: masked,
     /// as analyze_security_threats masks them).
     #[serde(default)]

@@ -26,6 +26,9 @@ pub struct TimelineParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
 }
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
@@ -183,10 +186,9 @@ impl crate::index::Part for TimelineState {
     type Row = TimelineRow;
     /// Buckets of the width a call without `time_interval` shows.
     fn new(ctx: &crate::index::Ctx) -> Self {
-        let span_hint = ctx.summary.duration_s;
+        let span_hint = ctx.window.span_s;
         let (interval, _) = choose_interval(None, span_hint);
-        let start = ctx.summary.first_epoch.filter(|_| !ctx.filtered);
-        Self::with_base(base_width(interval, span_hint), start)
+        Self::with_base(base_width(interval, span_hint), ctx.window.start)
     }
     fn add(&mut self, r: TimelineRow) {
         self.span.add(r.time);
@@ -264,8 +266,8 @@ impl TimelineState {
 }
 
 async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>, String> {
-    let info = a.summary().await.ok();
-    let span_hint = info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
+    let window = a.window().await;
+    let span_hint = window.span_s;
     let (interval, coarsened) = choose_interval(p.time_interval, span_hint);
     let base = base_width(interval, span_hint);
     let indexed = a.part::<TimelineState>().await?;
@@ -274,11 +276,7 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
         (*indexed).clone()
     } else {
         // a width the index does not count in: this call's own pass, same reducer
-        let start = info
-            .as_ref()
-            .and_then(|i| i.first_epoch)
-            .filter(|_| a.filter.is_none());
-        crate::index::own_pass(&mut a, TimelineState::with_base(base, start)).await?
+        crate::index::own_pass(&mut a, TimelineState::with_base(base, window.start)).await?
     };
     let TimelineState {
         start,
@@ -297,9 +295,10 @@ async fn timeline(mut a: Analysis, p: TimelineParams) -> Result<Report<Timeline>
             b.event(2, frame);
         }
     }
-    // Without capinfos the span is only known now: choose the width and regroup.
+    // Without the file's span (unreadable by our reader) the span is only known now:
+    // choose the width and regroup.
     let actual_span = span.duration();
-    let (interval, coarsened) = if info.is_none() {
+    let (interval, coarsened) = if span_hint <= 0.0 {
         choose_interval(p.time_interval, actual_span)
     } else {
         (interval, coarsened)

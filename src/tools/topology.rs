@@ -27,6 +27,9 @@ pub struct TopologyParams {
     /// Optional Wireshark display filter that scopes the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
     /// Hosts and edges listed (default 15, max 500); the diagram shows at most 12 hosts.
     #[serde(default)]
     pub limit: Option<i64>,
