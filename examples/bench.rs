@@ -257,7 +257,8 @@ async fn main() {
                 .map(str::to_string);
         }
         let status = v["status"].as_str().unwrap_or("error").to_string();
-        rows.push((tool, cpu, status));
+        // the server's peak so far: which call raised it
+        rows.push((tool, cpu, status, peak_rss_mb(pid)));
     }
     let total = cpu_of(pid) - start;
     let rss = peak_rss_mb(pid);
@@ -266,14 +267,14 @@ async fn main() {
     let index_cmd = index_cmd.expect("analyze_pcap_file reported no tshark command");
     let bare = bare_cpu(&index_cmd);
     println!("bare index pass: {bare:.2} s CPU");
-    println!("{:<40} {:>9} {:>9}", "call", "cpu (s)", "x bare");
-    for (tool, cpu, status) in &rows {
+    println!("{:<40} {:>9} {:>9} {:>8}", "call", "cpu (s)", "x bare", "peak MB");
+    for (tool, cpu, status, peak) in &rows {
         let note = if status == "complete" {
             String::new()
         } else {
             format!("  ({status})")
         };
-        println!("{tool:<40} {cpu:>9.2} {:>9.3}{note}", cpu / bare);
+        println!("{tool:<40} {cpu:>9.2} {:>9.3} {peak:>8}{note}", cpu / bare);
     }
     println!(
         "investigation: {} calls, {total:.2} s CPU = {:.2} x the bare index pass (target <= 1.5)",

@@ -221,8 +221,8 @@ fn bound(
         }
         return Ok(first_ns + (secs * 1e9).round() as i128);
     }
-    if s.contains('T') || s.contains('t') || (s.len() > 10 && s.as_bytes().get(4) == Some(&b'-'))
-    {
+    let b = s.as_bytes();
+    if b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
         return s
             .parse::<Timestamp>()
             .map(|t| t.as_nanosecond())
