@@ -39,7 +39,7 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     (
         "PCAP_TOOLSETS",
         "all",
-        "Comma-separated toolsets to expose: interfaces, capture, basic, tcp, tls, performance, advanced, metrics (default all).",
+        "Comma-separated toolsets to expose (default all): interfaces, capture, basic, tcp, tls, performance, advanced, metrics, drilldown; the Tools table below gives each tool's toolset.",
     ),
     (
         "PCAP_TSHARK_TIMEOUT",

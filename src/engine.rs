@@ -16,8 +16,8 @@ use crate::lru::Lru;
 use crate::pcapfile::CaptureSummary;
 use crate::report::{CaptureFacts, Evidence, Finding, Report, Scope, Severity, rfc3339};
 use crate::sandbox::{CaptureFile, KeyLog, Sandbox};
-use crate::tshark::fields::{FromRow, field_args};
 use crate::timescope::{TimeRange, TimeScope};
+use crate::tshark::fields::{FromRow, field_args};
 use crate::tshark::{Control, RunEnd, Runner};
 
 pub struct Engine {
@@ -33,7 +33,13 @@ pub struct Engine {
     parts: &'static [PartMaker],
     /// Our own reader's facts per file identity (cheap, but a full read of the file).
     summaries: Mutex<Lru<Arc<CaptureSummary>>>,
+    /// Results a tool pages through (a followed stream), so that the next page does not
+    /// re-read the capture. Bounded by their bytes, least recently used first out.
+    memos: Mutex<Lru<Arc<dyn std::any::Any + Send + Sync>>>,
 }
+
+/// The bytes the paged-result cache (`Engine::memo_put`) may hold.
+const MEMO_BYTES: usize = 64 << 20;
 
 type IndexCell = Arc<tokio::sync::OnceCell<Arc<CaptureIndex>>>;
 
@@ -99,6 +105,7 @@ impl Engine {
             indexes: Mutex::new(Lru::with_bytes(64, cfg.cache_bytes)),
             parts,
             summaries: Mutex::new(Lru::new(256)),
+            memos: Mutex::new(Lru::with_bytes(32, MEMO_BYTES)),
             cfg,
         }))
     }
@@ -125,6 +132,18 @@ impl Engine {
         let s = Arc::new(s);
         self.summaries.lock().unwrap().put(key, s.clone());
         Ok(s)
+    }
+
+    /// A result cached by `memo_put` under `key`, if still there.
+    pub fn memo_get<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        self.memos.lock().unwrap().get(key)?.downcast::<T>().ok()
+    }
+
+    /// Caches a result of about `bytes` for `memo_get`; older ones beyond the budget go.
+    pub fn memo_put<T: Send + Sync + 'static>(&self, key: String, v: Arc<T>, bytes: usize) {
+        let mut m = self.memos.lock().unwrap();
+        m.put(key.clone(), v);
+        m.weigh(&key, bytes.max(1));
     }
 
     /// Stops every tshark child; called when the server exits.
@@ -169,7 +188,10 @@ impl Engine {
         // a time range is resolved against the capture's own clock, then becomes one
         // more clause of the scope's filter: the index of a time range is the index of
         // that filter, keyed by absolute bounds whatever form the client wrote
-        let time = match params.time_scope().filter(|t| !t.is_empty() || t.timezone.is_some()) {
+        let time = match params
+            .time_scope()
+            .filter(|t| !t.is_empty() || t.timezone.is_some())
+        {
             Some(t) => {
                 let s = self.summary(&file).await?;
                 match (s.first_ns, s.last_ns) {
@@ -490,7 +512,9 @@ impl Analysis {
     /// The scope's time window: where buckets start and the span they cover.
     pub async fn window(&self) -> crate::index::Window {
         match self.summary().await {
-            Ok(s) => crate::index::Window::of(&s, self.user_filter.is_some(), self.time.map(|t| t.0)),
+            Ok(s) => {
+                crate::index::Window::of(&s, self.user_filter.is_some(), self.time.map(|t| t.0))
+            }
             Err(_) => crate::index::Window::default(),
         }
     }

@@ -510,7 +510,12 @@ fn walk_pcapng(
                         });
                         (off, cap, (time, time_ns), Some(ifc.linktype))
                     }
-                    None => (0usize, body_len.saturating_sub(4) as u32, (None, None), None),
+                    None => (
+                        0usize,
+                        body_len.saturating_sub(4) as u32,
+                        (None, None),
+                        None,
+                    ),
                 };
                 n += 1;
                 let data = (with_data && fixed.is_some())

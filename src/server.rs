@@ -63,6 +63,9 @@ impl PcapServer {
             ("metrics", || {
                 Self::metrics_router() + Self::bandwidth_router() + Self::quality_router()
             }),
+            ("drilldown", || {
+                Self::packets_router() + Self::follow_router()
+            }),
         ]
     }
 

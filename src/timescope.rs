@@ -83,7 +83,13 @@ impl TimeScope {
             None => None,
         };
         let end = match blank(&self.end_time) {
-            Some(s) => Some(bound("end_time", s, first_ns, start.unwrap_or(first_ns), &tz)?),
+            Some(s) => Some(bound(
+                "end_time",
+                s,
+                first_ns,
+                start.unwrap_or(first_ns),
+                &tz,
+            )?),
             None => None,
         };
         if let (Some(s), Some(e)) = (start, end)
@@ -209,10 +215,9 @@ fn bound(
     tz: &TimeZone,
 ) -> Result<i128, String> {
     if let Some(rel) = s.strip_prefix('+') {
-        let secs: f64 = rel
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name} {s:?} is not a number of seconds after the first packet: {FORMS}"))?;
+        let secs: f64 = rel.trim().parse().map_err(|_| {
+            format!("{name} {s:?} is not a number of seconds after the first packet: {FORMS}")
+        })?;
         if !secs.is_finite() || !(0.0..=MAX_SECONDS).contains(&secs) {
             return Err(format!(
                 "{name} {s:?} must be between +0 and +{} seconds (ten years)",
@@ -240,8 +245,8 @@ fn bound(
     // past midnight); a day skipped or repeated by a DST change resolves as jiff's
     // default (compatible) disambiguation does
     for d in [day, day.tomorrow().unwrap_or(day)] {
-        let at = at_time(d, time, tz)
-            .map_err(|e| format!("{name} {s:?} in {}: {e}", tz_name(tz)))?;
+        let at =
+            at_time(d, time, tz).map_err(|e| format!("{name} {s:?} in {}: {e}", tz_name(tz)))?;
         let ns = at.timestamp().as_nanosecond();
         if ns >= not_before_ns {
             return Ok(ns);
@@ -257,7 +262,8 @@ fn at_time(d: Date, t: Time, tz: &TimeZone) -> Result<ZonedDateTime, jiff::Error
 }
 
 fn tz_name(tz: &TimeZone) -> String {
-    tz.iana_name().map_or_else(|| "the given offset".into(), str::to_string)
+    tz.iana_name()
+        .map_or_else(|| "the given offset".into(), str::to_string)
 }
 
 #[cfg(test)]
@@ -291,7 +297,11 @@ mod tests {
             ("02:00:20.25", Some("Europe/Berlin")),
             ("20:00:20.25", Some("America/New_York")),
         ] {
-            assert_eq!(scope(Some(s), None, tz).resolve(FIRST, LAST).unwrap(), want, "{s} {tz:?}");
+            assert_eq!(
+                scope(Some(s), None, tz).resolve(FIRST, LAST).unwrap(),
+                want,
+                "{s} {tz:?}"
+            );
         }
     }
 

@@ -12,7 +12,16 @@ const FILE: &str = "zeek-http-methods.pcap";
 /// The capture's first packet time, from tshark (nanosecond decimal).
 fn first_epoch(file: &str) -> jiff::Timestamp {
     let out = std::process::Command::new("tshark")
-        .args(["-r", file, "-c", "1", "-T", "fields", "-e", "frame.time_epoch"])
+        .args([
+            "-r",
+            file,
+            "-c",
+            "1",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+        ])
         .output()
         .expect("tshark runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -39,7 +48,10 @@ async fn every_form_of_a_range_selects_the_packets_tshark_selects() {
     let start = first + jiff::SignedDuration::from_secs(10);
     let end = first + jiff::SignedDuration::from_secs(30);
     // the oracle: tshark's own selection by time since the first packet
-    let want = tshark_count(&file, "frame.time_relative >= 10 && frame.time_relative <= 30");
+    let want = tshark_count(
+        &file,
+        "frame.time_relative >= 10 && frame.time_relative <= 30",
+    );
     // transactions: the requests, and the responses to requests tshark did not parse
     let want_requests = tshark_count(
         &file,
@@ -129,7 +141,10 @@ async fn a_range_combines_with_a_display_filter_and_shows_in_next_steps() {
         .sum();
     assert_eq!(
         total,
-        tshark_count(&file, "frame.time_relative >= 5 && frame.time_relative <= 40")
+        tshark_count(
+            &file,
+            "frame.time_relative >= 5 && frame.time_relative <= 40"
+        )
     );
     assert_eq!(
         t["buckets"]["rows"][0]["start_time"],
@@ -142,10 +157,19 @@ async fn impossible_ranges_are_refused_with_what_to_write() {
     let s = start().await;
     let file = fixture(FILE);
     for (args, needle) in [
-        (json!({"start_time": "+30", "end_time": "+10"}), "before start_time"),
-        (json!({"start_time": "2030-01-01T00:00:00Z"}), "holds no packet"),
+        (
+            json!({"start_time": "+30", "end_time": "+10"}),
+            "before start_time",
+        ),
+        (
+            json!({"start_time": "2030-01-01T00:00:00Z"}),
+            "holds no packet",
+        ),
         (json!({"start_time": "noon"}), "RFC 3339"),
-        (json!({"start_time": "12:00", "timezone": "Mars/Olympus"}), "IANA"),
+        (
+            json!({"start_time": "12:00", "timezone": "Mars/Olympus"}),
+            "IANA",
+        ),
         (json!({"end_time": "+1e400"}), "seconds"),
     ] {
         let mut a = args.clone();

@@ -22,9 +22,11 @@ pub mod capture;
 pub mod dns;
 pub mod expert;
 pub mod files;
+pub mod follow;
 pub mod http;
 pub mod interfaces;
 pub mod metrics;
+pub mod packets;
 pub mod performance;
 pub mod quality;
 pub mod search;
@@ -294,6 +296,19 @@ mod tests {
             .collect();
         for c in TRIAGE {
             assert!(names.iter().any(|n| n == c.tool), "no tool {}", c.tool);
+        }
+    }
+
+    /// PCAP_TOOLSETS' documentation names every toolset the server declares.
+    #[test]
+    fn toolsets_are_documented() {
+        let doc = crate::config::ENV_VARS
+            .iter()
+            .find(|v| v.0 == "PCAP_TOOLSETS")
+            .unwrap()
+            .2;
+        for (set, _) in crate::server::PcapServer::all_tools() {
+            assert!(doc.contains(set), "PCAP_TOOLSETS does not mention {set}");
         }
     }
 

@@ -81,6 +81,9 @@ pub struct Runner {
     live: Arc<Mutex<HashSet<i32>>>,
     /// Whether this tshark accepts `-X read_format:` with the names we use.
     forced_reader: tokio::sync::OnceCell<bool>,
+    /// Every field name this tshark knows (`-G fields`), one per line: read once, when
+    /// a client names an unknown field and needs suggestions.
+    field_names: tokio::sync::OnceCell<String>,
 }
 
 /// wiretap's names for its pcap and pcapng readers (tshark 4.x).
@@ -113,6 +116,7 @@ impl Runner {
             good_filters: Mutex::new(HashSet::new()),
             live: Arc::default(),
             forced_reader: tokio::sync::OnceCell::new(),
+            field_names: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -209,6 +213,96 @@ impl Runner {
                 e.trim_start_matches("tshark: ")
             )),
         }
+    }
+
+    /// Checks a client's field names for `-e`: each must be a field or protocol this
+    /// tshark knows, or the error names the unknown ones with close names to use.
+    pub async fn check_fields(&self, fields: &[String]) -> Result<(), String> {
+        for f in fields {
+            let ok = !f.is_empty()
+                && f.len() <= 128
+                && f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                && !f.starts_with('-');
+            if !ok {
+                return Err(format!(
+                    "{f:?} is not a Wireshark field name: names are letters, digits, '.', '_' and '-', like `ip.src` or `http.request.uri`"
+                ));
+            }
+        }
+        let mut args = vec![
+            "-n".to_string(),
+            "-r".into(),
+            self.empty_pcap.path.display().to_string(),
+            "-T".into(),
+            "fields".into(),
+        ];
+        for f in fields {
+            args.push("-e".into());
+            args.push(f.clone());
+        }
+        let err = match self.run_quick(&args).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.contains("aren't valid") => e,
+            Err(e) => return Err(e),
+        };
+        let names = self.field_names().await;
+        let unknown: Vec<&str> = fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| err.lines().any(|l| l.trim() == *f))
+            .collect();
+        let mut msg = String::from("unknown field name(s) for this tshark:");
+        for u in &unknown {
+            let close = close_names(u, names, 5);
+            msg.push_str(&format!(
+                " {u} (did you mean {}?);",
+                if close.is_empty() {
+                    "a name from `tshark -G fields`".to_string()
+                } else {
+                    close.join(", ")
+                }
+            ));
+        }
+        msg.pop();
+        msg.push_str(". `tshark -G fields` lists every name");
+        Err(msg)
+    }
+
+    async fn field_names(&self) -> &str {
+        self.field_names
+            .get_or_init(|| async {
+                let mut names = String::new();
+                let args = ["-G".to_string(), "fields".into()];
+                let job = Job {
+                    args: &args,
+                    files: &[],
+                    progress_of: None,
+                    lane: Lane::Quick,
+                    timeout: QUICK_TIMEOUT,
+                    timeout_setting: "its fixed limit for quick checks",
+                };
+                // "F\tDisplay name\tfield.name\t..." and "P\tProtocol\tabbrev"
+                let ctl = Control::default();
+                let run = self.run_job(&self.cfg.tshark, job, &ctl, |l| {
+                    let mut cols = l.split('\t');
+                    let kind = cols.next();
+                    let name = match kind {
+                        Some("F") => cols.nth(1),
+                        Some("P") => cols.nth(1),
+                        _ => None,
+                    };
+                    if let Some(n) = name {
+                        names.push_str(n);
+                        names.push('\n');
+                    }
+                });
+                if let Err(e) = run.await {
+                    tracing::warn!("tshark -G fields failed: {e}");
+                }
+                names
+            })
+            .await
     }
 
     /// Runs tshark over a capture (and a key log, when given), feeding each stdout line
@@ -592,6 +686,41 @@ fn clean_stderr(s: &str) -> String {
         .join("\n")
 }
 
+/// The `n` names of `names` (one per line) closest to `unknown` by edit distance, ties
+/// by name; only names no further than half the unknown's length.
+pub fn close_names(unknown: &str, names: &str, n: usize) -> Vec<String> {
+    let u: Vec<char> = unknown.to_ascii_lowercase().chars().collect();
+    let limit = (u.len() / 2).max(2);
+    let mut scored: Vec<(usize, &str)> = names
+        .lines()
+        .filter(|c| c.len().abs_diff(u.len()) <= limit)
+        .map(|c| (edit_distance(&u, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    scored.sort();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+fn edit_distance(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.to_ascii_lowercase().chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
 /// Messages with which tshark reports a capture it could read only in part.
 pub fn is_partial_read(msg: &str) -> bool {
     msg.contains("cut short in the middle of a packet")
@@ -626,6 +755,17 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_field_names_are_suggested() {
+        let names = "ip.src\nip.dst\nip.src_host\ntcp.srcport\nhttp.request.uri\n";
+        assert_eq!(close_names("ip.srcx", names, 2), ["ip.src", "ip.dst"]);
+        assert_eq!(
+            close_names("http.request.url", names, 5),
+            ["http.request.uri"]
+        );
+        assert!(close_names("zzzzzzzzzz", names, 5).is_empty());
+    }
 
     #[test]
     fn quoting_is_shell_safe() {
