@@ -431,6 +431,30 @@ impl Analysis {
         Ok(())
     }
 
+    /// Runs tshark with `args` after the read arguments and the scope's filter, its
+    /// stdout (a capture written with `-w -`) copied into `out`, at most `limit` bytes.
+    pub async fn run_to_file(
+        &mut self,
+        args: &[String],
+        out: std::fs::File,
+        limit: u64,
+    ) -> Result<u64, String> {
+        let full = self.full_args(None, args).await;
+        self.commands.push(self.engine.tshark.command_line(&full));
+        self.engine
+            .tshark
+            .run_to_file(
+                &full,
+                &self.file,
+                self.keylog.as_ref().map(|k| &k.opened),
+                &self.ctl,
+                out,
+                limit,
+            )
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
     /// One `-T fields` pass parsed into typed rows.
     pub async fn fields<R: FromRow>(
         &mut self,

@@ -13,6 +13,7 @@ mod jobs;
 mod lru;
 mod model;
 mod pcapfile;
+mod prompts;
 mod report;
 mod sandbox;
 mod secrets;

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig, Tool};
-use rmcp::{ServerHandler, tool_handler};
+use rmcp::{ServerHandler, prompt_handler, tool_handler};
 
 use crate::engine::Engine;
 
@@ -20,6 +21,7 @@ same arguments to get the finished answer.";
 pub struct PcapServer {
     pub engine: Arc<Engine>,
     tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
 }
 
 impl PcapServer {
@@ -34,6 +36,7 @@ impl PcapServer {
         Self {
             engine,
             tool_router: router,
+            prompt_router: Self::prompt_router(),
         }
     }
 
@@ -82,13 +85,19 @@ impl PcapServer {
 }
 
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for PcapServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("pcap-analyzer-mcp-server", env!("CARGO_PKG_VERSION"))
-                    .with_title("PCAP Analyzer (tshark/dumpcap)"),
-            )
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("pcap-analyzer-mcp-server", env!("CARGO_PKG_VERSION"))
+                .with_title("PCAP Analyzer (tshark/dumpcap)"),
+        )
+        .with_instructions(INSTRUCTIONS)
     }
 }

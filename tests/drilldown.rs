@@ -291,7 +291,7 @@ fn chunk_bytes(c: &Value) -> Vec<u8> {
             let mut out = Vec::new();
             let mut rest = t;
             while let Some(i) = rest.find("\\x") {
-                out.extend_from_slice(rest[..i].as_bytes());
+                out.extend_from_slice(&rest.as_bytes()[..i]);
                 out.push(u8::from_str_radix(&rest[i + 2..i + 4], 16).unwrap());
                 rest = &rest[i + 4..];
             }
@@ -471,4 +471,79 @@ async fn follow_stream_decrypts_tls_with_a_key_log() {
             .contains("GET /")
     );
     assert!(v["summary"].as_str().unwrap().contains("key log"));
+}
+
+#[tokio::test]
+async fn filter_capture_writes_the_selected_packets_and_nothing_else() {
+    let s = start().await;
+    let file = fixture("zeek-http-methods.pcap");
+    let filter = "tcp.stream == 3 || dns";
+    let want = tshark_count(&file, filter);
+    let v = s
+        .ok(
+            "filter_capture",
+            json!({"pcap_file": file, "display_filter": filter, "output_file": "slice-a.pcapng"}),
+        )
+        .await;
+    assert_eq!(v["packets"], json!(want));
+    let written = s.storage_file("slice-a.pcapng");
+    assert_eq!(v["path"], json!(written.display().to_string()));
+    // tshark reads the slice back: the same packets, as pcapng
+    let path = written.display().to_string();
+    assert_eq!(tshark_count(&path, "frame"), want);
+    let magic = std::fs::read(&written).unwrap();
+    assert_eq!(&magic[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+    // and every tool reads it by name
+    let a = s
+        .ok("analyze_pcap_file", json!({"pcap_file": "slice-a.pcapng"}))
+        .await;
+    assert_eq!(a["capture"]["packets_in_file"], json!(want));
+    // a time range alone is a selection too
+    let v = s
+        .ok(
+            "filter_capture",
+            json!({"pcap_file": file, "start_time": "+10", "end_time": "+30"}),
+        )
+        .await;
+    assert_eq!(
+        v["packets"],
+        json!(tshark_count(
+            &file,
+            "frame.time_relative >= 10 && frame.time_relative <= 30"
+        ))
+    );
+    assert!(
+        v["output_file"]
+            .as_str()
+            .unwrap()
+            .starts_with("zeek-http-methods-slice-")
+    );
+
+    // never overwritten, never outside storage, never a copy of everything
+    for (args, needle) in [
+        (
+            json!({"display_filter": "dns", "output_file": "slice-a.pcapng"}),
+            "already exists",
+        ),
+        (
+            json!({"display_filter": "dns", "output_file": "../escape.pcapng"}),
+            "not allowed",
+        ),
+        (
+            json!({"display_filter": "dns", "output_file": "x.txt"}),
+            ".pcapng",
+        ),
+        (json!({}), "display_filter or a time range"),
+    ] {
+        let mut a = args.clone();
+        a["pcap_file"] = json!(file);
+        let e = s.err("filter_capture", a).await;
+        assert!(e.contains(needle), "{args}: {e}");
+    }
+    assert_eq!(
+        tshark_count(&path, "frame"),
+        want,
+        "the first slice is untouched"
+    );
+    assert!(!s.storage_file("../escape.pcapng").exists());
 }

@@ -46,16 +46,6 @@ async fn tool_schemas_match_the_snapshot() {
             t.name,
             d.len()
         );
-        let a = t
-            .annotations
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} has no annotations", t.name));
-        assert_eq!(a.open_world_hint, Some(false), "{}", t.name);
-        let writes = matches!(
-            t.name.as_ref(),
-            "start_packet_capture" | "stop_packet_capture"
-        );
-        assert_eq!(a.read_only_hint, Some(!writes), "{}", t.name);
     }
     for name in [
         "list_network_interfaces",
@@ -81,6 +71,39 @@ async fn tool_schemas_match_the_snapshot() {
             .unwrap()
             .contains("analyze_pcap_file")
     );
+}
+
+/// Every tool that writes a file: the one list of them. Each writes only new files
+/// into PCAP_STORAGE_DIR (never over one), so none is destructive.
+const WRITING_TOOLS: &[&str] = &[
+    "start_packet_capture",
+    "stop_packet_capture",
+    "filter_capture",
+    "generate_throughput_io_graph",
+];
+
+#[tokio::test]
+async fn annotations_are_explicit_and_writers_are_listed() {
+    let s = start().await;
+    for t in s.client.list_all_tools().await.unwrap() {
+        let name = t.name.to_string();
+        let a = t
+            .annotations
+            .unwrap_or_else(|| panic!("{name} has no annotations"));
+        let writes = WRITING_TOOLS.contains(&name.as_str());
+        assert!(a.title.is_some(), "{name}: no title");
+        assert_eq!(a.read_only_hint, Some(!writes), "{name}: read_only_hint");
+        if writes {
+            assert_eq!(a.destructive_hint, Some(false), "{name}: destructive_hint");
+            assert!(a.idempotent_hint.is_some(), "{name}: idempotent_hint");
+        }
+        // only live capture reaches beyond the files it is given
+        assert_eq!(
+            a.open_world_hint,
+            Some(name == "start_packet_capture"),
+            "{name}: open_world_hint"
+        );
+    }
 }
 
 #[tokio::test]
@@ -243,4 +266,67 @@ async fn cli_call_and_demo_work() {
         text.contains("tshark") && text.contains("PCAP_STORAGE_DIR"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn prompts_are_playbooks_of_real_tools() {
+    let s = start().await;
+    let prompts = s.client.list_all_prompts().await.unwrap();
+    let mut names: Vec<String> = prompts.iter().map(|p| p.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "is_anything_malicious",
+            "what_happened_at",
+            "why_does_tls_fail",
+            "why_is_it_slow"
+        ]
+    );
+    let tools: Vec<String> = s
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for (name, args) in [
+        ("why_is_it_slow", json!({"pcap_file": "checkout.pcapng"})),
+        ("why_does_tls_fail", json!({"pcap_file": "checkout.pcapng"})),
+        (
+            "is_anything_malicious",
+            json!({"pcap_file": "checkout.pcapng"}),
+        ),
+        (
+            "what_happened_at",
+            json!({"pcap_file": "checkout.pcapng", "time": "+120", "window_s": "5"}),
+        ),
+    ] {
+        let r = s
+            .client
+            .get_prompt(
+                rmcp::model::GetPromptRequestParams::new(name)
+                    .with_arguments(args.as_object().unwrap().clone()),
+            )
+            .await
+            .unwrap();
+        let text = serde_json::to_value(&r.messages).unwrap().to_string();
+        assert!(text.contains("checkout.pcapng"), "{name}: {text}");
+        // every numbered step starts with a tool the server lists
+        let v = serde_json::to_value(&r.messages[0].content).unwrap();
+        let body = v["text"].as_str().unwrap();
+        let steps: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.split_once(". ").filter(|(n, _)| n.parse::<u32>().is_ok()))
+            .map(|(_, rest)| rest.split(' ').next().unwrap())
+            .collect();
+        assert!(steps.len() >= 4, "{name}: {body}");
+        for t in steps {
+            assert!(tools.iter().any(|x| x == t), "{name}: {t} is not a tool");
+        }
+        if name == "what_happened_at" {
+            assert!(body.contains("\"start_time\":\"+115\""), "{body}");
+        }
+    }
 }

@@ -157,7 +157,10 @@ impl PcapServer {
         output_schema = rmcp::handler::server::tool::schema_for_output::<Report<IoGraph>>(),
         annotations(
             title = "Throughput I/O graph",
-            read_only_hint = true,
+            // with output_file it saves the PNG into storage (a new file, never over one)
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
             open_world_hint = false
         )
     )]

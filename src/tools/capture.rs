@@ -108,7 +108,8 @@ impl PcapServer {
             read_only_hint = false,
             destructive_hint = false,
             idempotent_hint = false,
-            open_world_hint = false
+            // it records whatever the network carries
+            open_world_hint = true
         )
     )]
     pub async fn start_packet_capture(

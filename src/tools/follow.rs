@@ -138,13 +138,23 @@ struct Followed {
     peers: [String; 2],
     /// Which of tshark's follow peers (0/1) is the client.
     client_peer: u8,
-    /// (frame, time, peer, length, payload if kept)
-    chunks: Vec<(u64, f64, u8, usize, Option<Vec<u8>>)>,
+    chunks: Vec<RawChunk>,
     packets: u64,
     completeness: Option<u64>,
     /// Whether every chunk's payload is kept (else pages past it re-read the file).
     whole: bool,
     bytes: usize,
+}
+
+/// One chunk as tshark's follow output gives it.
+struct RawChunk {
+    frame: u64,
+    time: f64,
+    /// tshark's peer number (0 or 1)
+    peer: u8,
+    len: usize,
+    /// The payload, when kept (see FOLLOW_CACHE_BYTES).
+    data: Option<Vec<u8>>,
 }
 
 #[tool_router(router = follow_router, vis = "pub(crate)")]
@@ -302,7 +312,14 @@ async fn follow(mut a: Analysis, p: FollowParams) -> Result<Report<FollowedStrea
     let mut pos = 0u64;
     let mut dir_pos = [0u64; 2];
     let (mut totals, mut shown) = ([0u64; 2], 0u64);
-    for (frame, t, peer, len, data) in &f.chunks {
+    for RawChunk {
+        frame,
+        time: t,
+        peer,
+        len,
+        data,
+    } in &f.chunks
+    {
         // 0: from the client, 1: from the server
         let d = usize::from(*peer != f.client_peer);
         totals[d] += *len as u64;
@@ -380,8 +397,8 @@ async fn follow(mut a: Analysis, p: FollowParams) -> Result<Report<FollowedStrea
     };
     let span = Span {
         packets: f.packets,
-        first: f.chunks.first().map(|c| c.1),
-        last: f.chunks.last().map(|c| c.1),
+        first: f.chunks.first().map(|c| c.time),
+        last: f.chunks.last().map(|c| c.time),
     };
     a.report(summary + ".", Vec::new(), data, span, None).await
 }
@@ -542,7 +559,13 @@ fn finish(
     if keep {
         f.bytes += len;
     }
-    f.chunks.push((frame, t, peer, len, keep.then_some(data)));
+    f.chunks.push(RawChunk {
+        frame,
+        time: t,
+        peer,
+        len,
+        data: keep.then_some(data),
+    });
 }
 
 /// Bytes as text when they are text: UTF-8 with few control characters.

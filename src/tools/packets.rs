@@ -190,6 +190,34 @@ pub struct PacketDetails {
     pub bytes_omitted: Option<usize>,
 }
 
+/// The largest slice filter_capture writes: past it the copy stops (and is removed).
+const MAX_SLICE_BYTES: u64 = 4 << 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SliceParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Wireshark display filter selecting the packets to keep, e.g. `tcp.stream == 3`.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
+    /// Name of the new pcapng in PCAP_STORAGE_DIR (letters, digits, '.', '_', '-';
+    /// never overwritten). Default: `<capture>-slice-<time>.pcapng`.
+    #[serde(default)]
+    pub output_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Slice {
+    /// The new file's name in PCAP_STORAGE_DIR: every tool reads it by this name.
+    pub output_file: String,
+    pub path: String,
+    pub packets: u64,
+    pub size_bytes: u64,
+}
+
 #[tool_router(router = packets_router, vis = "pub(crate)")]
 impl PcapServer {
     /// The packet list for a display filter and/or time range, as Wireshark shows it
@@ -223,6 +251,42 @@ impl PcapServer {
         self.engine.analyze("query_packets", p, rc, query).await
     }
 
+    /// Writes the packets a display filter and/or time range select into a new pcapng
+    /// in PCAP_STORAGE_DIR (never overwriting): the slice to attach to a ticket or to
+    /// analyse on its own. Returns its name, packet count and size.
+    #[tool(
+        name = "filter_capture",
+        annotations(
+            title = "Save a slice of a capture",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    pub async fn filter_capture(
+        &self,
+        Parameters(p): Parameters<SliceParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Slice>>, String> {
+        let narrowed = p
+            .display_filter
+            .as_deref()
+            .is_some_and(|f| !f.trim().is_empty())
+            || !p.time.is_empty();
+        if !narrowed {
+            return Err("give a display_filter or a time range (start_time/end_time): without one the slice would be a copy of the whole capture".into());
+        }
+        if let Some(n) = &p.output_file
+            && !n.ends_with(".pcapng")
+        {
+            return Err(format!(
+                "output_file {n:?} must end in .pcapng: the slice is written as pcapng"
+            ));
+        }
+        self.engine.analyze("filter_capture", p, rc, slice).await
+    }
+
     /// One frame's full dissection as Wireshark's packet details pane shows it: every
     /// layer's fields with display text, value, offset and length; the frame's expert
     /// items; the TCP/UDP conversation it belongs to (with the filter and the
@@ -252,7 +316,72 @@ impl PcapServer {
     }
 }
 
-crate::file_args!(QueryParams);
+crate::file_args!(QueryParams, SliceParams);
+
+async fn slice(mut a: Analysis, p: SliceParams) -> Result<Report<Slice>, String> {
+    let name = match &p.output_file {
+        Some(n) => n.trim().to_string(),
+        None => {
+            let stem: String = std::path::Path::new(&a.file.display_name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(80)
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}-slice-{now}.pcapng", stem.trim_start_matches('.'))
+        }
+    };
+    let (out, path) = a.engine.sandbox().create_output(&name)?;
+    let args: Vec<String> = ["-F", "pcapng", "-w", "-"].map(String::from).to_vec();
+    let written = a.run_to_file(&args, out, MAX_SLICE_BYTES).await;
+    let size = match written {
+        Ok(n) => n,
+        Err(e) => {
+            // the file is ours (created O_EXCL just now): a partial slice is no slice
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let reader = std::fs::File::open(&path).map_err(|e| format!("cannot reopen the slice: {e}"))?;
+    let facts = tokio::task::spawn_blocking(move || crate::pcapfile::summarize(reader, size))
+        .await
+        .map_err(|e| format!("reading the slice failed: {e}"))?
+        .map_err(|e| format!("reading the slice failed: {e}"))?;
+    let span = Span {
+        packets: facts.packets,
+        first: facts.first_epoch,
+        last: facts.last_epoch,
+    };
+    let summary = format!(
+        "Wrote {} packet(s), {} bytes, to {name} in PCAP_STORAGE_DIR{}",
+        thousands(facts.packets),
+        thousands(size),
+        if facts.packets == 0 {
+            ": the selection is empty (the file holds only its headers)"
+        } else {
+            ""
+        }
+    );
+    let data = Slice {
+        output_file: name,
+        path: path.display().to_string(),
+        packets: facts.packets,
+        size_bytes: size,
+    };
+    a.report(summary, Vec::new(), data, span, None).await
+}
 
 /// Cuts a value to MAX_VALUE_CHARS, saying how much was left out.
 fn bounded(v: &str) -> String {

@@ -361,7 +361,57 @@ impl Runner {
         bin: &Path,
         job: Job<'_>,
         ctl: &Control,
-        mut on_line: impl FnMut(&str),
+        on_line: impl FnMut(&str),
+    ) -> Result<RunEnd, String> {
+        let mut lines = LineSink {
+            on_line,
+            pending: Vec::with_capacity(64 * 1024),
+        };
+        self.run_job_into(bin, job, ctl, &mut lines).await
+    }
+
+    /// Runs tshark over a capture with its stdout written, as bytes, into `out` (at
+    /// most `limit` bytes: past it the run stops with an error). Returns the bytes
+    /// written.
+    pub async fn run_to_file(
+        &self,
+        args: &[String],
+        file: &CaptureFile,
+        keylog: Option<&OpenedFile>,
+        ctl: &Control,
+        out: std::fs::File,
+        limit: u64,
+    ) -> Result<u64, String> {
+        let mut files = vec![&file.opened];
+        files.extend(keylog);
+        let job = Job {
+            args,
+            files: &files,
+            progress_of: Some(&file.opened),
+            lane: Lane::Pass,
+            timeout: self.cfg.tshark_timeout,
+            timeout_setting: "PCAP_TSHARK_TIMEOUT",
+        };
+        let mut sink = FileSink {
+            out: std::io::BufWriter::new(out),
+            written: 0,
+            limit,
+        };
+        self.run_job_into(&self.cfg.tshark, job, ctl, &mut sink)
+            .await?;
+        use std::io::Write;
+        sink.out
+            .flush()
+            .map_err(|e| format!("writing the output file failed: {e}"))?;
+        Ok(sink.written)
+    }
+
+    async fn run_job_into(
+        &self,
+        bin: &Path,
+        job: Job<'_>,
+        ctl: &Control,
+        sink: &mut impl Output,
     ) -> Result<RunEnd, String> {
         let name = bin
             .file_name()
@@ -437,20 +487,12 @@ impl Runner {
         });
 
         let mut stdout = stdout;
-        // read in chunks and split lines here: one select per 256 KiB, not per line
-        // (a pass prints hundreds of thousands of short lines)
+        // read in chunks: one select per 256 KiB, not per line (a pass prints hundreds
+        // of thousands of short lines)
         let mut chunk = vec![0u8; 256 * 1024];
-        let mut pending: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let progress_of = job.progress_of;
         let file_size = progress_of.map(|f| f.current_size()).unwrap_or(0);
-        let mut emit = |line: &[u8]| {
-            let mut end = line.len();
-            while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
-                end -= 1;
-            }
-            on_line(&String::from_utf8_lossy(&line[..end]));
-        };
         loop {
             tokio::select! {
                 biased;
@@ -476,27 +518,15 @@ impl Runner {
                 n = stdout.read(&mut chunk) => {
                     match n {
                         Ok(0) => {
-                            // a last line without a newline
-                            if !pending.is_empty() {
-                                emit(&pending);
-                            }
+                            sink.end();
                             break;
                         }
                         Ok(n) => {
-                            let data = &chunk[..n];
-                            let mut start = 0;
-                            while let Some(i) = data[start..].iter().position(|&b| b == b'\n') {
-                                let end = start + i;
-                                if pending.is_empty() {
-                                    emit(&data[start..end]);
-                                } else {
-                                    pending.extend_from_slice(&data[start..end]);
-                                    emit(&pending);
-                                    pending.clear();
-                                }
-                                start = end + 1;
+                            if let Err(e) = sink.data(&chunk[..n]) {
+                                drop(guard);
+                                let _ = child.wait().await;
+                                return Err(e);
                             }
-                            pending.extend_from_slice(&data[start..]);
                         }
                         Err(e) => return Err(format!("reading {name} output failed: {e}")),
                     }
@@ -684,6 +714,77 @@ fn clean_stderr(s: &str) -> String {
         .map(str::trim_end)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Where a child's stdout goes.
+trait Output {
+    fn data(&mut self, data: &[u8]) -> Result<(), String>;
+    fn end(&mut self) {}
+}
+
+/// Splits stdout into lines (without the line end) for a callback.
+struct LineSink<F> {
+    on_line: F,
+    pending: Vec<u8>,
+}
+
+impl<F: FnMut(&str)> LineSink<F> {
+    fn emit(on_line: &mut F, line: &[u8]) {
+        let mut end = line.len();
+        while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        on_line(&String::from_utf8_lossy(&line[..end]));
+    }
+}
+
+impl<F: FnMut(&str)> Output for LineSink<F> {
+    fn data(&mut self, data: &[u8]) -> Result<(), String> {
+        let mut start = 0;
+        while let Some(i) = data[start..].iter().position(|&b| b == b'\n') {
+            let end = start + i;
+            if self.pending.is_empty() {
+                Self::emit(&mut self.on_line, &data[start..end]);
+            } else {
+                self.pending.extend_from_slice(&data[start..end]);
+                Self::emit(&mut self.on_line, &self.pending);
+                self.pending.clear();
+            }
+            start = end + 1;
+        }
+        self.pending.extend_from_slice(&data[start..]);
+        Ok(())
+    }
+    fn end(&mut self) {
+        // a last line without a newline
+        if !self.pending.is_empty() {
+            Self::emit(&mut self.on_line, &self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+/// Copies stdout into a file the server created, up to a byte limit.
+struct FileSink {
+    out: std::io::BufWriter<std::fs::File>,
+    written: u64,
+    limit: u64,
+}
+
+impl Output for FileSink {
+    fn data(&mut self, data: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        self.written += data.len() as u64;
+        if self.written > self.limit {
+            return Err(format!(
+                "the output grew past {} MB and was stopped; narrow the selection",
+                self.limit >> 20
+            ));
+        }
+        self.out
+            .write_all(data)
+            .map_err(|e| format!("writing the output file failed: {e}"))
+    }
 }
 
 /// The `n` names of `names` (one per line) closest to `unknown` by edit distance, ties
