@@ -15,6 +15,7 @@ mod model;
 mod pcapfile;
 mod prompts;
 mod report;
+mod resources;
 mod sandbox;
 mod secrets;
 mod server;

@@ -261,6 +261,42 @@ impl<'a> Sandbox<'a> {
         self.roots().any(|root| path.starts_with(root))
     }
 
+    /// The regular files directly in PCAP_STORAGE_DIR, newest first (names break ties,
+    /// so the order never depends on the directory), and the names of the symbolic
+    /// links there, which are listed and never followed.
+    pub fn storage_entries(&self) -> Result<(Vec<StoredEntry>, Vec<String>), String> {
+        let dir = &self.cfg.storage_dir;
+        let read = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read PCAP_STORAGE_DIR {}: {e}", dir.display()))?;
+        let mut found = Vec::new();
+        let mut links = Vec::new();
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                links.push(name);
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            found.push(StoredEntry {
+                name,
+                modified: meta.modified().unwrap_or(UNIX_EPOCH),
+                size: meta.len(),
+            });
+        }
+        links.sort();
+        found.sort_by(|a, b| {
+            b.modified
+                .cmp(&a.modified)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok((found, links))
+    }
+
     /// Resolves a client-supplied capture name to a readable capture file.
     pub fn open_capture(&self, requested: &str) -> Result<CaptureFile, String> {
         let requested_trim = requested.trim();
@@ -361,6 +397,13 @@ impl<'a> Sandbox<'a> {
             Err(e) => Err(format!("cannot create '{name}' in PCAP_STORAGE_DIR: {e}")),
         }
     }
+}
+
+/// A regular file in PCAP_STORAGE_DIR.
+pub struct StoredEntry {
+    pub name: String,
+    pub modified: std::time::SystemTime,
+    pub size: u64,
 }
 
 /// Opens for reading without blocking on a FIFO or acquiring a terminal.

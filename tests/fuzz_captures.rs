@@ -237,10 +237,8 @@ async fn generated_hostile_captures_through_every_tool() {
         for chunk in tools.chunks(4) {
             let mut calls = Vec::new();
             for tool in chunk {
-                let mut args = json!({"pcap_file": name});
-                if tool == "search_packet_content" {
-                    args["search_pattern"] = json!("GET");
-                }
+                let mut args = required_extras(tool);
+                args["pcap_file"] = json!(name);
                 calls.push(spawn_call(s.client.peer(), tool, args));
             }
             for c in calls {

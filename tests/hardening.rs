@@ -16,11 +16,7 @@ fn file_tools() -> Vec<(String, Value)> {
     file_tool_names()
         .into_iter()
         .map(|name| {
-            let extra = if name == "search_packet_content" {
-                json!({"search_pattern": "GET"})
-            } else {
-                json!({})
-            };
+            let extra = required_extras(&name);
             (name, extra)
         })
         .collect()
@@ -819,6 +815,10 @@ async fn identical_input_gives_identical_output() {
         "zeek-mixed-vlan-mpls.pcap",
     ] {
         for (tool, extra) in file_tools() {
+            if WRITING_FILE_TOOLS.contains(&tool.as_str()) {
+                // it names the file it wrote, in each server's own storage
+                continue;
+            }
             let x = a.call(&tool, args(&fixture(file), &extra)).await;
             let y = b.call(&tool, args(&fixture(file), &extra)).await;
             assert_eq!(

@@ -26,7 +26,8 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     for name in &names {
         let mut calls = Vec::new();
         for tool in &tools {
-            let mut args = json!({"pcap_file": fixture(name)});
+            let mut args = required_extras(tool);
+            args["pcap_file"] = json!(fixture(name));
             if tool == "search_packet_content" {
                 args["search_pattern"] = json!("e");
             }

@@ -330,3 +330,64 @@ async fn prompts_are_playbooks_of_real_tools() {
         }
     }
 }
+
+#[tokio::test]
+async fn captures_in_storage_are_resources() {
+    let s = start().await;
+    // two captures and a non-capture in storage; a capture outside storage by template
+    for name in ["zeek-wikipedia.pcap", "cs-icmp_echo.pcapng"] {
+        std::fs::copy(fixture(name), s.storage_file(name)).unwrap();
+    }
+    std::fs::write(s.storage_file("notes.txt"), "not a capture").unwrap();
+    let resources = s.client.list_all_resources().await.unwrap();
+    let mut uris: Vec<String> = resources.iter().map(|r| r.uri.clone()).collect();
+    uris.sort();
+    assert_eq!(
+        uris,
+        ["pcap://cs-icmp_echo.pcapng", "pcap://zeek-wikipedia.pcap"]
+    );
+    let f = facts("zeek-wikipedia.pcap");
+    let r = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "pcap://zeek-wikipedia.pcap",
+        ))
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&r.contents[0]).unwrap();
+    let body: Value = serde_json::from_str(v["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["packets"], f["packets"]);
+    assert_eq!(body["format"], f["format"]);
+    // allowed directories through the template; outside the roots: not found
+    let outside = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(format!(
+            "pcap://{}",
+            fixture("cs-synscan.pcapng")
+        )))
+        .await;
+    assert!(
+        outside.is_ok(),
+        "fixtures are an allowed directory: {outside:?}"
+    );
+    for bad in [
+        "pcap:///etc/passwd",
+        "pcap://../../etc/shadow",
+        "file:///etc/passwd",
+        "pcap://notes.txt",
+    ] {
+        let r = s
+            .client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(bad))
+            .await;
+        assert!(r.is_err(), "{bad} was read");
+    }
+    let t = s.client.list_all_resource_templates().await.unwrap();
+    assert_eq!(t[0].uri_template, "pcap://{name}");
+    let c = s
+        .client
+        .complete_resource_argument("pcap://{name}", "name", "zeek", None)
+        .await
+        .unwrap();
+    assert_eq!(c.values, ["zeek-wikipedia.pcap"]);
+}

@@ -67,39 +67,19 @@ impl PcapServer {
     ) -> Result<Json<FileList>, String> {
         let dir = self.engine.cfg.storage_dir.clone();
         let writing = self.engine.captures.files_being_written();
-        let read = std::fs::read_dir(&dir)
-            .map_err(|e| format!("cannot read PCAP_STORAGE_DIR {}: {e}", dir.display()))?;
-        let mut found: Vec<(String, std::time::SystemTime, u64)> = Vec::new();
-        let mut links = Vec::new();
-        for entry in read.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // never follow a link out of storage: it is listed by name, unread
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.file_type().is_symlink() {
-                links.push(name);
-                continue;
-            }
-            if !meta.is_file() {
-                continue;
-            }
-            found.push((
-                name,
-                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                meta.len(),
-            ));
-        }
-        links.sort();
-        // newest first; names break ties so the order never depends on the directory
-        found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let (found, links) = self.engine.sandbox().storage_entries()?;
         let limit = clamp_limit(p.limit, 50);
         let mut skipped = 0;
         let mut rows = Vec::new();
         let mut total = 0;
         // reading files for their packet counts stops after a while: a listing answers fast
         let facts_until = std::time::Instant::now() + FACTS_BUDGET;
-        for (name, modified, size) in found {
+        for crate::sandbox::StoredEntry {
+            name,
+            modified,
+            size,
+        } in found
+        {
             let path = dir.join(&name);
             let being_written = writing.contains(&path);
             let opened = self.engine.sandbox().open_capture(&name);

@@ -168,6 +168,21 @@ pub fn spawn_call(
 }
 
 /// The tools that analyse a capture (a required `pcap_file`), from the schema snapshot.
+/// The smallest valid arguments of a file tool besides pcap_file (a search needs a
+/// pattern, packet details a frame, follow a stream, a slice a filter).
+pub fn required_extras(tool: &str) -> Value {
+    match tool {
+        "search_packet_content" => json!({"search_pattern": "GET"}),
+        "get_packet_details" => json!({"frame": 1}),
+        "follow_stream" => json!({"stream": 0}),
+        "filter_capture" => json!({"display_filter": "frame"}),
+        _ => json!({}),
+    }
+}
+
+/// Tools that write into storage: their results name the files they wrote.
+pub const WRITING_FILE_TOOLS: &[&str] = &["filter_capture"];
+
 pub fn file_tool_names() -> Vec<String> {
     let snapshot: Value = serde_json::from_str(
         &std::fs::read_to_string(

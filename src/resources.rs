@@ -1,0 +1,157 @@
+//! MCP resources: every capture in PCAP_STORAGE_DIR is a resource `pcap://<name>` whose
+//! contents are its facts as JSON (what capinfos reports, from our own record reader).
+//! Captures in the allowed directories are reachable through the template
+//! `pcap://{name}` with their path, never listed. Reads go through the same sandbox as
+//! every tool's pcap_file.
+
+use rmcp::ErrorData;
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, CompletionInfo, ListResourceTemplatesResult,
+    ListResourcesResult, ReadResourceResult, Reference, Resource, ResourceContents,
+    ResourceTemplate,
+};
+use serde::Serialize;
+
+use crate::pcapfile::CaptureSummary;
+use crate::report::rfc3339;
+use crate::server::PcapServer;
+
+pub const SCHEME: &str = "pcap://";
+pub const TEMPLATE: &str = "pcap://{name}";
+/// Resources per page of resources/list.
+const PAGE: usize = 100;
+
+/// What reading a capture resource returns.
+#[derive(Serialize)]
+struct CaptureResource {
+    name: String,
+    format: String,
+    size_bytes: u64,
+    #[serde(flatten)]
+    facts: CaptureSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_packet_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_packet_time: Option<String>,
+    /// How to analyse it.
+    next_step: String,
+}
+
+/// The capture name a `pcap://` URI names.
+fn name_of(uri: &str) -> Result<&str, ErrorData> {
+    uri.strip_prefix(SCHEME)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ErrorData::invalid_params(
+                format!("{uri:?} is not a capture resource: capture URIs are pcap://<name in PCAP_STORAGE_DIR or path in an allowed directory>"),
+                None,
+            )
+        })
+}
+
+impl PcapServer {
+    /// One page of the captures in storage as resources; the cursor is the offset.
+    pub async fn capture_resources(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let offset: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let sandbox = self.engine.sandbox();
+        let (entries, _links) = sandbox
+            .storage_entries()
+            .map_err(|e| ErrorData::internal_error(e, None))?;
+        let mut captures = entries
+            .into_iter()
+            .filter_map(|e| sandbox.open_capture(&e.name).ok().map(|f| (e, f)));
+        let page: Vec<Resource> = captures
+            .by_ref()
+            .skip(offset)
+            .take(PAGE)
+            .map(|(e, f)| {
+                let mime = match f.format {
+                    crate::sandbox::CaptureFormat::Pcap => "application/vnd.tcpdump.pcap",
+                    crate::sandbox::CaptureFormat::Pcapng => "application/x-pcapng",
+                };
+                Resource::new(format!("{SCHEME}{}", e.name), e.name.clone())
+                    .with_description(format!(
+                        "Capture in PCAP_STORAGE_DIR; reading it gives its facts (packets, span, link type). Analyse it with pcap_file = {:?}",
+                        e.name
+                    ))
+                    .with_mime_type(mime)
+                    .with_size(e.size)
+            })
+            .collect();
+        let more = captures.next().is_some();
+        let shown = page.len();
+        let mut r = ListResourcesResult::with_all_items(page);
+        if more {
+            r.next_cursor = Some((offset + shown).to_string());
+        }
+        Ok(r)
+    }
+
+    pub fn capture_templates(&self) -> ListResourceTemplatesResult {
+        ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(TEMPLATE, "capture")
+                .with_title("A capture file")
+                .with_description("A capture by its name in PCAP_STORAGE_DIR or its path inside an allowed directory (PCAP_ALLOWED_DIRS); reading it gives its facts as JSON")
+                .with_mime_type("application/json"),
+        ])
+    }
+
+    /// A capture's facts, through the sandbox (the same rules as any pcap_file).
+    pub async fn read_capture(&self, uri: &str) -> Result<ReadResourceResult, ErrorData> {
+        let name = name_of(uri)?;
+        let file = self
+            .engine
+            .sandbox()
+            .open_capture(name)
+            .map_err(|e| ErrorData::resource_not_found(e, None))?;
+        let facts = self
+            .engine
+            .summary(&file)
+            .await
+            .map_err(|e| ErrorData::internal_error(e, None))?;
+        let body = CaptureResource {
+            name: name.to_string(),
+            format: format!("{:?}", file.format).to_lowercase(),
+            size_bytes: file.size,
+            first_packet_time: facts.first_epoch.map(rfc3339),
+            last_packet_time: facts.last_epoch.map(rfc3339),
+            facts: (*facts).clone(),
+            next_step: format!("analyze_pcap_file with pcap_file = {name:?}"),
+        };
+        let text = serde_json::to_string_pretty(&body)
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::text(text, uri).with_mime_type("application/json"),
+        ]))
+    }
+
+    /// Completes the template's `name` with the captures in storage it starts.
+    pub async fn complete_capture(
+        &self,
+        req: &CompleteRequestParams,
+    ) -> Result<CompleteResult, ErrorData> {
+        let values = match &req.r#ref {
+            Reference::Resource(r) if r.uri == TEMPLATE && req.argument.name == "name" => {
+                let sandbox = self.engine.sandbox();
+                let (entries, _) = sandbox
+                    .storage_entries()
+                    .map_err(|e| ErrorData::internal_error(e, None))?;
+                let mut v: Vec<String> = entries
+                    .into_iter()
+                    .filter(|e| e.name.starts_with(&req.argument.value))
+                    .filter(|e| sandbox.open_capture(&e.name).is_ok())
+                    .map(|e| e.name)
+                    .take(CompletionInfo::MAX_VALUES)
+                    .collect();
+                v.sort();
+                v
+            }
+            _ => Vec::new(),
+        };
+        let info = CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok(CompleteResult::new(info))
+    }
+}
