@@ -199,3 +199,71 @@ async fn tools_reporting_one_metric_agree() {
     .await;
     assert!(checked >= 40, "only {checked} captures checked");
 }
+
+/// A client that asks the same DNS question again after tshark's 5 s retransmission
+/// timer (same port, ID and name), and gets the answer to the retry, asked one question
+/// that was answered: no tool may call it unanswered or the resolver down.
+#[tokio::test]
+async fn a_question_asked_again_and_answered_is_answered() {
+    let s = start().await;
+    let file = fixture("zeek-ipv6-fragmented-dns.pcap");
+    // the oracle, from tshark's own fields: distinct questions (port, ID, name) and
+    // the questions some query of which got a response
+    let rows = std::process::Command::new("tshark")
+        .args(["-n", "-r", &file, "-Y", "dns", "-T", "fields"])
+        .args([
+            "-e",
+            "dns.flags.response",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.dstport",
+        ])
+        .args(["-e", "dns.id", "-e", "dns.qry.name"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rows.stdout).to_string();
+    let mut asked = std::collections::BTreeSet::new();
+    let mut answered = std::collections::BTreeSet::new();
+    for l in text.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        if c[0] == "1" {
+            answered.insert((c[2].to_string(), c[3].to_string(), c[4].to_string()));
+        } else {
+            asked.insert((c[1].to_string(), c[3].to_string(), c[4].to_string()));
+        }
+    }
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked, answered, "tshark: every question got an answer");
+
+    let d = s
+        .ok("analyze_dns_resolution_issues", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(d["queries"], json!(asked.len()), "{}", d["summary"]);
+    assert_eq!(d["unanswered"], 0, "{}", d["summary"]);
+    let q = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": file}),
+        )
+        .await;
+    assert_eq!(q["errors"]["dns_queries"], json!(asked.len()));
+    assert_eq!(q["errors"]["dns_failure_pct"], 0.0);
+    let t = s
+        .ok("generate_traffic_timeline", json!({"pcap_file": file}))
+        .await;
+    let failures: u64 = t["buckets"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["dns_failures"].as_u64().unwrap())
+        .sum();
+    assert_eq!(failures, 0);
+    let a = s.ok("analyze_pcap_file", json!({"pcap_file": file})).await;
+    for f in a["findings"].as_array().unwrap() {
+        assert!(
+            !f["title"].as_str().unwrap().contains("never answered"),
+            "{f}"
+        );
+    }
+}

@@ -1,4 +1,5 @@
-//! DNS tunnelling hints, shared by the DNS view and the threat view.
+//! DNS tunnelling hints, shared by the DNS view and the threat view; DNS questions
+//! asked again (retries), shared by every view that counts DNS queries and failures.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,5 +111,89 @@ mod tests {
         assert_eq!(base_domain("a.b.example.com."), "example.com");
         assert!(entropy("x7f9q2lk4m8z0p3v5n1b6c") > 3.5);
         assert!(entropy("aaaaaaaa") < 0.1);
+    }
+}
+
+/// The fields that name one DNS question, in every row type that needs it: a query's
+/// client, client port, resolver, ID, name and type.
+pub const QUESTION_FIELDS: [&str; 9] = [
+    "ip.src",
+    "ipv6.src",
+    "ip.dst",
+    "ipv6.dst",
+    "udp.srcport",
+    "tcp.srcport",
+    "dns.id",
+    "dns.qry.name",
+    "dns.qry.type",
+];
+
+/// One DNS question as a number, from a query row's QUESTION_FIELDS starting at
+/// column `at` (hashed: rows keep eight bytes, not the name).
+pub fn question_key(r: &crate::tshark::fields::Row<'_>, at: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // a fixed-key hasher: the same question gives the same key in every run
+    let mut h = std::hash::DefaultHasher::new();
+    for i in 0..QUESTION_FIELDS.len() {
+        r.str(at + i).unwrap_or("").hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The questions a client asks again before any answer came. tshark flags a query as
+/// `dns.retransmission` only within its 5 s timer; a client that waits longer and
+/// asks again (same port, ID, name and type) still asks the same question, and an
+/// answer to the retry answers it. Fed queries and answers in frame order.
+#[derive(Debug, Default, Clone)]
+pub struct Retries {
+    /// Unanswered question -> the frame that first asked it.
+    open: BTreeMap<u64, u64>,
+    /// Query frame -> its question, while unanswered.
+    key_of: BTreeMap<u64, u64>,
+    /// Retry frame -> the first query of its question.
+    pub retry_of: BTreeMap<u64, u64>,
+}
+
+impl Retries {
+    /// A query: the frame that first asked its question when it is a retry.
+    pub fn query(&mut self, frame: u64, key: u64) -> Option<u64> {
+        self.key_of.insert(frame, key);
+        match self.open.get(&key) {
+            Some(&first) => {
+                self.retry_of.insert(frame, first);
+                Some(first)
+            }
+            None => {
+                self.open.insert(key, frame);
+                None
+            }
+        }
+    }
+
+    /// An answer to `query_frame`: its question is closed (a later identical query is a
+    /// new question). Returns the first query of the question when it answers a retry.
+    pub fn answer(&mut self, query_frame: u64) -> Option<u64> {
+        if let Some(k) = self.key_of.remove(&query_frame) {
+            self.open.remove(&k);
+        }
+        self.retry_of.get(&query_frame).copied()
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::Retries;
+
+    #[test]
+    fn a_question_asked_again_is_one_question() {
+        let mut r = Retries::default();
+        assert_eq!(r.query(3, 7), None);
+        // asked again 5 s later, then the retry is answered
+        assert_eq!(r.query(5, 7), Some(3));
+        assert_eq!(r.answer(5), Some(3));
+        // the same question after its answer is a new one
+        assert_eq!(r.query(9, 7), None);
+        assert_eq!(r.query(10, 8), None);
+        assert_eq!(r.answer(10), None);
     }
 }

@@ -56,6 +56,8 @@ pub struct DnsRow {
     response_to: Option<u64>,
     retransmission: bool,
     truncated: bool,
+    /// For a query: its question (see `analysis::dns::Retries`).
+    question: Option<u64>,
 }
 
 impl crate::index::Kept for DnsRow {
@@ -85,6 +87,16 @@ impl FromRow for DnsRow {
         "dns.response_to",
         "dns.retransmit_request_in",
         "dns.flags.truncated",
+        // QUESTION_FIELDS, from column 16
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "udp.srcport",
+        "tcp.srcport",
+        "dns.id",
+        "dns.qry.name",
+        "dns.qry.type",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -103,6 +115,7 @@ impl FromRow for DnsRow {
             response_to: r.u64(13),
             retransmission: r.str(14).is_some(),
             truncated: r.flag(15),
+            question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, 16)),
         })
     }
 }
@@ -231,6 +244,7 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
     let mut queries: Vec<DnsRow> = Vec::new();
     let mut responses: BTreeMap<u64, DnsRow> = BTreeMap::new();
     let mut multicast: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut retries = crate::analysis::dns::Retries::default();
     let kept = a.part::<crate::index::Rows<DnsRow>>().await?;
     for r in kept.0.iter().cloned() {
         span.add(Some(r.time));
@@ -248,9 +262,19 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         }
         if r.response {
             if let Some(q) = r.response_to {
+                // an answer to a retry answers the question its first query asked
+                if let Some(first) = retries.answer(q) {
+                    responses.entry(first).or_insert_with(|| r.clone());
+                }
                 responses.entry(q).or_insert(r);
             }
         } else {
+            let mut r = r;
+            if let Some(k) = r.question
+                && retries.query(r.frame, k).is_some()
+            {
+                r.retransmission = true;
+            }
             queries.push(r);
         }
     }
@@ -278,18 +302,21 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         if crate::definitions::dns_query_failed(q.retransmission, r.is_some(), rcode) {
             res.2 += 1;
         }
-        if let Some(r) = r {
+        // a question counts once: its answer is counted with its first query (an
+        // answer to a retry included), not again with the retry
+        let counted = crate::definitions::dns_query_counts(q.retransmission);
+        if let Some(r) = r.filter(|_| counted) {
             res.1 += 1;
             truncated += u64::from(r.truncated);
             if let Some(t) = r.time_s {
                 times.push(t);
                 res.3.push(t);
             }
-        } else if !q.retransmission {
+        } else if r.is_none() && counted {
             // a retransmitted query is counted once: by its original
             unanswered += 1;
         }
-        if let Some(c) = rcode {
+        if let Some(c) = rcode.filter(|_| counted) {
             *rcodes.entry(rcode_name(c)).or_default() += 1;
         }
         let t = r.and_then(|r| r.time_s);
@@ -401,12 +428,25 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         ));
     }
     if retrans > 0 {
+        // tshark flags retries within its 5 s timer; later ones only we link
+        let frames: Vec<u64> = queries
+            .iter()
+            .filter(|q| q.retransmission)
+            .map(|q| q.frame)
+            .take(20)
+            .collect();
+        let list = frames
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         findings.push(Finding::new(
             Severity::Low,
             format!("{retrans} retransmitted DNS quer(ies)"),
-            "The client asked again after a timeout: lost queries or answers.".to_string(),
+            "The client asked the same question again (same port, ID and name) after no answer came: lost queries or answers. An answer to the retry answers the question.".to_string(),
             Evidence {
-                display_filter: "dns.retransmission".into(),
+                display_filter: format!("dns.retransmission || frame.number in {{{list}}}"),
+                frames,
                 ..Default::default()
             },
         ));

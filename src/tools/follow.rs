@@ -62,7 +62,8 @@ pub struct FollowParams {
     /// Conversation bytes to skip (both directions, in order), for paging.
     #[serde(default)]
     pub offset_bytes: Option<i64>,
-    /// Conversation bytes to show (default 16384, at most 65536).
+    /// Output budget of the page in bytes (default 16384, at most 65536): text shows
+    /// about that many payload bytes, binary shown as hex about a fifth of it.
     #[serde(default)]
     pub max_bytes: Option<i64>,
     /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
@@ -312,6 +313,9 @@ async fn follow(mut a: Analysis, p: FollowParams) -> Result<Report<FollowedStrea
     let mut pos = 0u64;
     let mut dir_pos = [0u64; 2];
     let (mut totals, mut shown) = ([0u64; 2], 0u64);
+    // output bytes left for this page, and whether it is spent
+    let mut budget = max as usize;
+    let mut full = false;
     for RawChunk {
         frame,
         time: t,
@@ -327,26 +331,41 @@ async fn follow(mut a: Analysis, p: FollowParams) -> Result<Report<FollowedStrea
         pos = end;
         let dir_start = dir_pos[d];
         dir_pos[d] += *len as u64;
-        if end <= offset || start >= offset + max {
+        // the page: from `offset`, while the output budget lasts
+        if full || end <= offset || start >= offset + max {
             continue;
         }
-        let from = (offset.max(start) - start) as usize;
-        let to = ((offset + max).min(end) - start) as usize;
         let Some(data) = data else { continue };
-        let bytes = &data[from..to.min(data.len())];
+        let from = (offset.max(start) - start) as usize;
+        let room = budget.saturating_sub(CHUNK_OVERHEAD);
+        let (bytes, text) = fit(&data[from..], room, hex_only);
+        if bytes.is_empty() {
+            full = true;
+            continue;
+        }
+        let cost = CHUNK_OVERHEAD
+            + text
+                .as_ref()
+                .map_or(bytes.len().div_ceil(16) * HEX_LINE, |t| {
+                    t.len() + t.len() / 8
+                });
+        budget = budget.saturating_sub(cost);
         shown += bytes.len() as u64;
-        let (text, hex) = match (hex_only, as_text(bytes)) {
-            (false, Some(t)) => (Some(t), Vec::new()),
-            _ => (None, hex_lines(bytes, dir_start + from as u64)),
-        };
+        if from + bytes.len() < data.len() {
+            full = true;
+        }
         chunks.push(Chunk {
             frame: *frame,
             time: rfc3339(*t),
             from: if d == 0 { "client" } else { "server" }.into(),
             direction_offset: dir_start + from as u64,
             length: bytes.len(),
+            hex: if text.is_none() {
+                hex_lines(bytes, dir_start + from as u64)
+            } else {
+                Vec::new()
+            },
             text,
-            hex,
         });
     }
     let total = pos;
@@ -566,6 +585,33 @@ fn finish(
         len,
         data: keep.then_some(data),
     });
+}
+
+/// Output bytes a chunk costs besides its payload (frame, time, offsets in JSON).
+const CHUNK_OVERHEAD: usize = 120;
+/// Output bytes of one hex line (16 payload bytes).
+const HEX_LINE: usize = 80;
+
+/// As much of `data` as fits `room` output bytes, with its text form when it is text
+/// (else it is shown as hex, about five output bytes per payload byte).
+fn fit(data: &[u8], room: usize, hex_only: bool) -> (&[u8], Option<String>) {
+    let mut n = data.len().min(room);
+    while !hex_only && n > 0 {
+        // cut at a character boundary, so that a cut never turns text into hex
+        let m = match std::str::from_utf8(&data[..n]) {
+            Ok(_) => n,
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => break,
+        };
+        match as_text(&data[..m]) {
+            None => break,
+            // JSON escapes (\r, \n, quotes) make text a little longer
+            Some(t) if t.len() + t.len() / 8 <= room => return (&data[..m], Some(t)),
+            Some(_) => n = m / 2,
+        }
+    }
+    let n = (room / HEX_LINE * 16).min(data.len());
+    (&data[..n], None)
 }
 
 /// Bytes as text when they are text: UTF-8 with few control characters.

@@ -136,6 +136,8 @@ pub struct QRow {
     /// For an ICMP port unreachable: the quoted datagram's sender, destination and port.
     closed_port: Option<(String, String, u64)>,
     dns_retransmission: bool,
+    /// For a DNS query: its question (see `analysis::dns::Retries`).
+    dns_question: Option<u64>,
 }
 
 impl crate::index::Kept for QRow {
@@ -170,6 +172,16 @@ impl FromRow for QRow {
         "ipv6.dst",
         "udp.dstport",
         "dns.retransmit_request_in",
+        // QUESTION_FIELDS, from column 19
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "udp.srcport",
+        "tcp.srcport",
+        "dns.id",
+        "dns.qry.name",
+        "dns.qry.type",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
         let protocols = r.str(1).unwrap_or("");
@@ -198,6 +210,8 @@ impl FromRow for QRow {
                 .any(|s| s.parse::<u64>().is_ok_and(|v| v >= 0x0080_0000)),
             closed_port,
             dns_retransmission: r.str(18).is_some(),
+            dns_question: (r.str(2).is_some() && !r.flag(2))
+                .then(|| crate::analysis::dns::question_key(r, 19)),
         })
     }
 }
@@ -343,6 +357,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
     let mut icmp_error_frames = Vec::new();
     let mut expert_errors = 0u64;
     let mut expert_frames = Vec::new();
+    let mut retries = crate::analysis::dns::Retries::default();
     let kept = a.part::<crate::index::Rows<QRow>>().await?;
     for r in kept.0.iter().cloned() {
         if r.expert_error {
@@ -375,9 +390,18 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
             continue;
         }
         match r.dns_response {
-            Some(false) => queries.push((r.frame, r.dns_retransmission)),
+            Some(false) => {
+                let retry = r
+                    .dns_question
+                    .is_some_and(|k| retries.query(r.frame, k).is_some());
+                queries.push((r.frame, r.dns_retransmission || retry));
+            }
             Some(true) => {
                 if let Some(q) = r.response_to {
+                    // an answer to a retry answers the question its first query asked
+                    if let Some(first) = retries.answer(q) {
+                        answered.entry(first).or_insert(r.rcode);
+                    }
                     answered.entry(q).or_insert(r.rcode);
                     if let Some(t) = r.dns_time {
                         dns_times.push(t);

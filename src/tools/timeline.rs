@@ -104,6 +104,8 @@ pub struct TimelineRow {
     /// The query frame a response answers.
     dns_response_to: Option<u64>,
     dns_retransmission: bool,
+    /// For a DNS query: its question (see `analysis::dns::Retries`).
+    dns_question: Option<u64>,
 }
 
 impl FromRow for TimelineRow {
@@ -122,6 +124,16 @@ impl FromRow for TimelineRow {
         "dns.retransmission",
         "mdns",
         "llmnr",
+        // QUESTION_FIELDS, from column 14
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "udp.srcport",
+        "tcp.srcport",
+        "dns.id",
+        "dns.qry.name",
+        "dns.qry.type",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -139,6 +151,8 @@ impl FromRow for TimelineRow {
             tls_alert: r.str(9).is_some(),
             dns_response_to: r.u64(10),
             dns_retransmission: r.str(11).is_some(),
+            dns_question: (r.str(7).is_some() && !r.flag(7))
+                .then(|| crate::analysis::dns::question_key(r, 14)),
         })
     }
 }
@@ -176,6 +190,8 @@ pub struct TimelineState {
     buckets: BTreeMap<u64, Bucket>,
     dns_queries: Vec<(u64, u64)>,
     dns_answered: std::collections::BTreeSet<u64>,
+    /// Questions asked again, while the pass runs.
+    retries: crate::analysis::dns::Retries,
     span: Span,
     last: Option<(u64, f64)>,
     gaps: Vec<Gap>,
@@ -231,16 +247,30 @@ impl crate::index::Part for TimelineState {
             Some(true) => {
                 if let Some(q) = r.dns_response_to {
                     self.dns_answered.insert(q);
+                    // an answer to a retry answers the question its first query asked
+                    if let Some(first) = self.retries.answer(q) {
+                        self.dns_answered.insert(first);
+                    }
                 }
                 if crate::definitions::dns_failed(true, r.dns_rcode) {
                     b.dns_failures += 1;
                     b.event(2, r.frame);
                 }
             }
-            Some(false) if !r.dns_retransmission => self.dns_queries.push((r.frame, idx)),
+            Some(false) => {
+                let retry = r
+                    .dns_question
+                    .is_some_and(|k| self.retries.query(r.frame, k).is_some());
+                if !r.dns_retransmission && !retry {
+                    self.dns_queries.push((r.frame, idx));
+                }
+            }
             _ => {}
         }
         b.tls_alerts += u64::from(r.tls_alert);
+    }
+    fn finish(&mut self) {
+        self.retries = Default::default();
     }
     fn approx_bytes(&self) -> usize {
         self.buckets.len() * (std::mem::size_of::<Bucket>() + 64)
