@@ -18,6 +18,8 @@ use crate::server::PcapServer;
 
 pub const SCHEME: &str = "pcap://";
 pub const TEMPLATE: &str = "pcap://{name}";
+/// The largest picture resources/read serves.
+const MAX_PICTURE_BYTES: u64 = 8 << 20;
 /// Resources per page of resources/list.
 const PAGE: usize = 100;
 
@@ -99,9 +101,13 @@ impl PcapServer {
         ])
     }
 
-    /// A capture's facts, through the sandbox (the same rules as any pcap_file).
+    /// A capture's facts, through the sandbox (the same rules as any pcap_file); a
+    /// PNG the I/O graph saved, as the picture.
     pub async fn read_capture(&self, uri: &str) -> Result<ReadResourceResult, ErrorData> {
         let name = name_of(uri)?;
+        if name.to_ascii_lowercase().ends_with(".png") {
+            return self.read_picture(uri, name);
+        }
         let file = self
             .engine
             .sandbox()
@@ -125,6 +131,39 @@ impl PcapServer {
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok(ReadResourceResult::new(vec![
             ResourceContents::text(text, uri).with_mime_type("application/json"),
+        ]))
+    }
+
+    fn read_picture(&self, uri: &str, name: &str) -> Result<ReadResourceResult, ErrorData> {
+        use base64::Engine as _;
+        use std::io::Read;
+        let (opened, meta) = self
+            .engine
+            .sandbox()
+            .open_file(name, "resource")
+            .map_err(|e| ErrorData::resource_not_found(e, None))?;
+        if meta.len() > MAX_PICTURE_BYTES {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "{name} is larger than {MAX_PICTURE_BYTES} bytes: not a picture this server wrote"
+                ),
+                None,
+            ));
+        }
+        let mut bytes = Vec::new();
+        opened
+            .reopen()
+            .and_then(|f| f.take(MAX_PICTURE_BYTES).read_to_end(&mut bytes))
+            .map_err(|e| ErrorData::internal_error(format!("cannot read {name}: {e}"), None))?;
+        if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            return Err(ErrorData::invalid_params(
+                format!("{name} is not a PNG picture"),
+                None,
+            ));
+        }
+        let blob = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::blob(blob, uri).with_mime_type("image/png"),
         ]))
     }
 

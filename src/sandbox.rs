@@ -297,6 +297,16 @@ impl<'a> Sandbox<'a> {
         Ok((found, links))
     }
 
+    /// Any file inside the roots by name or path (the same checks as a capture), for
+    /// what the server wrote into storage besides captures (I/O-graph pictures).
+    pub fn open_file(
+        &self,
+        requested: &str,
+        what: &str,
+    ) -> Result<(OpenedFile, std::fs::Metadata), String> {
+        self.resolve(requested, what)
+    }
+
     /// Resolves a client-supplied capture name to a readable capture file.
     pub fn open_capture(&self, requested: &str) -> Result<CaptureFile, String> {
         let requested_trim = requested.trim();

@@ -390,4 +390,46 @@ async fn captures_in_storage_are_resources() {
         .await
         .unwrap();
     assert_eq!(c.values, ["zeek-wikipedia.pcap"]);
+
+    // what the tools write comes back as resources: a slice's facts, a graph's picture
+    let v = s
+        .ok(
+            "filter_capture",
+            json!({"pcap_file": "zeek-wikipedia.pcap", "display_filter": "http", "output_file": "http-only.pcapng"}),
+        )
+        .await;
+    let r = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            v["resource_uri"].as_str().unwrap(),
+        ))
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(
+        serde_json::to_value(&r.contents[0]).unwrap()["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(body["packets"], v["packets"]);
+    let g = s
+        .ok(
+            "generate_throughput_io_graph",
+            json!({"pcap_file": "zeek-wikipedia.pcap", "output_file": "graph.png"}),
+        )
+        .await;
+    let uri = g["image"]["resource_uri"].as_str().unwrap();
+    let r = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
+        .await
+        .unwrap();
+    let c = serde_json::to_value(&r.contents[0]).unwrap();
+    assert_eq!(c["mimeType"], "image/png");
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        c["blob"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(png, std::fs::read(s.storage_file("graph.png")).unwrap());
 }

@@ -89,6 +89,9 @@ pub struct ImageInfo {
     pub mime_type: String,
     pub width: u32,
     pub height: u32,
+    /// When output_file was given: the picture as an MCP resource (resources/read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_uri: Option<String>,
     /// Set when output_file was given: where the PNG was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_to: Option<String>,
@@ -240,6 +243,7 @@ impl PcapServer {
                 std::io::Write::write_all(&mut f, &png)
                     .map_err(|e| format!("could not write {}: {e}", path.display()))?;
                 g.image.saved_to = Some(path.display().to_string());
+                g.image.resource_uri = Some(format!("pcap://{name}"));
             }
             image = Some(png);
         }
@@ -534,6 +538,7 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
         width: chart::WIDTH,
         height: chart::HEIGHT,
         saved_to: None,
+        resource_uri: None,
         description: format!(
             "Bars: {} in bits per second per {interval} s bucket; lines: {}. X axis: seconds since the first packet; Y axis: auto-scaled bit rate.",
             series[0].label,

@@ -214,6 +214,8 @@ pub struct Slice {
     /// The new file's name in PCAP_STORAGE_DIR: every tool reads it by this name.
     pub output_file: String,
     pub path: String,
+    /// The slice as an MCP resource (resources/read gives its facts).
+    pub resource_uri: String,
     pub packets: u64,
     pub size_bytes: u64,
 }
@@ -375,6 +377,7 @@ async fn slice(mut a: Analysis, p: SliceParams) -> Result<Report<Slice>, String>
         }
     );
     let data = Slice {
+        resource_uri: format!("pcap://{name}"),
         output_file: name,
         path: path.display().to_string(),
         packets: facts.packets,
