@@ -253,6 +253,7 @@ async fn main() {
     let f = file.display().to_string();
     let mut rows = Vec::new();
     let mut index_cmd = None;
+    let mut largest = (String::new(), 0usize);
     let start = cpu_of(pid);
     for (tool, a) in investigation(&f) {
         let before = cpu_of(pid);
@@ -269,6 +270,11 @@ async fn main() {
                 .map(str::to_string);
         }
         let status = v["status"].as_str().unwrap_or("error").to_string();
+        // every default answer should fit a model's context (~20 KB of JSON)
+        let size = v.to_string().len();
+        if size > largest.1 {
+            largest = (tool.clone(), size);
+        }
         // the server's peak so far: which call raised it
         rows.push((tool, cpu, status, peak_rss_mb(pid)));
     }
@@ -302,4 +308,8 @@ async fn main() {
         rows.iter().skip(1).map(|r| r.1 / bare).fold(0.0, f64::max)
     );
     println!("server peak RSS: {rss} MB");
+    println!(
+        "largest default answer: {} bytes ({}; budget ~20000)",
+        largest.1, largest.0
+    );
 }

@@ -313,6 +313,29 @@ pub fn counts(items: impl Iterator<Item = String>) -> Vec<CountRow> {
 }
 
 /// Formats a number with thousands separators, for summaries people read.
+/// Wireshark's bytes pane: 16 bytes per line as offset (from `base`, `digits` hex
+/// digits), hex, and ASCII with non-printable bytes as '.'.
+pub fn hex_dump(b: &[u8], base: u64, digits: usize) -> Vec<String> {
+    b.chunks(16)
+        .enumerate()
+        .map(|(i, c)| {
+            let hex: Vec<String> = c.iter().map(|x| format!("{x:02x}")).collect();
+            let ascii: String = c
+                .iter()
+                .map(|&x| {
+                    if (0x20..0x7f).contains(&x) {
+                        x as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            let off = base + i as u64 * 16;
+            format!("{off:0digits$x}  {:<47}  {ascii}", hex.join(" "))
+        })
+        .collect()
+}
+
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);

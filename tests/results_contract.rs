@@ -1,4 +1,4 @@
-//! The result contract on every fixture, for every file tool, in one pass of calls:
+//! The result contract on every fixture and corpus capture, for every file tool:
 //! - the default answer fits a model's context (at most ~20 KB of JSON);
 //! - every finding's display filter selects at least one frame in Wireshark (two-pass,
 //!   as the GUI evaluates it) and every frame the finding lists.
@@ -17,8 +17,17 @@ type Uses = Vec<(String, Vec<u64>)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
-    let s = start().await;
-    let names = fixture_names();
+    // the fixtures, and the corpus when it sits beside the checkout (as in CI);
+    // CONTRACT_FIXTURES_ONLY=1 for a quicker run (about a third of the time)
+    let (files, dirs) = if std::env::var_os("CONTRACT_FIXTURES_ONLY").is_none() {
+        fixture_and_corpus_captures()
+    } else {
+        let names: Vec<std::path::PathBuf> =
+            fixture_names().iter().map(|n| fixture(n).into()).collect();
+        (names, fixtures().display().to_string())
+    };
+    let s = start_with(&[("PCAP_ALLOWED_DIRS", &dirs), ("PCAP_CALL_DEADLINE", "600")]).await;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let tools = file_tool_names();
     let mut over = Vec::new();
     // (file, filter) -> the findings that use it, with the frames they list
@@ -27,7 +36,7 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
         let mut calls = Vec::new();
         for tool in &tools {
             let mut args = required_extras(tool);
-            args["pcap_file"] = json!(fixture(name));
+            args["pcap_file"] = json!(name);
             if tool == "search_packet_content" {
                 args["search_pattern"] = json!("e");
             }
@@ -54,7 +63,7 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
                     .filter_map(Value::as_u64)
                     .collect();
                 checks
-                    .entry((fixture(name), filter.to_string()))
+                    .entry((name.clone(), filter.to_string()))
                     .or_default()
                     .push((format!("{tool}: {}", f["title"]), frames));
             }

@@ -114,27 +114,37 @@ mod tests {
     }
 }
 
-/// The fields that name one DNS question, in every row type that needs it: a query's
-/// client, client port, resolver, ID, name and type.
-pub const QUESTION_FIELDS: [&str; 9] = [
-    "ip.src",
-    "ipv6.src",
-    "ip.dst",
-    "ipv6.dst",
-    "udp.srcport",
-    "tcp.srcport",
-    "dns.id",
-    "dns.qry.name",
-    "dns.qry.type",
-];
+/// A row type's field list with the fields that name one DNS question appended (a
+/// query's client, client port, resolver, ID, name and type): the last
+/// QUESTION_FIELD_COUNT columns, read by `question_key`.
+#[macro_export]
+macro_rules! with_question_fields {
+    ($($f:literal),* $(,)?) => {
+        &[
+            $($f,)*
+            "ip.src",
+            "ipv6.src",
+            "ip.dst",
+            "ipv6.dst",
+            "udp.srcport",
+            "tcp.srcport",
+            "dns.id",
+            "dns.qry.name",
+            "dns.qry.type",
+        ]
+    };
+}
 
-/// One DNS question as a number, from a query row's QUESTION_FIELDS starting at
-/// column `at` (hashed: rows keep eight bytes, not the name).
-pub fn question_key(r: &crate::tshark::fields::Row<'_>, at: usize) -> u64 {
+pub const QUESTION_FIELD_COUNT: usize = 9;
+
+/// One DNS question as a number, from the question columns a row type's field list
+/// ends with (`with_question_fields!`; hashed: rows keep eight bytes, not the name).
+pub fn question_key(r: &crate::tshark::fields::Row<'_>, fields: &[&str]) -> u64 {
     use std::hash::{Hash, Hasher};
+    let at = fields.len() - QUESTION_FIELD_COUNT;
     // a fixed-key hasher: the same question gives the same key in every run
     let mut h = std::hash::DefaultHasher::new();
-    for i in 0..QUESTION_FIELDS.len() {
+    for i in 0..QUESTION_FIELD_COUNT {
         r.str(at + i).unwrap_or("").hash(&mut h);
     }
     h.finish()

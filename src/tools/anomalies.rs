@@ -767,7 +767,13 @@ pub(crate) async fn anomalies(
                 frames: list.iter().map(|m| m.first_frame).take(10).collect(),
                 streams: list.iter().map(|m| m.stream).take(10).collect(),
                 endpoints: list.iter().map(|m| m.server.clone()).take(5).collect(),
-                display_filter: m.display_filter.clone(),
+                // every connection listed, not only the first
+                display_filter: list
+                    .iter()
+                    .take(10)
+                    .map(|m| m.display_filter.clone())
+                    .collect::<Vec<_>>()
+                    .join(" || "),
                 ..Default::default()
             },
         ));

@@ -70,7 +70,7 @@ impl crate::index::Kept for DnsRow {
 }
 
 impl FromRow for DnsRow {
-    const FIELDS: &'static [&'static str] = &[
+    const FIELDS: &'static [&'static str] = crate::with_question_fields![
         "frame.number",
         "frame.time_epoch",
         "frame.protocols",
@@ -87,16 +87,6 @@ impl FromRow for DnsRow {
         "dns.response_to",
         "dns.retransmit_request_in",
         "dns.flags.truncated",
-        // QUESTION_FIELDS, from column 16
-        "ip.src",
-        "ipv6.src",
-        "ip.dst",
-        "ipv6.dst",
-        "udp.srcport",
-        "tcp.srcport",
-        "dns.id",
-        "dns.qry.name",
-        "dns.qry.type",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -115,7 +105,7 @@ impl FromRow for DnsRow {
             response_to: r.u64(13),
             retransmission: r.str(14).is_some(),
             truncated: r.flag(15),
-            question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, 16)),
+            question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
         })
     }
 }

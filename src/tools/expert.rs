@@ -92,6 +92,7 @@ pub struct TableRow {
 pub fn parse_expert_table(text: &str) -> Vec<TableRow> {
     let mut out = Vec::new();
     let mut sev = "";
+    let mut summary_col: Option<usize> = None;
     for line in text.lines() {
         let t = line.trim_start();
         let head = t.split(" (").next().unwrap_or("");
@@ -118,7 +119,13 @@ pub fn parse_expert_table(text: &str) -> Vec<TableRow> {
             }
             _ => {}
         }
-        if sev.is_empty() || t.starts_with("Frequency") || t.starts_with('=') || t.is_empty() {
+        if t.starts_with("Frequency") {
+            // the summary column starts where its header does (a protocol name may
+            // hold a space: "IPv6 Hop-by-Hop")
+            summary_col = line.find("Summary");
+            continue;
+        }
+        if sev.is_empty() || t.starts_with('=') || t.is_empty() {
             continue;
         }
         // right-aligned columns: count, group (may contain a space), protocol, summary
@@ -150,7 +157,13 @@ pub fn parse_expert_table(text: &str) -> Vec<TableRow> {
             continue;
         };
         let rest = rest[g.len()..].trim_start();
-        let (protocol, summary) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        let by_column = summary_col
+            .filter(|&c| line.is_char_boundary(c) && line[..c].ends_with("  "))
+            .map(|c| &line[c..])
+            .filter(|sum| rest.ends_with(*sum) && rest.len() > sum.len())
+            .map(|sum| (rest[..rest.len() - sum.len()].trim_end(), sum));
+        let (protocol, summary) =
+            by_column.unwrap_or_else(|| rest.split_once(char::is_whitespace).unwrap_or((rest, "")));
         out.push(TableRow {
             severity: sev.into(),
             count,
@@ -381,5 +394,10 @@ mod tests {
         );
         assert_eq!(rows[1].count, 47);
         assert_eq!(rows[2].protocol, "HTTP");
+        // recorded: zeek-trunc-ip6-ext-trunc.pcap, a protocol name with a space
+        let text = "\nErrors (1)\n=============\n   Frequency      Group           Protocol  Summary\n           1  Malformed    IPv6 Hop-by-Hop  Malformed Packet (Exception occurred)\n";
+        let rows = super::parse_expert_table(text);
+        assert_eq!(rows[0].protocol, "IPv6 Hop-by-Hop");
+        assert_eq!(rows[0].summary, "Malformed Packet (Exception occurred)");
     }
 }

@@ -361,7 +361,7 @@ async fn follow(mut a: Analysis, p: FollowParams) -> Result<Report<FollowedStrea
             direction_offset: dir_start + from as u64,
             length: bytes.len(),
             hex: if text.is_none() {
-                hex_lines(bytes, dir_start + from as u64)
+                crate::report::hex_dump(bytes, dir_start + from as u64, 8)
             } else {
                 Vec::new()
             },
@@ -635,30 +635,6 @@ fn as_text(b: &[u8]) -> Option<String> {
             })
             .collect(),
     )
-}
-
-fn hex_lines(b: &[u8], base: u64) -> Vec<String> {
-    b.chunks(16)
-        .enumerate()
-        .map(|(i, c)| {
-            let hex: Vec<String> = c.iter().map(|x| format!("{x:02x}")).collect();
-            let ascii: String = c
-                .iter()
-                .map(|&x| {
-                    if (0x20..0x7f).contains(&x) {
-                        x as char
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            format!(
-                "{:08x}  {:<47}  {ascii}",
-                base + i as u64 * 16,
-                hex.join(" ")
-            )
-        })
-        .collect()
 }
 
 fn human(b: u64) -> String {

@@ -28,7 +28,7 @@ pub enum StatusFilter {
 pub struct HttpParams {
     /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
     pub pcap_file: String,
-    /// Requests to list (default 25, max 500).
+    /// Requests to list (default 20, max 500).
     #[serde(default)]
     pub limit: Option<i64>,
     /// Rows to skip, for paging.
@@ -388,7 +388,7 @@ pub(crate) async fn http_requests(
     host_rows.sort_by(|x, y| y.requests.cmp(&x.requests).then(x.host.cmp(&y.host)));
 
     let findings = http_findings(&requests, &times);
-    let limit = clamp_limit(p.limit, 25);
+    let limit = clamp_limit(p.limit, 20);
     let shown_total = requests.len();
     let mut notes = Vec::new();
     if let Some(m) = &method {
@@ -552,17 +552,30 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
                 worst.uri,
                 worst.server
             ),
-            Evidence {
-                frames: slow
+            {
+                let frames: Vec<u64> = slow
                     .iter()
                     .take(10)
                     .flat_map(|t| [Some(t.frame), t.response_frame])
                     .flatten()
-                    .collect(),
-                streams: slow.iter().filter_map(|t| t.stream).take(10).collect(),
-                time: Some(worst.time.clone()),
-                display_filter: format!("http.time >= {:.3}", threshold / 1000.0),
-                ..Default::default()
+                    .collect();
+                // the slow responses by time, and the exchanges listed (a response
+                // tshark times from another request shows by number)
+                let listed = frames
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Evidence {
+                    frames,
+                    streams: slow.iter().filter_map(|t| t.stream).take(10).collect(),
+                    time: Some(worst.time.clone()),
+                    display_filter: format!(
+                        "http.time >= {:.3} || frame.number in {{{listed}}}",
+                        threshold / 1000.0
+                    ),
+                    ..Default::default()
+                }
             },
         ));
     }

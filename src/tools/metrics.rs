@@ -278,6 +278,14 @@ async fn response_times(
             .total_cmp(&x.times.p95_ms.unwrap_or(0.0))
     });
     all.sort_by(|x, y| y.ms.total_cmp(&x.ms));
+    // each protocol's own slowest exchanges: the overall top ten may all be another's
+    let mut slowest_of: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for t in &all {
+        let v = slowest_of.entry(t.protocol.clone()).or_default();
+        if v.len() < 10 {
+            v.push(t.frame);
+        }
+    }
     all.truncate(10);
     let mut findings = Vec::new();
     for o in &overall {
@@ -306,18 +314,16 @@ async fn response_times(
                     worst.times.max_ms.unwrap_or(0.0)
                 ),
                 Evidence {
-                    frames: all
-                        .iter()
-                        .filter(|t| t.protocol == o.protocol)
-                        .map(|t| t.frame)
-                        .collect(),
+                    frames: slowest_of.get(&o.protocol).cloned().unwrap_or_default(),
                     endpoints: vec![worst.server.clone()],
                     // exactly the frames listed
                     display_filter: format!(
                         "frame.number in {{{}}}",
-                        all.iter()
-                            .filter(|t| t.protocol == o.protocol)
-                            .map(|t| t.frame.to_string())
+                        slowest_of
+                            .get(&o.protocol)
+                            .into_iter()
+                            .flatten()
+                            .map(u64::to_string)
                             .collect::<Vec<_>>()
                             .join(",")
                     ),

@@ -546,7 +546,7 @@ async fn details(mut a: Analysis, p: DetailsParams) -> Result<Report<PacketDetai
         // each hex line is about 80 bytes of output for 16 bytes of frame
         let room = (budget / 5).max(256);
         let shown = bytes.len().min(room);
-        d.hex = hex_lines(&bytes[..shown]);
+        d.hex = crate::report::hex_dump(&bytes[..shown], 0, 4);
         if shown < bytes.len() {
             d.bytes_omitted = Some(bytes.len() - shown);
         }
@@ -838,27 +838,6 @@ fn count(ns: &[Node]) -> usize {
         .sum()
 }
 
-/// Wireshark's bytes pane: offset, 16 bytes in hex, the same as ASCII.
-fn hex_lines(b: &[u8]) -> Vec<String> {
-    b.chunks(16)
-        .enumerate()
-        .map(|(i, c)| {
-            let hex: Vec<String> = c.iter().map(|x| format!("{x:02x}")).collect();
-            let ascii: String = c
-                .iter()
-                .map(|&x| {
-                    if (0x20..0x7f).contains(&x) {
-                        x as char
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            format!("{:04x}  {:<47}  {ascii}", i * 16, hex.join(" "))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -925,7 +904,7 @@ mod tests {
         let d = build_details(4, parse_pdml(PDML).unwrap(), None, 300);
         assert!(d.fields_omitted > 0);
         assert_eq!(
-            hex_lines(b"GET / HTTP/1.1\r\n\x00"),
+            crate::report::hex_dump(b"GET / HTTP/1.1\r\n\x00", 0, 4),
             [
                 "0000  47 45 54 20 2f 20 48 54 54 50 2f 31 2e 31 0d 0a  GET / HTTP/1.1..",
                 "0010  00                                               ."

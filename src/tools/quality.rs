@@ -152,7 +152,7 @@ impl crate::index::Kept for QRow {
 }
 
 impl FromRow for QRow {
-    const FIELDS: &'static [&'static str] = &[
+    const FIELDS: &'static [&'static str] = crate::with_question_fields![
         "frame.number",
         "frame.protocols",
         "dns.flags.response",
@@ -172,16 +172,6 @@ impl FromRow for QRow {
         "ipv6.dst",
         "udp.dstport",
         "dns.retransmit_request_in",
-        // QUESTION_FIELDS, from column 19
-        "ip.src",
-        "ipv6.src",
-        "ip.dst",
-        "ipv6.dst",
-        "udp.srcport",
-        "tcp.srcport",
-        "dns.id",
-        "dns.qry.name",
-        "dns.qry.type",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
         let protocols = r.str(1).unwrap_or("");
@@ -211,7 +201,7 @@ impl FromRow for QRow {
             closed_port,
             dns_retransmission: r.str(18).is_some(),
             dns_question: (r.str(2).is_some() && !r.flag(2))
-                .then(|| crate::analysis::dns::question_key(r, 19)),
+                .then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
         })
     }
 }

@@ -109,7 +109,7 @@ pub struct TimelineRow {
 }
 
 impl FromRow for TimelineRow {
-    const FIELDS: &'static [&'static str] = &[
+    const FIELDS: &'static [&'static str] = crate::with_question_fields![
         "frame.number",
         "frame.time_epoch",
         "frame.len",
@@ -124,16 +124,6 @@ impl FromRow for TimelineRow {
         "dns.retransmission",
         "mdns",
         "llmnr",
-        // QUESTION_FIELDS, from column 14
-        "ip.src",
-        "ipv6.src",
-        "ip.dst",
-        "ipv6.dst",
-        "udp.srcport",
-        "tcp.srcport",
-        "dns.id",
-        "dns.qry.name",
-        "dns.qry.type",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -152,7 +142,7 @@ impl FromRow for TimelineRow {
             dns_response_to: r.u64(10),
             dns_retransmission: r.str(11).is_some(),
             dns_question: (r.str(7).is_some() && !r.flag(7))
-                .then(|| crate::analysis::dns::question_key(r, 14)),
+                .then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
         })
     }
 }

@@ -480,7 +480,8 @@ pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates>
         findings,
         Certificates {
             checked_at: rfc3339(at),
-            certificates: page(rows, p),
+            // a certificate row is about 1 KB (names, SANs, fingerprints): half a page
+            certificates: Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 10)),
             encrypted_certificate_sessions: tls13,
         },
     )
@@ -1068,8 +1069,8 @@ impl PcapServer {
             .await
     }
 
-    /// Each distinct certificate once (SHA-256): subject, issuer, serial, validity and
-    /// status at capture time, SANs, key type and size, signature algorithm (SHA-1/MD5
+    /// Each distinct certificate once (SHA-256; 10 per page by default): subject, issuer,
+    /// serial, validity at presentation, SANs, key, signature algorithm (SHA-1/MD5
     /// flagged), self-signed, chain position, and which servers and SNIs presented it.
     #[tool(
         name = "extract_certificate_details",
