@@ -261,3 +261,66 @@ async fn an_sni_the_certificate_does_not_cover_leads_the_triage() {
         "{f}"
     );
 }
+
+/// ICMP destination unreachable from router `by`, quoting `original` (an Ethernet
+/// frame): the IPv4 header and the first 8 bytes after it, as routers send.
+fn icmp_unreachable(by: [u8; 4], to: [u8; 4], code: u8, original: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&original[14..14 + 28]);
+    ipv4_frame(by, to, 1, &icmp)
+}
+
+#[tokio::test]
+async fn unreachable_destinations_are_named_with_their_router() {
+    // a client sends to two addresses; its router answers host unreachable for one
+    // (3 times) and network unreachable for the other (2 times)
+    let (client, router) = ([10, 0, 0, 5], [10, 0, 0, 1]);
+    let (host, net) = ([10, 9, 9, 9], [172, 31, 0, 1]);
+    let mut records = Vec::new();
+    let mut t = 1_700_000_000.0;
+    for (dst, code, n) in [(host, 1u8, 3), (net, 0u8, 2)] {
+        for i in 0..n {
+            let d = udp_datagram(client, dst, 40_000 + i, 5000, b"hello");
+            records.push((t, d.clone()));
+            records.push((t + 0.001, icmp_unreachable(router, client, code, &d)));
+            t += 1.0;
+        }
+    }
+    let s = start().await;
+    std::fs::write(s.storage_file("unreachable.pcap"), pcap_of(&records)).unwrap();
+    let q = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": "unreachable.pcap"}),
+        )
+        .await;
+    let f = q["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| norm(&f["title"]).starts_with("unreachable destination"))
+        .unwrap_or_else(|| panic!("no unreachable finding: {q}"));
+    assert!(
+        norm(&f["title"]).contains("5 icmp error(s) for 2 destination(s)"),
+        "{f}"
+    );
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("host unreachable: 10.9.9.9 (3x, reported by 10.0.0.1)"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("network unreachable: 172.31.0.1 (2x, reported by 10.0.0.1)"),
+        "{detail}"
+    );
+    // and the triage shows it
+    let v = triage(&s, "unreachable.pcap").await;
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| norm(&f["title"]).starts_with("unreachable destination")),
+        "{v}"
+    );
+}

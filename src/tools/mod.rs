@@ -199,12 +199,16 @@ pub const TRIAGE: &[Check] = &[
         run: check_timing,
         keep: all,
     },
-    // the quality grade restates the other families' symptoms; ICMP errors and UDP
-    // to closed ports are its own
+    // the quality grade restates the other families' symptoms; ICMP errors, UDP to
+    // closed ports and unreachable destinations are its own
     Check {
         tool: "analyze_network_quality_metrics",
         run: check_quality,
-        keep: |f| f.title.starts_with("ICMP errors") || f.title.starts_with("UDP to closed"),
+        keep: |f| {
+            f.title.starts_with("ICMP errors")
+                || f.title.starts_with("UDP to closed")
+                || f.title.starts_with("Unreachable destination")
+        },
     },
     Check {
         tool: "analyze_protocol_anomalies",

@@ -135,6 +135,8 @@ pub struct QRow {
     expert_error: bool,
     /// For an ICMP port unreachable: the quoted datagram's sender, destination and port.
     closed_port: Option<(String, String, u64)>,
+    /// Any other destination unreachable: what, who reported it, the quoted destination.
+    unreachable: Option<(&'static str, String, String)>,
     dns_retransmission: bool,
     /// For a DNS query: its question (see `analysis::dns::Retries`).
     dns_question: Option<u64>,
@@ -184,6 +186,16 @@ impl FromRow for QRow {
                 Some((r.innermost_addr(13, 14), r.innermost_addr(15, 16), port))
             })
             .flatten();
+        let unreachable = unreachable_kind(r.u64(6), r.u64(11), r.u64(7), r.u64(12)).map(|kind| {
+            // the router that reported it sent the outer header; the quoted one names
+            // the destination it could not reach
+            let reporter = r
+                .first(13)
+                .or_else(|| r.first(14))
+                .unwrap_or("")
+                .to_string();
+            (kind, reporter, r.innermost_addr(15, 16))
+        });
         Some(Self {
             frame: r.u64(0)?,
             multicast_dns: protocols.contains(":mdns") || protocols.contains(":llmnr"),
@@ -199,6 +211,7 @@ impl FromRow for QRow {
                 .all(10)
                 .any(|s| s.parse::<u64>().is_ok_and(|v| v >= 0x0080_0000)),
             closed_port,
+            unreachable,
             dns_retransmission: r.str(18).is_some(),
             dns_question: (r.str(2).is_some() && !r.flag(2))
                 .then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
@@ -214,6 +227,75 @@ fn is_unreachable(r: &QRow) -> bool {
 
 fn is_time_exceeded(r: &QRow) -> bool {
     r.icmp_type == Some(11) || r.icmp6_type == Some(3)
+}
+
+/// What an ICMP destination unreachable (or packet too big) other than port
+/// unreachable says, from the outer type and code (ICMPv4, then ICMPv6).
+fn unreachable_kind(
+    v4_type: Option<u64>,
+    v4_code: Option<u64>,
+    v6_type: Option<u64>,
+    v6_code: Option<u64>,
+) -> Option<&'static str> {
+    match (v4_type, v4_code, v6_type, v6_code) {
+        (Some(3), Some(c), _, _) => Some(match c {
+            0 | 6 | 11 => "network unreachable",
+            1 | 7 | 12 => "host unreachable",
+            2 => "protocol unreachable",
+            3 => return None,
+            4 => "fragmentation needed (path MTU)",
+            9 | 10 | 13 => "administratively prohibited",
+            _ => "destination unreachable",
+        }),
+        (_, _, Some(1), Some(c)) => Some(match c {
+            0 => "no route to destination",
+            1 | 5 | 6 => "administratively prohibited",
+            3 => "address unreachable",
+            4 => return None,
+            _ => "destination unreachable",
+        }),
+        (_, _, Some(2), _) => Some("packet too big (path MTU)"),
+        _ => None,
+    }
+}
+
+/// (what, quoted destination) -> how many, their first frames, the routers that said so.
+type Unreachables = BTreeMap<(&'static str, String), (u64, Vec<u64>, Vec<String>)>;
+
+/// Destinations the network said it could not reach: a routing problem, a host that
+/// is down, a firewall that rejects, or a path MTU the sender must learn.
+fn unreachables_finding(u: &Unreachables) -> Finding {
+    let total: u64 = u.values().map(|c| c.0).sum();
+    let mut rows: Vec<_> = u.iter().collect();
+    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    let named: Vec<String> = rows
+        .iter()
+        .take(5)
+        .map(|((kind, dst), (n, _, by))| {
+            format!("{kind}: {dst} ({n}x, reported by {})", by.join(", "))
+        })
+        .collect();
+    let frames: Vec<u64> = rows
+        .iter()
+        .flat_map(|(_, c)| c.1.iter().copied())
+        .take(10)
+        .collect();
+    Finding::new(
+        Severity::Medium,
+        format!(
+            "Unreachable destination(s): {total} ICMP error(s) for {} destination(s)",
+            u.len()
+        ),
+        format!(
+            "The network could not deliver to {}. Check the route and the host, a firewall that rejects, or (path MTU) a sender ignoring fragmentation-needed.",
+            named.join("; ")
+        ),
+        Evidence {
+            frames,
+            display_filter: "(icmp.type == 3 && icmp.code != 3) || (icmpv6.type == 1 && icmpv6.code != 4) || icmpv6.type == 2".into(),
+            ..Default::default()
+        },
+    )
 }
 
 /// (destination, UDP port) -> port unreachables, their first frames, the senders told.
@@ -343,6 +425,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
     let mut icmp_rtts = Vec::new();
     let mut icmp_errors = 0u64;
     let mut closed = ClosedPorts::new();
+    let mut unreachable = Unreachables::new();
     let mut time_exceeded = 0u64;
     let mut icmp_error_frames = Vec::new();
     let mut expert_errors = 0u64;
@@ -360,6 +443,16 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
             icmp_errors += 1;
             if icmp_error_frames.len() < 10 {
                 icmp_error_frames.push(r.frame);
+            }
+        }
+        if let Some((kind, by, dst)) = &r.unreachable {
+            let e = unreachable.entry((*kind, dst.clone())).or_default();
+            e.0 += 1;
+            if e.1.len() < 5 {
+                e.1.push(r.frame);
+            }
+            if e.2.len() < 3 && !e.2.contains(by) {
+                e.2.push(by.clone());
             }
         }
         if let Some((sender, dst, port)) = &r.closed_port {
@@ -736,6 +829,9 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
     }
     if !closed.is_empty() {
         findings.push(closed_ports_finding(&closed));
+    }
+    if !unreachable.is_empty() {
+        findings.push(unreachables_finding(&unreachable));
     }
     let summary = format!(
         "Network quality of {}: {}. Loss {}% of TCP data segments{}; latency {}; jitter {}; connection failures {}%, DNS failures {}% of {} queries, TLS failures {}% of {} sessions. {}",

@@ -272,7 +272,7 @@ pub fn udp_datagram(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload:
 }
 
 /// An Ethernet frame carrying an IPv4 packet of protocol `proto` around `l4`.
-fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+pub fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
     let total = (20 + l4.len()) as u16;
     f.extend_from_slice(&[
