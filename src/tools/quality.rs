@@ -259,26 +259,59 @@ fn unreachable_kind(
     }
 }
 
-/// (what, quoted destination) -> how many, their first frames, the routers that said so.
-type Unreachables = BTreeMap<(&'static str, String), (u64, Vec<u64>, Vec<String>)>;
+/// ICMP errors of one kind about one destination: how many, their first frames, and
+/// the hosts named with them (the routers that reported an unreachable destination, or
+/// the senders told of a closed port).
+#[derive(Default)]
+struct IcmpGroup {
+    count: u64,
+    frames: Vec<u64>,
+    senders: Vec<String>,
+}
+
+impl IcmpGroup {
+    fn add(&mut self, frame: u64, sender: &str, max_senders: usize) {
+        self.count += 1;
+        if self.frames.len() < 5 {
+            self.frames.push(frame);
+        }
+        if self.senders.len() < max_senders && !self.senders.iter().any(|s| s == sender) {
+            self.senders.push(sender.to_string());
+        }
+    }
+}
+
+/// The groups most frequent first (ties by key), their total, and the first frames
+/// across them for a finding's evidence.
+fn ranked<K: Ord>(m: &BTreeMap<K, IcmpGroup>) -> (u64, Vec<(&K, &IcmpGroup)>, Vec<u64>) {
+    let total = m.values().map(|g| g.count).sum();
+    let mut rows: Vec<_> = m.iter().collect();
+    rows.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+    let frames = rows
+        .iter()
+        .flat_map(|(_, g)| g.frames.iter().copied())
+        .take(10)
+        .collect();
+    (total, rows, frames)
+}
+
+/// (what, quoted destination) -> the ICMP errors saying so, from the routers.
+type Unreachables = BTreeMap<(&'static str, String), IcmpGroup>;
 
 /// Destinations the network said it could not reach: a routing problem, a host that
 /// is down, a firewall that rejects, or a path MTU the sender must learn.
 fn unreachables_finding(u: &Unreachables) -> Finding {
-    let total: u64 = u.values().map(|c| c.0).sum();
-    let mut rows: Vec<_> = u.iter().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    let (total, rows, frames) = ranked(u);
     let named: Vec<String> = rows
         .iter()
         .take(5)
-        .map(|((kind, dst), (n, _, by))| {
-            format!("{kind}: {dst} ({n}x, reported by {})", by.join(", "))
+        .map(|((kind, dst), g)| {
+            format!(
+                "{kind}: {dst} ({}x, reported by {})",
+                g.count,
+                g.senders.join(", ")
+            )
         })
-        .collect();
-    let frames: Vec<u64> = rows
-        .iter()
-        .flat_map(|(_, c)| c.1.iter().copied())
-        .take(10)
         .collect();
     Finding::new(
         Severity::Medium,
@@ -298,30 +331,24 @@ fn unreachables_finding(u: &Unreachables) -> Finding {
     )
 }
 
-/// (destination, UDP port) -> port unreachables, their first frames, the senders told.
-type ClosedPorts = BTreeMap<(String, u64), (u64, Vec<u64>, Vec<String>)>;
+/// (destination, UDP port) -> the port unreachables about it, with the senders told.
+type ClosedPorts = BTreeMap<(String, u64), IcmpGroup>;
 
 /// UDP datagrams answered by ICMP port unreachable: a service that is down or a client
 /// aiming at the wrong port (a scan of many ports is the threat view's).
 fn closed_ports_finding(closed: &ClosedPorts) -> Finding {
-    let total: u64 = closed.values().map(|c| c.0).sum();
-    let mut rows: Vec<_> = closed.iter().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    let (total, rows, frames) = ranked(closed);
     let named: Vec<String> = rows
         .iter()
         .take(5)
-        .map(|((dst, port), (n, _, senders))| {
+        .map(|((dst, port), g)| {
             format!(
-                "{} ({n}x, from {})",
+                "{} ({}x, from {})",
                 crate::report::endpoint(dst, Some(*port)),
-                senders.join(", ")
+                g.count,
+                g.senders.join(", ")
             )
         })
-        .collect();
-    let frames: Vec<u64> = rows
-        .iter()
-        .flat_map(|(_, c)| c.1.iter().copied())
-        .take(10)
         .collect();
     Finding::new(
         Severity::Medium,
@@ -446,24 +473,16 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
             }
         }
         if let Some((kind, by, dst)) = &r.unreachable {
-            let e = unreachable.entry((*kind, dst.clone())).or_default();
-            e.0 += 1;
-            if e.1.len() < 5 {
-                e.1.push(r.frame);
-            }
-            if e.2.len() < 3 && !e.2.contains(by) {
-                e.2.push(by.clone());
-            }
+            unreachable
+                .entry((*kind, dst.clone()))
+                .or_default()
+                .add(r.frame, by, 3);
         }
         if let Some((sender, dst, port)) = &r.closed_port {
-            let e = closed.entry((dst.clone(), *port)).or_default();
-            e.0 += 1;
-            if e.1.len() < 5 {
-                e.1.push(r.frame);
-            }
-            if e.2.len() < 5 && !e.2.contains(sender) {
-                e.2.push(sender.clone());
-            }
+            closed
+                .entry((dst.clone(), *port))
+                .or_default()
+                .add(r.frame, sender, 5);
         }
         time_exceeded += u64::from(is_time_exceeded(&r));
         if let Some(t) = r.icmp_rtt_ms {
