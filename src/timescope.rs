@@ -70,14 +70,11 @@ impl TimeScope {
     /// `first_ns` / `last_ns` (nanoseconds since the epoch), or an error naming the
     /// parameter and what to write instead. `None` when no bound is given.
     pub fn resolve(&self, first_ns: i128, last_ns: i128) -> Result<Option<TimeRange>, String> {
+        // a zone is checked even alone: a misspelt one is an error, not ignored
+        let tz = zone(self.timezone.as_deref())?;
         if self.is_empty() {
-            if blank(&self.timezone).is_some() {
-                // a zone alone is harmless: nothing to resolve in it
-                zone(self.timezone.as_deref())?;
-            }
             return Ok(None);
         }
-        let tz = zone(self.timezone.as_deref())?;
         let start = match blank(&self.start_time) {
             Some(s) => Some(bound("start_time", s, first_ns, first_ns, &tz)?),
             None => None,

@@ -16,6 +16,7 @@ use crate::engine::{Analysis, Span};
 use crate::report::{Finding, NextStep, Report, Table, rfc3339, thousands};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
+use crate::tshark::fields::{Row, field_args};
 
 /// Fields a client may ask `query_packets` for at once.
 const MAX_FIELDS: usize = 20;
@@ -399,53 +400,40 @@ async fn query(mut a: Analysis, p: QueryParams) -> Result<Report<PacketList>, St
     let offset = clamp_offset(p.offset);
     let reveal = p.reveal_secrets.unwrap_or(false);
     let asked: Vec<String> = p.fields.clone().unwrap_or_default();
-    let mut cols: Vec<String> = ["frame.number", "frame.time_epoch", "frame.time_relative"]
-        .map(String::from)
-        .to_vec();
+    let mut cols: Vec<&str> = vec!["frame.number", "frame.time_epoch", "frame.time_relative"];
     if asked.is_empty() {
-        cols.extend(
-            [
-                "_ws.col.Source",
-                "_ws.col.Destination",
-                "_ws.col.Protocol",
-                "frame.len",
-                "_ws.col.Info",
-            ]
-            .map(String::from),
-        );
+        // Info last: free text is folded into the last column
+        cols.extend([
+            "_ws.col.Source",
+            "_ws.col.Destination",
+            "_ws.col.Protocol",
+            "frame.len",
+            "_ws.col.Info",
+        ]);
     } else {
-        cols.extend(asked.iter().cloned());
+        cols.extend(asked.iter().map(String::as_str));
     }
-    let mut args: Vec<String> = ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]
-        .map(String::from)
-        .to_vec();
-    for c in &cols {
-        args.push("-e".into());
-        args.push(c.clone());
-    }
+    let args = field_args(&cols);
+    let n = cols.len();
     let mut total = 0usize;
     let mut span = Span::default();
     let mut rows = Vec::new();
     a.run_lines(None, &args, |line| {
-        let v: Vec<&str> = line.split('\t').collect();
-        let Some(frame) = v.first().and_then(|s| s.parse::<u64>().ok()) else {
+        let r = Row::parse(line, n);
+        let Some(frame) = r.u64(0) else {
             return;
         };
-        let t = v.get(1).and_then(|s| s.parse::<f64>().ok());
+        let t = r.f64(1);
         span.add(t);
         total += 1;
         // only the page is kept: a filter may select millions of packets
         if total <= offset || total > offset + limit {
             return;
         }
-        let text = |i: usize| v.get(i).map(|s| s.to_string()).filter(|s| !s.is_empty());
         let mut row = PacketRow {
             frame,
             time: t.map(rfc3339).unwrap_or_default(),
-            relative_s: v
-                .get(2)
-                .and_then(|s| s.parse::<f64>().ok())
-                .map_or(0.0, |r| crate::report::round(r, 6)),
+            relative_s: r.f64(2).map_or(0.0, |v| crate::report::round(v, 6)),
             source: None,
             destination: None,
             protocol: None,
@@ -454,14 +442,17 @@ async fn query(mut a: Analysis, p: QueryParams) -> Result<Report<PacketList>, St
             values: Vec::new(),
         };
         if asked.is_empty() {
-            row.source = text(3);
-            row.destination = text(4);
-            row.protocol = text(5);
-            row.length = v.get(6).and_then(|s| s.parse().ok());
-            row.info = text(7).map(|i| bounded(&crate::secrets::mask_text(&i, reveal)));
+            row.source = r.owned(3);
+            row.destination = r.owned(4);
+            row.protocol = r.owned(5);
+            row.length = r.u64(6);
+            row.info = r
+                .str(7)
+                .map(|i| bounded(&crate::secrets::mask_text(i, reveal)));
         } else {
+            // several occurrences joined by commas, as tshark's default aggregator
             row.values = (0..asked.len())
-                .map(|i| v.get(3 + i).map(|s| bounded(s)).unwrap_or_default())
+                .map(|i| bounded(&r.all(3 + i).collect::<Vec<_>>().join(",")))
                 .collect();
         }
         rows.push(row);
