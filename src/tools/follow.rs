@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Analysis, Span};
 use crate::report::{Report, rfc3339, thousands};
 use crate::server::PcapServer;
+use crate::tshark::fields::{Row, field_args};
 
 /// Payload kept per followed stream for paging; a longer stream's later pages re-read.
 const FOLLOW_CACHE_BYTES: usize = 16 << 20;
@@ -224,30 +225,17 @@ fn protocol_of(p: &FollowParams) -> Result<(&'static str, &'static str), String>
 
 /// The one stream a display filter selects, or an error listing the candidates.
 async fn resolve(a: &mut Analysis, field: &str) -> Result<u64, String> {
-    let args: Vec<String> = [
-        "-T",
-        "fields",
-        "-E",
-        "occurrence=f",
-        "-e",
-        field,
-        "-e",
-        "_ws.col.Source",
-        "-e",
-        "_ws.col.Destination",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = field_args(&[field, "_ws.col.Source", "_ws.col.Destination"]);
     // stream -> (packets, first source, first destination)
     let mut seen: std::collections::BTreeMap<u64, (u64, String, String)> = Default::default();
     a.run_lines(Some(field), &args, |l| {
-        let mut c = l.split('\t');
-        if let Some(s) = c.next().and_then(|s| s.parse::<u64>().ok()) {
+        let r = Row::parse(l, 3);
+        if let Some(s) = r.u64(0) {
             let e = seen.entry(s).or_insert_with(|| {
                 (
                     0,
-                    c.next().unwrap_or("").into(),
-                    c.next().unwrap_or("").into(),
+                    r.owned(1).unwrap_or_default(),
+                    r.owned(2).unwrap_or_default(),
                 )
             });
             e.0 += 1;
@@ -438,12 +426,7 @@ async fn follow_pass(
         Some(s) => format!("follow,{proto},yaml,{stream},{s}"),
         None => format!("follow,{proto},yaml,{stream}"),
     };
-    let mut args: Vec<String> = ["-T", "fields", "-E", "occurrence=f"]
-        .map(String::from)
-        .to_vec();
-    for e in ROW_FIELDS {
-        args.extend(["-e".to_string(), e.to_string()]);
-    }
+    let mut args = field_args(&ROW_FIELDS);
     args.extend(["-z".into(), spec]);
     // tshark's own peer list: in tls follow its order (and one address) can be wrong,
     // so the packets decide who is the client
@@ -473,26 +456,18 @@ async fn follow_pass(
                 in_yaml = true;
                 return;
             }
-            let c: Vec<&str> = l.split('\t').collect();
-            if c.len() == ROW_FIELDS.len() && c[0].parse::<u64>().is_ok() {
+            let r = Row::parse(l, ROW_FIELDS.len());
+            if r.u64(0).is_some() {
                 f.packets += 1;
-                if let Ok(v) = c[1].parse::<u64>() {
+                if let Some(v) = r.u64(1) {
                     f.completeness = Some(v);
                 }
-                let host = |v4: &str, v6: &str| {
-                    if v4.is_empty() {
-                        v6.to_string()
-                    } else {
-                        v4.to_string()
-                    }
-                };
-                let port = |t: &str, u: &str| if t.is_empty() { u } else { t }.parse().ok();
-                let src = crate::report::endpoint(&host(c[2], c[3]), port(c[6], c[8]));
-                let dst = crate::report::endpoint(&host(c[4], c[5]), port(c[7], c[9]));
+                let src = crate::report::endpoint(&r.innermost_addr(2, 3), r.u64(6).or(r.u64(8)));
+                let dst = crate::report::endpoint(&r.innermost_addr(4, 5), r.u64(7).or(r.u64(9)));
                 if first_packet.is_none() {
                     first_packet = Some([src.clone(), dst.clone()]);
                 }
-                if syn.is_none() && c[10] == "1" && c[11] == "0" {
+                if syn.is_none() && r.flag(10) && !r.flag(11) {
                     syn = Some([src, dst]);
                 }
             }
