@@ -286,10 +286,8 @@ impl Runner {
                 let ctl = Control::default();
                 let run = self.run_job(&self.cfg.tshark, job, &ctl, |l| {
                     let mut cols = l.split('\t');
-                    let kind = cols.next();
-                    let name = match kind {
-                        Some("F") => cols.nth(1),
-                        Some("P") => cols.nth(1),
+                    let name = match cols.next() {
+                        Some("F" | "P") => cols.nth(1),
                         _ => None,
                     };
                     if let Some(n) = name {
