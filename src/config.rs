@@ -72,6 +72,11 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "Address-space ceiling of every tshark child in MB (at least 1024: an idle tshark maps ~400 MB); 0 disables it.",
     ),
     (
+        "PCAP_MAX_EXPORT_MB",
+        "256",
+        "Most bytes export_objects may write for one call (each object, and all of them together), in MB.",
+    ),
+    (
         "PCAP_CACHE_MB",
         "256",
         "Memory the cached capture indexes may hold, in MB (each is one pass over one capture and scope); least recently used ones are dropped beyond it.",
@@ -110,6 +115,8 @@ pub struct Config {
     /// RLIMIT_AS of every tshark child; 0 = none.
     pub child_memory_bytes: u64,
     pub cache_bytes: usize,
+    /// The most export_objects writes in one call: each object and their sum.
+    pub max_export_bytes: u64,
     pub max_request_bytes: usize,
     /// Operator's TLS key log; validated by the sandbox when used.
     pub tls_keylog_file: Option<String>,
@@ -165,6 +172,7 @@ impl Config {
                 mb => mb.max(1024) * 1024 * 1024,
             },
             cache_bytes: parse_env("PCAP_CACHE_MB", 256usize)?.max(16) * 1024 * 1024,
+            max_export_bytes: parse_env("PCAP_MAX_EXPORT_MB", 256u64)?.max(1) * 1024 * 1024,
             max_request_bytes: parse_env("PCAP_MAX_REQUEST_BYTES", 4usize << 20)?.max(64 * 1024),
             tls_keylog_file: std::env::var("PCAP_TLS_KEYLOG_FILE")
                 .ok()

@@ -381,6 +381,16 @@ impl Analysis {
 
     /// tshark's whole argument list for `args` on this capture and scope.
     async fn full_args(&self, tool_filter: Option<&str>, args: &[String]) -> Vec<String> {
+        self.full_args_as(tool_filter, args, false).await
+    }
+
+    /// `full_args`, with the filter as a two-pass read filter (`-2 -R`) when `read`.
+    async fn full_args_as(
+        &self,
+        tool_filter: Option<&str>,
+        args: &[String],
+        read: bool,
+    ) -> Vec<String> {
         let mut full = self.engine.tshark.read_args(&self.file).await;
         if let Some(k) = &self.keylog {
             // a server-built preference from a sandbox-checked file, never client text
@@ -388,7 +398,11 @@ impl Analysis {
             full.push(format!("tls.keylog_file:{}", k.opened.path.display()));
         }
         if let Some(f) = self.combined_filter(tool_filter) {
-            full.push("-Y".into());
+            if read {
+                full.extend(["-2".into(), "-R".into()]);
+            } else {
+                full.push("-Y".into());
+            }
             full.push(f);
         }
         full.extend_from_slice(args);
@@ -412,7 +426,7 @@ impl Analysis {
     ) -> Result<(), String> {
         let full = self.full_args(tool_filter, args).await;
         self.commands.push(self.engine.tshark.command_line(&full));
-        let RunEnd { warning } = self
+        let RunEnd { warning, .. } = self
             .engine
             .tshark
             .run(
@@ -440,6 +454,33 @@ impl Analysis {
         limit: u64,
     ) -> Result<u64, String> {
         let full = self.full_args(None, args).await;
+        self.run_full_to_file(full, out, limit, None)
+            .await
+            .map(|(n, _)| n)
+    }
+
+    /// Like `run_to_file`, but the scope's filter is a read filter of a two-pass run
+    /// (`-2 -R`): what taps such as `--export-objects` see, which `-Y` does not narrow.
+    /// Files the child writes itself are capped at `child_file_limit` bytes each.
+    pub async fn run_read_filtered_to_file(
+        &mut self,
+        args: &[String],
+        out: std::fs::File,
+        limit: u64,
+        child_file_limit: u64,
+    ) -> Result<(u64, RunEnd), String> {
+        let full = self.full_args_as(None, args, true).await;
+        self.run_full_to_file(full, out, limit, Some(child_file_limit))
+            .await
+    }
+
+    async fn run_full_to_file(
+        &mut self,
+        full: Vec<String>,
+        out: std::fs::File,
+        limit: u64,
+        child_file_limit: Option<u64>,
+    ) -> Result<(u64, RunEnd), String> {
         self.commands.push(self.engine.tshark.command_line(&full));
         self.engine
             .tshark
@@ -450,6 +491,7 @@ impl Analysis {
                 &self.ctl,
                 out,
                 limit,
+                child_file_limit,
             )
             .await
             .map_err(|e| self.explain(e))

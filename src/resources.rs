@@ -1,8 +1,9 @@
 //! MCP resources: every capture in PCAP_STORAGE_DIR is a resource `pcap://<name>` whose
 //! contents are its facts as JSON (what capinfos reports, from our own record reader).
 //! Captures in the allowed directories are reachable through the template
-//! `pcap://{name}` with their path, never listed. Reads go through the same sandbox as
-//! every tool's pcap_file.
+//! `pcap://{name}` with their path, never listed. Other files the tools wrote (I/O graph
+//! pictures, exported objects in their folder) are read as their bytes. Reads go through
+//! the same sandbox as every tool's pcap_file.
 
 use rmcp::ErrorData;
 use rmcp::model::{
@@ -18,8 +19,10 @@ use crate::server::PcapServer;
 
 pub const SCHEME: &str = "pcap://";
 pub const TEMPLATE: &str = "pcap://{name}";
-/// The largest picture resources/read serves.
-const MAX_PICTURE_BYTES: u64 = 8 << 20;
+/// What the name of every folder export_objects creates contains.
+pub const OBJECT_FOLDER: &str = "-objects-";
+/// The largest file resources/read serves as bytes (base64 makes it a third larger).
+const MAX_BLOB_BYTES: u64 = 8 << 20;
 /// Resources per page of resources/list.
 const PAGE: usize = 100;
 
@@ -105,8 +108,18 @@ impl PcapServer {
     /// PNG the I/O graph saved, as the picture.
     pub async fn read_capture(&self, uri: &str) -> Result<ReadResourceResult, ErrorData> {
         let name = name_of(uri)?;
-        if name.to_ascii_lowercase().ends_with(".png") {
-            return self.read_picture(uri, name);
+        let (opened, meta) = self
+            .engine
+            .sandbox()
+            .open_file(name, "resource")
+            .map_err(|e| ErrorData::resource_not_found(e, None))?;
+        let is_capture = opened
+            .reopen()
+            .ok()
+            .and_then(|f| crate::sandbox::format_of(&f))
+            .is_some();
+        if !is_capture {
+            return self.read_written(uri, name, &opened, meta.len());
         }
         let file = self
             .engine
@@ -131,39 +144,6 @@ impl PcapServer {
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok(ReadResourceResult::new(vec![
             ResourceContents::text(text, uri).with_mime_type("application/json"),
-        ]))
-    }
-
-    fn read_picture(&self, uri: &str, name: &str) -> Result<ReadResourceResult, ErrorData> {
-        use base64::Engine as _;
-        use std::io::Read;
-        let (opened, meta) = self
-            .engine
-            .sandbox()
-            .open_file(name, "resource")
-            .map_err(|e| ErrorData::resource_not_found(e, None))?;
-        if meta.len() > MAX_PICTURE_BYTES {
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "{name} is larger than {MAX_PICTURE_BYTES} bytes: not a picture this server wrote"
-                ),
-                None,
-            ));
-        }
-        let mut bytes = Vec::new();
-        opened
-            .reopen()
-            .and_then(|f| f.take(MAX_PICTURE_BYTES).read_to_end(&mut bytes))
-            .map_err(|e| ErrorData::internal_error(format!("cannot read {name}: {e}"), None))?;
-        if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            return Err(ErrorData::invalid_params(
-                format!("{name} is not a PNG picture"),
-                None,
-            ));
-        }
-        let blob = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        Ok(ReadResourceResult::new(vec![
-            ResourceContents::blob(blob, uri).with_mime_type("image/png"),
         ]))
     }
 
@@ -193,4 +173,93 @@ impl PcapServer {
         let info = CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?;
         Ok(CompleteResult::new(info))
     }
+}
+
+impl PcapServer {
+    /// A file this server wrote that is not a capture, as its bytes: a picture in
+    /// storage, or an object in a folder export_objects created. Nothing else: the
+    /// allowed directories may hold files that are not the client's to read.
+    fn read_written(
+        &self,
+        uri: &str,
+        name: &str,
+        opened: &crate::sandbox::OpenedFile,
+        size: u64,
+    ) -> Result<ReadResourceResult, ErrorData> {
+        let storage = &self.engine.cfg.storage_dir;
+        let parts: Vec<String> = opened
+            .path
+            .strip_prefix(storage)
+            .map(|rel| {
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let picture = parts.len() == 1 && {
+            let mut head = [0u8; 8];
+            opened
+                .reopen()
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok()
+                && head == *b"\x89PNG\r\n\x1a\n"
+        };
+        let object = parts.len() == 2 && parts[0].contains(crate::resources::OBJECT_FOLDER);
+        if !picture && !object {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "{name} is neither a capture nor a file this server wrote (an I/O graph picture, an exported object)"
+                ),
+                None,
+            ));
+        }
+        read_bytes(uri, name, opened, size)
+    }
+}
+
+/// A file as its bytes: text as text, anything else as a blob, typed from its first
+/// bytes.
+fn read_bytes(
+    uri: &str,
+    name: &str,
+    opened: &crate::sandbox::OpenedFile,
+    size: u64,
+) -> Result<ReadResourceResult, ErrorData> {
+    use base64::Engine as _;
+    use std::io::Read;
+    if size > MAX_BLOB_BYTES {
+        return Err(ErrorData::invalid_params(
+            format!(
+                "{name} is {size} bytes, more than the {MAX_BLOB_BYTES} bytes a resource read returns; read it from PCAP_STORAGE_DIR directly"
+            ),
+            None,
+        ));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .reopen()
+        .and_then(|f| f.take(MAX_BLOB_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| ErrorData::internal_error(format!("cannot read {name}: {e}"), None))?;
+    let sniffed = crate::analysis::objects::sniff_mime(&bytes[..bytes.len().min(512)]);
+    let mime = sniffed.unwrap_or("application/octet-stream");
+    let contents = match String::from_utf8(bytes) {
+        Ok(text)
+            if sniffed.is_some_and(|m| {
+                m.starts_with("text/")
+                    || m.starts_with("application/json")
+                    || m.starts_with("application/xml")
+            }) =>
+        {
+            ResourceContents::text(text, uri)
+        }
+        Ok(text) => ResourceContents::blob(
+            base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
+            uri,
+        ),
+        Err(e) => ResourceContents::blob(
+            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+            uri,
+        ),
+    };
+    Ok(ReadResourceResult::new(vec![contents.with_mime_type(mime)]))
 }

@@ -409,6 +409,47 @@ impl<'a> Sandbox<'a> {
     }
 }
 
+impl Sandbox<'_> {
+    /// Creates a new directory in storage (a safe bare name; an existing one, or a
+    /// symlink under that name, is refused, never reused).
+    pub fn create_output_dir(&self, name: &str) -> Result<PathBuf, String> {
+        if !is_safe_file_name(name) {
+            return Err(format!(
+                "folder name '{name}' is not allowed: use a bare name of letters, digits, '.', '_' and '-'"
+            ));
+        }
+        let path = self.cfg.storage_dir.join(name);
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        match b.create(&path) {
+            Ok(()) => Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(format!(
+                "'{name}' already exists in PCAP_STORAGE_DIR and is never reused; choose another name"
+            )),
+            Err(e) => Err(format!("cannot create '{name}' in PCAP_STORAGE_DIR: {e}")),
+        }
+    }
+
+    /// A scratch directory inside storage (hidden, removed when dropped): what a child
+    /// writes there counts against the same disk as the results it becomes, and moving
+    /// a file from it into storage is a rename on one file system.
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir, String> {
+        tempfile::Builder::new()
+            .prefix(".scratch-")
+            .tempdir_in(&self.cfg.storage_dir)
+            .map_err(|e| {
+                format!(
+                    "cannot create a scratch folder in PCAP_STORAGE_DIR ({}): {e}",
+                    self.cfg.storage_dir.display()
+                )
+            })
+    }
+}
+
 /// A regular file in PCAP_STORAGE_DIR.
 pub struct StoredEntry {
     pub name: String,

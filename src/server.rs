@@ -73,7 +73,7 @@ impl PcapServer {
                 Self::metrics_router() + Self::bandwidth_router() + Self::quality_router()
             }),
             ("drilldown", || {
-                Self::packets_router() + Self::follow_router()
+                Self::packets_router() + Self::follow_router() + Self::objects_router()
             }),
         ]
     }

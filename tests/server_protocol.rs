@@ -80,6 +80,7 @@ const WRITING_TOOLS: &[&str] = &[
     "stop_packet_capture",
     "filter_capture",
     "generate_throughput_io_graph",
+    "export_objects",
 ];
 
 #[tokio::test]

@@ -26,6 +26,7 @@ pub mod follow;
 pub mod http;
 pub mod interfaces;
 pub mod metrics;
+pub mod objects;
 pub mod packets;
 pub mod performance;
 pub mod quality;

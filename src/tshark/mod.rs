@@ -41,6 +41,9 @@ impl Control {
 pub struct RunEnd {
     /// The capture could only be read in part (cut short, damaged): results cover what was read.
     pub warning: Option<String>,
+    /// What the child printed on stderr (cleaned) although it succeeded: tshark reports
+    /// some failures, such as an exported object it could not write, only there.
+    pub messages: String,
 }
 
 /// Which queue a child waits in: full passes over a capture are capped by
@@ -67,6 +70,9 @@ pub struct Job<'a> {
     pub timeout: Duration,
     /// Why the timeout applies, for its message.
     pub timeout_setting: &'static str,
+    /// The largest file the child may write (RLIMIT_FSIZE): a write past it fails
+    /// with EFBIG instead of filling the disk. None for children that write no files.
+    pub file_size_limit: Option<u64>,
 }
 
 pub struct Runner {
@@ -281,6 +287,7 @@ impl Runner {
                     lane: Lane::Quick,
                     timeout: QUICK_TIMEOUT,
                     timeout_setting: "its fixed limit for quick checks",
+                    file_size_limit: None,
                 };
                 // "F\tDisplay name\tfield.name\t..." and "P\tProtocol\tabbrev"
                 let ctl = Control::default();
@@ -325,6 +332,7 @@ impl Runner {
             lane: Lane::Pass,
             timeout,
             timeout_setting,
+            file_size_limit: None,
         };
         self.run_job(&self.cfg.tshark, job, ctl, on_line).await
     }
@@ -338,6 +346,7 @@ impl Runner {
             lane: Lane::Quick,
             timeout: QUICK_TIMEOUT,
             timeout_setting: "its fixed limit for quick checks",
+            file_size_limit: None,
         };
         self.run_job(&self.cfg.tshark, job, &Control::default(), |_| {})
             .await
@@ -369,8 +378,10 @@ impl Runner {
     }
 
     /// Runs tshark over a capture with its stdout written, as bytes, into `out` (at
-    /// most `limit` bytes: past it the run stops with an error). Returns the bytes
-    /// written.
+    /// most `limit` bytes: past it the run stops with an error). Files the child writes
+    /// itself (`--export-objects`) are capped at `child_file_limit` each. Returns the
+    /// bytes written and how the run ended.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_to_file(
         &self,
         args: &[String],
@@ -379,7 +390,8 @@ impl Runner {
         ctl: &Control,
         out: std::fs::File,
         limit: u64,
-    ) -> Result<u64, String> {
+        child_file_limit: Option<u64>,
+    ) -> Result<(u64, RunEnd), String> {
         let mut files = vec![&file.opened];
         files.extend(keylog);
         let job = Job {
@@ -389,19 +401,21 @@ impl Runner {
             lane: Lane::Pass,
             timeout: self.cfg.tshark_timeout,
             timeout_setting: "PCAP_TSHARK_TIMEOUT",
+            file_size_limit: child_file_limit,
         };
         let mut sink = FileSink {
             out: std::io::BufWriter::new(out),
             written: 0,
             limit,
         };
-        self.run_job_into(&self.cfg.tshark, job, ctl, &mut sink)
+        let end = self
+            .run_job_into(&self.cfg.tshark, job, ctl, &mut sink)
             .await?;
         use std::io::Write;
         sink.out
             .flush()
             .map_err(|e| format!("writing the output file failed: {e}"))?;
-        Ok(sink.written)
+        Ok((sink.written, end))
     }
 
     async fn run_job_into(
@@ -447,6 +461,7 @@ impl Runner {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let memory = self.cfg.child_memory_bytes;
+        let file_size_limit = job.file_size_limit;
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
@@ -456,7 +471,7 @@ impl Runner {
             // SAFETY: only async-signal-safe calls between fork and exec; `fds` is
             // allocated before the fork and only read in the child.
             unsafe {
-                cmd.pre_exec(move || child_setup(parent, &fds, memory));
+                cmd.pre_exec(move || child_setup(parent, &fds, memory, file_size_limit));
             }
         }
         tracing::debug!(?args, "spawning {name}");
@@ -542,7 +557,10 @@ impl Runner {
             ctl.permille.store(1000, Ordering::Relaxed);
         }
         if status.success() {
-            return Ok(RunEnd::default());
+            return Ok(RunEnd {
+                warning: None,
+                messages: message,
+            });
         }
         if out_of_memory(&message, &status) {
             return Err(format!(
@@ -552,7 +570,8 @@ impl Runner {
         }
         if is_partial_read(&message) {
             return Ok(RunEnd {
-                warning: Some(message),
+                warning: Some(message.clone()),
+                messages: message,
             });
         }
         Err(if message.is_empty() {
@@ -588,10 +607,15 @@ fn fd_argument(arg: &str, files: &[&OpenedFile]) -> String {
 const FIRST_FD: i32 = 3;
 
 /// Runs in the child between fork and exec: its own process group (set by
-/// `process_group`), death with the server, a memory ceiling, and the inherited files
-/// on descriptors 3, 4, ...
+/// `process_group`), death with the server, a memory ceiling, a file size ceiling when
+/// it writes files, and the inherited files on descriptors 3, 4, ...
 #[cfg(unix)]
-pub fn child_setup(parent: i32, fds: &[i32], memory: u64) -> std::io::Result<()> {
+pub fn child_setup(
+    parent: i32,
+    fds: &[i32],
+    memory: u64,
+    file_size: Option<u64>,
+) -> std::io::Result<()> {
     // SAFETY (all calls): async-signal-safe system calls on plain integers.
     unsafe {
         #[cfg(target_os = "linux")]
@@ -614,6 +638,18 @@ pub fn child_setup(parent: i32, fds: &[i32], memory: u64) -> std::io::Result<()>
             if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+        }
+        if let Some(max) = file_size {
+            let lim = libc::rlimit {
+                rlim_cur: max as libc::rlim_t,
+                rlim_max: max as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // ignored, a write past the limit fails with EFBIG (tshark reports it and
+            // goes on) instead of SIGXFSZ killing the child; exec keeps it ignored
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         }
         // move the sources out of the way first, so dup2 never clobbers one not yet moved
         let mut moved = [0i32; 8];
