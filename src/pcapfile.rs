@@ -60,6 +60,8 @@ pub struct Record<'a> {
     /// only about a quarter of a microsecond).
     pub time_ns: Option<i128>,
     pub caplen: u32,
+    /// The packet's length on the wire; more than `caplen` when the snapshot length cut it.
+    pub orig_len: u32,
     /// The link type of the interface it was captured on, when it is a packet.
     pub linktype: Option<u32>,
     /// The packet bytes, when the walk asked for them.
@@ -90,6 +92,15 @@ pub struct CaptureSummary {
     pub last_ns: Option<i128>,
     /// The snapshot length in the file header, when the format records one.
     pub snaplen: Option<u64>,
+    /// Frames captured shorter than they were on the wire (the snapshot length cut them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub truncated_frames: u64,
+    /// The first such frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_truncated_frame: Option<u64>,
+    /// pcapng capture interfaces, with the drop counters their statistics blocks hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceInfo>,
     pub strict_time_order: Option<bool>,
     /// Why reading stopped before the end of the file (tshark stops there too).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +147,10 @@ impl CaptureSummary {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A duration in the largest unit that keeps it readable ("136 years", "3.2 days").
 pub fn human_span(s: f64) -> String {
     const YEAR: f64 = 365.25 * 86_400.0;
@@ -179,7 +194,45 @@ pub struct Walked {
     pub file_type: &'static str,
     pub linktypes: BTreeSet<u32>,
     pub snaplen: Option<u64>,
+    /// pcapng interfaces in file order, with their last statistics block.
+    pub interfaces: Vec<InterfaceInfo>,
     pub damaged: Option<String>,
+}
+
+/// One capture interface of a pcapng file.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct InterfaceInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub linktype: u32,
+    /// Its last interface statistics block, when the file has one (dumpcap writes one
+    /// per interface when the capture stops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<InterfaceStats>,
+}
+
+/// The counters of a pcapng interface statistics block: what the capturing side itself
+/// knows it missed (tshark has no field for them).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct InterfaceStats {
+    /// Packets the interface received (isb_ifrecv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
+    /// Packets the interface dropped, for lack of buffers (isb_ifdrop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_by_interface: Option<u64>,
+    /// Packets the operating system dropped (isb_osdrop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_by_os: Option<u64>,
+    /// Packets delivered to the capturing program (isb_usrdeliv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+}
+
+impl InterfaceStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_by_interface.unwrap_or(0) + self.dropped_by_os.unwrap_or(0)
+    }
 }
 
 /// A reader that never reads past the size the file had when it was opened.
@@ -255,6 +308,7 @@ fn walk_pcap(
             }
         }
         let caplen = u32_of(&hdr[8..12]);
+        let orig_len = u32_of(&hdr[12..16]);
         if caplen > max {
             w.damaged = Some(format!(
                 "frame {} claims {caplen} captured bytes, more than tshark accepts ({max}): the file is damaged there",
@@ -285,6 +339,7 @@ fn walk_pcap(
             time: Some(time),
             time_ns: Some(time_ns),
             caplen,
+            orig_len,
             linktype: Some(linktype),
             data,
         };
@@ -332,6 +387,8 @@ fn walk_pcapng(
     let mut little = true;
     let mut first = true;
     let mut ifaces: Vec<Interface> = Vec::new();
+    // interface ids restart in each section; `w.interfaces` numbers them file-wide
+    let mut section_base = 0usize;
     let mut body = Vec::new();
     let mut n = 0u64;
     loop {
@@ -375,6 +432,7 @@ fn walk_pcapng(
                 }
             };
             ifaces.clear();
+            section_base = w.interfaces.len();
         }
         let u32_from = |a: [u8; 4]| {
             if little {
@@ -393,7 +451,10 @@ fn walk_pcapng(
             return;
         }
         let body_len = (len - consumed) as usize;
-        let wants_body = is_shb || block_type == 1 || (is_frame_block(block_type) && with_data);
+        let wants_body = is_shb
+            || block_type == 1
+            || block_type == 5
+            || (is_frame_block(block_type) && with_data);
         let wants_head = is_frame_block(block_type);
         if wants_body {
             body.resize(body_len, 0);
@@ -434,7 +495,13 @@ fn walk_pcapng(
                 }
                 let linktype = u32::from(u16_at(0));
                 let snaplen = u64::from(u32_at(4));
-                let (units_per_s, offset_s) = interface_options(&body[8..body.len() - 4], little);
+                let opts = interface_options(&body[8..body.len() - 4], little);
+                let (units_per_s, offset_s) = (opts.units_per_s, opts.offset_s);
+                w.interfaces.push(InterfaceInfo {
+                    name: opts.name,
+                    linktype,
+                    stats: None,
+                });
                 let resolution = 1.0 / units_per_s as f64;
                 w.linktypes.insert(linktype);
                 if snaplen > 0 {
@@ -446,6 +513,15 @@ fn walk_pcapng(
                     units_per_s,
                     offset_s,
                 });
+            }
+            // interface statistics: counters since the capture started, so the last
+            // block of each interface holds the totals
+            5 if body.len() >= 16 => {
+                let iface = section_base + u32_at(0) as usize;
+                let stats = statistics_options(&body[12..body.len() - 4], little);
+                if let Some(i) = w.interfaces.get_mut(iface) {
+                    i.stats = Some(stats);
+                }
             }
             t if is_frame_block(t) => {
                 // (offset of the data, captured length, original length, interface, time)
@@ -480,8 +556,8 @@ fn walk_pcapng(
                     }
                     _ => None,
                 };
-                let (data_off, caplen, (time, time_ns), linktype) = match fixed {
-                    Some((off, cap, _orig, iface, ts)) => {
+                let (data_off, caplen, orig_len, (time, time_ns), linktype) = match fixed {
+                    Some((off, cap, orig, iface, ts)) => {
                         let Some(ifc) = ifaces.get(iface as usize) else {
                             w.damaged = Some(format!(
                                 "frame {} refers to interface {iface}, which no interface description block declared (tshark stops there)",
@@ -508,14 +584,12 @@ fn walk_pcapng(
                             (u128::from(ts) * 1_000_000_000 / ifc.units_per_s) as i128
                                 + ifc.offset_s as i128 * 1_000_000_000
                         });
-                        (off, cap, (time, time_ns), Some(ifc.linktype))
+                        (off, cap, orig, (time, time_ns), Some(ifc.linktype))
                     }
-                    None => (
-                        0usize,
-                        body_len.saturating_sub(4) as u32,
-                        (None, None),
-                        None,
-                    ),
+                    None => {
+                        let len = body_len.saturating_sub(4) as u32;
+                        (0usize, len, len, (None, None), None)
+                    }
                 };
                 n += 1;
                 let data = (with_data && fixed.is_some())
@@ -525,6 +599,7 @@ fn walk_pcapng(
                     time,
                     time_ns,
                     caplen: if fixed.is_some() { caplen } else { 0 },
+                    orig_len: if fixed.is_some() { orig_len } else { 0 },
                     linktype,
                     data,
                 };
@@ -537,11 +612,19 @@ fn walk_pcapng(
     }
 }
 
-/// if_tsresol (9), as timestamp units per second, and if_tsoffset (14) of an interface
-/// description block's options.
-fn interface_options(mut opts: &[u8], little: bool) -> (u128, f64) {
-    let mut resolution: u128 = 1_000_000;
-    let mut offset = 0.0;
+/// What an interface description block's options say.
+struct InterfaceOptions {
+    /// if_tsresol (9), as timestamp units per second.
+    units_per_s: u128,
+    /// if_tsoffset (14).
+    offset_s: f64,
+    /// if_name (2).
+    name: Option<String>,
+}
+
+/// A pcapng options list as (code, value) pairs, up to opt_endofopt or a malformed one.
+fn options(mut opts: &[u8], little: bool) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
     while opts.len() >= 4 {
         let (code, len) = if little {
             (
@@ -557,8 +640,52 @@ fn interface_options(mut opts: &[u8], little: bool) -> (u128, f64) {
         if code == 0 || 4 + len > opts.len() {
             break;
         }
-        let v = &opts[4..4 + len];
+        out.push((code, &opts[4..4 + len]));
+        opts = &opts[(4 + len).next_multiple_of(4).min(opts.len())..];
+    }
+    out
+}
+
+/// isb_ifrecv (4), isb_ifdrop (5), isb_osdrop (7), isb_usrdeliv (8) of an interface
+/// statistics block.
+fn statistics_options(opts: &[u8], little: bool) -> InterfaceStats {
+    let mut s = InterfaceStats::default();
+    for (code, v) in options(opts, little) {
+        let Ok(a) = <[u8; 8]>::try_from(v) else {
+            continue;
+        };
+        let n = if little {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        };
+        match code {
+            4 => s.received = Some(n),
+            5 => s.dropped_by_interface = Some(n),
+            7 => s.dropped_by_os = Some(n),
+            8 => s.delivered = Some(n),
+            _ => {}
+        }
+    }
+    s
+}
+
+fn interface_options(opts: &[u8], little: bool) -> InterfaceOptions {
+    let mut resolution: u128 = 1_000_000;
+    let mut offset = 0.0;
+    let mut name = None;
+    for (code, v) in options(opts, little) {
+        let len = v.len();
         match (code, len) {
+            (2, _) => {
+                name = Some(
+                    String::from_utf8_lossy(v)
+                        .trim_end_matches('\0')
+                        .chars()
+                        .take(64)
+                        .collect(),
+                )
+            }
             (9, 1) => {
                 let b = v[0];
                 // like tshark, an absurd resolution falls back to microseconds
@@ -584,9 +711,12 @@ fn interface_options(mut opts: &[u8], little: bool) -> (u128, f64) {
             }
             _ => {}
         }
-        opts = &opts[(4 + len).next_multiple_of(4).min(opts.len())..];
     }
-    (resolution, offset)
+    InterfaceOptions {
+        units_per_s: resolution,
+        offset_s: offset,
+        name,
+    }
 }
 
 /// Summarises an open capture, reading at most `limit` bytes (its size at open).
@@ -600,6 +730,10 @@ pub fn summarize(file: File, limit: u64) -> std::io::Result<CaptureSummary> {
     let walked = walk(file, limit, false, |rec| {
         s.packets = rec.frame;
         s.data_bytes += u64::from(rec.caplen);
+        if rec.orig_len > rec.caplen {
+            s.truncated_frames += 1;
+            s.first_truncated_frame.get_or_insert(rec.frame);
+        }
         if let Some(ns) = rec.time_ns {
             s.first_ns = Some(s.first_ns.map_or(ns, |f| f.min(ns)));
             s.last_ns = Some(s.last_ns.map_or(ns, |l| l.max(ns)));
@@ -639,6 +773,7 @@ pub fn summarize(file: File, limit: u64) -> std::io::Result<CaptureSummary> {
         _ => "per-packet".into(),
     };
     s.snaplen = walked.snaplen;
+    s.interfaces = walked.interfaces;
     s.duration_s = match (s.first_epoch, s.last_epoch) {
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
@@ -725,6 +860,53 @@ pub fn write_pcap(
         out.write_all(&r.data)?;
     }
     Ok(())
+}
+
+/// Frames byte-for-byte identical to one of the few just before them, within a few
+/// milliseconds: the copies a SPAN port or TAP delivers twice (a real retransmission
+/// differs in its IP ID or TCP timestamp, and comes an RTO or RTT later).
+#[derive(Debug, Clone, Default)]
+pub struct Duplicates {
+    pub count: u64,
+    /// The first duplicates (each the second copy).
+    pub frames: Vec<u64>,
+    /// The largest time between a frame and its copy, in microseconds.
+    pub max_delta_us: f64,
+}
+
+/// How far back, in records and in time, a copy is looked for.
+const DUP_WINDOW: usize = 8;
+const DUP_WINDOW_NS: i128 = 5_000_000;
+
+pub fn duplicates(file: File, limit: u64) -> std::io::Result<Duplicates> {
+    use std::hash::{Hash, Hasher};
+    let mut d = Duplicates::default();
+    let mut recent: std::collections::VecDeque<(u64, usize, i128)> =
+        std::collections::VecDeque::with_capacity(DUP_WINDOW);
+    walk(file, limit, true, |rec| {
+        let (Some(data), Some(t)) = (rec.data, rec.time_ns) else {
+            return true;
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        data.hash(&mut h);
+        let key = h.finish();
+        if let Some(&(_, _, t0)) = recent
+            .iter()
+            .find(|&&(k, len, t0)| k == key && len == data.len() && (t - t0).abs() <= DUP_WINDOW_NS)
+        {
+            d.count += 1;
+            if d.frames.len() < 10 {
+                d.frames.push(rec.frame);
+            }
+            d.max_delta_us = d.max_delta_us.max((t - t0).abs() as f64 / 1000.0);
+        }
+        if recent.len() == DUP_WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back((key, data.len(), t));
+        true
+    })?;
+    Ok(d)
 }
 
 /// The raw bytes of the wanted frames, reading only as far as the last one.

@@ -104,6 +104,13 @@ pub fn endpoint(addr: &str, port: Option<u64>) -> String {
 
 /// A display filter for one host in one role (`src`, `dst` or `addr`): `eth.` for a MAC,
 /// `ipv6.` for an IPv6 address, else `ip.`.
+/// `field in {a,b,...}`: the display filter selecting these values (tshark 4 wants the
+/// commas).
+pub fn in_set(field: &str, values: impl IntoIterator<Item = u64>) -> String {
+    let v: Vec<String> = values.into_iter().map(|n| n.to_string()).collect();
+    format!("{field} in {{{}}}", v.join(","))
+}
+
 pub fn host_filter(addr: &str, dir: &str) -> String {
     let parts: Vec<&str> = addr.split(':').collect();
     let mac = parts.len() == 6

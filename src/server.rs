@@ -55,6 +55,7 @@ impl PcapServer {
             ("capture", || Self::capture_router() + Self::files_router()),
             ("basic", || {
                 Self::basic_router()
+                    + Self::trust_router()
                     + Self::http_router()
                     + Self::timeline_router()
                     + Self::search_router()

@@ -9,3 +9,4 @@ pub mod scans;
 pub mod stats;
 pub mod time;
 pub mod tls;
+pub mod trust;

@@ -42,6 +42,8 @@ pub struct TcpRow {
     pub fast_retrans: bool,
     pub spurious: bool,
     pub lost_segment: bool,
+    /// This segment ACKs data the capture never saw ("ACKed segment that wasn't captured").
+    pub ack_unseen: bool,
     pub dup_ack: bool,
     pub dup_ack_num: u64,
     pub out_of_order: bool,
@@ -95,6 +97,7 @@ impl FromRow for TcpRow {
         "tcp.options.wscale.shift",
         "tcp.option_kind",
         "rtp.ssrc",
+        "tcp.analysis.ack_lost_segment",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -130,6 +133,7 @@ impl FromRow for TcpRow {
             wscale: r.u64(30),
             option_kinds: r.all(31).filter_map(|s| s.parse().ok()).collect(),
             rtp: r.str(32).is_some(),
+            ack_unseen: r.str(33).is_some(),
         })
     }
 }
@@ -223,6 +227,8 @@ pub struct StreamDetail {
     pub fast_retrans: PerDir,
     pub spurious: PerDir,
     pub lost_segment: PerDir,
+    /// ACKs of data the capture never saw, by the side that sent the ACK.
+    pub ack_unseen: PerDir,
     pub dup_ack: PerDir,
     pub max_dup_chain: u64,
     pub out_of_order: PerDir,
@@ -560,13 +566,14 @@ impl Stream {
             }
         }
         type Field = fn(&mut StreamDetail) -> &mut PerDir;
-        let kinds: [(bool, &'static str, Field); 11] = [
+        let kinds: [(bool, &'static str, Field); 12] = [
             (p.retrans, "retransmission", |s| &mut s.retrans),
             (p.fast_retrans, "fast_retransmission", |s| {
                 &mut s.fast_retrans
             }),
             (p.spurious, "spurious_retransmission", |s| &mut s.spurious),
             (p.lost_segment, "lost_segment", |s| &mut s.lost_segment),
+            (p.ack_unseen, "ack_lost_segment", |s| &mut s.ack_unseen),
             (p.dup_ack, "duplicate_ack", |s| &mut s.dup_ack),
             (p.out_of_order, "out_of_order", |s| &mut s.out_of_order),
             (p.zero_window, "zero_window", |s| &mut s.zero_window),
@@ -706,6 +713,7 @@ impl Stream {
                 &mut dd.fast_retrans,
                 &mut dd.spurious,
                 &mut dd.lost_segment,
+                &mut dd.ack_unseen,
                 &mut dd.dup_ack,
                 &mut dd.out_of_order,
                 &mut dd.zero_window,

@@ -36,6 +36,7 @@ pub mod threats;
 pub mod timeline;
 pub mod tls;
 pub mod topology;
+pub mod trust;
 
 /// The parts of the capture index the tools read: each family's reducer over the one
 /// shared pass (`crate::index`).
@@ -141,10 +142,20 @@ fn all(_: &Finding) -> bool {
     true
 }
 
+fn check_trust(mut a: Analysis) -> CheckFuture {
+    Box::pin(async move { Ok(trust::assess_capture(&mut a).await?.1) })
+}
+
 /// The triage of `analyze_pcap_file`: every family's check, in order of the harm its
 /// problems do to users when two are equally severe (an attack, then loss and stalls,
 /// then failed names, handshakes and requests, then protocol oddities).
 pub const TRIAGE: &[Check] = &[
+    // first: whether the capture can be believed qualifies every number after it
+    Check {
+        tool: "check_capture_trust",
+        run: check_trust,
+        keep: all,
+    },
     Check {
         tool: "analyze_security_threats",
         run: check_threats,

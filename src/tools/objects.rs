@@ -586,16 +586,11 @@ fn findings(objects: &[ExportedObject]) -> Vec<Finding> {
 }
 
 fn frame_filter(objects: &[&ExportedObject]) -> String {
-    let frames: Vec<String> = objects
-        .iter()
-        .filter_map(|o| o.frame)
-        .take(20)
-        .map(|f| f.to_string())
-        .collect();
+    let frames: Vec<u64> = objects.iter().filter_map(|o| o.frame).take(20).collect();
     if frames.is_empty() {
         String::new()
     } else {
-        format!("frame.number in {{{}}}", frames.join(" "))
+        crate::report::in_set("frame.number", frames)
     }
 }
 

@@ -466,13 +466,9 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
             ),
             Evidence {
                 frames: outliers.iter().map(|o| o.frame).collect(),
-                display_filter: format!(
-                    "frame.number in {{{}}}",
-                    outliers
-                        .iter()
-                        .map(|o| o.frame.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
+                display_filter: crate::report::in_set(
+                    "frame.number",
+                    outliers.iter().map(|o| o.frame),
                 ),
                 ..Default::default()
             },

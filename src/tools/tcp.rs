@@ -118,8 +118,8 @@ pub struct Retransmissions {
 /// `tcp.stream in {a,b,...}` for the first ten streams, narrowed by `extra`: the
 /// filter that selects the frames a group finding lists.
 fn streams_filter<'a>(streams: impl Iterator<Item = &'a Stream>, extra: &str) -> String {
-    let ids: Vec<String> = streams.take(10).map(|s| s.id.to_string()).collect();
-    format!("tcp.stream in {{{}}} && ({extra})", ids.join(","))
+    let set = crate::report::in_set("tcp.stream", streams.take(10).map(|s| s.id));
+    format!("{set} && ({extra})")
 }
 
 /// How much a loss rate matters: a high rate over a handful of segments is not a lossy
