@@ -182,10 +182,18 @@ pub fn moment(f: &str, time: &str, window: f64, tz: Option<&str>) -> Vec<Step> {
         }),
     };
     let mut range = range;
-    if let (Some(tz), Some(m)) = (tz, range.as_object_mut()) {
-        m.insert("timezone".into(), json!(tz));
+    let mut around = json!({"time": time, "window_s": window});
+    for v in [&mut range, &mut around] {
+        if let (Some(tz), Some(m)) = (tz, v.as_object_mut()) {
+            m.insert("timezone".into(), json!(tz));
+        }
     }
     vec![
+        Step {
+            tool: "get_events_around",
+            arguments: with(f, around),
+            why: "every family's events in the window on one time line: connections, DNS, HTTP, TLS",
+        },
         Step {
             tool: "analyze_pcap_file",
             arguments: with(f, range.clone()),
@@ -306,7 +314,8 @@ mod tests {
             }
         }
         let m = moment("x.pcap", "+30", 5.0, None);
-        assert_eq!(m[0].arguments["start_time"], "+25");
-        assert_eq!(m[0].arguments["end_time"], "+35");
+        assert_eq!(m[0].arguments["time"], "+30");
+        assert_eq!(m[1].arguments["start_time"], "+25");
+        assert_eq!(m[1].arguments["end_time"], "+35");
     }
 }

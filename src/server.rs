@@ -56,6 +56,7 @@ impl PcapServer {
             ("basic", || {
                 Self::basic_router()
                     + Self::trust_router()
+                    + Self::events_router()
                     + Self::http_router()
                     + Self::timeline_router()
                     + Self::search_router()

@@ -3,6 +3,7 @@
 //! share lives here (or, for a metric's definition, in `crate::definitions`).
 
 pub mod dns;
+pub mod events;
 pub mod objects;
 pub mod rtp;
 pub mod scans;

@@ -277,3 +277,112 @@ pub fn parse_cert(fp: &str, c: &Certificate) -> Option<Parsed> {
         },
     })
 }
+
+/// An alert description's name and what it usually means (RFC 8446 6.2 and its
+/// predecessors).
+pub fn alert_name(d: u64) -> (&'static str, &'static str) {
+    match d {
+        0 => (
+            "close_notify",
+            "orderly shutdown of the session, not an error",
+        ),
+        10 => (
+            "unexpected_message",
+            "a peer received a message out of order: implementation bug or interference",
+        ),
+        20 => (
+            "bad_record_mac",
+            "a record failed integrity check: corruption, a middlebox altering traffic, or a key mismatch",
+        ),
+        21 => ("decryption_failed", "obsolete: decryption failed"),
+        22 => ("record_overflow", "a record was too long"),
+        30 => (
+            "decompression_failure",
+            "compressed data could not be decompressed",
+        ),
+        40 => (
+            "handshake_failure",
+            "no acceptable set of parameters: usually no common cipher suite or version",
+        ),
+        41 => ("no_certificate", "SSLv3: no client certificate"),
+        42 => (
+            "bad_certificate",
+            "a certificate was corrupt or its signature did not verify",
+        ),
+        43 => (
+            "unsupported_certificate",
+            "a certificate of an unsupported type",
+        ),
+        44 => (
+            "certificate_revoked",
+            "a certificate was revoked by its issuer",
+        ),
+        45 => (
+            "certificate_expired",
+            "a certificate has expired or is not yet valid",
+        ),
+        46 => (
+            "certificate_unknown",
+            "the certificate was not accepted for some other reason (often an untrusted or mismatched name)",
+        ),
+        47 => (
+            "illegal_parameter",
+            "a handshake field was out of range or inconsistent",
+        ),
+        48 => (
+            "unknown_ca",
+            "the client does not trust the CA that issued the chain (self-signed, private CA, missing intermediate)",
+        ),
+        49 => (
+            "access_denied",
+            "valid certificate, but access control refused the peer",
+        ),
+        50 => ("decode_error", "a message could not be parsed"),
+        51 => (
+            "decrypt_error",
+            "a handshake cryptographic check failed (signature, Finished)",
+        ),
+        60 => ("export_restriction", "obsolete export restriction"),
+        70 => (
+            "protocol_version",
+            "the peer does not support the offered TLS version",
+        ),
+        71 => (
+            "insufficient_security",
+            "the server requires stronger cipher suites than the client offered",
+        ),
+        80 => (
+            "internal_error",
+            "an error in the peer unrelated to the protocol",
+        ),
+        86 => (
+            "inappropriate_fallback",
+            "a version downgrade was detected (TLS_FALLBACK_SCSV)",
+        ),
+        90 => (
+            "user_canceled",
+            "the handshake was cancelled by the application",
+        ),
+        100 => ("no_renegotiation", "renegotiation refused"),
+        109 => ("missing_extension", "a required extension was absent"),
+        110 => ("unsupported_extension", "an extension was not expected"),
+        112 => (
+            "unrecognized_name",
+            "the server has no certificate for the requested SNI",
+        ),
+        113 => (
+            "bad_certificate_status_response",
+            "an invalid OCSP response",
+        ),
+        115 => ("unknown_psk_identity", "the PSK identity is unknown"),
+        116 => (
+            "certificate_required",
+            "the server requires a client certificate",
+        ),
+        120 => (
+            "no_application_protocol",
+            "no common ALPN protocol (e.g. h2 vs http/1.1)",
+        ),
+        _ => ("unknown", "an alert code this server does not know"),
+    }
+}

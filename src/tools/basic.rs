@@ -566,7 +566,12 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let endpoints = Table::page(eps, o, l);
 
     let file_facts = info.as_ref().map(|i| file_facts(i, acc.truncated.count));
-    let mut findings = capture_findings(&acc, &capture.read_warning);
+    // in the triage, frames cut by the snapshot length are capture trust's finding
+    let mut findings = capture_findings(
+        &acc,
+        &capture.read_warning,
+        detailed != AnalysisType::Summary,
+    );
     if detailed != AnalysisType::Summary {
         findings.extend(symptom_findings(&acc));
     }
@@ -721,7 +726,11 @@ fn symptom_finding(
 
 /// What is wrong with the capture file itself (damaged, cut by the snapshot length):
 /// the overview's own, in every analysis_type.
-fn capture_findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Finding> {
+fn capture_findings(
+    acc: &Overview,
+    read_warning: &Option<String>,
+    truncated: bool,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(w) = read_warning {
         out.push(Finding::new(
@@ -734,6 +743,9 @@ fn capture_findings(acc: &Overview, read_warning: &Option<String>) -> Vec<Findin
                 ..Default::default()
             },
         ));
+    }
+    if !truncated {
+        return out;
     }
     out.extend(symptom_finding(
         &acc.truncated,

@@ -543,6 +543,66 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
     a.report(summary, findings, data, span, None).await
 }
 
+/// DNS answers (with their rcode and time) and questions never answered, for
+/// get_events_around. A retransmitted query is not a question of its own.
+pub async fn events(
+    mut a: Analysis,
+    q: crate::analysis::events::EventQuery,
+) -> Result<Vec<crate::analysis::events::Event>, String> {
+    use crate::analysis::events::Event;
+    let kept = a.part::<crate::index::Rows<DnsRow>>().await?;
+    let answered: std::collections::HashSet<u64> =
+        kept.0.iter().filter_map(|r| r.response_to).collect();
+    let mut out = Vec::new();
+    for r in &kept.0 {
+        let name = r
+            .name
+            .as_deref()
+            .map(|n| n.chars().take(120).collect::<String>())
+            .unwrap_or_else(|| "?".into());
+        let qtype = r.qtype.map(qtype_name).unwrap_or_default();
+        let (time, what, detail, weight) = if r.response {
+            let rcode = r.rcode.unwrap_or(0);
+            let weight = match rcode {
+                0 => 0,
+                3 => 1,
+                _ => 3,
+            };
+            (
+                r.time,
+                format!(
+                    "DNS {qtype} {name} answered by {} -> {}",
+                    r.src,
+                    rcode_name(rcode)
+                ),
+                r.time_s.map(|t| format!("{:.1} ms", t * 1000.0)),
+                weight,
+            )
+        } else if !answered.contains(&r.frame) && !r.retransmission {
+            (
+                r.time,
+                format!("DNS {qtype} {name} to {} unanswered", r.dst),
+                None,
+                2,
+            )
+        } else {
+            continue;
+        };
+        if q.wants(time, weight) {
+            out.push(Event {
+                time,
+                frame: r.frame,
+                family: "dns",
+                what,
+                detail,
+                weight,
+                filter: format!("frame.number == {}", r.frame),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod bandwidth;
 pub mod basic;
 pub mod capture;
 pub mod dns;
+pub mod events;
 pub mod expert;
 pub mod files;
 pub mod follow;
@@ -227,6 +228,28 @@ pub const TRIAGE: &[Check] = &[
         run: check_anomalies,
         keep: all,
     },
+];
+
+/// What a family reports to get_events_around.
+pub type EventsFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<crate::analysis::events::Event>, String>> + Send>>;
+
+/// Every family's events, read from its index part.
+pub const EVENT_SOURCES: &[fn(Analysis, crate::analysis::events::EventQuery) -> EventsFuture] = &[
+    |mut a, q| {
+        Box::pin(async move {
+            let m = a.part::<TcpModel>().await?;
+            Ok(crate::analysis::events::tcp_events(&m, q))
+        })
+    },
+    |mut a, q| {
+        Box::pin(async move {
+            let m = a.part::<TlsModel>().await?;
+            Ok(crate::analysis::events::tls_events(&m, q))
+        })
+    },
+    |a, q| Box::pin(dns::events(a, q)),
+    |a, q| Box::pin(http::events(a, q)),
 ];
 
 use crate::timescope::MAX_SECONDS;

@@ -1,0 +1,351 @@
+//! Events: what happened when, from every family, on one time line. Each family turns
+//! its index part into `Event`s; this module orders them, folds repeats ("25 x GET /
+//! -> 200") and ranks the moments where bad things cluster.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// One thing that happened, as a family reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub time: f64,
+    pub frame: u64,
+    /// `tcp`, `dns`, `http`, `tls`.
+    pub family: &'static str,
+    /// What happened, without what varies between repeats (client ports, timings).
+    pub what: String,
+    /// Per-occurrence detail (a time taken, a client port), shown for single events.
+    pub detail: Option<String>,
+    /// How much it says something went wrong: 0 ordinary, 1 notable, 3 a failure.
+    pub weight: u32,
+    /// The display filter that shows this occurrence.
+    pub filter: String,
+}
+
+/// What a family is asked for: events between `from` and `to` (epoch seconds), or
+/// with `notable_only` just the ones with weight (for ranking a whole capture).
+#[derive(Debug, Clone, Copy)]
+pub struct EventQuery {
+    pub from: f64,
+    pub to: f64,
+    pub notable_only: bool,
+}
+
+impl EventQuery {
+    pub fn wants(&self, time: f64, weight: u32) -> bool {
+        time >= self.from && time <= self.to && (!self.notable_only || weight > 0)
+    }
+}
+
+/// Connections opened, refused, unanswered, reset and closed.
+pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> {
+    let mut out = Vec::new();
+    for s in &m.streams {
+        let client = &s.addr[0];
+        let server = s.endpoint(1);
+        let filter = format!("tcp.stream == {}", s.id);
+        let mut push =
+            |time: f64, frame: u64, what: String, detail: Option<String>, weight: u32| {
+                if q.wants(time, weight) {
+                    out.push(Event {
+                        time,
+                        frame,
+                        family: "tcp",
+                        what,
+                        detail,
+                        weight,
+                        filter: filter.clone(),
+                    });
+                }
+            };
+        let state = s.conn_state();
+        // a refused connection is one event, at its RST
+        if let Some(syn) = s.syn_frame.filter(|_| state != "REJ") {
+            let retries = s.syn_retries;
+            let what = if state == "S0" {
+                format!("TCP connection {client} -> {server} unanswered")
+            } else {
+                format!("TCP connection {client} -> {server} opened")
+            };
+            let weight = match (state, retries) {
+                ("S0", _) => 3,
+                (_, r) if r > 0 => 1,
+                _ => 0,
+            };
+            let detail = (retries > 0).then(|| format!("SYN sent {} times", retries + 1));
+            push(s.first, syn, what, detail, weight);
+        }
+        if let Some((t, frame, by, rst)) = s.close {
+            // the client's port varies between repeats; its address does not
+            let by_ep = if by == 0 {
+                client.clone()
+            } else {
+                server.clone()
+            };
+            let (what, weight) = if state == "REJ" {
+                (
+                    format!("TCP connection {client} -> {server} refused (RST)"),
+                    3,
+                )
+            } else if rst {
+                (
+                    format!("TCP connection {client} -> {server} reset by {by_ep}"),
+                    2,
+                )
+            } else {
+                (
+                    format!("TCP connection {client} -> {server} closed by {by_ep}"),
+                    0,
+                )
+            };
+            let detail = Some(format!("after {:.3} s", (t - s.first).max(0.0)));
+            push(t, frame, what, detail, weight);
+        }
+    }
+    out
+}
+
+/// TLS handshakes (completed or failed) and alerts.
+pub fn tls_events(m: &crate::model::tls::TlsModel, q: EventQuery) -> Vec<Event> {
+    let mut out = Vec::new();
+    for s in &m.sessions {
+        let name = s.sni.clone().unwrap_or_else(|| s.endpoint(1));
+        let filter = s.filter();
+        if let Some((t, frame)) = s.client_hello {
+            let outcome = s.outcome();
+            let (what, weight) = match outcome {
+                "complete" => (
+                    format!(
+                        "TLS handshake {} -> {name} completed{}",
+                        s.addr[0],
+                        s.negotiated
+                            .map(|v| format!(" ({})", crate::model::tls::version_name(v)))
+                            .unwrap_or_default()
+                    ),
+                    0,
+                ),
+                // the capture may simply have ended mid-handshake
+                "incomplete" => (
+                    format!("TLS handshake {} -> {name} not completed", s.addr[0]),
+                    1,
+                ),
+                other => (
+                    format!("TLS handshake {} -> {name} failed ({other})", s.addr[0]),
+                    3,
+                ),
+            };
+            if q.wants(t, weight) {
+                out.push(Event {
+                    time: t,
+                    frame,
+                    family: "tls",
+                    what,
+                    detail: s.handshake_s().map(|d| format!("{:.1} ms", d * 1000.0)),
+                    weight,
+                    filter: filter.clone(),
+                });
+            }
+        }
+        for a in &s.alerts {
+            let desc = a
+                .description
+                .map(|d| crate::analysis::tls::alert_name(d).0)
+                .unwrap_or("encrypted");
+            // an encrypted alert after the handshake is almost always close_notify
+            let weight = if a.during_handshake { 3 } else { 0 };
+            let from = if a.from_server {
+                s.endpoint(1)
+            } else {
+                s.endpoint(0)
+            };
+            if q.wants(a.time, weight) {
+                out.push(Event {
+                    time: a.time,
+                    frame: a.frame,
+                    family: "tls",
+                    what: format!("TLS alert {desc} from {from} ({name})"),
+                    detail: None,
+                    weight,
+                    filter: filter.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Events that are one line of the answer: one event, or repeats folded together.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EventLine {
+    /// When the first of them happened (RFC 3339, UTC) and seconds from the moment asked about.
+    pub time: String,
+    pub offset_s: f64,
+    pub family: &'static str,
+    /// "3 x TCP connection 10.0.0.1 -> 10.0.0.2:80 reset by 10.0.0.2:80", or one event.
+    pub event: String,
+    pub count: usize,
+    /// Seconds from the first to the last repeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_s: Option<f64>,
+    /// The first frames (at most 5).
+    pub frames: Vec<u64>,
+    /// Shows the packets of the first occurrence.
+    pub display_filter: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub problem: bool,
+}
+
+/// Orders events by time and folds the ones that say the same thing into the line of
+/// their first occurrence.
+pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
+    events.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.frame.cmp(&b.frame)));
+    let mut lines: Vec<(EventLine, f64, Option<String>)> = Vec::new();
+    let mut by_what: BTreeMap<(&'static str, String), usize> = BTreeMap::new();
+    for e in events {
+        match by_what.get(&(e.family, e.what.clone())) {
+            Some(&i) => {
+                let (line, first, _) = &mut lines[i];
+                line.count += 1;
+                line.span_s = Some(crate::report::round(e.time - *first, 6));
+                if line.frames.len() < 5 {
+                    line.frames.push(e.frame);
+                }
+            }
+            None => {
+                by_what.insert((e.family, e.what.clone()), lines.len());
+                lines.push((
+                    EventLine {
+                        time: crate::report::rfc3339(e.time),
+                        offset_s: crate::report::round(e.time - moment, 6),
+                        family: e.family,
+                        event: e.what,
+                        count: 1,
+                        span_s: None,
+                        frames: vec![e.frame],
+                        display_filter: e.filter,
+                        problem: e.weight > 0,
+                    },
+                    e.time,
+                    e.detail,
+                ));
+            }
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(mut l, _, detail)| {
+            if l.count > 1 {
+                l.event = format!("{} x {}", l.count, l.event);
+            } else if let Some(d) = detail {
+                l.event = format!("{} ({d})", l.event);
+            }
+            l
+        })
+        .collect()
+}
+
+/// A moment where problems cluster.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Moment {
+    /// The start of the one-second interval (RFC 3339, UTC).
+    pub time: String,
+    /// Sum of the weights of the problems in it.
+    pub score: u32,
+    /// What happened in it, by kind: "3 x TCP connection ... refused".
+    pub problems: Vec<String>,
+    pub first_frame: u64,
+}
+
+/// The seconds with the most weight of problems, worst first.
+pub fn notable_moments(events: &[Event], n: usize) -> Vec<Moment> {
+    let mut buckets: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.weight > 0) {
+        buckets.entry(e.time.floor() as i64).or_default().push(e);
+    }
+    let mut out: Vec<Moment> = buckets
+        .into_iter()
+        .map(|(sec, evs)| {
+            let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+            for e in &evs {
+                *kinds.entry(e.what.as_str()).or_default() += 1;
+            }
+            let mut ranked: Vec<(&str, usize)> = kinds.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            Moment {
+                time: crate::report::rfc3339(sec as f64),
+                score: evs.iter().map(|e| e.weight).sum(),
+                problems: ranked
+                    .iter()
+                    .take(5)
+                    .map(|(w, c)| {
+                        if *c > 1 {
+                            format!("{c} x {w}")
+                        } else {
+                            w.to_string()
+                        }
+                    })
+                    .collect(),
+                first_frame: evs.iter().map(|e| e.frame).min().unwrap_or(0),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.cmp(&a.score).then(a.time.cmp(&b.time)));
+    out.truncate(n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(time: f64, frame: u64, what: &str, weight: u32) -> Event {
+        Event {
+            time,
+            frame,
+            family: "http",
+            what: what.into(),
+            detail: Some(format!("{frame} ms")),
+            weight,
+            filter: format!("frame.number == {frame}"),
+        }
+    }
+
+    #[test]
+    fn repeats_fold_into_their_first_line() {
+        let lines = fold(
+            vec![
+                ev(10.5, 7, "GET / -> 200", 0),
+                ev(10.0, 3, "GET / -> 200", 0),
+                ev(10.2, 5, "GET /x -> 500", 3),
+                ev(11.0, 9, "GET / -> 200", 0),
+            ],
+            10.0,
+        );
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].event, "3 x GET / -> 200");
+        assert_eq!(lines[0].frames, [3, 7, 9]);
+        assert_eq!(lines[0].span_s, Some(1.0));
+        assert_eq!(lines[1].event, "GET /x -> 500 (5 ms)");
+        assert!(lines[1].problem);
+        assert_eq!(lines[1].offset_s, 0.2);
+    }
+
+    #[test]
+    fn moments_rank_by_problem_weight() {
+        let m = notable_moments(
+            &[
+                ev(5.1, 1, "refused", 3),
+                ev(5.9, 2, "refused", 3),
+                ev(8.0, 3, "reset", 2),
+                ev(9.0, 4, "fine", 0),
+            ],
+            5,
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].score, 6);
+        assert_eq!(m[0].problems, ["2 x refused"]);
+        assert_eq!(m[0].first_frame, 1);
+    }
+}
