@@ -335,6 +335,15 @@ pub struct Span {
 }
 
 impl Span {
+    /// The whole file, as its own record walk counted it.
+    pub fn of_file(s: &CaptureSummary) -> Self {
+        Self {
+            packets: s.packets,
+            first: s.first_epoch,
+            last: s.last_epoch,
+        }
+    }
+
     pub fn add(&mut self, t: Option<f64>) {
         self.packets += 1;
         if let Some(t) = t {

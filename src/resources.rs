@@ -196,36 +196,34 @@ impl PcapServer {
                     .collect()
             })
             .unwrap_or_default();
-        let picture = parts.len() == 1 && {
-            let mut head = [0u8; 8];
-            opened
-                .reopen()
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-                .is_ok()
-                && head == *b"\x89PNG\r\n\x1a\n"
-        };
+        // a picture at the top of storage, or anything in an export's folder
+        let picture = parts.len() == 1;
         let object = parts.len() == 2 && parts[0].contains(crate::resources::OBJECT_FOLDER);
-        if !picture && !object {
-            return Err(ErrorData::invalid_params(
+        let refused = || {
+            ErrorData::invalid_params(
                 format!(
                     "{name} is neither a capture nor a file this server wrote (an I/O graph picture, an exported object)"
                 ),
                 None,
-            ));
+            )
+        };
+        if !picture && !object {
+            return Err(refused());
         }
-        read_bytes(uri, name, opened, size)
+        let (bytes, mime) = read_bytes(name, opened, size)?;
+        if picture && mime != Some("image/png") {
+            return Err(refused());
+        }
+        Ok(ReadResourceResult::new(vec![contents(bytes, mime, uri)]))
     }
 }
 
-/// A file as its bytes: text as text, anything else as a blob, typed from its first
-/// bytes.
+/// A file's bytes (at most MAX_BLOB_BYTES) and the type its first bytes carry.
 fn read_bytes(
-    uri: &str,
     name: &str,
     opened: &crate::sandbox::OpenedFile,
     size: u64,
-) -> Result<ReadResourceResult, ErrorData> {
-    use base64::Engine as _;
+) -> Result<(Vec<u8>, Option<&'static str>), ErrorData> {
     use std::io::Read;
     if size > MAX_BLOB_BYTES {
         return Err(ErrorData::invalid_params(
@@ -240,18 +238,20 @@ fn read_bytes(
         .reopen()
         .and_then(|f| f.take(MAX_BLOB_BYTES).read_to_end(&mut bytes))
         .map_err(|e| ErrorData::internal_error(format!("cannot read {name}: {e}"), None))?;
-    let sniffed = crate::analysis::objects::sniff_mime(&bytes[..bytes.len().min(512)]);
-    let mime = sniffed.unwrap_or("application/octet-stream");
-    let contents = match String::from_utf8(bytes) {
-        Ok(text)
-            if sniffed.is_some_and(|m| {
-                m.starts_with("text/")
-                    || m.starts_with("application/json")
-                    || m.starts_with("application/xml")
-            }) =>
-        {
-            ResourceContents::text(text, uri)
-        }
+    let mime = crate::analysis::objects::sniff_mime(&bytes[..bytes.len().min(512)]);
+    Ok((bytes, mime))
+}
+
+/// Text as text, anything else as a blob.
+fn contents(bytes: Vec<u8>, mime: Option<&'static str>, uri: &str) -> ResourceContents {
+    use base64::Engine as _;
+    let textual = mime.is_some_and(|m| {
+        m.starts_with("text/")
+            || m.starts_with("application/json")
+            || m.starts_with("application/xml")
+    });
+    let c = match String::from_utf8(bytes) {
+        Ok(text) if textual => ResourceContents::text(text, uri),
         Ok(text) => ResourceContents::blob(
             base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
             uri,
@@ -261,5 +261,5 @@ fn read_bytes(
             uri,
         ),
     };
-    Ok(ReadResourceResult::new(vec![contents.with_mime_type(mime)]))
+    c.with_mime_type(mime.unwrap_or("application/octet-stream"))
 }

@@ -450,6 +450,31 @@ impl Sandbox<'_> {
     }
 }
 
+/// A new name in storage for something made from a capture: `<stem><what><ns><ext>`,
+/// the capture's file stem in safe characters (at most 80, no leading '.') and the
+/// time in nanoseconds, so two calls never pick the same name.
+pub fn generated_name(display_name: &str, what: &str, ext: &str) -> String {
+    let stem: String = Path::new(display_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}{what}{now}{ext}", stem.trim_start_matches('.'))
+}
+
 /// A regular file in PCAP_STORAGE_DIR.
 pub struct StoredEntry {
     pub name: String,

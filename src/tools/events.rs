@@ -159,8 +159,9 @@ async fn events_around(a: Analysis, p: EventsParams) -> Result<Report<EventsArou
     }
     let problems = events.iter().filter(|e| e.weight > 0).count();
     let moments = notable_moments(&events, 10);
+    let event_count = events.len();
     let lines = match moment {
-        Some(t) => fold(events.clone(), t),
+        Some(t) => fold(events, t),
         None => Vec::new(),
     };
     let total_lines = lines.len();
@@ -175,7 +176,7 @@ async fn events_around(a: Analysis, p: EventsParams) -> Result<Report<EventsArou
             let first_problem = page.iter().find(|l| l.problem);
             format!(
                 "{} event(s) within {window} s of {}: {} problem(s){}",
-                events.len(),
+                event_count,
                 rfc3339(t),
                 problems,
                 first_problem
@@ -207,15 +208,11 @@ async fn events_around(a: Analysis, p: EventsParams) -> Result<Report<EventsArou
             None => "No problem events (refused, reset or unanswered connections, DNS or HTTP errors, failed TLS handshakes) in this capture: give a time to see what happened around it".into(),
         },
     };
-    let span = Span {
-        packets: facts.packets,
-        first: facts.first_epoch,
-        last: facts.last_epoch,
-    };
+    let span = Span::of_file(&facts);
     let data = EventsAround {
         moment: moment.map(rfc3339),
         window_s: moment.map(|_| window),
-        events: events.len(),
+        events: event_count,
         problems,
         total_lines,
         offset,

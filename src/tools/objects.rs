@@ -274,11 +274,7 @@ async fn export(mut a: Analysis, p: ObjectParams) -> Result<Report<ExportedObjec
     let page: Vec<ExportedObject> = objects.iter().skip(offset).take(limit).cloned().collect();
     let next_offset = (offset + page.len() < total).then_some(offset + page.len());
     let span = match (&a.filter, a.summary().await) {
-        (None, Ok(s)) => Span {
-            packets: s.packets,
-            first: s.first_epoch,
-            last: s.last_epoch,
-        },
+        (None, Ok(s)) => Span::of_file(&s),
         _ => Span::default(),
     };
     let data = ExportedObjects {
@@ -457,21 +453,8 @@ fn join(
 /// Moves every object into a new folder in storage under a safe, unique name. A
 /// hard link never replaces an existing file; on failure the folder is removed.
 fn save(a: &Analysis, files: &[Written], objects: &mut [ExportedObject]) -> Result<String, String> {
-    let stem: String = Path::new(&a.file.display_name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut none = HashSet::new();
-    let stem = storage_name(&stem, &mut none);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let folder = format!(
-        "{}{}{now}",
-        stem.chars().take(80).collect::<String>(),
-        crate::resources::OBJECT_FOLDER
-    );
+    let folder =
+        crate::sandbox::generated_name(&a.file.display_name, crate::resources::OBJECT_FOLDER, "");
     let dir = a.engine.sandbox().create_output_dir(&folder)?;
     let paths: BTreeMap<&str, &Path> = files
         .iter()

@@ -324,27 +324,7 @@ crate::file_args!(QueryParams, SliceParams);
 async fn slice(mut a: Analysis, p: SliceParams) -> Result<Report<Slice>, String> {
     let name = match &p.output_file {
         Some(n) => n.trim().to_string(),
-        None => {
-            let stem: String = std::path::Path::new(&a.file.display_name)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .take(80)
-                .collect();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            format!("{}-slice-{now}.pcapng", stem.trim_start_matches('.'))
-        }
+        None => crate::sandbox::generated_name(&a.file.display_name, "-slice-", ".pcapng"),
     };
     let (out, path) = a.engine.sandbox().create_output(&name)?;
     let args: Vec<String> = ["-F", "pcapng", "-w", "-"].map(String::from).to_vec();
@@ -362,11 +342,7 @@ async fn slice(mut a: Analysis, p: SliceParams) -> Result<Report<Slice>, String>
         .await
         .map_err(|e| format!("reading the slice failed: {e}"))?
         .map_err(|e| format!("reading the slice failed: {e}"))?;
-    let span = Span {
-        packets: facts.packets,
-        first: facts.first_epoch,
-        last: facts.last_epoch,
-    };
+    let span = Span::of_file(&facts);
     let summary = format!(
         "Wrote {} packet(s), {} bytes, to {name} in PCAP_STORAGE_DIR{}",
         thousands(facts.packets),

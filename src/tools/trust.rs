@@ -65,8 +65,10 @@ impl PcapServer {
 pub async fn assess_capture(a: &mut Analysis) -> Result<(CaptureTrust, Vec<Finding>), String> {
     let summary = a.summary().await?;
     let key = format!("duplicates:{}", a.file.identity());
-    let dups = match a.engine.memo_get::<Duplicates>(&key) {
-        Some(d) => d,
+    // memoised, or a walk that reads every byte: it runs beside the index pass, on
+    // another core
+    let known = match a.engine.memo_get::<Duplicates>(&key) {
+        Some(d) => Ok(d),
         None => {
             let f = a
                 .file
@@ -74,20 +76,26 @@ pub async fn assess_capture(a: &mut Analysis) -> Result<(CaptureTrust, Vec<Findi
                 .reopen()
                 .map_err(|e| format!("cannot reread the capture: {e}"))?;
             let size = a.file.size;
-            // the walk reads every byte: it runs beside the index pass, on another core
-            let walk = tokio::task::spawn_blocking(move || crate::pcapfile::duplicates(f, size));
-            let tcp = a.part::<TcpModel>().await;
+            Err(tokio::task::spawn_blocking(move || {
+                crate::pcapfile::duplicates(f, size)
+            }))
+        }
+    };
+    let tcp = a.part::<TcpModel>().await;
+    let dups = match known {
+        Ok(d) => d,
+        Err(walk) => {
+            let failed = |e: String| format!("looking for duplicate frames failed: {e}");
             let d = walk
                 .await
-                .map_err(|e| format!("looking for duplicate frames failed: {e}"))?
-                .map_err(|e| format!("looking for duplicate frames failed: {e}"))?;
-            tcp?;
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
             let d = Arc::new(d);
             a.engine.memo_put(key, d.clone(), 256);
             d
         }
     };
-    let tcp = a.part::<TcpModel>().await?;
+    let tcp = tcp?;
     Ok(assess(&summary, &dups, &tcp))
 }
 
@@ -113,10 +121,6 @@ pub async fn trust(mut a: Analysis, _: TrustParams) -> Result<Report<CaptureTrus
         format!("Capture {}: {}", t.verdict, problems.join(", "))
     };
     let s = a.summary().await?;
-    let span = Span {
-        packets: s.packets,
-        first: s.first_epoch,
-        last: s.last_epoch,
-    };
+    let span = Span::of_file(&s);
     a.report(summary, findings, t, span, None).await
 }
