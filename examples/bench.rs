@@ -181,12 +181,20 @@ fn children_cpu() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-const DRILLDOWN: &[&str] = &[
-    "query_packets",
-    "get_packet_details",
-    "follow_stream",
-    "filter_capture",
-];
+/// The tools of the `drilldown` toolset, as the server declares them (`tools` prints
+/// its table: "| `name` | toolset | ..."): they look at chosen packets after an
+/// investigation and run their own passes by design.
+fn drilldown_tools() -> Vec<String> {
+    let out = Command::new(server_binary()).arg("tools").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('|').map(str::trim).skip(1);
+            let name = cols.next()?.trim_matches('`');
+            (cols.next()? == "drilldown").then(|| name.to_string())
+        })
+        .collect()
+}
 
 /// Every analysis tool, each once, with default arguments (the search needs a pattern).
 fn investigation(f: &str) -> Vec<(String, Value)> {
@@ -197,6 +205,12 @@ fn investigation(f: &str) -> Vec<(String, Value)> {
         .unwrap(),
     )
     .unwrap();
+    let drilldown = drilldown_tools();
+    assert!(
+        !drilldown.is_empty(),
+        "`{} tools` lists no drilldown tool",
+        server_binary().display()
+    );
     let mut calls = Vec::new();
     for t in snapshot.as_array().unwrap() {
         let needs_file = t["inputSchema"]["required"]
@@ -206,9 +220,8 @@ fn investigation(f: &str) -> Vec<(String, Value)> {
             continue;
         }
         let name = t["name"].as_str().unwrap().to_string();
-        // the drill-down tools look at chosen packets after an investigation; they
-        // are not part of the seed's 26-call one
-        if DRILLDOWN.contains(&name.as_str()) {
+        // not part of the seed's 26-call investigation
+        if drilldown.contains(&name) {
             continue;
         }
         let args = if name == "search_packet_content" {
