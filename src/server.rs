@@ -57,6 +57,7 @@ impl PcapServer {
                 Self::basic_router()
                     + Self::trust_router()
                     + Self::events_router()
+                    + Self::host_router()
                     + Self::http_router()
                     + Self::timeline_router()
                     + Self::search_router()

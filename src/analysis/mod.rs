@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod events;
+pub mod hosts;
 pub mod objects;
 pub mod rtp;
 pub mod scans;

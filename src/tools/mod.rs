@@ -24,6 +24,7 @@ pub mod events;
 pub mod expert;
 pub mod files;
 pub mod follow;
+pub mod host;
 pub mod http;
 pub mod interfaces;
 pub mod metrics;
@@ -53,7 +54,7 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
     crate::index::part::<crate::index::Rows<quality::QRow>>,
     crate::index::part::<threats::PacketFacts>,
     crate::index::part::<anomalies::AnomalyState>,
-    crate::index::part::<topology::TopoState>,
+    crate::index::part::<crate::analysis::hosts::TopoState>,
     crate::index::part::<timeline::TimelineState>,
     crate::index::part::<bandwidth::BwState>,
     crate::index::part::<bandwidth::IoBuckets>,

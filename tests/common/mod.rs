@@ -176,6 +176,7 @@ pub fn required_extras(tool: &str) -> Value {
         "get_packet_details" => json!({"frame": 1}),
         "follow_stream" => json!({"stream": 0}),
         "filter_capture" => json!({"display_filter": "frame"}),
+        "analyze_host" => json!({"host": "10.0.0.1"}),
         _ => json!({}),
     }
 }

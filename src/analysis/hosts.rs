@@ -1,0 +1,803 @@
+//! Who is on the wire: the index part behind the topology and the host dossier. Hosts
+//! with their MACs and vendors (tshark's bundled OUI table, no network lookups),
+//! traffic each way, address pairs, ARP claims, VLANs, DNS/DHCP servers, and the names
+//! and user names hosts announce or are given (DNS answers, DHCP, NetBIOS, Kerberos,
+//! NTLM, TLS SNI and HTTP Host). One reducer: the topology's host table and a host's
+//! dossier read the same counters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::engine::Span;
+use crate::report::host_filter;
+use crate::tshark::fields::{FromRow, Row};
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Host {
+    pub address: String,
+    /// MACs this address's own frames came from (absent for hosts behind a router).
+    pub macs: Vec<String>,
+    /// Manufacturer from the MAC's OUI, as tshark's bundled table names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// local (same segment as the capture) or remote (reached through a gateway).
+    pub location: String,
+    /// gateway, dns_server, dhcp_server, server, client.
+    pub roles: Vec<String>,
+    /// Services it answered on: `tcp/443`, `udp/53`.
+    pub services: Vec<String>,
+    pub vlans: Vec<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub peers: usize,
+    pub display_filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Gateway {
+    pub mac: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Its own addresses (from ARP or its own traffic), when seen.
+    pub addresses: Vec<String>,
+    /// Distinct source addresses whose frames it forwarded.
+    pub addresses_behind: usize,
+    pub display_filter: String,
+}
+
+pub struct TopoRow {
+    frame: u64,
+    len: u64,
+    eth_src: Option<String>,
+    vendor: Option<String>,
+    vlans: Vec<String>,
+    src: Option<String>,
+    dst: Option<String>,
+    arp_mac: Option<String>,
+    arp_ip: Option<String>,
+    synack: bool,
+    tcp_sport: Option<u64>,
+    tcp_dport: Option<u64>,
+    udp_sport: Option<u64>,
+    dns_response: bool,
+    /// A DNS query sent to port 53: its destination is (meant to be) a resolver.
+    dns_query_to_53: bool,
+    dhcp_server: Option<String>,
+    dhcp_router: Vec<String>,
+    dhcp_dns: Vec<String>,
+    time: Option<f64>,
+    /// What the packet says about names and users (rare: most packets carry none).
+    ident: Option<Box<Identity>>,
+}
+
+/// Names and user names one packet carries, by what they are evidence of.
+#[derive(Default)]
+struct Identity {
+    /// A DNS, mDNS or LLMNR answer: the name asked and the addresses it resolved to.
+    resolved: Option<(&'static str, String, Vec<String>)>,
+    /// A DHCP message: the client's MAC, the host name it sent, the address leased.
+    dhcp: Option<(String, Option<String>, Option<String>)>,
+    /// NetBIOS names with the addresses they were registered or answered for.
+    nbns: Vec<(String, String)>,
+    /// A user name sent by this packet's source (Kerberos request, NTLM authenticate).
+    user: Option<(&'static str, String)>,
+    /// A name this packet's destination is asked to serve (TLS SNI, HTTP Host).
+    served: Option<(&'static str, String)>,
+}
+
+impl FromRow for TopoRow {
+    const FIELDS: &'static [&'static str] = &[
+        "frame.number",
+        "frame.len",
+        "eth.src",
+        "eth.src.oui_resolved",
+        "ieee8021ad.id",
+        "vlan.id",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "arp.src.hw_mac",
+        "arp.src.proto_ipv4",
+        "tcp.flags",
+        "tcp.srcport",
+        "tcp.dstport",
+        "udp.srcport",
+        "dns.flags.response",
+        "dhcp.option.dhcp_server_id",
+        "dhcp.option.router",
+        "dhcp.option.domain_name_server",
+        "frame.time_epoch",
+        "udp.dstport",
+        "dns.qry.name",
+        "dns.resp.name",
+        "dns.a",
+        "dns.aaaa",
+        "dhcp.hw.mac_addr",
+        "dhcp.option.hostname",
+        "dhcp.ip.your",
+        "nbns.name",
+        "nbns.addr",
+        "nbns.nb_flags.group",
+        "kerberos.msg_type",
+        "kerberos.CNameString",
+        "ntlmssp.auth.username",
+        "ntlmssp.auth.domain",
+        "tls.handshake.extensions_server_name",
+        "http.host",
+        "http.request",
+    ];
+    fn from_row(r: &Row<'_>) -> Option<Self> {
+        let vlans: Vec<String> = r.all(4).chain(r.all(5)).map(str::to_string).collect();
+        Some(Self {
+            // a row without a frame number is not a packet row
+            frame: r.u64(0)?,
+            len: r.u64(1).unwrap_or(0),
+            eth_src: r.owned(2),
+            vendor: r.owned(3),
+            vlans,
+            // the outer IP header: the hosts on this wire, not a tunnel's or a quote's
+            src: r.first(6).or_else(|| r.first(7)).map(str::to_string),
+            dst: r.first(8).or_else(|| r.first(9)).map(str::to_string),
+            arp_mac: r.owned(10),
+            arp_ip: r.owned(11).filter(|ip| ip != "0.0.0.0"),
+            synack: r.u64(12).is_some_and(|f| f & 0x12 == 0x12),
+            tcp_sport: r.u64(13),
+            tcp_dport: r.u64(14),
+            udp_sport: r.u64(15),
+            dns_response: r.flag(16),
+            dns_query_to_53: r.str(16).is_some() && !r.flag(16) && r.u64(21) == Some(53),
+            dhcp_server: r.owned(17),
+            dhcp_router: r.all(18).map(str::to_string).collect(),
+            dhcp_dns: r.all(19).map(str::to_string).collect(),
+            time: r.f64(20),
+            ident: Identity::of(r).map(Box::new),
+        })
+    }
+}
+
+impl Identity {
+    fn of(r: &Row<'_>) -> Option<Self> {
+        const QNAME: usize = crate::index::col(TopoRow::FIELDS, "dns.qry.name");
+        const RNAME: usize = crate::index::col(TopoRow::FIELDS, "dns.resp.name");
+        const A: usize = crate::index::col(TopoRow::FIELDS, "dns.a");
+        const AAAA: usize = crate::index::col(TopoRow::FIELDS, "dns.aaaa");
+        const CHADDR: usize = crate::index::col(TopoRow::FIELDS, "dhcp.hw.mac_addr");
+        const DHCP_NAME: usize = crate::index::col(TopoRow::FIELDS, "dhcp.option.hostname");
+        const YIADDR: usize = crate::index::col(TopoRow::FIELDS, "dhcp.ip.your");
+        const NB_NAME: usize = crate::index::col(TopoRow::FIELDS, "nbns.name");
+        const NB_ADDR: usize = crate::index::col(TopoRow::FIELDS, "nbns.addr");
+        const NB_GROUP: usize = crate::index::col(TopoRow::FIELDS, "nbns.nb_flags.group");
+        const KRB_TYPE: usize = crate::index::col(TopoRow::FIELDS, "kerberos.msg_type");
+        const KRB_NAME: usize = crate::index::col(TopoRow::FIELDS, "kerberos.CNameString");
+        const NTLM_USER: usize = crate::index::col(TopoRow::FIELDS, "ntlmssp.auth.username");
+        const NTLM_DOMAIN: usize = crate::index::col(TopoRow::FIELDS, "ntlmssp.auth.domain");
+        const SNI: usize =
+            crate::index::col(TopoRow::FIELDS, "tls.handshake.extensions_server_name");
+        const HTTP_HOST: usize = crate::index::col(TopoRow::FIELDS, "http.host");
+        const HTTP_REQUEST: usize = crate::index::col(TopoRow::FIELDS, "http.request");
+        const UDP_SPORT: usize = crate::index::col(TopoRow::FIELDS, "udp.srcport");
+        let mut id = Identity::default();
+        let addrs: Vec<String> = r.all(A).chain(r.all(AAAA)).map(str::to_string).collect();
+        if !addrs.is_empty() && r.flag(crate::index::col(TopoRow::FIELDS, "dns.flags.response")) {
+            // the name the client asked for is the one these addresses answer; an
+            // announcement (mDNS) asks nothing, and its first host-like record names it
+            let name = r.first(QNAME).map(str::to_string).or_else(|| {
+                r.all(RNAME)
+                    .find(|n| !n.starts_with('_') && !n.ends_with(".arpa"))
+                    .map(str::to_string)
+            });
+            let kind = match r.u64(UDP_SPORT) {
+                Some(5353) => "mdns",
+                Some(5355) => "llmnr",
+                _ => "dns",
+            };
+            if let Some(n) = name {
+                id.resolved = Some((kind, n, addrs));
+            }
+        }
+        if let Some(mac) = r.owned(CHADDR) {
+            let leased = r.owned(YIADDR).filter(|ip| ip != "0.0.0.0");
+            id.dhcp = Some((mac, r.owned(DHCP_NAME), leased));
+        }
+        // a registration repeats the name in question and record, an answer lists one
+        // name with every address it has; group names (a workgroup) name no host
+        let nb_names: BTreeSet<String> = r.all(NB_NAME).map(netbios_name).collect();
+        if let [name] = nb_names.into_iter().collect::<Vec<_>>().as_slice() {
+            let groups: Vec<bool> = r.all(NB_GROUP).map(|g| g == "1" || g == "True").collect();
+            id.nbns = r
+                .all(NB_ADDR)
+                .enumerate()
+                .filter(|(i, _)| !groups.get(*i).copied().unwrap_or(false))
+                .map(|(_, a)| (name.clone(), a.to_string()))
+                .collect();
+        }
+        // AS-REQ (10) and TGS-REQ (12) carry the client's principal
+        if matches!(r.u64(KRB_TYPE), Some(10 | 12))
+            && let Some(u) = r.first(KRB_NAME)
+        {
+            id.user = Some(("kerberos", u.to_string()));
+        } else if let Some(u) = r.first(NTLM_USER).filter(|u| !u.is_empty() && *u != "NULL") {
+            let user = match r
+                .first(NTLM_DOMAIN)
+                .filter(|d| !d.is_empty() && *d != "NULL")
+            {
+                Some(d) => format!("{d}\\{u}"),
+                None => u.to_string(),
+            };
+            id.user = Some(("ntlm", user));
+        }
+        if let Some(n) = r.first(SNI) {
+            id.served = Some(("tls_sni", n.to_string()));
+        } else if r.str(HTTP_REQUEST).is_some()
+            && let Some(h) = r.first(HTTP_HOST)
+        {
+            // the Host header names the site; a port in it is not part of the name
+            let name = h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
+            let name = name.map_or(h, |(n, _)| n).trim_matches(['[', ']']);
+            // an address literal (SSDP's 239.255.255.250) names nothing
+            if name.parse::<IpAddr>().is_err() {
+                id.served = Some(("http_host", name.to_string()));
+            }
+        }
+        let any = id.resolved.is_some()
+            || id.dhcp.is_some()
+            || !id.nbns.is_empty()
+            || id.user.is_some()
+            || id.served.is_some();
+        any.then_some(id)
+    }
+}
+
+/// A NetBIOS name as a person writes it: `FILESRV<20>` is the host `FILESRV`.
+fn netbios_name(n: &str) -> String {
+    n.split('<').next().unwrap_or(n).trim_end().to_string()
+}
+
+#[derive(Default, Clone)]
+pub struct HostAcc {
+    // short lists, not sets: one host rarely has more than a MAC or two, and an
+    // empty-but-allocated tree node per host is most of a flood's memory
+    macs: Vec<String>,
+    vendor: Option<String>,
+    services: Vec<(String, u64)>,
+    vlans: Vec<String>,
+    pub sent: u64,
+    pub received: u64,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    /// First and last frame to or from it.
+    pub seen: Span,
+}
+
+/// Adds `n` to `key`'s count in a short list (a host or pair uses a service or two; a
+/// tree per entry would cost more than the entry).
+fn bump(list: &mut Vec<(String, u64)>, key: &str, n: u64) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(e) => e.1 += n,
+        None => {
+            list.reserve_exact(1);
+            list.push((key.to_string(), n));
+        }
+    }
+}
+
+/// Pushes `v` unless the list holds it already.
+fn insert_new(list: &mut Vec<String>, v: &str) -> bool {
+    let new = !list.iter().any(|x| x == v);
+    if new {
+        list.reserve_exact(1);
+        list.push(v.to_string());
+    }
+    new
+}
+
+#[derive(Default, Clone)]
+pub struct EdgeAcc {
+    pub bytes: u64,
+    pub frames: u64,
+    /// Of those, the ones the first address of the pair (the lower) sent.
+    pub bytes_from_first: u64,
+    pub frames_from_first: u64,
+    pub seen: Span,
+    /// Services used between them (server side) with their bytes.
+    pub services: Vec<(String, u64)>,
+    /// A packet between the two had a unicast destination: each is the other's peer.
+    pub unicast: bool,
+}
+
+/// The subnet a person would name for an address: /24 for IPv4, /64 for IPv6.
+pub fn subnet_of(addr: &str) -> Option<String> {
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
+/// Whether one MAC sends from addresses of several networks of one family: a router.
+/// A dual-stack host is not one: its IPv4 address, its link-local IPv6 (fe80::/10),
+/// its unique-local one (fc00::/7) and its SLAAC address (the MAC in the interface ID)
+/// are all its own, and IPv4 link-local (169.254/16) is a fallback of the host itself.
+fn forwards_for_others<'a>(mac: &str, ips: impl Iterator<Item = &'a str>) -> bool {
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    for ip in ips.filter(|ip| is_unicast(ip)) {
+        match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) if !a.is_link_local() => {
+                v4.insert(subnet_of(ip));
+            }
+            Ok(IpAddr::V6(a)) => {
+                let s = a.segments();
+                let link_local = s[0] & 0xffc0 == 0xfe80;
+                let unique_local = s[0] & 0xfe00 == 0xfc00;
+                if !link_local && !unique_local && !is_eui64_of(&a, mac) {
+                    v6.insert(subnet_of(ip));
+                }
+            }
+            _ => {}
+        }
+    }
+    v4.len() >= 2 || v6.len() >= 2
+}
+
+/// Whether an IPv6 address's interface ID is the modified EUI-64 of this MAC.
+fn is_eui64_of(a: &std::net::Ipv6Addr, mac: &str) -> bool {
+    let m: Vec<u8> = mac
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    if m.len() != 6 {
+        return false;
+    }
+    let o = a.octets();
+    o[8..16] == [m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]
+}
+
+pub fn is_unicast(addr: &str) -> bool {
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v)) => {
+            !(v.is_multicast() || v.is_broadcast() || v.is_unspecified() || v.octets()[3] == 255)
+        }
+        Ok(IpAddr::V6(v)) => !(v.is_multicast() || v.is_unspecified()),
+        Err(_) => false,
+    }
+}
+
+/// The topology view's part of the index: hosts, address pairs, MACs, ARP claims,
+/// VLANs and the DNS/DHCP servers seen.
+#[derive(Clone, Default)]
+pub struct TopoState {
+    pub span: Span,
+    pub hosts: BTreeMap<String, HostAcc>,
+    /// Address pairs, lower address first.
+    pub edges: BTreeMap<(String, String), EdgeAcc>,
+    /// MAC -> (vendor, source addresses of its frames).
+    pub macs: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
+    /// MAC -> the addresses it claimed in ARP.
+    pub arp: BTreeMap<String, BTreeSet<String>>,
+    pub mac_vlans: BTreeMap<String, BTreeSet<String>>,
+    pub vlans: BTreeMap<String, (u64, BTreeSet<String>)>,
+    pub dns_servers: BTreeSet<String>,
+    /// Hosts sent DNS queries on port 53, answering or not (a dead resolver is one).
+    pub dns_asked: BTreeSet<String>,
+    pub dhcp_servers: BTreeSet<String>,
+    pub dhcp_routers: BTreeSet<String>,
+    /// Address -> names it was given, with where each came from (`dns`, `mdns`,
+    /// `llmnr`, `netbios`) and the first frame that said so.
+    pub names: BTreeMap<String, Vec<Named>>,
+    /// Address -> user names sent from it (`kerberos`, `ntlm`).
+    pub users: BTreeMap<String, Vec<Named>>,
+    /// Address -> names clients asked it to serve (`tls_sni`, `http_host`).
+    pub served: BTreeMap<String, Vec<Named>>,
+    /// MAC -> host names its DHCP messages carried, and addresses leased to it.
+    pub dhcp_clients: BTreeMap<String, DhcpClient>,
+}
+
+/// A name and the evidence for it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Named {
+    pub name: String,
+    /// Where it was seen: dns, mdns, llmnr, netbios, dhcp, kerberos, ntlm, tls_sni, http_host.
+    pub source: String,
+    /// The first frame that showed it.
+    pub frame: u64,
+    /// How many frames showed it.
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DhcpClient {
+    pub hostnames: Vec<Named>,
+    pub leased: Vec<String>,
+}
+
+/// The most names kept per address (a resolver answering for a CDN may be given many).
+const MAX_NAMES: usize = 32;
+
+fn note(list: &mut Vec<Named>, source: &str, name: &str, frame: u64) {
+    if let Some(n) = list
+        .iter_mut()
+        .find(|n| n.name == name && n.source == source)
+    {
+        n.count += 1;
+        return;
+    }
+    if list.len() < MAX_NAMES {
+        list.push(Named {
+            name: name.to_string(),
+            source: source.to_string(),
+            frame,
+            count: 1,
+        });
+    }
+}
+
+fn note_for(
+    map: &mut BTreeMap<String, Vec<Named>>,
+    key: &str,
+    source: &str,
+    name: &str,
+    frame: u64,
+) {
+    if crate::index::room(map, &key.to_string()) {
+        note(map.entry(key.to_string()).or_default(), source, name, frame);
+    }
+}
+
+impl crate::index::Part for TopoState {
+    type Row = TopoRow;
+    fn new(_ctx: &crate::index::Ctx) -> Self {
+        Self::default()
+    }
+    fn add(&mut self, r: TopoRow) {
+        self.span.add(r.time);
+        if let Some(id) = &r.ident {
+            self.identify(id, r.frame, r.src.as_deref(), r.dst.as_deref());
+        }
+        if let (Some(m), Some(ip)) = (&r.arp_mac, &r.arp_ip) {
+            self.arp.entry(m.clone()).or_default().insert(ip.clone());
+        }
+        let vlan = (!r.vlans.is_empty()).then(|| r.vlans.join("/"));
+        if let (Some(v), Some(m)) = (&vlan, &r.eth_src) {
+            self.mac_vlans
+                .entry(m.clone())
+                .or_default()
+                .insert(v.clone());
+        }
+        if let Some(v) = &vlan {
+            let e = self.vlans.entry(v.clone()).or_default();
+            e.0 += 1;
+            if let Some(s) = r.src.as_ref().or(r.arp_ip.as_ref()) {
+                e.1.insert(s.clone());
+            }
+        }
+        if let Some(d) = &r.dhcp_server {
+            self.dhcp_servers.insert(d.clone());
+        }
+        self.dhcp_routers.extend(r.dhcp_router.iter().cloned());
+        self.dns_servers.extend(r.dhcp_dns.iter().cloned());
+        if r.dns_query_to_53
+            && let Some(d) = &r.dst
+            && !self.dns_asked.contains(d)
+        {
+            self.dns_asked.insert(d.clone());
+        }
+        let (Some(src), Some(dst)) = (r.src, r.dst) else {
+            if let Some(m) = &r.eth_src {
+                self.macs.entry(m.clone()).or_default().0 = r.vendor.clone();
+            }
+            return;
+        };
+        if let Some(m) = &r.eth_src {
+            let e = self.macs.entry(m.clone()).or_default();
+            if e.0.is_none() {
+                e.0 = r.vendor.clone();
+            }
+            if e.1.len() < 10_000 {
+                e.1.insert(src.clone());
+            }
+        }
+        let service = if r.synack {
+            r.tcp_sport.map(|p| format!("tcp/{p}"))
+        } else if r.dns_response && r.udp_sport == Some(53) {
+            self.dns_servers.insert(src.clone());
+            Some("udp/53".into())
+        } else if r.dns_response && r.tcp_sport == Some(53) {
+            self.dns_servers.insert(src.clone());
+            Some("tcp/53".into())
+        } else {
+            None
+        };
+        if crate::index::room(&self.hosts, &src) {
+            let hs = self.hosts.entry(src.clone()).or_default();
+            hs.sent += r.len;
+            hs.frames_sent += 1;
+            hs.seen.add(r.time);
+            if let Some(m) = &r.eth_src {
+                insert_new(&mut hs.macs, m);
+                if hs.vendor.is_none() {
+                    hs.vendor = r.vendor.clone();
+                }
+            }
+            if let Some(v) = &vlan {
+                insert_new(&mut hs.vlans, v);
+            }
+            if let Some(s) = &service {
+                bump(&mut hs.services, s, 1);
+            }
+        }
+        let unicast = is_unicast(&dst);
+        if crate::index::room(&self.hosts, &dst) {
+            let hd = self.hosts.entry(dst.clone()).or_default();
+            hd.received += r.len;
+            hd.frames_received += 1;
+            if src != dst {
+                hd.seen.add(r.time);
+            }
+        }
+        let from_first = src <= dst;
+        let key = if from_first {
+            (src.clone(), dst.clone())
+        } else {
+            (dst.clone(), src.clone())
+        };
+        if !crate::index::room(&self.edges, &key) {
+            return;
+        }
+        let e = self.edges.entry(key).or_default();
+        e.bytes += r.len;
+        e.frames += 1;
+        if from_first {
+            e.bytes_from_first += r.len;
+            e.frames_from_first += 1;
+        }
+        e.seen.add(r.time);
+        e.unicast |= unicast;
+        // the server side of this packet's connection: the lower well-known port
+        let port = match (r.tcp_sport, r.tcp_dport, r.udp_sport) {
+            (Some(s), Some(d), _) => Some(format!("tcp/{}", s.min(d))),
+            (_, _, Some(s)) if r.dns_response => Some(format!("udp/{s}")),
+            _ => None,
+        };
+        if let Some(pt) = port {
+            bump(&mut e.services, &pt, r.len);
+        }
+    }
+    fn approx_bytes(&self) -> usize {
+        let named = |m: &BTreeMap<String, Vec<Named>>| {
+            m.values().map(|v| 100 + v.len() * 120).sum::<usize>()
+        };
+        // per entry: key and value in a tree node (about half full) plus their strings
+        named(&self.names)
+            + named(&self.users)
+            + named(&self.served)
+            + self.dhcp_clients.len() * 300
+            + self.hosts.len() * 480
+            + self.edges.len() * 340
+            + self
+                .macs
+                .values()
+                .map(|m| 200 + m.1.len() * 80)
+                .sum::<usize>()
+            + self.arp.values().map(|v| 100 + v.len() * 80).sum::<usize>()
+    }
+}
+
+impl TopoState {
+    fn identify(&mut self, id: &Identity, frame: u64, src: Option<&str>, dst: Option<&str>) {
+        if let Some((kind, name, addrs)) = &id.resolved {
+            for a in addrs {
+                note_for(&mut self.names, a, kind, name, frame);
+            }
+        }
+        for (name, addr) in &id.nbns {
+            if addr != "0.0.0.0" {
+                note_for(&mut self.names, addr, "netbios", name, frame);
+            }
+        }
+        if let Some((mac, hostname, leased)) = &id.dhcp
+            && crate::index::room(&self.dhcp_clients, mac)
+        {
+            let c = self.dhcp_clients.entry(mac.clone()).or_default();
+            if let Some(h) = hostname {
+                note(&mut c.hostnames, "dhcp", h, frame);
+            }
+            if let Some(ip) = leased
+                && !c.leased.contains(ip)
+                && c.leased.len() < MAX_NAMES
+            {
+                c.leased.push(ip.clone());
+            }
+        }
+        if let (Some((kind, user)), Some(src)) = (&id.user, src) {
+            note_for(&mut self.users, src, kind, user, frame);
+        }
+        if let (Some((kind, name)), Some(dst)) = (&id.served, dst) {
+            note_for(&mut self.served, dst, kind, name, frame);
+        }
+    }
+}
+
+/// The host table as the topology shows it, with gateways found: what the topology
+/// view and a host's dossier both read.
+pub struct Directory {
+    pub span: Span,
+    /// Unicast hosts, most bytes first.
+    pub rows: Vec<Host>,
+    pub gateways: Vec<Gateway>,
+    pub dns_servers: BTreeSet<String>,
+    pub dhcp_servers: BTreeSet<String>,
+    pub vlans: BTreeMap<String, (u64, BTreeSet<String>)>,
+    pub edges: BTreeMap<(String, String), EdgeAcc>,
+}
+
+pub fn directory(state: &TopoState) -> Directory {
+    // the views consume what they show; the index keeps its own copy
+    let mut hosts = state.hosts.clone();
+    let TopoState {
+        macs,
+        arp,
+        mac_vlans,
+        dns_asked,
+        dhcp_routers,
+        ..
+    } = state;
+    let edges = &state.edges;
+    // distinct peers per host, from the edges that carried unicast traffic
+    let mut peers: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, b) in edges.iter().filter(|(_, e)| e.unicast).map(|(k, _)| k) {
+        *peers.entry(a.as_str()).or_default() += 1;
+        if a != b {
+            *peers.entry(b.as_str()).or_default() += 1;
+        }
+    }
+    let peers: BTreeMap<String, usize> =
+        peers.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    // hosts that only spoke ARP are on the segment too
+    for (mac, ips) in arp {
+        for ip in ips {
+            let h = hosts.entry(ip.clone()).or_default();
+            if insert_new(&mut h.macs, mac) && h.vendor.is_none() {
+                h.vendor = macs.get(mac).and_then(|m| m.0.clone());
+            }
+            for v in mac_vlans.get(mac).into_iter().flatten() {
+                insert_new(&mut h.vlans, v);
+            }
+        }
+    }
+    // a MAC in front of source addresses from several subnets forwards for them: a
+    // router (a host with aliases stays inside its own subnet)
+    let mut gateways: Vec<Gateway> = macs
+        .iter()
+        .filter(|(mac, (_, ips))| forwards_for_others(mac, ips.iter().map(String::as_str)))
+        .map(|(mac, (vendor, ips))| {
+            let own: Vec<String> = arp
+                .get(mac)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            Gateway {
+                mac: mac.clone(),
+                vendor: vendor.clone(),
+                addresses: own,
+                addresses_behind: ips.len(),
+                display_filter: format!("eth.addr == {mac}"),
+            }
+        })
+        .collect();
+    gateways.sort_by_key(|g| std::cmp::Reverse(g.addresses_behind));
+    let gateway_macs: BTreeSet<&str> = gateways.iter().map(|g| g.mac.as_str()).collect();
+
+    let mut rows: Vec<Host> = hosts
+        .into_iter()
+        .filter(|(addr, _)| is_unicast(addr))
+        .map(|(address, mut h)| {
+            h.macs.sort();
+            h.vlans.sort();
+            let own_macs: Vec<String> = h
+                .macs
+                .iter()
+                .filter(|m| !gateway_macs.contains(m.as_str()))
+                .cloned()
+                .collect();
+            let behind_gateway = !h.macs.is_empty() && own_macs.is_empty();
+            // a gateway's own address: in ARP for its MAC or announced by DHCP
+            let is_gateway = dhcp_routers.contains(&address)
+                || gateways.iter().any(|g| g.addresses.contains(&address));
+            let location = if is_gateway || !own_macs.is_empty() {
+                "local"
+            } else if behind_gateway {
+                "remote"
+            } else {
+                "unknown"
+            };
+            let mut roles = Vec::new();
+            if is_gateway {
+                roles.push("gateway".to_string());
+            }
+            // a resolver asked but never heard answering is still the resolver (the
+            // DNS view says it is dead), not a client
+            if state.dns_servers.contains(&address) || dns_asked.contains(&address) {
+                roles.push("dns_server".into());
+            }
+            if state.dhcp_servers.contains(&address) {
+                roles.push("dhcp_server".into());
+            }
+            if !h.services.is_empty() {
+                roles.push("server".into());
+            }
+            if roles.is_empty() {
+                roles.push("client".into());
+            }
+            let mut services = h.services;
+            services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+            Host {
+                display_filter: if address.contains(':') {
+                    host_filter(&address, "addr")
+                } else {
+                    format!("ip.addr == {address} || arp.src.proto_ipv4 == {address}")
+                },
+                vendor: if own_macs.is_empty() { None } else { h.vendor },
+                macs: own_macs,
+                location: location.into(),
+                roles,
+                services: services.into_iter().map(|s| s.0).take(10).collect(),
+                vlans: h.vlans.into_iter().collect(),
+                bytes_sent: h.sent,
+                bytes_received: h.received,
+                peers: peers.get(&address).copied().unwrap_or(0),
+                address,
+            }
+        })
+        .collect();
+    rows.sort_by(|x, y| {
+        (y.bytes_sent + y.bytes_received)
+            .cmp(&(x.bytes_sent + x.bytes_received))
+            .then(x.address.cmp(&y.address))
+    });
+    Directory {
+        span: state.span,
+        rows,
+        gateways,
+        dns_servers: state.dns_servers.clone(),
+        dhcp_servers: state.dhcp_servers.clone(),
+        vlans: state.vlans.clone(),
+        edges: state.edges.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_and_routers() {
+        assert_eq!(subnet_of("10.1.2.3").unwrap(), "10.1.2.0/24");
+        // a dual-stack host: its IPv4, link-local and SLAAC (EUI-64) IPv6 are its own
+        let mac = "00:0c:29:1f:a7:55";
+        let own = [
+            "192.168.1.5",
+            "fe80::20c:29ff:fe1f:a755",
+            "2001:db8::20c:29ff:fe1f:a755",
+        ];
+        assert!(!forwards_for_others(mac, own.into_iter()));
+        // a router: sources from several IPv4 subnets
+        assert!(forwards_for_others(
+            mac,
+            ["10.0.0.1", "10.0.1.1"].into_iter()
+        ));
+        assert_eq!(subnet_of("2001:db8:1:2::5").unwrap(), "2001:db8:1:2::/64");
+        assert!(!is_unicast("224.0.0.251") && !is_unicast("10.0.0.255"));
+        assert!(is_unicast("10.0.0.5"));
+    }
+}
