@@ -377,6 +377,29 @@ impl Analysis {
         }
     }
 
+    /// The same display filter over another capture (the second file of a comparison),
+    /// sharing this call's cancellation. No time range: two captures keep two clocks,
+    /// and a range written for one means nothing in the other.
+    pub async fn other_capture(&self, pcap_file: &str) -> Result<Analysis, String> {
+        let file = self.engine.sandbox().open_capture(pcap_file)?;
+        let summary = self.engine.summary(&file).await?;
+        if summary.packets == 0 {
+            return Err(unreadable(&file, &summary));
+        }
+        Ok(Analysis {
+            engine: self.engine.clone(),
+            file,
+            filter: self.user_filter.clone(),
+            user_filter: self.user_filter.clone(),
+            time: None,
+            ctl: self.ctl.clone(),
+            commands: Vec::new(),
+            warning: None,
+            keylog: self.keylog.clone(),
+            time_budget: self.time_budget,
+        })
+    }
+
     /// The client's filter combined with the tool's own. Both compile on their own,
     /// so parenthesising keeps each one's meaning.
     pub fn combined_filter(&self, tool_filter: Option<&str>) -> Option<String> {

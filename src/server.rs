@@ -58,6 +58,7 @@ impl PcapServer {
                     + Self::trust_router()
                     + Self::events_router()
                     + Self::host_router()
+                    + Self::compare_router()
                     + Self::http_router()
                     + Self::timeline_router()
                     + Self::search_router()

@@ -2,6 +2,7 @@
 //! models, with no MCP types. Tool modules never import each other; what two of them
 //! share lives here (or, for a metric's definition, in `crate::definitions`).
 
+pub mod compare;
 pub mod dns;
 pub mod events;
 pub mod hosts;

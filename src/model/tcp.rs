@@ -60,6 +60,8 @@ pub struct TcpRow {
     pub wscale: Option<u64>,
     pub option_kinds: Vec<u64>,
     pub rtp: bool,
+    /// Relative sequence number of the segment's first byte.
+    pub seq: Option<u64>,
 }
 
 impl FromRow for TcpRow {
@@ -98,6 +100,7 @@ impl FromRow for TcpRow {
         "tcp.option_kind",
         "rtp.ssrc",
         "tcp.analysis.ack_lost_segment",
+        "tcp.seq",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -133,6 +136,7 @@ impl FromRow for TcpRow {
             wscale: r.u64(30),
             option_kinds: r.all(31).filter_map(|s| s.parse().ok()).collect(),
             rtp: r.str(32).is_some(),
+            seq: r.u64(34),
             ack_unseen: r.str(33).is_some(),
         })
     }
@@ -229,6 +233,18 @@ pub struct StreamDetail {
     pub lost_segment: PerDir,
     /// ACKs of data the capture never saw, by the side that sent the ACK.
     pub ack_unseen: PerDir,
+    /// Data segments resending bytes this capture had already seen, which tshark calls
+    /// out-of-order rather than retransmission (they came sooner than its RTT
+    /// threshold, as near the sender on a short path): retransmissions of data lost
+    /// after the capture point.
+    pub resent_unflagged: PerDir,
+    /// Retransmissions (flagged or not) of bytes this capture saw before: the original
+    /// passed the capture point and was lost after it.
+    pub lost_after_capture: PerDir,
+    /// Highest sequence number + length seen per direction, and the holes tshark
+    /// reported ("previous segment not captured") not yet filled, oldest first.
+    seq_end: PerDir,
+    gaps: [Vec<(u64, u64)>; 2],
     pub dup_ack: PerDir,
     pub max_dup_chain: u64,
     pub out_of_order: PerDir,
@@ -340,6 +356,45 @@ impl Stream {
         unpack_syn(self.syn_opts[d])
     }
 
+    /// Where a data segment's bytes stand against what this capture saw before: a hole
+    /// tshark reports opens a gap (lost before the capture point, or by the capture),
+    /// a segment inside a gap fills it, and a segment whose bytes were all seen is a
+    /// resend, whatever tshark's timing heuristic called it.
+    fn track_sequence(&mut self, d: usize, seq: u64, p: &TcpRow) {
+        const MAX_GAPS: usize = 64;
+        let end = seq + p.payload;
+        let loss_resend = p.retrans && !p.spurious && p.flags & FIN == 0;
+        let dd = self.detail_mut();
+        let seen_end = dd.seq_end[d];
+        if p.lost_segment && seq > seen_end && dd.gaps[d].len() < MAX_GAPS {
+            dd.gaps[d].push((seen_end, seq));
+        }
+        let in_gap = dd.gaps[d].iter().any(|&(a, b)| seq < b && end > a);
+        if in_gap {
+            // what the segment covers is no longer missing
+            let mut kept = Vec::with_capacity(dd.gaps[d].len() + 1);
+            for &(a, b) in &dd.gaps[d] {
+                if a < seq {
+                    kept.push((a, b.min(seq)));
+                }
+                if b > end {
+                    kept.push((a.max(end), b));
+                }
+            }
+            dd.gaps[d] = kept;
+        } else if end <= seen_end && seen_end > 0 {
+            if loss_resend {
+                dd.lost_after_capture[d] += 1;
+            } else if p.out_of_order && !p.retrans {
+                dd.resent_unflagged[d] += 1;
+                dd.lost_after_capture[d] += 1;
+                self.sample("resent_unflagged", p.frame);
+            }
+        }
+        let dd = self.detail_mut();
+        dd.seq_end[d] = dd.seq_end[d].max(end);
+    }
+
     fn sample(&mut self, kind: &'static str, frame: u64) {
         if kind == "reset" && self.first_reset.is_none() {
             self.first_reset = Some(frame);
@@ -445,9 +500,12 @@ impl Stream {
     /// The one definition of a retransmission that counts as loss: it carried data, it
     /// was not spurious (tshark saw the original arrive) and it was not a teardown's
     /// (data resent with its FIN). SYN, FIN and keep-alive retransmissions carry none.
+    /// Resends tshark calls out-of-order but whose bytes the capture had seen count too.
     pub fn loss_retransmissions(&self) -> u64 {
         let all = self.retrans_data[0] + self.retrans_data[1];
         all.saturating_sub(self.retrans_not_loss[0] + self.retrans_not_loss[1])
+            + self.resent_unflagged[0]
+            + self.resent_unflagged[1]
     }
 
     pub fn data_segment_count(&self) -> u64 {
@@ -588,6 +646,11 @@ impl Stream {
                 self.sample(kind, p.frame);
             }
         }
+        if p.payload > 0
+            && let Some(seq) = p.seq
+        {
+            self.track_sequence(d, seq, p);
+        }
         if p.retrans {
             let dd = self.detail_mut();
             dd.retrans_bytes[d] += p.payload;
@@ -714,6 +777,9 @@ impl Stream {
                 &mut dd.spurious,
                 &mut dd.lost_segment,
                 &mut dd.ack_unseen,
+                &mut dd.resent_unflagged,
+                &mut dd.lost_after_capture,
+                &mut dd.seq_end,
                 &mut dd.dup_ack,
                 &mut dd.out_of_order,
                 &mut dd.zero_window,
@@ -727,6 +793,7 @@ impl Stream {
                 a.swap(0, 1);
             }
             dd.rtt_by_sender.swap(0, 1);
+            dd.gaps.swap(0, 1);
             dd.zw_stall_total.swap(0, 1);
             dd.zw_stall_max.swap(0, 1);
             dd.zw_unrecovered.swap(0, 1);

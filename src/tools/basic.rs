@@ -1016,6 +1016,41 @@ fn summarize(
     s
 }
 
+/// The volume numbers a comparison of two captures reads: packets, bytes and the
+/// frames of each protocol, as the overview counts them.
+pub async fn compare_metrics(
+    mut a: Analysis,
+) -> Result<Vec<crate::analysis::compare::Metric>, String> {
+    use crate::analysis::compare::{Better, Metric};
+    let acc = a.part::<Overview>().await?;
+    let mut out = vec![
+        Metric::new(
+            "volume",
+            "packets",
+            acc.span.packets as f64,
+            "count",
+            Better::Neither,
+        ),
+        Metric::new(
+            "volume",
+            "bytes",
+            acc.bytes as f64,
+            "count",
+            Better::Neither,
+        ),
+    ];
+    for (proto, (frames, _)) in &acc.totals {
+        out.push(Metric::new(
+            "protocols",
+            proto.clone(),
+            *frames as f64,
+            "frames",
+            Better::Neither,
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub mod anomalies;
 pub mod bandwidth;
 pub mod basic;
 pub mod capture;
+pub mod compare;
 pub mod dns;
 pub mod events;
 pub mod expert;
@@ -96,7 +97,7 @@ pub struct Check {
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Vec<Finding>, String>> + Send>>;
 
 /// A tool's parameters as a client sending only `pcap_file` gets them.
-fn defaults<P: DeserializeOwned>() -> Result<P, String> {
+pub(crate) fn defaults<P: DeserializeOwned>() -> Result<P, String> {
     serde_json::from_value(serde_json::json!({ "pcap_file": "" }))
         .map_err(|e| format!("internal error: default arguments: {e}"))
 }
@@ -251,6 +252,23 @@ pub const EVENT_SOURCES: &[fn(Analysis, crate::analysis::events::EventQuery) -> 
     },
     |a, q| Box::pin(dns::events(a, q)),
     |a, q| Box::pin(http::events(a, q)),
+];
+
+/// What a family reports to compare_captures.
+pub type MetricsFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<crate::analysis::compare::Metric>, String>> + Send>>;
+
+/// Every family's numbers for comparing two captures, each as its own tool reports
+/// them (so a change is the change that tool would show).
+pub const COMPARE_SOURCES: &[fn(Analysis) -> MetricsFuture] = &[
+    |a| Box::pin(basic::compare_metrics(a)),
+    |a| Box::pin(quality::compare_metrics(a)),
+    |mut a| {
+        Box::pin(async move {
+            let m = a.part::<TcpModel>().await?;
+            Ok(crate::analysis::compare::tcp_metrics(&m))
+        })
+    },
 ];
 
 use crate::timescope::MAX_SECONDS;

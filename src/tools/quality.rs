@@ -12,6 +12,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::compare::{Better, Metric};
 use crate::analysis::rtp::rtp_streams;
 use crate::analysis::stats::Distribution;
 use crate::engine::Analysis;
@@ -915,6 +916,117 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
         errors,
     };
     a.report(summary, findings, data, span, None).await
+}
+
+/// The quality numbers a comparison of two captures reads, as this tool reports them.
+pub async fn compare_metrics(a: Analysis) -> Result<Vec<Metric>, String> {
+    let p: QualityParams = crate::tools::defaults()?;
+    let Some(q) = quality(a, p).await?.data else {
+        return Ok(Vec::new());
+    };
+    use Better::{Higher, Lower};
+    let mut out = vec![
+        Metric::new("quality", "grade_score", q.grade.score, "score", Higher),
+        Metric::new(
+            "loss",
+            "tcp_retransmission_rate",
+            q.loss.tcp_retransmission_rate_pct,
+            "pct",
+            Lower,
+        ),
+        Metric::new(
+            "loss",
+            "tcp_lost_segments",
+            q.loss.tcp_lost_segments as f64,
+            "count",
+            Lower,
+        ),
+        Metric::new(
+            "errors",
+            "tcp_connection_failure",
+            q.errors.tcp_connection_failure_pct,
+            "pct",
+            Lower,
+        ),
+        Metric::new(
+            "errors",
+            "dns_failure",
+            q.errors.dns_failure_pct,
+            "pct",
+            Lower,
+        ),
+        Metric::new(
+            "errors",
+            "dns_nxdomain",
+            q.errors.dns_nxdomain as f64,
+            "count",
+            Lower,
+        ),
+        Metric::new(
+            "errors",
+            "tls_failure",
+            q.errors.tls_failure_pct,
+            "pct",
+            Lower,
+        ),
+        Metric::new(
+            "errors",
+            "icmp_errors",
+            q.errors.icmp_errors as f64,
+            "count",
+            Lower,
+        ),
+        Metric::new(
+            "errors",
+            "expert_errors",
+            q.errors.expert_errors as f64,
+            "count",
+            Lower,
+        ),
+    ];
+    if let Some(w) = q.loss.rtp_worst_loss_pct {
+        out.push(Metric::new(
+            "loss",
+            "rtp_worst_stream_loss",
+            w,
+            "pct",
+            Lower,
+        ));
+    }
+    for (name, d) in [
+        ("tcp_handshake_rtt", &q.latency.tcp_handshake_rtt),
+        ("dns_response_time", &q.latency.dns_response_time),
+        ("icmp_echo_rtt", &q.latency.icmp_echo_rtt),
+    ] {
+        if let Some(v) = d.median_ms {
+            out.push(Metric::new(
+                "latency",
+                format!("{name}_median"),
+                v,
+                "ms",
+                Lower,
+            ));
+        }
+        if let Some(v) = d.p95_ms {
+            out.push(Metric::new(
+                "latency",
+                format!("{name}_p95"),
+                v,
+                "ms",
+                Lower,
+            ));
+        }
+    }
+    if let Some(j) = q.jitter.jitter_ms {
+        out.push(Metric::new(
+            "latency",
+            format!("jitter_{}", q.jitter.source),
+            j,
+            "ms",
+            Lower,
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

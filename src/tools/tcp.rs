@@ -88,8 +88,19 @@ pub struct RetransTotals {
     pub retransmissions: u64,
     /// Of those, the ones that carried data.
     pub data_retransmissions: u64,
-    /// Of those, the ones that count as loss: not spurious, not a teardown's.
+    /// Retransmissions that count as loss: data ones neither spurious nor a teardown's,
+    /// plus the resends tshark calls out-of-order (below).
     pub loss_retransmissions: u64,
+    /// Segments resending bytes this capture had already seen that tshark marks
+    /// out-of-order, not retransmission (they came sooner than its RTT threshold, as
+    /// near the sender on a short path): counted as loss.
+    pub resent_marked_out_of_order: u64,
+    /// Where loss happened relative to the capture point: resends of bytes the capture
+    /// saw (the original passed it, then was lost) ...
+    pub lost_after_capture_point: u64,
+    /// ... and holes in what it saw (lost before it, or missed by the capture itself:
+    /// see check_capture_trust).
+    pub lost_before_capture_point: u64,
     pub fast_retransmissions: u64,
     pub spurious_retransmissions: u64,
     pub lost_segments: u64,
@@ -146,49 +157,66 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
         data_segments: m.total(|s| sum2(s.data_segments)),
         data_retransmissions: m.total(|s| sum2(s.retrans_data)),
         loss_retransmissions: m.loss_rate().0,
+        resent_marked_out_of_order: m.total(|s| sum2(s.resent_unflagged)),
+        lost_after_capture_point: m.total(|s| sum2(s.lost_after_capture)),
+        lost_before_capture_point: m.total(|s| sum2(s.lost_segment)),
         retransmission_rate_pct: m.loss_rate().2,
         streams_affected: m
             .streams
             .iter()
-            .filter(|s| sum2(s.retrans) + sum2(s.lost_segment) > 0)
+            .filter(|s| sum2(s.retrans) + sum2(s.lost_segment) + sum2(s.resent_unflagged) > 0)
             .count() as u64,
         streams_total: m.streams.len() as u64,
     };
     let mut affected: Vec<&Stream> = m
         .streams
         .iter()
-        .filter(|s| sum2(s.retrans) + sum2(s.lost_segment) > 0)
+        .filter(|s| sum2(s.retrans) + sum2(s.lost_segment) + sum2(s.resent_unflagged) > 0)
         .collect();
     affected.sort_by(|a, b| sum2(b.retrans).cmp(&sum2(a.retrans)).then(a.id.cmp(&b.id)));
     let mut findings = Vec::new();
     let rate = totals.retransmission_rate_pct;
-    if totals.retransmissions > 0 {
+    let unflagged = totals.resent_marked_out_of_order;
+    if totals.retransmissions + unflagged > 0 {
         let sev = loss_severity(rate, totals.loss_retransmissions);
         findings.push(Finding::new(
             sev,
             format!(
-                "{} retransmissions, {} of them loss: {rate}% of {} data segments",
+                "{} retransmissions{}, {} of them loss: {rate}% of {} data segments",
                 thousands(totals.retransmissions),
+                if unflagged > 0 {
+                    format!(" (and {} resends tshark marks out-of-order)", thousands(unflagged))
+                } else {
+                    String::new()
+                },
                 thousands(totals.loss_retransmissions),
                 thousands(totals.data_segments)
             ),
             format!(
-                "{} carried data ({} spurious or resent with a FIN, not loss); {} carried none (SYN, FIN, keep-alive). {} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams.",
+                "{} carried data ({} spurious or resent with a FIN, not loss); {} carried none (SYN, FIN, keep-alive). {} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams. Relative to the capture point: {} lost after it (resends of bytes it saw), {} before it (holes in what it saw).",
                 totals.data_retransmissions,
-                totals.data_retransmissions - totals.loss_retransmissions,
+                (totals.data_retransmissions + unflagged).saturating_sub(totals.loss_retransmissions),
                 totals.retransmissions - totals.data_retransmissions,
-                totals.fast_retransmissions, totals.spurious_retransmissions, totals.lost_segments, totals.streams_affected, totals.streams_total
+                totals.fast_retransmissions, totals.spurious_retransmissions, totals.lost_segments, totals.streams_affected, totals.streams_total,
+                totals.lost_after_capture_point, totals.lost_before_capture_point
             ),
             Evidence {
                 frames: affected.iter().flat_map(|s| s.sample_frames("retransmission")).take(10).collect(),
                 streams: affected.iter().map(|s| s.id).take(10).collect(),
-                display_filter: "tcp.analysis.retransmission".into(),
+                display_filter: if unflagged > 0 {
+                    "tcp.analysis.retransmission || tcp.analysis.out_of_order".into()
+                } else {
+                    "tcp.analysis.retransmission".into()
+                },
                 ..Default::default()
             },
         ));
     }
     for s in affected.iter().take(5) {
-        let (c2s, s2c) = (s.retrans[0], s.retrans[1]);
+        let (c2s, s2c) = (
+            s.retrans[0] + s.resent_unflagged[0],
+            s.retrans[1] + s.resent_unflagged[1],
+        );
         let total = c2s + s2c;
         let loss = s.loss_retransmissions();
         let rate = pct(loss, s.data_segment_count());
