@@ -60,6 +60,11 @@ pub fn slow(f: &str) -> Vec<Step> {
             why: "the triage: its first finding is the most important problem, with the tool that explains it",
         },
         Step {
+            tool: "analyze_slowness",
+            arguments: file(f),
+            why: "each slow connection's time split into setup, server think time and transfer, with a verdict: client, network or server",
+        },
+        Step {
             tool: "analyze_network_performance",
             arguments: file(f),
             why: "per-connection RTT, throughput and what limited it (receiver window, loss, application pauses)",

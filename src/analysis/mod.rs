@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod objects;
 pub mod rtp;
 pub mod scans;
+pub mod slowness;
 pub mod stats;
 pub mod time;
 pub mod tls;

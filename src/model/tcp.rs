@@ -20,6 +20,10 @@ const GLOBAL_RTT_SAMPLES: usize = 20_000;
 const SAMPLE_FRAMES: usize = 8;
 
 pub const FIN: u64 = 0x01;
+
+/// The shortest silence in a connection counted as a stall or a pause: longer than
+/// the round trips of all but the longest paths.
+pub const STALL_S: f64 = 0.2;
 pub const SYN: u64 = 0x02;
 pub const RST: u64 = 0x04;
 pub const ACK: u64 = 0x10;
@@ -245,6 +249,22 @@ pub struct StreamDetail {
     /// reported ("previous segment not captured") not yet filled, oldest first.
     seq_end: PerDir,
     gaps: [Vec<(u64, u64)>; 2],
+    /// First and last data segment of each direction (time, frame).
+    pub data_first: [Option<(f64, u64)>; 2],
+    pub data_last: [Option<(f64, u64)>; 2],
+    /// For each direction's first data after the other side had sent some: when the
+    /// other side's data before it ended, and when this answer began (time, frame) —
+    /// a request and the wait for its response.
+    pub reply: [Option<(f64, f64, u64)>; 2],
+    /// Silences of at least [`STALL_S`] that a retransmission ended (timeouts), and
+    /// those new data ended, by the side that broke them, seconds.
+    pub rto_stall_total: f64,
+    pub pause_total: [f64; 2],
+    /// Silences ended by one side's data after the other side spoke last: a server's
+    /// think time, or a client's idle time between requests.
+    pub wait_total: [f64; 2],
+    /// Which direction (raw, until `finish`) sent the latest data segment.
+    last_data_dir: Option<usize>,
     pub dup_ack: PerDir,
     pub max_dup_chain: u64,
     pub out_of_order: PerDir,
@@ -550,6 +570,22 @@ impl Stream {
                 self.max_gap_after_frame = self.last_frame;
                 self.max_gap_ended_by_retrans = p.retrans;
             }
+            // a silence long enough to be more than round trips: ended by a
+            // retransmission it was a timeout; ended by new data, that side's wait
+            if gap >= STALL_S {
+                let dd = self.detail_mut();
+                if p.retrans {
+                    dd.rto_stall_total += gap;
+                } else if p.payload > 0 {
+                    // the same side spoke last: it paused inside its own message; the
+                    // other side did: this one answered (or asked again) after a wait
+                    if dd.last_data_dir == Some(d) {
+                        dd.pause_total[d] += gap;
+                    } else {
+                        dd.wait_total[d] += gap;
+                    }
+                }
+            }
             if !self.last_gap.is_nan() {
                 let prev = self.last_gap;
                 let jd = self.detail_mut();
@@ -606,6 +642,14 @@ impl Stream {
             dd.payload[d] += p.payload;
             dd.data_segments[d] += 1;
             dd.first_data.get_or_insert((p.time, p.frame));
+            if dd.data_first[d].is_none()
+                && let Some((t_other, _)) = dd.data_last[1 - d]
+            {
+                dd.reply[d] = Some((t_other, p.time, p.frame));
+            }
+            dd.data_first[d].get_or_insert((p.time, p.frame));
+            dd.data_last[d] = Some((p.time, p.frame));
+            dd.last_data_dir = Some(d);
         } else if f & ACK != 0 && f & (SYN | FIN | RST) == 0 {
             self.history_mark(b'a', d);
         }
@@ -794,6 +838,11 @@ impl Stream {
             }
             dd.rtt_by_sender.swap(0, 1);
             dd.gaps.swap(0, 1);
+            dd.data_first.swap(0, 1);
+            dd.data_last.swap(0, 1);
+            dd.reply.swap(0, 1);
+            dd.pause_total.swap(0, 1);
+            dd.wait_total.swap(0, 1);
             dd.zw_stall_total.swap(0, 1);
             dd.zw_stall_max.swap(0, 1);
             dd.zw_unrecovered.swap(0, 1);

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::analysis::rtp::{RtpStream, rtp_streams};
+use crate::analysis::slowness::{Attribution, attribute};
 use crate::analysis::stats::{Distribution, stream_rtt};
 use crate::engine::Analysis;
 use crate::model::tcp::TcpModel;
@@ -552,4 +553,200 @@ impl PcapServer {
             .analyze("analyze_network_latency", p, rc, latency)
             .await
     }
+    /// Why is it slow? Splits each slow TCP connection's time into setup, the server's
+    /// think time, and the transfer with what limited it (receiver window, loss
+    /// recovery, application pauses), and says client, network or server, with frames.
+    #[tool(
+        name = "analyze_slowness",
+        annotations(
+            title = "Why is it slow",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn analyze_slowness(
+        &self,
+        Parameters(p): Parameters<SlowParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<Slowness>>, String> {
+        self.engine
+            .analyze("analyze_slowness", p, rc, slowness)
+            .await
+    }
+}
+
+// ---------------------------------------------------------------- slowness
+
+#[derive(Debug, Clone, serde::Deserialize, Serialize, JsonSchema)]
+pub struct SlowParams {
+    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    pub pcap_file: String,
+    /// Optional Wireshark display filter that scopes the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
+    /// A connection is slow from this many milliseconds, first packet to last data
+    /// (default 200).
+    #[serde(default)]
+    pub threshold_ms: Option<f64>,
+    /// Connections listed, slowest first (default 10, max 500).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Connections to skip, for paging.
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+crate::file_args!(SlowParams);
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SlowDns {
+    pub frame: u64,
+    pub name: Option<String>,
+    pub response_time_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Slowness {
+    pub threshold_ms: f64,
+    pub connections_checked: usize,
+    pub slow_connections: usize,
+    /// How many slow connections each side is to blame for.
+    pub client: usize,
+    pub network: usize,
+    pub server: usize,
+    /// The side to blame for most of the slow time, or "none" when nothing is slow.
+    pub overall: String,
+    pub connections: Table<Attribution>,
+    /// DNS answers slower than the threshold (the resolver, or the path to it).
+    pub slow_dns: Vec<SlowDns>,
+}
+
+async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Slowness>, String> {
+    crate::tools::check_seconds("threshold_ms", p.threshold_ms.map(|t| t / 1000.0))?;
+    let threshold = p
+        .threshold_ms
+        .map(|t| t / 1000.0)
+        .unwrap_or(crate::analysis::slowness::DEFAULT_SLOW_S);
+    let m = a.part::<TcpModel>().await?;
+    let rows = a.part::<crate::index::Rows<LatencyRow>>().await?;
+    let mut slow: Vec<Attribution> = m
+        .streams
+        .iter()
+        .filter_map(attribute)
+        .filter(|x| x.elapsed_s >= threshold)
+        .collect();
+    let checked = m.streams.len();
+    slow.sort_by(|x, y| {
+        y.elapsed_s
+            .total_cmp(&x.elapsed_s)
+            .then(x.stream.cmp(&y.stream))
+    });
+    let count = |v: &str| slow.iter().filter(|x| x.verdict == v).count();
+    let (client, network, server) = (count("client"), count("network"), count("server"));
+    // blame by time, not by count: one 30 s stall outweighs three 0.3 s waits
+    let time_of = |v: &str| -> f64 {
+        slow.iter()
+            .filter(|x| x.verdict == v)
+            .map(|x| x.elapsed_s)
+            .sum()
+    };
+    let overall = if slow.is_empty() {
+        "none".to_string()
+    } else {
+        ["network", "server", "client"]
+            .into_iter()
+            .max_by(|x, y| time_of(x).total_cmp(&time_of(y)))
+            .unwrap_or("network")
+            .to_string()
+    };
+    let mut slow_dns: Vec<SlowDns> = rows
+        .0
+        .iter()
+        .filter_map(|r| {
+            let t = r.dns_time.filter(|t| *t >= threshold)?;
+            Some(SlowDns {
+                frame: r.frame,
+                name: r.dns_name.clone(),
+                response_time_ms: round(t * 1000.0, 3),
+            })
+        })
+        .collect();
+    slow_dns.sort_by(|x, y| y.response_time_ms.total_cmp(&x.response_time_ms));
+    let slow_dns_total = slow_dns.len();
+    slow_dns.truncate(10);
+
+    let mut findings = Vec::new();
+    for x in slow.iter().take(5) {
+        findings.push(Finding::new(
+            if x.elapsed_s >= 1.0 {
+                Severity::Medium
+            } else {
+                Severity::Low
+            },
+            format!(
+                "Stream {} took {:.3} s: {} ({})",
+                x.stream, x.elapsed_s, x.verdict, x.client
+            ),
+            format!("{} -> {}: {}.", x.client, x.server, x.reason),
+            Evidence {
+                frames: x.frames.clone(),
+                streams: vec![x.stream],
+                endpoints: vec![x.client.clone(), x.server.clone()],
+                display_filter: x.display_filter.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+    if let Some(d) = slow_dns.first() {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!(
+                "{slow_dns_total} DNS answer(s) slower than {:.0} ms (worst {:.0} ms)",
+                threshold * 1000.0,
+                d.response_time_ms
+            ),
+            "The resolver (or the path to it) was slow to answer: every connection after a name lookup waits for it.",
+            Evidence {
+                frames: slow_dns.iter().map(|d| d.frame).collect(),
+                display_filter: format!("dns.time >= {threshold:.3}"),
+                ..Default::default()
+            },
+        ));
+    }
+    let summary = if slow.is_empty() {
+        format!(
+            "Nothing is slow: none of {checked} TCP connection(s) took {:.0} ms or more{}.",
+            threshold * 1000.0,
+            if slow_dns_total > 0 {
+                format!(", but {slow_dns_total} DNS answer(s) did")
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        format!(
+            "{} of {checked} TCP connection(s) took {:.0} ms or more: {network} network, {server} server, {client} client; most of the slow time is the {overall}'s. Slowest: stream {} ({:.3} s), {}.",
+            slow.len(),
+            threshold * 1000.0,
+            slow[0].stream,
+            slow[0].elapsed_s,
+            slow[0].reason
+        )
+    };
+    let span = m.span;
+    let data = Slowness {
+        threshold_ms: round(threshold * 1000.0, 3),
+        connections_checked: checked,
+        slow_connections: slow.len(),
+        client,
+        network,
+        server,
+        overall,
+        connections: Table::page(slow, clamp_offset(p.offset), clamp_limit(p.limit, 10)),
+        slow_dns,
+    };
+    a.report(summary, findings, data, span, None).await
 }

@@ -1,0 +1,234 @@
+//! Why a connection was slow: its elapsed time split into connection setup, the wait
+//! for the server's answer, and the transfer, with what limited the transfer, and one
+//! verdict — client, network or server — from the biggest share.
+//!
+//! Times are as the capture point saw them. Where the capture sits matters and is
+//! accounted for: the SYN -> SYN-ACK time is the part of the round trip between the
+//! capture point and the server (the whole RTT near the client, ~0 near the server),
+//! so the server's think time is the wait for its answer minus that part.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::model::tcp::{STALL_S, Stream};
+
+/// A connection is slow when it took at least this long from its first packet to its
+/// last data, unless the caller asks for another threshold.
+pub const DEFAULT_SLOW_S: f64 = 0.2;
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Attribution {
+    pub stream: u64,
+    pub client: String,
+    pub server: String,
+    /// First packet to last data segment (or to the end of a zero-window stall that
+    /// never ended), less the client's idle time, seconds.
+    pub elapsed_s: f64,
+    /// The client's idle time between requests (after an answer, before it asked
+    /// again), left out of elapsed_s: nobody was waiting.
+    pub idle_s: f64,
+    /// First SYN to SYN-ACK, SYN retransmissions included.
+    pub setup_s: f64,
+    pub syn_retransmissions: u64,
+    /// The path's round trip (tshark's initial RTT, else the median ACK RTT), ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// The server's think time: from the end of the request to its first answer byte,
+    /// less the round trip between the capture point and the server.
+    pub server_time_s: f64,
+    /// From the first to the last data of the answer (the bulk direction).
+    pub transfer_s: f64,
+    /// Of the transfer: time the receiver held the sender at a zero window.
+    pub receiver_stall_s: f64,
+    /// Times the sender filled the receiver's whole window.
+    pub window_full: u64,
+    /// Of the transfer: time estimated in loss recovery (a round trip per lost
+    /// segment, or the retransmission timeout stall when longer).
+    pub loss_recovery_s: f64,
+    pub loss_retransmissions: u64,
+    /// Of the transfer: the longest silence not caused by loss or a zero window (the
+    /// sending application paused), seconds.
+    pub app_pause_s: f64,
+    /// client, network or server.
+    pub verdict: String,
+    pub reason: String,
+    /// The frames that show it: SYN, request end / answer start, the stall.
+    pub frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// The share of each cause, for the verdict.
+struct Shares {
+    network: f64,
+    server: f64,
+    client: f64,
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The attribution of one connection, or None when it carried no answer to attribute
+/// (no data, or data one way only with no handshake).
+pub fn attribute(s: &Stream) -> Option<Attribution> {
+    let rtt = crate::analysis::stats::stream_rtt(s);
+    let setup = s.setup_time().unwrap_or(0.0);
+    // the part of the round trip beyond the capture point, towards the server
+    let server_leg = s.handshake_rtt().unwrap_or(0.0);
+    // the answering side: the server's answer to the client's request; a connection
+    // where only the client talks (an upload) is attributed on the client's data
+    let (req, ans) = (0usize, 1usize);
+    let bulk = if s.payload[ans] >= s.payload[req] {
+        ans
+    } else {
+        req
+    };
+    let (first, _) = s.data_first[bulk]?;
+    let (last_data, last_frame) = s.data_last[bulk]?;
+    let receiver = 1 - bulk;
+    // a zero window still open when the capture ends stalls the sender until then
+    // (the model counts that stall up to the last packet)
+    let last = if s.zw_unrecovered[receiver] {
+        s.last
+    } else {
+        last_data
+    };
+    // a client's silence before its next request is idle time, not slowness
+    let idle = s.wait_total[req];
+    let elapsed = (last - s.first - idle).max(0.0);
+    let (wait, answer_frame) = match s.reply[ans] {
+        Some((req_end, ans_start, frame)) => ((ans_start - req_end).max(0.0), frame),
+        None => (0.0, 0),
+    };
+    // the first answer's wait, or every long wait for an answer on a connection that
+    // carried several requests
+    let server_time = (wait - server_leg)
+        .max(s.wait_total[ans] - server_leg)
+        .max(0.0);
+    // the transfer's own time: without the client's idle time and the server's later
+    // waits (both fall between the first and last answer of a multi-request connection)
+    let later_waits = (s.wait_total[ans] - if wait >= STALL_S { wait } else { 0.0 }).max(0.0);
+    let transfer = (last - first - idle - later_waits).max(0.0);
+    let receiver_stall = s.zw_stall_total[receiver].min(elapsed);
+    let loss = s.loss_retransmissions();
+    let loss_recovery = (loss as f64 * rtt.unwrap_or(0.0))
+        .max(s.rto_stall_total)
+        .min(transfer);
+    // silences the sender broke with more of its own message: its application paused
+    let app_pause = s.pause_total[bulk].min(transfer);
+    // and the other side's, inside its own messages
+    let other_pause = s.pause_total[1 - bulk];
+    // what is left of the transfer once stalls, recovery and pauses are taken out:
+    // round trips and the path's rate
+    let network_transfer = (transfer - receiver_stall - loss_recovery - app_pause).max(0.0);
+    let sender_is_server = bulk == ans;
+    let mut sh = Shares {
+        network: setup + loss_recovery + network_transfer + (wait - server_time).max(0.0),
+        server: server_time,
+        client: receiver_stall,
+    };
+    // a paused sender is that side's application, and so is the other side's pause
+    if sender_is_server {
+        sh.server += app_pause;
+        sh.client += other_pause;
+    } else {
+        sh.client += app_pause;
+        sh.server += other_pause;
+    }
+    // the receiver's window held the transfer back (window full) with no zero window:
+    // the part of the transfer the network did not spend in loss is the receiver's
+    if s.window_full[bulk] > 0 && receiver_stall == 0.0 && loss == 0 {
+        let w = network_transfer;
+        sh.network -= w;
+        if receiver == req {
+            sh.client += w;
+        } else {
+            sh.server += w;
+        }
+    }
+    let (verdict, share) = [
+        ("network", sh.network),
+        ("server", sh.server),
+        ("client", sh.client),
+    ]
+    .into_iter()
+    .fold(
+        ("network", f64::MIN),
+        |best, x| if x.1 > best.1 { x } else { best },
+    );
+    let pct = if elapsed > 0.0 {
+        (100.0 * share / elapsed).round().min(100.0)
+    } else {
+        0.0
+    };
+    let reason = match verdict {
+        "server" if server_time >= app_pause && server_time >= sh.server / 2.0 => format!(
+            "the server took {:.3} s to start answering (request end to first answer byte, less the {:.1} ms between capture point and server): {pct}% of the time",
+            server_time,
+            server_leg * 1000.0
+        ),
+        "server" if app_pause > 0.0 => format!(
+            "the server paused its own sending for {app_pause:.3} s during the transfer: {pct}% of the time"
+        ),
+        "server" => format!(
+            "the server's receive window held the upload back ({} window-full events): {pct}% of the time",
+            s.window_full[bulk]
+        ),
+        "client" if receiver_stall > 0.0 => format!(
+            "the client advertised a zero window for {receiver_stall:.3} s (its application did not read): {pct}% of the time"
+        ),
+        "client" if app_pause > 0.0 => {
+            format!("the client paused its own sending for {app_pause:.3} s: {pct}% of the time")
+        }
+        "client" => format!(
+            "the client's receive window limited the transfer ({} window-full events): {pct}% of the time",
+            s.window_full[bulk]
+        ),
+        _ if s.syn_retries > 0 && setup >= loss_recovery => format!(
+            "connection setup took {setup:.3} s with {} SYN retransmission(s): {pct}% of the time",
+            s.syn_retries
+        ),
+        _ if loss > 0 => format!(
+            "{loss} lost segment(s) cost about {loss_recovery:.3} s of recovery, over a {:.1} ms round trip: {pct}% of the time is the network",
+            rtt.unwrap_or(0.0) * 1000.0
+        ),
+        _ => format!(
+            "round trips of {:.1} ms and the path's rate: {pct}% of the time is the network",
+            rtt.unwrap_or(0.0) * 1000.0
+        ),
+    };
+    let mut frames: Vec<u64> = s.syn_frame.into_iter().collect();
+    if answer_frame > 0 {
+        frames.push(answer_frame);
+    }
+    if receiver_stall > 0.0 {
+        frames.extend(s.sample_frames("zero_window").first());
+    }
+    if s.max_gap > 0.0 && (app_pause > 0.0 || s.rto_stall_total > 0.0) {
+        frames.push(s.max_gap_after_frame);
+    }
+    frames.push(last_frame);
+    frames.sort_unstable();
+    frames.dedup();
+    Some(Attribution {
+        stream: s.id,
+        client: s.endpoint(0),
+        server: s.endpoint(1),
+        elapsed_s: r3(elapsed),
+        idle_s: r3(idle),
+        setup_s: r3(setup),
+        syn_retransmissions: s.syn_retries,
+        rtt_ms: rtt.map(|r| (r * 1e6).round() / 1000.0),
+        server_time_s: r3(server_time),
+        transfer_s: r3(transfer),
+        receiver_stall_s: r3(receiver_stall),
+        window_full: s.window_full[bulk],
+        loss_recovery_s: r3(loss_recovery),
+        loss_retransmissions: loss,
+        app_pause_s: r3(app_pause),
+        verdict: verdict.to_string(),
+        reason,
+        frames,
+        display_filter: format!("tcp.stream == {}", s.id),
+    })
+}
