@@ -110,7 +110,10 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
     let later_waits = (s.wait_total[ans] - if wait >= STALL_S { wait } else { 0.0 }).max(0.0);
     let transfer = (last - first - idle - later_waits).max(0.0);
     let receiver_stall = s.zw_stall_total[receiver].min(elapsed);
-    let loss = s.loss_retransmissions();
+    // a receiver-side capture sees loss as holes, a sender-side one as resends
+    let loss = s
+        .loss_retransmissions()
+        .max(s.lost_segments(0) + s.lost_segments(1));
     let loss_recovery = (loss as f64 * rtt.unwrap_or(0.0))
         .max(s.rto_stall_total)
         .min(transfer);

@@ -159,6 +159,14 @@ pub struct SynOptions {
 /// Counts of one kind, per direction: [from A, from B] until `finish` orients them.
 pub type PerDir = [u64; 2];
 
+/// See [`TcpModel::estimated_loss`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EstimatedLoss {
+    pub before_capture: u64,
+    pub after_capture: u64,
+    pub pct: f64,
+}
+
 /// One TCP connection. What every stream has (endpoints, counts, flags, the first
 /// frames) is held inline; everything a stream only has once it carries data or shows
 /// a `tcp.analysis` event lives in a [`StreamDetail`] allocated on first need, so a scan
@@ -249,6 +257,10 @@ pub struct StreamDetail {
     /// reported ("previous segment not captured") not yet filled, oldest first.
     seq_end: PerDir,
     gaps: [Vec<(u64, u64)>; 2],
+    /// Bytes of the holes tshark reported, and the largest segment, per direction: the
+    /// holes in segments are the loss before the capture point.
+    gap_bytes: PerDir,
+    max_segment: PerDir,
     /// First and last data segment of each direction (time, frame).
     pub data_first: [Option<(f64, u64)>; 2],
     pub data_last: [Option<(f64, u64)>; 2],
@@ -386,8 +398,12 @@ impl Stream {
         let loss_resend = p.retrans && !p.spurious && p.flags & FIN == 0;
         let dd = self.detail_mut();
         let seen_end = dd.seq_end[d];
-        if p.lost_segment && seq > seen_end && dd.gaps[d].len() < MAX_GAPS {
-            dd.gaps[d].push((seen_end, seq));
+        dd.max_segment[d] = dd.max_segment[d].max(p.payload);
+        if p.lost_segment && seq > seen_end {
+            dd.gap_bytes[d] += seq - seen_end;
+            if dd.gaps[d].len() < MAX_GAPS {
+                dd.gaps[d].push((seen_end, seq));
+            }
         }
         let in_gap = dd.gaps[d].iter().any(|&(a, b)| seq < b && end > a);
         if in_gap {
@@ -526,6 +542,25 @@ impl Stream {
         all.saturating_sub(self.retrans_not_loss[0] + self.retrans_not_loss[1])
             + self.resent_unflagged[0]
             + self.resent_unflagged[1]
+    }
+
+    /// Segments of direction `d` lost before the capture point: the holes it saw,
+    /// counted in segments of the largest size that direction sent (a burst of drops
+    /// is one hole of several segments); at least one per hole. A hole the capture
+    /// itself made looks the same (check_capture_trust tells them apart).
+    pub fn lost_before_capture(&self, d: usize) -> u64 {
+        let holes = self.lost_segment[d];
+        if self.max_segment[d] == 0 {
+            return holes;
+        }
+        self.gap_bytes[d].div_ceil(self.max_segment[d]).max(holes)
+    }
+
+    /// The one loss estimate of a direction: segments lost before the capture point
+    /// (holes) plus those lost after it (resends of bytes it saw). A resend that fills
+    /// a hole is the hole's loss, counted once.
+    pub fn lost_segments(&self, d: usize) -> u64 {
+        self.lost_before_capture(d) + self.lost_after_capture[d]
     }
 
     pub fn data_segment_count(&self) -> u64 {
@@ -824,6 +859,8 @@ impl Stream {
                 &mut dd.resent_unflagged,
                 &mut dd.lost_after_capture,
                 &mut dd.seq_end,
+                &mut dd.gap_bytes,
+                &mut dd.max_segment,
                 &mut dd.dup_ack,
                 &mut dd.out_of_order,
                 &mut dd.zero_window,
@@ -997,6 +1034,25 @@ impl TcpModel {
             (10_000.0 * r as f64 / d as f64).round() / 100.0
         };
         (r, d, pct)
+    }
+
+    /// Loss estimated from where the capture sits (see [`Stream::lost_segments`]):
+    /// segments lost before and after the capture point, and their share of the data
+    /// segments sent (those seen plus those lost before the capture point).
+    pub fn estimated_loss(&self) -> EstimatedLoss {
+        let before = self.total(|s| s.lost_before_capture(0) + s.lost_before_capture(1));
+        let after = self.total(|s| s.lost_after_capture[0] + s.lost_after_capture[1]);
+        let sent = self.total(Stream::data_segment_count) + before;
+        let pct = if sent == 0 {
+            0.0
+        } else {
+            (10_000.0 * (before + after) as f64 / sent as f64).round() / 100.0
+        };
+        EstimatedLoss {
+            before_capture: before,
+            after_capture: after,
+            pct,
+        }
     }
 
     pub fn total(&self, f: impl Fn(&Stream) -> u64) -> u64 {

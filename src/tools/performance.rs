@@ -39,6 +39,9 @@ pub struct ConnPerf {
     pub retransmission_rate_pct: f64,
     /// Retransmissions that count as loss (data, not spurious, not a teardown's).
     pub loss_retransmissions: u64,
+    /// Segments lost before the capture point (holes) and after it (resends of bytes
+    /// it saw) over the data segments sent, percent: loss wherever the capture sits.
+    pub estimated_loss_pct: f64,
     pub zero_windows: u64,
     /// Longest time a sender was stopped by a zero window, seconds.
     pub zero_window_stall_s: f64,
@@ -100,6 +103,17 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
                     }
                 },
                 loss_retransmissions: s.loss_retransmissions(),
+                estimated_loss_pct: {
+                    let lost = s.lost_segments(0) + s.lost_segments(1);
+                    let sent = s.data_segment_count()
+                        + s.lost_before_capture(0)
+                        + s.lost_before_capture(1);
+                    if sent == 0 {
+                        0.0
+                    } else {
+                        round(100.0 * lost as f64 / sent as f64, 2)
+                    }
+                },
                 zero_windows: s.zero_window[0] + s.zero_window[1],
                 zero_window_stall_s: round(s.zw_stall_max[0].max(s.zw_stall_max[1]), 6),
                 out_of_order: s.out_of_order[0] + s.out_of_order[1],
@@ -110,7 +124,9 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
         .collect();
     // worst first: problems weighted by how much traffic they hurt
     let badness = |c: &ConnPerf| {
-        (c.retransmission_rate_pct + c.zero_windows as f64 * 5.0 + c.out_of_order as f64)
+        (c.retransmission_rate_pct.max(c.estimated_loss_pct)
+            + c.zero_windows as f64 * 5.0
+            + c.out_of_order as f64)
             * (1.0 + (c.bytes as f64).log10())
     };
     rows.sort_by(|x, y| {
@@ -134,16 +150,18 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
         // a rate over a handful of segments needs a few losses before it means a bad path
         .filter(|c| {
             (c.retransmission_rate_pct >= 1.0 && c.loss_retransmissions >= 3)
+                || c.estimated_loss_pct >= 1.0
                 || c.zero_window_stall_s >= 0.2
         })
         .take(5)
     {
         findings.push(Finding::new(
-            if c.retransmission_rate_pct >= 5.0 || c.zero_window_stall_s >= 1.0 { Severity::Medium } else { Severity::Low },
+            if c.retransmission_rate_pct.max(c.estimated_loss_pct) >= 5.0 || c.zero_window_stall_s >= 1.0 { Severity::Medium } else { Severity::Low },
             format!("Stream {} ({} -> {}) is impaired", c.stream, c.client, c.server),
             format!(
-                "{}% of its data segments retransmitted, {} zero window(s), {} out-of-order; goodput {} over {:.1} s at {} ms RTT.",
+                "{}% of its data segments retransmitted ({}% estimated loss, wherever it happened relative to the capture point), {} zero window(s), {} out-of-order; goodput {} over {:.1} s at {} ms RTT.",
                 c.retransmission_rate_pct,
+                c.estimated_loss_pct,
                 c.zero_windows,
                 c.out_of_order,
                 human_bits_per_s(c.goodput_bps),

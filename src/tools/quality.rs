@@ -46,6 +46,13 @@ pub struct Loss {
     pub tcp_data_segments: u64,
     /// Segments tshark saw missing (previous segment not captured).
     pub tcp_lost_segments: u64,
+    /// Loss estimated from where the capture sits: segments lost before the capture
+    /// point (holes, in segments) and after it (resends of bytes it saw), over the
+    /// data segments sent, percent. The grade uses the worse of this and the
+    /// retransmission rate.
+    pub tcp_estimated_loss_pct: f64,
+    pub tcp_lost_before_capture_point: u64,
+    pub tcp_lost_after_capture_point: u64,
     /// Worst RTP stream loss, percent (present when RTP was seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtp_worst_loss_pct: Option<f64>,
@@ -519,6 +526,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
     let (retrans, data_segments, _) = m.loss_rate();
     let lost = m.total(|s| s.lost_segment[0] + s.lost_segment[1]);
     let retrans_pct = pct(retrans, data_segments);
+    let est = m.estimated_loss();
     let rtp_loss = rtp
         .iter()
         .map(|r| r.lost_pct.max(0.0))
@@ -530,6 +538,9 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
         tcp_retransmissions: retrans,
         tcp_data_segments: data_segments,
         tcp_lost_segments: lost,
+        tcp_estimated_loss_pct: est.pct,
+        tcp_lost_before_capture_point: est.before_capture,
+        tcp_lost_after_capture_point: est.after_capture,
         rtp_worst_loss_pct: rtp_loss,
     };
 
@@ -626,7 +637,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
     };
 
     // the grade
-    let worst_loss = retrans_pct.max(rtp_loss.unwrap_or(0.0));
+    let worst_loss = retrans_pct.max(est.pct).max(rtp_loss.unwrap_or(0.0));
     let lat_p95 = latency
         .tcp_handshake_rtt
         .p95_ms
@@ -661,7 +672,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
             "loss",
             Some(worst_loss),
             "%",
-            "10 points per 1% of segments retransmitted (or RTP lost), max 30",
+            "10 points per 1% of segments retransmitted or estimated lost (or RTP lost), max 30",
             (worst_loss * 10.0).min(30.0),
         ),
         component(
@@ -931,6 +942,13 @@ pub async fn compare_metrics(a: Analysis) -> Result<Vec<Metric>, String> {
             "loss",
             "tcp_retransmission_rate",
             q.loss.tcp_retransmission_rate_pct,
+            "pct",
+            Lower,
+        ),
+        Metric::new(
+            "loss",
+            "tcp_estimated_loss",
+            q.loss.tcp_estimated_loss_pct,
             "pct",
             Lower,
         ),

@@ -98,9 +98,12 @@ pub struct RetransTotals {
     /// Where loss happened relative to the capture point: resends of bytes the capture
     /// saw (the original passed it, then was lost) ...
     pub lost_after_capture_point: u64,
-    /// ... and holes in what it saw (lost before it, or missed by the capture itself:
-    /// see check_capture_trust).
+    /// ... and holes in what it saw, in segments (lost before it, or missed by the
+    /// capture itself: see check_capture_trust).
     pub lost_before_capture_point: u64,
+    /// Segments lost before and after the capture point over the data segments sent:
+    /// the loss estimate that does not depend on where the capture sits.
+    pub estimated_loss_pct: f64,
     pub fast_retransmissions: u64,
     pub spurious_retransmissions: u64,
     pub lost_segments: u64,
@@ -148,6 +151,7 @@ fn loss_severity(rate: f64, loss: u64) -> Severity {
 
 pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmissions> {
     let sum2 = |a: [u64; 2]| a[0] + a[1];
+    let est = m.estimated_loss();
     let totals = RetransTotals {
         retransmissions: m.total(|s| sum2(s.retrans)),
         fast_retransmissions: m.total(|s| sum2(s.fast_retrans)),
@@ -158,8 +162,9 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
         data_retransmissions: m.total(|s| sum2(s.retrans_data)),
         loss_retransmissions: m.loss_rate().0,
         resent_marked_out_of_order: m.total(|s| sum2(s.resent_unflagged)),
-        lost_after_capture_point: m.total(|s| sum2(s.lost_after_capture)),
-        lost_before_capture_point: m.total(|s| sum2(s.lost_segment)),
+        lost_after_capture_point: est.after_capture,
+        lost_before_capture_point: est.before_capture,
+        estimated_loss_pct: est.pct,
         retransmission_rate_pct: m.loss_rate().2,
         streams_affected: m
             .streams
@@ -178,7 +183,11 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
     let rate = totals.retransmission_rate_pct;
     let unflagged = totals.resent_marked_out_of_order;
     if totals.retransmissions + unflagged > 0 {
-        let sev = loss_severity(rate, totals.loss_retransmissions);
+        // a receiver-side capture sees loss as holes: the estimate grades it too
+        let sev = loss_severity(rate, totals.loss_retransmissions).max(loss_severity(
+            totals.estimated_loss_pct,
+            est.before_capture + est.after_capture,
+        ));
         findings.push(Finding::new(
             sev,
             format!(
@@ -193,12 +202,12 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
                 thousands(totals.data_segments)
             ),
             format!(
-                "{} carried data ({} spurious or resent with a FIN, not loss); {} carried none (SYN, FIN, keep-alive). {} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams. Relative to the capture point: {} lost after it (resends of bytes it saw), {} before it (holes in what it saw).",
+                "{} carried data ({} spurious or resent with a FIN, not loss); {} carried none (SYN, FIN, keep-alive). {} fast retransmissions (after duplicate ACKs: loss detected quickly), {} spurious (the original arrived: timers too aggressive or ACKs lost), {} segments never seen (capture or path loss), in {} of {} streams. Relative to the capture point: {} segment(s) lost after it (resends of bytes it saw), {} before it (holes in what it saw): {}% estimated loss.",
                 totals.data_retransmissions,
                 (totals.data_retransmissions + unflagged).saturating_sub(totals.loss_retransmissions),
                 totals.retransmissions - totals.data_retransmissions,
                 totals.fast_retransmissions, totals.spurious_retransmissions, totals.lost_segments, totals.streams_affected, totals.streams_total,
-                totals.lost_after_capture_point, totals.lost_before_capture_point
+                totals.lost_after_capture_point, totals.lost_before_capture_point, totals.estimated_loss_pct
             ),
             Evidence {
                 frames: affected.iter().flat_map(|s| s.sample_frames("retransmission")).take(10).collect(),
@@ -950,9 +959,13 @@ fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
             inflated[0].stream, inflated[0].rtt_p95_ms, inflated[0].rtt_min_ms
         ));
     }
-    if rate >= 1.0 {
+    let est = m.estimated_loss();
+    if rate >= 1.0 || est.pct >= 1.0 {
         verdicts.push("lossy");
-        reasons.push(format!("{rate}% of data segments were retransmitted ({retrans} of {data}); {dup} duplicate ACKs"));
+        reasons.push(format!(
+            "{rate}% of data segments were retransmitted ({retrans} of {data}); {dup} duplicate ACKs; estimated loss {}% ({} segment(s) lost before the capture point, {} after it)",
+            est.pct, est.before_capture, est.after_capture
+        ));
     }
     let longest_stall = m
         .streams

@@ -12,6 +12,8 @@ use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
+pub mod delay;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_pcap-analyzer-mcp-server");
 
 pub fn fixtures() -> PathBuf {

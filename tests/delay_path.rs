@@ -1,0 +1,128 @@
+//! Loss and delay on a path this test builds (a userspace relay between two
+//! namespaces with 40 ms each way and 3% random loss each way, see common::delay): a
+//! client downloads 2 MiB and the capture sits at the client. The relay's own counters
+//! say how many packets it dropped each way; the configured delay says the RTT.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::delay::{DelayLink, SERVER_IP};
+use common::*;
+use serde_json::json;
+
+const SIZE: usize = 2 * 1024 * 1024;
+
+#[tokio::test]
+async fn loss_before_the_capture_point_and_a_slow_network_verdict() {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces");
+        return;
+    }
+    let link = DelayLink::create(2, Duration::from_millis(40), [0.03, 0.03]).expect("link");
+    let _server = KillOnDrop(
+        link.in_server(&[
+            "python3",
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5900));s.listen(1)\nc,_=s.accept();c.recv(100);c.sendall(b'x'*{SIZE});c.close()\n"
+            ),
+        ])
+        .spawn()
+        .unwrap(),
+    );
+    let s = start().await;
+    let file = s.storage_file("download.pcapng");
+    let mut dumpcap = link
+        .in_client(&["dumpcap", "-q", "-i", "dl0", "-f", "tcp", "-w"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(10, "dumpcap to start", || {
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = link
+        .in_client(&[
+            "python3",
+            "-c",
+            &format!(
+                "import socket\ns=socket.create_connection(('{SERVER_IP}',5900),timeout=60);s.sendall(b'GET')\nn=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nassert n=={SIZE}, n\n"
+            ),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "download failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &dumpcap.id().to_string()])
+        .status();
+    let _ = dumpcap.wait();
+    let dropped_down = link.dropped(1);
+    assert!(
+        dropped_down > 0,
+        "the relay dropped nothing towards the client"
+    );
+
+    // the capture is at the client: what the relay dropped towards it was lost before
+    // the capture point, and shows as holes, whatever tshark calls their fills
+    let r = s
+        .ok(
+            "analyze_tcp_retransmissions",
+            json!({"pcap_file": "download.pcapng"}),
+        )
+        .await;
+    let before = r["totals"]["lost_before_capture_point"].as_u64().unwrap();
+    // a resend dropped again leaves one hole for two drops: the estimate can only be
+    // lower, and not by much at 3%
+    assert!(
+        before <= dropped_down && before * 10 >= dropped_down * 8,
+        "estimated {before} lost before the capture point, the relay dropped {dropped_down}: {}",
+        r["totals"]
+    );
+    let est = r["totals"]["estimated_loss_pct"].as_f64().unwrap();
+    assert!(est >= 2.0, "{}", r["totals"]);
+    let q = s
+        .ok(
+            "analyze_network_quality_metrics",
+            json!({"pcap_file": "download.pcapng"}),
+        )
+        .await;
+    assert_eq!(q["loss"]["tcp_estimated_loss_pct"].as_f64().unwrap(), est);
+    assert_ne!(q["grade"]["letter"], "A", "{}", q["grade"]);
+    let c = s
+        .ok(
+            "analyze_congestion_indicators",
+            json!({"pcap_file": "download.pcapng"}),
+        )
+        .await;
+    assert!(c.to_string().contains("lossy"), "{c}");
+    let p = s
+        .ok(
+            "analyze_network_performance",
+            json!({"pcap_file": "download.pcapng"}),
+        )
+        .await;
+    assert_eq!(
+        p["connections"]["rows"][0]["estimated_loss_pct"]
+            .as_f64()
+            .unwrap(),
+        est
+    );
+
+    // the slowness of the download is the network's, on the 80 ms the relay makes
+    let v = s
+        .ok("analyze_slowness", json!({"pcap_file": "download.pcapng"}))
+        .await;
+    let rows = v["connections"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["verdict"], "network", "{}", rows[0]);
+    let rtt = rows[0]["rtt_ms"].as_f64().unwrap();
+    assert!((78.0..95.0).contains(&rtt), "{}", rows[0]);
+    assert_eq!(v["overall"], "network");
+}
