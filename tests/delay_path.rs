@@ -126,3 +126,74 @@ async fn loss_before_the_capture_point_and_a_slow_network_verdict() {
     assert!((78.0..95.0).contains(&rtt), "{}", rows[0]);
     assert_eq!(v["overall"], "network");
 }
+
+/// An HTTP download whose response arrives with holes and out-of-order fills is one
+/// answered transaction (tshark reassembles it only when asked to reassemble out of
+/// order), with the status the server sent.
+#[tokio::test]
+async fn an_http_response_delivered_with_loss_is_answered() {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces");
+        return;
+    }
+    let link = DelayLink::create(3, Duration::from_millis(40), [0.03, 0.03]).expect("link");
+    let _server = KillOnDrop(
+        link.in_server(&[
+            "python3",
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(1)\nc,_=s.accept();c.recv(1000)\nbody=b'x'*{SIZE}\nc.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Type: application/octet-stream\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n' % len(body) + body);c.close()\n"
+            ),
+        ])
+        .spawn()
+        .unwrap(),
+    );
+    let s = start().await;
+    let file = s.storage_file("http-download.pcapng");
+    let mut dumpcap = link
+        .in_client(&["dumpcap", "-q", "-i", "dl0", "-f", "tcp", "-w"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(10, "dumpcap to start", || {
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = link
+        .in_client(&[
+            "python3",
+            "-c",
+            &format!(
+                "import socket\ns=socket.create_connection(('{SERVER_IP}',8080),timeout=60);s.sendall(b'GET /big HTTP/1.1\\r\\nHost: files.test\\r\\n\\r\\n')\nn=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nassert n>{SIZE}, n\n"
+            ),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "download failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &dumpcap.id().to_string()])
+        .status();
+    let _ = dumpcap.wait();
+    assert!(link.dropped(1) > 0);
+    let v = s
+        .ok(
+            "extract_http_requests",
+            json!({"pcap_file": "http-download.pcapng"}),
+        )
+        .await;
+    let rows = v["requests"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["status"], 200, "{}", rows[0]);
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("0 request(s) without a response"),
+        "{v}"
+    );
+}

@@ -94,3 +94,85 @@ async fn events_in_a_window_are_what_tshark_sees_there() {
         assert!(e.contains("window_s"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn icmp_errors_and_silences_are_events() {
+    let s = start().await;
+    // an ICMP port unreachable, at the frame tshark shows it
+    let file = fixture("zeek-icmp-destunreach-udp.pcap");
+    let v = s
+        .ok(
+            "get_events_around",
+            json!({"pcap_file": file, "time": "+0", "window_s": 60}),
+        )
+        .await;
+    let icmp = tshark_frames(&file, "icmp.type == 3 && icmp.code == 3", false);
+    assert!(!icmp.is_empty());
+    let lines: Vec<&Value> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["family"] == "icmp")
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        icmp.len() as u64,
+        "{v}"
+    );
+    assert_eq!(lines[0]["frames"][0], json!(icmp[0]));
+    // the quoted datagram's port is the closed one
+    let port = tshark_frames(&file, "icmp.type == 3 && udp.dstport == 59207", false);
+    assert_eq!(port, icmp);
+    assert!(
+        lines[0]["event"].as_str().unwrap().contains("udp/59207"),
+        "{v}"
+    );
+
+    // a capture that goes silent for 30 s between two bursts: one gap, where it is
+    let mut records = Vec::new();
+    for i in 0..200 {
+        let t = if i < 100 {
+            i as f64 * 0.01
+        } else {
+            31.0 + i as f64 * 0.01
+        };
+        records.push((
+            1_700_000_000.0 + t,
+            udp_datagram([10, 0, 0, 1], [10, 0, 0, 2], 40000, 9999, b"ping"),
+        ));
+    }
+    std::fs::write(s.storage_file("silent.pcap"), pcap_of(&records)).unwrap();
+    let v = s
+        .ok(
+            "get_events_around",
+            json!({"pcap_file": "silent.pcap", "time": "+15", "window_s": 20}),
+        )
+        .await;
+    let gaps: Vec<&Value> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["family"] == "capture")
+        .collect();
+    assert_eq!(gaps.len(), 1, "{v}");
+    assert_eq!(gaps[0]["count"], 1);
+    // frames 100 and 101 (tshark's numbering) border the silence
+    let after = tshark_frames(
+        &s.storage_file("silent.pcap").display().to_string(),
+        "frame.time_delta >= 30",
+        false,
+    );
+    assert_eq!(after, vec![101]);
+    assert_eq!(gaps[0]["frames"], json!([100]));
+    assert!(
+        gaps[0]["event"]
+            .as_str()
+            .unwrap()
+            .contains("No packet captured"),
+        "{}",
+        gaps[0]
+    );
+}

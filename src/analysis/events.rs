@@ -12,7 +12,7 @@ use serde::Serialize;
 pub struct Event {
     pub time: f64,
     pub frame: u64,
-    /// `tcp`, `dns`, `http`, `tls`.
+    /// `tcp`, `dns`, `http`, `tls`, `icmp`, `expert`, `capture` (a silence).
     pub family: &'static str,
     /// What happened, without what varies between repeats (client ports, timings).
     pub what: String,

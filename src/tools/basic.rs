@@ -306,7 +306,15 @@ pub struct Overview {
     tls_alerts: Symptom,
     expert_errors: Symptom,
     bytes: u64,
+    /// Silences of at least [`GAP_S`] between consecutive packets: (start, end, the
+    /// frame that ended it), the first [`MAX_GAPS`].
+    gaps: Vec<(f64, f64, u64)>,
+    prev_time: Option<f64>,
 }
+
+/// The shortest silence of the whole capture reported as a gap in traffic.
+const GAP_S: f64 = 1.0;
+const MAX_GAPS: usize = 10_000;
 
 impl crate::index::Part for Overview {
     type Row = OverviewRow;
@@ -326,6 +334,15 @@ impl Overview {
     fn add(&mut self, p: OverviewRow) {
         self.span.add(p.time);
         self.bytes += p.len;
+        if let Some(t) = p.time {
+            if let Some(prev) = self.prev_time
+                && t - prev >= GAP_S
+                && self.gaps.len() < MAX_GAPS
+            {
+                self.gaps.push((prev, t, p.number));
+            }
+            self.prev_time = Some(t);
+        }
         let t = p.time.unwrap_or(0.0);
         // the protocol tree, like io,phs: `ethertype` is a dissector table, not a layer
         let mut path = String::new();
@@ -1047,6 +1064,41 @@ pub async fn compare_metrics(
             "frames",
             Better::Neither,
         ));
+    }
+    Ok(out)
+}
+
+/// Gaps in traffic for get_events_around: seconds in which nothing at all was
+/// captured (the link, the capture, or every application went quiet).
+pub async fn events(
+    mut a: Analysis,
+    q: crate::analysis::events::EventQuery,
+) -> Result<Vec<crate::analysis::events::Event>, String> {
+    use crate::analysis::events::Event;
+    let acc = a.part::<Overview>().await?;
+    // a silence is news when it is long for this capture: a hundred times its mean
+    // spacing of packets (a sparse capture is quiet for seconds all the time)
+    let mean = acc.span.duration() / acc.span.packets.max(1) as f64;
+    let long = (100.0 * mean).max(GAP_S);
+    let mut out = Vec::new();
+    for &(start, end, frame) in acc.gaps.iter().filter(|g| g.1 - g.0 >= long) {
+        let len = end - start;
+        let weight = u32::from(len >= 5.0);
+        // a gap is near the moment when any of it is
+        if end >= q.from && start <= q.to && (!q.notable_only || weight > 0) {
+            out.push(Event {
+                time: start,
+                frame: frame.saturating_sub(1).max(1),
+                family: "capture",
+                what: "No packet captured".to_string(),
+                detail: Some(format!("for {len:.3} s, until frame {frame}")),
+                weight,
+                filter: format!(
+                    "frame.number in {{{},{frame}}}",
+                    frame.saturating_sub(1).max(1)
+                ),
+            });
+        }
     }
     Ok(out)
 }

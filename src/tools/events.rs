@@ -1,7 +1,8 @@
 //! `get_events_around`: one time line of what every family saw around a moment —
 //! connections opened, refused, reset and closed, DNS answers and unanswered questions,
-//! HTTP requests with status and time, TLS handshakes and alerts — folded where it
-//! repeats; without a moment, the seconds where problems cluster, ranked.
+//! HTTP requests with status and time, TLS handshakes and alerts, ICMP errors, expert
+//! warnings and errors, silences in the capture — folded where it repeats; without a
+//! moment, the seconds where problems cluster, ranked.
 //!
 //! A view over the capture index: each family's events come from its own part
 //! (`tools::EVENT_SOURCES`), so the numbers are the ones its own tool reports.
@@ -82,9 +83,9 @@ pub struct EventsAround {
 #[tool_router(router = events_router, vis = "pub(crate)")]
 impl PcapServer {
     /// What happened around a moment, on one time line: TCP connections opened,
-    /// refused, reset and closed; DNS answers and unanswered questions; HTTP requests
-    /// with status and time; TLS handshakes and alerts; repeats folded ("25 x GET /
-    /// -> 200"), with frames. Without a time: the moments where problems cluster.
+    /// refused, reset and closed; DNS, HTTP and TLS outcomes; ICMP errors; expert
+    /// warnings; silences; repeats folded ("25 x GET / -> 200"), with frames. Without
+    /// a time: the moments where problems cluster.
     #[tool(
         name = "get_events_around",
         annotations(

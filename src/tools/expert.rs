@@ -188,7 +188,14 @@ pub struct ExpertRow {
 pub struct ExpertFrames {
     span: Span,
     frames: BTreeMap<(String, String), Vec<u64>>,
+    /// Every warning and error with its time, for events around a moment: (time,
+    /// frame, index into `kinds`), at most [`MAX_OCCURRENCES`].
+    occurrences: Vec<(f64, u64, u32)>,
+    kinds: Vec<(String, String)>,
 }
+
+/// The most expert warnings and errors kept with their times (16 bytes each).
+const MAX_OCCURRENCES: usize = 200_000;
 
 impl crate::index::Part for ExpertFrames {
     type Row = ExpertRow;
@@ -202,10 +209,24 @@ impl crate::index::Part for ExpertFrames {
     fn add(&mut self, r: ExpertRow) {
         self.span.add(r.time);
         for (sev, msg) in r.severities.iter().zip(&r.messages) {
-            let v = self
-                .frames
-                .entry((severity_of_code(*sev).to_string(), msg.clone()))
-                .or_default();
+            let key = (severity_of_code(*sev).to_string(), msg.clone());
+            if *sev >= 0x0060_0000
+                && self.occurrences.len() < MAX_OCCURRENCES
+                && let Some(t) = r.time
+            {
+                let i = match self.kinds.iter().position(|k| *k == key) {
+                    Some(i) => i,
+                    None if self.kinds.len() < 10_000 => {
+                        self.kinds.push(key.clone());
+                        self.kinds.len() - 1
+                    }
+                    None => usize::MAX,
+                };
+                if i != usize::MAX {
+                    self.occurrences.push((t, r.frame, i as u32));
+                }
+            }
+            let v = self.frames.entry(key).or_default();
             if v.len() < 5 && v.last() != Some(&r.frame) {
                 v.push(r.frame);
             }
@@ -214,8 +235,9 @@ impl crate::index::Part for ExpertFrames {
     fn approx_bytes(&self) -> usize {
         self.frames
             .keys()
-            .map(|(a, b)| a.len() + b.len() + 120)
-            .sum()
+            .map(|(a, b)| 2 * (a.len() + b.len()) + 160)
+            .sum::<usize>()
+            + self.occurrences.capacity() * 24
     }
 }
 
@@ -375,6 +397,55 @@ async fn expert(mut a: Analysis, p: ExpertParams) -> Result<Report<ExpertInfo>, 
         groups: Table::page(groups, clamp_offset(p.offset), clamp_limit(p.limit, 30)),
     };
     a.report(summary, findings, data, span, None).await
+}
+
+/// Expert warnings and errors for get_events_around. TCP's own analysis warnings
+/// (retransmissions, holes, zero windows) are left to the TCP events, which tell
+/// their story per connection.
+pub async fn events(
+    mut a: Analysis,
+    q: crate::analysis::events::EventQuery,
+) -> Result<Vec<crate::analysis::events::Event>, String> {
+    use crate::analysis::events::Event;
+    let x = a.part::<ExpertFrames>().await?;
+    let tcp_analysis = [
+        "retransmission",
+        "segment not captured",
+        "out-of-order",
+        "dup ack",
+        "zero window",
+        "window is full",
+        "keep-alive",
+        "acked segment that wasn't captured",
+        "window update",
+        "previous segment",
+        "sack",
+        "connection reset",
+    ];
+    let mut out = Vec::new();
+    for &(time, frame, i) in &x.occurrences {
+        let (sev, msg) = &x.kinds[i as usize];
+        let lower = msg.to_ascii_lowercase();
+        if tcp_analysis.iter().any(|t| lower.contains(t)) {
+            continue;
+        }
+        let weight = if sev == "error" { 3 } else { 1 };
+        if q.wants(time, weight) {
+            out.push(Event {
+                time,
+                frame,
+                family: "expert",
+                what: format!(
+                    "Expert {sev}: {}",
+                    msg.chars().take(160).collect::<String>()
+                ),
+                detail: None,
+                weight,
+                filter: format!("frame.number == {frame}"),
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

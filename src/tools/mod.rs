@@ -252,6 +252,9 @@ pub const EVENT_SOURCES: &[fn(Analysis, crate::analysis::events::EventQuery) -> 
     },
     |a, q| Box::pin(dns::events(a, q)),
     |a, q| Box::pin(http::events(a, q)),
+    |a, q| Box::pin(quality::events(a, q)),
+    |a, q| Box::pin(expert::events(a, q)),
+    |a, q| Box::pin(basic::events(a, q)),
 ];
 
 /// What a family reports to compare_captures.

@@ -132,6 +132,7 @@ pub struct Quality {
 #[derive(Clone)]
 pub struct QRow {
     frame: u64,
+    time: f64,
     multicast_dns: bool,
     dns_response: Option<bool>,
     rcode: Option<u64>,
@@ -182,8 +183,10 @@ impl FromRow for QRow {
         "ipv6.dst",
         "udp.dstport",
         "dns.retransmit_request_in",
+        "frame.time_epoch",
     ];
     fn from_row(r: &Row<'_>) -> Option<Self> {
+        const TIME: usize = crate::index::col(QRow::FIELDS, "frame.time_epoch");
         let protocols = r.str(1).unwrap_or("");
         let port_unreachable = (r.u64(6) == Some(3) && r.u64(11) == Some(3))
             || (r.u64(7) == Some(1) && r.u64(12) == Some(4));
@@ -206,6 +209,7 @@ impl FromRow for QRow {
         });
         Some(Self {
             frame: r.u64(0)?,
+            time: r.f64(TIME).unwrap_or(0.0),
             multicast_dns: protocols.contains(":mdns") || protocols.contains(":llmnr"),
             dns_response: r.str(2).filter(|s| !s.is_empty()).map(|_| r.flag(2)),
             rcode: r.u64(3),
@@ -1043,6 +1047,43 @@ pub async fn compare_metrics(a: Analysis) -> Result<Vec<Metric>, String> {
             "ms",
             Lower,
         ));
+    }
+    Ok(out)
+}
+
+/// ICMP errors for get_events_around: unreachable destinations, closed ports and
+/// time exceeded, with who reported them, from this tool's own index rows.
+pub async fn events(
+    mut a: Analysis,
+    q: crate::analysis::events::EventQuery,
+) -> Result<Vec<crate::analysis::events::Event>, String> {
+    use crate::analysis::events::Event;
+    let kept = a.part::<crate::index::Rows<QRow>>().await?;
+    let mut out = Vec::new();
+    for r in &kept.0 {
+        let (what, weight) = if let Some((from, to, port)) = &r.closed_port {
+            (
+                format!("ICMP port unreachable: {from} -> {to} udp/{port} closed"),
+                2,
+            )
+        } else if let Some((kind, reporter, dest)) = &r.unreachable {
+            (format!("ICMP {kind}: {dest}, reported by {reporter}"), 2)
+        } else if is_time_exceeded(r) {
+            ("ICMP time exceeded (TTL expired in transit)".to_string(), 1)
+        } else {
+            continue;
+        };
+        if q.wants(r.time, weight) {
+            out.push(Event {
+                time: r.time,
+                frame: r.frame,
+                family: "icmp",
+                what,
+                detail: None,
+                weight,
+                filter: format!("frame.number == {}", r.frame),
+            });
+        }
     }
     Ok(out)
 }

@@ -147,6 +147,11 @@ impl Runner {
             a.push("-X".into());
             a.push(format!("read_format:{reader}"));
         }
+        // a stream with holes and out-of-order fills (loss before the capture point)
+        // is reassembled only with this: without it a 2 MiB response delivered over a
+        // lossy path never becomes an HTTP response, and its request looks unanswered
+        a.push("-o".into());
+        a.push("tcp.reassemble_out_of_order:TRUE".into());
         a.push("-r".into());
         a.push(file.path().display().to_string());
         a
