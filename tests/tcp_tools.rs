@@ -558,3 +558,60 @@ async fn rtp_stream_quality_where_rtp_is_present() {
         .await;
     assert_eq!(v["rtp_streams"]["total"], 0);
 }
+
+/// One story per stream: a receiver that closed its window and never reopened it is a
+/// zero-window stall in the timing view, its peer's keep-alives are probes of that
+/// window, and the window view calls it a slow reader (fidelity issue, item 10).
+#[tokio::test]
+async fn a_dead_zero_window_is_one_story_in_every_view() {
+    let s = start().await;
+    let file = fixture("cs-tcp_zerowindowdead.pcapng");
+    let receiver = "172.31.136.85";
+    // tshark: every keep-alive is sent by the other side after the receiver's zero window
+    let ka = tshark_count(&file, "tcp.analysis.keep_alive");
+    assert!(ka > 0);
+    assert_eq!(
+        tshark_count(
+            &file,
+            &format!("tcp.analysis.keep_alive && ip.dst == {receiver}")
+        ),
+        ka
+    );
+    let first_zw = tshark_frames(&file, "tcp.analysis.zero_window", false)[0];
+    assert!(tshark_frames(&file, "tcp.analysis.keep_alive", false)[0] > first_zw);
+    let tshark_probes = tshark_count(&file, "tcp.analysis.zero_window_probe");
+
+    let t = s
+        .ok("analyze_packet_timing_issues", json!({"pcap_file": file}))
+        .await;
+    let titles: Vec<String> = t["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["title"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        titles
+            .iter()
+            .any(|x| x.contains("on a zero window from") && x.contains(receiver)),
+        "{titles:?}"
+    );
+    assert!(
+        titles
+            .iter()
+            .any(|x| x.starts_with(&format!("{ka} of the {ka} keep-alive(s) probed"))),
+        "{titles:?}"
+    );
+    assert!(
+        !titles.iter().any(|x| x.ends_with("TCP keep-alive(s)")),
+        "{titles:?}"
+    );
+    let z = s
+        .ok("analyze_tcp_zero_window", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(z["zero_window_probes"], ka + tshark_probes, "{z}");
+    let w = s
+        .ok("analyze_tcp_window_scaling", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(w["streams"]["rows"][0]["slow_reader"], true, "{w}");
+}

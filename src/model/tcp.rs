@@ -282,6 +282,9 @@ pub struct StreamDetail {
     pub out_of_order: PerDir,
     pub zero_window: PerDir,
     pub zw_probe: PerDir,
+    /// Keep-alives sent while the other side advertised a zero window: they probe the
+    /// window (the sender is blocked, not idle), whatever tshark calls them.
+    pub keepalive_probes: PerDir,
     pub window_full: PerDir,
     pub window_update: PerDir,
     pub keep_alive: PerDir,
@@ -563,6 +566,15 @@ impl Stream {
         self.lost_before_capture(d) + self.lost_after_capture[d]
     }
 
+    /// Whether the stream's longest silence was a wait on a zero window: the receiver's
+    /// stall, not an idle application.
+    pub fn silence_was_zero_window(&self) -> bool {
+        (0..2).any(|d| {
+            self.zero_window[d] > 0
+                && (self.zw_unrecovered[d] || self.zw_stall_max[d] >= 0.9 * self.max_gap)
+        })
+    }
+
     pub fn data_segment_count(&self) -> u64 {
         self.data_segments[0] + self.data_segments[1]
     }
@@ -738,6 +750,9 @@ impl Stream {
             self.history_mark(b't', d);
             g.retrans_times.push(p.time);
         }
+        if p.keep_alive && !p.zw_probe && self.zw_open[1 - d].is_some() {
+            self.detail_mut().keepalive_probes[d] += 1;
+        }
         if p.zero_window {
             self.history_mark(b'w', d);
             let dd = self.detail_mut();
@@ -865,6 +880,7 @@ impl Stream {
                 &mut dd.out_of_order,
                 &mut dd.zero_window,
                 &mut dd.zw_probe,
+                &mut dd.keepalive_probes,
                 &mut dd.window_full,
                 &mut dd.window_update,
                 &mut dd.keep_alive,

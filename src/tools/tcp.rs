@@ -380,7 +380,7 @@ pub(crate) fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> 
                 advertised_by: s.endpoint(d),
                 stalled_sender: s.endpoint(1 - d),
                 zero_window_events: s.zero_window[d],
-                zero_window_probes: s.zw_probe[1 - d],
+                zero_window_probes: s.zw_probe[1 - d] + s.keepalive_probes[1 - d],
                 window_full_events: s.window_full[1 - d],
                 window_updates: s.window_update[d],
                 stall_total_s: round(s.zw_stall_total[d], 6),
@@ -399,7 +399,7 @@ pub(crate) fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> 
     let sum = |f: fn(&Stream) -> [u64; 2]| m.total(|s| f(s)[0] + f(s)[1]);
     let data = ZeroWindows {
         zero_window_events: sum(|s| s.zero_window),
-        zero_window_probes: sum(|s| s.zw_probe),
+        zero_window_probes: sum(|s| s.zw_probe) + sum(|s| s.keepalive_probes),
         window_full_events: sum(|s| s.window_full),
         window_updates: sum(|s| s.window_update),
         streams: Table::page(Vec::new(), 0, 1),
@@ -580,9 +580,11 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
         } else {
             None
         };
+        // a receiver that closed its window to zero is the slowest reader of all
         let slow_reader = !window_limited
             && (filling(s.payload[1], s.window_full[1], s.data_segments[1])
-                || filling(s.payload[0], s.window_full[0], s.data_segments[0]));
+                || filling(s.payload[0], s.window_full[0], s.data_segments[0])
+                || s.zero_window != [0, 0]);
         rows.push(WindowStream {
             stream: s.id,
             client: s.endpoint(0),
@@ -631,15 +633,15 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
     if !slow.is_empty() {
         findings.push(Finding::new(
             Severity::Low,
-            format!("{} stream(s) often filled the receiver's window", slow.len()),
+            format!("{} stream(s) are held back by a slow reader", slow.len()),
             format!(
-                "The sender kept hitting the advertised window while throughput stayed well below window/RTT (e.g. stream {}): the receiving application reads slowly. A bigger buffer will not help; a faster reader will.",
+                "The sender kept hitting the advertised window, or the receiver closed it to zero, while throughput stayed well below window/RTT (e.g. stream {}): the receiving application reads slowly. A bigger buffer will not help; a faster reader will (see analyze_tcp_zero_window).",
                 slow[0].stream
             ),
             Evidence {
                 streams: slow.iter().map(|r| r.stream).take(10).collect(),
                 display_filter: format!(
-                    "tcp.analysis.window_full && tcp.stream in {{{}}}",
+                    "(tcp.analysis.window_full || tcp.analysis.zero_window) && tcp.stream in {{{}}}",
                     slow.iter().take(10).map(|r| r.stream.to_string()).collect::<Vec<_>>().join(",")
                 ),
                 ..Default::default()
@@ -800,6 +802,25 @@ pub(crate) fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
         ));
     }
     for s in stalls.iter().take(5) {
+        if s.silence_was_zero_window() {
+            // one story per stream: the zero-window view tells this one
+            let d = if s.zero_window[0] > 0 { 0 } else { 1 };
+            findings.push(Finding::new(
+                Severity::Medium,
+                format!(
+                    "Stream {} stalled {:.2} s on a zero window from {}",
+                    s.id,
+                    s.max_gap,
+                    s.endpoint(d)
+                ),
+                format!(
+                    "{} advertised a zero window and the sender could only probe it: the receiving application stopped reading (see analyze_tcp_zero_window). Not an idle connection.",
+                    s.endpoint(d)
+                ),
+                stream_evidence(s, "zero_window", Some("tcp.analysis.zero_window")),
+            ));
+            continue;
+        }
         let rto = s.max_gap_ended_by_retrans;
         findings.push(Finding::new(
             if rto { Severity::Medium } else { Severity::Low },
@@ -828,12 +849,21 @@ pub(crate) fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
             },
         ));
     }
-    if ka > 0 {
+    let probes = m.total(|s| s.keepalive_probes[0] + s.keepalive_probes[1]);
+    if probes > 0 {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!("{probes} of the {ka} keep-alive(s) probed a zero window"),
+            "Sent while the other side advertised a zero window: the sender is blocked by a receiver that stopped reading, not keeping an idle connection open (see analyze_tcp_zero_window).".to_string(),
+            Evidence { display_filter: "tcp.analysis.keep_alive || tcp.analysis.zero_window".into(), frames: m.streams.iter().filter(|s| s.keepalive_probes != [0, 0]).flat_map(|s| s.sample_frames("keep_alive")).take(10).collect(), ..Default::default() },
+        ));
+    }
+    if ka > probes {
         findings.push(Finding::new(
             Severity::Info,
-            format!("{ka} TCP keep-alive(s)"),
+            format!("{} TCP keep-alive(s)", ka - probes),
             "Idle connections being kept open; harmless unless a middlebox drops idle flows sooner.".to_string(),
-            Evidence { display_filter: "tcp.analysis.keep_alive".into(), frames: m.streams.iter().flat_map(|s| s.sample_frames("keep_alive")).take(10).collect(), ..Default::default() },
+            Evidence { display_filter: "tcp.analysis.keep_alive".into(), frames: m.streams.iter().filter(|s| s.keepalive_probes == [0, 0]).flat_map(|s| s.sample_frames("keep_alive")).take(10).collect(), ..Default::default() },
         ));
     }
     if m.time_backwards > 0 {
