@@ -670,6 +670,12 @@ pub struct Bandwidth {
     pub total_frames: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_capacity_mbps: Option<f64>,
+    /// The path's likely capacity when the traffic shows a flat ceiling: several
+    /// windows within 10% of the peak (a shaper or bottleneck), bits/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_capacity_bits_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_evidence: Option<String>,
     pub rates: Rates,
     pub bursts: Vec<BurstWindow>,
     pub top_talkers: Table<Talker>,
@@ -1045,7 +1051,78 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
         .collect();
     proto_rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.protocol.cmp(&b.protocol)));
 
+    // a flat ceiling: the busiest windows all within 10% of the peak, and enough of
+    // them (not one burst) — a shaper or a bottleneck the traffic keeps reaching
+    let busy: Vec<f64> = per.iter().copied().filter(|v| *v > 0.0).collect();
+    let at_ceiling: Vec<f64> = busy.iter().copied().filter(|v| *v >= 0.9 * peak).collect();
+    let retransmissions = match a.part::<crate::model::tcp::TcpModel>().await {
+        Ok(m) => m.total(|s| s.retrans[0] + s.retrans[1]),
+        Err(_) => 0,
+    };
+    // only TCP pushes until something stops it: a steady UDP stream (voice, video) is
+    // its own rate, not the path's
+    let tcp_bytes = proto_rows
+        .iter()
+        .find(|r| r.protocol == "tcp")
+        .map_or(0, |r| r.bytes);
+    let (estimated_capacity, capacity_evidence) = if at_ceiling.len() >= 3
+        && at_ceiling.len() * 10 >= busy.len() * 3
+        && peak > 0.0
+        && tcp_bytes * 2 >= total
+    {
+        let c = percentile(&at_ceiling, 50.0).unwrap_or(peak);
+        (
+            Some(round(c, 3)),
+            Some(format!(
+                "{} of {} busy {window} s window(s) within 10% of the peak ({}){}",
+                at_ceiling.len(),
+                busy.len(),
+                human_bits_per_s(peak),
+                if retransmissions > 0 {
+                    format!(
+                        ", with {retransmissions} TCP retransmission(s): loss when the ceiling is exceeded"
+                    )
+                } else {
+                    String::new()
+                }
+            )),
+        )
+    } else {
+        (None, None)
+    };
     let mut findings = Vec::new();
+    if let (Some(c), Some(why)) = (estimated_capacity, &capacity_evidence) {
+        findings.push(Finding::new(
+            Severity::Info,
+            format!("Capacity likely ~{} (flat ceiling)", human_bits_per_s(c)),
+            format!(
+                "The traffic keeps reaching the same rate and no more: {why}. A shaper, a policer or the slowest link of the path sets it."
+            ),
+            Evidence {
+                display_filter: "frame".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    if let Some(c) = p.link_capacity_mbps
+        && rates.peak_utilization_pct.unwrap_or(0.0) > 100.0
+    {
+        findings.push(Finding::new(
+            Severity::Low,
+            format!(
+                "More than the stated capacity: peak {}% of {c} Mbit/s",
+                rates.peak_utilization_pct.unwrap_or(0.0)
+            ),
+            "Frames counted here exceed what the link can carry in one direction: the capacity given is lower than the link's, the capture sums both directions of a full-duplex link, or it aggregates several links (a SPAN of many ports). Utilisation above 100% is reported as measured, not clamped.",
+            Evidence {
+                display_filter: bursts
+                    .first()
+                    .map(|b| b.display_filter.clone())
+                    .unwrap_or_else(|| "frame".into()),
+                ..Default::default()
+            },
+        ));
+    }
     if let Some(c) = p.link_capacity_mbps {
         let over = rates.windows_over_90_pct.unwrap_or(0);
         let peak_u = rates.peak_utilization_pct.unwrap_or(0.0);
@@ -1158,6 +1235,8 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
         windows: n_windows,
         idle_windows: n_windows.saturating_sub(windows.len()),
         total_bytes: total,
+        estimated_capacity_bits_per_s: estimated_capacity,
+        capacity_evidence,
         total_frames: span.packets,
         link_capacity_mbps: p.link_capacity_mbps,
         rates,
