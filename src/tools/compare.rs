@@ -156,13 +156,14 @@ struct SideFacts {
     flows: BTreeSet<(String, u64, String, u64)>,
 }
 
-async fn facts(a: &Analysis) -> Result<SideFacts, String> {
+async fn facts(a: &mut Analysis) -> Result<SideFacts, String> {
     let mut metrics = Vec::new();
     for source in crate::tools::COMPARE_SOURCES {
         metrics.extend(source(a.sibling()).await?);
     }
-    let topo = a.sibling().part::<TopoState>().await?;
-    let tcp = a.sibling().part::<TcpModel>().await?;
+    // read through this analysis, so its commands list the index pass
+    let topo = a.part::<TopoState>().await?;
+    let tcp = a.part::<TcpModel>().await?;
     let hosts: BTreeSet<String> = topo
         .hosts
         .keys()
@@ -220,20 +221,18 @@ async fn facts(a: &Analysis) -> Result<SideFacts, String> {
 
 /// One pass of its own over each file: the header fields of every TCP packet of the
 /// shared flows (no index holds per-packet fields), fed to the aligner.
-async fn align(a: &Analysis, b: &Analysis) -> Result<Alignment, String> {
+async fn align(a: &mut Analysis, b: &mut Analysis) -> Result<Alignment, String> {
     let mut aligner = Aligner::default();
     let n = SegRow::FIELDS.len();
     let args = field_args(SegRow::FIELDS);
-    let mut sa = a.sibling();
-    sa.run_lines(Some("tcp"), &args, |line| {
+    a.run_lines(Some("tcp"), &args, |line| {
         if let Some(r) = SegRow::from_row(&Row::parse(line, n)) {
             aligner.add_a(r);
         }
     })
     .await?;
     aligner.start_b();
-    let mut sb = b.sibling();
-    sb.run_lines(Some("tcp"), &args, |line| {
+    b.run_lines(Some("tcp"), &args, |line| {
         if let Some(r) = SegRow::from_row(&Row::parse(line, n)) {
             aligner.add_b(r);
         }
@@ -277,16 +276,16 @@ fn metric_filter(name: &str) -> &'static str {
     }
 }
 
-async fn compare(a: Analysis, p: CompareParams) -> Result<Report<Comparison>, String> {
-    let b = a.other_capture(&p.pcap_b).await?;
+async fn compare(mut a: Analysis, p: CompareParams) -> Result<Report<Comparison>, String> {
+    let mut b = a.other_capture(&p.pcap_b).await?;
     if a.file.identity() == b.file.identity() {
         return Err(
             "pcap_a and pcap_b are the same file: give two captures to compare (before and after, or the two sides of a path)"
                 .into(),
         );
     }
-    let fa = facts(&a).await?;
-    let fb = facts(&b).await?;
+    let fa = facts(&mut a).await?;
+    let fb = facts(&mut b).await?;
     let limit = clamp_limit(p.limit, 25);
 
     let changes = diff(&fa.metrics, &fb.metrics);
@@ -351,7 +350,7 @@ async fn compare(a: Analysis, p: CompareParams) -> Result<Report<Comparison>, St
     let alignment = match p.align {
         Some(false) => None,
         _ if shared == 0 => None,
-        _ => Some(align(&a, &b).await?),
+        _ => Some(align(&mut a, &mut b).await?),
     };
 
     let mut findings = Vec::new();
@@ -485,7 +484,6 @@ async fn compare(a: Analysis, p: CompareParams) -> Result<Report<Comparison>, St
         findings_gone: gone,
         alignment,
     };
-    let mut a = a;
     a.commands.extend(b.commands);
     a.report(summary, findings, data, span, None).await
 }
