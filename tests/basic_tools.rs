@@ -69,11 +69,14 @@ async fn packet_counts_equal_capinfos_for_every_fixture() {
                 }
                 panic!("{name}: protocol {proto} missing");
             };
-            assert_eq!(
-                row["frames"].as_u64().unwrap(),
-                frames.parse::<u64>().unwrap(),
-                "{name} {proto}"
-            );
+            // above TCP, what is dissected depends on reassembly: the server reads
+            // with TCP reassembled out of order, and so does the tshark it is held to
+            let want = if ["eth", "ip", "ipv6", "tcp", "udp", "arp", "icmp"].contains(&proto) {
+                frames.parse::<u64>().unwrap()
+            } else {
+                tshark_count(&fixture(name), proto)
+            };
+            assert_eq!(row["frames"].as_u64().unwrap(), want, "{name} {proto}");
         }
     }
 }
@@ -196,9 +199,11 @@ async fn http_transactions_skip_interim_and_retransmitted_responses() {
     );
     assert_eq!(v["requests"]["rows"][0]["status"], 200);
     assert_eq!(v["requests"]["rows"][0]["method"], "POST");
-    // arkime-wireshark-retrans: 4 POSTs; tshark dissects 6 responses, 2 of them retransmissions
+    // arkime-wireshark-retrans: 4 POSTs, each answered once (tshark reassembling out of
+    // order, as the server reads; without that it dissects 6 responses, 2 of them the
+    // retransmitted copies)
     let file = fixture("arkime-wireshark-retrans.pcap");
-    assert_eq!(tshark_count(&file, "http.response"), 6);
+    assert_eq!(tshark_count(&file, "http.response"), 4);
     let answered = tshark_count(&file, "http.response && !tcp.analysis.retransmission");
     let v = s
         .ok("extract_http_requests", json!({"pcap_file": file}))

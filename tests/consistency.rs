@@ -209,7 +209,7 @@ async fn a_question_asked_again_and_answered_is_answered() {
     let file = fixture("zeek-ipv6-fragmented-dns.pcap");
     // the oracle, from tshark's own fields: distinct questions (port, ID, name) and
     // the questions some query of which got a response
-    let rows = std::process::Command::new("tshark")
+    let rows = tshark()
         .args(["-n", "-r", &file, "-Y", "dns", "-T", "fields"])
         .args([
             "-e",

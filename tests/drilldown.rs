@@ -10,11 +10,7 @@ use serde_json::{Value, json};
 
 fn tshark_lines(args: &[&str]) -> Vec<String> {
     // as the server runs it: no name resolution
-    let out = Command::new("tshark")
-        .arg("-n")
-        .args(args)
-        .output()
-        .expect("tshark runs");
+    let out = tshark().arg("-n").args(args).output().expect("tshark runs");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

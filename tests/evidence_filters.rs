@@ -119,7 +119,7 @@ fn compiles(filters: &[&str]) -> bool {
         .map(|f| format!("({f})"))
         .collect::<Vec<_>>()
         .join(" || ");
-    std::process::Command::new("tshark")
+    tshark()
         .args(["-n", "-r", &fixture("cs-icmp_echo.pcapng"), "-Y", &joined])
         .output()
         .unwrap()

@@ -189,7 +189,7 @@ fn tshark_read(path: &Path) -> (u64, bool) {
     } else {
         "read_format:Wireshark/tcpdump/... - pcap"
     };
-    let out = std::process::Command::new("tshark")
+    let out = tshark()
         .args(["-n", "-X", reader, "-r"])
         .arg(path)
         .args(["-T", "fields", "-e", "frame.number"])

@@ -5,13 +5,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
 
 fn tshark_q(file: &str, args: &[&str]) -> String {
-    let out = Command::new("tshark")
+    let out = tshark()
         .args(["-n", "-r", file])
         .args(args)
         .output()

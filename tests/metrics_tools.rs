@@ -74,7 +74,7 @@ use serde_json::json;
 
 /// tshark's endpoint table row for one address: (frames, bytes).
 fn tshark_endpoint(file: &str, addr: &str) -> (u64, u64) {
-    let out = std::process::Command::new("tshark")
+    let out = tshark()
         .args(["-n", "-r", file, "-q", "-z", "endpoints,ip"])
         .output()
         .unwrap();

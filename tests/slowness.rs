@@ -193,7 +193,7 @@ async fn a_capture_of_quick_exchanges_has_nothing_slow() {
     let s = start().await;
     let file = fixture("zeek-wikipedia.pcap");
     // every request there was answered within 200 ms (tshark's own http.time)
-    let out = Command::new("tshark")
+    let out = tshark()
         .args([
             "-n",
             "-r",

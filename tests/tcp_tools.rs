@@ -487,7 +487,7 @@ async fn handshake_rtt_and_setup_time_from_a_built_capture() {
 async fn rtp_loss_is_tsharks_whatever_the_payload_column_holds() {
     let s = start().await;
     let file = fixture("ndpi-FAX-Call-t38-CA-TDM-SIP-FB-1.pcap");
-    let out = std::process::Command::new("tshark")
+    let out = tshark()
         .args(["-n", "-q", "-r", &file, "-z", "rtp,streams"])
         .output()
         .unwrap();

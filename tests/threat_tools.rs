@@ -179,7 +179,7 @@ async fn search_masks_the_passwords_the_threat_view_masks() {
     let s = start().await;
     let file = fixture("zeek-ftp-password-pass-command.pcap");
     // the oracle: tshark's own FTP PASS argument
-    let out = std::process::Command::new("tshark")
+    let out = tshark()
         .args([
             "-n",
             "-r",

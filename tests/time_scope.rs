@@ -11,7 +11,7 @@ const FILE: &str = "zeek-http-methods.pcap";
 
 /// The capture's first packet time, from tshark (nanosecond decimal).
 fn first_epoch(file: &str) -> jiff::Timestamp {
-    let out = std::process::Command::new("tshark")
+    let out = tshark()
         .args([
             "-r",
             file,

@@ -437,7 +437,7 @@ async fn certificate_validity_is_judged_when_presented() {
     let s = start().await;
     let file = fixture("derived-sv-mixed-merge-certs.pcapng");
     // the oracle: tshark's own presentation time and validity dates per certificate frame
-    let out = std::process::Command::new("tshark")
+    let out = tshark()
         .args(["-n", "-r", &file, "-T", "fields", "-E", "separator=|"])
         .args([
             "-Y",
@@ -452,7 +452,7 @@ async fn certificate_validity_is_judged_when_presented() {
         .output()
         .unwrap();
     let first_packet: f64 = String::from_utf8_lossy(
-        &std::process::Command::new("tshark")
+        &tshark()
             .args([
                 "-n",
                 "-r",

@@ -115,7 +115,7 @@ async fn capture_artefacts_are_told_apart_from_the_network() {
     // 2. SPAN duplicates: the file merged with itself, every frame twice
     run(Command::new("mergecap").args(["-w", &d("dup.pcap"), &orig, &orig]));
     // 3. one direction: only what the client sent
-    run(Command::new("tshark").args([
+    run(tshark().args([
         "-r",
         &orig,
         "-Y",
@@ -166,7 +166,7 @@ async fn capture_artefacts_are_told_apart_from_the_network() {
 
     let v = trust(d("oneside.pcap")).await;
     let mut per_stream: BTreeMap<u64, u64> = BTreeMap::new();
-    let out = Command::new("tshark")
+    let out = tshark()
         .args([
             "-r",
             &d("oneside.pcap"),

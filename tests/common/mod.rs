@@ -332,10 +332,18 @@ pub fn text(r: &CallToolResult) -> String {
         .join("\n")
 }
 
+/// tshark as the oracle runs it: with the preference the server reads every capture
+/// with (TCP reassembled out of order), so both dissect the same messages.
+pub fn tshark() -> StdCommand {
+    let mut c = StdCommand::new("tshark");
+    c.args(["-o", "tcp.reassemble_out_of_order:TRUE"]);
+    c
+}
+
 /// The frames tshark selects with a display filter, in file order; `two_pass` evaluates
 /// it as Wireshark's GUI does (fields that refer forward, like `dns.response_in`).
 pub fn tshark_frames(file: &str, filter: &str, two_pass: bool) -> Vec<u64> {
-    let mut cmd = StdCommand::new("tshark");
+    let mut cmd = tshark();
     cmd.arg("-n");
     if two_pass {
         cmd.arg("-2");
