@@ -14,26 +14,29 @@ use serde_json::json;
 
 const SIZE: usize = 2 * 1024 * 1024;
 
-#[tokio::test]
-async fn loss_before_the_capture_point_and_a_slow_network_verdict() {
-    if !is_root() {
-        eprintln!("skipped: needs root for namespaces");
-        return;
-    }
-    let link = DelayLink::create(2, Duration::from_millis(40), [0.03, 0.03]).expect("link");
+/// Serves `header` then SIZE bytes from the server namespace on `port`, fetches them
+/// from the client namespace with `request`, and captures at the client into `name`
+/// in the server's storage.
+async fn captured_download(
+    s: &Server,
+    link: &DelayLink,
+    port: u16,
+    header: &str,
+    request: &str,
+    name: &str,
+) {
     let _server = KillOnDrop(
         link.in_server(&[
             "python3",
             "-c",
             &format!(
-                "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5900));s.listen(1)\nc,_=s.accept();c.recv(100);c.sendall(b'x'*{SIZE});c.close()\n"
+                "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',{port}));s.listen(1)\nc,_=s.accept();c.recv(1000);c.sendall(b'{header}' + b'x'*{SIZE});c.close()\n"
             ),
         ])
         .spawn()
         .unwrap(),
     );
-    let s = start().await;
-    let file = s.storage_file("download.pcapng");
+    let file = s.storage_file(name);
     let mut dumpcap = link
         .in_client(&["dumpcap", "-q", "-i", "dl0", "-f", "tcp", "-w"])
         .arg(&file)
@@ -51,7 +54,7 @@ async fn loss_before_the_capture_point_and_a_slow_network_verdict() {
             "python3",
             "-c",
             &format!(
-                "import socket\ns=socket.create_connection(('{SERVER_IP}',5900),timeout=60);s.sendall(b'GET')\nn=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nassert n=={SIZE}, n\n"
+                "import socket\ns=socket.create_connection(('{SERVER_IP}',{port}),timeout=60);s.sendall(b'{request}')\nn=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nassert n>={SIZE}, n\n"
             ),
         ])
         .status()
@@ -63,6 +66,17 @@ async fn loss_before_the_capture_point_and_a_slow_network_verdict() {
         .args(["-INT", &dumpcap.id().to_string()])
         .status();
     let _ = dumpcap.wait();
+}
+
+#[tokio::test]
+async fn loss_before_the_capture_point_and_a_slow_network_verdict() {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces");
+        return;
+    }
+    let link = DelayLink::create(2, Duration::from_millis(40), [0.03, 0.03]).expect("link");
+    let s = start().await;
+    captured_download(&s, &link, 5900, "", "GET", "download.pcapng").await;
     let dropped_down = link.dropped(1);
     assert!(
         dropped_down > 0,
@@ -137,48 +151,19 @@ async fn an_http_response_delivered_with_loss_is_answered() {
         return;
     }
     let link = DelayLink::create(3, Duration::from_millis(40), [0.03, 0.03]).expect("link");
-    let _server = KillOnDrop(
-        link.in_server(&[
-            "python3",
-            "-c",
-            &format!(
-                "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(1)\nc,_=s.accept();c.recv(1000)\nbody=b'x'*{SIZE}\nc.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Type: application/octet-stream\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n' % len(body) + body);c.close()\n"
-            ),
-        ])
-        .spawn()
-        .unwrap(),
-    );
     let s = start().await;
-    let file = s.storage_file("http-download.pcapng");
-    let mut dumpcap = link
-        .in_client(&["dumpcap", "-q", "-i", "dl0", "-f", "tcp", "-w"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(10, "dumpcap to start", || {
-        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 0
-    })
+    let header = format!(
+        "HTTP/1.1 200 OK\\r\\nContent-Type: application/octet-stream\\r\\nContent-Length: {SIZE}\\r\\nConnection: close\\r\\n\\r\\n"
+    );
+    captured_download(
+        &s,
+        &link,
+        8080,
+        &header,
+        "GET /big HTTP/1.1\\r\\nHost: files.test\\r\\n\\r\\n",
+        "http-download.pcapng",
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let ok = link
-        .in_client(&[
-            "python3",
-            "-c",
-            &format!(
-                "import socket\ns=socket.create_connection(('{SERVER_IP}',8080),timeout=60);s.sendall(b'GET /big HTTP/1.1\\r\\nHost: files.test\\r\\n\\r\\n')\nn=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nassert n>{SIZE}, n\n"
-            ),
-        ])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "download failed");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &dumpcap.id().to_string()])
-        .status();
-    let _ = dumpcap.wait();
     assert!(link.dropped(1) > 0);
     let v = s
         .ok(
