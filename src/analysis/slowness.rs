@@ -77,7 +77,13 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
     let server_leg = s.handshake_rtt().unwrap_or(0.0);
     // the answering side: the server's answer to the client's request; a connection
     // where only the client talks (an upload) is attributed on the client's data
-    let (req, ans) = (0usize, 1usize);
+    // (a stream caught mid-way has no SYN to say who opened it: a well-known port
+    // on the side the model took for the client makes that side the server)
+    let (req, ans) = if !s.syn[0] && !s.synack[1] && s.port[0] < 1024 && s.port[1] >= 1024 {
+        (1usize, 0usize)
+    } else {
+        (0usize, 1usize)
+    };
     let bulk = if s.payload[ans] >= s.payload[req] {
         ans
     } else {
@@ -128,8 +134,14 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
     let mut sh = Shares {
         network: setup + loss_recovery + network_transfer + (wait - server_time).max(0.0),
         server: server_time,
-        client: receiver_stall,
+        client: 0.0,
     };
+    // a receiver that stopped reading is that side's application
+    if receiver == req {
+        sh.client += receiver_stall;
+    } else {
+        sh.server += receiver_stall;
+    }
     // a paused sender is that side's application, and so is the other side's pause
     if sender_is_server {
         sh.server += app_pause;
@@ -173,6 +185,9 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
         "server" if app_pause > 0.0 => format!(
             "the server paused its own sending for {app_pause:.3} s during the transfer: {pct}% of the time"
         ),
+        "server" if receiver_stall > 0.0 => format!(
+            "the server advertised a zero window for {receiver_stall:.3} s (its application did not read): {pct}% of the time"
+        ),
         "server" => format!(
             "the server's receive window held the upload back ({} window-full events): {pct}% of the time",
             s.window_full[bulk]
@@ -215,8 +230,8 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
     frames.dedup();
     Some(Attribution {
         stream: s.id,
-        client: s.endpoint(0),
-        server: s.endpoint(1),
+        client: s.endpoint(req),
+        server: s.endpoint(ans),
         elapsed_s: r3(elapsed),
         idle_s: r3(idle),
         setup_s: r3(setup),

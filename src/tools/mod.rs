@@ -134,6 +134,11 @@ model_check!(check_certificates, TlsModel, tls::certificates);
 model_check!(check_sni, TlsModel, tls::sni_mismatches);
 model_check!(check_alerts, TlsModel, tls::alerts);
 view_check!(check_http, http::http_requests, http::HttpParams);
+view_check!(
+    check_slowness,
+    performance::slowness,
+    performance::SlowParams
+);
 view_check!(check_quality, quality::quality, quality::QualityParams);
 view_check!(
     check_anomalies,
@@ -213,6 +218,12 @@ pub const TRIAGE: &[Check] = &[
         tool: "analyze_packet_timing_issues",
         run: check_timing,
         keep: all,
+    },
+    // a connection slow for a second or more, with whose fault it was
+    Check {
+        tool: "analyze_slowness",
+        run: check_slowness,
+        keep: |f| f.severity >= crate::report::Severity::Medium,
     },
     // the quality grade restates the other families' symptoms; ICMP errors, UDP to
     // closed ports and unreachable destinations are its own
