@@ -250,6 +250,37 @@ fn address_of(endpoint: &str) -> String {
     }
 }
 
+/// The messages, once each. A message tshark completes on a retransmitted segment is
+/// a copy when the same message was already seen (the request just sent again on its
+/// stream; the response to a request already answered), and the message itself when
+/// it was not: a response whose missing segment arrived only as a retransmission.
+fn distinct_messages(rows: &[HttpRow]) -> Vec<&HttpRow> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut answered: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut last_request: BTreeMap<Option<u64>, (Option<&str>, Option<&str>)> = BTreeMap::new();
+    for r in rows {
+        let request = (r.method.as_deref(), r.uri.as_deref());
+        let copy = r.retransmitted
+            && if r.is_request {
+                last_request.get(&r.stream) == Some(&request)
+            } else {
+                r.request_in.is_none_or(|f| answered.contains(&f))
+            };
+        if copy {
+            continue;
+        }
+        if r.is_request {
+            last_request.insert(r.stream, request);
+        } else if let Some(f) = r.request_in
+            && !r.code.is_some_and(is_interim)
+        {
+            answered.insert(f);
+        }
+        out.push(r);
+    }
+    out
+}
+
 pub(crate) async fn http_requests(
     mut a: Analysis,
     p: HttpParams,
@@ -259,12 +290,10 @@ pub(crate) async fn http_requests(
     let mut span = Span::default();
     let mut orphan_responses = 0u64;
     let kept = a.part::<crate::index::Rows<HttpRow>>().await?;
-    for r in kept.0.iter().cloned() {
+    for r in kept.0.iter() {
         span.add(r.time);
-        // a resent segment is the same message again, not another transaction
-        if r.retransmitted {
-            continue;
-        }
+    }
+    for r in distinct_messages(&kept.0).into_iter().cloned() {
         if r.is_request {
             index.insert(r.frame, requests.len());
             requests.push(HttpTransaction {
@@ -604,7 +633,7 @@ pub async fn events(
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
     use crate::analysis::events::Event;
     let kept = a.part::<crate::index::Rows<HttpRow>>().await?;
-    let rows: Vec<&HttpRow> = kept.0.iter().filter(|r| !r.retransmitted).collect();
+    let rows: Vec<&HttpRow> = distinct_messages(&kept.0);
     let answers: std::collections::HashMap<u64, &HttpRow> = rows
         .iter()
         .filter(|r| !r.is_request)
