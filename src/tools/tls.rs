@@ -458,7 +458,10 @@ pub struct SniRow {
     pub sni: Option<String>,
     /// match, mismatch, missing_sni, ip_literal_sni, not_verifiable (TLS 1.3 or no certificate).
     pub verdict: String,
+    /// The leaf's names (CN and SANs), the ones matching the SNI first, at most
+    /// [`NAMES_SHOWN`]; `certificate_name_count` says how many it has.
     pub certificate_names: Vec<String>,
+    pub certificate_name_count: usize,
     pub certificate_subject: Option<String>,
     /// The session then ended with an alert or reset.
     pub failed_after: Option<String>,
@@ -470,6 +473,9 @@ pub struct SniCheck {
     pub verdicts: Vec<CountRow>,
     pub sessions: Table<SniRow>,
 }
+
+/// Names listed per certificate in the SNI table (a CDN certificate carries 100+).
+const NAMES_SHOWN: usize = 10;
 
 pub(crate) fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
     let rows: Vec<SniRow> = m
@@ -503,6 +509,13 @@ pub(crate) fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
                 "reset" => Some("reset".into()),
                 _ => None,
             };
+            let count = names.len();
+            let mut names = names;
+            if let Some(sni) = &s.sni {
+                // stable: the matching names first, the rest in their order
+                names.sort_by_key(|n| !name_matches(n, sni));
+            }
+            names.truncate(NAMES_SHOWN);
             SniRow {
                 session: s.key.clone(),
                 client: s.endpoint(0),
@@ -510,6 +523,7 @@ pub(crate) fn sni_mismatches(m: &TlsModel, p: &TcpParams) -> Reduced<SniCheck> {
                 sni: s.sni.clone(),
                 verdict: verdict.into(),
                 certificate_names: names,
+                certificate_name_count: count,
                 certificate_subject: leaf.map(|l| l.row.subject),
                 failed_after,
                 display_filter: s.filter(),
@@ -863,6 +877,7 @@ fn ciphers(m: &TlsModel, p: &TcpParams) -> Reduced<CipherAnalysis> {
             sni: s.sni.clone(),
             verdict: "negotiation_failed".into(),
             certificate_names: Vec::new(),
+            certificate_name_count: 0,
             certificate_subject: None,
             failed_after: s
                 .alerts
