@@ -357,16 +357,16 @@ async fn topology_hosts_gateways_vlans_and_a_diagram() {
             json!({"pcap_file": file, "limit": 50}),
         )
         .await;
-    let gw = &v["gateways"][0];
+    let gw = &v["gateways"]["rows"][0];
     assert_eq!(gw["mac"], "00:13:7f:be:8c:ff");
     assert_eq!(gw["addresses"], json!(["141.142.220.1"]));
     // the two other MACs that send from an IPv4 and an IPv6 address are dual-stack
     // hosts (tshark: their IPv6 sources are link-local or carry the MAC), not gateways
     assert_eq!(
-        v["gateways"].as_array().unwrap().len(),
+        v["gateways"]["rows"].as_array().unwrap().len(),
         1,
         "{}",
-        v["gateways"]
+        v["gateways"]["rows"]
     );
     for mac in ["00:17:f2:d7:cf:65", "f0:4d:a2:47:ba:25"] {
         let v6 = tshark()
@@ -444,7 +444,7 @@ async fn topology_hosts_gateways_vlans_and_a_diagram() {
     assert_eq!(client["location"], "local");
     assert_eq!(client["macs"], json!(["00:24:7e:e0:1d:b5"]));
     assert!(
-        v["subnets"]
+        v["subnets"]["rows"]
             .as_array()
             .unwrap()
             .iter()
@@ -471,8 +471,8 @@ async fn topology_hosts_gateways_vlans_and_a_diagram() {
             json!({"pcap_file": fixture("tcpdump-802.1ad_QinQ.pcap")}),
         )
         .await;
-    assert_eq!(v["vlans"][0]["vlan"], "200/2001");
-    assert_eq!(v["vlans"][0]["frames"], 2);
+    assert_eq!(v["vlans"]["rows"][0]["vlan"], "200/2001");
+    assert_eq!(v["vlans"]["rows"][0]["frames"], 2);
     assert_eq!(host(&v, "172.21.79.97")["vlans"], json!(["200/2001"]));
     // 802.1Q in 802.1Q: outer 13, inner 10 (tshark: 5 frames tagged 13 and 10)
     let v = s
@@ -481,8 +481,8 @@ async fn topology_hosts_gateways_vlans_and_a_diagram() {
             json!({"pcap_file": fixture("zeek-q-in-q.pcap")}),
         )
         .await;
-    assert_eq!(v["vlans"][0]["vlan"], "13/10");
-    assert_eq!(v["vlans"][0]["frames"], 5);
+    assert_eq!(v["vlans"]["rows"][0]["vlan"], "13/10");
+    assert_eq!(v["vlans"]["rows"][0]["frames"], 5);
 
     // two capture interfaces merged: both clients and the resolver they share
     let v = s

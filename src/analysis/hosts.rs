@@ -41,7 +41,8 @@ pub struct Gateway {
     pub mac: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
-    /// Its own addresses (from ARP or its own traffic), when seen.
+    /// Its own addresses (from ARP or its own traffic), when seen (the topology lists
+    /// the first 10).
     pub addresses: Vec<String>,
     /// Distinct source addresses whose frames it forwarded.
     pub addresses_behind: usize,

@@ -66,15 +66,25 @@ pub struct Vlan {
 pub struct Topology {
     pub host_count: usize,
     pub hosts: Table<Host>,
-    pub gateways: Vec<Gateway>,
-    pub subnets: Vec<Subnet>,
+    /// Most addresses behind first.
+    pub gateways: Table<Gateway>,
+    /// Most hosts first.
+    pub subnets: Table<Subnet>,
+    /// The first [`SERVERS_LISTED`] resolvers and DHCP servers (sorted), and how many.
     pub dns_servers: Vec<String>,
+    pub dns_server_count: usize,
     pub dhcp_servers: Vec<String>,
-    pub vlans: Vec<Vlan>,
+    pub dhcp_server_count: usize,
+    /// Most frames first.
+    pub vlans: Table<Vlan>,
     pub edges: Table<Edge>,
     /// Mermaid flowchart of the busiest hosts and edges (paste into any Mermaid viewer).
     pub mermaid: String,
 }
+
+/// Resolvers and DHCP servers listed by name (a scan answered from every address of a
+/// range would list thousands).
+const SERVERS_LISTED: usize = 20;
 
 /// A Mermaid-safe label: no quotes, brackets or pipes.
 fn label(s: &str) -> String {
@@ -188,7 +198,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             e.1.extend(h.vlans.iter().cloned());
         }
     }
-    let subnets: Vec<Subnet> = subnets
+    let mut subnets: Vec<Subnet> = subnets
         .into_iter()
         .map(|(prefix, (hosts, v))| Subnet {
             prefix,
@@ -196,6 +206,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             vlans: v.into_iter().collect(),
         })
         .collect();
+    subnets.sort_by(|x, y| y.hosts.cmp(&x.hosts).then(x.prefix.cmp(&y.prefix)));
     let mut edge_rows: Vec<Edge> = edges
         .into_iter()
         .filter(|((x, y), _)| is_unicast(x) && is_unicast(y))
@@ -217,7 +228,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         })
         .collect();
     edge_rows.sort_by_key(|e| std::cmp::Reverse(e.bytes));
-    let vlan_rows: Vec<Vlan> = vlans
+    let mut vlan_rows: Vec<Vlan> = vlans
         .into_iter()
         .map(|(vlan, (frames, hs))| Vlan {
             display_filter: {
@@ -235,9 +246,20 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             hosts: hs.len(),
         })
         .collect();
+    vlan_rows.sort_by(|x, y| y.frames.cmp(&x.frames).then(x.vlan.cmp(&y.vlan)));
     let diagram = mermaid(&rows, &edge_rows, &gateways);
-    let dns: Vec<String> = dns_servers.into_iter().collect();
-    let dhcp: Vec<String> = dhcp_servers.into_iter().collect();
+    let (dns_count, dhcp_count) = (dns_servers.len(), dhcp_servers.len());
+    let dns: Vec<String> = dns_servers.into_iter().take(SERVERS_LISTED).collect();
+    let dhcp: Vec<String> = dhcp_servers.into_iter().take(SERVERS_LISTED).collect();
+    let named = |v: &[String], n: usize| {
+        if v.is_empty() {
+            "none seen".to_string()
+        } else if n > 5 {
+            format!("{} and {} more", v[..5].join(", "), n - 5)
+        } else {
+            v.join(", ")
+        }
+    };
 
     let mut findings = Vec::new();
     for g in gateways.iter().take(3) {
@@ -308,16 +330,8 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         rows.iter().filter(|h| h.location == "remote").count(),
         subnets.len(),
         gateways.len(),
-        if dns.is_empty() {
-            "none seen".into()
-        } else {
-            dns.join(", ")
-        },
-        if dhcp.is_empty() {
-            "none seen".into()
-        } else {
-            dhcp.join(", ")
-        },
+        named(&dns, dns_count),
+        named(&dhcp, dhcp_count),
         vlan_rows.len(),
         edge_rows
             .first()
@@ -328,11 +342,23 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
     let data = Topology {
         host_count: rows.len(),
         hosts: Table::top(rows, limit),
-        gateways,
-        subnets,
+        gateways: Table::top(
+            gateways
+                .into_iter()
+                .map(|mut g| {
+                    // a router answering ARP for a whole range claims hundreds
+                    g.addresses.truncate(10);
+                    g
+                })
+                .collect(),
+            limit.min(10),
+        ),
+        subnets: Table::top(subnets, limit),
         dns_servers: dns,
+        dns_server_count: dns_count,
         dhcp_servers: dhcp,
-        vlans: vlan_rows,
+        dhcp_server_count: dhcp_count,
+        vlans: Table::top(vlan_rows, limit),
         edges: Table::top(edge_rows, limit),
         mermaid: diagram,
     };
