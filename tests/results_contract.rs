@@ -26,6 +26,17 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
             fixture_names().iter().map(|n| fixture(n).into()).collect();
         (names, fixtures().display().to_string())
     };
+    // the corpus' three merges of 7-12 MB cost more than all other files together
+    // (every finding's filter is a two-pass tshark run over the file): CONTRACT_ALL=1
+    // takes them too; CI leaves them out to stay under 15 minutes
+    let files: Vec<std::path::PathBuf> = if std::env::var_os("CONTRACT_ALL").is_some() {
+        files
+    } else {
+        files
+            .into_iter()
+            .filter(|f| std::fs::metadata(f).map_or(true, |m| m.len() <= 5_000_000))
+            .collect()
+    };
     let s = start_with(&[("PCAP_ALLOWED_DIRS", &dirs), ("PCAP_CALL_DEADLINE", "600")]).await;
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let tools = file_tool_names();
