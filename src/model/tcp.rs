@@ -1103,6 +1103,77 @@ mod tests {
         s
     }
 
+    /// A data segment from the server with its relative sequence number and tshark's
+    /// analysis flags set as named.
+    fn data(frame: u64, t: f64, seq: u64, len: u64, flags: &[&str]) -> TcpRow {
+        let mut r = row(frame, t, false, ACK, len);
+        r.seq = Some(seq);
+        r.retrans = flags.contains(&"retransmission");
+        r.out_of_order = flags.contains(&"out_of_order");
+        r.lost_segment = flags.contains(&"lost_segment");
+        r
+    }
+
+    fn handshake() -> Vec<TcpRow> {
+        vec![
+            row(1, 0.0, true, SYN, 0),
+            row(2, 0.01, false, SYN | ACK, 0),
+            row(3, 0.02, true, ACK, 0),
+        ]
+    }
+
+    #[test]
+    fn loss_is_placed_relative_to_the_capture_point() {
+        // near the sender: segment 2 is sent, lost downstream, and resent 1 ms later;
+        // tshark's timing heuristic calls the resend out-of-order
+        let mut rows = handshake();
+        rows.extend([
+            data(4, 0.10, 1, 1000, &[]),
+            data(5, 0.10, 1001, 1000, &[]),
+            data(6, 0.10, 2001, 1000, &[]),
+            data(7, 0.101, 1001, 1000, &["out_of_order"]),
+        ]);
+        let s = stream_of(&rows);
+        assert_eq!(s.resent_unflagged, [0, 1]);
+        assert_eq!(s.lost_after_capture, [0, 1]);
+        assert_eq!(s.lost_before_capture(1), 0);
+        assert_eq!(s.loss_retransmissions(), 1);
+        assert_eq!(s.lost_segments(1), 1);
+
+        // near the receiver: two segments lost upstream leave one hole of 2000 bytes,
+        // filled later; the fills are the hole's loss, not another loss
+        let mut rows = handshake();
+        rows.extend([
+            data(4, 0.10, 1, 1000, &[]),
+            data(5, 0.10, 3001, 1000, &["lost_segment"]),
+            data(6, 0.20, 1001, 1000, &["retransmission"]),
+            data(7, 0.20, 2001, 1000, &["out_of_order"]),
+        ]);
+        let s = stream_of(&rows);
+        assert_eq!(s.lost_segment, [0, 1]);
+        assert_eq!(s.lost_before_capture(1), 2);
+        assert_eq!(s.lost_after_capture, [0, 0]);
+        assert_eq!(s.resent_unflagged, [0, 0]);
+        assert_eq!(s.lost_segments(1), 2);
+    }
+
+    #[test]
+    fn keep_alives_into_a_zero_window_are_probes() {
+        let mut rows = handshake();
+        rows.push(data(4, 0.1, 1, 1000, &[]));
+        let mut zw = row(5, 0.11, true, ACK, 0);
+        zw.window = Some(0);
+        zw.zero_window = true;
+        rows.push(zw);
+        let mut ka = row(6, 3.0, false, ACK, 0);
+        ka.keep_alive = true;
+        rows.push(ka);
+        let s = stream_of(&rows);
+        assert_eq!(s.keepalive_probes, [0, 1]);
+        assert_eq!(s.keep_alive, [0, 1]);
+        assert!(s.silence_was_zero_window());
+    }
+
     #[test]
     fn zeek_states_and_history() {
         // S1 with history ShADad, as Zeek's conn.log for wikipedia.pcap
