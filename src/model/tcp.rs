@@ -159,6 +159,15 @@ pub struct SynOptions {
 /// Counts of one kind, per direction: [from A, from B] until `finish` orients them.
 pub type PerDir = [u64; 2];
 
+/// Lost over sent, percent to two decimals; nothing sent is no loss.
+fn loss_pct(lost: u64, sent: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        (10_000.0 * lost as f64 / sent as f64).round() / 100.0
+    }
+}
+
 /// See [`TcpModel::estimated_loss`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EstimatedLoss {
@@ -221,7 +230,6 @@ pub struct StreamDetail {
     synack_time: Option<f64>,
     pub payload: PerDir,
     pub data_segments: PerDir,
-    pub first_data: Option<(f64, u64)>,
     pub irtt: Option<f64>,
     pub rtt_count: u64,
     pub rtt_sum: f64,
@@ -566,6 +574,14 @@ impl Stream {
         self.lost_before_capture(d) + self.lost_after_capture[d]
     }
 
+    /// The first data segment either way (time, frame).
+    pub fn first_data(&self) -> Option<(f64, u64)> {
+        match (self.data_first[0], self.data_first[1]) {
+            (Some(a), Some(b)) => Some(if b.1 < a.1 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether the stream's longest silence was a wait on a zero window: the receiver's
     /// stall, not an idle application.
     pub fn silence_was_zero_window(&self) -> bool {
@@ -573,6 +589,13 @@ impl Stream {
             self.zero_window[d] > 0
                 && (self.zw_unrecovered[d] || self.zw_stall_max[d] >= 0.9 * self.max_gap)
         })
+    }
+
+    /// [`TcpModel::estimated_loss`]'s rate for this stream alone.
+    pub fn estimated_loss_pct(&self) -> f64 {
+        let before = self.lost_before_capture(0) + self.lost_before_capture(1);
+        let after = self.lost_after_capture[0] + self.lost_after_capture[1];
+        loss_pct(before + after, self.data_segment_count() + before)
     }
 
     pub fn data_segment_count(&self) -> u64 {
@@ -688,7 +711,6 @@ impl Stream {
             let dd = self.detail_mut();
             dd.payload[d] += p.payload;
             dd.data_segments[d] += 1;
-            dd.first_data.get_or_insert((p.time, p.frame));
             if dd.data_first[d].is_none()
                 && let Some((t_other, _)) = dd.data_last[1 - d]
             {
@@ -1044,12 +1066,7 @@ impl TcpModel {
     pub fn loss_rate(&self) -> (u64, u64, f64) {
         let r = self.total(Stream::loss_retransmissions);
         let d = self.total(Stream::data_segment_count);
-        let pct = if d == 0 {
-            0.0
-        } else {
-            (10_000.0 * r as f64 / d as f64).round() / 100.0
-        };
-        (r, d, pct)
+        (r, d, loss_pct(r, d))
     }
 
     /// Loss estimated from where the capture sits (see [`Stream::lost_segments`]):
@@ -1059,15 +1076,10 @@ impl TcpModel {
         let before = self.total(|s| s.lost_before_capture(0) + s.lost_before_capture(1));
         let after = self.total(|s| s.lost_after_capture[0] + s.lost_after_capture[1]);
         let sent = self.total(Stream::data_segment_count) + before;
-        let pct = if sent == 0 {
-            0.0
-        } else {
-            (10_000.0 * (before + after) as f64 / sent as f64).round() / 100.0
-        };
         EstimatedLoss {
             before_capture: before,
             after_capture: after,
-            pct,
+            pct: loss_pct(before + after, sent),
         }
     }
 

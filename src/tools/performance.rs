@@ -103,17 +103,7 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
                     }
                 },
                 loss_retransmissions: s.loss_retransmissions(),
-                estimated_loss_pct: {
-                    let lost = s.lost_segments(0) + s.lost_segments(1);
-                    let sent = s.data_segment_count()
-                        + s.lost_before_capture(0)
-                        + s.lost_before_capture(1);
-                    if sent == 0 {
-                        0.0
-                    } else {
-                        round(100.0 * lost as f64 / sent as f64, 2)
-                    }
-                },
+                estimated_loss_pct: s.estimated_loss_pct(),
                 zero_windows: s.zero_window[0] + s.zero_window[1],
                 zero_window_stall_s: round(s.zw_stall_max[0].max(s.zw_stall_max[1]), 6),
                 out_of_order: s.out_of_order[0] + s.out_of_order[1],

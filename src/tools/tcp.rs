@@ -1198,7 +1198,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 handshake_rtt_ms: s.handshake_rtt().map(ms),
                 setup_ms: s.setup_time().map(ms),
                 syn_retransmissions: s.syn_retries,
-                first_data_after_s: s.first_data.map(|(t, _)| round(t - s.first, 6)),
+                first_data_after_s: s.first_data().map(|(t, _)| round(t - s.first, 6)),
                 closed_by: closed_by.into(),
                 close_kind: kind.into(),
                 close_frame: frame,
