@@ -387,16 +387,10 @@ impl Analysis {
             return Err(unreadable(&file, &summary));
         }
         Ok(Analysis {
-            engine: self.engine.clone(),
             file,
             filter: self.user_filter.clone(),
-            user_filter: self.user_filter.clone(),
             time: None,
-            ctl: self.ctl.clone(),
-            commands: Vec::new(),
-            warning: None,
-            keylog: self.keylog.clone(),
-            time_budget: self.time_budget,
+            ..self.sibling()
         })
     }
 

@@ -451,8 +451,9 @@ fn note_for(
     name: &str,
     frame: u64,
 ) {
-    if crate::index::room(map, &key.to_string()) {
-        note(map.entry(key.to_string()).or_default(), source, name, frame);
+    let key = key.to_string();
+    if crate::index::room(map, &key) {
+        note(map.entry(key).or_default(), source, name, frame);
     }
 }
 
@@ -630,17 +631,13 @@ impl TopoState {
     }
 }
 
-/// The host table as the topology shows it, with gateways found: what the topology
-/// view and a host's dossier both read.
+/// What the host table derives from the part: the rows as the topology shows them,
+/// and the gateways found. What it does not derive (pairs, VLANs, servers) the views
+/// read from the part itself.
 pub struct Directory {
-    pub span: Span,
     /// Unicast hosts, most bytes first.
     pub rows: Vec<Host>,
     pub gateways: Vec<Gateway>,
-    pub dns_servers: BTreeSet<String>,
-    pub dhcp_servers: BTreeSet<String>,
-    pub vlans: BTreeMap<String, (u64, BTreeSet<String>)>,
-    pub edges: BTreeMap<(String, String), EdgeAcc>,
 }
 
 pub fn directory(state: &TopoState) -> Directory {
@@ -766,15 +763,7 @@ pub fn directory(state: &TopoState) -> Directory {
             .cmp(&(x.bytes_sent + x.bytes_received))
             .then(x.address.cmp(&y.address))
     });
-    Directory {
-        span: state.span,
-        rows,
-        gateways,
-        dns_servers: state.dns_servers.clone(),
-        dhcp_servers: state.dhcp_servers.clone(),
-        vlans: state.vlans.clone(),
-        edges: state.edges.clone(),
-    }
+    Directory { rows, gateways }
 }
 
 #[cfg(test)]

@@ -872,10 +872,9 @@ async fn triage(
     }
     let mut out: Vec<Finding> = Vec::new();
     let mut checks = Vec::new();
-    for c in crate::tools::TRIAGE {
-        let found = match (c.run)(a.sibling()).await {
+    for (c, found) in crate::tools::run_checks(a).await? {
+        let mut kept = match found {
             Ok(f) => f,
-            Err(e) if a.ctl.cancel.is_cancelled() => return Err(e),
             Err(e) => {
                 checks.push(TriageCheck {
                     tool: c.tool.into(),
@@ -886,10 +885,6 @@ async fn triage(
                 continue;
             }
         };
-        let mut kept: Vec<Finding> = found
-            .into_iter()
-            .filter(|f| f.severity > Severity::Info && (c.keep)(f))
-            .collect();
         kept.sort_by_key(|f| std::cmp::Reverse(f.severity));
         checks.push(TriageCheck {
             tool: c.tool.into(),

@@ -177,18 +177,8 @@ async fn facts(a: &mut Analysis) -> Result<SideFacts, String> {
         .map(|(k, e)| (k.clone(), (e.frames, e.bytes)))
         .collect::<BTreeMap<_, _>>();
     let mut findings = Vec::new();
-    for c in crate::tools::TRIAGE {
-        let found = match (c.run)(a.sibling()).await {
-            Ok(f) => f,
-            Err(e) if a.ctl.cancel.is_cancelled() => return Err(e),
-            Err(_) => continue,
-        };
-        findings.extend(
-            found
-                .into_iter()
-                .filter(|f| f.severity > Severity::Info && (c.keep)(f))
-                .map(|f| (c.tool.to_string(), f)),
-        );
+    for (c, found) in crate::tools::run_checks(a).await? {
+        findings.extend(found.into_iter().flatten().map(|f| (c.tool.to_string(), f)));
     }
     // a flow by its endpoints, lower first: the same connection seen from either side
     let flows = tcp

@@ -585,16 +585,8 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
     let mut keys = addresses.clone();
     keys.extend(mac_list.iter().map(|m| m.mac.clone()));
     let mut findings: Vec<Finding> = Vec::new();
-    for c in crate::tools::TRIAGE {
-        let found = match (c.run)(a.sibling()).await {
-            Ok(f) => f,
-            Err(e) if a.ctl.cancel.is_cancelled() => return Err(e),
-            Err(_) => continue,
-        };
-        for mut f in found
-            .into_iter()
-            .filter(|f| f.severity > Severity::Info && (c.keep)(f) && involves(f, &keys))
-        {
+    for (c, found) in crate::tools::run_checks(&a).await? {
+        for mut f in found.into_iter().flatten().filter(|f| involves(f, &keys)) {
             if findings.iter().any(|o| o.title == f.title) {
                 continue;
             }

@@ -243,6 +243,28 @@ pub const TRIAGE: &[Check] = &[
     },
 ];
 
+/// Every triage check run over one analysis: its findings above info that the check
+/// keeps, or the error it ran into. A cancelled call stops at the first error.
+pub async fn run_checks(
+    a: &Analysis,
+) -> Result<Vec<(&'static Check, Result<Vec<Finding>, String>)>, String> {
+    let mut out = Vec::with_capacity(TRIAGE.len());
+    for c in TRIAGE {
+        match (c.run)(a.sibling()).await {
+            Ok(found) => out.push((
+                c,
+                Ok(found
+                    .into_iter()
+                    .filter(|f| f.severity > crate::report::Severity::Info && (c.keep)(f))
+                    .collect()),
+            )),
+            Err(e) if a.ctl.cancel.is_cancelled() => return Err(e),
+            Err(e) => out.push((c, Err(e))),
+        }
+    }
+    Ok(out)
+}
+
 /// What a family reports to get_events_around.
 pub type EventsFuture =
     Pin<Box<dyn Future<Output = Result<Vec<crate::analysis::events::Event>, String>> + Send>>;

@@ -181,15 +181,8 @@ impl PcapServer {
 
 async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>, String> {
     let state = a.part::<TopoState>().await?;
-    let Directory {
-        span,
-        rows,
-        gateways,
-        dns_servers,
-        dhcp_servers,
-        vlans,
-        edges,
-    } = directory(&state);
+    let Directory { rows, gateways } = directory(&state);
+    let span = state.span;
     let mut subnets: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
     for h in rows.iter().filter(|h| h.location == "local") {
         if let Some(s) = subnet_of(&h.address) {
@@ -207,20 +200,17 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         })
         .collect();
     subnets.sort_by(|x, y| y.hosts.cmp(&x.hosts).then(x.prefix.cmp(&y.prefix)));
-    let mut edge_rows: Vec<Edge> = edges
-        .into_iter()
+    let mut edge_rows: Vec<Edge> = state
+        .edges
+        .iter()
         .filter(|((x, y), _)| is_unicast(x) && is_unicast(y))
         .map(|((x, y), e)| {
-            let mut services = e.services;
+            let mut services = e.services.clone();
             services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Edge {
-                display_filter: format!(
-                    "{} && {}",
-                    host_filter(&x, "addr"),
-                    host_filter(&y, "addr")
-                ),
-                a: x,
-                b: y,
+                display_filter: format!("{} && {}", host_filter(x, "addr"), host_filter(y, "addr")),
+                a: x.clone(),
+                b: y.clone(),
                 bytes: e.bytes,
                 frames: e.frames,
                 services: services.into_iter().map(|s| s.0).take(5).collect(),
@@ -228,8 +218,9 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         })
         .collect();
     edge_rows.sort_by_key(|e| std::cmp::Reverse(e.bytes));
-    let mut vlan_rows: Vec<Vlan> = vlans
-        .into_iter()
+    let mut vlan_rows: Vec<Vlan> = state
+        .vlans
+        .iter()
         .map(|(vlan, (frames, hs))| Vlan {
             display_filter: {
                 let ids: Vec<&str> = vlan.split('/').collect();
@@ -241,16 +232,26 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
                     [] => "vlan".into(),
                 }
             },
-            vlan,
-            frames,
+            vlan: vlan.clone(),
+            frames: *frames,
             hosts: hs.len(),
         })
         .collect();
     vlan_rows.sort_by(|x, y| y.frames.cmp(&x.frames).then(x.vlan.cmp(&y.vlan)));
     let diagram = mermaid(&rows, &edge_rows, &gateways);
-    let (dns_count, dhcp_count) = (dns_servers.len(), dhcp_servers.len());
-    let dns: Vec<String> = dns_servers.into_iter().take(SERVERS_LISTED).collect();
-    let dhcp: Vec<String> = dhcp_servers.into_iter().take(SERVERS_LISTED).collect();
+    let (dns_count, dhcp_count) = (state.dns_servers.len(), state.dhcp_servers.len());
+    let dns: Vec<String> = state
+        .dns_servers
+        .iter()
+        .take(SERVERS_LISTED)
+        .cloned()
+        .collect();
+    let dhcp: Vec<String> = state
+        .dhcp_servers
+        .iter()
+        .take(SERVERS_LISTED)
+        .cloned()
+        .collect();
     let named = |v: &[String], n: usize| {
         if v.is_empty() {
             "none seen".to_string()
