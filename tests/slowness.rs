@@ -222,3 +222,155 @@ async fn a_capture_of_quick_exchanges_has_nothing_slow() {
             .starts_with("Nothing is slow")
     );
 }
+
+/// A keep-alive HTTP server: /slow sleeps 700 ms before answering, the rest at once.
+const KEEPALIVE: &str = r#"
+import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(0.7)
+        body = b"y" * 3000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"#;
+
+#[tokio::test]
+async fn the_slow_request_on_a_keep_alive_connection_is_named() {
+    if !is_root() {
+        eprintln!("skipped: needs root for namespaces");
+        return;
+    }
+    let ns = Netns::create(16).expect("create netns and veth");
+    let server = ns.spawn_python(KEEPALIVE);
+    let s = start().await;
+    let v = s
+        .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp port 8080", "output_file": "keepalive.pcapng"}))
+        .await;
+    let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
+    tokio::task::spawn_blocking(|| {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect("10.213.16.2:8080").is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // one connection, three requests; the readiness probe above is its own
+        let code = "import http.client\nc=http.client.HTTPConnection('10.213.16.2',8080,timeout=30)\nfor p in ['/a','/slow','/c']:\n    c.request('GET',p); r=c.getresponse(); r.read()\n";
+        assert!(
+            Command::new("python3")
+                .args(["-c", code])
+                .status()
+                .unwrap()
+                .success()
+        );
+    })
+    .await
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.ok("stop_packet_capture", json!({"capture_id": id})).await;
+    drop(server);
+
+    let v = s
+        .ok("analyze_slowness", json!({"pcap_file": "keepalive.pcapng"}))
+        .await;
+    let rows = v["transactions"]["rows"].as_array().unwrap();
+    // only the request the server slept on is slow, and it is the server's
+    assert_eq!(rows.len(), 1, "{v}");
+    let t = &rows[0];
+    let what = t["what"].as_str().unwrap();
+    assert!(
+        what.starts_with("GET ") && what.ends_with("/slow -> 200"),
+        "{t}"
+    );
+    assert_eq!(t["number"], 2, "{t}");
+    assert_eq!(t["verdict"], "server", "{t}");
+    let think = t["server_time_s"].as_f64().unwrap();
+    assert!((0.65..0.9).contains(&think), "{t}");
+    // its frames: tshark's own request frame for /slow and the 200 that answered it
+    let path = s.storage_file("keepalive.pcapng").display().to_string();
+    let req = tshark_frames(&path, "http.request.uri == \"/slow\"", false);
+    let frames: Vec<u64> = t["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_u64().unwrap())
+        .collect();
+    assert!(req.iter().any(|f| frames.contains(f)), "{req:?} {t}");
+    let in_tx = tshark_frames(&path, t["display_filter"].as_str().unwrap(), false);
+    let answer = tshark_frames(&path, "http.response.code == 200", false);
+    assert_eq!(
+        answer.iter().filter(|f| in_tx.contains(f)).count(),
+        1,
+        "{answer:?} {t}"
+    );
+    // the connection carrying it waited on the server too
+    let conn = v["connections"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["stream"] == t["stream"])
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(conn["verdict"], "server", "{conn}");
+}
+
+#[tokio::test]
+async fn tls_handshake_flights_are_their_own_transactions() {
+    let s = start().await;
+    let file = fixture("zeek-tls1.2.pcap");
+    let v = s
+        .ok(
+            "analyze_slowness",
+            json!({"pcap_file": file, "threshold_ms": 1, "limit": 50}),
+        )
+        .await;
+    let rows = v["transactions"]["rows"].as_array().unwrap();
+    let tx = |n: u64| {
+        rows.iter()
+            .find(|t| t["stream"] == 0 && t["number"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("transaction {n}: {v}"))
+    };
+    let frames_of = |t: &Value| -> Vec<u64> {
+        let (lo, hi) = (
+            t["frames"][0].as_u64().unwrap(),
+            t["frames"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_u64()
+                .unwrap(),
+        );
+        (lo..=hi).collect()
+    };
+    // a TLS 1.2 full handshake is two flights each way: ClientHello -> ServerHello ..
+    // ServerHelloDone, then ClientKeyExchange/Finished -> the server's Finished
+    let hello = tshark_frames(&file, "tls.handshake.type == 1", false);
+    let kex = tshark_frames(&file, "tls.handshake.type == 16", false);
+    let (t1, t2, t3) = (tx(1), tx(2), tx(3));
+    assert_eq!(t1["what"], "TLS handshake", "{t1}");
+    assert!(frames_of(&t1).contains(&hello[0]), "{hello:?} {t1}");
+    assert_eq!(t2["what"], "TLS handshake", "{t2}");
+    assert!(frames_of(&t2).contains(&kex[0]), "{kex:?} {t2}");
+    // then the encrypted request, named by its size
+    let app = tshark_frames(&file, "tls.record.content_type == 23", false);
+    assert!(
+        t3["what"].as_str().unwrap().starts_with("request 1 "),
+        "{t3}"
+    );
+    assert!(frames_of(&t3).contains(&app[0]), "{app:?} {t3}");
+    let conn = &v["connections"]["rows"][0];
+    let hs = conn["tls_handshake_s"].as_f64().unwrap();
+    assert!(
+        hs > 0.0 && hs <= conn["elapsed_s"].as_f64().unwrap(),
+        "{conn}"
+    );
+}

@@ -10,7 +10,9 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::tcp::{STALL_S, Stream};
+use crate::model::http::HttpRow;
+use crate::model::tcp::{Message, STALL_S, Stream};
+use crate::model::tls::Session;
 
 /// A connection is slow when it took at least this long from its first packet to its
 /// last data, unless the caller asks for another threshold.
@@ -30,6 +32,10 @@ pub struct Attribution {
     /// First SYN to SYN-ACK, SYN retransmissions included.
     pub setup_s: f64,
     pub syn_retransmissions: u64,
+    /// ClientHello to the end of the TLS handshake (the server's answer to it, or both
+    /// Finished), when the connection carried TLS; part of the wait for the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_s: Option<f64>,
     /// The path's round trip (tshark's initial RTT, else the median ACK RTT), ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
@@ -68,22 +74,27 @@ fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// Which side asks and which answers: (requester, answerer). A stream caught mid-way
+/// has no SYN to say who opened it: a well-known port on the side the model took for
+/// the client makes that side the server.
+fn roles(s: &Stream) -> (usize, usize) {
+    if !s.syn[0] && !s.synack[1] && s.port[0] < 1024 && s.port[1] >= 1024 {
+        (1, 0)
+    } else {
+        (0, 1)
+    }
+}
+
 /// The attribution of one connection, or None when it carried no answer to attribute
 /// (no data, or data one way only with no handshake).
-pub fn attribute(s: &Stream) -> Option<Attribution> {
+pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
     let rtt = crate::analysis::stats::stream_rtt(s);
     let setup = s.setup_time().unwrap_or(0.0);
     // the part of the round trip beyond the capture point, towards the server
     let server_leg = s.handshake_rtt().unwrap_or(0.0);
     // the answering side: the server's answer to the client's request; a connection
     // where only the client talks (an upload) is attributed on the client's data
-    // (a stream caught mid-way has no SYN to say who opened it: a well-known port
-    // on the side the model took for the client makes that side the server)
-    let (req, ans) = if !s.syn[0] && !s.synack[1] && s.port[0] < 1024 && s.port[1] >= 1024 {
-        (1usize, 0usize)
-    } else {
-        (0usize, 1usize)
-    };
+    let (req, ans) = roles(s);
     let bulk = if s.payload[ans] >= s.payload[req] {
         ans
     } else {
@@ -236,6 +247,7 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
         idle_s: r3(idle),
         setup_s: r3(setup),
         syn_retransmissions: s.syn_retries,
+        tls_handshake_s: tls.and_then(Session::handshake_s).map(r3),
         rtt_ms: rtt.map(|r| (r * 1e6).round() / 1000.0),
         server_time_s: r3(server_time),
         transfer_s: r3(transfer),
@@ -249,4 +261,171 @@ pub fn attribute(s: &Stream) -> Option<Attribution> {
         frames,
         display_filter: format!("tcp.stream == {}", s.id),
     })
+}
+
+/// One request and its answer on a connection, timed.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Transaction {
+    pub stream: u64,
+    /// Its place among the connection's requests (1 = the first).
+    pub number: usize,
+    /// What it was: the HTTP request line and status, "TLS handshake", or the
+    /// request's size when the application's messages are not readable.
+    pub what: String,
+    pub client: String,
+    pub server: String,
+    /// From the request's first byte (for the connection's first request, from the
+    /// first SYN) to the answer's last byte, seconds.
+    pub elapsed_s: f64,
+    /// First SYN to SYN-ACK, on the connection's first request only.
+    pub setup_s: f64,
+    /// Sending the request: its first to its last segment.
+    pub request_s: f64,
+    /// Request end to the answer's first byte, less the round trip between the
+    /// capture point and the server.
+    pub server_time_s: f64,
+    /// The answer's first to its last byte.
+    pub transfer_s: f64,
+    /// Of the transfer: a round trip per lost segment of the answer.
+    pub loss_recovery_s: f64,
+    pub lost_segments: u64,
+    /// Of the transfer: time the requester held the answer at a zero window.
+    pub receiver_stall_s: f64,
+    pub answer_bytes: u64,
+    /// client, network or server.
+    pub verdict: String,
+    pub reason: String,
+    /// Request first and last, answer first and last.
+    pub frames: Vec<u64>,
+    pub display_filter: String,
+}
+
+/// The connection's requests, each with its answer, timed and judged like a
+/// connection: the answerer's wait beyond the round trip is the server's, a receiver
+/// that stopped reading is the client's, the rest (setup, round trips, loss, the
+/// path's rate) is the network's. `http` holds the connection's HTTP messages, `tls`
+/// its TLS session, to name the transactions.
+pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec<Transaction> {
+    let (req, ans) = roles(s);
+    let rtt = crate::analysis::stats::stream_rtt(s).unwrap_or(0.0);
+    let server_leg = s.handshake_rtt().unwrap_or(0.0);
+    let tls_turns = tls.map_or(0, |t| {
+        let full_legacy = t.negotiated.is_some_and(|v| v < 0x0304) && t.server_certificate_msg;
+        if full_legacy { 2 } else { 1 }
+    });
+    let mut out = Vec::new();
+    let msgs = &s.messages;
+    let mut number = 0;
+    for (i, pair) in msgs.windows(2).enumerate() {
+        let (ask, answer): (&Message, &Message) = (&pair[0], &pair[1]);
+        if ask.dir != req || answer.dir != ans {
+            continue;
+        }
+        number += 1;
+        let first = number == 1 && i == 0;
+        let setup = if first {
+            s.setup_time().unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let start = if first {
+            s.first.min(ask.first.0)
+        } else {
+            ask.first.0
+        };
+        let elapsed = (answer.last.0 - start).max(0.0);
+        let request = (ask.last.0 - ask.first.0).max(0.0);
+        let wait = (answer.first.0 - ask.last.0).max(0.0);
+        let server_time = (wait - server_leg).max(0.0);
+        let transfer = (answer.last.0 - answer.first.0).max(0.0);
+        let stall = answer.receiver_stall.min(transfer);
+        let recovery = (answer.lost as f64 * rtt).min(transfer - stall).max(0.0);
+        let network = setup + request + (wait - server_time) + (transfer - stall);
+        let (verdict, share) = [
+            ("network", network),
+            ("server", server_time),
+            ("client", stall),
+        ]
+        .into_iter()
+        .fold(("network", f64::MIN), |b, x| if x.1 > b.1 { x } else { b });
+        let pct = if elapsed > 0.0 {
+            (100.0 * share / elapsed).round().min(100.0)
+        } else {
+            0.0
+        };
+        let reason = match verdict {
+            "server" => format!(
+                "the server took {server_time:.3} s to start answering (request end to first answer byte, less the {:.1} ms between capture point and server): {pct}% of the time",
+                server_leg * 1000.0
+            ),
+            "client" => format!(
+                "the client advertised a zero window for {stall:.3} s while the answer came (its application did not read): {pct}% of the time"
+            ),
+            _ if s.syn_retries > 0 && first && setup >= recovery => format!(
+                "connection setup took {setup:.3} s with {} SYN retransmission(s): {pct}% of the time",
+                s.syn_retries
+            ),
+            _ if answer.lost > 0 => format!(
+                "{} segment(s) of the answer were lost, about {recovery:.3} s of recovery over a {:.1} ms round trip: {pct}% of the time is the network",
+                answer.lost,
+                rtt * 1000.0
+            ),
+            _ => format!(
+                "round trips of {:.1} ms and the path's rate ({} bytes in {transfer:.3} s): {pct}% of the time is the network",
+                rtt * 1000.0,
+                answer.bytes
+            ),
+        };
+        let what = if number <= tls_turns {
+            "TLS handshake".to_string()
+        } else if let Some(r) = http
+            .iter()
+            .find(|r| r.is_request && (ask.first.1..=ask.last.1).contains(&r.frame))
+        {
+            let status = http
+                .iter()
+                .find(|x| !x.is_request && x.request_in == Some(r.frame))
+                .and_then(|x| x.code)
+                .map_or_else(|| "no status".to_string(), |c| c.to_string());
+            format!(
+                "{} {}{} -> {status}",
+                r.method.as_deref().unwrap_or("?"),
+                r.host.as_deref().unwrap_or(""),
+                r.uri.as_deref().unwrap_or("")
+            )
+        } else {
+            format!(
+                "request {} ({} bytes, answer {} bytes)",
+                number - tls_turns,
+                ask.bytes,
+                answer.bytes
+            )
+        };
+        let mut frames = vec![ask.first.1, ask.last.1, answer.first.1, answer.last.1];
+        frames.dedup();
+        out.push(Transaction {
+            stream: s.id,
+            number,
+            what,
+            client: s.endpoint(req),
+            server: s.endpoint(ans),
+            elapsed_s: r3(elapsed),
+            setup_s: r3(setup),
+            request_s: r3(request),
+            server_time_s: r3(server_time),
+            transfer_s: r3(transfer),
+            loss_recovery_s: r3(recovery),
+            lost_segments: answer.lost,
+            receiver_stall_s: r3(stall),
+            answer_bytes: answer.bytes,
+            verdict: verdict.to_string(),
+            reason,
+            display_filter: format!(
+                "tcp.stream == {} && frame.number >= {} && frame.number <= {}",
+                s.id, ask.first.1, answer.last.1
+            ),
+            frames,
+        });
+    }
+    out
 }

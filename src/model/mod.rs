@@ -1,5 +1,6 @@
 //! Models shared by a tool family: parts of the capture index (`crate::index`), built
 //! from its one pass and read by every tool of the family.
 
+pub mod http;
 pub mod tcp;
 pub mod tls;

@@ -220,6 +220,27 @@ pub struct Stream {
     detail: Option<Box<StreamDetail>>,
 }
 
+/// Messages kept per stream: a web page's keep-alive connection carries a few dozen
+/// requests; an interactive session's keystrokes beyond this are not transactions
+/// anyone asks to time.
+pub const MAX_MESSAGES: usize = 256;
+
+/// One side's run of data segments until the other side sends data: a request, an
+/// answer, a TLS handshake flight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Message {
+    /// The sender (0 = the originator, once the stream is oriented).
+    pub dir: usize,
+    /// First and last data segment (time, frame).
+    pub first: (f64, u64),
+    pub last: (f64, u64),
+    pub bytes: u64,
+    /// Its data lost on the way: resent by the sender, or holes before the capture point.
+    pub lost: u64,
+    /// Time the receiver held it at a zero window, seconds.
+    pub receiver_stall: f64,
+}
+
 /// What a stream holds once it carries data or shows an analysis event.
 #[derive(Debug, Clone, Default)]
 pub struct StreamDetail {
@@ -276,6 +297,13 @@ pub struct StreamDetail {
     /// other side's data before it ended, and when this answer began (time, frame) —
     /// a request and the wait for its response.
     pub reply: [Option<(f64, f64, u64)>; 2],
+    /// The messages of the conversation in order (the first [`MAX_MESSAGES`]): one
+    /// side's run of data until the other side sends data. A request and its answer
+    /// are two messages; per-transaction timing reads them.
+    pub messages: Vec<Message>,
+    /// More messages followed the first [`MAX_MESSAGES`]; they are not kept (and the
+    /// last one kept ends where the next began).
+    pub messages_truncated: bool,
     /// Silences of at least [`STALL_S`] that a retransmission ended (timeouts), and
     /// those new data ended, by the side that broke them, seconds.
     pub rto_stall_total: f64,
@@ -719,6 +747,37 @@ impl Stream {
             dd.data_first[d].get_or_insert((p.time, p.frame));
             dd.data_last[d] = Some((p.time, p.frame));
             dd.last_data_dir = Some(d);
+            let at = (p.time, p.frame);
+            // a resend of an earlier message's bytes does not start a new one
+            let resend = p.retrans || p.spurious;
+            let kept = dd.messages.len();
+            match dd.messages.last_mut() {
+                _ if dd.messages_truncated => {}
+                // a resend ends the message later (its bytes arrive then), adds none
+                Some(m) if m.dir == d => {
+                    m.last = at;
+                    if !resend {
+                        m.bytes += p.payload;
+                    }
+                }
+                Some(_) if resend => {}
+                _ if kept < MAX_MESSAGES => dd.messages.push(Message {
+                    dir: d,
+                    first: at,
+                    last: at,
+                    bytes: p.payload,
+                    lost: 0,
+                    receiver_stall: 0.0,
+                }),
+                _ => dd.messages_truncated = true,
+            }
+            if (p.retrans && !p.spurious || p.lost_segment)
+                && !dd.messages_truncated
+                && let Some(m) = dd.messages.last_mut()
+                && m.dir == d
+            {
+                m.lost += 1;
+            }
         } else if f & ACK != 0 && f & (SYN | FIN | RST) == 0 {
             self.history_mark(b'a', d);
         }
@@ -732,6 +791,12 @@ impl Stream {
             {
                 let stall = p.time - t0;
                 let dd = self.detail_mut();
+                if let Some(m) = dd.messages.last_mut()
+                    && m.dir != d
+                    && !dd.messages_truncated
+                {
+                    m.receiver_stall += stall;
+                }
                 dd.zw_stall_total[d] += stall;
                 dd.zw_stall_max[d] = dd.zw_stall_max[d].max(stall);
             }
@@ -854,6 +919,12 @@ impl Stream {
             for d in 0..2 {
                 if let Some((t0, _)) = dd.zw_open[d].take() {
                     let stall = last - t0;
+                    if let Some(m) = dd.messages.last_mut()
+                        && m.dir != d
+                        && !dd.messages_truncated
+                    {
+                        m.receiver_stall += stall;
+                    }
                     dd.zw_stall_total[d] += stall;
                     dd.zw_stall_max[d] = dd.zw_stall_max[d].max(stall);
                     dd.zw_unrecovered[d] = true;
@@ -921,6 +992,9 @@ impl Stream {
             dd.zw_stall_total.swap(0, 1);
             dd.zw_stall_max.swap(0, 1);
             dd.zw_unrecovered.swap(0, 1);
+            for m in &mut dd.messages {
+                m.dir = 1 - m.dir;
+            }
         }
     }
 }
@@ -1222,5 +1296,35 @@ mod tests {
             row(3, 0.2, true, RST, 0),
         ]);
         assert_eq!(s.conn_state(), "RSTO");
+    }
+
+    #[test]
+    fn messages_split_a_keep_alive_conversation_into_requests_and_answers() {
+        let mut rows = handshake();
+        let req = |frame, t, len| {
+            let mut r = row(frame, t, true, ACK, len);
+            r.seq = Some(1);
+            r
+        };
+        rows.extend([
+            req(4, 0.1, 100),
+            data(5, 0.2, 1, 1000, &[]),
+            data(6, 0.2, 1001, 1000, &[]),
+            // the second answer segment again: lost downstream
+            data(7, 0.4, 1001, 1000, &["retransmission"]),
+            req(8, 1.0, 120),
+            data(9, 1.7, 2001, 500, &[]),
+        ]);
+        let s = stream_of(&rows);
+        let m = &s.messages;
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m.iter().map(|m| m.dir).collect::<Vec<_>>(), [0, 1, 0, 1]);
+        // the resend belongs to the first answer, ends it, and adds no bytes
+        assert_eq!(
+            (m[1].first.1, m[1].last.1, m[1].bytes, m[1].lost),
+            (5, 7, 2000, 1)
+        );
+        assert_eq!((m[3].first, m[3].bytes), ((1.7, 9), 500));
+        assert!(!s.messages_truncated);
     }
 }

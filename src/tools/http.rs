@@ -9,12 +9,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::model::http::{HttpRow, distinct_messages, is_interim};
 use crate::report::{
     CountRow, Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::tshark::fields::{FromRow, Row};
 
 /// A status code (404) or a class ("4xx", "5xx", "error" for any 4xx/5xx).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -98,91 +98,6 @@ pub struct HttpRequests {
     pub p95_response_ms: Option<f64>,
 }
 
-#[derive(Clone)]
-pub struct HttpRow {
-    frame: u64,
-    time: Option<f64>,
-    stream: Option<u64>,
-    src: Option<String>,
-    dst: Option<String>,
-    sport: Option<u64>,
-    dport: Option<u64>,
-    is_request: bool,
-    method: Option<String>,
-    host: Option<String>,
-    uri: Option<String>,
-    code: Option<u64>,
-    content_type: Option<String>,
-    content_length: Option<u64>,
-    time_since_request: Option<f64>,
-    request_in: Option<u64>,
-    phrase: Option<String>,
-    user_agent: Option<String>,
-    /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
-    retransmitted: bool,
-}
-
-impl crate::index::Kept for HttpRow {
-    fn wants(r: &Row<'_>) -> bool {
-        const MESSAGE: [usize; 2] = [
-            crate::index::col(HttpRow::FIELDS, "http.request"),
-            crate::index::col(HttpRow::FIELDS, "http.response"),
-        ];
-        crate::index::has_any(r, &MESSAGE)
-    }
-}
-
-impl FromRow for HttpRow {
-    const FIELDS: &'static [&'static str] = &[
-        "frame.number",
-        "frame.time_epoch",
-        "tcp.stream",
-        "ip.src",
-        "ipv6.src",
-        "ip.dst",
-        "ipv6.dst",
-        "tcp.srcport",
-        "tcp.dstport",
-        "http.request",
-        "http.request.method",
-        "http.host",
-        "http.request.uri",
-        "http.response.code",
-        "http.content_type",
-        "http.content_length_header",
-        "http.time",
-        "http.request_in",
-        "http.response.phrase",
-        "http.user_agent",
-        "tcp.analysis.retransmission",
-        "http.response",
-    ];
-
-    fn from_row(r: &Row<'_>) -> Option<Self> {
-        Some(Self {
-            frame: r.u64(0)?,
-            time: r.f64(1),
-            stream: r.u64(2),
-            src: r.owned(3).or_else(|| r.owned(4)),
-            dst: r.owned(5).or_else(|| r.owned(6)),
-            sport: r.u64(7),
-            dport: r.u64(8),
-            is_request: r.str(9).is_some(),
-            method: r.owned(10),
-            host: r.owned(11),
-            uri: r.owned(12),
-            code: r.u64(13),
-            content_type: r.owned(14),
-            content_length: r.u64(15),
-            time_since_request: r.f64(16),
-            request_in: r.u64(17),
-            phrase: r.owned(18),
-            user_agent: r.owned(19),
-            retransmitted: r.str(20).is_some(),
-        })
-    }
-}
-
 /// The endpoint, or "?" when tshark gave no address.
 fn endpoint(addr: &Option<String>, port: Option<u64>) -> String {
     addr.as_deref()
@@ -236,10 +151,6 @@ impl PcapServer {
 }
 
 /// 1xx answers other than 101 Switching Protocols are interim: the final one follows.
-fn is_interim(code: u64) -> bool {
-    (100..200).contains(&code) && code != 101
-}
-
 /// The address part of `addr:port` (`[v6]:port` too).
 fn address_of(endpoint: &str) -> String {
     match endpoint.rsplit_once(':') {
@@ -248,37 +159,6 @@ fn address_of(endpoint: &str) -> String {
         }
         _ => endpoint.to_string(),
     }
-}
-
-/// The messages, once each. A message tshark completes on a retransmitted segment is
-/// a copy when the same message was already seen (the request just sent again on its
-/// stream; the response to a request already answered), and the message itself when
-/// it was not: a response whose missing segment arrived only as a retransmission.
-fn distinct_messages(rows: &[HttpRow]) -> Vec<&HttpRow> {
-    let mut out = Vec::with_capacity(rows.len());
-    let mut answered: std::collections::HashSet<u64> = std::collections::HashSet::new();
-    let mut last_request: BTreeMap<Option<u64>, (Option<&str>, Option<&str>)> = BTreeMap::new();
-    for r in rows {
-        let request = (r.method.as_deref(), r.uri.as_deref());
-        let copy = r.retransmitted
-            && if r.is_request {
-                last_request.get(&r.stream) == Some(&request)
-            } else {
-                r.request_in.is_none_or(|f| answered.contains(&f))
-            };
-        if copy {
-            continue;
-        }
-        if r.is_request {
-            last_request.insert(r.stream, request);
-        } else if let Some(f) = r.request_in
-            && !r.code.is_some_and(is_interim)
-        {
-            answered.insert(f);
-        }
-        out.push(r);
-    }
-    out
 }
 
 pub(crate) async fn http_requests(
@@ -700,16 +580,5 @@ mod tests {
         assert!(StatusFilter::Text("error".into()).matches(Some(503)));
         assert!(StatusFilter::Text("304".into()).matches(Some(304)));
         assert!(!StatusFilter::Text("error".into()).matches(None));
-    }
-
-    #[test]
-    fn parses_recorded_response_row() {
-        // shape recorded from tshark 4.0 on zeek-wikipedia.pcap frame 7
-        let line = "7\t1300475168.915683000\t0\t208.80.152.2\t\t141.142.220.118\t\t80\t35634\t\t\t\t\t304\ttext/html; charset=utf-8\t\t0.061293000\t6\tNot Modified\t";
-        let r = HttpRow::parse_line(line).unwrap();
-        assert!(!r.is_request);
-        assert_eq!(r.code, Some(304));
-        assert_eq!(r.request_in, Some(6));
-        assert_eq!(r.content_type.as_deref(), Some("text/html; charset=utf-8"));
     }
 }

@@ -48,7 +48,7 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
     crate::index::part::<crate::model::tls::TlsModel>,
     crate::index::part::<basic::Overview>,
     crate::index::part::<crate::index::Rows<dns::DnsRow>>,
-    crate::index::part::<crate::index::Rows<http::HttpRow>>,
+    crate::index::part::<crate::index::Rows<crate::model::http::HttpRow>>,
     crate::index::part::<expert::ExpertFrames>,
     crate::index::part::<crate::index::Rows<performance::LatencyRow>>,
     crate::index::part::<crate::index::Rows<metrics::AppRow>>,

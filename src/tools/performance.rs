@@ -2,7 +2,7 @@
 //! stream quality) and `analyze_network_latency` (handshake and ACK RTT, DNS, HTTP,
 //! TLS handshake and ICMP echo times with percentiles).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -10,10 +10,12 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::analysis::rtp::{RtpStream, rtp_streams};
-use crate::analysis::slowness::{Attribution, attribute};
+use crate::analysis::slowness::{Attribution, Transaction, attribute, transactions};
 use crate::analysis::stats::{Distribution, stream_rtt};
 use crate::engine::Analysis;
+use crate::model::http::{HttpRow, distinct_messages};
 use crate::model::tcp::TcpModel;
+use crate::model::tls::Session;
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, human_bits_per_s, ms, round, thousands,
 };
@@ -561,9 +563,10 @@ impl PcapServer {
             .analyze("analyze_network_latency", p, rc, latency)
             .await
     }
-    /// Why is it slow? Splits each slow TCP connection's time into setup, the server's
-    /// think time, and the transfer with what limited it (receiver window, loss
-    /// recovery, application pauses), and says client, network or server, with frames.
+    /// Why is it slow? Splits each slow TCP connection's time, and each slow request on
+    /// it (HTTP request line, TLS handshake), into setup, the server's think time, and
+    /// the transfer with what limited it (receiver window, loss recovery, application
+    /// pauses), and says client, network or server, with frames.
     #[tool(
         name = "analyze_slowness",
         annotations(
@@ -628,6 +631,11 @@ pub struct Slowness {
     /// The side to blame for most of the slow time, or "none" when nothing is slow.
     pub overall: String,
     pub connections: Table<Attribution>,
+    /// Requests whose answer took the threshold or more (from the request's first byte;
+    /// a connection's first request from its SYN), slowest first, each split like a
+    /// connection and named (HTTP request line and status, TLS handshake).
+    pub slow_transactions: usize,
+    pub transactions: Table<Transaction>,
     /// DNS answers slower than the threshold (the resolver, or the path to it).
     pub slow_dns: Vec<SlowDns>,
 }
@@ -640,12 +648,40 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
         .unwrap_or(crate::analysis::slowness::DEFAULT_SLOW_S);
     let m = a.part::<TcpModel>().await?;
     let rows = a.part::<crate::index::Rows<LatencyRow>>().await?;
-    let mut slow: Vec<Attribution> = m
-        .streams
+    let tls = a.part::<crate::model::tls::TlsModel>().await?;
+    let http = a.part::<crate::index::Rows<HttpRow>>().await?;
+    let tls_of: HashMap<u64, &Session> = tls
+        .sessions
         .iter()
-        .filter_map(attribute)
-        .filter(|x| x.elapsed_s >= threshold)
+        .filter(|t| !t.quic)
+        .map(|t| (t.stream, t))
         .collect();
+    let mut http_of: HashMap<u64, Vec<&HttpRow>> = HashMap::new();
+    for r in distinct_messages(&http.0) {
+        if let Some(st) = r.stream {
+            http_of.entry(st).or_default().push(r);
+        }
+    }
+    let mut slow: Vec<Attribution> = Vec::new();
+    let mut slow_tx: Vec<Transaction> = Vec::new();
+    for st in &m.streams {
+        let t = tls_of.get(&st.id).copied();
+        if let Some(x) = attribute(st, t).filter(|x| x.elapsed_s >= threshold) {
+            slow.push(x);
+        }
+        let h = http_of.get(&st.id).map_or(&[][..], Vec::as_slice);
+        slow_tx.extend(
+            transactions(st, t, h)
+                .into_iter()
+                .filter(|x| x.elapsed_s >= threshold),
+        );
+    }
+    slow_tx.sort_by(|x, y| {
+        y.elapsed_s
+            .total_cmp(&x.elapsed_s)
+            .then(x.stream.cmp(&y.stream))
+            .then(x.number.cmp(&y.number))
+    });
     let checked = m.streams.len();
     slow.sort_by(|x, y| {
         y.elapsed_s
@@ -766,6 +802,13 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
             slow[0].reason
         )
     };
+    let summary = match slow_tx.first() {
+        Some(t) => format!(
+            "{summary} Slowest request: {} on stream {} ({:.3} s, {}).",
+            t.what, t.stream, t.elapsed_s, t.verdict
+        ),
+        None => summary,
+    };
     let span = m.span;
     let data = Slowness {
         threshold_ms: round(threshold * 1000.0, 3),
@@ -776,6 +819,8 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
         server,
         overall,
         connections: Table::page(slow, clamp_offset(p.offset), clamp_limit(p.limit, 10)),
+        slow_transactions: slow_tx.len(),
+        transactions: Table::page(slow_tx, clamp_offset(p.offset), clamp_limit(p.limit, 10)),
         slow_dns,
     };
     a.report(summary, findings, data, span, None).await
