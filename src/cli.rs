@@ -77,6 +77,140 @@ pub async fn call(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `tools`: a terminal reader's view of every tool (or one), `--json` the full
+/// schemas (with every field's meaning, which tools/list leaves out), `--markdown` the
+/// README's table.
+pub fn tools(args: &[String]) -> Result<()> {
+    use std::io::Write;
+    let out = match args.first().map(String::as_str) {
+        Some("--markdown") => tools_markdown(),
+        Some("--json") => {
+            let all: Vec<Value> = PcapServer::all_tools()
+                .into_iter()
+                .map(|(set, t)| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "toolset": set,
+                        "description": t.description,
+                        "inputSchema": t.input_schema,
+                        "outputSchema": t.output_schema,
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&all)? + "\n"
+        }
+        Some(name) if !name.starts_with('-') => {
+            let text = tools_text(Some(name));
+            if text.is_empty() {
+                bail!("no tool is called {name:?}: `pcap-analyzer-mcp-server tools` lists them");
+            }
+            text
+        }
+        None => tools_text(None),
+        Some(other) => {
+            bail!("unknown option {other:?}: tools takes a tool name, --json or --markdown")
+        }
+    };
+    // a closed pipe (`| head`) is not an error worth a panic
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(())
+}
+
+/// Each tool's description and parameters, for a terminal.
+fn tools_text(only: Option<&str>) -> String {
+    let mut out = String::new();
+    for (set, tool) in PcapServer::all_tools() {
+        if only.is_some_and(|n| n != tool.name) {
+            continue;
+        }
+        out.push_str(&format!(
+            "{} ({set})\n  {}\n",
+            tool.name,
+            tool.description.as_deref().unwrap_or("").replace('\n', " ")
+        ));
+        let schema = Value::Object((*tool.input_schema).clone());
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(props) = schema["properties"].as_object() {
+            // what a call needs first, then the options by name
+            let mut props: Vec<(&String, &Value)> = props.iter().collect();
+            props.sort_by_key(|(name, _)| (!required.contains(&name.as_str()), *name));
+            for (name, p) in props {
+                let ty = param_type(p, &schema);
+                let default = match p.get("default") {
+                    Some(Value::Null) | None => String::new(),
+                    Some(d) => format!(" = {d}"),
+                };
+                let need = if required.contains(&name.as_str()) {
+                    ", required"
+                } else {
+                    ""
+                };
+                let desc = p
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .replace('\n', " ");
+                out.push_str(&format!(
+                    "    {name}: {ty}{need}{default}\n        {desc}\n"
+                ));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A parameter's type in words: `string`, `integer`, `array of string`, or the values
+/// of an enumeration.
+fn param_type(p: &Value, root: &Value) -> String {
+    let p = match p.get("$ref").and_then(Value::as_str) {
+        Some(r) => r
+            .strip_prefix("#/$defs/")
+            .and_then(|n| root["$defs"].get(n))
+            .unwrap_or(p),
+        None => p,
+    };
+    if let Some(alts) = p
+        .get("anyOf")
+        .or_else(|| p.get("oneOf"))
+        .and_then(Value::as_array)
+    {
+        let parts: Vec<String> = alts
+            .iter()
+            .filter(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+            .map(|a| match a.get("const") {
+                Some(c) => c.to_string(),
+                None => param_type(a, root),
+            })
+            .collect();
+        return parts.join(" | ");
+    }
+    if let Some(e) = p.get("enum").and_then(Value::as_array) {
+        return e
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(" | ");
+    }
+    let base = match p.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| *t != "null")
+            .collect::<Vec<_>>()
+            .join(" | "),
+        _ => "any".into(),
+    };
+    match p.get("items") {
+        Some(items) if base.contains("array") => format!("array of {}", param_type(items, root)),
+        _ => base,
+    }
+}
+
 pub fn tools_markdown() -> String {
     let mut out = String::from("| tool | toolset | what it does |\n|---|---|---|\n");
     for (set, tool) in PcapServer::all_tools() {

@@ -17,6 +17,7 @@ mod prompts;
 mod report;
 mod resources;
 mod sandbox;
+mod schema;
 mod secrets;
 mod server;
 mod stdio;
@@ -41,7 +42,9 @@ USAGE:
                                               call analyze_pcap_file '{\"pcap_file\":\"x.pcap\"}'
     pcap-analyzer-mcp-server doctor           check tshark, dumpcap, capinfos, permissions, storage
     pcap-analyzer-mcp-server demo             a short investigation of a capture shipped with the binary
-    pcap-analyzer-mcp-server tools            list the tools (markdown)
+    pcap-analyzer-mcp-server tools [TOOL]     each tool's parameters: name, type, default, meaning
+    pcap-analyzer-mcp-server tools --json     every tool's full input and output schemas
+    pcap-analyzer-mcp-server tools --markdown the README's tool table
     pcap-analyzer-mcp-server --version
 
 Configuration is by environment variable; `doctor` prints them all with their values.";
@@ -78,10 +81,7 @@ async fn main() {
         Some("call") => cli::call(&args[1..]).await,
         Some("doctor") => cli::doctor().await,
         Some("demo") => cli::demo().await,
-        Some("tools") => {
-            print!("{}", cli::tools_markdown());
-            Ok(())
-        }
+        Some("tools") => cli::tools(&args[1..]),
         Some("-V" | "--version") => {
             println!("pcap-analyzer-mcp-server {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -234,9 +234,21 @@ pub enum Status {
     Running,
 }
 
+/// The fields every tool's result carries around its own data (see [`Report`]).
+pub const ENVELOPE: &[&str] = &[
+    "status",
+    "summary",
+    "findings",
+    "capture",
+    "scope",
+    "percent_done",
+    "tshark_commands",
+];
+
 /// What every file-analysis tool returns. The tool's own tables are flattened in.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Report<T> {
+    // the envelope's fields are listed in ENVELOPE too (a test keeps them in step)
     pub status: Status,
     pub summary: String,
     /// Problems and observations, most severe first.
@@ -448,6 +460,23 @@ pub fn round(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_envelope_list_names_the_reports_own_fields() {
+        #[derive(Serialize, JsonSchema)]
+        struct Nothing {}
+        let schema = serde_json::to_value(schemars::schema_for!(Report<Nothing>)).unwrap();
+        let mut fields: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        let mut want = ENVELOPE.to_vec();
+        want.sort_unstable();
+        assert_eq!(fields, want);
+    }
 
     #[test]
     fn rfc3339_known_instant() {

@@ -19,6 +19,10 @@ use crate::server::PcapServer;
 
 pub const SCHEME: &str = "pcap://";
 pub const TEMPLATE: &str = "pcap://{name}";
+/// A tool's full schemas, with what each field of its result means (tools/list sends
+/// them compact: see `crate::schema`).
+pub const SCHEMA_SCHEME: &str = "pcap-schema://";
+pub const SCHEMA_TEMPLATE: &str = "pcap-schema://{tool}";
 /// What the name of every folder export_objects creates contains.
 pub const OBJECT_FOLDER: &str = "-objects-";
 /// The largest file resources/read serves as bytes (base64 makes it a third larger).
@@ -101,12 +105,19 @@ impl PcapServer {
                 .with_title("A capture file")
                 .with_description("A capture by its name in PCAP_STORAGE_DIR or its path inside an allowed directory (PCAP_ALLOWED_DIRS); reading it gives its facts as JSON")
                 .with_mime_type("application/json"),
+            ResourceTemplate::new(SCHEMA_TEMPLATE, "tool schema")
+                .with_title("A tool's full schemas")
+                .with_description("A tool's input and output schemas in full, with the meaning of every field of its result (tools/list sends them compact)")
+                .with_mime_type("application/schema+json"),
         ])
     }
 
     /// A capture's facts, through the sandbox (the same rules as any pcap_file); a
     /// PNG the I/O graph saved, as the picture.
     pub async fn read_capture(&self, uri: &str) -> Result<ReadResourceResult, ErrorData> {
+        if let Some(tool) = uri.strip_prefix(SCHEMA_SCHEME) {
+            return read_schema(uri, tool);
+        }
         let name = name_of(uri)?;
         let (opened, meta) = self
             .engine
@@ -262,4 +273,29 @@ fn contents(bytes: Vec<u8>, mime: Option<&'static str>, uri: &str) -> ResourceCo
         ),
     };
     c.with_mime_type(mime.unwrap_or("application/octet-stream"))
+}
+
+/// `pcap-schema://<tool>`: the tool's schemas as the code declares them.
+fn read_schema(uri: &str, tool: &str) -> Result<ReadResourceResult, ErrorData> {
+    let (set, t) = PcapServer::all_tools()
+        .into_iter()
+        .find(|(_, t)| t.name == tool)
+        .ok_or_else(|| {
+            ErrorData::resource_not_found(
+                format!("no tool is called {tool:?}: tools/list names them (URI: pcap-schema://<tool name>)"),
+                None,
+            )
+        })?;
+    let body = serde_json::json!({
+        "name": t.name,
+        "toolset": set,
+        "description": t.description,
+        "inputSchema": t.input_schema,
+        "outputSchema": t.output_schema,
+    });
+    let text = serde_json::to_string_pretty(&body)
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+    Ok(ReadResourceResult::new(vec![
+        ResourceContents::text(text, uri).with_mime_type("application/schema+json"),
+    ]))
 }

@@ -21,7 +21,7 @@ Start with analyze_pcap_file on a capture (list_captured_files shows what is sto
 Every analysis returns a summary, findings with frame numbers and a ready Wireshark display filter, \
 tables with total vs shown counts, and the tshark command lines used. Narrow any analysis with display_filter \
 (Wireshark syntax). If a result says status=running, the capture is large: call the same tool again with the \
-same arguments to get the finished answer.";
+same arguments to get the finished answer. What each field of a tool's result means: read the resource pcap-schema://<tool>.";
 
 #[derive(Clone)]
 pub struct PcapServer {
@@ -38,6 +38,9 @@ impl PcapServer {
             if cfg.toolset_enabled(set) {
                 router += make();
             }
+        }
+        for route in router.map.values_mut() {
+            compact(&mut route.attr);
         }
         Self {
             engine,
@@ -91,6 +94,14 @@ impl PcapServer {
             out.extend(tools.into_iter().map(|t| (set, t)));
         }
         out
+    }
+}
+
+/// The tool as tools/list sends it (see `crate::schema`).
+fn compact(tool: &mut Tool) {
+    tool.input_schema = Arc::new(crate::schema::compact_input(&tool.input_schema));
+    if let Some(out) = &tool.output_schema {
+        tool.output_schema = Some(Arc::new(crate::schema::compact_output(out)));
     }
 }
 

@@ -13,18 +13,14 @@ use serde::{Deserialize, Serialize};
 /// The time-range parameters every analysis tool accepts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TimeScope {
-    /// Analyse only packets at or after this moment: an RFC 3339 instant
-    /// (`2024-05-01T14:03:10.5+02:00`), a time of day (`14:03:10`, its first occurrence
-    /// at or after the capture's first packet, in `timezone`), or seconds after the
-    /// first packet (`+120`).
+    /// From this moment: RFC 3339, a time of day (`14:03:10`, first occurrence) or
+    /// `+120` (seconds after the first packet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
-    /// Analyse only packets at or before this moment (same forms as `start_time`; a
-    /// time of day is its first occurrence at or after the start).
+    /// Only packets up to this moment (forms as `start_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
-    /// Time zone of a time of day: a fixed offset (`+02:00`) or an IANA name
-    /// (`Europe/Berlin`). Default UTC.
+    /// Zone of a time of day: `+02:00` or an IANA name; default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
 }

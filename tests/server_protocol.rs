@@ -110,7 +110,7 @@ async fn annotations_are_explicit_and_writers_are_listed() {
 #[tokio::test]
 async fn readme_tool_list_is_generated_from_the_code() {
     let out = std::process::Command::new(BIN)
-        .arg("tools")
+        .args(["tools", "--markdown"])
         .output()
         .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
@@ -118,7 +118,7 @@ async fn readme_tool_list_is_generated_from_the_code() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(
         readme.contains(&table),
-        "README's tool table is stale: paste the output of `pcap-analyzer-mcp-server tools` between the TOOLS markers"
+        "README's tool table is stale: paste the output of `pcap-analyzer-mcp-server tools --markdown` between the TOOLS markers"
     );
 }
 
@@ -385,6 +385,33 @@ async fn captures_in_storage_are_resources() {
     }
     let t = s.client.list_all_resource_templates().await.unwrap();
     assert_eq!(t[0].uri_template, "pcap://{name}");
+    // a tool's full schemas, field meanings included, are a resource away
+    assert_eq!(t[1].uri_template, "pcap-schema://{tool}");
+    let r = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "pcap-schema://analyze_slowness",
+        ))
+        .await
+        .unwrap();
+    let full: Value = serde_json::from_str(
+        serde_json::to_value(&r.contents[0]).unwrap()["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        full["outputSchema"]["$defs"]["Attribution"]["properties"]["server_time_s"]["description"]
+            .is_string(),
+        "{full}"
+    );
+    for bad in ["pcap-schema://no_such_tool", "pcap-schema://../etc/passwd"] {
+        let r = s
+            .client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(bad))
+            .await;
+        assert!(r.is_err(), "{bad} was read");
+    }
     let c = s
         .client
         .complete_resource_argument("pcap://{name}", "name", "zeek", None)
@@ -433,4 +460,71 @@ async fn captures_in_storage_are_resources() {
     )
     .unwrap();
     assert_eq!(png, std::fs::read(s.storage_file("graph.png")).unwrap());
+}
+
+#[tokio::test]
+async fn the_tool_list_fits_a_small_context() {
+    // every toolset on: what an assistant loads before its first question
+    let s = start().await;
+    let tools = s.client.list_all_tools().await.unwrap();
+    let bytes = serde_json::to_string(&tools).unwrap().len();
+    assert!(
+        bytes < 120_000,
+        "tools/list is {bytes} bytes for {} tools: keep it under 120 KB (shorter descriptions; src/schema.rs compacts the schemas)",
+        tools.len()
+    );
+    // the compact schemas still describe every result: each tool's own fields are there
+    let slow = tools.iter().find(|t| t.name == "analyze_slowness").unwrap();
+    let out = serde_json::to_value(slow.output_schema.as_ref().unwrap()).unwrap();
+    for field in [
+        "summary",
+        "findings",
+        "connections",
+        "transactions",
+        "overall",
+    ] {
+        assert!(out["properties"].get(field).is_some(), "{field}: {out}");
+    }
+    assert!(
+        out["properties"]["transactions"]["properties"]["rows"]["items"]["properties"]
+            .get("server_time_s")
+            .is_some(),
+        "{out}"
+    );
+}
+
+#[test]
+fn tools_command_lists_parameters_and_full_schemas() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["tools", "analyze_slowness"]);
+    assert!(text.starts_with("analyze_slowness (performance)"), "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    // the required parameter first, then the options with their types
+    assert_eq!(lines[2], "pcap_file: string, required", "{text}");
+    assert!(lines.contains(&"threshold_ms: number"), "{text}");
+    let all = run(&["tools"]);
+    assert!(
+        all.contains("analyze_pcap_file (basic)") && all.contains("analysis_type: \"summary\"")
+    );
+    // --json: every tool with the schemas in full, field meanings included
+    let json: Vec<Value> = serde_json::from_str(&run(&["tools", "--json"])).unwrap();
+    let slow = json
+        .iter()
+        .find(|t| t["name"] == "analyze_slowness")
+        .unwrap();
+    assert!(
+        slow["outputSchema"]["$defs"]["Transaction"]["properties"]["server_time_s"]["description"]
+            .is_string(),
+        "{slow}"
+    );
+    let bad = std::process::Command::new(BIN)
+        .args(["tools", "no_such_tool"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no tool is called"));
 }

@@ -17,9 +17,9 @@ use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AnomalyParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

@@ -28,7 +28,7 @@ use crate::tshark::fields::{FromRow, Row, is_icmp_error};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct IoGraphParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Bucket width in seconds (default: a round width giving at most 120 buckets; a
     /// width that would give more is coarsened and the result says so).
@@ -577,7 +577,7 @@ async fn io_graph(mut a: Analysis, p: IoGraphParams) -> Result<Report<IoGraph>, 
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct BandwidthParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Window in seconds over which average, peak and p95 rates are measured (default 1 s;
     /// widened only when a capture would need more than 100,000 windows).
@@ -586,7 +586,7 @@ pub struct BandwidthParams {
     /// Link capacity in megabits per second, for utilisation percentages.
     #[serde(default)]
     pub link_capacity_mbps: Option<f64>,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

@@ -41,7 +41,7 @@ pub struct AnalyzePcapParams {
     /// summary (default), protocols, conversations or endpoints.
     #[serde(default)]
     pub analysis_type: AnalysisType,
-    /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
+    /// Wireshark display filter scoping the analysis, e.g. `ip.addr == 10.0.0.5`.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

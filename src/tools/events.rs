@@ -24,7 +24,7 @@ const MAX_WINDOW_S: f64 = 3600.0;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EventsParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// The moment: an RFC 3339 instant, a time of day (`14:03:10`, in `timezone`) or
     /// seconds after the first packet (`+120`). Omit it for the capture's notable

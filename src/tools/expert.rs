@@ -17,12 +17,12 @@ use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ExpertParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Lowest severity to include: error, warning, note or chat (default: all, comments included).
     #[serde(default)]
     pub severity_filter: Option<String>,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

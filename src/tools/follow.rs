@@ -41,7 +41,7 @@ const MAX_CANDIDATES: usize = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct FollowParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// The stream index (`tcp.stream`, `udp.stream`; for quic `quic.connection.number`),
     /// as a finding's evidence or get_packet_details gives it.
@@ -67,8 +67,8 @@ pub struct FollowParams {
     /// about that many payload bytes, binary shown as hex about a fifth of it.
     #[serde(default)]
     pub max_bytes: Option<i64>,
-    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
-    /// TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    /// SSLKEYLOGFILE in an allowed directory, to decrypt TLS (overrides
+    /// PCAP_TLS_KEYLOG_FILE).
     #[serde(default)]
     pub tls_keylog_file: Option<String>,
 }

@@ -30,12 +30,12 @@ const MAX_FINDINGS: usize = 15;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HostParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// The host: an IPv4/IPv6 address, a MAC (`00:11:22:33:44:55`), or a name seen in
     /// the capture (DNS/mDNS/LLMNR answer, DHCP or NetBIOS name, TLS SNI, HTTP Host).
     pub host: String,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

@@ -26,7 +26,7 @@ pub enum StatusFilter {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HttpParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Requests to list (default 20, max 500).
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct HttpParams {
     /// Only responses with this status: a code like 404, or "4xx", "5xx", "error".
     #[serde(default)]
     pub status: Option<StatusFilter>,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

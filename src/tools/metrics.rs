@@ -29,12 +29,12 @@ pub enum AppProtocol {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ResponseTimeParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// http, dns, tls (ClientHello to ServerHello), tcp (SYN to SYN-ACK) or all (default).
     #[serde(default)]
     pub protocol: AppProtocol,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

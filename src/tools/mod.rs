@@ -64,9 +64,9 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
 /// The parameters of the stream tools (TCP, TLS, performance): one declaration, shared.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TcpParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
-    /// Optional Wireshark display filter that scopes the analysis, e.g. `ip.addr == 10.0.0.5`.
+    /// Wireshark display filter scoping the analysis, e.g. `ip.addr == 10.0.0.5`.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).
@@ -78,8 +78,8 @@ pub struct TcpParams {
     /// Streams to skip, for paging.
     #[serde(default)]
     pub offset: Option<i64>,
-    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
-    /// TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    /// SSLKEYLOGFILE in an allowed directory, to decrypt TLS (overrides
+    /// PCAP_TLS_KEYLOG_FILE).
     #[serde(default)]
     pub tls_keylog_file: Option<String>,
 }

@@ -53,7 +53,7 @@ impl ObjectProtocol {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ObjectParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Which protocol's objects: http (default), smb, ftp-data, tftp, imf (e-mail), dicom.
     #[serde(default)]

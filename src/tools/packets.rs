@@ -25,7 +25,7 @@ const MAX_VALUE_CHARS: usize = 512;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct QueryParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Wireshark display filter selecting the packets, e.g. `tcp.stream == 3`,
     /// `dns.flags.rcode != 0` or `http.response.code >= 500` (default: every packet).
@@ -84,7 +84,7 @@ pub struct PacketList {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DetailsParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// The frame number, as Wireshark numbers it (from any finding's evidence).
     pub frame: i64,
@@ -98,8 +98,8 @@ pub struct DetailsParams {
     /// at most 65536); what does not fit is counted as omitted.
     #[serde(default)]
     pub max_bytes: Option<i64>,
-    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see inside
-    /// TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    /// SSLKEYLOGFILE in an allowed directory, to decrypt TLS (overrides
+    /// PCAP_TLS_KEYLOG_FILE).
     #[serde(default)]
     pub tls_keylog_file: Option<String>,
 }
@@ -196,7 +196,7 @@ const MAX_SLICE_BYTES: u64 = 4 << 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SliceParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Wireshark display filter selecting the packets to keep, e.g. `tcp.stream == 3`.
     #[serde(default)]

@@ -26,7 +26,7 @@ const SNIPPET_CONTEXT: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SearchParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Text to find in the frames' bytes. Searched literally unless regex is true.
     pub search_pattern: String,

@@ -18,12 +18,12 @@ use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TimelineParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
     /// Bucket width in seconds (fractions allowed). Default: chosen so the capture spans about 60 buckets.
     #[serde(default)]
     pub time_interval: Option<f64>,
-    /// Optional Wireshark display filter that scopes the analysis.
+    /// Wireshark display filter scoping the analysis.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

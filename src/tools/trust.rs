@@ -22,7 +22,7 @@ use crate::server::PcapServer;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TrustParams {
-    /// Capture file: a name in PCAP_STORAGE_DIR or a path inside an allowed directory.
+    /// Capture: its name in storage or a path in an allowed directory.
     pub pcap_file: String,
 }
 
