@@ -9,6 +9,7 @@ mod config;
 mod definitions;
 mod engine;
 mod index;
+mod install;
 mod jobs;
 mod lru;
 mod model;
@@ -45,6 +46,9 @@ USAGE:
     pcap-analyzer-mcp-server tools [TOOL]     each tool's parameters: name, type, default, meaning
     pcap-analyzer-mcp-server tools --json     every tool's full input and output schemas
     pcap-analyzer-mcp-server tools --markdown the README's tool table
+    pcap-analyzer-mcp-server install CLIENT   add this server to an MCP client's configuration (backup first):
+                                              claude-desktop, claude-code, cursor, vscode, kiro, amazonq;
+                                              --print shows the entry instead, --config FILE names the file
     pcap-analyzer-mcp-server --version
 
 Configuration is by environment variable; `doctor` prints them all with their values.";
@@ -82,6 +86,7 @@ async fn main() {
         Some("doctor") => cli::doctor().await,
         Some("demo") => cli::demo().await,
         Some("tools") => cli::tools(&args[1..]),
+        Some("install") => install::install(&args[1..]),
         Some("-V" | "--version") => {
             println!("pcap-analyzer-mcp-server {}", env!("CARGO_PKG_VERSION"));
             Ok(())
