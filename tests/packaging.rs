@@ -127,3 +127,54 @@ async fn the_wheel_launches_with_uvx_as_readme_says() {
     assert_eq!(v["capture"]["packets_in_file"], packets, "{v}");
     let _ = client.cancel().await;
 }
+
+/// server.json against the MCP registry's own schema (vendored in schemas/, version in
+/// its file name), with Python's jsonschema as the validator: CI installs it.
+#[test]
+fn server_json_is_valid_for_the_registry() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let required = std::env::var_os("PCAP_REQUIRE_PACKAGING").is_some();
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,jsonschema\n\
+             s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2]))\n\
+             jsonschema.Draft7Validator(s, format_checker=jsonschema.FormatChecker()).validate(d)\n\
+             print('valid')",
+        ])
+        .arg(format!("{root}/schemas/server.schema.2025-12-11.json"))
+        .arg(format!("{root}/server.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    if stderr.contains("No module named 'jsonschema'") {
+        assert!(
+            !required,
+            "python3's jsonschema is missing: pip install jsonschema"
+        );
+        eprintln!("skipped the schema check: pip install jsonschema");
+    } else {
+        assert!(check.status.success(), "server.json: {stderr}");
+    }
+    let server: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/server.json")).unwrap())
+            .unwrap();
+    // one version everywhere
+    assert_eq!(server["version"], env!("CARGO_PKG_VERSION"));
+    for p in server["packages"].as_array().unwrap() {
+        if let Some(v) = p.get("version") {
+            assert_eq!(v, env!("CARGO_PKG_VERSION"), "{p}");
+        }
+    }
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    // the registry checks a PyPI package's README for its server name
+    let marker = format!("mcp-name: {}", server["name"].as_str().unwrap());
+    assert!(readme.contains(&marker), "README lacks {marker:?}");
+    // every variable offered is one the server reads (README's configuration table)
+    for p in server["packages"].as_array().unwrap() {
+        for e in p["environmentVariables"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap();
+            assert!(readme.contains(&format!("| `{name}` |")), "{name}");
+        }
+    }
+}
