@@ -66,7 +66,7 @@ impl PcapServer {
                     + Self::timeline_router()
                     + Self::search_router()
             }),
-            ("tcp", Self::tcp_router),
+            ("tcp", || Self::tcp_router() + Self::connections_router()),
             ("performance", Self::performance_router),
             ("tls", Self::tls_router),
             ("advanced", || {

@@ -3,6 +3,7 @@
 //! share lives here (or, for a metric's definition, in `crate::definitions`).
 
 pub mod compare;
+pub mod connections;
 pub mod dns;
 pub mod events;
 pub mod hosts;

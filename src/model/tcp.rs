@@ -241,6 +241,22 @@ pub struct Message {
     pub receiver_stall: f64,
 }
 
+/// The connection's first RST: who sent it, when, and what came before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reset {
+    pub time: f64,
+    pub frame: u64,
+    /// The sender (0 = the originator, once the stream is oriented).
+    pub dir: usize,
+    /// Silence before it in this connection, seconds: an idle connection reset by a
+    /// timer (a firewall's, a server's) shows a long one.
+    pub idle_before: f64,
+    /// A FIN had been sent (by either side) before it.
+    pub after_fin: bool,
+    /// Payload bytes each side had sent before it.
+    pub payload_before: [u64; 2],
+}
+
 /// What a stream holds once it carries data or shows an analysis event.
 #[derive(Debug, Clone, Default)]
 pub struct StreamDetail {
@@ -301,6 +317,7 @@ pub struct StreamDetail {
     /// side's run of data until the other side sends data. A request and its answer
     /// are two messages; per-transaction timing reads them.
     pub messages: Vec<Message>,
+    pub reset: Option<Reset>,
     /// More messages followed the first [`MAX_MESSAGES`]; they are not kept (and the
     /// last one kept ends where the next began).
     pub messages_truncated: bool,
@@ -661,6 +678,11 @@ impl Stream {
         } else {
             1
         };
+        let silence = if self.packets[0] + self.packets[1] > 0 {
+            p.time - self.last
+        } else {
+            0.0
+        };
         if self.packets[0] + self.packets[1] > 0 {
             let gap = p.time - self.last;
             if gap > self.max_gap {
@@ -727,6 +749,18 @@ impl Stream {
             }
         }
         if f & RST != 0 {
+            if self.detail.as_ref().is_none_or(|dd| dd.reset.is_none()) {
+                let after_fin = self.fin[0] || self.fin[1];
+                let dd = self.detail_mut();
+                dd.reset = Some(Reset {
+                    time: p.time,
+                    frame: p.frame,
+                    dir: d,
+                    idle_before: silence.max(0.0),
+                    after_fin,
+                    payload_before: dd.payload,
+                });
+            }
             self.rst[d] = true;
             self.history_mark(b'r', d);
             self.sample("reset", p.frame);
@@ -994,6 +1028,10 @@ impl Stream {
             dd.zw_unrecovered.swap(0, 1);
             for m in &mut dd.messages {
                 m.dir = 1 - m.dir;
+            }
+            if let Some(r) = &mut dd.reset {
+                r.dir = 1 - r.dir;
+                r.payload_before.swap(0, 1);
             }
         }
     }
@@ -1326,5 +1364,30 @@ mod tests {
         );
         assert_eq!((m[3].first, m[3].bytes), ((1.7, 9), 500));
         assert!(!s.messages_truncated);
+    }
+
+    #[test]
+    fn the_first_reset_says_who_when_and_after_what() {
+        use crate::analysis::connections::reset_kind;
+        // data both ways, then 15 s of silence, then the server resets: an idle timer
+        let mut rows = handshake();
+        rows.extend([
+            row(4, 0.1, true, ACK, 10),
+            data(5, 0.2, 1, 100, &[]),
+            row(6, 15.2, false, RST | ACK, 0),
+        ]);
+        let s = stream_of(&rows);
+        let r = s.reset.unwrap();
+        assert_eq!((r.dir, r.frame, r.payload_before), (1, 6, [10, 100]));
+        assert!((r.idle_before - 15.0).abs() < 1e-9);
+        assert_eq!(reset_kind(&s, &r), "after_idle");
+        // a RST after the client's FIN closes what was already closing
+        let mut rows = handshake();
+        rows.extend([row(4, 0.1, true, ACK | FIN, 0), row(5, 0.2, false, RST, 0)]);
+        let s = stream_of(&rows);
+        assert_eq!(reset_kind(&s, &s.reset.unwrap()), "after_close");
+        // a RST answering the SYN refuses the connection
+        let s = stream_of(&[row(1, 0.0, true, SYN, 0), row(2, 0.01, false, RST | ACK, 0)]);
+        assert_eq!(reset_kind(&s, &s.reset.unwrap()), "refused");
     }
 }

@@ -20,6 +20,7 @@ pub mod bandwidth;
 pub mod basic;
 pub mod capture;
 pub mod compare;
+pub mod connections;
 pub mod dns;
 pub mod events;
 pub mod expert;
