@@ -71,6 +71,7 @@ impl PcapServer {
             ("tls", Self::tls_router),
             ("advanced", || {
                 Self::dns_router()
+                    + Self::network_router()
                     + Self::expert_router()
                     + Self::anomalies_router()
                     + Self::topology_router()

@@ -7,149 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> bool {
-    let mut a = vec!["netns", "exec", ns];
-    a.extend_from_slice(args);
-    ip(&a)
-}
-
-/// client (10.214.1.2) -- router (10.214.1.1 | 10.214.2.1) -- server (10.214.2.2)
-struct Path3 {
-    cli: String,
-    rtr: String,
-    srv: String,
-}
-
-impl Path3 {
-    fn create() -> Option<Self> {
-        let id = std::process::id() % 10_000;
-        let p = Path3 {
-            cli: format!("cmp{id}c"),
-            rtr: format!("cmp{id}r"),
-            srv: format!("cmp{id}s"),
-        };
-        let ok = [&p.cli, &p.rtr, &p.srv]
-            .iter()
-            .all(|n| ip(&["netns", "add", n]))
-            && ip(&[
-                "link", "add", "c0", "netns", &p.cli, "type", "veth", "peer", "name", "r1",
-                "netns", &p.rtr,
-            ])
-            && ip(&[
-                "link", "add", "s0", "netns", &p.srv, "type", "veth", "peer", "name", "r2",
-                "netns", &p.rtr,
-            ])
-            && in_ns(&p.cli, &["ip", "addr", "add", "10.214.1.2/24", "dev", "c0"])
-            && in_ns(&p.rtr, &["ip", "addr", "add", "10.214.1.1/24", "dev", "r1"])
-            && in_ns(&p.rtr, &["ip", "addr", "add", "10.214.2.1/24", "dev", "r2"])
-            && in_ns(&p.srv, &["ip", "addr", "add", "10.214.2.2/24", "dev", "s0"])
-            && [(&p.cli, "c0"), (&p.rtr, "r1"), (&p.rtr, "r2"), (&p.srv, "s0")]
-                .iter()
-                .all(|(n, d)| in_ns(n, &["ip", "link", "set", d, "up"]))
-            && [&p.cli, &p.rtr, &p.srv]
-                .iter()
-                .all(|n| in_ns(n, &["ip", "link", "set", "lo", "up"]))
-            // one wire packet per IP packet (no 64 KB GSO batches): the drop rule then
-            // takes single segments, as a lossy link does
-            && [(&p.cli, "c0"), (&p.srv, "s0")]
-                .iter()
-                .all(|(n, d)| in_ns(n, &["ip", "link", "set", "dev", d, "gso_max_segs", "1"]))
-            && in_ns(&p.cli, &["ip", "route", "add", "default", "via", "10.214.1.1"])
-            && in_ns(&p.srv, &["ip", "route", "add", "default", "via", "10.214.2.1"])
-            && in_ns(&p.rtr, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        ok.then_some(p)
-    }
-
-    /// Drops `pct` percent of the client's TCP packets at the router.
-    fn drop_from_client(&self, pct: u32) -> bool {
-        let p = format!("0.{pct:02}");
-        in_ns(
-            &self.rtr,
-            &[
-                "iptables",
-                "-A",
-                "FORWARD",
-                "-p",
-                "tcp",
-                "-s",
-                "10.214.1.2",
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &p,
-                "-j",
-                "DROP",
-            ],
-        )
-    }
-
-    /// The router's count of packets its DROP rules dropped.
-    fn dropped(&self) -> u64 {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.rtr, "iptables", "-L", "FORWARD", "-v", "-x", "-n",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("DROP") && l.contains("statistic"))
-            .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
-            .sum()
-    }
-}
-
-impl Drop for Path3 {
-    fn drop(&mut self) {
-        for n in [&self.cli, &self.rtr, &self.srv] {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// dumpcap on `dev` inside `ns`, writing `file`; stopped by `stop`.
-fn start_dumpcap(ns: &str, dev: &str, file: &Path) -> Child {
-    let child = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "dumpcap", "-q", "-i", dev, "-f", "tcp", "-w",
-        ])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dumpcap");
-    // it has opened the interface once it wrote the file's first blocks
-    let t0 = std::time::Instant::now();
-    while std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(t0.elapsed().as_secs() < 10, "dumpcap did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    child
-}
-
-fn stop(mut c: Child) {
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let _ = Command::new("kill")
-        .args(["-INT", &c.id().to_string()])
-        .status();
-    let _ = c.wait();
-}
 
 /// The client sends `bytes` to the server, which reads them all. Small socket buffers
 /// keep the bursts short: a veth hands packets to the next namespace through the
@@ -180,8 +41,8 @@ fn transfer(p: &Path3, bytes: usize) {
 fn capture_transfer(p: &Path3, dir: &Path, tag: &str) -> (String, String) {
     let a = dir.join(format!("{tag}-client.pcapng"));
     let b = dir.join(format!("{tag}-server.pcapng"));
-    let ca = start_dumpcap(&p.cli, "c0", &a);
-    let cb = start_dumpcap(&p.srv, "s0", &b);
+    let ca = start_dumpcap(&p.cli, "c0", "tcp", &a);
+    let cb = start_dumpcap(&p.srv, "s0", "tcp", &b);
     transfer(p, 3_000_000);
     stop(ca);
     stop(cb);

@@ -2,5 +2,6 @@
 //! from its one pass and read by every tool of the family.
 
 pub mod http;
+pub mod icmp;
 pub mod tcp;
 pub mod tls;

@@ -305,7 +305,7 @@ pub struct StreamDetail {
     /// Bytes of the holes tshark reported, and the largest segment, per direction: the
     /// holes in segments are the loss before the capture point.
     gap_bytes: PerDir,
-    max_segment: PerDir,
+    pub max_segment: PerDir,
     /// First and last data segment of each direction (time, frame).
     pub data_first: [Option<(f64, u64)>; 2],
     pub data_last: [Option<(f64, u64)>; 2],

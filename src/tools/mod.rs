@@ -30,6 +30,7 @@ pub mod host;
 pub mod http;
 pub mod interfaces;
 pub mod metrics;
+pub mod network;
 pub mod objects;
 pub mod packets;
 pub mod performance;
@@ -60,6 +61,7 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
     crate::index::part::<timeline::TimelineState>,
     crate::index::part::<bandwidth::BwState>,
     crate::index::part::<bandwidth::IoBuckets>,
+    crate::index::part::<crate::model::icmp::NetErrors>,
 ];
 
 /// The parameters of the stream tools (TCP, TLS, performance): one declaration, shared.

@@ -249,26 +249,11 @@ fn unreachable_kind(
     v6_type: Option<u64>,
     v6_code: Option<u64>,
 ) -> Option<&'static str> {
-    match (v4_type, v4_code, v6_type, v6_code) {
-        (Some(3), Some(c), _, _) => Some(match c {
-            0 | 6 | 11 => "network unreachable",
-            1 | 7 | 12 => "host unreachable",
-            2 => "protocol unreachable",
-            3 => return None,
-            4 => "fragmentation needed (path MTU)",
-            9 | 10 | 13 => "administratively prohibited",
-            _ => "destination unreachable",
-        }),
-        (_, _, Some(1), Some(c)) => Some(match c {
-            0 => "no route to destination",
-            1 | 5 | 6 => "administratively prohibited",
-            3 => "address unreachable",
-            4 => return None,
-            _ => "destination unreachable",
-        }),
-        (_, _, Some(2), _) => Some("packet too big (path MTU)"),
-        _ => None,
-    }
+    // destinations that could not be reached (a closed port is counted apart, as
+    // UDP to a closed port), and a path MTU smaller than the packet
+    let unreachable = matches!(v4_type, Some(3)) || matches!(v6_type, Some(1 | 2));
+    crate::model::icmp::error_kind(v4_type, v4_code, v6_type, v6_code)
+        .filter(|k| unreachable && *k != "port unreachable")
 }
 
 /// ICMP errors of one kind about one destination: how many, their first frames, and

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::process::Command as StdCommand;
+use std::process::{Child, Command, Stdio};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -686,5 +686,146 @@ pub fn openssl_client(port: u16, sni: &str, extra: &[&str]) {
         .unwrap();
     use std::io::Write;
     let _ = c.stdin.take().unwrap().write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let _ = c.wait();
+}
+
+// ------------------------------------------------------------ a routed path
+
+pub fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn in_ns(ns: &str, args: &[&str]) -> bool {
+    let mut a = vec!["netns", "exec", ns];
+    a.extend_from_slice(args);
+    ip(&a)
+}
+
+/// client (10.214.1.2) -- router (10.214.1.1 | 10.214.2.1) -- server (10.214.2.2)
+pub struct Path3 {
+    pub cli: String,
+    pub rtr: String,
+    pub srv: String,
+}
+
+impl Path3 {
+    pub fn create() -> Option<Self> {
+        let id = std::process::id() % 10_000;
+        let p = Path3 {
+            cli: format!("cmp{id}c"),
+            rtr: format!("cmp{id}r"),
+            srv: format!("cmp{id}s"),
+        };
+        let ok = [&p.cli, &p.rtr, &p.srv]
+            .iter()
+            .all(|n| ip(&["netns", "add", n]))
+            && ip(&[
+                "link", "add", "c0", "netns", &p.cli, "type", "veth", "peer", "name", "r1",
+                "netns", &p.rtr,
+            ])
+            && ip(&[
+                "link", "add", "s0", "netns", &p.srv, "type", "veth", "peer", "name", "r2",
+                "netns", &p.rtr,
+            ])
+            && in_ns(&p.cli, &["ip", "addr", "add", "10.214.1.2/24", "dev", "c0"])
+            && in_ns(&p.rtr, &["ip", "addr", "add", "10.214.1.1/24", "dev", "r1"])
+            && in_ns(&p.rtr, &["ip", "addr", "add", "10.214.2.1/24", "dev", "r2"])
+            && in_ns(&p.srv, &["ip", "addr", "add", "10.214.2.2/24", "dev", "s0"])
+            && [(&p.cli, "c0"), (&p.rtr, "r1"), (&p.rtr, "r2"), (&p.srv, "s0")]
+                .iter()
+                .all(|(n, d)| in_ns(n, &["ip", "link", "set", d, "up"]))
+            && [&p.cli, &p.rtr, &p.srv]
+                .iter()
+                .all(|n| in_ns(n, &["ip", "link", "set", "lo", "up"]))
+            // one wire packet per IP packet (no 64 KB GSO batches): the drop rule then
+            // takes single segments, as a lossy link does
+            && [(&p.cli, "c0"), (&p.srv, "s0")]
+                .iter()
+                .all(|(n, d)| in_ns(n, &["ip", "link", "set", "dev", d, "gso_max_segs", "1"]))
+            && in_ns(&p.cli, &["ip", "route", "add", "default", "via", "10.214.1.1"])
+            && in_ns(&p.srv, &["ip", "route", "add", "default", "via", "10.214.2.1"])
+            && in_ns(&p.rtr, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        ok.then_some(p)
+    }
+
+    /// Drops `pct` percent of the client's TCP packets at the router.
+    pub fn drop_from_client(&self, pct: u32) -> bool {
+        let p = format!("0.{pct:02}");
+        in_ns(
+            &self.rtr,
+            &[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-p",
+                "tcp",
+                "-s",
+                "10.214.1.2",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
+    }
+
+    /// The router's count of packets its DROP rules dropped.
+    pub fn dropped(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.rtr, "iptables", "-L", "FORWARD", "-v", "-x", "-n",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("DROP") && l.contains("statistic"))
+            .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Path3 {
+    fn drop(&mut self) {
+        for n in [&self.cli, &self.rtr, &self.srv] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// dumpcap on `dev` inside `ns` with BPF `filter`, writing `file`; stopped by `stop`.
+pub fn start_dumpcap(ns: &str, dev: &str, filter: &str, file: &Path) -> Child {
+    let child = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "dumpcap", "-q", "-i", dev, "-f", filter, "-w",
+        ])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dumpcap");
+    // it has opened the interface once it wrote the file's first blocks
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(t0.elapsed().as_secs() < 10, "dumpcap did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+pub fn stop(mut c: Child) {
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status();
     let _ = c.wait();
 }
