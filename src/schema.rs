@@ -34,8 +34,14 @@ pub fn compact_output(full: &Map<String, Value>) -> Map<String, Value> {
             if crate::report::ENVELOPE.contains(&name.as_str())
                 && let Value::Object(m) = &mut field
             {
-                m.remove("properties");
-                m.remove("items");
+                // what a reader acts on keeps its type; the rest of the envelope (the
+                // capture's facts, the scope, the command lines) only its name
+                if LEAN_ENVELOPE.contains(&name.as_str()) {
+                    m.clear();
+                } else {
+                    m.remove("properties");
+                    m.remove("items");
+                }
             }
             props.insert(name.clone(), field);
         }
@@ -45,6 +51,9 @@ pub fn compact_output(full: &Map<String, Value>) -> Map<String, Value> {
     out.insert("properties".into(), Value::Object(props));
     out
 }
+
+/// Envelope fields sent by name only.
+const LEAN_ENVELOPE: [&str; 4] = ["capture", "scope", "percent_done", "tshark_commands"];
 
 /// Object levels of an output schema given with their types; below that, names only.
 const OUTPUT_DEPTH: usize = 2;

@@ -68,7 +68,7 @@ impl PcapServer {
             }),
             ("tcp", || Self::tcp_router() + Self::connections_router()),
             ("performance", Self::performance_router),
-            ("tls", Self::tls_router),
+            ("tls", || Self::tls_router() + Self::quic_router()),
             ("advanced", || {
                 Self::dns_router()
                     + Self::network_router()

@@ -3,5 +3,6 @@
 
 pub mod http;
 pub mod icmp;
+pub mod quic;
 pub mod tcp;
 pub mod tls;

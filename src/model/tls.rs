@@ -34,6 +34,8 @@ pub struct TlsRow {
     alert_desc: Option<u64>,
     certs: Vec<String>,
     randoms: Vec<String>,
+    /// A QUIC 1-RTT (short header) packet: application data under the handshake's keys.
+    pub quic_one_rtt: bool,
 }
 
 /// The ServerHello random that marks a HelloRetryRequest (RFC 8446 4.1.3):
@@ -74,6 +76,8 @@ impl FromRow for TlsRow {
         "tls.record.opaque_type",
         "tls.handshake.random",
         "frame.protocols",
+        // 0 = a QUIC short-header (1-RTT) packet: encrypted application data
+        "quic.header_form",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -125,6 +129,7 @@ impl FromRow for TlsRow {
                 .flat_map(|s| s.split(','))
                 .map(|s| s.replace(':', "").to_ascii_lowercase())
                 .collect(),
+            quic_one_rtt: r.all(30).any(|h| h == "0"),
         })
     }
 }
@@ -231,8 +236,10 @@ impl Session {
 
     /// The one definition of "handshake completed" (as Zeek's ssl.log `established`):
     /// TLS 1.2 and older, both sides sent ChangeCipherSpec; TLS 1.3 and QUIC, after the
-    /// ServerHello the client sent an encrypted record (its Finished, or data), or,
-    /// with a compatibility ChangeCipherSpec from the client, the server did.
+    /// ServerHello the client sent an encrypted record (its Finished, or data; for QUIC
+    /// a 1-RTT packet), or, with a compatibility ChangeCipherSpec from the client, the
+    /// server did. (Zeek's ssl.log never marks QUIC established: its TLS analyzer does
+    /// not see the encrypted Finished; its quic.log history shows the 1-RTT packets.)
     pub fn established(&self) -> bool {
         match self.negotiated {
             Some(v) if v >= 0x0304 || self.quic => {
@@ -249,6 +256,11 @@ impl Session {
         self.last_time = p.time;
         if p.reset && self.reset.is_none() && !self.established() {
             self.reset = Some(p.frame);
+        }
+        // QUIC has no TLS records after the handshake: a 1-RTT packet is its
+        // encrypted application data
+        if self.quic && p.quic_one_rtt && self.server_hello.is_some() {
+            self.app_data[d] = true;
         }
         for t in &p.hs_types {
             match *t {
@@ -403,11 +415,13 @@ impl Part for TlsModel {
         Self::default()
     }
 
-    /// What the family's tshark filter was: `tls || tcp.flags.reset == 1`.
+    /// What the family's tshark filter was: `tls || tcp.flags.reset == 1`, and QUIC's
+    /// 1-RTT packets, which say a QUIC handshake's keys are in use.
     fn wants(r: &Row<'_>) -> bool {
         const PROTOCOLS: usize = col(TlsRow::FIELDS, "frame.protocols");
         const RESET: usize = col(TlsRow::FIELDS, "tcp.flags.reset");
-        has_protocol(r, PROTOCOLS, "tls") || r.flag(RESET)
+        const QUIC_FORM: usize = col(TlsRow::FIELDS, "quic.header_form");
+        has_protocol(r, PROTOCOLS, "tls") || r.flag(RESET) || r.all(QUIC_FORM).any(|h| h == "0")
     }
 
     fn add(&mut self, p: TlsRow) {

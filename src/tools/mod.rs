@@ -35,6 +35,7 @@ pub mod objects;
 pub mod packets;
 pub mod performance;
 pub mod quality;
+pub mod quic;
 pub mod search;
 pub mod tcp;
 pub mod threats;
@@ -62,6 +63,7 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
     crate::index::part::<bandwidth::BwState>,
     crate::index::part::<bandwidth::IoBuckets>,
     crate::index::part::<crate::model::icmp::NetErrors>,
+    crate::index::part::<crate::model::quic::QuicModel>,
 ];
 
 /// The parameters of the stream tools (TCP, TLS, performance): one declaration, shared.
