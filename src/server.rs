@@ -19,7 +19,7 @@ use crate::engine::Engine;
 pub const INSTRUCTIONS: &str = "Network traffic analysis with Wireshark's tshark and dumpcap. \
 Start with analyze_pcap_file on a capture (list_captured_files shows what is stored; start_packet_capture records new traffic). \
 Every analysis returns a summary, findings with frame numbers and a ready Wireshark display filter, \
-tables with total vs shown counts, and the tshark command lines used. Narrow any analysis with display_filter \
+tables (total, shown, offset, and `more` saying how to page), and the tshark command lines used. Narrow any analysis with display_filter \
 (Wireshark syntax). If a result says status=running, the capture is large: call the same tool again with the \
 same arguments to get the finished answer. What each field of a tool's result means: read the resource pcap-schema://<tool>.";
 

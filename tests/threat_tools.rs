@@ -576,3 +576,75 @@ async fn a_dns_check_in_every_30_seconds_is_beaconing() {
         .expect("beaconing finding");
     assert_eq!(f["severity"], "medium");
 }
+
+/// The focused tools report the broad tool's own detections: same rows, same findings.
+#[tokio::test]
+async fn focused_threat_tools_show_the_same_detections() {
+    let s = start().await;
+    let same_findings = |focused: &Value, broad: &Value, marker: &str| {
+        let titles = |v: &Value| -> Vec<String> {
+            v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["title"].as_str().unwrap().to_string())
+                .filter(|t| t.contains(marker))
+                .collect()
+        };
+        let f = titles(focused);
+        assert!(!f.is_empty(), "{focused}");
+        assert_eq!(f, titles(broad));
+        // nothing from other sections
+        assert_eq!(
+            f.len(),
+            focused["findings"].as_array().unwrap().len(),
+            "{focused}"
+        );
+    };
+
+    // FTP USER Admin / PASS qwerty at frame 9 (Zeek ftp.log; tshark -z credentials)
+    let file = fixture("zeek-ftp-password-pass-command.pcap");
+    let broad = s
+        .ok("analyze_security_threats", json!({"pcap_file": file}))
+        .await;
+    let v = s
+        .ok("extract_credentials", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(v["credentials"], broad["credentials"]);
+    assert_eq!(v["credentials"]["rows"][0]["username"], "Admin");
+    assert_eq!(v["credentials"]["rows"][0]["frame"], 9);
+    assert_eq!(v["by_protocol"][0]["key"], "ftp");
+    assert!(!v.to_string().contains("qwerty"), "{v}");
+    same_findings(&v, &broad, "credentials");
+
+    let file = fixture("cs-arppoison.pcapng");
+    let broad = s
+        .ok("analyze_security_threats", json!({"pcap_file": file}))
+        .await;
+    let v = s
+        .ok("detect_arp_spoofing", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(v["arp_conflicts"], broad["arp_conflicts"]);
+    same_findings(&v, &broad, "ARP");
+
+    let file = fixture("ndpi-bad-dns-traffic.pcap");
+    let broad = s
+        .ok("analyze_security_threats", json!({"pcap_file": file}))
+        .await;
+    let v = s
+        .ok("detect_dns_tunneling", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(v["hints"], broad["dns_tunnelling_hints"]);
+    assert!(v["hints"].is_string());
+    same_findings(&v, &broad, "DNS tunnelling");
+
+    // and a clean capture has none
+    let v = s
+        .ok(
+            "extract_credentials",
+            json!({"pcap_file": fixture("zeek-tls1.2.pcap")}),
+        )
+        .await;
+    assert_eq!(v["credentials"]["total"], 0);
+    assert!(v["summary"].as_str().unwrap().starts_with("No credentials"));
+}

@@ -77,10 +77,10 @@ pub struct TcpParams {
     /// Time range of the analysis (start_time, end_time, timezone).
     #[serde(flatten)]
     pub time: crate::timescope::TimeScope,
-    /// Streams to list, worst first (default 20, max 500). Totals always cover all streams.
+    /// Streams listed, worst first (default 20, max 500).
     #[serde(default)]
     pub limit: Option<i64>,
-    /// Streams to skip, for paging.
+    /// Rows to skip, for paging.
     #[serde(default)]
     pub offset: Option<i64>,
     /// SSLKEYLOGFILE in an allowed directory, to decrypt TLS (overrides

@@ -989,9 +989,203 @@ impl PcapServer {
             .analyze("analyze_security_threats", p, rc, threats)
             .await
     }
+
+    /// Cleartext credentials (FTP, POP3, IMAP, SMTP AUTH, HTTP Basic and forms, LDAP,
+    /// SNMP communities, NTLM/Kerberos user names): who logged in where, secrets masked
+    /// unless reveal_secrets. The same detection as analyze_security_threats.
+    #[tool(
+        name = "extract_credentials",
+        annotations(title = "Credentials", read_only_hint = true, open_world_hint = false)
+    )]
+    pub async fn extract_credentials(
+        &self,
+        Parameters(p): Parameters<ThreatParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<CredentialsFound>>, String> {
+        self.engine
+            .analyze("extract_credentials", p, rc, credentials)
+            .await
+    }
+
+    /// ARP spoofing: an IP address claimed by several MACs, a MAC claiming several
+    /// addresses, and traffic that moved to a new MAC after it. The same detection as
+    /// analyze_security_threats.
+    #[tool(
+        name = "detect_arp_spoofing",
+        annotations(title = "ARP spoofing", read_only_hint = true, open_world_hint = false)
+    )]
+    pub async fn detect_arp_spoofing(
+        &self,
+        Parameters(p): Parameters<ThreatParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<ArpSpoofing>>, String> {
+        self.engine
+            .analyze("detect_arp_spoofing", p, rc, arp_spoofing)
+            .await
+    }
+
+    /// DNS tunnelling: long, high-entropy query labels, many unique subdomains of one
+    /// domain, TXT volume. The same detection as analyze_security_threats.
+    #[tool(
+        name = "detect_dns_tunneling",
+        annotations(
+            title = "DNS tunnelling",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn detect_dns_tunneling(
+        &self,
+        Parameters(p): Parameters<ThreatParams>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<Json<Report<DnsTunnelling>>, String> {
+        self.engine
+            .analyze("detect_dns_tunneling", p, rc, dns_tunnelling)
+            .await
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CredentialsFound {
+    pub by_protocol: Vec<crate::report::CountRow>,
+    pub credentials: Table<Credential>,
+    /// What the check looked at.
+    pub checked: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ArpSpoofing {
+    pub arp_conflicts: Table<ArpConflict>,
+    pub checked: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DnsTunnelling {
+    /// What pointed at tunnelling, when something did.
+    pub hints: Option<String>,
+    pub checked: String,
+}
+
+/// The run's findings of one section, and what its check looked at.
+fn section(run: &ThreatRun, range: std::ops::Range<usize>, check: &str) -> (Vec<Finding>, String) {
+    let findings = run.findings.get(range).unwrap_or_default().to_vec();
+    let checked = run
+        .data
+        .checks
+        .iter()
+        .find(|c| c.check == check)
+        .map(|c| c.looked_at.clone())
+        .unwrap_or_default();
+    (findings, checked)
+}
+
+pub(crate) async fn credentials(
+    mut a: Analysis,
+    p: ThreatParams,
+) -> Result<Report<CredentialsFound>, String> {
+    let run = threat_run(&mut a, &p).await?;
+    let (findings, checked) = section(
+        &run,
+        run.sections.credentials.clone(),
+        "cleartext credentials",
+    );
+    let creds = run.data.credentials;
+    let by_protocol = crate::report::counts(creds.rows.iter().map(|c| c.protocol.clone()));
+    let users: BTreeSet<&str> = creds
+        .rows
+        .iter()
+        .filter_map(|c| c.username.as_deref())
+        .collect();
+    let summary = if creds.total == 0 {
+        format!("No credentials crossed the wire in clear (looked at {checked}).")
+    } else {
+        format!(
+            "{} credential(s) in clear for {} user(s): {}.",
+            creds.total,
+            users.len(),
+            by_protocol
+                .iter()
+                .map(|c| format!("{} {}", c.count, c.key))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let data = CredentialsFound {
+        by_protocol,
+        credentials: creds,
+        checked,
+    };
+    a.report(summary, findings, data, run.span, run.note).await
+}
+
+pub(crate) async fn arp_spoofing(
+    mut a: Analysis,
+    p: ThreatParams,
+) -> Result<Report<ArpSpoofing>, String> {
+    let run = threat_run(&mut a, &p).await?;
+    let (findings, checked) = section(&run, run.sections.arp.clone(), "ARP spoofing");
+    let conflicts = run.data.arp_conflicts;
+    let spoofed = conflicts
+        .rows
+        .iter()
+        .filter(|c| c.kind == "ip_with_several_macs" || c.traffic_moved.is_some())
+        .count();
+    let summary = if conflicts.total == 0 {
+        format!("No ARP conflicts: every address was claimed by one MAC ({checked}).")
+    } else {
+        format!(
+            "{} ARP conflict(s), {spoofed} of them an address claimed by several MACs or traffic that moved to a new MAC: see the findings.",
+            conflicts.total
+        )
+    };
+    let data = ArpSpoofing {
+        arp_conflicts: conflicts,
+        checked,
+    };
+    a.report(summary, findings, data, run.span, None).await
+}
+
+pub(crate) async fn dns_tunnelling(
+    mut a: Analysis,
+    p: ThreatParams,
+) -> Result<Report<DnsTunnelling>, String> {
+    let run = threat_run(&mut a, &p).await?;
+    let (findings, checked) = section(&run, run.sections.dns_tunnelling.clone(), "DNS tunnelling");
+    let hints = run.data.dns_tunnelling_hints;
+    let summary = match &hints {
+        Some(h) => format!("DNS tunnelling suspected: {h}"),
+        None => format!("No sign of DNS tunnelling (looked at {checked})."),
+    };
+    let data = DnsTunnelling { hints, checked };
+    a.report(summary, findings, data, run.span, None).await
+}
+
+/// Which findings (positions in the list, before sorting) each focused tool shows.
+pub(crate) struct Sections {
+    pub credentials: std::ops::Range<usize>,
+    pub arp: std::ops::Range<usize>,
+    pub dns_tunnelling: std::ops::Range<usize>,
+}
+
+/// Every threat check over the scope: the one run that analyze_security_threats and
+/// the focused tools (extract_credentials, detect_arp_spoofing, detect_dns_tunneling)
+/// all report from, so they cannot disagree.
+pub(crate) struct ThreatRun {
+    pub summary: String,
+    pub findings: Vec<Finding>,
+    pub data: Threats,
+    pub span: crate::engine::Span,
+    pub note: Option<String>,
+    pub sections: Sections,
 }
 
 pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<Threats>, String> {
+    let run = threat_run(&mut a, &p).await?;
+    a.report(run.summary, run.findings, run.data, run.span, run.note)
+        .await
+}
+
+pub(crate) async fn threat_run(a: &mut Analysis, p: &ThreatParams) -> Result<ThreatRun, String> {
     let reveal = p.reveal_secrets.unwrap_or(false);
     let limit = clamp_limit(p.limit, 20);
     let tcp = a.part::<TcpModel>().await?;
@@ -1095,6 +1289,7 @@ pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<T
     }
 
     // credentials: protocol fields first, then any user the tap found that they missed
+    let creds_at = findings.len();
     let mut creds = facts.credentials.clone();
     for c in &mut creds {
         c.secret = c.secret.as_deref().map(|s| mask(s, reveal));
@@ -1188,6 +1383,7 @@ pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<T
         ));
     }
 
+    let creds_end = findings.len();
     let arps = arp_conflicts(&facts);
     for c in &arps {
         let (sev, title, detail) = match c.kind.as_str() {
@@ -1236,6 +1432,7 @@ pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<T
         ));
     }
 
+    let arp_end = findings.len();
     if !facts.redirects.is_empty() {
         findings.push(Finding::new(
             Severity::Medium,
@@ -1329,6 +1526,7 @@ pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<T
         }
     }
 
+    let dns_at = findings.len();
     let dns_hints = facts.tunnel.any().then(|| {
         let sev = if facts.tunnel.strong() {
             Severity::High
@@ -1344,6 +1542,7 @@ pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<T
         }
     });
 
+    let dns_end = findings.len();
     let tls_issues = tls_concerns(&tls);
     for t in tls_issues.iter().take(8) {
         findings.push(Finding::new(
@@ -1454,7 +1653,18 @@ pub(crate) async fn threats(mut a: Analysis, p: ThreatParams) -> Result<Report<T
         beacons: Table::top(beacon_rows, limit),
     };
     let note = reveal.then(|| "reveal_secrets=true: passwords shown as captured".to_string());
-    a.report(summary, findings, data, span, note).await
+    Ok(ThreatRun {
+        summary,
+        findings,
+        data,
+        span,
+        note,
+        sections: Sections {
+            credentials: creds_at..creds_end,
+            arp: creds_end..arp_end,
+            dns_tunnelling: dns_at..dns_end,
+        },
+    })
 }
 
 #[cfg(test)]
