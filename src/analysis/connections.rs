@@ -23,6 +23,9 @@ pub const RTO_GAVE_UP_S: f64 = 1.0;
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ResetRow {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     /// client or server: who sent the first RST.
@@ -76,6 +79,7 @@ pub fn resets(streams: &[Stream]) -> Vec<ResetRow> {
             let r = s.reset.as_ref()?;
             Some(ResetRow {
                 stream: s.id,
+                community_id: s.community_id(),
                 client: s.endpoint(0),
                 server: s.endpoint(1),
                 reset_by: side(r.dir).to_string(),
@@ -94,6 +98,9 @@ pub fn resets(streams: &[Stream]) -> Vec<ResetRow> {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct TimeoutRow {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     /// unanswered_syn (no SYN-ACK nor RST came), gave_up_retransmitting (retransmission
@@ -134,6 +141,7 @@ pub fn timeouts(streams: &[Stream], capture_end: f64) -> Vec<TimeoutRow> {
                 .unwrap_or(s.last_frame);
             Some(TimeoutRow {
                 stream: s.id,
+                community_id: s.community_id(),
                 client: s.endpoint(0),
                 server: s.endpoint(1),
                 kind: kind.to_string(),

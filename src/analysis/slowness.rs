@@ -21,6 +21,9 @@ pub const DEFAULT_SLOW_S: f64 = 0.2;
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Attribution {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     /// First packet to last data segment (or to the end of a zero-window stall that
@@ -241,6 +244,7 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
     frames.dedup();
     Some(Attribution {
         stream: s.id,
+        community_id: s.community_id(),
         client: s.endpoint(req),
         server: s.endpoint(ans),
         elapsed_s: r3(elapsed),
@@ -267,6 +271,9 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Transaction {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     /// Its place among the connection's requests (1 = the first).
     pub number: usize,
     /// What it was: the HTTP request line and status, "TLS handshake", or the
@@ -405,6 +412,7 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
         frames.dedup();
         out.push(Transaction {
             stream: s.id,
+            community_id: s.community_id(),
             number,
             what,
             client: s.endpoint(req),

@@ -565,6 +565,17 @@ impl Stream {
         crate::report::endpoint(&self.addr[i], Some(self.port[i]))
     }
 
+    /// The connection's Community ID (joins Zeek's, Suricata's and Arkime's records).
+    pub fn community_id(&self) -> Option<String> {
+        crate::model::flow::community_id(
+            &self.addr[0],
+            &self.addr[1],
+            6,
+            u16::try_from(self.port[0]).ok(),
+            u16::try_from(self.port[1]).ok(),
+        )
+    }
+
     pub fn label(&self) -> String {
         format!("{} -> {}", self.endpoint(0), self.endpoint(1))
     }

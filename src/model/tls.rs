@@ -184,6 +184,17 @@ impl Session {
         crate::report::endpoint(&self.addr[i], Some(self.port[i]))
     }
 
+    /// The session's connection's Community ID (TCP, or UDP for QUIC).
+    pub fn community_id(&self) -> Option<String> {
+        crate::model::flow::community_id(
+            &self.addr[0],
+            &self.addr[1],
+            if self.quic { 17 } else { 6 },
+            u16::try_from(self.port[0]).ok(),
+            u16::try_from(self.port[1]).ok(),
+        )
+    }
+
     pub fn filter(&self) -> String {
         if self.quic {
             format!("udp.stream == {}", self.stream)

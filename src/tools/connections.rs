@@ -44,8 +44,8 @@ fn counts<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<CountRow> {
 }
 
 fn streams_filter(ids: &[u64], extra: &str) -> String {
-    let list: Vec<String> = ids.iter().take(50).map(u64::to_string).collect();
-    format!("tcp.stream in {{{}}} && {extra}", list.join(" "))
+    let set = crate::report::in_set("tcp.stream", ids.iter().take(50).copied());
+    format!("{set} && ({extra})")
 }
 
 pub(crate) fn tcp_resets(m: &TcpModel, p: &TcpParams) -> Reduced<TcpResets> {

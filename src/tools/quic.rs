@@ -20,6 +20,9 @@ use crate::tools::{TcpParams, clamp_limit, clamp_offset};
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct QuicRowOut {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     /// "1" (QUIC v1), "2", a draft ("draft-29") or the hex number.
@@ -76,6 +79,13 @@ fn row(c: &QuicConn, tls: Option<&Session>) -> QuicRowOut {
     };
     QuicRowOut {
         stream: c.stream,
+        community_id: crate::model::flow::community_id(
+            &c.addr[0],
+            &c.addr[1],
+            17,
+            u16::try_from(c.port[0]).ok(),
+            u16::try_from(c.port[1]).ok(),
+        ),
         client: ep(0),
         server: ep(1),
         version: c.version.map(version_name),
@@ -141,14 +151,10 @@ pub(crate) async fn quic_traffic(
             ),
             Evidence {
                 streams: incomplete.iter().map(|r| r.stream).take(10).collect(),
-                display_filter: format!(
-                    "udp.stream in {{{}}}",
-                    incomplete
-                        .iter()
-                        .take(50)
-                        .map(|r| r.stream.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                frames: incomplete.iter().map(|r| r.first_frame).take(10).collect(),
+                display_filter: crate::report::in_set(
+                    "udp.stream",
+                    incomplete.iter().take(50).map(|r| r.stream),
                 ),
                 ..Default::default()
             },

@@ -68,6 +68,9 @@ fn none_checked(what: &str, m: &TcpModel) -> String {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct RetransStream {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     pub retransmissions_client_to_server: u64,
@@ -304,6 +307,7 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
         .iter()
         .map(|s| RetransStream {
             stream: s.id,
+            community_id: s.community_id(),
             client: s.endpoint(0),
             server: s.endpoint(1),
             retransmissions_client_to_server: s.retrans[0],
@@ -342,6 +346,9 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ZeroWindowStream {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     /// The receiver that advertised a zero window (its buffer was full).
     pub advertised_by: String,
     /// The sender that had to stop.
@@ -377,6 +384,7 @@ pub(crate) fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> 
             }
             rows.push(ZeroWindowStream {
                 stream: s.id,
+                community_id: s.community_id(),
                 advertised_by: s.endpoint(d),
                 stalled_sender: s.endpoint(1 - d),
                 zero_window_events: s.zero_window[d],
@@ -489,6 +497,9 @@ pub(crate) fn zero_windows(m: &TcpModel, p: &TcpParams) -> Reduced<ZeroWindows> 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct WindowStream {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     pub client_syn: Option<SynOptions>,
@@ -587,6 +598,7 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
                 || s.zero_window != [0, 0]);
         rows.push(WindowStream {
             stream: s.id,
+            community_id: s.community_id(),
             client: s.endpoint(0),
             server: s.endpoint(1),
             client_syn: options[0].clone(),
@@ -719,6 +731,9 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct TimingStream {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     pub out_of_order: u64,
@@ -759,6 +774,7 @@ pub(crate) fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
         .iter()
         .map(|s| TimingStream {
             stream: s.id,
+            community_id: s.community_id(),
             client: s.endpoint(0),
             server: s.endpoint(1),
             out_of_order: s.out_of_order[0] + s.out_of_order[1],
@@ -1091,6 +1107,9 @@ fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Lifecycle {
     pub stream: u64,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     /// Zeek conn_state: S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH.
@@ -1187,6 +1206,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             };
             Lifecycle {
                 stream: s.id,
+                community_id: s.community_id(),
                 client: s.endpoint(0),
                 server: s.endpoint(1),
                 state: s.conn_state().into(),

@@ -74,6 +74,9 @@ pub struct HandshakeRow {
     /// `tcp:N` or `udp:N` (QUIC).
     pub session: String,
     pub transport: String,
+    /// The connection's Community ID, to join Zeek, Suricata or Arkime records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub client: String,
     pub server: String,
     pub sni: Option<String>,
@@ -119,6 +122,7 @@ pub(crate) fn handshakes(m: &TlsModel, p: &TcpParams) -> Reduced<Handshakes> {
         .map(|s| HandshakeRow {
             session: s.key.clone(),
             transport: if s.quic { "quic".into() } else { "tcp".into() },
+            community_id: s.community_id(),
             client: s.endpoint(0),
             server: s.endpoint(1),
             sni: s.sni.clone(),
