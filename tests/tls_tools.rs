@@ -798,3 +798,80 @@ async fn sni_against_certificates_made_on_loopback() {
         .await;
     assert!(e.contains("not a TLS key log"), "{e}");
 }
+
+/// JA4 (computed: tshark 4.0 has no field) against FoxIO's JA4 as the PyPI reference
+/// implementation `ja4plus` computes it, ClientHello by ClientHello. CI installs it
+/// (.ci/run); elsewhere the test skips without it.
+#[tokio::test]
+async fn ja4_agrees_with_the_reference_implementation() {
+    let have = Command::new("ja4plus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("PCAP_REQUIRE_PACKAGING").is_none(),
+            "ja4plus is missing: pip install ja4plus"
+        );
+        eprintln!("skipped: pip install ja4plus");
+        return;
+    }
+    let s = start().await;
+    let mut compared = 0;
+    for name in [
+        "zeek-tls1.2.pcap",
+        "zeek-chrome-1250-tls-x25519-kyber.pcap",
+        "zeek-curl-http3-www-google-de.pcap",
+        "zeek-chromium-api-cirrus-ci.pcap",
+        "zeek-tls13-ech.pcap",
+        "zeek-hrr.pcap",
+        "ndpi-tls_alert.pcap",
+        "sv-tls-selfsigned-selks.pcap",
+        "zeek-tls13_wolfssl.pcap",
+    ] {
+        let out = Command::new("ja4plus")
+            .args([
+                "--format",
+                "json",
+                "--types",
+                "ja4",
+                "analyze",
+                &fixture(name),
+            ])
+            .output()
+            .unwrap();
+        // (client port, JA4) of every ClientHello the reference saw
+        let want: std::collections::BTreeSet<(u64, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["src_port"].as_u64().unwrap(),
+                    v["fingerprint"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let v = s
+            .ok(
+                "analyze_tls_handshakes",
+                json!({"pcap_file": fixture(name), "limit": 500}),
+            )
+            .await;
+        let got: std::collections::BTreeSet<(u64, String)> = v["sessions"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| {
+                let port = r["client"].as_str()?.rsplit(':').next()?.parse().ok()?;
+                Some((port, r["ja4"].as_str()?.to_string()))
+            })
+            .collect();
+        assert!(
+            !want.is_empty(),
+            "{name}: the reference found no ClientHello"
+        );
+        assert_eq!(got, want, "{name}");
+        compared += want.len();
+    }
+    assert!(compared >= 9, "{compared}");
+}

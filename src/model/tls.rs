@@ -36,6 +36,8 @@ pub struct TlsRow {
     randoms: Vec<String>,
     /// A QUIC 1-RTT (short header) packet: application data under the handshake's keys.
     pub quic_one_rtt: bool,
+    sig_algs: Vec<u64>,
+    sig_alg_lens: Vec<u64>,
 }
 
 /// The ServerHello random that marks a HelloRetryRequest (RFC 8446 4.1.3):
@@ -78,6 +80,10 @@ impl FromRow for TlsRow {
         "frame.protocols",
         // 0 = a QUIC short-header (1-RTT) packet: encrypted application data
         "quic.header_form",
+        // JA4: the signature algorithms, and each list's length (signature_algorithms
+        // and signature_algorithms_cert print into the same field)
+        "tls.handshake.sig_hash_alg",
+        "tls.handshake.sig_hash_alg_len",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -130,6 +136,8 @@ impl FromRow for TlsRow {
                 .map(|s| s.replace(':', "").to_ascii_lowercase())
                 .collect(),
             quic_one_rtt: r.all(30).any(|h| h == "0"),
+            sig_algs: nums(31),
+            sig_alg_lens: nums(32),
         })
     }
 }
@@ -158,6 +166,10 @@ pub struct Session {
     pub offered_versions: Vec<u64>,
     pub negotiated: Option<u64>,
     pub offered_ciphers: Vec<u64>,
+    /// The ClientHello's extension types in wire order, and its signature algorithms
+    /// (GREASE removed from both), for JA4.
+    pub client_extensions: Vec<u64>,
+    pub signature_algorithms: Vec<u64>,
     pub cipher: Option<u64>,
     pub alpn_offered: Vec<String>,
     pub alpn_selected: Option<String>,
@@ -292,6 +304,16 @@ impl Session {
                         .filter(|v| !is_grease(*v))
                         .collect();
                     self.alpn_offered = p.alpn.clone();
+                    self.client_extensions = p
+                        .ext_types
+                        .iter()
+                        .copied()
+                        .filter(|v| !is_grease(*v))
+                        .collect();
+                    self.signature_algorithms = signature_algorithms(p)
+                        .into_iter()
+                        .filter(|v| !is_grease(*v))
+                        .collect();
                     self.ja3 = p.ja3.clone();
                     self.client_session_id = p.session_id_len.unwrap_or(0) > 0;
                 }
@@ -483,6 +505,120 @@ impl Part for TlsModel {
     fn approx_bytes(&self) -> usize {
         TlsModel::approx_bytes(self)
     }
+}
+
+/// The ClientHello's signature_algorithms (extension 13) list: tshark prints it and
+/// signature_algorithms_cert (50) into one field, so the lists are cut by their
+/// lengths and taken in the order their extensions came.
+fn signature_algorithms(p: &TlsRow) -> Vec<u64> {
+    let order: Vec<u64> = p
+        .ext_types
+        .iter()
+        .copied()
+        .filter(|t| *t == 13 || *t == 50)
+        .collect();
+    let Some(pos) = order.iter().position(|t| *t == 13) else {
+        return Vec::new();
+    };
+    if p.sig_alg_lens.len() < order.len() {
+        // one list only, or lengths missing: all of it is extension 13's
+        return p.sig_algs.clone();
+    }
+    let start: u64 = p.sig_alg_lens[..pos].iter().map(|l| l / 2).sum();
+    let count = p.sig_alg_lens[pos] / 2;
+    p.sig_algs
+        .iter()
+        .copied()
+        .skip(start as usize)
+        .take(count as usize)
+        .collect()
+}
+
+/// JA4 of a ClientHello (FoxIO's JA4, the BSD-licensed client method; JA4S and the
+/// rest of JA4+ are under another licence and left out): `a_b_c` where a is the
+/// transport (t TCP, q QUIC), highest offered version, SNI present (d) or not (i),
+/// cipher and extension counts, and the first ALPN value's first and last character;
+/// b the first 12 hex of SHA-256 over the sorted ciphers; c over the sorted
+/// extensions without SNI and ALPN, then the signature algorithms in wire order.
+pub fn ja4(s: &Session) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    s.client_hello?;
+    let version = s
+        .offered_versions
+        .iter()
+        .copied()
+        .max()
+        .or(s.client_version)
+        .unwrap_or(0);
+    let v = match version {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        0x0002 => "s2",
+        0xfeff => "d1",
+        0xfefd => "d2",
+        0xfefc => "d3",
+        _ => "00",
+    };
+    let sni = if s.sni.is_some() { 'd' } else { 'i' };
+    let alpn = match s.alpn_offered.first().map(|a| a.as_bytes()) {
+        Some([first, .., last]) | Some([first @ last]) => {
+            let end = |b: u8| match b {
+                0x20..=0x7e => Some(b as char),
+                0x80.. => Some('9'),
+                _ => None,
+            };
+            match (end(*first), end(*last)) {
+                (Some(a), Some(b)) => format!("{a}{b}"),
+                _ => "99".into(),
+            }
+        }
+        _ => "00".into(),
+    };
+    let hash12 = |text: &str| {
+        let d = Sha256::digest(text.as_bytes());
+        d.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let hex = |v: &[u64]| {
+        v.iter()
+            .map(|x| format!("{x:04x}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut ciphers = s.offered_ciphers.clone();
+    ciphers.sort_unstable();
+    let b = if ciphers.is_empty() {
+        "000000000000".to_string()
+    } else {
+        hash12(&hex(&ciphers))
+    };
+    let mut exts: Vec<u64> = s
+        .client_extensions
+        .iter()
+        .copied()
+        .filter(|e| *e != 0x0000 && *e != 0x0010)
+        .collect();
+    exts.sort_unstable();
+    let mut c_text = hex(&exts);
+    if !s.signature_algorithms.is_empty() {
+        c_text = format!("{c_text}_{}", hex(&s.signature_algorithms));
+    }
+    let c = if c_text.is_empty() {
+        "000000000000".to_string()
+    } else {
+        hash12(&c_text)
+    };
+    Some(format!(
+        "{}{v}{sni}{:02}{:02}{alpn}_{b}_{c}",
+        if s.quic { 'q' } else { 't' },
+        s.offered_ciphers.len().min(99),
+        s.client_extensions.len().min(99)
+    ))
 }
 
 pub fn version_name(v: u64) -> String {

@@ -87,6 +87,8 @@ pub struct HandshakeRow {
     pub alpn_selected: Option<String>,
     pub ja3: Option<String>,
     pub ja3s: Option<String>,
+    /// JA4 of the ClientHello (computed; tshark 4.0 has no field for it).
+    pub ja4: Option<String>,
     pub handshake_ms: Option<f64>,
     /// complete, alert, reset, incomplete, or no_handshake (the capture began after it).
     pub outcome: String,
@@ -133,6 +135,7 @@ pub(crate) fn handshakes(m: &TlsModel, p: &TcpParams) -> Reduced<Handshakes> {
             alpn_selected: s.alpn_selected.clone(),
             ja3: s.ja3.clone(),
             ja3s: s.ja3s.clone(),
+            ja4: crate::model::tls::ja4(s),
             handshake_ms: s.handshake_s().map(ms),
             outcome: s.outcome().into(),
             resumed: s.resumed(),
