@@ -81,7 +81,10 @@ impl PcapServer {
                 Self::metrics_router() + Self::bandwidth_router() + Self::quality_router()
             }),
             ("drilldown", || {
-                Self::packets_router() + Self::follow_router() + Self::objects_router()
+                Self::packets_router()
+                    + Self::follow_router()
+                    + Self::objects_router()
+                    + Self::export_router()
             }),
         ]
     }
@@ -95,6 +98,58 @@ impl PcapServer {
             out.extend(tools.into_iter().map(|t| (set, t)));
         }
         out
+    }
+}
+
+impl PcapServer {
+    /// Runs one of this server's read-only analysis tools in process, as a client's
+    /// call would (same validation, same deadline), for a tool that reports on another's
+    /// result (export_result). Writing tools and live capture are refused: one call
+    /// never starts another write.
+    pub(crate) async fn call_read_only(
+        &self,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<serde_json::Value, String> {
+        let Some(tool) = self.tool_router.get(name) else {
+            return Err(format!(
+                "no tool is called {name:?} here (tools/list names them; PCAP_TOOLSETS may have left it out)"
+            ));
+        };
+        let read_only = tool
+            .annotations
+            .as_ref()
+            .and_then(|a| a.read_only_hint)
+            .unwrap_or(false);
+        if !read_only || name.starts_with("export_") {
+            return Err(format!(
+                "{name} writes files or captures traffic: only the read-only analysis tools can be exported"
+            ));
+        }
+        let request =
+            rmcp::model::CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        let ctx = rmcp::handler::server::tool::ToolCallContext::new(self, request, rc);
+        let response = self
+            .tool_router
+            .call(ctx)
+            .await
+            .map_err(|e| format!("{name}: {}", e.message))?;
+        let rmcp::model::CallToolResponse::Complete(result) = response else {
+            return Err(format!("{name} did not complete in one call"));
+        };
+        if result.is_error == Some(true) {
+            let text = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(format!("{name} failed: {text}"));
+        }
+        result
+            .structured_content
+            .ok_or_else(|| format!("{name} returned no structured result"))
     }
 }
 

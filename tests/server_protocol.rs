@@ -81,6 +81,8 @@ const WRITING_TOOLS: &[&str] = &[
     "filter_capture",
     "generate_throughput_io_graph",
     "export_objects",
+    "export_result",
+    "export_packets",
 ];
 
 #[tokio::test]

@@ -24,6 +24,7 @@ pub mod connections;
 pub mod dns;
 pub mod events;
 pub mod expert;
+pub mod export;
 pub mod files;
 pub mod follow;
 pub mod host;
