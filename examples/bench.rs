@@ -185,7 +185,10 @@ fn children_cpu() -> f64 {
 /// its table: "| `name` | toolset | ..."): they look at chosen packets after an
 /// investigation and run their own passes by design.
 fn drilldown_tools() -> Vec<String> {
-    let out = Command::new(server_binary()).arg("tools").output().unwrap();
+    let out = Command::new(server_binary())
+        .args(["tools", "--markdown"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -213,13 +216,18 @@ fn investigation(f: &str) -> Vec<(String, Value)> {
     );
     let mut calls = Vec::new();
     for t in snapshot.as_array().unwrap() {
-        let needs_file = t["inputSchema"]["required"]
+        let name = t["name"].as_str().unwrap().to_string();
+        let required: Vec<&str> = t["inputSchema"]["required"]
             .as_array()
-            .is_some_and(|r| r.iter().any(|x| x == "pcap_file"));
-        if !needs_file {
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        // a call on the capture alone (the search gets its pattern below); a tool that
+        // needs more (a host, a second capture, a moment) is not part of it
+        let needs_file = required.contains(&"pcap_file");
+        let only_file = required.iter().all(|r| *r == "pcap_file");
+        if !needs_file || (!only_file && name != "search_packet_content") {
             continue;
         }
-        let name = t["name"].as_str().unwrap().to_string();
         // not part of the seed's 26-call investigation
         if drilldown.contains(&name) {
             continue;

@@ -337,6 +337,7 @@ crate::file_args!(
     expert::ExpertParams,
     metrics::ResponseTimeParams,
     threats::ThreatParams,
+    threats::ScopeParams,
     anomalies::AnomalyParams,
     topology::TopologyParams,
     bandwidth::IoGraphParams,

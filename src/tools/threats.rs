@@ -41,11 +41,38 @@ pub struct ThreatParams {
     /// Rows per table (default 20, max 500).
     #[serde(default)]
     pub limit: Option<i64>,
-    /// Show cleartext passwords as captured instead of masked (default false: the user
-    /// name is shown, the secret is replaced by its length).
+    /// Show cleartext passwords as captured (default false: masked to their length).
     #[serde(default)]
     pub reveal_secrets: Option<bool>,
 }
+
+/// The focused detections' parameters: a capture and its scope.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ScopeParams {
+    /// Capture: its name in storage or a path in an allowed directory.
+    pub pcap_file: String,
+    /// Wireshark display filter scoping the analysis.
+    #[serde(default)]
+    pub display_filter: Option<String>,
+    /// Time range of the analysis (start_time, end_time, timezone).
+    #[serde(flatten)]
+    pub time: crate::timescope::TimeScope,
+}
+
+impl From<ScopeParams> for ThreatParams {
+    fn from(p: ScopeParams) -> Self {
+        ThreatParams {
+            pcap_file: p.pcap_file,
+            display_filter: p.display_filter,
+            time: p.time,
+            limit: None,
+            reveal_secrets: None,
+        }
+    }
+}
+
+/// Addresses and frames listed per ARP conflict.
+const ARP_LISTED: usize = 10;
 
 /// One source trying one port (or ICMP echo) on many hosts.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -103,8 +130,11 @@ pub struct Credential {
 pub struct ArpConflict {
     /// `ip_with_several_macs` or `mac_claiming_several_ips`.
     pub kind: String,
+    /// The addresses involved (the first 10) and how many there are.
     pub ip_addresses: Vec<String>,
+    pub ip_count: usize,
     pub mac_addresses: Vec<String>,
+    /// A sample of the ARP frames that claim them (the first 10).
     pub arp_frames: Vec<u64>,
     /// Off-link traffic that moved from one MAC to another (a new next hop) after it.
     pub traffic_moved: Option<String>,
@@ -844,6 +874,7 @@ fn arp_conflicts(f: &PacketFacts) -> Vec<ArpConflict> {
         if macs.len() >= 2 {
             out.push(ArpConflict {
                 kind: "ip_with_several_macs".into(),
+                ip_count: 1,
                 ip_addresses: vec![ip.clone()],
                 mac_addresses: macs.iter().map(|(m, _)| m.clone()).collect(),
                 arp_frames: macs.iter().map(|(_, fr)| *fr).collect(),
@@ -872,14 +903,18 @@ fn arp_conflicts(f: &PacketFacts) -> Vec<ArpConflict> {
                 )
             })
             .collect();
-        let frames: Vec<u64> = ips
+        // a router or a proxy-ARP box can claim hundreds: a sample of each
+        let mut frames: Vec<u64> = ips
             .iter()
             .filter_map(|ip| f.arp_claims.get(ip))
             .flat_map(|v| v.iter().filter(|(m, _)| m == mac).map(|(_, fr)| *fr))
             .collect();
+        frames.sort_unstable();
+        frames.truncate(ARP_LISTED);
         out.push(ArpConflict {
             kind: "mac_claiming_several_ips".into(),
-            ip_addresses: ips.iter().cloned().collect(),
+            ip_count: ips.len(),
+            ip_addresses: ips.iter().take(ARP_LISTED).cloned().collect(),
             mac_addresses: vec![mac.clone()],
             arp_frames: frames,
             traffic_moved: (!moved.is_empty()).then(|| {
@@ -1016,7 +1051,7 @@ impl PcapServer {
     )]
     pub async fn detect_arp_spoofing(
         &self,
-        Parameters(p): Parameters<ThreatParams>,
+        Parameters(p): Parameters<ScopeParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<ArpSpoofing>>, String> {
         self.engine
@@ -1036,7 +1071,7 @@ impl PcapServer {
     )]
     pub async fn detect_dns_tunneling(
         &self,
-        Parameters(p): Parameters<ThreatParams>,
+        Parameters(p): Parameters<ScopeParams>,
         rc: RequestContext<RoleServer>,
     ) -> Result<Json<Report<DnsTunnelling>>, String> {
         self.engine
@@ -1120,9 +1155,9 @@ pub(crate) async fn credentials(
 
 pub(crate) async fn arp_spoofing(
     mut a: Analysis,
-    p: ThreatParams,
+    p: ScopeParams,
 ) -> Result<Report<ArpSpoofing>, String> {
-    let run = threat_run(&mut a, &p).await?;
+    let run = threat_run(&mut a, &p.into()).await?;
     let (findings, checked) = section(&run, run.sections.arp.clone(), "ARP spoofing");
     let conflicts = run.data.arp_conflicts;
     let spoofed = conflicts
@@ -1147,9 +1182,9 @@ pub(crate) async fn arp_spoofing(
 
 pub(crate) async fn dns_tunnelling(
     mut a: Analysis,
-    p: ThreatParams,
+    p: ScopeParams,
 ) -> Result<Report<DnsTunnelling>, String> {
-    let run = threat_run(&mut a, &p).await?;
+    let run = threat_run(&mut a, &p.into()).await?;
     let (findings, checked) = section(&run, run.sections.dns_tunnelling.clone(), "DNS tunnelling");
     let hints = run.data.dns_tunnelling_hints;
     let summary = match &hints {
@@ -1414,7 +1449,7 @@ pub(crate) async fn threat_run(a: &mut Analysis, p: &ThreatParams) -> Result<Thr
                 format!(
                     "{} claims {} IP addresses in ARP",
                     c.mac_addresses[0],
-                    c.ip_addresses.len()
+                    c.ip_count
                 ),
                 "One MAC answering for several addresses: normal for a router doing proxy ARP or a host with aliases; worth a look if one of them is another host's address.".to_string(),
             ),
