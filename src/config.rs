@@ -74,7 +74,7 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
     (
         "PCAP_MAX_EXPORT_MB",
         "256",
-        "Most bytes export_objects may write for one call (each object, and all of them together), in MB.",
+        "Most bytes export_objects and export_packets may write for one call (export_objects: each object, and all of them together), in MB.",
     ),
     (
         "PCAP_CACHE_MB",
@@ -85,6 +85,11 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "PCAP_MAX_REQUEST_BYTES",
         "4194304",
         "Largest JSON-RPC message accepted on stdin; a longer one is answered with an error and skipped.",
+    ),
+    (
+        "PCAP_LUA_DIR",
+        "(off)",
+        "A directory of Lua scripts run_lua_script may run (by bare name) inside tshark. Off unless set: a script runs with the server's rights.",
     ),
     (
         "PCAP_NAME_RESOLUTION",
@@ -120,6 +125,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Operator's TLS key log; validated by the sandbox when used.
     pub tls_keylog_file: Option<String>,
+    /// The operator's directory of Lua scripts (canonical); None: Lua is off.
+    pub lua_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -177,6 +184,18 @@ impl Config {
             tls_keylog_file: std::env::var("PCAP_TLS_KEYLOG_FILE")
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
+            lua_dir: match std::env::var("PCAP_LUA_DIR").ok().filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(d) => Some(
+                    PathBuf::from(&d)
+                        .canonicalize()
+                        .ok()
+                        .filter(|p| p.is_dir())
+                        .with_context(|| {
+                            format!("PCAP_LUA_DIR {d} is not a directory: set it to the directory of vetted Lua scripts, or unset it to keep Lua off")
+                        })?,
+                ),
+            },
             name_resolution: matches!(
                 env_or("PCAP_NAME_RESOLUTION", "off")
                     .to_ascii_lowercase()

@@ -85,6 +85,7 @@ impl PcapServer {
                     + Self::follow_router()
                     + Self::objects_router()
                     + Self::export_router()
+                    + Self::lua_router()
             }),
         ]
     }

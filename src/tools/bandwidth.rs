@@ -40,9 +40,8 @@ pub struct IoGraphParams {
     /// Time range of the analysis (start_time, end_time, timezone).
     #[serde(flatten)]
     pub time: crate::timescope::TimeScope,
-    /// Up to 4 extra series, each a display filter drawn as a line over the total
-    /// (e.g. "tcp.analysis.retransmission", "tls", "ip.addr == 10.0.0.5"). Use || instead
-    /// of commas inside a filter.
+    /// Up to 4 extra series, each a display filter drawn over the total, e.g. `tls`
+    /// (use || inside a filter, not commas).
     #[serde(default)]
     pub series_filters: Option<Vec<String>>,
     /// An IP address: adds two series, traffic sent by it and traffic sent to it.

@@ -15,8 +15,6 @@ use crate::engine::{Analysis, Span};
 use crate::report::{Report, thousands};
 use crate::server::PcapServer;
 
-/// The largest packet export written (PDML runs to kilobytes per packet).
-const MAX_PACKET_EXPORT_BYTES: u64 = 1 << 30;
 /// Fields a CSV packet export may ask for.
 const MAX_CSV_FIELDS: usize = 40;
 
@@ -388,7 +386,9 @@ async fn export_packets_run(
         }
     };
     let (out, path) = a.engine.sandbox().create_output(&name)?;
-    let size = match a.run_to_file(&args, out, MAX_PACKET_EXPORT_BYTES).await {
+    // PCAP_MAX_EXPORT_MB bounds it (PDML runs to kilobytes per packet)
+    let limit = a.engine.cfg.max_export_bytes;
+    let size = match a.run_to_file(&args, out, limit).await {
         Ok(n) => n,
         Err(e) => {
             // the file is ours (created O_EXCL just now): a partial export is none

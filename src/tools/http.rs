@@ -49,8 +49,8 @@ pub struct HttpParams {
     /// Time range of the analysis (start_time, end_time, timezone).
     #[serde(flatten)]
     pub time: crate::timescope::TimeScope,
-    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories, to see HTTP
-    /// inside TLS; overrides PCAP_TLS_KEYLOG_FILE for this call.
+    /// SSLKEYLOGFILE in an allowed directory, to decrypt TLS (overrides
+    /// PCAP_TLS_KEYLOG_FILE).
     #[serde(default)]
     pub tls_keylog_file: Option<String>,
 }

@@ -30,6 +30,7 @@ pub mod follow;
 pub mod host;
 pub mod http;
 pub mod interfaces;
+pub mod lua;
 pub mod metrics;
 pub mod network;
 pub mod objects;

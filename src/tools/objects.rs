@@ -58,9 +58,7 @@ pub struct ObjectParams {
     /// Which protocol's objects: http (default), smb, ftp-data, tftp, imf (e-mail), dicom.
     #[serde(default)]
     pub protocol: ObjectProtocol,
-    /// Wireshark display filter: only objects carried by the packets it selects, e.g.
-    /// `ip.addr == 10.0.0.5` or `tcp.stream == 3` (applied as tshark's two-pass read
-    /// filter, which is what its object export honours).
+    /// Display filter: only objects in the packets it selects, e.g. `tcp.stream == 3`.
     #[serde(default)]
     pub display_filter: Option<String>,
     /// Time range of the analysis (start_time, end_time, timezone).

@@ -34,9 +34,8 @@ pub struct QueryParams {
     /// Time range of the analysis (start_time, end_time, timezone).
     #[serde(flatten)]
     pub time: crate::timescope::TimeScope,
-    /// Fields to show instead of the packet list's columns (number, time, source,
-    /// destination, protocol, length, info), e.g. `["ip.src", "tcp.seq", "http.host"]`;
-    /// up to 20. An unknown name is an error that suggests close names.
+    /// Fields instead of the packet list's columns, e.g. `["ip.src", "tcp.seq"]`; up
+    /// to 20 (an unknown name's error suggests close ones).
     #[serde(default)]
     pub fields: Option<Vec<String>>,
     /// Packets to list (default 50, max 500); the total is always counted.

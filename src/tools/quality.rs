@@ -32,8 +32,8 @@ pub struct QualityParams {
     /// Time range of the analysis (start_time, end_time, timezone).
     #[serde(flatten)]
     pub time: crate::timescope::TimeScope,
-    /// TLS key log (SSLKEYLOGFILE format) inside the allowed directories: TLS 1.3
-    /// failures (encrypted alerts) become visible.
+    /// SSLKEYLOGFILE in an allowed directory, to decrypt TLS (overrides
+    /// PCAP_TLS_KEYLOG_FILE).
     #[serde(default)]
     pub tls_keylog_file: Option<String>,
 }
