@@ -317,6 +317,24 @@ pub struct CountRow {
     pub count: u64,
 }
 
+/// Counts as prose: "3 refused, 1 mid transfer" (underscores read as spaces).
+pub fn count_list(counts: &[CountRow]) -> String {
+    counts
+        .iter()
+        .map(|c| format!("{} {}", c.count, c.key.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text with its first letter upper case.
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// Counts of each distinct value, most frequent first (ties by name).
 pub fn counts(items: impl Iterator<Item = String>) -> Vec<CountRow> {
     let mut m: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();

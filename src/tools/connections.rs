@@ -112,7 +112,7 @@ pub(crate) fn tcp_resets(m: &TcpModel, p: &TcpParams) -> Reduced<TcpResets> {
             ),
             format!(
                 "{}; first: stream {} at frame {}.",
-                capitalise(what),
+                crate::report::capitalise(what),
                 hit[0].stream,
                 hit[0].frame
             ),
@@ -134,11 +134,7 @@ pub(crate) fn tcp_resets(m: &TcpModel, p: &TcpParams) -> Reduced<TcpResets> {
             "{} of {} TCP connection(s) were reset, {by_server} by the server: {}.",
             rows.len(),
             m.streams.len(),
-            by_kind
-                .iter()
-                .map(|c| format!("{} {}", c.count, c.key.replace('_', " ")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::report::count_list(&by_kind)
         )
     };
     let data = TcpResets {
@@ -236,11 +232,7 @@ pub(crate) fn connection_timeouts(m: &TcpModel, p: &TcpParams) -> Reduced<Connec
             "{} of {} TCP connection(s) timed out: {}.",
             rows.len(),
             m.streams.len(),
-            by_kind
-                .iter()
-                .map(|c| format!("{} {}", c.count, c.key.replace('_', " ")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::report::count_list(&by_kind)
         )
     };
     let data = ConnectionTimeouts {
@@ -250,14 +242,6 @@ pub(crate) fn connection_timeouts(m: &TcpModel, p: &TcpParams) -> Reduced<Connec
         connections: Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
     };
     (summary, findings, data)
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 #[tool_router(router = connections_router, vis = "pub(crate)")]

@@ -226,7 +226,7 @@ pub(crate) async fn icmp_errors(
             ),
             format!(
                 "{}{}.",
-                capitalise(what),
+                crate::report::capitalise(what),
                 top.mtu
                     .map(|m| format!("; next-hop MTU {m}"))
                     .unwrap_or_default()
@@ -247,11 +247,7 @@ pub(crate) async fn icmp_errors(
             "{} ICMP error(s) from {} host(s): {}.",
             n.errors_total,
             counts(n.errors.iter().map(|e| e.reporter.clone())).len(),
-            by_kind
-                .iter()
-                .map(|c| format!("{} {}", c.count, c.key))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::report::count_list(&by_kind)
         )
     };
     let data = IcmpErrors {
@@ -576,14 +572,6 @@ pub(crate) async fn mtu_fragmentation(
     // the packets this view is about: ICMP errors and fragments
     let span = n.span;
     a.report(summary, findings, data, span, None).await
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 #[tool_router(router = network_router, vis = "pub(crate)")]
