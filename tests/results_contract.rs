@@ -46,6 +46,11 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     for name in &names {
         let mut calls = Vec::new();
         for tool in &tools {
+            // a writer's result names its file; writing every capture out again (as
+            // JSON) would cost more than the whole contract
+            if WRITING_FILE_TOOLS.contains(&tool.as_str()) {
+                continue;
+            }
             let mut args = required_extras(tool);
             args["pcap_file"] = json!(name);
             if tool == "search_packet_content" {

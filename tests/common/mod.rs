@@ -184,7 +184,7 @@ pub fn required_extras(tool: &str) -> Value {
 }
 
 /// Tools that write into storage: their results name the files they wrote.
-pub const WRITING_FILE_TOOLS: &[&str] = &["filter_capture"];
+pub const WRITING_FILE_TOOLS: &[&str] = &["filter_capture", "export_packets"];
 
 pub fn file_tool_names() -> Vec<String> {
     let snapshot: Value = serde_json::from_str(
