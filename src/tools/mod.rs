@@ -147,6 +147,9 @@ view_check!(
     performance::SlowParams
 );
 view_check!(check_quality, quality::quality, quality::QualityParams);
+view_check!(check_mtu, network::mtu_fragmentation, network::NetParams);
+view_check!(check_quic, quic::quic_traffic, TcpParams);
+model_check!(check_timeouts, TcpModel, connections::connection_timeouts);
 view_check!(
     check_anomalies,
     anomalies::anomalies,
@@ -242,6 +245,23 @@ pub const TRIAGE: &[Check] = &[
                 || f.title.starts_with("UDP to closed")
                 || f.title.starts_with("Unreachable destination")
         },
+    },
+    // lost fragments, an MSS the path cannot carry, a PMTU black hole
+    Check {
+        tool: "analyze_mtu_fragmentation",
+        run: check_mtu,
+        keep: |f| f.severity >= crate::report::Severity::Medium,
+    },
+    Check {
+        tool: "analyze_quic_traffic",
+        run: check_quic,
+        keep: all,
+    },
+    // unanswered SYNs and refusals are the lifecycle's; senders that gave up are not
+    Check {
+        tool: "analyze_connection_timeouts",
+        run: check_timeouts,
+        keep: |f| f.title.contains("gave up retransmitting"),
     },
     Check {
         tool: "analyze_protocol_anomalies",
