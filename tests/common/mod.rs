@@ -179,6 +179,7 @@ pub fn required_extras(tool: &str) -> Value {
         "follow_stream" => json!({"stream": 0}),
         "filter_capture" => json!({"display_filter": "frame"}),
         "analyze_host" => json!({"host": "10.0.0.1"}),
+        "run_lua_script" => json!({"script": "http_hosts.lua"}),
         _ => json!({}),
     }
 }
