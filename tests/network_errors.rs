@@ -92,6 +92,17 @@ async fn icmp_errors_and_fragments_are_named_with_their_flows() {
     // the group's filter shows exactly its frames
     let frames = tshark_frames(&path, closed["display_filter"].as_str().unwrap(), false);
     assert_eq!(frames.len(), 3, "{closed}");
+    // and every finding's filter shows the frames it names
+    for f in v["findings"].as_array().unwrap() {
+        let shown = tshark_frames(
+            &path,
+            f["evidence"]["display_filter"].as_str().unwrap(),
+            false,
+        );
+        for fr in f["evidence"]["frames"].as_array().unwrap() {
+            assert!(shown.contains(&fr.as_u64().unwrap()), "{f}");
+        }
+    }
 
     let m = s
         .ok(

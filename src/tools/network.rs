@@ -55,6 +55,18 @@ fn quoted(e: &IcmpError) -> String {
     )
 }
 
+/// Every type/code pair (ICMP and ICMPv6) that one kind name covers, as one filter.
+fn kind_filters(errors: &[IcmpError], kind: &str) -> String {
+    let mut parts: Vec<String> = errors
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| format!("({})", kind_filter(e)))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts.join(" || ")
+}
+
 fn kind_filter(e: &IcmpError) -> String {
     let f = if e.v6 { "icmpv6" } else { "icmp" };
     format!("{f}.type == {} && {f}.code == {}", e.icmp_type, e.code)
@@ -217,7 +229,6 @@ pub(crate) async fn icmp_errors(
             what = traced.as_str();
         }
         let top = of[0];
-        let first = n.errors.iter().find(|e| e.kind == k.key);
         findings.push(Finding::new(
             severity,
             format!(
@@ -234,7 +245,7 @@ pub(crate) async fn icmp_errors(
             Evidence {
                 frames: of.iter().map(|g| g.first_frame).take(10).collect(),
                 endpoints: of.iter().map(|g| g.reporter.clone()).take(5).collect(),
-                display_filter: first.map(kind_filter).unwrap_or_default(),
+                display_filter: kind_filters(&n.errors, &k.key),
                 ..Default::default()
             },
         ));
