@@ -146,6 +146,17 @@ pub struct QuicConn {
 }
 
 impl QuicConn {
+    /// The connection's Community ID (UDP), as `Stream` and `Session` give theirs.
+    pub fn community_id(&self) -> Option<String> {
+        crate::model::flow::community_id(
+            &self.addr[0],
+            &self.addr[1],
+            17,
+            u16::try_from(self.port[0]).ok(),
+            u16::try_from(self.port[1]).ok(),
+        )
+    }
+
     fn add(&mut self, p: &QuicRow) {
         let d = usize::from(!(p.src == self.addr[0] && p.sport == self.port[0]));
         self.packets[d] += 1;

@@ -79,13 +79,7 @@ fn row(c: &QuicConn, tls: Option<&Session>) -> QuicRowOut {
     };
     QuicRowOut {
         stream: c.stream,
-        community_id: crate::model::flow::community_id(
-            &c.addr[0],
-            &c.addr[1],
-            17,
-            u16::try_from(c.port[0]).ok(),
-            u16::try_from(c.port[1]).ok(),
-        ),
+        community_id: c.community_id(),
         client: ep(0),
         server: ep(1),
         version: c.version.map(version_name),
