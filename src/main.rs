@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod definitions;
 mod engine;
+mod fit;
 mod index;
 mod install;
 mod jobs;

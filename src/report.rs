@@ -246,7 +246,9 @@ pub const ENVELOPE: &[&str] = &[
 ];
 
 /// What every file-analysis tool returns. The tool's own tables are flattened in.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+/// Serialized through [`crate::fit`], so no result exceeds the size budget whatever
+/// the caps inside it missed.
+#[derive(Debug, Clone, JsonSchema)]
 pub struct Report<T> {
     // the envelope's fields are listed in ENVELOPE too (a test keeps them in step)
     pub status: Status,
@@ -262,6 +264,39 @@ pub struct Report<T> {
     pub percent_done: Option<f64>,
     /// The tshark command lines run, to reproduce the result by hand.
     pub tshark_commands: Vec<String>,
+}
+
+/// The wire form of [`Report`], field for field (the schema is derived on `Report`).
+#[derive(Serialize)]
+struct ReportWire<'a, T> {
+    status: Status,
+    summary: &'a str,
+    findings: &'a [Finding],
+    #[serde(flatten)]
+    data: &'a Option<T>,
+    capture: &'a CaptureFacts,
+    scope: &'a Scope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent_done: Option<f64>,
+    tshark_commands: &'a [String],
+}
+
+impl<T: Serialize> Serialize for Report<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = ReportWire {
+            status: self.status,
+            summary: &self.summary,
+            findings: &self.findings,
+            data: &self.data,
+            capture: &self.capture,
+            scope: &self.scope,
+            percent_done: self.percent_done,
+            tshark_commands: &self.tshark_commands,
+        };
+        let mut v = serde_json::to_value(&wire).map_err(serde::ser::Error::custom)?;
+        crate::fit::fit(&mut v, crate::fit::RESULT_BUDGET);
+        v.serialize(s)
+    }
 }
 
 impl<T> Report<T> {
