@@ -22,7 +22,8 @@ const NOTE_ROOM: usize = 400;
 /// Only lists of objects (rows, findings) and lists of more than four scalars (frame
 /// numbers, names) shrink: a short list of scalars is a fixed-size tuple in the schema.
 /// The top-level findings weigh a quarter of their size, so tables lose rows before
-/// the findings lose any. A table (`rows` beside `shown`) keeps its `shown` and `more`
+/// the findings lose any, and a list down to five elements an eighth, so every table
+/// keeps a sample while another list can give. A table (`rows` beside `shown`) keeps its `shown` and `more`
 /// true to what is left.
 pub fn fit(v: &mut Value, budget: usize) -> Option<String> {
     if size(v) <= budget {
@@ -86,6 +87,10 @@ fn largest_list(v: &Value, path: &mut Vec<Step>, best: &mut Option<(usize, Vec<S
                 let mut weight = size(v);
                 if matches!(path.as_slice(), [Step::Key(k)] if k == "findings") {
                     weight /= 4;
+                }
+                // a list down to its last few rows goes last: a table keeps a sample
+                if items.len() <= 5 {
+                    weight /= 8;
                 }
                 if best.as_ref().is_none_or(|(w, _)| weight > *w) {
                     *best = Some((weight, path.clone()));
@@ -175,7 +180,10 @@ fn pop_some(items: &mut Vec<Value>, over: usize) -> usize {
         Some(Value::Object(_) | Value::Array(_)) | None => 0,
         Some(_) => 4,
     };
-    let n = over.div_ceil(each).max(1).min(items.len().saturating_sub(keep));
+    let n = over
+        .div_ceil(each)
+        .max(1)
+        .min(items.len().saturating_sub(keep));
     items.truncate(items.len() - n);
     n
 }
@@ -213,7 +221,12 @@ mod tests {
         let shown = v["hosts"]["rows"].as_array().unwrap().len();
         assert!(shown < 200);
         assert_eq!(v["hosts"]["shown"], json!(shown));
-        assert!(v["hosts"]["more"].as_str().unwrap().contains(&format!("offset={shown}")));
+        assert!(
+            v["hosts"]["more"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("offset={shown}"))
+        );
         assert_eq!(v["pair"], json!([1, 2]));
         assert!(note.contains("`hosts.rows`"), "{note}");
         assert!(v["summary"].as_str().unwrap().ends_with(note.as_str()));

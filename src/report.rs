@@ -83,6 +83,25 @@ impl Finding {
     }
 }
 
+/// A finding's kind: its title with the numbers taken out ("Stream 7 went
+/// silent for 60.06 s" and "Stream 2 went silent for 3.1 s" are one kind): what compare_captures and analyze_batch match findings by.
+pub fn finding_kind(title: &str) -> String {
+    let mut out = String::new();
+    let mut in_num = false;
+    for c in title.chars() {
+        if c.is_ascii_digit() || (in_num && (c == '.' || c == ',')) {
+            if !in_num {
+                out.push('#');
+            }
+            in_num = true;
+        } else {
+            in_num = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// At most `n` items joined by ", ", then "and N more": a list in a sentence stays
 /// short whatever the capture holds.
 pub fn some_of(items: &[String], n: usize) -> String {
@@ -513,6 +532,18 @@ pub fn round(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finding_kinds_ignore_numbers() {
+        assert_eq!(
+            finding_kind("Stream 7 went silent for 60.06 s"),
+            finding_kind("Stream 12 went silent for 3.1 s")
+        );
+        assert_ne!(
+            finding_kind("2 DNS failures"),
+            finding_kind("2 TLS failures")
+        );
+    }
 
     #[test]
     fn the_envelope_list_names_the_reports_own_fields() {

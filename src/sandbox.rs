@@ -297,6 +297,47 @@ impl<'a> Sandbox<'a> {
         Ok((found, links))
     }
 
+    /// The files a glob names: wildcards (`*`, `?`) only in the last component, the
+    /// directory before it inside the roots (a bare pattern means PCAP_STORAGE_DIR).
+    /// Regular files only, sorted by name; symbolic links are skipped like the storage
+    /// listing's. Each name still goes through [`Self::open_capture`] before it is read.
+    pub fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
+        let pattern = pattern.trim();
+        let (dir, name_pattern) = match pattern.rsplit_once('/') {
+            Some((d, n)) => (Some(if d.is_empty() { "/" } else { d }), n),
+            None => (None, pattern),
+        };
+        if dir.is_some_and(|d| d.contains(['*', '?'])) || name_pattern.is_empty() {
+            return Err(format!(
+                "glob {pattern:?}: wildcards (* and ?) may only stand in the file name, e.g. `*.pcapng` or `/data/captures/day1-*.pcap`"
+            ));
+        }
+        let dir_path = match dir {
+            Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
+            Some(d) => self.cfg.storage_dir.join(d),
+            None => self.cfg.storage_dir.clone(),
+        };
+        let canonical = dir_path
+            .canonicalize()
+            .ok()
+            .filter(|c| self.in_roots(c))
+            .ok_or_else(|| self.refused(dir.unwrap_or("."), "glob directory"))?;
+        let read = std::fs::read_dir(&canonical)
+            .map_err(|e| format!("cannot list {}: {e}", dir.unwrap_or(".")))?;
+        let mut names: Vec<String> = read
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| wildcard_match(name_pattern.as_bytes(), n.as_bytes()))
+            .map(|n| match dir {
+                Some(d) => format!("{}/{n}", d.trim_end_matches('/')),
+                None => n,
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Any file inside the roots by name or path (the same checks as a capture), for
     /// what the server wrote into storage besides captures (I/O-graph pictures).
     pub fn open_file(
@@ -450,6 +491,34 @@ impl Sandbox<'_> {
     }
 }
 
+/// `*` (any run of characters) and `?` (one character) against a file name. Greedy
+/// with one backtrack point, so a hostile pattern of many stars stays linear per star.
+fn wildcard_match(p: &[u8], n: &[u8]) -> bool {
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
 /// A new name in storage for something made from a capture: `<stem><what><ns><ext>`,
 /// the capture's file stem in safe characters (at most 80, no leading '.') and the
 /// time in nanoseconds, so two calls never pick the same name.
@@ -524,6 +593,18 @@ fn inode_of(meta: &std::fs::Metadata) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_match_names() {
+        assert!(wildcard_match(b"*.pcap", b"day1.pcap"));
+        assert!(!wildcard_match(b"*.pcap", b"day1.pcapng"));
+        assert!(wildcard_match(b"day?-*.pcap*", b"day1-a.pcapng"));
+        assert!(wildcard_match(b"*", b""));
+        assert!(!wildcard_match(b"a*b*c", b"aXbY"));
+        // many stars against a long name answers at once
+        let long = vec![b'a'; 10_000];
+        assert!(!wildcard_match(b"*a*a*a*a*a*a*a*a*a*a*b", &long));
+    }
 
     #[test]
     fn magic_numbers() {

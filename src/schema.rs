@@ -18,7 +18,7 @@ pub fn compact_input(full: &Map<String, Value>) -> Map<String, Value> {
 
 /// The output schema as sent: the result's fields with their types, and one level
 /// further the fields' own fields; deeper (a table's row columns, a finding's
-/// evidence), only the names. A paged table shows its rows and total. The report envelope every tool shares (findings, scope,
+/// evidence), only the names. A paged table shows its rows only. The report envelope every tool shares (findings, scope,
 /// the capture's facts) is reduced to its outer type. It still validates every result:
 /// it only leaves constraints out.
 pub fn compact_output(full: &Map<String, Value>) -> Map<String, Value> {
@@ -100,14 +100,15 @@ fn render_resolved(
         m.insert("enum".into(), e.clone());
     }
     if let Some(Value::Object(p)) = v.get("properties") {
-        // a paged table (`report::Table`): its rows and total say what it holds; the
-        // paging fields are the same everywhere (the server's instructions name them)
+        // a paged table (`report::Table`): its rows say what it holds; the paging
+        // fields (total, shown, offset, more) are the same everywhere and the server's
+        // instructions name them
         let table = ["rows", "total", "shown", "offset"]
             .iter()
             .all(|k| p.contains_key(*k));
         let fields = p
             .iter()
-            .filter(|(k, _)| !table || matches!(k.as_str(), "rows" | "total"))
+            .filter(|(k, _)| !table || k.as_str() == "rows")
             .map(|(k, c)| (k.clone(), render(c, defs, depth - 1)))
             .collect();
         m.insert("properties".into(), Value::Object(fields));

@@ -62,6 +62,7 @@ impl PcapServer {
                     + Self::events_router()
                     + Self::host_router()
                     + Self::compare_router()
+                    + Self::batch_router()
                     + Self::http_router()
                     + Self::timeline_router()
                     + Self::search_router()
@@ -103,16 +104,13 @@ impl PcapServer {
 }
 
 impl PcapServer {
-    /// Runs one of this server's read-only analysis tools in process, as a client's
-    /// call would (same validation, same deadline), for a tool that reports on another's
-    /// result (export_result). Writing tools and live capture are refused: one call
-    /// never starts another write.
-    pub(crate) async fn call_read_only(
+    /// The input schema of `name`, a read-only analysis tool this server offers; an
+    /// error that says why for any other name (unknown, or a tool that writes files or
+    /// captures traffic: one call never starts a write on another's behalf).
+    pub(crate) fn read_only_tool(
         &self,
         name: &str,
-        arguments: serde_json::Map<String, serde_json::Value>,
-        rc: RequestContext<RoleServer>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, String> {
         let Some(tool) = self.tool_router.get(name) else {
             return Err(format!(
                 "no tool is called {name:?} here (tools/list names them; PCAP_TOOLSETS may have left it out)"
@@ -125,9 +123,23 @@ impl PcapServer {
             .unwrap_or(false);
         if !read_only || name.starts_with("export_") {
             return Err(format!(
-                "{name} writes files or captures traffic: only the read-only analysis tools can be exported"
+                "{name} writes files or captures traffic: only the read-only analysis tools can be run on another tool's behalf"
             ));
         }
+        Ok(tool.input_schema.clone())
+    }
+
+    /// Runs one of this server's read-only analysis tools in process, as a client's
+    /// call would (same validation, same deadline), for a tool that reports on another's
+    /// result (export_result). Writing tools and live capture are refused: one call
+    /// never starts another write.
+    pub(crate) async fn call_read_only(
+        &self,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<serde_json::Value, String> {
+        self.read_only_tool(name)?;
         let request =
             rmcp::model::CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
         let ctx = rmcp::handler::server::tool::ToolCallContext::new(self, request, rc);

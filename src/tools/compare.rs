@@ -19,7 +19,7 @@ use crate::analysis::compare::{Aligner, Alignment, MetricChange, SegRow, diff};
 use crate::analysis::hosts::{TopoState, is_unicast};
 use crate::engine::{Analysis, FileArgs};
 use crate::model::tcp::TcpModel;
-use crate::report::{Evidence, Finding, Report, Severity, Table, thousands};
+use crate::report::{Evidence, Finding, Report, Severity, Table, finding_kind, thousands};
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
 use crate::tshark::fields::{FromRow, Row, field_args};
@@ -126,25 +126,6 @@ impl PcapServer {
             .analyze("compare_captures", p, rc, compare)
             .await
     }
-}
-
-/// A triage finding's kind: its title with the numbers taken out ("Stream 7 went
-/// silent for 60.06 s" and "Stream 2 went silent for 3.1 s" are one kind).
-fn kind(title: &str) -> String {
-    let mut out = String::new();
-    let mut in_num = false;
-    for c in title.chars() {
-        if c.is_ascii_digit() || (in_num && (c == '.' || c == ',')) {
-            if !in_num {
-                out.push('#');
-            }
-            in_num = true;
-        } else {
-            in_num = false;
-            out.push(c);
-        }
-    }
-    out
 }
 
 struct SideFacts {
@@ -310,7 +291,7 @@ async fn compare(mut a: Analysis, p: CompareParams) -> Result<Report<Comparison>
     let kinds = |f: &SideFacts| -> BTreeSet<(String, String)> {
         f.findings
             .iter()
-            .map(|(t, x)| (t.clone(), kind(&x.title)))
+            .map(|(t, x)| (t.clone(), finding_kind(&x.title)))
             .collect()
     };
     let (ka, kb) = (kinds(&fa), kinds(&fb));
@@ -320,7 +301,7 @@ async fn compare(mut a: Analysis, p: CompareParams) -> Result<Report<Comparison>
             .findings
             .iter()
             .filter(|(t, x)| {
-                let k = (t.clone(), kind(&x.title));
+                let k = (t.clone(), finding_kind(&x.title));
                 !other.contains(&k) && seen.insert(k)
             })
             .map(|(t, x)| FindingChange {
@@ -483,12 +464,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finding_kinds_ignore_numbers() {
-        assert_eq!(
-            kind("Stream 7 went silent for 60.06 s"),
-            kind("Stream 12 went silent for 3.1 s")
-        );
-        assert_ne!(kind("2 DNS failures"), kind("2 TLS failures"));
+    fn direction_filters_name_each_family() {
         assert_eq!(
             direction_filter("10.0.0.1:40000", "[2001:db8::1]:80"),
             "ip.src == 10.0.0.1 && tcp.srcport == 40000 && ipv6.dst == 2001:db8::1 && tcp.dstport == 80"

@@ -18,6 +18,7 @@ use crate::report::Finding;
 pub mod anomalies;
 pub mod bandwidth;
 pub mod basic;
+pub mod batch;
 pub mod capture;
 pub mod compare;
 pub mod connections;
