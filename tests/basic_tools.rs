@@ -879,3 +879,66 @@ async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
     }
     out
 }
+
+/// A server that answers an upload before its body has arrived (413 after the headers):
+/// tshark completes the request only at its last segment, after the response, and links
+/// neither; it is still one transaction, answered early, not an orphan request and an
+/// orphan response.
+#[tokio::test]
+async fn a_post_answered_before_its_body_arrived_is_one_transaction() {
+    let (c, sv) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let (cp, sp) = (40000u16, 80u16);
+    let head = b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 3000\r\n\r\n";
+    let resp = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+    let body = vec![b'x'; 1000];
+    let (mut cs, ss) = (1u32, 1u32);
+    let mut recs = vec![
+        (1.0, tcp_segment(c, sv, cp, sp, 0, 0, 0x02, &[])),
+        (1.001, tcp_segment(sv, c, sp, cp, 0, 1, 0x12, &[])),
+        (1.002, tcp_segment(c, sv, cp, sp, 1, 1, 0x10, &[])),
+        (1.003, tcp_segment(c, sv, cp, sp, cs, ss, 0x18, head)),
+    ];
+    cs += head.len() as u32;
+    // the server's answer, then the body still on its way
+    recs.push((1.004, tcp_segment(sv, c, sp, cp, ss, cs, 0x18, resp)));
+    let ss = ss + resp.len() as u32;
+    for i in 0..3 {
+        recs.push((
+            1.1 + i as f64 * 0.01,
+            tcp_segment(c, sv, cp, sp, cs, ss, 0x18, &body),
+        ));
+        cs += body.len() as u32;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("early.pcap");
+    std::fs::write(&file, pcap_of(&recs)).unwrap();
+    let f = file.display().to_string();
+    // tshark's view: one request (at its last segment) and one response, unlinked
+    let req = tshark_frames(&f, "http.request", true);
+    let rsp = tshark_frames(&f, "http.response", true);
+    assert_eq!((req.len(), rsp.len()), (1, 1));
+    assert!(rsp[0] < req[0]);
+    assert!(tshark_frames(&f, "http.response_in || http.request_in", true).is_empty());
+    let d = dir.path().display().to_string();
+    let s = start_with(&[("PCAP_ALLOWED_DIRS", &d)]).await;
+    let v = s.ok("extract_http_requests", json!({"pcap_file": f})).await;
+    assert_eq!(v["requests"]["total"], 1, "{v}");
+    let t = &v["requests"]["rows"][0];
+    assert_eq!(t["method"], "POST");
+    assert_eq!(t["status"], 413);
+    assert_eq!(t["frame"], req[0]);
+    assert_eq!(t["response_frame"], rsp[0]);
+    assert_eq!(t["answered_early"], true);
+    assert!(
+        !v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("without a response in the capture")
+            || v["summary"]
+                .as_str()
+                .unwrap()
+                .contains("0 request(s) without"),
+        "{}",
+        v["summary"]
+    );
+}

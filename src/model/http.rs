@@ -126,6 +126,36 @@ pub fn distinct_messages(rows: &[HttpRow]) -> Vec<&HttpRow> {
     out
 }
 
+/// Responses the server sent before the request they answer was complete (a 413, 401
+/// or 417 to a POST whose body was still uploading): tshark dissects the request only
+/// once its last segment arrives, after the response, so it links neither. Among the
+/// distinct messages, a final response that tshark links to no request answers the
+/// next request on its stream when that request gets no answer of its own. Returns
+/// response frame -> request frame.
+pub fn early_answers(messages: &[&HttpRow]) -> BTreeMap<u64, u64> {
+    let answered: std::collections::HashSet<u64> = messages
+        .iter()
+        .filter(|r| !r.is_request && !r.code.is_some_and(is_interim))
+        .filter_map(|r| r.request_in)
+        .collect();
+    let mut out = BTreeMap::new();
+    // per stream, the final response still waiting for the request it answers
+    let mut waiting: BTreeMap<u64, u64> = BTreeMap::new();
+    for r in messages {
+        let Some(stream) = r.stream else { continue };
+        if r.is_request {
+            if let Some(resp) = waiting.remove(&stream)
+                && !answered.contains(&r.frame)
+            {
+                out.insert(resp, r.frame);
+            }
+        } else if r.request_in.is_none() && r.code.is_some_and(|c| !is_interim(c)) {
+            waiting.insert(stream, r.frame);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

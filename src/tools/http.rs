@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
-use crate::model::http::{HttpRow, distinct_messages, is_interim};
+use crate::model::http::{HttpRow, distinct_messages, early_answers, is_interim};
 use crate::report::{
     CountRow, Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
 };
@@ -75,6 +75,10 @@ pub struct HttpTransaction {
     /// False for a response whose request tshark could not parse or did not capture
     /// (then `frame` is the response frame and method/uri are empty).
     pub request_seen: bool,
+    /// The server answered before the request was complete (its response frame comes
+    /// before the request's last segment, `frame`): e.g. 413 or 401 to an upload.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub answered_early: bool,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -173,7 +177,10 @@ pub(crate) async fn http_requests(
     for r in kept.0.iter() {
         span.add(r.time);
     }
-    for r in distinct_messages(&kept.0).into_iter().cloned() {
+    let messages = distinct_messages(&kept.0);
+    let early = early_answers(&messages);
+    let mut early_rows: BTreeMap<u64, HttpTransaction> = BTreeMap::new();
+    for r in messages.into_iter().cloned() {
         if r.is_request {
             index.insert(r.frame, requests.len());
             requests.push(HttpTransaction {
@@ -193,6 +200,7 @@ pub(crate) async fn http_requests(
                 response_time_ms: None,
                 response_frame: None,
                 request_seen: true,
+                answered_early: false,
             });
         } else if let Some(code) = r.code.filter(|c| !is_interim(*c)) {
             // an interim 1xx (100 Continue) precedes the real answer: not a response of
@@ -214,8 +222,7 @@ pub(crate) async fn http_requests(
                 None => {
                     // A response whose request tshark did not parse (malformed, or before
                     // the capture started) still tells what the server said.
-                    orphan_responses += 1;
-                    requests.push(HttpTransaction {
+                    let row = HttpTransaction {
                         frame: r.frame,
                         time: r.time.map(rfc3339).unwrap_or_default(),
                         stream: r.stream,
@@ -232,12 +239,31 @@ pub(crate) async fn http_requests(
                         response_time_ms: None,
                         response_frame: Some(r.frame),
                         request_seen: false,
-                    });
+                        answered_early: false,
+                    };
+                    if early.contains_key(&r.frame) {
+                        early_rows.insert(r.frame, row);
+                    } else {
+                        orphan_responses += 1;
+                        requests.push(row);
+                    }
                 }
             }
         }
     }
 
+    // an answer sent while its request was still arriving joins that request
+    for (resp, req) in &early {
+        if let (Some(row), Some(&i)) = (early_rows.remove(resp), index.get(req)) {
+            let t = &mut requests[i];
+            t.status = row.status;
+            t.reason = row.reason;
+            t.content_type = row.content_type;
+            t.content_length = row.content_length;
+            t.response_frame = Some(*resp);
+            t.answered_early = true;
+        }
+    }
     requests.sort_by_key(|t| t.frame);
     let total_requests = requests.len();
     let method = p.method.as_ref().map(|m| m.trim().to_ascii_uppercase());
