@@ -175,6 +175,7 @@ impl Engine {
         let pcap_file = params.pcap_file().to_string();
         let display_filter = params.display_filter().map(str::to_string);
         let args = serde_json::to_string(&params).unwrap_or_default();
+        let args_for_budget = args.clone();
         let pcap_file = pcap_file.as_str();
         let display_filter = display_filter.as_deref();
         let file = self.sandbox().open_capture(pcap_file)?;
@@ -256,7 +257,16 @@ impl Engine {
             )
             .await?;
         match outcome {
-            Outcome::Done(report) => Ok(Json(report)),
+            Outcome::Done(mut report) => {
+                // a caller who asked for a bigger page gets it, within the larger budget
+                let asked = serde_json::from_str::<serde_json::Value>(&args_for_budget)
+                    .ok()
+                    .is_some_and(|v| crate::fit::SIZE_PARAMETERS.iter().any(|k| !v[*k].is_null()));
+                if asked {
+                    report.budget = crate::fit::ASKED_BUDGET;
+                }
+                Ok(Json(report))
+            }
             Outcome::Running(pct) => {
                 let facts = CaptureFacts {
                     file: file.display_name.clone(),

@@ -9,8 +9,16 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// Bytes of compact JSON a result may take (TOOLS.md: "about 20 KB").
+/// Bytes of compact JSON a default result may take (TOOLS.md: "about 20 KB").
 pub const RESULT_BUDGET: usize = 20_000;
+
+/// Bytes a result may take when the caller asked for a bigger page (`limit`,
+/// `max_bytes`, `max_packets` beyond their defaults): the client chose to spend the
+/// context, up to the tools' own caps (500 rows, 64 KB of stream).
+pub const ASKED_BUDGET: usize = 250_000;
+
+/// The parameters by which a caller asks for more than the default answer.
+pub const SIZE_PARAMETERS: &[&str] = &["limit", "max_bytes", "max_packets"];
 
 /// Room kept for the note the summary gains when rows are dropped.
 const NOTE_ROOM: usize = 400;

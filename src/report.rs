@@ -121,6 +121,23 @@ pub fn endpoint(addr: &str, port: Option<u64>) -> String {
     }
 }
 
+/// The inverse of [`endpoint`]: `addr:port`, `[v6]:port` or a bare address (an IPv6
+/// address without brackets has no port).
+pub fn split_endpoint(e: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = e.strip_prefix('[')
+        && let Some((addr, port)) = rest.split_once("]:")
+    {
+        return (addr, port.parse().ok());
+    }
+    match e.split_once(':') {
+        Some((addr, port)) if !port.contains(':') => match port.parse() {
+            Ok(p) => (addr, Some(p)),
+            Err(_) => (e, None),
+        },
+        _ => (e.trim_matches(['[', ']']), None),
+    }
+}
+
 /// A display filter for one host in one role (`src`, `dst` or `addr`): `eth.` for a MAC,
 /// `ipv6.` for an IPv6 address, else `ip.`.
 /// `field in {a,b,...}`: the display filter selecting these values (tshark 4 wants the
@@ -283,6 +300,10 @@ pub struct Report<T> {
     pub percent_done: Option<f64>,
     /// The tshark command lines run, to reproduce the result by hand.
     pub tshark_commands: Vec<String>,
+    /// Bytes of JSON the result may take ([`crate::fit`]): the contract's 20 KB, or
+    /// more when the caller asked for a bigger page.
+    #[schemars(skip)]
+    pub budget: usize,
 }
 
 /// The wire form of [`Report`], field for field (the schema is derived on `Report`).
@@ -313,7 +334,7 @@ impl<T: Serialize> Serialize for Report<T> {
             tshark_commands: &self.tshark_commands,
         };
         let mut v = serde_json::to_value(&wire).map_err(serde::ser::Error::custom)?;
-        crate::fit::fit(&mut v, crate::fit::RESULT_BUDGET);
+        crate::fit::fit(&mut v, self.budget);
         v.serialize(s)
     }
 }
@@ -343,6 +364,7 @@ impl<T> Report<T> {
             scope,
             percent_done: None,
             tshark_commands,
+            budget: crate::fit::RESULT_BUDGET,
         }
     }
 
@@ -360,6 +382,7 @@ impl<T> Report<T> {
             scope,
             percent_done: Some(percent),
             tshark_commands: Vec::new(),
+            budget: crate::fit::RESULT_BUDGET,
         }
     }
 }
@@ -532,6 +555,19 @@ pub fn round(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_split_back_into_address_and_port() {
+        for (addr, port) in [
+            ("10.0.0.1", Some(80)),
+            ("2001:db8::1", Some(443)),
+            ("fe80::1", None),
+            ("10.0.0.1", None),
+        ] {
+            let e = endpoint(addr, port.map(u64::from));
+            assert_eq!(split_endpoint(&e), (addr, port), "{e}");
+        }
+    }
 
     #[test]
     fn finding_kinds_ignore_numbers() {

@@ -1,5 +1,6 @@
 //! The Community ID in flow tables equals tshark's own (`--enable-protocol communityid`)
-//! for every TCP connection and the QUIC connection; the algorithm's own test vectors
+//! for every TCP connection, the overview's TCP and UDP conversations, the HTTP
+//! transactions and the QUIC connection; the algorithm's own test vectors
 //! are a unit test (fixtures/community-id-baseline.json).
 
 mod common;
@@ -50,6 +51,41 @@ async fn community_ids_agree_with_tshark() {
     for r in rows {
         let stream = r["stream"].as_u64().unwrap();
         assert_eq!(r["community_id"], want[&stream], "stream {stream}");
+    }
+
+    // the overview's conversations (TCP and UDP) and the HTTP transactions carry it too
+    let v = s
+        .ok(
+            "analyze_pcap_file",
+            json!({"pcap_file": file, "analysis_type": "conversations", "limit": 500}),
+        )
+        .await;
+    let udp = tshark_ids(&file, "udp", "udp.stream");
+    let mut checked = 0;
+    for r in v["conversations"]["rows"].as_array().unwrap() {
+        let Some(stream) = r["stream"].as_u64() else {
+            continue;
+        };
+        let want = match r["protocol"].as_str().unwrap() {
+            "tcp" => &want,
+            "udp" => &udp,
+            _ => continue,
+        };
+        assert_eq!(r["community_id"], want[&stream], "{r}");
+        checked += 1;
+    }
+    assert!(checked > 5);
+    let v = s
+        .ok(
+            "extract_http_requests",
+            json!({"pcap_file": file, "limit": 500}),
+        )
+        .await;
+    let rows = v["requests"]["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    for r in rows {
+        let stream = r["stream"].as_u64().unwrap();
+        assert_eq!(r["community_id"], want[&stream], "{r}");
     }
 
     let file = fixture("zeek-curl-http3-www-google-de.pcap");

@@ -116,6 +116,9 @@ pub struct Conversation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<u64>,
     pub display_filter: String,
+    /// The flow's Community ID (TCP and UDP), as Zeek, Suricata and Arkime print it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -252,6 +255,18 @@ impl FromRow for OverviewRow {
             tls_alert: r.str(23).is_some(),
         })
     }
+}
+
+/// A TCP or UDP conversation's Community ID, from its two `addr:port` sides.
+fn conv_community_id(c: &ConvAcc) -> Option<String> {
+    let proto = match c.protocol.as_ref() {
+        "tcp" => 6,
+        "udp" => 17,
+        _ => return None,
+    };
+    let (a, ap) = crate::report::split_endpoint(&c.a);
+    let (b, bp) = crate::report::split_endpoint(&c.b);
+    crate::model::flow::community_id(a, b, proto, ap, bp)
 }
 
 #[derive(Default)]
@@ -559,6 +574,7 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
             duration_s: round(c.last - c.first, 6),
             stream: c.stream,
             display_filter: conv_filter(c),
+            community_id: conv_community_id(c),
         })
         .collect();
     convs.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(y.packets.cmp(&x.packets)));

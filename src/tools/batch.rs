@@ -264,7 +264,11 @@ impl PcapServer {
         {
             return Err(format!("every file failed the same way: {e}"));
         }
-        Ok(summarise(&tool, outcomes, skipped, limit, facts, scope))
+        let mut report = summarise(&tool, outcomes, skipped, limit, facts, scope);
+        if p.limit.is_some() {
+            report.budget = crate::fit::ASKED_BUDGET;
+        }
+        Ok(report)
     }
 
     /// Whether `tool` is a read-only analysis here whose input has the parameter `param`.

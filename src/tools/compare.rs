@@ -214,9 +214,9 @@ async fn align(a: &mut Analysis, b: &mut Analysis) -> Result<Alignment, String> 
 
 /// A display filter for one flow direction written `addr:port`.
 fn direction_filter(from: &str, to: &str) -> String {
-    let split = |e: &str| -> (String, String) {
-        let (a, p) = e.rsplit_once(':').unwrap_or((e, "0"));
-        (a.trim_matches(['[', ']']).to_string(), p.to_string())
+    let split = |e: &str| {
+        let (a, p) = crate::report::split_endpoint(e);
+        (a.to_string(), p.unwrap_or(0))
     };
     let (sa, sp) = split(from);
     let (da, dp) = split(to);

@@ -79,6 +79,9 @@ pub struct HttpTransaction {
     /// before the request's last segment, `frame`): e.g. 413 or 401 to an upload.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub answered_early: bool,
+    /// The connection's Community ID (as Zeek, Suricata and Arkime print it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -154,15 +157,15 @@ impl PcapServer {
     }
 }
 
-/// 1xx answers other than 101 Switching Protocols are interim: the final one follows.
-/// The address part of `addr:port` (`[v6]:port` too).
-fn address_of(endpoint: &str) -> String {
-    match endpoint.rsplit_once(':') {
-        Some((a, p)) if p.chars().all(|c| c.is_ascii_digit()) => {
-            a.trim_start_matches('[').trim_end_matches(']').to_string()
-        }
-        _ => endpoint.to_string(),
-    }
+/// The Community ID of the TCP connection a message travelled on.
+fn flow_id(r: &HttpRow) -> Option<String> {
+    crate::model::flow::community_id(
+        r.src.as_deref()?,
+        r.dst.as_deref()?,
+        6,
+        r.sport.map(|p| p as u16),
+        r.dport.map(|p| p as u16),
+    )
 }
 
 pub(crate) async fn http_requests(
@@ -181,6 +184,7 @@ pub(crate) async fn http_requests(
     let early = early_answers(&messages);
     let mut early_rows: BTreeMap<u64, HttpTransaction> = BTreeMap::new();
     for r in messages.into_iter().cloned() {
+        let community_id = flow_id(&r);
         if r.is_request {
             index.insert(r.frame, requests.len());
             requests.push(HttpTransaction {
@@ -201,6 +205,7 @@ pub(crate) async fn http_requests(
                 response_frame: None,
                 request_seen: true,
                 answered_early: false,
+                community_id: community_id.clone(),
             });
         } else if let Some(code) = r.code.filter(|c| !is_interim(*c)) {
             // an interim 1xx (100 Continue) precedes the real answer: not a response of
@@ -240,6 +245,7 @@ pub(crate) async fn http_requests(
                         response_frame: Some(r.frame),
                         request_seen: false,
                         answered_early: false,
+                        community_id: community_id.clone(),
                     };
                     if early.contains_key(&r.frame) {
                         early_rows.insert(r.frame, row);
@@ -295,7 +301,11 @@ pub(crate) async fn http_requests(
         *by_class.entry(class).or_default() += 1;
         // without a Host header the server is its address, not address:port
         let h = hosts
-            .entry(t.host.clone().unwrap_or_else(|| address_of(&t.server)))
+            .entry(
+                t.host
+                    .clone()
+                    .unwrap_or_else(|| crate::report::split_endpoint(&t.server).0.to_string()),
+            )
             .or_default();
         h.0 += 1;
         if t.status.is_some_and(|s| s >= 400) {
