@@ -88,6 +88,21 @@ async fn community_ids_agree_with_tshark() {
         assert_eq!(r["community_id"], want[&stream], "{r}");
     }
 
+    // DNS problems name their query's flow
+    for name in ["sv-dns-udp-nxdomain-soa.pcap", "ndpi-bad-dns-traffic.pcap"] {
+        let file = fixture(name);
+        let by_frame = tshark_ids(&file, "dns", "frame.number");
+        let v = s
+            .ok("analyze_dns_resolution_issues", json!({"pcap_file": file}))
+            .await;
+        let rows = v["problems"]["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{name}");
+        for r in rows {
+            let frame = r["query_frame"].as_u64().unwrap();
+            assert_eq!(r["community_id"], by_frame[&frame], "{name}: {r}");
+        }
+    }
+
     let file = fixture("zeek-curl-http3-www-google-de.pcap");
     let want = tshark_ids(&file, "quic", "udp.stream");
     let v = s

@@ -58,6 +58,8 @@ pub struct DnsRow {
     truncated: bool,
     /// For a query: its question (see `analysis::dns::Retries`).
     question: Option<u64>,
+    sport: Option<u16>,
+    dport: Option<u16>,
 }
 
 impl crate::index::Kept for DnsRow {
@@ -87,6 +89,10 @@ impl FromRow for DnsRow {
         "dns.response_to",
         "dns.retransmit_request_in",
         "dns.flags.truncated",
+        "udp.srcport",
+        "udp.dstport",
+        "tcp.srcport",
+        "tcp.dstport",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -106,6 +112,8 @@ impl FromRow for DnsRow {
             retransmission: r.str(14).is_some(),
             truncated: r.flag(15),
             question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
+            sport: r.u64(16).or_else(|| r.u64(18)).map(|p| p as u16),
+            dport: r.u64(17).or_else(|| r.u64(19)).map(|p| p as u16),
         })
     }
 }
@@ -159,6 +167,9 @@ pub struct DnsTransaction {
     pub truncated: bool,
     pub over_tcp: bool,
     pub display_filter: String,
+    /// The query's flow Community ID (as Zeek, Suricata and Arkime print it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -337,6 +348,13 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
                         Some(r) => format!("frame.number in {{{},{}}}", q.frame, r.frame),
                         None => format!("frame.number == {}", q.frame),
                     },
+                    community_id: crate::model::flow::community_id(
+                        &q.src,
+                        &q.dst,
+                        if q.tcp { 6 } else { 17 },
+                        q.sport,
+                        q.dport,
+                    ),
                 },
             ));
         }
