@@ -380,25 +380,36 @@ fn join(
     cap: u64,
 ) -> Vec<ExportedObject> {
     bodies.sort_by_key(|b| b.frame);
+    // many objects can share one body (the same icon, an empty answer): lookups by
+    // hash and frame stay constant-time, so thousands of equal bodies are not quadratic
     let mut by_hash: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    let mut by_hash_frame: HashMap<(&str, u64), usize> = HashMap::new();
     for (i, b) in bodies.iter().enumerate() {
         by_hash.entry(b.sha256.as_str()).or_default().push_back(i);
+        by_hash_frame.entry((b.sha256.as_str(), b.frame)).or_insert(i);
     }
+    let mut taken = vec![false; bodies.len()];
     let mut matched: Vec<Option<usize>> = vec![None; files.len()];
     for (fi, f) in files.iter().enumerate() {
-        if let (Some(frame), Some(q)) = (
-            generic_name_frame(&f.name),
-            by_hash.get_mut(f.sha256.as_str()),
-        ) && let Some(pos) = q.iter().position(|&bi| bodies[bi].frame == frame)
+        if let Some(frame) = generic_name_frame(&f.name)
+            && let Some(&bi) = by_hash_frame.get(&(f.sha256.as_str(), frame))
+            && !taken[bi]
         {
-            matched[fi] = q.remove(pos);
+            taken[bi] = true;
+            matched[fi] = Some(bi);
         }
     }
     for (fi, f) in files.iter().enumerate() {
         if matched[fi].is_none()
             && let Some(q) = by_hash.get_mut(f.sha256.as_str())
         {
-            matched[fi] = q.pop_front();
+            while let Some(bi) = q.pop_front() {
+                if !taken[bi] {
+                    taken[bi] = true;
+                    matched[fi] = Some(bi);
+                    break;
+                }
+            }
         }
     }
     let mut out: Vec<ExportedObject> = files
