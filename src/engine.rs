@@ -218,6 +218,7 @@ impl Engine {
         let progress = rc.meta.get_progress_token().map(|token| ProgressReporter {
             peer: rc.peer.clone(),
             token,
+            of_what: "of the capture read",
         });
         let engine = self.clone();
         let file_for_job = file.clone();

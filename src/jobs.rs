@@ -45,6 +45,8 @@ pub enum Outcome<T> {
 pub struct ProgressReporter {
     pub peer: Peer<RoleServer>,
     pub token: ProgressToken,
+    /// What the percentage counts, after "N% " ("of the capture read").
+    pub of_what: &'static str,
 }
 
 impl ProgressReporter {
@@ -54,7 +56,7 @@ impl ProgressReporter {
             .notify_progress(
                 ProgressNotificationParam::new(self.token.clone(), percent)
                     .with_total(100.0)
-                    .with_message(format!("{percent:.0}% of the capture read")),
+                    .with_message(format!("{percent:.0}% {}", self.of_what)),
             )
             .await;
     }

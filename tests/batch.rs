@@ -193,6 +193,50 @@ async fn a_long_batch_answers_running_then_finishes() {
     );
 }
 
+/// A client that asked for progress hears the share of files done while it waits.
+#[test]
+fn a_batch_reports_progress_to_a_client_that_asks() {
+    use std::io::{BufRead, Write};
+    let dirs = fixtures().display().to_string();
+    let mut s = raw_server_with(&[("PCAP_ALLOWED_DIRS", &dirs)]);
+    writeln!(
+        s.stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "analyze_batch",
+        "arguments": {"tool": "analyze_tcp_retransmissions", "glob": format!("{dirs}/*.pcap*")},
+        "_meta": {"progressToken": "batch-1"}}});
+    writeln!(s.stdin, "{call}").unwrap();
+    let mut progress = Vec::new();
+    let result = loop {
+        let mut line = String::new();
+        assert!(s.out.read_line(&mut line).unwrap() > 0, "server closed");
+        let m: Value = serde_json::from_str(&line).unwrap();
+        if m["method"] == "notifications/progress" {
+            assert_eq!(m["params"]["progressToken"], "batch-1");
+            assert!(
+                m["params"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("of the files analysed")
+            );
+            progress.push(m["params"]["progress"].as_f64().unwrap());
+        } else if m["id"] == 7 {
+            break m;
+        }
+    };
+    assert_eq!(
+        result["result"]["structuredContent"]["status"], "complete",
+        "{result}"
+    );
+    assert!(!progress.is_empty(), "no progress heard");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert!(progress.iter().all(|p| (0.0..=100.0).contains(p)));
+    let _ = s.child.kill();
+}
+
 #[tokio::test]
 async fn hostile_batches_are_refused_before_anything_is_read() {
     let dir = batch_dir(&["cs-icmp_echo.pcapng"]);

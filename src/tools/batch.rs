@@ -198,7 +198,14 @@ impl PcapServer {
                 key,
                 self.engine.cfg.call_deadline,
                 rc.ct.clone(),
-                None,
+                // the client's progress token hears the share of files done
+                rc.meta
+                    .get_progress_token()
+                    .map(|token| crate::jobs::ProgressReporter {
+                        peer: rc.peer.clone(),
+                        token,
+                        of_what: "of the files analysed",
+                    }),
                 move |ctl| async move {
                     let gate = Arc::new(tokio::sync::Semaphore::new(workers));
                     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -386,7 +386,9 @@ fn join(
     let mut by_hash_frame: HashMap<(&str, u64), usize> = HashMap::new();
     for (i, b) in bodies.iter().enumerate() {
         by_hash.entry(b.sha256.as_str()).or_default().push_back(i);
-        by_hash_frame.entry((b.sha256.as_str(), b.frame)).or_insert(i);
+        by_hash_frame
+            .entry((b.sha256.as_str(), b.frame))
+            .or_insert(i);
     }
     let mut taken = vec![false; bodies.len()];
     let mut matched: Vec<Option<usize>> = vec![None; files.len()];

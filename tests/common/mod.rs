@@ -218,10 +218,15 @@ pub struct RawServer {
 }
 
 pub fn raw_server() -> RawServer {
+    raw_server_with(&[])
+}
+
+pub fn raw_server_with(env: &[(&str, &str)]) -> RawServer {
     use std::io::{BufRead, Write};
     let storage = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .env("PCAP_STORAGE_DIR", storage.path())
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
