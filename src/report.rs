@@ -221,7 +221,7 @@ impl<T> Table<T> {
 }
 
 /// Facts about the file analysed.
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, JsonSchema)]
 pub struct CaptureFacts {
     /// The name the client gave.
     pub file: String,

@@ -63,6 +63,14 @@ async fn results_and_packets_are_exported_into_storage() {
     assert_eq!(csv_rows(&text), ids.len());
     assert!(text.lines().next().unwrap().contains("community_id"));
     assert_eq!(v["size_bytes"], text.len());
+    // the envelope describes the capture the exported result is about
+    assert_eq!(
+        v["capture"]["packets_analysed"],
+        tshark_count(&file, "frame"),
+        "{}",
+        v["capture"]
+    );
+    assert_eq!(v["capture"]["file"], file);
 
     // JSON: the direct call's result itself
     let direct = s

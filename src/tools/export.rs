@@ -287,13 +287,27 @@ impl PcapServer {
             table,
             rows,
         };
+        // the export's envelope describes the capture the exported result describes
+        let capture = result
+            .get("capture")
+            .cloned()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
+        let commands = result
+            .get("tshark_commands")
+            .cloned()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
         Ok(Report::complete(
             summary,
             Vec::new(),
             data,
-            crate::report::CaptureFacts::default(),
-            crate::report::Scope::default(),
-            Vec::new(),
+            capture,
+            crate::report::Scope {
+                note: Some(format!("the result of {tool}")),
+                ..Default::default()
+            },
+            commands,
         ))
     }
 }
