@@ -298,4 +298,16 @@ async fn hostile_batches_are_refused_before_anything_is_read() {
         .await;
     assert!(e.contains("matches no capture"), "{e}");
     assert!(Path::new(&format!("{d}/notes.txt")).exists());
+    // a glob over a huge directory is refused before its files are opened
+    let many = tempfile::tempdir_in(dir.path()).unwrap();
+    for i in 0..2001 {
+        std::fs::write(many.path().join(format!("f{i}.pcap")), b"").unwrap();
+    }
+    let e = s
+        .err(
+            "analyze_batch",
+            json!({"tool": "analyze_pcap_file", "glob": format!("{}/*.pcap", many.path().display())}),
+        )
+        .await;
+    assert!(e.contains("matches 2001 files"), "{e}");
 }

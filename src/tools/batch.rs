@@ -137,7 +137,15 @@ impl PcapServer {
         let mut names: Vec<String> = p.files.clone().unwrap_or_default();
         let mut skipped = Vec::new();
         if let Some(g) = p.glob.as_deref().filter(|g| !g.trim().is_empty()) {
-            for name in sandbox.glob(g)? {
+            let matched = sandbox.glob(g)?;
+            // each match is opened to tell captures from the rest: bound that work too
+            if matched.len() > 4 * MAX_FILES {
+                return Err(format!(
+                    "the glob {g:?} matches {} files; one batch takes at most {MAX_FILES} captures: narrow the glob (e.g. `day1-*.pcapng`)",
+                    matched.len()
+                ));
+            }
+            for name in matched {
                 // a glob sweeps up what sits beside the captures; only captures count
                 match sandbox.open_capture(&name) {
                     Ok(_) => names.push(name),
