@@ -175,7 +175,10 @@ impl Engine {
         let pcap_file = params.pcap_file().to_string();
         let display_filter = params.display_filter().map(str::to_string);
         let args = serde_json::to_string(&params).unwrap_or_default();
-        let args_for_budget = args.clone();
+        // a caller who asked for a bigger page gets it, within the larger budget
+        let asked_for_more = serde_json::from_str::<serde_json::Value>(&args)
+            .ok()
+            .is_some_and(|v| crate::fit::SIZE_PARAMETERS.iter().any(|k| !v[*k].is_null()));
         let pcap_file = pcap_file.as_str();
         let display_filter = display_filter.as_deref();
         let file = self.sandbox().open_capture(pcap_file)?;
@@ -259,11 +262,7 @@ impl Engine {
             .await?;
         match outcome {
             Outcome::Done(mut report) => {
-                // a caller who asked for a bigger page gets it, within the larger budget
-                let asked = serde_json::from_str::<serde_json::Value>(&args_for_budget)
-                    .ok()
-                    .is_some_and(|v| crate::fit::SIZE_PARAMETERS.iter().any(|k| !v[*k].is_null()));
-                if asked {
+                if asked_for_more {
                     report.budget = crate::fit::ASKED_BUDGET;
                 }
                 Ok(Json(report))

@@ -166,15 +166,8 @@ fn pop_last(root: &mut Value, path: &[Step], over: usize) -> (String, usize) {
         let offset = obj.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
         let total = obj.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
         obj.insert("shown".into(), Value::from(left));
-        if offset + left < total {
-            obj.insert(
-                "more".into(),
-                Value::from(format!(
-                    "{} more row(s): call again with offset={} (or a larger limit, or a narrower display_filter)",
-                    total - offset - left,
-                    offset + left
-                )),
-            );
+        if let Some(more) = crate::report::more_rows(total, offset, left) {
+            obj.insert("more".into(), Value::from(more));
         }
     }
     (label, n)

@@ -163,6 +163,18 @@ pub fn host_filter(addr: &str, dir: &str) -> String {
     format!("{layer}.{dir} == {addr}")
 }
 
+/// A paged table's `more`: how to see the rows after the `shown` ones from `offset`,
+/// when some are left.
+pub fn more_rows(total: usize, offset: usize, shown: usize) -> Option<String> {
+    (offset + shown < total).then(|| {
+        format!(
+            "{} more row(s): call again with offset={} (or a larger limit, or a narrower display_filter)",
+            total - offset - shown,
+            offset + shown
+        )
+    })
+}
+
 /// A bounded list: how many rows exist, how many are shown, and how to see more.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Table<T> {
@@ -191,13 +203,7 @@ impl<T> Table<T> {
     /// counted while streaming), starting at `offset`.
     pub fn window(rows: Vec<T>, total: usize, offset: usize) -> Self {
         let shown = rows.len();
-        let more = (offset + shown < total).then(|| {
-            format!(
-                "{} more row(s): call again with offset={} (or a larger limit, or a narrower display_filter)",
-                total - offset - shown,
-                offset + shown
-            )
-        });
+        let more = more_rows(total, offset, shown);
         Self {
             total,
             shown,
