@@ -211,7 +211,7 @@ async fn generated_hostile_captures_through_every_tool() {
     let count: u64 = std::env::var("FUZZ_CAPTURES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(80);
+        .unwrap_or(40);
     let s = start_with(&[("PCAP_CHILD_MEMORY_MB", "1024")]).await;
     let tools = file_tool_names();
     let seed = std::env::var("FUZZ_SEED")

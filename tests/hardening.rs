@@ -887,12 +887,10 @@ async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
             || flood["detail"].as_str().unwrap().contains(&n.to_string()),
         "{flood}"
     );
-    // more scopes of the same file: each a model of its own, the cache stays bounded
-    for f in [
-        "tcp.srcport > 2000",
-        "tcp.srcport > 3000",
-        "tcp.srcport > 4000",
-    ] {
+    // another scope of the same file: a model of its own, as large; before building it
+    // the cache makes room for it (each more scope is one more ~50 s pass of the debug
+    // build, and shows nothing the first one does not)
+    for f in ["tcp.srcport > 2000"] {
         for _ in 0..60 {
             let v = s
                 .ok(
@@ -907,7 +905,7 @@ async fn a_syn_flood_is_counted_exactly_in_bounded_memory() {
         }
     }
     eprintln!(
-        "server RSS after four scopes: {} MB",
+        "server RSS after two scopes: {} MB",
         rss_kb(s.pid, "VmRSS:") / 1024
     );
     let hwm = rss_kb(s.pid, "VmHWM:");

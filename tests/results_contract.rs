@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::{Value, json};
@@ -86,26 +86,41 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
         }
     }
     assert!(over.is_empty(), "over {BUDGET} bytes:\n{}", over.join("\n"));
-    // two tshark checks at a time
-    let checks: Vec<_> = checks.into_iter().collect();
+    // every filter of a file in one tshark run; two files at a time
+    let mut by_file: BTreeMap<String, Vec<(String, Uses)>> = BTreeMap::new();
+    for ((file, filter), uses) in checks {
+        by_file.entry(file).or_default().push((filter, uses));
+    }
+    let by_file: Vec<_> = by_file.into_iter().collect();
+    // the one-run check selects what `tshark -2 -Y` selects
+    if let Some((file, checks)) = by_file.iter().find(|(_, c)| c.len() > 1) {
+        let filters: Vec<&str> = checks.iter().take(3).map(|(f, _)| f.as_str()).collect();
+        let each = tshark_frames_each(file, &filters);
+        for (f, sel) in filters.iter().zip(&each) {
+            let alone: std::collections::BTreeSet<u64> =
+                tshark_frames(file, f, true).into_iter().collect();
+            assert_eq!(sel, &alone, "`{f}` on {file}");
+        }
+    }
     let bad: Vec<String> = std::thread::scope(|sc| {
-        let halves: Vec<_> = checks
-            .chunks(checks.len().div_ceil(2).max(1))
+        let halves: Vec<_> = by_file
+            .chunks(by_file.len().div_ceil(2).max(1))
             .map(|part| {
                 sc.spawn(move || {
                     let mut bad = Vec::new();
-                    for ((file, filter), uses) in part {
-                        // two passes: what Wireshark shows for the filter
-                        let sel: BTreeSet<u64> =
-                            tshark_frames(file, filter, true).into_iter().collect();
-                        for (what, frames) in uses {
-                            let missing: Vec<&u64> =
-                                frames.iter().filter(|f| !sel.contains(f)).collect();
-                            if sel.is_empty() || !missing.is_empty() {
-                                bad.push(format!(
-                                    "{what} on {file}: `{filter}` selects {} frame(s), misses {missing:?}",
-                                    sel.len()
-                                ));
+                    for (file, checks) in part {
+                        let filters: Vec<&str> = checks.iter().map(|(f, _)| f.as_str()).collect();
+                        let selected = tshark_frames_each(file, &filters);
+                        for ((filter, uses), sel) in checks.iter().zip(&selected) {
+                            for (what, frames) in uses {
+                                let missing: Vec<&u64> =
+                                    frames.iter().filter(|f| !sel.contains(f)).collect();
+                                if sel.is_empty() || !missing.is_empty() {
+                                    bad.push(format!(
+                                        "{what} on {file}: `{filter}` selects {} frame(s), misses {missing:?}",
+                                        sel.len()
+                                    ));
+                                }
                             }
                         }
                     }

@@ -217,17 +217,21 @@ pub fn http_bodies(reader: impl std::io::Read) -> Result<Vec<HttpBody>, String> 
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while let Some(p) = seq.next_element::<Packet>()? {
-                let layers = p.source.layers;
-                let frame = layers
-                    .frame
-                    .and_then(|f| f.number)
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                let messages = layers.http.map(|h| h.0).unwrap_or_default();
-                self.0
-                    .extend(messages.into_iter().filter_map(|m| m.into_body(frame)));
+                Each::take(self.0, p);
             }
             Ok(())
+        }
+    }
+    impl Each<'_> {
+        fn take(out: &mut Vec<HttpBody>, p: Packet) {
+            let layers = p.source.layers;
+            let frame = layers
+                .frame
+                .and_then(|f| f.number)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let messages = layers.http.map(|h| h.0).unwrap_or_default();
+            out.extend(messages.into_iter().filter_map(|m| m.into_body(frame)));
         }
     }
     impl<'de> DeserializeSeed<'de> for Each<'_> {
@@ -237,7 +241,65 @@ pub fn http_bodies(reader: impl std::io::Read) -> Result<Vec<HttpBody>, String> 
         }
     }
     let mut out = Vec::new();
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
+    // tshark prints the array pretty, each packet between a line `  {` and a line
+    // `  }` or `  },` (deeper lines are indented further; strings hold no newline).
+    // Each packet is parsed from memory on its own: serde_json reading from a stream
+    // goes byte by byte, several times slower over the hundreds of MB of hex a large
+    // capture's bodies make. Output in another layout is read as one stream.
+    let mut line = Vec::new();
+    let mut packet = Vec::new();
+    let read = |r: &mut std::io::BufReader<_>, l: &mut Vec<u8>| {
+        l.clear();
+        std::io::BufRead::read_until(r, b'\n', l)
+            .map_err(|e| format!("reading tshark's HTTP message list failed: {e}"))
+    };
+    read(&mut reader, &mut line)?;
+    let mut head = line.clone();
+    if line.trim_ascii_end() == b"[" {
+        read(&mut reader, &mut line)?;
+        head.extend_from_slice(&line);
+    }
+    let first_packet = head.starts_with(b"[\n  {\n");
+    if first_packet || head.trim_ascii_end() == b"[\n]" {
+        let mut inside = first_packet;
+        packet.extend_from_slice(b"{");
+        while read(&mut reader, &mut line)? > 0 {
+            let t = line.trim_ascii_end();
+            if !inside {
+                match t {
+                    b"  {" => {
+                        inside = true;
+                        packet.clear();
+                        packet.extend_from_slice(t);
+                    }
+                    b"]" | b"" => {}
+                    _ => return Err(format!(
+                        "reading tshark's HTTP message list failed: unexpected line {:?}",
+                        String::from_utf8_lossy(&t[..t.len().min(80)])
+                    )),
+                }
+                continue;
+            }
+            if t == b"  }" || t == b"  }," {
+                inside = false;
+                packet.extend_from_slice(b"}");
+                let p: Packet = serde_json::from_slice(&packet)
+                    .map_err(|e| format!("reading tshark's HTTP message list failed: {e}"))?;
+                Each::take(&mut out, p);
+            } else {
+                packet.extend_from_slice(t);
+            }
+        }
+        if inside {
+            return Err("reading tshark's HTTP message list failed: it ends inside a packet".into());
+        }
+        return Ok(out);
+    }
+    let mut de = serde_json::Deserializer::from_reader(std::io::Read::chain(
+        std::io::Cursor::new(head),
+        reader,
+    ));
     match Each(&mut out).deserialize(&mut de) {
         Ok(()) => Ok(out),
         // no frame matched: tshark prints nothing at all, not an empty array
@@ -257,13 +319,23 @@ fn clip(s: String, max: usize) -> String {
 }
 
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut out = Vec::with_capacity(s.len() / 2);
+    for pair in s.chunks_exact(2) {
+        out.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+    }
+    Some(out)
 }
 
 pub fn hex_digest(bytes: &[u8]) -> String {
@@ -422,6 +494,18 @@ mod tests {
         // an empty body is still an object (tshark writes an empty file)
         assert_eq!((b[2].len, b[2].status), (0, Some(204)));
         assert!(http_bodies(&b""[..]).unwrap().is_empty());
+        // tshark's own layout (two-space indent, a packet per `  {` .. `  }`) is read
+        // packet by packet, to the same bodies
+        let v: Value = serde_json::from_str(RECORDED).unwrap();
+        let pretty = serde_json::to_string_pretty(&v).unwrap() + "\n";
+        assert!(pretty.starts_with("[\n  {\n"));
+        let p = http_bodies(pretty.as_bytes()).unwrap();
+        assert_eq!(
+            p.iter().map(|b| (b.frame, &b.sha256, b.status)).collect::<Vec<_>>(),
+            b.iter().map(|b| (b.frame, &b.sha256, b.status)).collect::<Vec<_>>()
+        );
+        assert!(http_bodies(&b"[\n]\n"[..]).unwrap().is_empty());
+        assert!(http_bodies(&pretty.as_bytes()[..pretty.len() / 2]).is_err());
     }
 
     #[test]
