@@ -274,10 +274,12 @@ pub fn http_bodies(reader: impl std::io::Read) -> Result<Vec<HttpBody>, String> 
                         packet.extend_from_slice(t);
                     }
                     b"]" | b"" => {}
-                    _ => return Err(format!(
-                        "reading tshark's HTTP message list failed: unexpected line {:?}",
-                        String::from_utf8_lossy(&t[..t.len().min(80)])
-                    )),
+                    _ => {
+                        return Err(format!(
+                            "reading tshark's HTTP message list failed: unexpected line {:?}",
+                            String::from_utf8_lossy(&t[..t.len().min(80)])
+                        ));
+                    }
                 }
                 continue;
             }
@@ -292,7 +294,9 @@ pub fn http_bodies(reader: impl std::io::Read) -> Result<Vec<HttpBody>, String> 
             }
         }
         if inside {
-            return Err("reading tshark's HTTP message list failed: it ends inside a packet".into());
+            return Err(
+                "reading tshark's HTTP message list failed: it ends inside a packet".into(),
+            );
         }
         return Ok(out);
     }
@@ -501,8 +505,12 @@ mod tests {
         assert!(pretty.starts_with("[\n  {\n"));
         let p = http_bodies(pretty.as_bytes()).unwrap();
         assert_eq!(
-            p.iter().map(|b| (b.frame, &b.sha256, b.status)).collect::<Vec<_>>(),
-            b.iter().map(|b| (b.frame, &b.sha256, b.status)).collect::<Vec<_>>()
+            p.iter()
+                .map(|b| (b.frame, &b.sha256, b.status))
+                .collect::<Vec<_>>(),
+            b.iter()
+                .map(|b| (b.frame, &b.sha256, b.status))
+                .collect::<Vec<_>>()
         );
         assert!(http_bodies(&b"[\n]\n"[..]).unwrap().is_empty());
         assert!(http_bodies(&pretty.as_bytes()[..pretty.len() / 2]).is_err());

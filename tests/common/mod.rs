@@ -399,7 +399,10 @@ end
     let script = dir.path().join("check.lua");
     let list = dir.path().join("filters.txt");
     std::fs::write(&script, SCRIPT).unwrap();
-    assert!(filters.iter().all(|f| !f.contains('\n')), "a filter with a newline");
+    assert!(
+        filters.iter().all(|f| !f.contains('\n')),
+        "a filter with a newline"
+    );
     std::fs::write(&list, filters.join("\n") + "\n").unwrap();
     let out = tshark()
         .args(["-n", "-2", "-q", "-r", file, "-X"])
