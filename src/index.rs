@@ -30,6 +30,25 @@ pub fn room<K: Ord, V>(map: &BTreeMap<K, V>, key: &K) -> bool {
     map.len() < MAX_TRACKED || map.contains_key(key)
 }
 
+/// The entry of `key` in `map`, its key allocated only when it is new: a reducer's
+/// per-packet path looks up by `&str`, so a key costs one allocation per flow or host,
+/// not one per packet.
+pub fn at<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if map.contains_key(key) {
+        return map.get_mut(key).expect("the key is there");
+    }
+    map.entry(key.to_string()).or_default()
+}
+
+/// [`at`] for the tables capped at [`MAX_TRACKED`] keys: None when `key` is new and
+/// there is no room.
+pub fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
+    if map.len() >= MAX_TRACKED && !map.contains_key(key) {
+        return None;
+    }
+    Some(at(map, key))
+}
+
 /// The time bucket of a packet at `t` for buckets of `width` from `t0`, as tshark's
 /// io,stat places it: epoch seconds carry ~0.2 µs of float error, so a microsecond of
 /// slack keeps a packet on a boundary in the bucket that starts there.
@@ -331,17 +350,13 @@ impl CaptureIndex {
         let mut in_taps = false;
         let mut tap_text = String::new();
         let n = union.len();
-        let widest = maps.iter().map(Vec::len).max().unwrap_or(0);
         a.run_lines(None, &args, |line| {
             if !in_taps && line.starts_with(|c: char| c.is_ascii_digit()) {
                 // tshark escapes tabs inside values (`\t`), so every column splits
                 // exactly wherever a row type placed its free text
                 let row = Row::parse(line, n);
-                let mut cols: Vec<&str> = Vec::with_capacity(widest);
                 for (s, map) in sinks.iter_mut().zip(&maps) {
-                    cols.clear();
-                    cols.extend(map.iter().map(|&i| row.raw(i)));
-                    s.feed(&Row::from_cols(&cols));
+                    s.feed(&row.project(map));
                 }
             } else {
                 in_taps = true;
@@ -525,12 +540,9 @@ mod tests {
         let t = std::time::Instant::now();
         for line in &lines {
             let row = Row::parse(line, union.len());
-            let mut cols: Vec<&str> = Vec::with_capacity(64);
             for (i, (s, map)) in sinks.iter_mut().zip(&maps).enumerate() {
                 let t1 = std::time::Instant::now();
-                cols.clear();
-                cols.extend(map.iter().map(|&i| row.raw(i)));
-                s.feed(&Row::from_cols(&cols));
+                s.feed(&row.project(map));
                 per[i] += t1.elapsed();
             }
         }

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::engine::Span;
+use crate::index::{at, slot};
 use crate::report::host_filter;
 use crate::tshark::fields::{FromRow, Row};
 
@@ -497,16 +498,16 @@ impl crate::index::Part for TopoState {
         }
         let (Some(src), Some(dst)) = (r.src, r.dst) else {
             if let Some(m) = &r.eth_src {
-                self.macs.entry(m.clone()).or_default().0 = r.vendor.clone();
+                at(&mut self.macs, m).0 = r.vendor.clone();
             }
             return;
         };
         if let Some(m) = &r.eth_src {
-            let e = self.macs.entry(m.clone()).or_default();
+            let e = at(&mut self.macs, m);
             if e.0.is_none() {
                 e.0 = r.vendor.clone();
             }
-            if e.1.len() < 10_000 {
+            if e.1.len() < 10_000 && !e.1.contains(&src) {
                 e.1.insert(src.clone());
             }
         }
@@ -521,8 +522,7 @@ impl crate::index::Part for TopoState {
         } else {
             None
         };
-        if crate::index::room(&self.hosts, &src) {
-            let hs = self.hosts.entry(src.clone()).or_default();
+        if let Some(hs) = slot(&mut self.hosts, &src) {
             hs.sent += r.len;
             hs.frames_sent += 1;
             hs.seen.add(r.time);
@@ -540,8 +540,7 @@ impl crate::index::Part for TopoState {
             }
         }
         let unicast = is_unicast(&dst);
-        if crate::index::room(&self.hosts, &dst) {
-            let hd = self.hosts.entry(dst.clone()).or_default();
+        if let Some(hd) = slot(&mut self.hosts, &dst) {
             hd.received += r.len;
             hd.frames_received += 1;
             if src != dst {

@@ -469,8 +469,7 @@ impl crate::index::Part for AnomalyState {
                     .or_default()
                     .add(r.frame, src);
             }
-            if !multicast && crate::index::room(&self.ttls, s) {
-                let e = self.ttls.entry(s.clone()).or_default();
+            if !multicast && let Some(e) = crate::index::slot(&mut self.ttls, s) {
                 // a short list, not a set: most sources only ever show one TTL
                 if e.0.len() < 8 && !e.0.contains(&ttl) {
                     e.0.push(ttl);

@@ -371,14 +371,12 @@ impl Overview {
                 path.push(':');
             }
             path.push_str(proto);
-            let e = self.hierarchy.entry(path.clone()).or_default();
-            e.0 += 1;
-            e.1 += p.len;
+            // looked up before inserting: a key is allocated once per protocol path,
+            // not once per packet
+            bump(&mut self.hierarchy, &path, p.len);
             if !seen.contains(&proto) {
                 seen.push(proto);
-                let e = self.totals.entry(proto.to_string()).or_default();
-                e.0 += 1;
-                e.1 += p.len;
+                bump(&mut self.totals, proto, p.len);
             }
         }
         for s in &p.severities {
@@ -670,6 +668,13 @@ fn conv_filter(c: &ConvAcc) -> String {
             format!("{} && {}", host_filter(a, "addr"), host_filter(b, "addr"))
         }
     }
+}
+
+/// One more packet of `len` bytes under `key`.
+fn bump(map: &mut BTreeMap<String, (u64, u64)>, key: &str, len: u64) {
+    let e = crate::index::at(map, key);
+    e.0 += 1;
+    e.1 += len;
 }
 
 fn addr_only(ep: &str) -> &str {

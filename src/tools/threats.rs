@@ -713,7 +713,7 @@ impl crate::index::Part for PacketFacts {
 
 impl PacketFacts {
     /// Secrets are kept as captured; the report masks them unless the caller asks.
-    fn add(&mut self, r: ThreatRow) {
+    fn add(&mut self, mut r: ThreatRow) {
         if let (Some(op), Some(mac), Some(ip)) = (r.arp_op, &r.arp_mac, &r.arp_ip)
             && (op == 1 || op == 2)
             && !unassigned(ip)
@@ -727,19 +727,18 @@ impl PacketFacts {
                 .or_default()
                 .insert(ip.clone());
         }
-        let (Some(src), Some(dst)) = (r.src.clone(), r.dst.clone()) else {
+        let (Some(src), Some(dst)) = (r.src.take(), r.dst.take()) else {
             return;
         };
         if let Some(mac) = &r.eth_src
             && !unassigned(&src)
-            && crate::index::room(&self.ip_macs, &src)
+            && let Some(v) = crate::index::slot(&mut self.ip_macs, &src)
+            && v.len() < 4
+            && !v.iter().any(|(m, _)| m == mac)
         {
-            let v = self.ip_macs.entry(src.clone()).or_default();
-            if v.len() < 4 && !v.iter().any(|(m, _)| m == mac) {
-                // most sources only ever show one MAC: no room for four per source
-                v.reserve_exact(1);
-                v.push((mac.clone(), r.frame));
-            }
+            // most sources only ever show one MAC: no room for four per source
+            v.reserve_exact(1);
+            v.push((mac.clone(), r.frame));
         }
         if let Some(port) = r.port_unreachable {
             // the error goes back to the prober: dst probed src

@@ -38,43 +38,80 @@ pub fn field_args(fields: &[&str]) -> Vec<String> {
 /// One packet's fields, borrowed from the output line.
 pub struct Row<'a> {
     cols: std::borrow::Cow<'a, [&'a str]>,
+    /// A projection: column `i` of this row is column `map[i]` of `cols` (the capture
+    /// index hands each part its own columns of the one wide line without copying).
+    map: Option<&'a [usize]>,
 }
 
 impl<'a> Row<'a> {
     /// Splits a line into exactly `n` columns (missing ones are empty).
     pub fn parse(line: &'a str, n: usize) -> Self {
-        // splitn folds any surplus tabs into the last column
-        let mut cols: Vec<&str> = line.splitn(n.max(1), '\t').collect();
+        // the line's end, once (tshark escapes CR and LF inside values)
+        let line = line.trim_end_matches(['\r', '\n']);
+        let n = n.max(1);
+        let mut cols: Vec<&str> = Vec::with_capacity(n);
+        let mut start = 0;
+        // one vectorised scan for every tab of the line (lines are ~140 fields wide);
+        // the last column keeps any surplus tabs
+        for tab in memchr::memchr_iter(b'\t', line.as_bytes()) {
+            if cols.len() + 1 == n {
+                break;
+            }
+            // a tab is ASCII: `tab` is a char boundary
+            cols.push(&line[start..tab]);
+            start = tab + 1;
+        }
+        cols.push(&line[start..]);
         while cols.len() < n {
             cols.push("");
         }
-        Self { cols: cols.into() }
+        Self {
+            cols: cols.into(),
+            map: None,
+        }
     }
 
-    /// A row over columns already split (the capture index's projection of a wider line).
+    /// A row over columns already split (tests feed parts values field by field).
+    #[cfg(test)]
     pub fn from_cols(cols: &'a [&'a str]) -> Self {
-        Self { cols: cols.into() }
+        Self {
+            cols: cols.into(),
+            map: None,
+        }
+    }
+
+    /// The columns `map` names of this row, in that order, as a row of their own.
+    pub fn project<'b>(&'b self, map: &'b [usize]) -> Row<'b> {
+        debug_assert!(self.map.is_none(), "a projection of a projection");
+        Row {
+            cols: std::borrow::Cow::Borrowed(&self.cols[..]),
+            map: Some(map),
+        }
     }
 
     /// Column `i` exactly as printed (empty when absent or beyond the row).
     pub fn raw(&self, i: usize) -> &'a str {
+        let i = match self.map {
+            Some(m) => match m.get(i) {
+                Some(&j) => j,
+                None => return "",
+            },
+            None => i,
+        };
         self.cols.get(i).copied().unwrap_or("")
     }
 
     /// The raw text of column `i`, or None when the field was absent.
     pub fn str(&self, i: usize) -> Option<&str> {
-        self.cols
-            .get(i)
-            .copied()
-            .map(|s| s.trim_end_matches(['\r', '\n']))
-            .filter(|s| !s.is_empty())
+        Some(self.raw(i)).filter(|s| !s.is_empty())
     }
 
     /// The first occurrence of a repeated field (e.g. the outer IP header of a tunnel).
     pub fn first(&self, i: usize) -> Option<&str> {
-        self.str(i)
-            .and_then(|s| s.split(AGGREGATOR).next())
-            .filter(|s| !s.is_empty())
+        let s = self.str(i)?;
+        // the aggregator is ASCII: its index is a char boundary
+        let end = memchr::memchr(AGGREGATOR as u8, s.as_bytes()).unwrap_or(s.len());
+        Some(&s[..end]).filter(|s| !s.is_empty())
     }
 
     /// The innermost address of a packet: the last occurrence of the IPv4 field, else of
@@ -158,6 +195,16 @@ mod tests {
         assert_eq!(r.all(2).count(), 2);
         // a tab inside the last (free text) field stays in it
         assert_eq!(r.str(3), Some("GET /a\tb HTTP/1.1"));
+    }
+
+    #[test]
+    fn projections_read_the_wide_row() {
+        let r = Row::parse("1\t2\t3\tfree\ttext", 4);
+        assert_eq!(r.str(3), Some("free\ttext"));
+        let p = r.project(&[2, 0]);
+        assert_eq!((p.u64(0), p.u64(1), p.str(2)), (Some(3), Some(1), None));
+        assert_eq!(Row::parse("", 2).str(0), None);
+        assert_eq!(Row::parse("a\t\t", 3).str(2), None);
     }
 
     #[test]
