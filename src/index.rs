@@ -26,7 +26,11 @@ use crate::tshark::fields::{FromRow, Row, field_args};
 pub const MAX_TRACKED: usize = 100_000;
 
 /// Whether `key` may be counted in `map`: it is there already, or there is room.
-pub fn room<K: Ord, V>(map: &BTreeMap<K, V>, key: &K) -> bool {
+pub fn room<K, Q, V>(map: &BTreeMap<K, V>, key: &Q) -> bool
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+{
     map.len() < MAX_TRACKED || map.contains_key(key)
 }
 
@@ -34,6 +38,8 @@ pub fn room<K: Ord, V>(map: &BTreeMap<K, V>, key: &K) -> bool {
 /// per-packet path looks up by `&str`, so a key costs one allocation per flow or host,
 /// not one per packet.
 pub fn at<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    // two lookups: returning the `get_mut` borrow from inside an `if let` does not pass
+    // today's borrow checker, and `entry` would need the owned key up front
     if map.contains_key(key) {
         return map.get_mut(key).expect("the key is there");
     }
@@ -43,10 +49,7 @@ pub fn at<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mu
 /// [`at`] for the tables capped at [`MAX_TRACKED`] keys: None when `key` is new and
 /// there is no room.
 pub fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
-    if map.len() >= MAX_TRACKED && !map.contains_key(key) {
-        return None;
-    }
-    Some(at(map, key))
+    room(map, key).then(|| at(map, key))
 }
 
 /// The time bucket of a packet at `t` for buckets of `width` from `t0`, as tshark's

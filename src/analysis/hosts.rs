@@ -452,9 +452,8 @@ fn note_for(
     name: &str,
     frame: u64,
 ) {
-    let key = key.to_string();
-    if crate::index::room(map, &key) {
-        note(map.entry(key).or_default(), source, name, frame);
+    if let Some(list) = slot(map, key) {
+        note(list, source, name, frame);
     }
 }
 
@@ -608,9 +607,8 @@ impl TopoState {
             }
         }
         if let Some((mac, hostname, leased)) = &id.dhcp
-            && crate::index::room(&self.dhcp_clients, mac)
+            && let Some(c) = slot(&mut self.dhcp_clients, mac)
         {
-            let c = self.dhcp_clients.entry(mac.clone()).or_default();
             if let Some(h) = hostname {
                 note(&mut c.hostnames, "dhcp", h, frame);
             }

@@ -851,8 +851,7 @@ impl crate::index::Part for BwState {
         pe.0 += 1;
         pe.1 += r.len;
         if let (Some(s), Some(d)) = (r.src, r.dst) {
-            if crate::index::room(&self.talkers, &s) {
-                let ts = self.talkers.entry(s.clone()).or_default();
+            if let Some(ts) = crate::index::slot(&mut self.talkers, &s) {
                 ts.0 += r.len;
                 ts.2 += 1;
                 if s == d {
@@ -860,8 +859,9 @@ impl crate::index::Part for BwState {
                     ts.3 += r.len;
                 }
             }
-            if s != d && crate::index::room(&self.talkers, &d) {
-                let td = self.talkers.entry(d.clone()).or_default();
+            if s != d
+                && let Some(td) = crate::index::slot(&mut self.talkers, &d)
+            {
                 td.1 += r.len;
                 td.2 += 1;
             }
