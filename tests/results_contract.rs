@@ -41,8 +41,8 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let tools = file_tool_names();
     let mut over = Vec::new();
-    // (file, filter) -> the findings that use it, with the frames they list
-    let mut checks: BTreeMap<(String, String), Uses> = BTreeMap::new();
+    // file -> filter -> the findings that use it, with the frames they list
+    let mut checks: BTreeMap<String, BTreeMap<String, Uses>> = BTreeMap::new();
     for name in &names {
         let mut calls = Vec::new();
         for tool in &tools {
@@ -79,7 +79,9 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
                     .filter_map(Value::as_u64)
                     .collect();
                 checks
-                    .entry((name.clone(), filter.to_string()))
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(filter.to_string())
                     .or_default()
                     .push((format!("{tool}: {}", f["title"]), frames));
             }
@@ -87,11 +89,10 @@ async fn every_result_fits_and_every_finding_filter_shows_its_frames() {
     }
     assert!(over.is_empty(), "over {BUDGET} bytes:\n{}", over.join("\n"));
     // every filter of a file in one tshark run; two files at a time
-    let mut by_file: BTreeMap<String, Vec<(String, Uses)>> = BTreeMap::new();
-    for ((file, filter), uses) in checks {
-        by_file.entry(file).or_default().push((filter, uses));
-    }
-    let by_file: Vec<_> = by_file.into_iter().collect();
+    let by_file: Vec<(String, Vec<(String, Uses)>)> = checks
+        .into_iter()
+        .map(|(file, filters)| (file, filters.into_iter().collect()))
+        .collect();
     // the one-run check selects what `tshark -2 -Y` selects
     if let Some((file, checks)) = by_file.iter().find(|(_, c)| c.len() > 1) {
         let filters: Vec<&str> = checks.iter().take(3).map(|(f, _)| f.as_str()).collect();

@@ -387,6 +387,7 @@ for line in io.lines(os.getenv("CHECK_FILTERS")) do
   local ok, l = pcall(Listener.new, "frame", line)
   if ok then
     l.packet = function(pinfo) io.write(i, "\t", pinfo.number, "\n") end
+    -- kept referenced, so the garbage collector never takes a listener mid-run
     _G["check_listener_" .. i] = l
   end
 end
