@@ -25,6 +25,8 @@ pub const SCHEMA_SCHEME: &str = "pcap-schema://";
 pub const SCHEMA_TEMPLATE: &str = "pcap-schema://{tool}";
 /// What the name of every folder export_objects creates contains.
 pub const OBJECT_FOLDER: &str = "-objects-";
+/// The folder `export_flow_records` writes its logs into.
+pub const FLOWS_FOLDER: &str = "-flows-";
 /// The largest file resources/read serves as bytes (base64 makes it a third larger).
 const MAX_BLOB_BYTES: u64 = 8 << 20;
 /// Resources per page of resources/list.
@@ -209,11 +211,13 @@ impl PcapServer {
             .unwrap_or_default();
         // a picture at the top of storage, or anything in an export's folder
         let picture = parts.len() == 1;
-        let object = parts.len() == 2 && parts[0].contains(crate::resources::OBJECT_FOLDER);
+        let object = parts.len() == 2
+            && (parts[0].contains(crate::resources::OBJECT_FOLDER)
+                || parts[0].contains(crate::resources::FLOWS_FOLDER));
         let refused = || {
             ErrorData::invalid_params(
                 format!(
-                    "{name} is neither a capture nor a file this server wrote (an I/O graph picture, an exported object)"
+                    "{name} is neither a capture nor a file this server wrote (an I/O graph picture, an exported object, a flow log)"
                 ),
                 None,
             )

@@ -86,6 +86,7 @@ impl PcapServer {
                     + Self::follow_router()
                     + Self::objects_router()
                     + Self::export_router()
+                    + Self::flows_router()
                     + Self::lua_router()
             }),
         ]

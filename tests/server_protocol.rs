@@ -83,6 +83,7 @@ const WRITING_TOOLS: &[&str] = &[
     "export_objects",
     "export_result",
     "export_packets",
+    "export_flow_records",
 ];
 
 #[tokio::test]

@@ -29,32 +29,22 @@ fn fact_value(f: &Value, fact: &str) -> u64 {
 
 /// Rows of a Zeek conn.log: (orig "h:p", resp "h:p", proto, conn_state, history).
 fn zeek_conns(name: &str) -> Vec<(String, String, String, String, String)> {
-    let text = std::fs::read_to_string(fixtures().join("zeek-conn").join(name)).unwrap();
-    let fields: Vec<&str> = text
-        .lines()
-        .find(|l| l.starts_with("#fields"))
-        .unwrap()
-        .split('\t')
-        .skip(1)
-        .collect();
-    let col = |n: &str| fields.iter().position(|f| *f == n).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            let ep = |h: &str, p: &str| {
-                if h.contains(':') {
-                    format!("[{h}]:{p}")
-                } else {
-                    format!("{h}:{p}")
-                }
-            };
+    let ep = |h: &str, p: &str| {
+        if h.contains(':') {
+            format!("[{h}]:{p}")
+        } else {
+            format!("{h}:{p}")
+        }
+    };
+    zeek_log(&format!("zeek-conn/{name}"))
+        .into_iter()
+        .map(|c| {
             (
-                ep(c[col("id.orig_h")], c[col("id.orig_p")]),
-                ep(c[col("id.resp_h")], c[col("id.resp_p")]),
-                c[col("proto")].to_string(),
-                c[col("conn_state")].to_string(),
-                c[col("history")].to_string(),
+                ep(&c["id.orig_h"], &c["id.orig_p"]),
+                ep(&c["id.resp_h"], &c["id.resp_p"]),
+                c["proto"].clone(),
+                c["conn_state"].clone(),
+                c["history"].clone(),
             )
         })
         .collect()

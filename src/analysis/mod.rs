@@ -6,6 +6,7 @@ pub mod compare;
 pub mod connections;
 pub mod dns;
 pub mod events;
+pub mod flowlog;
 pub mod hosts;
 pub mod objects;
 pub mod rtp;

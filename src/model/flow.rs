@@ -15,7 +15,7 @@ const ICMP: u8 = 1;
 const ICMP6: u8 = 58;
 
 /// The type a request/answer pair's other half has, for ICMP and ICMPv6.
-fn icmp_counterpart(proto: u8, t: u16) -> Option<u16> {
+pub fn icmp_counterpart(proto: u8, t: u16) -> Option<u16> {
     match (proto, t) {
         (ICMP, 8) => Some(0),
         (ICMP, 0) => Some(8),

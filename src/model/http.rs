@@ -27,6 +27,13 @@ pub struct HttpRow {
     pub user_agent: Option<String>,
     /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
     pub retransmitted: bool,
+    /// The protocol version the message states (`1.1`), the request's Referer, and
+    /// the user name of a Basic Authorization header (never its password).
+    pub version: Option<String>,
+    pub referrer: Option<String>,
+    pub username: Option<String>,
+    /// A chunked body's length: the sum of its chunks (without Content-Length).
+    pub chunked_bytes: Option<u64>,
 }
 
 impl crate::index::Kept for HttpRow {
@@ -63,6 +70,11 @@ impl FromRow for HttpRow {
         "http.user_agent",
         "tcp.analysis.retransmission",
         "http.response",
+        "http.request.version",
+        "http.response.version",
+        "http.referer",
+        "http.authbasic",
+        "http.chunk_size",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -86,6 +98,17 @@ impl FromRow for HttpRow {
             phrase: r.owned(18),
             user_agent: r.owned(19),
             retransmitted: r.str(20).is_some(),
+            version: r
+                .first(22)
+                .or_else(|| r.first(23))
+                .map(|v| v.trim_start_matches("HTTP/").to_string()),
+            referrer: r.owned(24),
+            username: r
+                .first(25)
+                .map(|a| a.split_once(':').map_or(a, |(u, _)| u).to_string()),
+            chunked_bytes: r
+                .str(26)
+                .map(|_| r.all(26).filter_map(|c| c.parse::<u64>().ok()).sum()),
         })
     }
 }

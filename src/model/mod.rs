@@ -1,6 +1,8 @@
 //! Models shared by a tool family: parts of the capture index (`crate::index`), built
 //! from its one pass and read by every tool of the family.
 
+pub mod conn;
+pub mod dns;
 pub mod flow;
 pub mod http;
 pub mod icmp;

@@ -66,6 +66,14 @@ pub struct TcpRow {
     pub rtp: bool,
     /// Relative sequence number of the segment's first byte.
     pub seq: Option<u64>,
+    /// The IP packet's length, header included (IPv6: payload length + 40), of the
+    /// innermost header: what Zeek counts as `*_ip_bytes`.
+    pub ip_len: u64,
+    /// Payload bytes the capture cut off (snap length): seen in the sequence space,
+    /// never captured, what Zeek counts as `missed_bytes`.
+    pub cut_payload: u64,
+    /// The application protocol tshark dissected in it, as Zeek names the service.
+    pub service: Option<&'static str>,
 }
 
 impl FromRow for TcpRow {
@@ -105,6 +113,10 @@ impl FromRow for TcpRow {
         "rtp.ssrc",
         "tcp.analysis.ack_lost_segment",
         "tcp.seq",
+        "ip.len",
+        "ipv6.plen",
+        "frame.cap_len",
+        "frame.protocols",
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
@@ -142,6 +154,24 @@ impl FromRow for TcpRow {
             rtp: r.str(32).is_some(),
             seq: r.u64(34),
             ack_unseen: r.str(33).is_some(),
+            ip_len: match r.all(35).last() {
+                Some(l) => l.parse().unwrap_or(0),
+                None => r
+                    .all(36)
+                    .last()
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .map_or(0, |l| l + 40),
+            },
+            cut_payload: {
+                let (len, cap) = (r.u64(2).unwrap_or(0), r.u64(37).unwrap_or(0));
+                r.u64(11).unwrap_or(0).min(len.saturating_sub(cap))
+            },
+            // only data segments name their application; the string is read then
+            service: if r.u64(11).unwrap_or(0) > 0 {
+                r.str(38).and_then(crate::model::conn::zeek_service)
+            } else {
+                None
+            },
         })
     }
 }
@@ -189,9 +219,19 @@ pub struct Stream {
     pub port: [u64; 2],
     pub first: f64,
     pub last: f64,
+    /// The last packet's time before both sides had closed (FIN or RST): Zeek stops
+    /// a connection's clock there, so its conn.log duration leaves out the final ACKs.
+    pub open_until: f64,
+    pub first_frame: u64,
     pub last_frame: u64,
     pub packets: PerDir,
+    /// Frame bytes each way.
     pub bytes: PerDir,
+    /// IP bytes each way (headers included), as Zeek's `*_ip_bytes`.
+    pub ip_bytes: PerDir,
+    /// The application protocol of its first data tshark named, as Zeek names the
+    /// service (`crate::model::conn::zeek_service`).
+    pub service: Option<&'static str>,
     pub syn: [bool; 2],
     pub synack: [bool; 2],
     pub fin: [bool; 2],
@@ -301,6 +341,10 @@ pub struct StreamDetail {
     /// Highest sequence number + length seen per direction, and the holes tshark
     /// reported ("previous segment not captured") not yet filled, oldest first.
     seq_end: PerDir,
+    /// Payload bytes of new data the capture cut off (snap length), per direction.
+    cut_bytes: PerDir,
+    /// The direction's data has a hole or a cut the peer has not acknowledged yet.
+    gap_pending: [bool; 2],
     gaps: [Vec<(u64, u64)>; 2],
     /// Bytes of the holes tshark reported, and the largest segment, per direction: the
     /// holes in segments are the loss before the capture point.
@@ -429,6 +473,8 @@ impl Stream {
             port: [p.sport, p.dport],
             first: p.time,
             last: p.time,
+            open_until: p.time,
+            first_frame: p.frame,
             last_gap: f64::NAN,
             syn_time: f64::NAN,
             ..Default::default()
@@ -484,6 +530,12 @@ impl Stream {
             }
         }
         let dd = self.detail_mut();
+        if end > seen_end {
+            dd.cut_bytes[d] += p.cut_payload;
+            if p.cut_payload > 0 || p.lost_segment {
+                dd.gap_pending[d] = true;
+            }
+        }
         dd.seq_end[d] = dd.seq_end[d].max(end);
     }
 
@@ -559,6 +611,25 @@ impl Stream {
 
     pub fn duration(&self) -> f64 {
         (self.last - self.first).max(0.0)
+    }
+
+    /// Side `d`'s bytes as Zeek counts them: the sequence space its data covered
+    /// (tshark numbers the first byte 1, whether or not the SYN was seen), so resent
+    /// bytes count once and bytes the capture missed count too.
+    pub fn sequence_bytes(&self, d: usize) -> u64 {
+        self.seq_end[d].saturating_sub(1)
+    }
+
+    /// Bytes inside that space the capture does not hold, as Zeek's `missed_bytes`:
+    /// holes never filled and payload cut off by the snap length.
+    pub fn missed_bytes(&self) -> u64 {
+        let holes: u64 = self
+            .gaps
+            .iter()
+            .flatten()
+            .map(|&(a, b)| b.saturating_sub(a))
+            .sum();
+        holes + self.cut_bytes[0] + self.cut_bytes[1]
     }
 
     pub fn endpoint(&self, i: usize) -> String {
@@ -726,9 +797,17 @@ impl Stream {
         }
         self.last = self.last.max(p.time);
         self.first = self.first.min(p.time);
+        let closed = |d: usize| self.fin[d] || self.rst[d];
+        if !(closed(0) && closed(1)) {
+            self.open_until = self.open_until.max(p.time);
+        }
         self.last_frame = p.frame;
         self.packets[d] += 1;
         self.bytes[d] += p.len;
+        self.ip_bytes[d] += p.ip_len;
+        if self.service.is_none() {
+            self.service = p.service;
+        }
         let f = p.flags;
         if f & SYN != 0 && f & ACK == 0 {
             if self.syn[d] && !self.synack[1 - d] {
@@ -945,6 +1024,14 @@ impl Stream {
         if f & CWR != 0 && f & SYN == 0 {
             self.detail_mut().cwr += 1;
         }
+        // the peer's ACK passing bytes the capture lacks is Zeek's content gap
+        // (history g/G), after this packet's own letters
+        if f & ACK != 0
+            && let Some(dd) = self.detail.as_deref_mut()
+            && std::mem::take(&mut dd.gap_pending[1 - d])
+        {
+            self.history_mark(b'g', 1 - d);
+        }
     }
 
     /// Orients the stream so index 0 is the originator (the SYN sender, or the side that
@@ -985,7 +1072,12 @@ impl Stream {
     fn swap(&mut self) {
         self.addr.swap(0, 1);
         self.port.swap(0, 1);
-        for a in [&mut self.packets, &mut self.bytes, &mut self.max_window] {
+        for a in [
+            &mut self.packets,
+            &mut self.bytes,
+            &mut self.ip_bytes,
+            &mut self.max_window,
+        ] {
             a.swap(0, 1);
         }
         self.syn.swap(0, 1);
@@ -1012,6 +1104,7 @@ impl Stream {
                 &mut dd.resent_unflagged,
                 &mut dd.lost_after_capture,
                 &mut dd.seq_end,
+                &mut dd.cut_bytes,
                 &mut dd.gap_bytes,
                 &mut dd.max_segment,
                 &mut dd.dup_ack,

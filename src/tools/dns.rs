@@ -17,7 +17,6 @@ use crate::report::{
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DnsParams {
@@ -40,117 +39,7 @@ pub struct DnsParams {
     pub slow_ms: Option<f64>,
 }
 
-#[derive(Clone)]
-pub struct DnsRow {
-    frame: u64,
-    time: f64,
-    protocols: String,
-    tcp: bool,
-    src: String,
-    dst: String,
-    response: bool,
-    rcode: Option<u64>,
-    name: Option<String>,
-    qtype: Option<u64>,
-    time_s: Option<f64>,
-    response_to: Option<u64>,
-    retransmission: bool,
-    truncated: bool,
-    /// For a query: its question (see `analysis::dns::Retries`).
-    question: Option<u64>,
-    sport: Option<u16>,
-    dport: Option<u16>,
-}
-
-impl crate::index::Kept for DnsRow {
-    fn wants(r: &Row<'_>) -> bool {
-        const PROTOCOLS: usize = crate::index::col(DnsRow::FIELDS, "frame.protocols");
-        ["dns", "mdns", "llmnr"]
-            .iter()
-            .any(|p| crate::index::has_protocol(r, PROTOCOLS, p))
-    }
-}
-
-impl FromRow for DnsRow {
-    const FIELDS: &'static [&'static str] = crate::with_question_fields![
-        "frame.number",
-        "frame.time_epoch",
-        "frame.protocols",
-        "tcp.stream",
-        "ip.src",
-        "ipv6.src",
-        "ip.dst",
-        "ipv6.dst",
-        "dns.flags.response",
-        "dns.flags.rcode",
-        "dns.qry.name",
-        "dns.qry.type",
-        "dns.time",
-        "dns.response_to",
-        "dns.retransmit_request_in",
-        "dns.flags.truncated",
-        "udp.srcport",
-        "udp.dstport",
-        "tcp.srcport",
-        "tcp.dstport",
-    ];
-
-    fn from_row(r: &Row<'_>) -> Option<Self> {
-        Some(Self {
-            frame: r.u64(0)?,
-            time: r.f64(1).unwrap_or(0.0),
-            protocols: r.owned(2).unwrap_or_default(),
-            tcp: r.u64(3).is_some(),
-            src: r.innermost_addr(4, 5),
-            dst: r.innermost_addr(6, 7),
-            response: r.flag(8),
-            rcode: r.u64(9),
-            name: r.owned(10),
-            qtype: r.u64(11),
-            time_s: r.f64(12),
-            response_to: r.u64(13),
-            retransmission: r.str(14).is_some(),
-            truncated: r.flag(15),
-            question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
-            sport: r.u64(16).or_else(|| r.u64(18)).map(|p| p as u16),
-            dport: r.u64(17).or_else(|| r.u64(19)).map(|p| p as u16),
-        })
-    }
-}
-
-pub fn rcode_name(c: u64) -> String {
-    match c {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        6 => "YXDOMAIN".into(),
-        7 => "YXRRSET".into(),
-        8 => "NXRRSET".into(),
-        9 => "NOTAUTH".into(),
-        10 => "NOTZONE".into(),
-        n => format!("RCODE{n}"),
-    }
-}
-
-fn qtype_name(t: u64) -> String {
-    match t {
-        1 => "A".into(),
-        2 => "NS".into(),
-        5 => "CNAME".into(),
-        6 => "SOA".into(),
-        12 => "PTR".into(),
-        15 => "MX".into(),
-        16 => "TXT".into(),
-        28 => "AAAA".into(),
-        33 => "SRV".into(),
-        65 => "HTTPS".into(),
-        255 => "ANY".into(),
-        n => format!("TYPE{n}"),
-    }
-}
+pub use crate::model::dns::{DnsRow, qtype_name, rcode_name};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DnsTransaction {

@@ -450,10 +450,8 @@ impl PcapServer {
         self.export_result_impl(p, rc).await.map(Json)
     }
 
-    /// Writes a capture's packets (a display filter or time range narrows them) into
-    /// PCAP_STORAGE_DIR as tshark's JSON, PDML (XML), Elasticsearch bulk (ek) or CSV of
-    /// chosen fields, and returns the file as a resource. Payloads are written as
-    /// captured, cleartext passwords included.
+    /// Writes a scope's packets into PCAP_STORAGE_DIR as tshark's JSON, PDML, ek or CSV
+    /// of chosen fields, returned as a resource. Payloads are written as captured.
     #[tool(
         name = "export_packets",
         annotations(

@@ -161,11 +161,10 @@ struct RawChunk {
 
 #[tool_router(router = follow_router, vis = "pub(crate)")]
 impl PcapServer {
-    /// One conversation's payload, as Wireshark's Follow Stream shows it: client and
-    /// server chunks in order with frame numbers and byte offsets, paged by bytes;
-    /// totals per direction and whether the TCP connection was seen whole. Give the
-    /// stream index (from a finding or get_packet_details) or a display filter that
-    /// selects one stream; protocol tls/http2/quic decrypt with a key log.
+    /// One conversation's payload as Wireshark's Follow Stream shows it: each side's
+    /// chunks in order with frames and byte offsets, paged by bytes, totals per
+    /// direction. Give the stream index or a display filter selecting one stream;
+    /// tls/http2/quic decrypt with a key log.
     #[tool(
         name = "follow_stream",
         annotations(

@@ -136,10 +136,9 @@ crate::file_args!(HostParams);
 
 #[tool_router(router = host_router, vis = "pub(crate)")]
 impl PcapServer {
-    /// A dossier of one host (IP, MAC or name): its MACs and vendor, names from DNS,
-    /// DHCP and NetBIOS, names it served (SNI, Host), user names sent from it, its role
-    /// with evidence, peers with bytes each way, services offered and used, first and
-    /// last seen, and every finding that involves it.
+    /// A dossier of one host (IP, MAC or name): MACs and vendor, names (DNS, DHCP,
+    /// NetBIOS, SNI, Host), user names, role with evidence, peers with bytes each way,
+    /// services, first and last seen, and every finding that involves it.
     #[tool(
         name = "analyze_host",
         annotations(title = "Host dossier", read_only_hint = true, open_world_hint = false)

@@ -27,6 +27,7 @@ pub mod events;
 pub mod expert;
 pub mod export;
 pub mod files;
+pub mod flows;
 pub mod follow;
 pub mod host;
 pub mod http;
@@ -67,6 +68,8 @@ pub const INDEX_PARTS: &[crate::index::PartMaker] = &[
     crate::index::part::<bandwidth::IoBuckets>,
     crate::index::part::<crate::model::icmp::NetErrors>,
     crate::index::part::<crate::model::quic::QuicModel>,
+    crate::index::part::<crate::model::conn::Flows>,
+    crate::index::part::<crate::index::Rows<crate::model::conn::FtpDataChannel>>,
 ];
 
 /// The parameters of the stream tools (TCP, TLS, performance): one declaration, shared.

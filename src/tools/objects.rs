@@ -142,11 +142,9 @@ pub struct ExportedObjects {
 
 #[tool_router(router = objects_router, vis = "pub(crate)")]
 impl PcapServer {
-    /// The files a capture carried — HTTP downloads and uploads, SMB, FTP data, TFTP,
-    /// e-mail (IMF), DICOM — each with its frame, host and URI (HTTP), MIME type, size
-    /// and SHA-256 (the hash of the file Wireshark's Export Objects saves: look it up in
-    /// a malware database). With extract=true they are also saved into a new folder in
-    /// PCAP_STORAGE_DIR and returned as resources.
+    /// Files a capture carried (HTTP, SMB, FTP data, TFTP, IMF, DICOM), each with its
+    /// frame, host and URI, MIME type, size and SHA-256 (for a malware database).
+    /// extract=true also saves them into a new folder in PCAP_STORAGE_DIR as resources.
     #[tool(
         name = "export_objects",
         annotations(

@@ -224,8 +224,8 @@ pub struct Slice {
 impl PcapServer {
     /// The packet list for a display filter and/or time range, as Wireshark shows it
     /// (number, time, source, destination, protocol, length, info), or chosen fields
-    /// per packet; paged, with the total count. Use it to look at the frames a finding
-    /// names, or to ask any question a display filter can express.
+    /// per packet; paged, with the total count. For the frames a finding names, or any
+    /// question a display filter can express.
     #[tool(
         name = "query_packets",
         annotations(
@@ -289,10 +289,9 @@ impl PcapServer {
         self.engine.analyze("filter_capture", p, rc, slice).await
     }
 
-    /// One frame's full dissection as Wireshark's packet details pane shows it: every
-    /// layer's fields with display text, value, offset and length; the frame's expert
-    /// items; the TCP/UDP conversation it belongs to (with the filter and the
-    /// follow_stream call to read it); optionally its bytes as hex and ASCII.
+    /// One frame's full dissection as Wireshark's details pane shows it: each layer's
+    /// fields (text, value, offset, length), expert items, its TCP/UDP conversation
+    /// (filter and follow_stream call); optionally its bytes as hex and ASCII.
     #[tool(
         name = "get_packet_details",
         annotations(

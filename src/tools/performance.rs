@@ -563,10 +563,9 @@ impl PcapServer {
             .analyze("analyze_network_latency", p, rc, latency)
             .await
     }
-    /// Why is it slow? Splits each slow TCP connection's time, and each slow request on
-    /// it (HTTP request line, TLS handshake), into setup, the server's think time, and
-    /// the transfer with what limited it (receiver window, loss recovery, application
-    /// pauses), and says client, network or server, with frames.
+    /// Why is it slow? Splits each slow TCP connection's and request's time into
+    /// setup, server think time and transfer with what limited it (receiver window,
+    /// loss recovery, application pauses): client, network or server, with frames.
     #[tool(
         name = "analyze_slowness",
         annotations(

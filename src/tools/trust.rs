@@ -39,9 +39,8 @@ impl FileArgs for TrustParams {
 #[tool_router(router = trust_router, vis = "pub(crate)")]
 impl PcapServer {
     /// Can this capture be trusted about loss and latency? Finds capture artefacts:
-    /// drops the capturing side reports (pcapng statistics), SPAN/TAP duplicates,
-    /// snaplen cuts, streams seen one way only (asymmetric routing), segments ACKed but
-    /// never captured (capture loss, not network loss), clock jumps.
+    /// reported drops, SPAN/TAP duplicates, snaplen cuts, one-way streams, segments
+    /// ACKed but never captured (capture loss, not network loss), clock jumps.
     #[tool(
         name = "check_capture_trust",
         annotations(

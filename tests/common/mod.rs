@@ -185,7 +185,8 @@ pub fn required_extras(tool: &str) -> Value {
 }
 
 /// Tools that write into storage: their results name the files they wrote.
-pub const WRITING_FILE_TOOLS: &[&str] = &["filter_capture", "export_packets"];
+pub const WRITING_FILE_TOOLS: &[&str] =
+    &["filter_capture", "export_packets", "export_flow_records"];
 
 pub fn file_tool_names() -> Vec<String> {
     let snapshot: Value = serde_json::from_str(
@@ -885,4 +886,26 @@ pub fn stop(mut c: Child) {
         .args(["-INT", &c.id().to_string()])
         .status();
     let _ = c.wait();
+}
+
+/// A Zeek TSV log in fixtures/ (e.g. `zeek-conn/x.conn.log`): one map of field -> text per row (`-` unset, `(empty)` empty).
+pub fn zeek_log(path: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(fixtures().join(path)).unwrap();
+    let fields: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("#fields"))
+        .unwrap()
+        .split('\t')
+        .skip(1)
+        .collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            fields
+                .iter()
+                .zip(l.split('\t'))
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
 }
