@@ -14,6 +14,8 @@ mod install;
 mod jobs;
 mod lru;
 mod model;
+#[cfg(feature = "parquet")]
+mod parquet_out;
 mod pcapfile;
 mod prompts;
 mod report;

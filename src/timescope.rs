@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 /// The time-range parameters every analysis tool accepts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TimeScope {
-    /// From: RFC 3339, a time of day (`14:03:10`) or `+120` (s after the first packet).
+    /// From: RFC 3339, time of day (`14:03:10`) or `+120` (s after first packet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     /// Until (forms as `start_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
-    /// Zone of a time of day (`+02:00`, IANA name); default UTC.
+    /// Zone of a time of day (`+02:00`, IANA); default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
 }

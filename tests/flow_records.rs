@@ -297,3 +297,66 @@ async fn dns_http_ssl_logs_agree_with_zeeks() {
         );
     }
 }
+
+/// DuckDB (from PyPI: an independent Parquet reader) reads every Parquet log back to
+/// the rows the JSON logs hold.
+#[tokio::test]
+async fn parquet_logs_read_back_in_duckdb_as_the_json_rows() {
+    let has_duckdb = std::process::Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_duckdb {
+        assert!(
+            std::env::var_os("PCAP_REQUIRE_PACKAGING").is_none(),
+            "python3 -m pip install duckdb (.ci/run does)"
+        );
+        eprintln!("skipped: no duckdb for python3");
+        return;
+    }
+    let s = start().await;
+    for pcap in [
+        "zeek-wikipedia.pcap",
+        "zeek-tls1.2.pcap",
+        "zeek-ftp-ipv6.pcap",
+    ] {
+        let json_logs = export(&s, pcap).await;
+        let v = s
+            .ok(
+                "export_flow_records",
+                json!({"pcap_file": fixture(pcap), "format": "parquet"}),
+            )
+            .await;
+        assert_eq!(v["format"], "parquet");
+        for l in v["logs"].as_array().unwrap() {
+            let file =
+                std::path::Path::new(v["path"].as_str().unwrap()).join(l["file"].as_str().unwrap());
+            // every row as a JSON object without its nulls, in file order
+            let script = "import duckdb, json, sys\n\
+                rel = duckdb.sql(\"select * from read_parquet(?)\".replace('?', repr(sys.argv[1])))\n\
+                cols = rel.columns\n\
+                for row in rel.fetchall():\n\
+                \x20   print(json.dumps({c: v for c, v in zip(cols, row) if v is not None}))\n";
+            let out = std::process::Command::new("python3")
+                .args(["-c", script, file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let read: Vec<Value> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            let kind = l["log"].as_str().unwrap();
+            assert_eq!(
+                read, json_logs[kind],
+                "{pcap} {kind}: Parquet rows read back"
+            );
+            assert_eq!(read.len() as u64, l["rows"].as_u64().unwrap());
+        }
+    }
+}

@@ -58,6 +58,9 @@ pub struct FlowRecordsParams {
     /// Logs to write (default all).
     #[serde(default)]
     pub kinds: Option<Vec<LogKind>>,
+    /// zeek-json (default) or parquet.
+    #[serde(default)]
+    pub format: Option<FlowFormat>,
 }
 
 crate::file_args!(FlowRecordsParams);
@@ -83,16 +86,40 @@ pub struct FlowRecords {
     pub sample: Vec<serde_json::Value>,
 }
 
-/// A log's rows as JSON lines into `dir/<kind>.log` (created new, never replacing a
-/// file), within the bytes left of the export budget.
-fn write_log<T: Serialize>(
-    dir: &std::path::Path,
-    kind: LogKind,
-    rows: &[T],
-    budget: &mut u64,
-) -> Result<(String, u64, usize), String> {
-    let file = format!("{}.log", kind.name());
-    let path = dir.join(&file);
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub enum FlowFormat {
+    #[serde(rename = "zeek-json")]
+    ZeekJson,
+    #[serde(rename = "parquet")]
+    Parquet,
+}
+
+/// A new file in the export's folder that refuses to grow past the bytes left of the
+/// export budget (PCAP_MAX_EXPORT_MB), whichever format writes it.
+struct Budgeted {
+    file: std::io::BufWriter<std::fs::File>,
+    left: u64,
+    written: u64,
+}
+
+const OVER_BUDGET: &str = "PCAP_MAX_EXPORT_MB reached";
+
+impl Write for Budgeted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(std::io::Error::other(OVER_BUDGET));
+        }
+        let n = self.file.write(buf)?;
+        self.left -= n as u64;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn create(path: &std::path::Path, left: u64) -> std::io::Result<Budgeted> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -100,33 +127,62 @@ fn write_log<T: Serialize>(
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let f = o
-        .open(&path)
-        .map_err(|e| format!("cannot create {file}: {e}"))?;
-    let mut w = std::io::BufWriter::new(f);
-    let mut size = 0u64;
-    for r in rows {
-        let mut line = serde_json::to_vec(r).map_err(|e| format!("internal error: {e}"))?;
-        line.push(b'\n');
-        size += line.len() as u64;
-        if size > *budget {
-            return Err(format!(
+    Ok(Budgeted {
+        file: std::io::BufWriter::new(o.open(path)?),
+        left,
+        written: 0,
+    })
+}
+
+/// A log's rows into `dir/<kind>.log` (Zeek JSON lines) or `<kind>.parquet`, within
+/// the bytes left of the export budget: (file, bytes, rows).
+fn write_log<T: Serialize>(
+    dir: &std::path::Path,
+    kind: LogKind,
+    format: FlowFormat,
+    rows: &[T],
+    budget: &mut u64,
+) -> Result<(String, u64, usize), String> {
+    let file = match format {
+        FlowFormat::ZeekJson => format!("{}.log", kind.name()),
+        FlowFormat::Parquet => format!("{}.parquet", kind.name()),
+    };
+    let failed = |e: String| {
+        if e.contains(OVER_BUDGET) {
+            format!(
                 "the flow records pass PCAP_MAX_EXPORT_MB at {file}: narrow the export with a display filter, a time range or fewer kinds, or raise PCAP_MAX_EXPORT_MB"
-            ));
+            )
+        } else {
+            format!("writing {file} failed: {e}")
         }
-        w.write_all(&line)
-            .map_err(|e| format!("writing {file} failed: {e}"))?;
+    };
+    let mut w = create(&dir.join(&file), *budget).map_err(|e| failed(e.to_string()))?;
+    match format {
+        FlowFormat::ZeekJson => {
+            for r in rows {
+                serde_json::to_writer(&mut w, r).map_err(|e| failed(e.to_string()))?;
+                w.write_all(b"\n").map_err(|e| failed(e.to_string()))?;
+            }
+        }
+        #[cfg(feature = "parquet")]
+        FlowFormat::Parquet => {
+            crate::parquet_out::write_records(rows, &mut w).map_err(failed)?;
+        }
+        #[cfg(not(feature = "parquet"))]
+        FlowFormat::Parquet => {
+            return Err("this build has no Parquet writer (built without the `parquet` feature): use format zeek-json".into());
+        }
     }
-    w.flush()
-        .map_err(|e| format!("writing {file} failed: {e}"))?;
-    *budget -= size;
-    Ok((file, size, rows.len()))
+    w.flush().map_err(|e| failed(e.to_string()))?;
+    *budget -= w.written;
+    Ok((file, w.written, rows.len()))
 }
 
 async fn flow_records(
     mut a: Analysis,
     p: FlowRecordsParams,
 ) -> Result<Report<FlowRecords>, String> {
+    let format = p.format.unwrap_or(FlowFormat::ZeekJson);
     let mut kinds = p.kinds.clone().unwrap_or_else(|| LogKind::ALL.to_vec());
     kinds.sort();
     kinds.dedup();
@@ -165,10 +221,10 @@ async fn flow_records(
     let mut written = Vec::new();
     for k in &kinds {
         let done = match k {
-            LogKind::Conn => write_log(&dir, *k, &conns.records, &mut budget),
-            LogKind::Dns => write_log(&dir, *k, &dns, &mut budget),
-            LogKind::Http => write_log(&dir, *k, &http, &mut budget),
-            LogKind::Ssl => write_log(&dir, *k, &ssl, &mut budget),
+            LogKind::Conn => write_log(&dir, *k, format, &conns.records, &mut budget),
+            LogKind::Dns => write_log(&dir, *k, format, &dns, &mut budget),
+            LogKind::Http => write_log(&dir, *k, format, &http, &mut budget),
+            LogKind::Ssl => write_log(&dir, *k, format, &ssl, &mut budget),
         };
         match done {
             Ok(w) => written.push(WrittenLog {
@@ -216,8 +272,12 @@ async fn flow_records(
         })
         .collect();
     let summary = format!(
-        "Wrote {} as Zeek JSON logs into {folder} in PCAP_STORAGE_DIR.",
-        counts.join(", ")
+        "Wrote {} as {} into {folder} in PCAP_STORAGE_DIR.",
+        counts.join(", "),
+        match format {
+            FlowFormat::ZeekJson => "Zeek JSON logs",
+            FlowFormat::Parquet => "Parquet files with Zeek's columns",
+        }
     );
     let sample = conns
         .records
@@ -228,7 +288,11 @@ async fn flow_records(
     let data = FlowRecords {
         path: dir.display().to_string(),
         folder,
-        format: "zeek-json".into(),
+        format: match format {
+            FlowFormat::ZeekJson => "zeek-json",
+            FlowFormat::Parquet => "parquet",
+        }
+        .into(),
         logs: written,
         sample,
     };
