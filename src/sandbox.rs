@@ -433,14 +433,7 @@ impl<'a> Sandbox<'a> {
             ));
         }
         let path = self.cfg.storage_dir.join(name);
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        match o.open(&path) {
+        match create_private(&path) {
             Ok(f) => Ok((f, path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(format!(
                 "'{name}' already exists in PCAP_STORAGE_DIR and is never overwritten; choose another name or omit it for a generated one"
@@ -522,6 +515,19 @@ fn wildcard_match(p: &[u8], n: &[u8]) -> bool {
 /// A new name in storage for something made from a capture: `<stem><what><ns><ext>`,
 /// the capture's file stem in safe characters (at most 80, no leading '.') and the
 /// time in nanoseconds, so two calls never pick the same name.
+/// Creates `path` for the server to write: O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600, so
+/// an existing file, or a symlink planted under that name, is never written through.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
+}
+
 pub fn generated_name(display_name: &str, what: &str, ext: &str) -> String {
     let stem: String = Path::new(display_name)
         .file_stem()

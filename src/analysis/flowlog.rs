@@ -133,7 +133,6 @@ fn tcp_record(s: &Stream) -> ConnRecord {
 
 fn flow_record(f: &Flow) -> ConnRecord {
     let (duration, orig_bytes, resp_bytes) = timed(f.first, f.last, f.bytes);
-    let ported = matches!(f.proto, 1 | 17 | 58);
     ConnRecord {
         ts: f.first,
         id: ConnId {
@@ -156,13 +155,7 @@ fn flow_record(f: &Flow) -> ConnRecord {
         resp_pkts: f.packets[1],
         resp_ip_bytes: f.ip_bytes[1],
         ip_proto: f.proto,
-        community_id: crate::model::flow::community_id(
-            &f.addr[0].to_string(),
-            &f.addr[1].to_string(),
-            f.proto,
-            ported.then_some(f.port[0]),
-            ported.then_some(f.port[1]),
-        ),
+        community_id: f.community_id(),
         first_frame: f.first_frame,
     }
 }
@@ -180,14 +173,22 @@ impl Connections {
     /// Every connection of the scope, TCP and the rest, in order of their start.
     /// `ftp_data`: the data channels FTP control connections announced.
     pub fn build(tcp: &TcpModel, flows: &Flows, ftp_data: &[FtpDataChannel]) -> Self {
+        // each announced endpoint with its first announcement, looked up once per stream
+        let mut announced_at: HashMap<(&str, u16), u64> = HashMap::new();
+        for c in ftp_data {
+            let at = announced_at
+                .entry((c.addr.as_str(), c.port))
+                .or_insert(c.frame);
+            *at = (*at).min(c.frame);
+        }
         let mut records: Vec<(ConnRecord, Option<u64>, f64)> = tcp
             .streams
             .iter()
             .map(|s| {
                 let mut r = tcp_record(s);
-                let announced = ftp_data.iter().any(|c| {
-                    c.frame < s.first_frame && c.port == r.id.resp_p && c.addr == r.id.resp_h
-                });
+                let announced = announced_at
+                    .get(&(r.id.resp_h.as_str(), r.id.resp_p))
+                    .is_some_and(|&f| f < s.first_frame);
                 if announced && r.service.is_none() {
                     r.service = Some("ftp-data");
                 }
@@ -257,12 +258,6 @@ pub struct ConnId {
     pub resp_p: u16,
 }
 
-impl From<&ConnRecord> for ConnId {
-    fn from(c: &ConnRecord) -> Self {
-        c.id.clone()
-    }
-}
-
 /// One dns.log row: a query and its response, or a message whose other half the
 /// capture lacks.
 #[derive(Debug, Clone, Serialize)]
@@ -330,23 +325,22 @@ fn dns_record(conns: &Connections, q: Option<&DnsRow>, r: Option<&DnsRow>) -> Op
         first.dport.unwrap_or(0),
         first.time,
     )?;
-    let question = q.or(r)?;
     Some(DnsRecord {
         ts: first.time,
-        id: conn.into(),
+        id: conn.id.clone(),
         proto: proto_name(proto),
         trans_id: first.trans_id,
         rtt: q.zip(r).map(|(q, r)| micros(r.time - q.time)),
-        query: question.name.clone(),
-        qclass: question.qclass,
-        qclass_name: question.qclass.and_then(class_name),
-        qtype: question.qtype,
-        qtype_name: question.qtype.map(qtype_name),
+        query: first.name.clone(),
+        qclass: first.qclass,
+        qclass_name: first.qclass.and_then(class_name),
+        qtype: first.qtype,
+        qtype_name: first.qtype.map(qtype_name),
         rcode: r.and_then(|r| r.rcode),
         rcode_name: r.and_then(|r| r.rcode).map(rcode_name),
         aa: r.is_some_and(|r| r.aa),
         tc: r.is_some_and(|r| r.truncated),
-        rd: q.or(r).is_some_and(|m| m.rd),
+        rd: first.rd,
         ra: r.is_some_and(|r| r.ra),
         z: 0,
         answers: r.map(|r| r.answers.clone()).filter(|a| !a.is_empty()),
@@ -427,6 +421,7 @@ fn body_len(m: &HttpRow) -> u64 {
 /// http.log: each request once, with the responses tshark paired to it; a response
 /// to a request tshark could not parse is a row of its own, as in Zeek's log.
 pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
+    let interim = |m: &HttpRow| m.code.is_some_and(crate::model::http::is_interim);
     let messages = crate::model::http::distinct_messages(rows);
     let mut answers: HashMap<u64, Vec<&HttpRow>> = HashMap::new();
     // a 100 Continue answers a request whose body has not been sent yet: tshark
@@ -436,9 +431,7 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
     for m in messages.iter().filter(|m| !m.is_request) {
         match (m.request_in, m.stream) {
             (Some(q), _) => answers.entry(q).or_default().push(m),
-            (None, Some(s)) if m.code.is_some_and(crate::model::http::is_interim) => {
-                early.entry(s).or_default().push(m)
-            }
+            (None, Some(s)) if interim(m) => early.entry(s).or_default().push(m),
             _ => {}
         }
     }
@@ -448,10 +441,7 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
         .copied()
         // requests, and (as Zeek logs them) final responses to requests tshark could
         // not parse as HTTP
-        .filter(|m| {
-            m.is_request
-                || m.request_in.is_none() && !m.code.is_some_and(crate::model::http::is_interim)
-        })
+        .filter(|m| m.is_request || m.request_in.is_none() && !interim(m))
         .filter_map(|m| {
             let stream = m.stream?;
             let conn = conns.by_stream(stream)?;
@@ -462,22 +452,16 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 Some(q) => answers.get(&q.frame).map(Vec::as_slice).unwrap_or_default(),
                 None => std::slice::from_ref(&m),
             };
-            let interim: Option<&HttpRow> = got
-                .iter()
-                .copied()
-                .find(|r| r.code.is_some_and(crate::model::http::is_interim))
-                .or_else(|| {
+            let first_interim: Option<&HttpRow> =
+                got.iter().copied().find(|r| interim(r)).or_else(|| {
                     let waiting = early.get_mut(&stream)?;
                     let i = waiting.iter().position(|r| r.frame < m.frame)?;
                     Some(waiting.remove(i))
                 });
-            let last: Option<&HttpRow> = got
-                .iter()
-                .copied()
-                .rfind(|r| !r.code.is_some_and(crate::model::http::is_interim));
+            let last: Option<&HttpRow> = got.iter().copied().rfind(|r| !interim(r));
             Some(HttpRecord {
                 ts: m.time.unwrap_or(conn.ts),
-                id: conn.into(),
+                id: conn.id.clone(),
                 trans_depth: *d,
                 method: q.and_then(|q| q.method.clone()),
                 host: q.and_then(|q| q.host.clone()),
@@ -492,12 +476,12 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 response_body_len: last.map_or(0, body_len),
                 status_code: last.and_then(|r| r.code),
                 status_msg: last.and_then(|r| r.phrase.clone()),
-                info_code: interim.and_then(|r| r.code),
-                info_msg: interim.and_then(|r| r.phrase.clone()),
+                info_code: first_interim.and_then(|r| r.code),
+                info_msg: first_interim.and_then(|r| r.phrase.clone()),
                 username: q.and_then(|q| q.username.clone()),
                 resp_mime_types: last
                     .and_then(|r| r.content_type.as_deref())
-                    .map(|t| vec![t.split(';').next().unwrap_or(t).trim().to_string()]),
+                    .map(|t| vec![crate::model::http::media_type(t).to_string()]),
             })
         })
         .collect()
@@ -562,7 +546,7 @@ fn ssl_record(conns: &Connections, s: &Session) -> Option<SslRecord> {
     };
     Some(SslRecord {
         ts: s.client_hello.or(s.server_hello).map_or(conn.ts, |c| c.0),
-        id: conn.into(),
+        id: conn.id.clone(),
         version: s.negotiated.map(zeek_version),
         cipher: s.cipher.map(crate::analysis::tls::suite_name),
         server_name: s.sni.clone(),

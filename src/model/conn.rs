@@ -172,11 +172,7 @@ impl FromRow for FlowRow {
         let src: IpAddr = pick(2).or_else(|| pick(3))?.parse().ok()?;
         let dst: IpAddr = pick(4).or_else(|| pick(5))?.parse().ok()?;
         let num = |s: Option<&str>| s.and_then(|v| v.parse::<u64>().ok());
-        let ip_len = if v4 {
-            num(pick(15)).unwrap_or(0)
-        } else {
-            num(pick(16)).map_or(0, |l| l + 40)
-        };
+        let ip_len = r.ip_packet_len(15, 16, icmp_error).unwrap_or(0);
         let ip_payload = if v4 {
             ip_len.saturating_sub(num(pick(17)).unwrap_or(20))
         } else {
@@ -256,6 +252,18 @@ impl Flow {
             (false, true) => "SHR",
             (false, false) => "OTH",
         }
+    }
+
+    /// The flow's Community ID; ICMP types stand in for ports, other protocols have none.
+    pub fn community_id(&self) -> Option<String> {
+        let ported = matches!(self.proto, 1 | 17 | 58);
+        crate::model::flow::community_id(
+            &self.addr[0].to_string(),
+            &self.addr[1].to_string(),
+            self.proto,
+            ported.then_some(self.port[0]),
+            ported.then_some(self.port[1]),
+        )
     }
 
     /// Zeek's history of a UDP flow: `D`/`d` for the sides that sent, `^` first when

@@ -113,6 +113,16 @@ impl FromRow for HttpRow {
     }
 }
 
+/// A Content-Type's media type, without its parameters (`text/html; charset=utf-8`
+/// -> `text/html`).
+pub fn media_type(content_type: &str) -> &str {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or(content_type)
+        .trim()
+}
+
 /// A 1xx answer other than 101 (switching protocols): the final answer follows.
 pub fn is_interim(code: u64) -> bool {
     (100..200).contains(&code) && code != 101

@@ -120,6 +120,7 @@ impl FromRow for TcpRow {
     ];
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
+        let payload = r.u64(11).unwrap_or(0);
         Some(Self {
             frame: r.u64(0)?,
             time: r.f64(1).unwrap_or(0.0),
@@ -130,7 +131,7 @@ impl FromRow for TcpRow {
             sport: r.u64(8).unwrap_or(0),
             dport: r.u64(9).unwrap_or(0),
             flags: r.u64(10).unwrap_or(0),
-            payload: r.u64(11).unwrap_or(0),
+            payload,
             window: r.u64(12),
             retrans: r.str(13).is_some(),
             fast_retrans: r.str(14).is_some(),
@@ -154,20 +155,13 @@ impl FromRow for TcpRow {
             rtp: r.str(32).is_some(),
             seq: r.u64(34),
             ack_unseen: r.str(33).is_some(),
-            ip_len: match r.all(35).last() {
-                Some(l) => l.parse().unwrap_or(0),
-                None => r
-                    .all(36)
-                    .last()
-                    .and_then(|l| l.parse::<u64>().ok())
-                    .map_or(0, |l| l + 40),
-            },
+            ip_len: r.ip_packet_len(35, 36, false).unwrap_or(0),
             cut_payload: {
                 let (len, cap) = (r.u64(2).unwrap_or(0), r.u64(37).unwrap_or(0));
-                r.u64(11).unwrap_or(0).min(len.saturating_sub(cap))
+                payload.min(len.saturating_sub(cap))
             },
             // only data segments name their application; the string is read then
-            service: if r.u64(11).unwrap_or(0) > 0 {
+            service: if payload > 0 {
                 r.str(38).and_then(crate::model::conn::zeek_service)
             } else {
                 None

@@ -94,6 +94,15 @@ pub enum FlowFormat {
     Parquet,
 }
 
+impl FlowFormat {
+    fn name(self) -> &'static str {
+        match self {
+            FlowFormat::ZeekJson => "zeek-json",
+            FlowFormat::Parquet => "parquet",
+        }
+    }
+}
+
 /// A new file in the export's folder that refuses to grow past the bytes left of the
 /// export budget (PCAP_MAX_EXPORT_MB), whichever format writes it.
 struct Budgeted {
@@ -120,15 +129,8 @@ impl Write for Budgeted {
 }
 
 fn create(path: &std::path::Path, left: u64) -> std::io::Result<Budgeted> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
     Ok(Budgeted {
-        file: std::io::BufWriter::new(o.open(path)?),
+        file: std::io::BufWriter::new(crate::sandbox::create_private(path)?),
         left,
         written: 0,
     })
@@ -288,11 +290,7 @@ async fn flow_records(
     let data = FlowRecords {
         path: dir.display().to_string(),
         folder,
-        format: match format {
-            FlowFormat::ZeekJson => "zeek-json",
-            FlowFormat::Parquet => "parquet",
-        }
-        .into(),
+        format: format.name().into(),
         logs: written,
         sample,
     };

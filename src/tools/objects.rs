@@ -601,9 +601,7 @@ fn summarize(
     let mut types: BTreeMap<&str, usize> = BTreeMap::new();
     for o in objects {
         let t = o.mime_type.as_deref().unwrap_or("unknown");
-        *types
-            .entry(t.split(';').next().unwrap_or(t).trim())
-            .or_default() += 1;
+        *types.entry(crate::model::http::media_type(t)).or_default() += 1;
     }
     let mut ranked: Vec<(&str, usize)> = types.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));

@@ -135,6 +135,18 @@ impl<'a> Row<'a> {
         }
     }
 
+    /// The IP packet's length, header included, of the header the conversation rides
+    /// in (as [`Row::conversation_addr`] picks it): IPv4's total length (`v4_len`), else
+    /// IPv6's payload length (`v6_plen`) plus its 40-byte header. What Zeek counts as
+    /// `*_ip_bytes`.
+    pub fn ip_packet_len(&self, v4_len: usize, v6_plen: usize, icmp_error: bool) -> Option<u64> {
+        let n = |i: usize| {
+            self.conversation_addr(i, icmp_error)
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        n(v4_len).or_else(|| n(v6_plen).map(|l| l + 40))
+    }
+
     /// Every occurrence of the field.
     pub fn all(&self, i: usize) -> impl Iterator<Item = &str> {
         self.str(i)
