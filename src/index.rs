@@ -52,6 +52,146 @@ pub fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Opti
     room(map, key).then(|| at(map, key))
 }
 
+/// A reducer's keyed table (per host, per pair, per protocol path): hashed while the
+/// pass feeds it, in key order once its part has finished.
+///
+/// A per-packet lookup in an ordered map of 100k string keys is ~17 string compares;
+/// profiled, those compares were the largest single cost of the index pass in our
+/// process. Views, though, need the total order (byte-identical output, first-N
+/// tables), so [`Keyed::finish`] moves the entries into a `BTreeMap` once, and the
+/// views read that through `Deref`. Reading through `Deref` before `finish` is a bug
+/// (debug builds assert it): the hashed entries would not be seen.
+#[derive(Debug, Clone)]
+pub struct Keyed<K, V> {
+    building: std::collections::HashMap<K, V>,
+    sorted: BTreeMap<K, V>,
+}
+
+impl<K, V> Default for Keyed<K, V> {
+    fn default() -> Self {
+        Self {
+            building: std::collections::HashMap::new(),
+            sorted: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
+    pub fn len(&self) -> usize {
+        self.building.len() + self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + std::hash::Hash + Eq + ?Sized,
+    {
+        self.building.contains_key(key) || self.sorted.contains_key(key)
+    }
+
+    /// Whether `key` may be counted: it is there already, or there is room under
+    /// [`MAX_TRACKED`].
+    pub fn room<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + std::hash::Hash + Eq + ?Sized,
+    {
+        self.len() < MAX_TRACKED || self.contains_key(key)
+    }
+
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + std::hash::Hash + Eq + ?Sized,
+    {
+        match self.building.get_mut(key) {
+            Some(v) => Some(v),
+            None => self.sorted.get_mut(key),
+        }
+    }
+
+    /// The entry of an owned key, made with `make` when it is new.
+    pub fn or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if self.sorted.contains_key(&key) {
+            return self.sorted.get_mut(&key).expect("the key is there");
+        }
+        self.building.entry(key).or_insert_with(make)
+    }
+
+    pub fn or_default(&mut self, key: K) -> &mut V
+    where
+        V: Default,
+    {
+        self.or_insert_with(key, V::default)
+    }
+
+    /// Puts the entries in key order; the part's `finish` calls it before any view
+    /// reads the table.
+    pub fn finish(&mut self) {
+        self.sorted.extend(std::mem::take(&mut self.building));
+    }
+}
+
+impl<V: Default> Keyed<String, V> {
+    /// [`at`] for a keyed table: the key allocated only when it is new.
+    pub fn at(&mut self, key: &str) -> &mut V {
+        if self.building.contains_key(key) {
+            return self.building.get_mut(key).expect("the key is there");
+        }
+        self.or_default(key.to_string())
+    }
+
+    /// [`slot`] for a keyed table: None when `key` is new and there is no room.
+    pub fn slot(&mut self, key: &str) -> Option<&mut V> {
+        self.room(key).then(|| self.at(key))
+    }
+}
+
+impl<K, V> std::ops::Deref for Keyed<K, V> {
+    type Target = BTreeMap<K, V>;
+    fn deref(&self) -> &BTreeMap<K, V> {
+        debug_assert!(
+            self.building.is_empty(),
+            "a table read before its part finished"
+        );
+        &self.sorted
+    }
+}
+
+impl<K, V> IntoIterator for Keyed<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::collections::btree_map::IntoIter<K, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        debug_assert!(
+            self.building.is_empty(),
+            "a table read before its part finished"
+        );
+        self.sorted.into_iter()
+    }
+}
+
+impl<'a, K, V> IntoIterator for &'a Keyed<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::collections::btree_map::Iter<'a, K, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        std::ops::Deref::deref(self).iter()
+    }
+}
+
+impl<K, V> std::ops::DerefMut for Keyed<K, V> {
+    fn deref_mut(&mut self) -> &mut BTreeMap<K, V> {
+        debug_assert!(
+            self.building.is_empty(),
+            "a table changed before its part finished"
+        );
+        &mut self.sorted
+    }
+}
+
 /// The time bucket of a packet at `t` for buckets of `width` from `t0`, as tshark's
 /// io,stat places it: epoch seconds carry ~0.2 µs of float error, so a microsecond of
 /// slack keeps a packet on a boundary in the bucket that starts there.

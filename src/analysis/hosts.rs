@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::engine::Span;
-use crate::index::{at, slot};
+use crate::index::{Keyed, slot};
 use crate::report::host_filter;
 use crate::tshark::fields::{FromRow, Row};
 
@@ -381,11 +381,11 @@ pub fn is_unicast(addr: &str) -> bool {
 #[derive(Clone, Default)]
 pub struct TopoState {
     pub span: Span,
-    pub hosts: BTreeMap<String, HostAcc>,
+    pub hosts: Keyed<String, HostAcc>,
     /// Address pairs, lower address first.
-    pub edges: BTreeMap<(String, String), EdgeAcc>,
+    pub edges: Keyed<(String, String), EdgeAcc>,
     /// MAC -> (vendor, source addresses of its frames).
-    pub macs: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
+    pub macs: Keyed<String, (Option<String>, BTreeSet<String>)>,
     /// MAC -> the addresses it claimed in ARP.
     pub arp: BTreeMap<String, BTreeSet<String>>,
     pub mac_vlans: BTreeMap<String, BTreeSet<String>>,
@@ -462,6 +462,11 @@ impl crate::index::Part for TopoState {
     fn new(_ctx: &crate::index::Ctx) -> Self {
         Self::default()
     }
+    fn finish(&mut self) {
+        self.hosts.finish();
+        self.edges.finish();
+        self.macs.finish();
+    }
     fn add(&mut self, r: TopoRow) {
         self.span.add(r.time);
         if let Some(id) = &r.ident {
@@ -497,12 +502,12 @@ impl crate::index::Part for TopoState {
         }
         let (Some(src), Some(dst)) = (r.src, r.dst) else {
             if let Some(m) = &r.eth_src {
-                at(&mut self.macs, m).0 = r.vendor.clone();
+                self.macs.at(m).0 = r.vendor.clone();
             }
             return;
         };
         if let Some(m) = &r.eth_src {
-            let e = at(&mut self.macs, m);
+            let e = self.macs.at(m);
             if e.0.is_none() {
                 e.0 = r.vendor.clone();
             }
@@ -521,7 +526,7 @@ impl crate::index::Part for TopoState {
         } else {
             None
         };
-        if let Some(hs) = slot(&mut self.hosts, &src) {
+        if let Some(hs) = self.hosts.slot(&src) {
             hs.sent += r.len;
             hs.frames_sent += 1;
             hs.seen.add(r.time);
@@ -539,7 +544,7 @@ impl crate::index::Part for TopoState {
             }
         }
         let unicast = is_unicast(&dst);
-        if let Some(hd) = slot(&mut self.hosts, &dst) {
+        if let Some(hd) = self.hosts.slot(&dst) {
             hd.received += r.len;
             hd.frames_received += 1;
             if src != dst {
@@ -552,10 +557,10 @@ impl crate::index::Part for TopoState {
         } else {
             (dst.clone(), src.clone())
         };
-        if !crate::index::room(&self.edges, &key) {
+        if !self.edges.room(&key) {
             return;
         }
-        let e = self.edges.entry(key).or_default();
+        let e = self.edges.or_default(key);
         e.bytes += r.len;
         e.frames += 1;
         if from_first {

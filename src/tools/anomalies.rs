@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::index::Keyed;
 use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, host_filter, thousands};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, filter_string_literal};
@@ -393,10 +394,10 @@ pub struct AnomalyState {
     span: Span,
     groups: BTreeMap<(&'static str, String), Group>,
     counts: Counts,
-    streams: BTreeMap<(bool, u64), StreamSeen>,
+    streams: Keyed<(bool, u64), StreamSeen>,
     /// (tcp?, stream) -> first frame, and the server port when a SYN was seen
-    stream_starts: BTreeMap<(bool, u64), (u64, Option<u64>)>,
-    ttls: BTreeMap<String, (Vec<u64>, Vec<u64>)>,
+    stream_starts: Keyed<(bool, u64), (u64, Option<u64>)>,
+    ttls: Keyed<String, (Vec<u64>, Vec<u64>)>,
     datagrams: BTreeMap<String, (Vec<u64>, bool)>,
 }
 
@@ -469,7 +470,7 @@ impl crate::index::Part for AnomalyState {
                     .or_default()
                     .add(r.frame, src);
             }
-            if !multicast && let Some(e) = crate::index::slot(&mut self.ttls, s) {
+            if !multicast && let Some(e) = self.ttls.slot(s) {
                 // a short list, not a set: most sources only ever show one TTL
                 if e.0.len() < 8 && !e.0.contains(&ttl) {
                     e.0.push(ttl);
@@ -486,10 +487,10 @@ impl crate::index::Part for AnomalyState {
             // every stream: its first frame and, from a SYN, its server port (a few
             // bytes); the endpoints only once it carries payload, the only streams a
             // port mismatch can be found on
-            if !crate::index::room(&self.stream_starts, &key) {
+            if !self.stream_starts.room(&key) {
                 return;
             }
-            let first = self.stream_starts.entry(key).or_insert((r.frame, None));
+            let first = self.stream_starts.or_insert_with(key, || (r.frame, None));
             if r.tcp_flags.is_some_and(|f| f & 0x12 == 0x02) {
                 first.1.get_or_insert(dp);
             }
@@ -497,7 +498,7 @@ impl crate::index::Part for AnomalyState {
             if r.payload == 0 && !self.streams.contains_key(&key) {
                 return;
             }
-            let e = self.streams.entry(key).or_insert_with(|| {
+            let e = self.streams.or_insert_with(key, || {
                 // the SYN's destination, else the lower port, is the server's
                 let to_server = match syn_port {
                     Some(p) => dp == p,
@@ -526,6 +527,11 @@ impl crate::index::Part for AnomalyState {
                 e.protocol = Some(app.to_string());
             }
         }
+    }
+    fn finish(&mut self) {
+        self.streams.finish();
+        self.stream_starts.finish();
+        self.ttls.finish();
     }
     fn approx_bytes(&self) -> usize {
         self.stream_starts.len() * 48

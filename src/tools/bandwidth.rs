@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::time::{MAX_BUCKETS, choose_interval, nice_interval};
 use crate::chart;
 use crate::engine::{Analysis, Span};
-use crate::index::Part;
+use crate::index::{Keyed, Part};
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, host_filter, human_bits_per_s, human_bytes, pct,
     percentile, rfc3339, round, thousands,
@@ -825,9 +825,9 @@ pub struct BwState {
     span: Span,
     t0: Option<f64>,
     windows: BTreeMap<i64, (u64, u64)>,
-    talkers: BTreeMap<String, (u64, u64, u64, u64)>,
-    convs: BTreeMap<(String, String), ConvAcc>,
-    protocols: BTreeMap<String, (u64, u64)>,
+    talkers: Keyed<String, (u64, u64, u64, u64)>,
+    convs: Keyed<(String, String), ConvAcc>,
+    protocols: Keyed<String, (u64, u64)>,
     total: u64,
     window: f64,
 }
@@ -847,11 +847,11 @@ impl crate::index::Part for BwState {
             .entry(((r.time - start) / self.window).floor() as i64)
             .or_insert((0, r.frame));
         w.0 += r.len;
-        let pe = self.protocols.entry(r.protocol).or_default();
+        let pe = self.protocols.or_default(r.protocol);
         pe.0 += 1;
         pe.1 += r.len;
         if let (Some(s), Some(d)) = (r.src, r.dst) {
-            if let Some(ts) = crate::index::slot(&mut self.talkers, &s) {
+            if let Some(ts) = self.talkers.slot(&s) {
                 ts.0 += r.len;
                 ts.2 += 1;
                 if s == d {
@@ -860,7 +860,7 @@ impl crate::index::Part for BwState {
                 }
             }
             if s != d
-                && let Some(td) = crate::index::slot(&mut self.talkers, &d)
+                && let Some(td) = self.talkers.slot(&d)
             {
                 td.1 += r.len;
                 td.2 += 1;
@@ -870,10 +870,10 @@ impl crate::index::Part for BwState {
             } else {
                 ((d, s), false)
             };
-            if !crate::index::room(&self.convs, &key) {
+            if !self.convs.room(&key) {
                 return;
             }
-            let c = self.convs.entry(key).or_insert(ConvAcc {
+            let c = self.convs.or_insert_with(key, || ConvAcc {
                 first: r.time,
                 last: r.time,
                 ..Default::default()
@@ -883,6 +883,11 @@ impl crate::index::Part for BwState {
             c.first = c.first.min(r.time);
             c.last = c.last.max(r.time);
         }
+    }
+    fn finish(&mut self) {
+        self.talkers.finish();
+        self.convs.finish();
+        self.protocols.finish();
     }
     fn approx_bytes(&self) -> usize {
         self.windows.len() * 40

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::index::Keyed;
 use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::report::{
     Evidence, Finding, NextStep, Report, Severity, Table, endpoint, host_filter, human_bits_per_s,
@@ -306,10 +307,10 @@ impl Symptom {
 #[derive(Default)]
 pub struct Overview {
     span: Span,
-    hierarchy: BTreeMap<String, (u64, u64)>,
-    totals: BTreeMap<String, (u64, u64)>,
-    convs: BTreeMap<String, ConvAcc>,
-    eps: BTreeMap<String, EpAcc>,
+    hierarchy: Keyed<String, (u64, u64)>,
+    totals: Keyed<String, (u64, u64)>,
+    convs: Keyed<String, ConvAcc>,
+    eps: Keyed<String, EpAcc>,
     expert: ExpertCounts,
     truncated: Symptom,
     tcp_packets: u64,
@@ -338,6 +339,12 @@ impl crate::index::Part for Overview {
     }
     fn add(&mut self, p: OverviewRow) {
         Overview::add(self, p)
+    }
+    fn finish(&mut self) {
+        self.hierarchy.finish();
+        self.totals.finish();
+        self.convs.finish();
+        self.eps.finish();
     }
     fn approx_bytes(&self) -> usize {
         // conversations and endpoints dominate: their keys, addresses and counters
@@ -432,8 +439,8 @@ impl Overview {
             None if s_ep < d_ep => format!("{protocol}|{s_ep}|{d_ep}"),
             None => format!("{protocol}|{d_ep}|{s_ep}"),
         };
-        if crate::index::room(&self.convs, &key) {
-            let c = self.convs.entry(key).or_insert_with(|| ConvAcc {
+        if self.convs.room(&key) {
+            let c = self.convs.or_insert_with(key, || ConvAcc {
                 protocol,
                 a: s_ep.clone(),
                 b: d_ep.clone(),
@@ -452,13 +459,13 @@ impl Overview {
             c.first = c.first.min(t);
             c.last = c.last.max(t);
         }
-        if crate::index::room(&self.eps, &src) {
-            let e = self.eps.entry(src).or_default();
+        if self.eps.room(&src) {
+            let e = self.eps.or_default(src);
             e.tx.0 += 1;
             e.tx.1 += p.len;
         }
-        if crate::index::room(&self.eps, &dst) {
-            let e = self.eps.entry(dst).or_default();
+        if self.eps.room(&dst) {
+            let e = self.eps.or_default(dst);
             e.rx.0 += 1;
             e.rx.1 += p.len;
         }
@@ -671,8 +678,8 @@ fn conv_filter(c: &ConvAcc) -> String {
 }
 
 /// One more packet of `len` bytes under `key`.
-fn bump(map: &mut BTreeMap<String, (u64, u64)>, key: &str, len: u64) {
-    let e = crate::index::at(map, key);
+fn bump(map: &mut Keyed<String, (u64, u64)>, key: &str, len: u64) {
+    let e = map.at(key);
     e.0 += 1;
     e.1 += len;
 }
@@ -1134,6 +1141,7 @@ mod tests {
         assert!(row.retransmission);
         let mut o = Overview::default();
         o.add(row);
+        crate::index::Part::finish(&mut o);
         assert_eq!(o.expert.chat, 1);
         assert_eq!(o.expert.note, 1);
         assert_eq!(o.totals["tcp"].0, 1);

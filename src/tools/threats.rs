@@ -673,7 +673,7 @@ pub struct PacketFacts {
     arp_claims: BTreeMap<String, Vec<(String, u64)>>,
     mac_claims: BTreeMap<String, BTreeSet<String>>,
     /// Per IP source, the MACs its frames arrived from, with the first frame of each.
-    ip_macs: BTreeMap<String, Vec<(String, u64)>>,
+    ip_macs: crate::index::Keyed<String, Vec<(String, u64)>>,
     credentials: Vec<Credential>,
     /// (client, server, service) -> failed-login frames.
     failures: BTreeMap<(String, String, String), Vec<u64>>,
@@ -697,6 +697,9 @@ impl crate::index::Part for PacketFacts {
     fn add(&mut self, r: ThreatRow) {
         self.span.add(Some(r.time));
         PacketFacts::add(self, r)
+    }
+    fn finish(&mut self) {
+        self.ip_macs.finish();
     }
     fn approx_bytes(&self) -> usize {
         // per-pair maps dominate; each entry holds two addresses and a few frames
@@ -732,7 +735,7 @@ impl PacketFacts {
         };
         if let Some(mac) = &r.eth_src
             && !unassigned(&src)
-            && let Some(v) = crate::index::slot(&mut self.ip_macs, &src)
+            && let Some(v) = self.ip_macs.slot(&src)
             && v.len() < 4
             && !v.iter().any(|(m, _)| m == mac)
         {
