@@ -320,8 +320,14 @@ async fn main() {
     let _ = client.cancel().await;
 
     let index_cmd = index_cmd.expect("analyze_pcap_file reported no tshark command");
-    let bare = bare_cpu(&index_cmd);
-    println!("bare index pass: {bare:.2} s CPU");
+    // twice: on this kind of shared VM one pass varies by 10-30% from run to run, and
+    // every ratio below rests on it
+    let runs = [bare_cpu(&index_cmd), bare_cpu(&index_cmd)];
+    let bare = (runs[0] + runs[1]) / 2.0;
+    println!(
+        "bare index pass: {bare:.2} s CPU (mean of {:.2} and {:.2})",
+        runs[0], runs[1]
+    );
     println!(
         "{:<40} {:>9} {:>9} {:>8}",
         "call", "cpu (s)", "x bare", "peak MB"
