@@ -192,6 +192,9 @@ pub struct ExpertFrames {
     /// frame, index into `kinds`), at most [`MAX_OCCURRENCES`].
     occurrences: Vec<(f64, u64, u32)>,
     kinds: Vec<(String, String)>,
+    /// Each kind's index in `kinds`, while the pass runs: a capture with thousands of
+    /// distinct messages would otherwise scan the list for every warning.
+    kind_index: std::collections::HashMap<(String, String), u32>,
 }
 
 /// The most expert warnings and errors kept with their times (16 bytes each).
@@ -214,16 +217,18 @@ impl crate::index::Part for ExpertFrames {
                 && self.occurrences.len() < MAX_OCCURRENCES
                 && let Some(t) = r.time
             {
-                let i = match self.kinds.iter().position(|k| *k == key) {
-                    Some(i) => i,
+                let i = match self.kind_index.get(&key) {
+                    Some(&i) => Some(i),
                     None if self.kinds.len() < 10_000 => {
+                        let i = self.kinds.len() as u32;
                         self.kinds.push(key.clone());
-                        self.kinds.len() - 1
+                        self.kind_index.insert(key.clone(), i);
+                        Some(i)
                     }
-                    None => usize::MAX,
+                    None => None,
                 };
-                if i != usize::MAX {
-                    self.occurrences.push((t, r.frame, i as u32));
+                if let Some(i) = i {
+                    self.occurrences.push((t, r.frame, i));
                 }
             }
             let v = self.frames.entry(key).or_default();
@@ -231,6 +236,9 @@ impl crate::index::Part for ExpertFrames {
                 v.push(r.frame);
             }
         }
+    }
+    fn finish(&mut self) {
+        self.kind_index = Default::default();
     }
     fn approx_bytes(&self) -> usize {
         self.frames
