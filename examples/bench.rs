@@ -288,15 +288,15 @@ async fn main() {
     let mut first_split = (0.0, 0.0);
     let start = cpu_of(pid);
     for (tool, a) in investigation(&f) {
-        let before = cpu_of(pid);
         let req =
             CallToolRequestParams::new(tool.clone()).with_arguments(a.as_object().unwrap().clone());
-        let split_before = cpu_split(pid);
+        let before = cpu_split(pid);
         let r = client.call_tool(req).await.unwrap();
-        let cpu = cpu_of(pid) - before;
+        let after = cpu_split(pid);
+        let split = (after.0 - before.0, after.1 - before.1);
+        let cpu = split.0 + split.1;
         if rows.is_empty() {
-            let after = cpu_split(pid);
-            first_split = (after.0 - split_before.0, after.1 - split_before.1);
+            first_split = split;
         }
         let v = r.structured_content.unwrap_or_default();
         if tool == "analyze_pcap_file" {

@@ -25,33 +25,6 @@ use crate::tshark::fields::{FromRow, Row, field_args};
 /// findings rest on (TCP streams, SYNs, bytes) are never capped.
 pub const MAX_TRACKED: usize = 100_000;
 
-/// Whether `key` may be counted in `map`: it is there already, or there is room.
-pub fn room<K, Q, V>(map: &BTreeMap<K, V>, key: &Q) -> bool
-where
-    K: Ord + std::borrow::Borrow<Q>,
-    Q: Ord + ?Sized,
-{
-    map.len() < MAX_TRACKED || map.contains_key(key)
-}
-
-/// The entry of `key` in `map`, its key allocated only when it is new: a reducer's
-/// per-packet path looks up by `&str`, so a key costs one allocation per flow or host,
-/// not one per packet.
-pub fn at<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
-    // two lookups: returning the `get_mut` borrow from inside an `if let` does not pass
-    // today's borrow checker, and `entry` would need the owned key up front
-    if map.contains_key(key) {
-        return map.get_mut(key).expect("the key is there");
-    }
-    map.entry(key.to_string()).or_default()
-}
-
-/// [`at`] for the tables capped at [`MAX_TRACKED`] keys: None when `key` is new and
-/// there is no room.
-pub fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
-    room(map, key).then(|| at(map, key))
-}
-
 /// A reducer's keyed table (per host, per pair, per protocol path): hashed while the
 /// pass feeds it, in key order once its part has finished.
 ///
@@ -103,17 +76,6 @@ impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
         self.len() < MAX_TRACKED || self.contains_key(key)
     }
 
-    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Ord + std::hash::Hash + Eq + ?Sized,
-    {
-        match self.building.get_mut(key) {
-            Some(v) => Some(v),
-            None => self.sorted.get_mut(key),
-        }
-    }
-
     /// The entry of an owned key, made with `make` when it is new.
     pub fn or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         if self.sorted.contains_key(&key) {
@@ -137,7 +99,9 @@ impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
 }
 
 impl<V: Default> Keyed<String, V> {
-    /// [`at`] for a keyed table: the key allocated only when it is new.
+    /// The entry of `key`, its key allocated only when it is new: a reducer's
+    /// per-packet path looks up by `&str`, so a key costs one allocation per flow or
+    /// host, not one per packet.
     pub fn at(&mut self, key: &str) -> &mut V {
         if self.building.contains_key(key) {
             return self.building.get_mut(key).expect("the key is there");
@@ -145,7 +109,8 @@ impl<V: Default> Keyed<String, V> {
         self.or_default(key.to_string())
     }
 
-    /// [`slot`] for a keyed table: None when `key` is new and there is no room.
+    /// [`Keyed::at`] for the tables capped at [`MAX_TRACKED`] keys: None when `key` is
+    /// new and there is no room.
     pub fn slot(&mut self, key: &str) -> Option<&mut V> {
         self.room(key).then(|| self.at(key))
     }

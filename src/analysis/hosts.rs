@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::engine::Span;
-use crate::index::{Keyed, slot};
+use crate::index::Keyed;
 use crate::report::host_filter;
 use crate::tshark::fields::{FromRow, Row};
 
@@ -397,13 +397,13 @@ pub struct TopoState {
     pub dhcp_routers: BTreeSet<String>,
     /// Address -> names it was given, with where each came from (`dns`, `mdns`,
     /// `llmnr`, `netbios`) and the first frame that said so.
-    pub names: BTreeMap<String, Vec<Named>>,
+    pub names: Keyed<String, Vec<Named>>,
     /// Address -> user names sent from it (`kerberos`, `ntlm`).
-    pub users: BTreeMap<String, Vec<Named>>,
+    pub users: Keyed<String, Vec<Named>>,
     /// Address -> names clients asked it to serve (`tls_sni`, `http_host`).
-    pub served: BTreeMap<String, Vec<Named>>,
+    pub served: Keyed<String, Vec<Named>>,
     /// MAC -> host names its DHCP messages carried, and addresses leased to it.
-    pub dhcp_clients: BTreeMap<String, DhcpClient>,
+    pub dhcp_clients: Keyed<String, DhcpClient>,
 }
 
 /// A name and the evidence for it.
@@ -445,14 +445,8 @@ fn note(list: &mut Vec<Named>, source: &str, name: &str, frame: u64) {
     }
 }
 
-fn note_for(
-    map: &mut BTreeMap<String, Vec<Named>>,
-    key: &str,
-    source: &str,
-    name: &str,
-    frame: u64,
-) {
-    if let Some(list) = slot(map, key) {
+fn note_for(map: &mut Keyed<String, Vec<Named>>, key: &str, source: &str, name: &str, frame: u64) {
+    if let Some(list) = map.slot(key) {
         note(list, source, name, frame);
     }
 }
@@ -466,6 +460,10 @@ impl crate::index::Part for TopoState {
         self.hosts.finish();
         self.edges.finish();
         self.macs.finish();
+        self.names.finish();
+        self.users.finish();
+        self.served.finish();
+        self.dhcp_clients.finish();
     }
     fn add(&mut self, r: TopoRow) {
         self.span.add(r.time);
@@ -580,9 +578,8 @@ impl crate::index::Part for TopoState {
         }
     }
     fn approx_bytes(&self) -> usize {
-        let named = |m: &BTreeMap<String, Vec<Named>>| {
-            m.values().map(|v| 100 + v.len() * 120).sum::<usize>()
-        };
+        let named =
+            |m: &Keyed<String, Vec<Named>>| m.values().map(|v| 100 + v.len() * 120).sum::<usize>();
         // per entry: key and value in a tree node (about half full) plus their strings
         named(&self.names)
             + named(&self.users)
@@ -612,7 +609,7 @@ impl TopoState {
             }
         }
         if let Some((mac, hostname, leased)) = &id.dhcp
-            && let Some(c) = slot(&mut self.dhcp_clients, mac)
+            && let Some(c) = self.dhcp_clients.slot(mac)
         {
             if let Some(h) = hostname {
                 note(&mut c.hostnames, "dhcp", h, frame);
