@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 fn rcode_count(v: &Value, rcode: &str) -> u64 {
     v["rcodes"]
@@ -114,10 +115,10 @@ while True:
     s.sendto(q[:2] + flags + q[4:6] + b'\x00\x00\x00\x00\x00\x00' + q[12:i+5], addr)
 "#;
 
-fn query(server: &str, name: &str, id: u16) {
+/// Sends one A query for `name`; true when an answer came within `wait`.
+fn query(server: &str, name: &str, id: u16, wait: std::time::Duration) -> bool {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_millis(300)))
-        .unwrap();
+    sock.set_read_timeout(Some(wait)).unwrap();
     let mut q = id.to_be_bytes().to_vec();
     q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     for l in name.split('.') {
@@ -127,7 +128,7 @@ fn query(server: &str, name: &str, id: u16) {
     q.extend([0, 0, 1, 0, 1]);
     sock.send_to(&q, server).unwrap();
     let mut buf = [0u8; 512];
-    let _ = sock.recv_from(&mut buf);
+    sock.recv_from(&mut buf).is_ok()
 }
 
 #[tokio::test]
@@ -138,6 +139,17 @@ async fn dns_against_a_resolver_in_a_namespace() {
     }
     let ns = Netns::create(11).expect("create netns and veth");
     let _resolver = ns.spawn_python(RESOLVER);
+    // the resolver answers before the capture starts: on a loaded machine python may
+    // take seconds to bind, and a query sent before then is one more unanswered query
+    wait_until(20, "the resolver in the namespace never answered", || {
+        query(
+            "10.213.11.2:53",
+            "probe.test",
+            0x0fff,
+            Duration::from_millis(200),
+        )
+    })
+    .await;
     let s = start().await;
     let v = s
         .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 30, "capture_filter": "udp port 53", "output_file": "dns.pcapng"}))
@@ -155,7 +167,19 @@ async fn dns_against_a_resolver_in_a_namespace() {
         .iter()
         .enumerate()
         {
-            query("10.213.11.2:53", name, 0x1000 + i as u16);
+            // wait for each answer (all but the silent one), so none is still on its
+            // way when the capture stops
+            let wait = if name.starts_with("silent") {
+                300
+            } else {
+                5000
+            };
+            query(
+                "10.213.11.2:53",
+                name,
+                0x1000 + i as u16,
+                Duration::from_millis(wait),
+            );
         }
     })
     .await
