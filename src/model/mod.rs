@@ -8,4 +8,5 @@ pub mod http;
 pub mod icmp;
 pub mod quic;
 pub mod tcp;
+pub mod timing;
 pub mod tls;

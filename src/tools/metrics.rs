@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::stats::Distribution;
 use crate::engine::{Analysis, Span};
 use crate::model::tcp::TcpModel;
+use crate::model::timing::TimingRow;
 use crate::report::{Evidence, Finding, Report, Severity, Table, endpoint, ms, rfc3339};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -75,64 +75,6 @@ pub struct ResponseTimes {
     pub slowest: Vec<Transaction>,
 }
 
-#[derive(Clone)]
-pub struct AppRow {
-    frame: u64,
-    time: f64,
-    stream: Option<u64>,
-    src: String,
-    sport: Option<u64>,
-    dns_time: Option<f64>,
-    dns_name: Option<String>,
-    http_time: Option<f64>,
-    uri: Option<String>,
-    hs_types: Vec<u64>,
-}
-
-impl crate::index::Kept for AppRow {
-    fn wants(r: &Row<'_>) -> bool {
-        use crate::index::col;
-        const TIMES: [usize; 2] = [
-            col(AppRow::FIELDS, "dns.time"),
-            col(AppRow::FIELDS, "http.time"),
-        ];
-        const HANDSHAKE: usize = col(AppRow::FIELDS, "tls.handshake.type");
-        crate::index::has_any(r, &TIMES) || r.all(HANDSHAKE).any(|t| t == "1" || t == "2")
-    }
-}
-
-impl FromRow for AppRow {
-    const FIELDS: &'static [&'static str] = &[
-        "frame.number",
-        "frame.time_epoch",
-        "tcp.stream",
-        "ip.src",
-        "ipv6.src",
-        "tcp.srcport",
-        "udp.srcport",
-        "dns.time",
-        "dns.qry.name",
-        "http.time",
-        "http.response_for.uri",
-        "tls.handshake.type",
-    ];
-
-    fn from_row(r: &Row<'_>) -> Option<Self> {
-        Some(Self {
-            frame: r.u64(0)?,
-            time: r.f64(1).unwrap_or(0.0),
-            stream: r.u64(2),
-            src: r.innermost_addr(3, 4),
-            sport: r.u64(5).or_else(|| r.u64(6)),
-            dns_time: r.f64(7),
-            dns_name: r.owned(8),
-            http_time: r.f64(9),
-            uri: r.owned(10),
-            hs_types: r.all(11).filter_map(|s| s.parse().ok()).collect(),
-        })
-    }
-}
-
 #[tool_router(router = metrics_router, vis = "pub(crate)")]
 impl PcapServer {
     /// Application response times per server for http, dns, tls, tcp (connect) or all:
@@ -188,8 +130,8 @@ async fn response_times(
     };
     if want(AppProtocol::Http) || want(AppProtocol::Dns) || want(AppProtocol::Tls) {
         let mut hello: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
-        let kept = a.part::<crate::index::Rows<AppRow>>().await?;
-        for r in kept.0.iter().cloned() {
+        let kept = a.part::<crate::index::Rows<TimingRow>>().await?;
+        for r in kept.0.iter().filter(|r| r.is_application()) {
             span.add(Some(r.time));
             if let (Some(t), true) = (r.dns_time, want(AppProtocol::Dns)) {
                 push(
@@ -214,10 +156,10 @@ async fn response_times(
                 );
             }
             if let (Some(s), true) = (r.stream, want(AppProtocol::Tls)) {
-                if r.hs_types.contains(&1) {
+                if r.client_hello {
                     hello.entry(s).or_insert(r.time);
                 }
-                if r.hs_types.contains(&2)
+                if r.server_hello
                     && let Some(t0) = hello.remove(&s)
                 {
                     push(

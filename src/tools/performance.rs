@@ -15,6 +15,7 @@ use crate::analysis::stats::{Distribution, stream_rtt};
 use crate::engine::Analysis;
 use crate::model::http::{HttpRow, distinct_messages};
 use crate::model::tcp::TcpModel;
+use crate::model::timing::TimingRow;
 use crate::model::tls::Session;
 use crate::report::{
     Evidence, Finding, Report, Severity, Table, human_bits_per_s, ms, round, thousands,
@@ -22,7 +23,6 @@ use crate::report::{
 use crate::server::PcapServer;
 use crate::tools::TcpParams;
 use crate::tools::{clamp_limit, clamp_offset};
-use crate::tshark::fields::{FromRow, Row};
 
 // ---------------------------------------------------------------- performance
 
@@ -259,63 +259,6 @@ pub struct Latency {
     pub outliers: Vec<Outlier>,
 }
 
-#[derive(Clone)]
-pub struct LatencyRow {
-    frame: u64,
-    time: f64,
-    stream: Option<u64>,
-    dns_time: Option<f64>,
-    dns_name: Option<String>,
-    http_time: Option<f64>,
-    icmp_time: Option<f64>,
-    hs_types: Vec<u64>,
-    uri: Option<String>,
-}
-
-impl crate::index::Kept for LatencyRow {
-    fn wants(r: &Row<'_>) -> bool {
-        use crate::index::col;
-        const TIMES: [usize; 4] = [
-            col(LatencyRow::FIELDS, "dns.time"),
-            col(LatencyRow::FIELDS, "http.time"),
-            col(LatencyRow::FIELDS, "icmp.resptime"),
-            col(LatencyRow::FIELDS, "icmpv6.resptime"),
-        ];
-        const HANDSHAKE: usize = col(LatencyRow::FIELDS, "tls.handshake.type");
-        crate::index::has_any(r, &TIMES) || r.all(HANDSHAKE).any(|t| t == "1" || t == "2")
-    }
-}
-
-impl FromRow for LatencyRow {
-    const FIELDS: &'static [&'static str] = &[
-        "frame.number",
-        "frame.time_epoch",
-        "tcp.stream",
-        "dns.time",
-        "dns.qry.name",
-        "http.time",
-        "icmp.resptime",
-        "icmpv6.resptime",
-        "tls.handshake.type",
-        "http.request.full_uri",
-    ];
-
-    fn from_row(r: &Row<'_>) -> Option<Self> {
-        Some(Self {
-            frame: r.u64(0)?,
-            time: r.f64(1).unwrap_or(0.0),
-            stream: r.u64(2),
-            dns_time: r.f64(3),
-            dns_name: r.owned(4),
-            http_time: r.f64(5),
-            // icmp.resptime is in milliseconds
-            icmp_time: r.f64(6).or_else(|| r.f64(7)).map(|v| v / 1000.0),
-            hs_types: r.all(8).filter_map(|s| s.parse().ok()).collect(),
-            uri: r.owned(9),
-        })
-    }
-}
-
 async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, String> {
     let m = a.part::<TcpModel>().await?;
     let mut dns = Vec::new();
@@ -324,8 +267,8 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
     let mut samples: Vec<(&'static str, u64, f64, String)> = Vec::new();
     let mut hello: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
     let mut tls = Vec::new();
-    let kept = a.part::<crate::index::Rows<LatencyRow>>().await?;
-    for r in kept.0.iter().cloned() {
+    let kept = a.part::<crate::index::Rows<TimingRow>>().await?;
+    for r in kept.0.iter() {
         if let Some(t) = r.dns_time {
             dns.push(t);
             samples.push(("dns", r.frame, t, r.dns_name.clone().unwrap_or_default()));
@@ -339,10 +282,10 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
             samples.push(("icmp-echo", r.frame, t, String::new()));
         }
         if let Some(s) = r.stream {
-            if r.hs_types.contains(&1) {
+            if r.client_hello {
                 hello.entry(s).or_insert((r.time, r.frame));
             }
-            if r.hs_types.contains(&2)
+            if r.server_hello
                 && let Some((t0, _)) = hello.remove(&s)
             {
                 tls.push(r.time - t0);
@@ -646,7 +589,7 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
         .map(|t| t / 1000.0)
         .unwrap_or(crate::analysis::slowness::DEFAULT_SLOW_S);
     let m = a.part::<TcpModel>().await?;
-    let rows = a.part::<crate::index::Rows<LatencyRow>>().await?;
+    let rows = a.part::<crate::index::Rows<TimingRow>>().await?;
     let tls = a.part::<crate::model::tls::TlsModel>().await?;
     let http = a.part::<crate::index::Rows<HttpRow>>().await?;
     let tls_of: HashMap<u64, &Session> = tls

@@ -59,6 +59,7 @@ async fn check(s: &Server, file: &Path) -> bool {
     let tls = call("analyze_tls_handshakes").await;
     let bandwidth = call("analyze_bandwidth_utilization").await;
     let response = call("analyze_application_response_times").await;
+    let latency = call("analyze_network_latency").await;
 
     // retransmissions and loss: the TCP, congestion and quality tools
     let t = &retrans["totals"];
@@ -166,6 +167,26 @@ async fn check(s: &Server, file: &Path) -> bool {
             assert_eq!(r["p95_ms"], q["p95_ms"], "{name}: handshake RTT p95");
         }
         None => assert_eq!(u(&q["count"]), 0, "{name}: handshake RTT samples"),
+    }
+
+    // timed exchanges: the latency tool and the response-time tool time the same ones
+    for (kind, protocol) in [
+        ("tcp_handshake", "tcp"),
+        ("dns", "dns"),
+        ("http", "http"),
+        ("tls_handshake", "tls"),
+    ] {
+        let overall = response["overall"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["protocol"] == protocol)
+            .map_or(0, |r| u(&r["count"]));
+        assert_eq!(
+            u(&latency[kind]["count"]),
+            overall,
+            "{name}: {protocol} samples, latency vs response times"
+        );
     }
 
     // throughput: frame bytes, in the bandwidth tool and the timeline
