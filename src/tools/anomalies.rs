@@ -549,16 +549,18 @@ pub(crate) async fn anomalies(
     // (category, kind) -> frames
     // datagram -> (its fragments' frames, completed)
     let state = a.part::<AnomalyState>().await?;
-    // the report consumes what it shows; the index keeps its own copy
+    // the per-flow tables are read in place (a copy of them was the largest allocation
+    // of a call on a big capture); only the small group and count tables are amended
     let AnomalyState {
         span,
-        mut groups,
-        mut counts,
+        groups,
+        counts,
         streams,
         ttls,
         datagrams,
         ..
-    } = (*state).clone();
+    } = &*state;
+    let (mut groups, mut counts, span) = (groups.clone(), counts.clone(), *span);
 
     // datagrams whose fragments never all arrived
     let mut incomplete: Vec<u64> = datagrams
@@ -609,7 +611,7 @@ pub(crate) async fn anomalies(
     mismatches.sort_by_key(|m| m.first_frame);
     counts.port_mismatches = mismatches.len() as u64;
     let mut ttl_rows: Vec<TtlVariation> = ttls
-        .into_iter()
+        .iter()
         .filter(|(_, (v, _))| {
             // hosts start from 64, 128 or 255: values that cannot share an initial TTL
             let initial: BTreeSet<u64> = v
@@ -623,10 +625,10 @@ pub(crate) async fn anomalies(
             initial.len() >= 2
         })
         .map(|(source, (v, frames))| TtlVariation {
-            display_filter: host_filter(&source, "src"),
-            source,
-            ttls: v.into_iter().collect(),
-            frames,
+            display_filter: host_filter(source, "src"),
+            source: source.clone(),
+            ttls: v.to_vec(),
+            frames: frames.clone(),
         })
         .collect();
     ttl_rows.sort_by(|a, b| a.source.cmp(&b.source));
