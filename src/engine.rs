@@ -260,6 +260,9 @@ impl Engine {
                 },
             )
             .await?;
+        // what the view built and dropped (copies, sorted lists) is returned, so that a
+        // long investigation does not keep every call's high-water mark
+        release_freed_memory();
         match outcome {
             Outcome::Done(mut report) => {
                 if asked_for_more {
@@ -288,8 +291,9 @@ impl Engine {
     }
 }
 
-/// Hands memory freed by a dropped index back to the system: glibc keeps freed heap
-/// for reuse otherwise, and a server that indexed one big capture would stay that big.
+/// Hands freed memory back to the system: glibc keeps freed heap for reuse otherwise
+/// (per thread arena, where another thread cannot reuse it), and a server that indexed
+/// one big capture, or answered many calls over it, would stay at its high-water mark.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
@@ -664,9 +668,10 @@ impl Analysis {
             .clone();
         if let Some(bytes) = built {
             // weigh it now that its size is known; older indexes beyond the budget go
-            if self.engine.indexes.lock().unwrap().weigh(&key, bytes) {
-                release_freed_memory();
-            }
+            self.engine.indexes.lock().unwrap().weigh(&key, bytes);
+            // and the pass's own scaffolding (hashed tables moved into ordered ones,
+            // row vectors grown by doubling, then shrunk) goes back to the system
+            release_freed_memory();
         }
         // a cached index still reports the pass that built it
         for c in &index.commands {
