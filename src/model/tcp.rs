@@ -389,7 +389,9 @@ pub struct StreamDetail {
     pub ece: u64,
     pub cwr: u64,
     pub jitter: f64,
-    pub frames: BTreeMap<&'static str, Vec<u64>>,
+    /// Example frames per kind of event, kinds in order of first occurrence: a stream
+    /// shows a handful of kinds, and an ordered map's smallest node is ~450 bytes.
+    frames: Vec<(&'static str, Vec<u64>)>,
 }
 
 static NO_DETAIL: std::sync::LazyLock<StreamDetail> =
@@ -538,9 +540,16 @@ impl Stream {
             self.first_reset = Some(frame);
             return;
         }
-        let v = self.detail_mut().frames.entry(kind).or_default();
-        if v.len() < SAMPLE_FRAMES {
-            v.push(frame);
+        let frames = &mut self.detail_mut().frames;
+        let i = match frames.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                frames.push((kind, Vec::new()));
+                frames.len() - 1
+            }
+        };
+        if frames[i].1.len() < SAMPLE_FRAMES {
+            frames[i].1.push(frame);
         }
     }
 
@@ -743,7 +752,9 @@ impl Stream {
         } else {
             Vec::new()
         };
-        v.extend(self.frames.get(kind).into_iter().flatten());
+        if let Some((_, f)) = self.frames.iter().find(|(k, _)| *k == kind) {
+            v.extend(f);
+        }
         v.truncate(SAMPLE_FRAMES);
         v
     }
@@ -1042,7 +1053,16 @@ impl Stream {
         };
         let last = self.last;
         if let Some(dd) = self.detail.as_deref_mut() {
+            // the lists grew by doubling while the pass fed them; they are final now
+            dd.messages.shrink_to_fit();
+            dd.rtt_samples.shrink_to_fit();
+            dd.frames.shrink_to_fit();
+            for f in &mut dd.frames {
+                f.1.shrink_to_fit();
+            }
             for d in 0..2 {
+                dd.rtt_by_sender[d].shrink_to_fit();
+                dd.gaps[d].shrink_to_fit();
                 if let Some((t0, _)) = dd.zw_open[d].take() {
                     let stall = last - t0;
                     if let Some(m) = dd.messages.last_mut()
@@ -1256,9 +1276,10 @@ impl TcpModel {
                         + 8 * (d.rtt_samples.capacity()
                             + d.rtt_by_sender[0].capacity()
                             + d.rtt_by_sender[1].capacity())
+                        + std::mem::size_of::<Message>() * d.messages.capacity()
                         + d.frames
-                            .values()
-                            .map(|v| 64 + 8 * v.capacity())
+                            .iter()
+                            .map(|(_, v)| 48 + 8 * v.capacity())
                             .sum::<usize>()
                 });
                 // malloc hands out 32 bytes at the least, with 16 of bookkeeping
