@@ -503,11 +503,22 @@ pub mod heap {
 
     thread_local! {
         static IN_USE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
     }
 
     fn add(n: isize) {
         // try_with: a thread being torn down has no counter left
-        let _ = IN_USE.try_with(|c| c.set(c.get() + n));
+        let _ = IN_USE.try_with(|c| {
+            c.set(c.get() + n);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(c.get())));
+        });
+    }
+
+    /// The most heap this thread had in use since the last call (which resets it to
+    /// what is in use now).
+    pub fn take_peak() -> usize {
+        let now = IN_USE.with(|c| c.get());
+        PEAK.with(|p| p.replace(now)).max(0) as usize
     }
 
     unsafe impl GlobalAlloc for Counting {
@@ -618,23 +629,39 @@ mod tests {
     }
 
     /// Our side of the index pass, without tshark: every part fed from recorded output
-    /// (`tshark ... -T fields` with the index's fields, as `tshark_commands` lists it).
-    /// `INDEX_LINES=/path cargo test --release --bin pcap-analyzer-mcp-server
+    /// (`tshark ... -T fields` with the index's fields, as `tshark_commands` lists it),
+    /// or from a capture this test runs tshark on (INDEX_PCAP), with each part's CPU and
+    /// the heap it really holds once finished (counted by dropping it).
+    /// `INDEX_PCAP=/path cargo test --release --bin pcap-analyzer-mcp-server
     /// feed_recorded_lines -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn feed_recorded_lines() {
-        let Ok(path) = std::env::var("INDEX_LINES") else {
-            return;
-        };
-        let text = std::fs::read_to_string(path).unwrap();
+        // the capture's own span sizes the time buckets, as in the server
+        let summary = std::env::var("INDEX_PCAP")
+            .ok()
+            .and_then(|p| std::fs::File::open(p).ok())
+            .and_then(|f| crate::pcapfile::summarize(f, u64::MAX).ok())
+            .unwrap_or_default();
         let ctx = Ctx {
-            summary: Arc::new(CaptureSummary::default()),
-            window: Window::default(),
+            window: Window::of(&summary, false, None),
+            summary: Arc::new(summary),
         };
         let mut sinks: Vec<Box<dyn Sink>> =
             crate::tools::INDEX_PARTS.iter().map(|m| m(&ctx)).collect();
         let (union, maps) = union_of(&sinks);
+        let text = if let Ok(path) = std::env::var("INDEX_LINES") {
+            std::fs::read_to_string(path).unwrap()
+        } else if let Ok(pcap) = std::env::var("INDEX_PCAP") {
+            let out = std::process::Command::new("tshark")
+                .args(["-n", "-r", &pcap])
+                .args(field_args(&union))
+                .output()
+                .expect("tshark runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            return;
+        };
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
@@ -645,6 +672,8 @@ mod tests {
         }
         eprintln!("split {} lines: {:?}", lines.len(), t.elapsed());
         let mut per = vec![std::time::Duration::ZERO; sinks.len()];
+        let base = heap::in_use();
+        heap::take_peak();
         let t = std::time::Instant::now();
         for line in &lines {
             let row = Row::parse(line, union.len());
@@ -655,8 +684,35 @@ mod tests {
             }
         }
         eprintln!("all parts: {:?}", t.elapsed());
-        for (s, d) in sinks.iter().zip(per) {
+        for (s, d) in sinks.iter().zip(&per) {
             eprintln!("{d:>12?} {}", s.name());
         }
+        let fed_peak = heap::take_peak();
+        let mut parts = Vec::new();
+        for s in sinks {
+            let name = s.name();
+            let (_, part, estimate) = s.done();
+            parts.push((name, part, estimate));
+        }
+        let done_peak = heap::take_peak();
+        eprintln!(
+            "heap above the input: {} KB at most while fed, {} KB at most while finishing, {} KB once finished",
+            fed_peak.saturating_sub(base) / 1024,
+            done_peak.saturating_sub(base) / 1024,
+            heap::in_use().saturating_sub(base) / 1024
+        );
+        let mut total = 0;
+        for (name, part, estimate) in parts {
+            let before = heap::in_use();
+            drop(part);
+            let held = before.saturating_sub(heap::in_use());
+            total += held;
+            eprintln!(
+                "{:>8} KB held, estimate {:>8} KB: {name}",
+                held / 1024,
+                estimate / 1024
+            );
+        }
+        eprintln!("all parts hold {} KB", total / 1024);
     }
 }
