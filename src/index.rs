@@ -227,24 +227,48 @@ pub trait Part: Sized + Send + Sync + 'static {
 /// tool's own reduction can run with the caller's parameters over them.
 pub trait Kept: FromRow + Send + Sync + 'static {
     fn wants(row: &Row<'_>) -> bool;
+    /// Hands the row's repetitive strings to `strings`, which keeps one copy of each.
+    fn share(&mut self, _strings: &mut Interner) {}
 }
 
-/// The kept rows of one family, in frame order.
-pub struct Rows<R>(pub Vec<R>);
+/// One copy of each string the kept rows of a family repeat: the addresses, hosts,
+/// methods, versions and user agents of tens of thousands of HTTP messages are a few
+/// hundred distinct strings. Used while the pass runs; the rows keep the copies.
+#[derive(Default)]
+pub struct Interner(std::collections::HashSet<Arc<str>>);
+
+impl Interner {
+    pub fn share(&mut self, s: &mut Option<Arc<str>>) {
+        if let Some(v) = s {
+            match self.0.get(&**v) {
+                Some(kept) => *v = kept.clone(),
+                None => {
+                    self.0.insert(v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The kept rows of one family, in frame order (and the interner of their strings
+/// while the pass runs).
+pub struct Rows<R>(pub Vec<R>, Interner);
 
 impl<R: Kept> Part for Rows<R> {
     type Row = R;
     fn new(_: &Ctx) -> Self {
-        Rows(Vec::new())
+        Rows(Vec::new(), Interner::default())
     }
     fn wants(row: &Row<'_>) -> bool {
         R::wants(row)
     }
-    fn add(&mut self, row: R) {
+    fn add(&mut self, mut row: R) {
+        row.share(&mut self.1);
         self.0.push(row)
     }
     fn finish(&mut self) {
-        self.0.shrink_to_fit()
+        self.0.shrink_to_fit();
+        self.1 = Interner::default();
     }
     fn approx_bytes(&self) -> usize {
         // rows hold a few short strings besides their inline size

@@ -463,21 +463,22 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 ts: m.time.unwrap_or(conn.ts),
                 id: conn.id.clone(),
                 trans_depth: *d,
-                method: q.and_then(|q| q.method.clone()),
-                host: q.and_then(|q| q.host.clone()),
+                method: q.and_then(|q| q.method.as_deref().map(str::to_string)),
+                host: q.and_then(|q| q.host.as_deref().map(str::to_string)),
                 uri: q.and_then(|q| q.uri.clone()),
                 referrer: q.and_then(|q| q.referrer.clone()),
                 // a request line without a version is HTTP/0.9
                 version: last
-                    .and_then(|r| r.version.clone())
-                    .or_else(|| q.map(|q| q.version.clone().unwrap_or_else(|| "0.9".into()))),
-                user_agent: q.and_then(|q| q.user_agent.clone()),
+                    .and_then(|r| r.version.as_deref())
+                    .or_else(|| q.map(|q| q.version.as_deref().unwrap_or("0.9")))
+                    .map(str::to_string),
+                user_agent: q.and_then(|q| q.user_agent.as_deref().map(str::to_string)),
                 request_body_len: q.map_or(0, body_len),
                 response_body_len: last.map_or(0, body_len),
                 status_code: last.and_then(|r| r.code),
-                status_msg: last.and_then(|r| r.phrase.clone()),
+                status_msg: last.and_then(|r| r.phrase.as_deref().map(str::to_string)),
                 info_code: first_interim.and_then(|r| r.code),
-                info_msg: first_interim.and_then(|r| r.phrase.clone()),
+                info_msg: first_interim.and_then(|r| r.phrase.as_deref().map(str::to_string)),
                 username: q.and_then(|q| q.username.clone()),
                 resp_mime_types: last
                     .and_then(|r| r.content_type.as_deref())

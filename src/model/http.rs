@@ -2,6 +2,7 @@
 //! part of the capture index), read by the HTTP tool and by per-request timing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::tshark::fields::{FromRow, Row};
 
@@ -10,26 +11,26 @@ pub struct HttpRow {
     pub frame: u64,
     pub time: Option<f64>,
     pub stream: Option<u64>,
-    pub src: Option<String>,
-    pub dst: Option<String>,
+    pub src: Option<Arc<str>>,
+    pub dst: Option<Arc<str>>,
     pub sport: Option<u64>,
     pub dport: Option<u64>,
     pub is_request: bool,
-    pub method: Option<String>,
-    pub host: Option<String>,
+    pub method: Option<Arc<str>>,
+    pub host: Option<Arc<str>>,
     pub uri: Option<String>,
     pub code: Option<u64>,
-    pub content_type: Option<String>,
+    pub content_type: Option<Arc<str>>,
     pub content_length: Option<u64>,
     pub time_since_request: Option<f64>,
     pub request_in: Option<u64>,
-    pub phrase: Option<String>,
-    pub user_agent: Option<String>,
+    pub phrase: Option<Arc<str>>,
+    pub user_agent: Option<Arc<str>>,
     /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
     pub retransmitted: bool,
     /// The protocol version the message states (`1.1`), the request's Referer, and
     /// the user name of a Basic Authorization header (never its password).
-    pub version: Option<String>,
+    pub version: Option<Arc<str>>,
     pub referrer: Option<String>,
     pub username: Option<String>,
     /// A chunked body's length: the sum of its chunks (without Content-Length).
@@ -43,6 +44,20 @@ impl crate::index::Kept for HttpRow {
             crate::index::col(HttpRow::FIELDS, "http.response"),
         ];
         crate::index::has_any(r, &MESSAGE)
+    }
+    fn share(&mut self, strings: &mut crate::index::Interner) {
+        for s in [
+            &mut self.src,
+            &mut self.dst,
+            &mut self.method,
+            &mut self.host,
+            &mut self.content_type,
+            &mut self.phrase,
+            &mut self.user_agent,
+            &mut self.version,
+        ] {
+            strings.share(s);
+        }
     }
 }
 
@@ -82,26 +97,26 @@ impl FromRow for HttpRow {
             frame: r.u64(0)?,
             time: r.f64(1),
             stream: r.u64(2),
-            src: r.owned(3).or_else(|| r.owned(4)),
-            dst: r.owned(5).or_else(|| r.owned(6)),
+            src: r.first(3).or_else(|| r.first(4)).map(Arc::from),
+            dst: r.first(5).or_else(|| r.first(6)).map(Arc::from),
             sport: r.u64(7),
             dport: r.u64(8),
             is_request: r.str(9).is_some(),
-            method: r.owned(10),
-            host: r.owned(11),
+            method: r.first(10).map(Arc::from),
+            host: r.first(11).map(Arc::from),
             uri: r.owned(12),
             code: r.u64(13),
-            content_type: r.owned(14),
+            content_type: r.first(14).map(Arc::from),
             content_length: r.u64(15),
             time_since_request: r.f64(16),
             request_in: r.u64(17),
-            phrase: r.owned(18),
-            user_agent: r.owned(19),
+            phrase: r.first(18).map(Arc::from),
+            user_agent: r.first(19).map(Arc::from),
             retransmitted: r.str(20).is_some(),
             version: r
                 .first(22)
                 .or_else(|| r.first(23))
-                .map(|v| v.trim_start_matches("HTTP/").to_string()),
+                .map(|v| Arc::from(v.trim_start_matches("HTTP/"))),
             referrer: r.owned(24),
             username: r
                 .first(25)

@@ -105,8 +105,13 @@ pub struct HttpRequests {
     pub p95_response_ms: Option<f64>,
 }
 
+/// A kept row's shared string, as the report's own.
+fn owned(s: &Option<std::sync::Arc<str>>) -> Option<String> {
+    s.as_deref().map(str::to_string)
+}
+
 /// The endpoint, or "?" when tshark gave no address.
-fn endpoint(addr: &Option<String>, port: Option<u64>) -> String {
+fn endpoint(addr: &Option<std::sync::Arc<str>>, port: Option<u64>) -> String {
     addr.as_deref()
         .map(|a| crate::report::endpoint(a, port))
         .unwrap_or_else(|| "?".into())
@@ -193,10 +198,10 @@ pub(crate) async fn http_requests(
                 stream: r.stream,
                 client: endpoint(&r.src, r.sport),
                 server: endpoint(&r.dst, r.dport),
-                method: r.method.unwrap_or_default(),
-                host: r.host,
+                method: owned(&r.method).unwrap_or_default(),
+                host: owned(&r.host),
                 uri: r.uri.unwrap_or_default(),
-                user_agent: r.user_agent,
+                user_agent: owned(&r.user_agent),
                 status: None,
                 reason: None,
                 content_type: None,
@@ -218,8 +223,8 @@ pub(crate) async fn http_requests(
                 Some(&i) => {
                     let t = &mut requests[i];
                     t.status = Some(code as u16);
-                    t.reason = r.phrase;
-                    t.content_type = r.content_type;
+                    t.reason = owned(&r.phrase);
+                    t.content_type = owned(&r.content_type);
                     t.content_length = r.content_length;
                     t.response_time_ms = r.time_since_request.map(|s| round(s * 1000.0, 3));
                     t.response_frame = Some(r.frame);
@@ -238,8 +243,8 @@ pub(crate) async fn http_requests(
                         uri: String::new(),
                         user_agent: None,
                         status: Some(code as u16),
-                        reason: r.phrase,
-                        content_type: r.content_type,
+                        reason: owned(&r.phrase),
+                        content_type: owned(&r.content_type),
                         content_length: r.content_length,
                         response_time_ms: None,
                         response_frame: Some(r.frame),
