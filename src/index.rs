@@ -240,11 +240,15 @@ pub struct Interner(std::collections::HashSet<Arc<str>>);
 impl Interner {
     pub fn share(&mut self, s: &mut Option<Arc<str>>) {
         if let Some(v) = s {
-            match self.0.get(&**v) {
-                Some(kept) => *v = kept.clone(),
-                None => {
-                    self.0.insert(v.clone());
-                }
+            self.share_one(v);
+        }
+    }
+
+    pub fn share_one(&mut self, v: &mut Arc<str>) {
+        match self.0.get(&**v) {
+            Some(kept) => *v = kept.clone(),
+            None => {
+                self.0.insert(v.clone());
             }
         }
     }

@@ -331,7 +331,7 @@ fn dns_record(conns: &Connections, q: Option<&DnsRow>, r: Option<&DnsRow>) -> Op
         proto: proto_name(proto),
         trans_id: first.trans_id,
         rtt: q.zip(r).map(|(q, r)| micros(r.time - q.time)),
-        query: first.name.clone(),
+        query: first.name.as_deref().map(str::to_string),
         qclass: first.qclass,
         qclass_name: first.qclass.and_then(class_name),
         qtype: first.qtype,

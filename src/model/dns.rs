@@ -2,19 +2,21 @@
 //! LLMNR too), read by the DNS tool, the timeline, the quality grade and the flow
 //! records. The names of rcodes and query types are here, once.
 
+use std::sync::Arc;
+
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Clone)]
 pub struct DnsRow {
     pub frame: u64,
     pub time: f64,
-    pub protocols: String,
+    pub protocols: Arc<str>,
     pub tcp: bool,
-    pub src: String,
-    pub dst: String,
+    pub src: Arc<str>,
+    pub dst: Arc<str>,
     pub response: bool,
     pub rcode: Option<u64>,
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     pub qtype: Option<u64>,
     pub time_s: Option<f64>,
     pub response_to: Option<u64>,
@@ -60,6 +62,12 @@ impl crate::index::Kept for DnsRow {
         ["dns", "mdns", "llmnr"]
             .iter()
             .any(|p| crate::index::has_protocol(r, PROTOCOLS, p))
+    }
+    fn share(&mut self, strings: &mut crate::index::Interner) {
+        strings.share_one(&mut self.protocols);
+        strings.share_one(&mut self.src);
+        strings.share_one(&mut self.dst);
+        strings.share(&mut self.name);
     }
 }
 
@@ -107,13 +115,13 @@ impl FromRow for DnsRow {
         Some(Self {
             frame: r.u64(0)?,
             time: r.f64(1).unwrap_or(0.0),
-            protocols: r.owned(2).unwrap_or_default(),
+            protocols: Arc::from(r.first(2).unwrap_or_default()),
             tcp: r.u64(3).is_some(),
-            src: r.innermost_addr(4, 5),
-            dst: r.innermost_addr(6, 7),
+            src: Arc::from(r.innermost_addr(4, 5)),
+            dst: Arc::from(r.innermost_addr(6, 7)),
             response: r.flag(8),
             rcode: r.u64(9),
-            name: r.owned(10),
+            name: r.first(10).map(Arc::from),
             qtype: r.u64(11),
             time_s: r.f64(12),
             response_to: r.u64(13),

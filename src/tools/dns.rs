@@ -180,13 +180,13 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
     let mut truncated = 0u64;
     let mut hints = TunnelHints::default();
     for q in &queries {
-        let name = q.name.clone().unwrap_or_default();
+        let name = q.name.as_deref().unwrap_or_default().to_string();
         *names.entry(name.clone()).or_default() += 1;
         retrans += u64::from(q.retransmission);
         tcp_queries += u64::from(q.tcp);
         hints.add(&name, q.qtype, q.frame);
         let r = responses.get(&q.frame);
-        let res = resolvers.entry(q.dst.clone()).or_default();
+        let res = resolvers.entry(q.dst.to_string()).or_default();
         res.0 += u64::from(crate::definitions::dns_query_counts(q.retransmission));
         let rcode = r.and_then(|r| r.rcode);
         if crate::definitions::dns_query_failed(q.retransmission, r.is_some(), rcode) {
@@ -225,8 +225,8 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
                     query_frame: q.frame,
                     response_frame: r.map(|r| r.frame),
                     time: rfc3339(q.time),
-                    client: q.src.clone(),
-                    resolver: q.dst.clone(),
+                    client: q.src.to_string(),
+                    resolver: q.dst.to_string(),
                     name: name.clone(),
                     qtype: q.qtype.map(qtype_name).unwrap_or_default(),
                     rcode: rcode.map(rcode_name),
