@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::capture::CaptureManager;
 use crate::config::Config;
 use crate::index::{CaptureIndex, Part, PartMaker};
-use crate::jobs::{Jobs, Outcome, ProgressReporter};
+use crate::jobs::{Jobs, Outcome, ProgressReporter, release_freed_memory};
 use crate::lru::Lru;
 use crate::pcapfile::CaptureSummary;
 use crate::report::{CaptureFacts, Evidence, Finding, Report, Scope, Severity, rfc3339};
@@ -260,9 +260,6 @@ impl Engine {
                 },
             )
             .await?;
-        // what the view built and dropped (copies, sorted lists) is returned, so that a
-        // long investigation does not keep every call's high-water mark
-        release_freed_memory();
         match outcome {
             Outcome::Done(mut report) => {
                 if asked_for_more {
@@ -288,17 +285,6 @@ impl Engine {
                 )))
             }
         }
-    }
-}
-
-/// Hands freed memory back to the system: glibc keeps freed heap for reuse otherwise
-/// (per thread arena, where another thread cannot reuse it), and a server that indexed
-/// one big capture, or answered many calls over it, would stay at its high-water mark.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

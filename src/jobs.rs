@@ -148,6 +148,9 @@ impl Jobs {
             (self.cache.clone(), self.running.clone(), job.clone());
         tokio::spawn(async move {
             let res: Result<Shared, String> = fut.await.map(|v| Arc::new(v) as Shared);
+            // what the analysis built and dropped (copies, sorted lists) is returned, so
+            // that a long investigation does not keep every call's high-water mark
+            release_freed_memory();
             if let Ok(v) = &res {
                 cache.lock().unwrap().put(key.clone(), v.clone());
             }
@@ -192,5 +195,16 @@ impl Jobs {
                 }
             }
         }
+    }
+}
+
+/// Hands freed memory back to the system: glibc keeps freed heap for reuse otherwise
+/// (per thread arena, where another thread cannot reuse it), and a server that indexed
+/// one big capture, or answered many calls over it, would stay at its high-water mark.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

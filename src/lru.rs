@@ -39,8 +39,7 @@ impl<V: Clone> Lru<V> {
 
     /// Records the size of `key`'s value and drops the least recently used others
     /// until the total fits the byte budget (the weighed entry itself always stays).
-    pub fn weigh(&mut self, key: &str, bytes: usize) -> bool {
-        let mut dropped = false;
+    pub fn weigh(&mut self, key: &str, bytes: usize) {
         if let Some(item) = self.items.iter_mut().find(|(k, _, _)| k == key) {
             item.2 = bytes;
         }
@@ -51,10 +50,8 @@ impl<V: Clone> Lru<V> {
             };
             if let Some(item) = self.items.remove(pos) {
                 total -= item.2;
-                dropped = true;
             }
         }
-        dropped
     }
 
     /// Drops the least recently used weighed entries (never `keep`) until `bytes` more
