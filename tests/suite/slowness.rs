@@ -43,20 +43,6 @@ fn client(port: u16, pause: f64, rcvbuf: u32) {
     assert!(ok, "client of port {port} failed");
 }
 
-fn wait_listening(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect_timeout(
-            &format!("10.213.19.2:{port}").parse().unwrap(),
-            Duration::from_millis(200),
-        )
-        .is_ok()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server on {port} did not start");
-}
 
 fn on_port(v: &Value, port: u16) -> Option<Value> {
     v["connections"]["rows"]
@@ -75,6 +61,9 @@ async fn server_client_and_network_slowness_are_told_apart() {
     }
     let ns = Netns::create(19).expect("create netns and veth");
     let servers = ns.spawn_python(SERVERS);
+    for p in 5701..=5704 {
+        wait_listening(&format!("10.213.19.2:{p}")).await;
+    }
     let s = start().await;
     let v = s
         .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp portrange 5701-5704", "output_file": "slow.pcapng"}))
@@ -83,9 +72,6 @@ async fn server_client_and_network_slowness_are_told_apart() {
     // the namespace's end of the veth is named like the namespace (see Netns::create)
     let ns_name = ns.name.clone();
     tokio::task::spawn_blocking(move || {
-        for p in 5701..=5704 {
-            wait_listening(p);
-        }
         client(5701, 0.0, 1 << 20);
         // 3 MB against a 4 KB receive buffer the client does not read for 1.5 s
         client(5702, 1.5, 4096);
@@ -247,19 +233,14 @@ async fn the_slow_request_on_a_keep_alive_connection_is_named() {
     }
     let ns = Netns::create(16).expect("create netns and veth");
     let server = ns.spawn_python(KEEPALIVE);
+    wait_listening("10.213.16.2:8080").await;
     let s = start().await;
     let v = s
         .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp port 8080", "output_file": "keepalive.pcapng"}))
         .await;
     let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
     tokio::task::spawn_blocking(|| {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect("10.213.16.2:8080").is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // one connection, three requests; the readiness probe above is its own
+        // one connection, three requests
         let code = "import http.client\nc=http.client.HTTPConnection('10.213.16.2',8080,timeout=30)\nfor p in ['/a','/slow','/c']:\n    c.request('GET',p); r=c.getresponse(); r.read()\n";
         assert!(
             Command::new("python3")

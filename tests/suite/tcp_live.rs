@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use serde_json::json;
@@ -49,16 +49,6 @@ fn send(addr: &str, bytes: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-fn wait_listening(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "namespace server on {addr} never came up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[tokio::test]
 async fn loss_zero_window_refusal_and_a_clean_transfer() {
@@ -93,15 +83,18 @@ async fn loss_zero_window_refusal_and_a_clean_transfer() {
         "DROP"
     ]));
     let servers = ns.spawn_python(SERVERS);
+    // Probe the listeners before the capture starts: a probe that arrives before a
+    // (cold-started) python server binds is answered with RST, and once captured it
+    // reads as a refused connection on a port the test calls clean.
+    for p in [5601, 5602, 5604] {
+        wait_listening(&format!("10.213.9.2:{p}")).await;
+    }
     let s = start().await;
     let v = s
         .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp portrange 5601-5604", "output_file": "impaired.pcapng"}))
         .await;
     let id = v["capture"]["capture_id"].as_str().unwrap().to_string();
     tokio::task::spawn_blocking(|| {
-        for p in [5601, 5602, 5604] {
-            wait_listening(&format!("10.213.9.2:{p}"));
-        }
         send("10.213.9.2:5601", 2_000_000).unwrap();
         send("10.213.9.2:5602", 120_000).unwrap();
         for _ in 0..3 {

@@ -608,6 +608,17 @@ pub async fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (up to 10 s) until something accepts TCP connections on `addr`. Call it
+/// *before* a capture starts: a probe that reaches a server still starting is answered
+/// with RST, and a captured RST is a refused connection the test did not mean to make.
+pub async fn wait_listening(addr: &str) {
+    let to: std::net::SocketAddr = addr.parse().expect("a socket address");
+    wait_until(10, &format!("nothing listened on {addr}"), || {
+        std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(200)).is_ok()
+    })
+    .await;
+}
+
 /// Every capture under `dir` (recursively, leaving out oracle logs).
 pub fn captures_in(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
