@@ -114,11 +114,23 @@ pub fn some_of(items: &[String], n: usize) -> String {
 
 /// `addr:port` as Wireshark writes it, IPv6 in brackets; the bare address without a port.
 pub fn endpoint(addr: &str, port: Option<u64>) -> String {
-    match port {
-        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
-        Some(p) => format!("{addr}:{p}"),
-        None => addr.to_string(),
-    }
+    let mut out = String::new();
+    write_endpoint(&mut out, addr, port);
+    out
+}
+
+/// [`endpoint`] into a buffer the caller reuses (a reducer's per-packet path).
+pub fn write_endpoint(out: &mut String, addr: &str, port: Option<u64>) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = match port {
+        Some(p) if addr.contains(':') => write!(out, "[{addr}]:{p}"),
+        Some(p) => write!(out, "{addr}:{p}"),
+        None => {
+            out.push_str(addr);
+            Ok(())
+        }
+    };
 }
 
 /// The inverse of [`endpoint`]: `addr:port`, `[v6]:port` or a bare address (an IPv6

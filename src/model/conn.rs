@@ -16,7 +16,7 @@
 //! - fragments that do not complete a datagram are not packets of a flow (Zeek
 //!   reassembles first; tshark dissects the datagram in its last fragment).
 
-use std::collections::HashMap;
+use crate::index::FastMap;
 use std::net::IpAddr;
 
 use crate::index::{Ctx, Part, col};
@@ -309,7 +309,7 @@ pub struct Flows {
     pub flows: Vec<Flow>,
     /// Packets of flows past [`MAX_FLOWS`], not kept.
     pub packets_not_kept: u64,
-    open: HashMap<FlowKey, usize>,
+    open: FastMap<FlowKey, usize>,
 }
 
 impl Part for Flows {
@@ -376,7 +376,7 @@ impl Part for Flows {
     }
 
     fn finish(&mut self) {
-        self.open = HashMap::new();
+        self.open = FastMap::default();
         self.flows.shrink_to_fit();
     }
 

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -14,8 +15,8 @@ use crate::engine::{Analysis, Span};
 use crate::index::Keyed;
 use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::report::{
-    Evidence, Finding, NextStep, Report, Severity, Table, endpoint, host_filter, human_bits_per_s,
-    human_bytes, pct, round, thousands,
+    Evidence, Finding, NextStep, Report, Severity, Table, host_filter, human_bits_per_s,
+    human_bytes, pct, round, thousands, write_endpoint,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -326,6 +327,9 @@ pub struct Overview {
     /// frame that ended it), the first [`MAX_GAPS`].
     gaps: Vec<(f64, f64, u64)>,
     prev_time: Option<f64>,
+    /// Text reused from packet to packet (protocol path, conversation key, the two
+    /// endpoints): looking up a key already in a table allocates nothing.
+    scratch: [String; 4],
 }
 
 /// The shortest silence of the whole capture reported as a gap in traffic.
@@ -366,23 +370,22 @@ impl Overview {
             self.prev_time = Some(t);
         }
         let t = p.time.unwrap_or(0.0);
+        let [path, key, s_ep, d_ep] = &mut self.scratch;
         // the protocol tree, like io,phs: `ethertype` is a dissector table, not a layer
-        let mut path = String::new();
-        let mut seen: Vec<&str> = Vec::new();
-        for proto in p
-            .protocols
-            .split(':')
-            .filter(|s| !s.is_empty() && *s != "ethertype")
-        {
+        path.clear();
+        let layers = || {
+            p.protocols
+                .split(':')
+                .filter(|s| !s.is_empty() && *s != "ethertype")
+        };
+        for (i, proto) in layers().enumerate() {
             if !path.is_empty() {
                 path.push(':');
             }
             path.push_str(proto);
-            // looked up before inserting: a key is allocated once per protocol path,
-            // not once per packet
-            bump(&mut self.hierarchy, &path, p.len);
-            if !seen.contains(&proto) {
-                seen.push(proto);
+            bump(&mut self.hierarchy, path, p.len);
+            // a protocol counts once per packet however often it nests
+            if !layers().take(i).any(|x| x == proto) {
                 bump(&mut self.totals, proto, p.len);
             }
         }
@@ -432,24 +435,27 @@ impl Overview {
             (None, Some(s)) => (Cow::Borrowed("udp"), Some(s)),
             _ => (ip_proto_name(p.ip_proto), None),
         };
-        let s_ep = endpoint(&src, p.sport);
-        let d_ep = endpoint(&dst, p.dport);
-        let key = match stream {
-            Some(s) => format!("{protocol}#{s}"),
-            None if s_ep < d_ep => format!("{protocol}|{s_ep}|{d_ep}"),
-            None => format!("{protocol}|{d_ep}|{s_ep}"),
+        write_endpoint(s_ep, &src, p.sport);
+        write_endpoint(d_ep, &dst, p.dport);
+        key.clear();
+        let _ = match stream {
+            Some(s) => write!(key, "{protocol}#{s}"),
+            None if s_ep < d_ep => write!(key, "{protocol}|{s_ep}|{d_ep}"),
+            None => write!(key, "{protocol}|{d_ep}|{s_ep}"),
         };
-        if self.convs.room(&key) {
-            let c = self.convs.or_insert_with(key, || ConvAcc {
-                protocol,
-                a: s_ep.clone(),
-                b: d_ep.clone(),
-                first: t,
-                last: t,
-                stream,
-                ..Default::default()
-            });
-            if c.a == s_ep {
+        if let Some(c) = self.convs.slot(key) {
+            if c.a.is_empty() {
+                *c = ConvAcc {
+                    protocol,
+                    a: s_ep.clone(),
+                    b: d_ep.clone(),
+                    first: t,
+                    last: t,
+                    stream,
+                    ..Default::default()
+                };
+            }
+            if c.a == *s_ep {
                 c.ab.0 += 1;
                 c.ab.1 += p.len;
             } else {

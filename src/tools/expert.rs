@@ -194,7 +194,7 @@ pub struct ExpertFrames {
     kinds: Vec<(String, String)>,
     /// Each kind's index in `kinds`, while the pass runs: a capture with thousands of
     /// distinct messages would otherwise scan the list for every warning.
-    kind_index: std::collections::HashMap<(String, String), u32>,
+    kind_index: crate::index::FastMap<(String, String), u32>,
 }
 
 /// The most expert warnings and errors kept with their times (16 bytes each).
