@@ -361,7 +361,12 @@ pub fn has_any(row: &Row<'_>, cols: &[usize]) -> bool {
 
 /// Whether `frame.protocols` (column `i`) names protocol `p`.
 pub fn has_protocol(row: &Row<'_>, i: usize, p: &str) -> bool {
-    row.str(i).is_some_and(|s| s.split(':').any(|x| x == p))
+    // a byte split: several parts ask this of every packet
+    row.str(i).is_some_and(|s| {
+        s.as_bytes()
+            .split(|&c| c == b':')
+            .any(|x| x == p.as_bytes())
+    })
 }
 
 /// One part built by a pass of its own, for a view asked for what the index does not
@@ -497,7 +502,7 @@ impl CaptureIndex {
             if !in_taps && line.starts_with(|c: char| c.is_ascii_digit()) {
                 // tshark escapes tabs inside values (`\t`), so every column splits
                 // exactly wherever a row type placed its free text
-                let row = Row::parse(line, n);
+                let row = Row::parse(line, n).with_frame_head();
                 for (s, map) in sinks.iter_mut().zip(&maps) {
                     s.feed(&row.project(map));
                 }
@@ -711,7 +716,7 @@ mod tests {
         heap::take_peak();
         let t = std::time::Instant::now();
         for line in &lines {
-            let row = Row::parse(line, union.len());
+            let row = Row::parse(line, union.len()).with_frame_head();
             for (i, (s, map)) in sinks.iter_mut().zip(&maps).enumerate() {
                 let t1 = std::time::Instant::now();
                 s.feed(&row.project(map));

@@ -550,11 +550,8 @@ impl crate::index::Part for TopoState {
             }
         }
         let from_first = src <= dst;
-        let key = if from_first {
-            (src.clone(), dst.clone())
-        } else {
-            (dst.clone(), src.clone())
-        };
+        // the row's own strings become the key: nothing is copied per packet
+        let key = if from_first { (src, dst) } else { (dst, src) };
         if !self.edges.room(&key) {
             return;
         }
@@ -569,12 +566,18 @@ impl crate::index::Part for TopoState {
         e.unicast |= unicast;
         // the server side of this packet's connection: the lower well-known port
         let port = match (r.tcp_sport, r.tcp_dport, r.udp_sport) {
-            (Some(s), Some(d), _) => Some(format!("tcp/{}", s.min(d))),
-            (_, _, Some(s)) if r.dns_response => Some(format!("udp/{s}")),
+            (Some(s), Some(d), _) => Some(("tcp", s.min(d))),
+            (_, _, Some(s)) if r.dns_response => Some(("udp", s)),
             _ => None,
         };
-        if let Some(pt) = port {
-            bump(&mut e.services, &pt, r.len);
+        if let Some((proto, n)) = port {
+            // formatted on the stack: every TCP packet names its edge's service
+            let mut buf = [0u8; 32];
+            let mut w = &mut buf[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{proto}/{n}"));
+            let len = 32 - w.len();
+            let pt = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+            bump(&mut e.services, pt, r.len);
         }
     }
     fn approx_bytes(&self) -> usize {

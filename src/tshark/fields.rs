@@ -41,6 +41,10 @@ pub struct Row<'a> {
     /// A projection: column `i` of this row is column `map[i]` of `cols` (the capture
     /// index hands each part its own columns of the one wide line without copying).
     map: Option<&'a [usize]>,
+    /// The frame number and epoch time of a wide row whose first two columns are
+    /// `frame.number` and `frame.time_epoch` (see [`Row::with_frame_head`]), parsed
+    /// once for every part that reads them instead of once per part.
+    head: Option<(Option<u64>, Option<f64>)>,
 }
 
 impl<'a> Row<'a> {
@@ -68,7 +72,15 @@ impl<'a> Row<'a> {
         Self {
             cols: cols.into(),
             map: None,
+            head: None,
         }
+    }
+
+    /// Parses the frame number and time (columns 0 and 1) once: nearly every part
+    /// reads both, and an epoch time is the costliest number to parse.
+    pub fn with_frame_head(mut self) -> Self {
+        self.head = Some((self.u64(0), self.f64(1)));
+        self
     }
 
     /// A row over columns already split (tests feed parts values field by field).
@@ -77,6 +89,7 @@ impl<'a> Row<'a> {
         Self {
             cols: cols.into(),
             map: None,
+            head: None,
         }
     }
 
@@ -86,19 +99,23 @@ impl<'a> Row<'a> {
         Row {
             cols: std::borrow::Cow::Borrowed(&self.cols[..]),
             map: Some(map),
+            head: self.head,
+        }
+    }
+
+    /// The wide row's column of column `i` (None: beyond a projection).
+    fn wide(&self, i: usize) -> Option<usize> {
+        match self.map {
+            Some(m) => m.get(i).copied(),
+            None => Some(i),
         }
     }
 
     /// Column `i` exactly as printed (empty when absent or beyond the row).
     pub fn raw(&self, i: usize) -> &'a str {
-        let i = match self.map {
-            Some(m) => match m.get(i) {
-                Some(&j) => j,
-                None => return "",
-            },
-            None => i,
-        };
-        self.cols.get(i).copied().unwrap_or("")
+        self.wide(i)
+            .and_then(|j| self.cols.get(j).copied())
+            .unwrap_or("")
     }
 
     /// The raw text of column `i`, or None when the field was absent.
@@ -109,9 +126,15 @@ impl<'a> Row<'a> {
     /// The first occurrence of a repeated field (e.g. the outer IP header of a tunnel).
     pub fn first(&self, i: usize) -> Option<&str> {
         let s = self.str(i)?;
+        let b = s.as_bytes();
+        // most values are a few bytes: a plain scan beats the vectorised search's setup
+        let end = if b.len() < 32 {
+            b.iter().position(|&c| c == AGGREGATOR as u8)
+        } else {
+            memchr::memchr(AGGREGATOR as u8, b)
+        };
         // the aggregator is ASCII: its index is a char boundary
-        let end = memchr::memchr(AGGREGATOR as u8, s.as_bytes()).unwrap_or(s.len());
-        Some(&s[..end]).filter(|s| !s.is_empty())
+        Some(&s[..end.unwrap_or(b.len())]).filter(|s| !s.is_empty())
     }
 
     /// The innermost address of a packet: the last occurrence of the IPv4 field, else of
@@ -156,6 +179,11 @@ impl<'a> Row<'a> {
     }
 
     pub fn u64(&self, i: usize) -> Option<u64> {
+        if let Some((number, _)) = self.head
+            && self.wide(i) == Some(0)
+        {
+            return number;
+        }
         let s = self.first(i)?;
         s.parse().ok().or_else(|| {
             s.strip_prefix("0x")
@@ -164,6 +192,11 @@ impl<'a> Row<'a> {
     }
 
     pub fn f64(&self, i: usize) -> Option<f64> {
+        if let Some((_, time)) = self.head
+            && self.wide(i) == Some(1)
+        {
+            return time;
+        }
         self.first(i)?.parse().ok().filter(|v: &f64| v.is_finite())
     }
 
@@ -217,6 +250,24 @@ mod tests {
         assert_eq!((p.u64(0), p.u64(1), p.str(2)), (Some(3), Some(1), None));
         assert_eq!(Row::parse("", 2).str(0), None);
         assert_eq!(Row::parse("a\t\t", 3).str(2), None);
+    }
+
+    #[test]
+    fn the_parsed_frame_head_is_what_its_columns_say() {
+        let line = format!("7\t1700000000.25\t0x10{AGGREGATOR}3\tx");
+        let plain = Row::parse(&line, 4);
+        let headed = Row::parse(&line, 4).with_frame_head();
+        for r in [&plain, &headed] {
+            let p = r.project(&[3, 1, 0, 2]);
+            assert_eq!(p.u64(2), Some(7));
+            assert_eq!(p.f64(1), Some(1_700_000_000.25));
+            assert_eq!(p.u64(3), Some(16));
+            assert_eq!(p.str(0), Some("x"));
+            assert_eq!((r.u64(0), r.f64(1)), (Some(7), Some(1_700_000_000.25)));
+        }
+        // a column read as the other kind is parsed from its text, not the cache
+        assert_eq!(headed.f64(0), Some(7.0));
+        assert_eq!(headed.u64(1), None);
     }
 
     #[test]

@@ -43,7 +43,6 @@ fn client(port: u16, pause: f64, rcvbuf: u32) {
     assert!(ok, "client of port {port} failed");
 }
 
-
 fn on_port(v: &Value, port: u16) -> Option<Value> {
     v["connections"]["rows"]
         .as_array()

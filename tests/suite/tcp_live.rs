@@ -49,7 +49,6 @@ fn send(addr: &str, bytes: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-
 #[tokio::test]
 async fn loss_zero_window_refusal_and_a_clean_transfer() {
     if !is_root()
