@@ -211,13 +211,12 @@ impl FromRow for AnomalyRow {
             .filter(|(i, _)| r.str(*i).is_some_and(|s| !s.is_empty()))
             .map(|(_, k)| *k)
             .collect();
-        let sev: Vec<u64> = r.all(36).filter_map(|s| s.parse().ok()).collect();
-        let groups: Vec<u64> = r.all(37).filter_map(|s| s.parse().ok()).collect();
-        let msgs: Vec<&str> = r.all(38).collect();
-        let items: Vec<(u64, u64, &str)> = sev
-            .iter()
-            .zip(groups.iter().zip(msgs.iter()))
-            .map(|(s, (g, m))| (*s, *g, *m))
+        // (severity, group, message) of each expert item, zipped as they are read
+        let items: Vec<(u64, u64, &str)> = r
+            .all(36)
+            .filter_map(|s| s.parse().ok())
+            .zip(r.all(37).filter_map(|s| s.parse().ok()).zip(r.all(38)))
+            .map(|(s, (g, m))| (s, g, m))
             .collect();
         let malformed = r.str(39).filter(|s| !s.is_empty()).map(|m| {
             m.split("[Malformed Packet: ")
