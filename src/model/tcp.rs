@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::engine::Span;
 use crate::index::{Ctx, Part};
-use crate::tshark::fields::{FromRow, Row};
+use crate::tshark::fields::{AddrText, FromRow, Row};
 
 /// ACK-RTT samples kept per stream for its median/p95 (a reservoir beyond that).
 const RTT_SAMPLES: usize = 64;
@@ -35,8 +35,8 @@ pub struct TcpRow {
     pub time: f64,
     pub len: u64,
     pub stream: Option<u64>,
-    pub src: String,
-    pub dst: String,
+    pub src: AddrText,
+    pub dst: AddrText,
     pub sport: u64,
     pub dport: u64,
     pub flags: u64,
@@ -126,8 +126,8 @@ impl FromRow for TcpRow {
             time: r.f64(1).unwrap_or(0.0),
             len: r.u64(2).unwrap_or(0),
             stream: r.u64(3),
-            src: r.innermost_addr(4, 5),
-            dst: r.innermost_addr(6, 7),
+            src: r.innermost_addr_text(4, 5),
+            dst: r.innermost_addr_text(6, 7),
             sport: r.u64(8).unwrap_or(0),
             dport: r.u64(9).unwrap_or(0),
             flags: r.u64(10).unwrap_or(0),
@@ -465,7 +465,7 @@ impl Stream {
     fn new(id: u64, p: &TcpRow) -> Self {
         Self {
             id,
-            addr: [p.src.clone(), p.dst.clone()],
+            addr: [p.src.to_string(), p.dst.to_string()],
             port: [p.sport, p.dport],
             first: p.time,
             last: p.time,
@@ -760,7 +760,7 @@ impl Stream {
     }
 
     fn add(&mut self, p: &TcpRow, g: &mut Globals) {
-        let d = if p.src == self.addr[0] && p.sport == self.port[0] {
+        let d = if *p.src == self.addr[0] && p.sport == self.port[0] {
             0
         } else {
             1

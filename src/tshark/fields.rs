@@ -123,6 +123,16 @@ impl<'a> Row<'a> {
         Some(self.raw(i)).filter(|s| !s.is_empty())
     }
 
+    /// [`Row::innermost_addr`] held inline, for rows made per packet.
+    pub fn innermost_addr_text(&self, v4: usize, v6: usize) -> AddrText {
+        AddrText::new(
+            self.all(v4)
+                .last()
+                .or_else(|| self.all(v6).last())
+                .unwrap_or(""),
+        )
+    }
+
     /// The first occurrence of a repeated field (e.g. the outer IP header of a tunnel).
     pub fn first(&self, i: usize) -> Option<&str> {
         let s = self.str(i)?;
@@ -210,6 +220,55 @@ impl<'a> Row<'a> {
     }
 }
 
+/// An address as tshark printed it, held inline: IPv4 and IPv6 text fits in 46 bytes
+/// (INET6_ADDRSTRLEN), so a row made per packet carries its addresses without two heap
+/// allocations per packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AddrText {
+    len: u8,
+    buf: [u8; 46],
+}
+
+impl AddrText {
+    /// Text longer than any address (no address field prints one) is cut short.
+    pub fn new(s: &str) -> Self {
+        let mut end = s.len().min(46);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut buf = [0u8; 46];
+        buf[..end].copy_from_slice(&s.as_bytes()[..end]);
+        Self {
+            len: end as u8,
+            buf,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // whole characters of a &str were copied: always UTF-8
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Default for AddrText {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+impl std::ops::Deref for AddrText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for AddrText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// A typed tshark row: the fields it needs, in order, and how to build it.
 /// ICMP (v4) or ICMPv6 types that carry a quote of another packet: unreachable, source
 /// quench, redirect, time exceeded, parameter problem; v6 1-4 and redirect.
@@ -268,6 +327,19 @@ mod tests {
         // a column read as the other kind is parsed from its text, not the cache
         assert_eq!(headed.f64(0), Some(7.0));
         assert_eq!(headed.u64(1), None);
+    }
+
+    #[test]
+    fn addresses_are_held_inline_whole() {
+        let long6 = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        for a in ["10.0.0.1", "2001:db8::1", long6, ""] {
+            assert_eq!(AddrText::new(a).as_str(), a);
+        }
+        let line = format!("1\t10.0.0.1{AGGREGATOR}192.168.0.9\t\t{long6}");
+        let r = Row::parse(&line, 4);
+        assert_eq!(&*r.innermost_addr_text(1, 2), "192.168.0.9");
+        assert_eq!(&*r.innermost_addr_text(2, 3), long6);
+        assert_eq!(AddrText::new(&"é".repeat(30)).as_str(), "é".repeat(23));
     }
 
     #[test]
