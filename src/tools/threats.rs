@@ -26,7 +26,7 @@ use crate::report::{
 use crate::secrets::mask;
 use crate::server::PcapServer;
 use crate::tools::clamp_limit;
-use crate::tshark::fields::{FromRow, Row, is_icmp_error};
+use crate::tshark::fields::{AddrText, FromRow, Row, is_icmp_error};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ThreatParams {
@@ -520,9 +520,9 @@ fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> V
 pub struct ThreatRow {
     frame: u64,
     time: f64,
-    eth_src: Option<String>,
-    src: Option<String>,
-    dst: Option<String>,
+    eth_src: Option<AddrText>,
+    src: Option<AddrText>,
+    dst: Option<AddrText>,
     arp_op: Option<u64>,
     arp_mac: Option<String>,
     arp_ip: Option<String>,
@@ -600,9 +600,9 @@ impl FromRow for ThreatRow {
         Some(Self {
             frame: r.u64(0)?,
             time: r.f64(1).unwrap_or(0.0),
-            eth_src: r.owned(2),
-            src: pick(3).or_else(|| pick(4)).map(str::to_string),
-            dst: pick(5).or_else(|| pick(6)).map(str::to_string),
+            eth_src: r.first(2).map(AddrText::new),
+            src: pick(3).or_else(|| pick(4)).map(AddrText::new),
+            dst: pick(5).or_else(|| pick(6)).map(AddrText::new),
             arp_op: r.u64(7),
             arp_mac: r.owned(8),
             arp_ip: r.owned(9),
@@ -737,17 +737,17 @@ impl PacketFacts {
             && !unassigned(&src)
             && let Some(v) = self.ip_macs.slot(&src)
             && v.len() < 4
-            && !v.iter().any(|(m, _)| m == mac)
+            && !v.iter().any(|(m, _)| *m == **mac)
         {
             // most sources only ever show one MAC: no room for four per source
             v.reserve_exact(1);
-            v.push((mac.clone(), r.frame));
+            v.push((mac.to_string(), r.frame));
         }
         if let Some(port) = r.port_unreachable {
             // the error goes back to the prober: dst probed src
             let e = self
                 .udp_closed
-                .entry((dst.clone(), src.clone()))
+                .entry((dst.to_string(), src.to_string()))
                 .or_insert((BTreeSet::new(), Vec::new(), r.time, r.time));
             e.0.insert(port);
             if e.1.len() < 10 {
@@ -758,23 +758,22 @@ impl PacketFacts {
         match r.icmp_type {
             Some(5) | Some(1137) => self.redirects.push(r.frame),
             Some(8) | Some(1128) => {
-                let e = self.echo.entry((src.clone(), dst.clone())).or_insert((
-                    0,
-                    r.frame,
-                    BTreeMap::new(),
-                ));
+                let e = self
+                    .echo
+                    .entry((src.to_string(), dst.to_string()))
+                    .or_insert((0, r.frame, BTreeMap::new()));
                 e.0 += 1;
                 *e.2.entry(r.time.floor() as i64).or_default() += 1;
             }
             Some(0) | Some(1129) => {
-                self.echo_replied.insert((dst.clone(), src.clone()));
+                self.echo_replied.insert((dst.to_string(), src.to_string()));
             }
             _ => {}
         }
         if let Some((name, qtype)) = &r.dns_query {
             self.tunnel.add(name, *qtype, r.frame);
             // bounded: a resolver-heavy capture keeps its first 100k client/name pairs
-            let key = (src.clone(), name.clone());
+            let key = (src.to_string(), name.clone());
             if self.dns_queries.len() < 100_000 || self.dns_queries.contains_key(&key) {
                 let v = self.dns_queries.entry(key).or_default();
                 if v.len() < 10_000 {
@@ -784,8 +783,8 @@ impl PacketFacts {
         }
         let cred = |protocol: &str, user: Option<String>, secret: Option<&str>| Credential {
             protocol: protocol.into(),
-            client: src.clone(),
-            server: dst.clone(),
+            client: src.to_string(),
+            server: dst.to_string(),
             username: user,
             secret: secret.map(str::to_string),
             frame: r.frame,
@@ -854,7 +853,7 @@ impl PacketFacts {
         };
         if let Some(service) = failed {
             self.failures
-                .entry((dst.clone(), src.clone(), service.to_string()))
+                .entry((dst.to_string(), src.to_string(), service.to_string()))
                 .or_default()
                 .push(r.frame);
         }
@@ -867,7 +866,7 @@ fn unassigned(ip: &str) -> bool {
     ip == "0.0.0.0"
         || ip == "::"
         || ip.starts_with("169.254.")
-        || ip.to_ascii_lowercase().starts_with("fe80:")
+        || ip.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("fe80:"))
 }
 
 fn arp_conflicts(f: &PacketFacts) -> Vec<ArpConflict> {
