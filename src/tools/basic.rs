@@ -15,8 +15,8 @@ use crate::engine::{Analysis, Span};
 use crate::index::Keyed;
 use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::report::{
-    Evidence, Finding, NextStep, Report, Severity, Table, host_filter, human_bits_per_s,
-    human_bytes, pct, round, thousands, write_endpoint,
+    Evidence, Finding, NextStep, Report, Severity, Table, endpoint_is, host_filter,
+    human_bits_per_s, human_bytes, pct, round, thousands, write_endpoint,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -435,16 +435,24 @@ impl Overview {
             (None, Some(s)) => (Cow::Borrowed("udp"), Some(s)),
             _ => (ip_proto_name(p.ip_proto), None),
         };
-        write_endpoint(s_ep, &src, p.sport);
-        write_endpoint(d_ep, &dst, p.dport);
         key.clear();
         let _ = match stream {
             Some(s) => write!(key, "{protocol}#{s}"),
-            None if s_ep < d_ep => write!(key, "{protocol}|{s_ep}|{d_ep}"),
-            None => write!(key, "{protocol}|{d_ep}|{s_ep}"),
+            None => {
+                write_endpoint(s_ep, &src, p.sport);
+                write_endpoint(d_ep, &dst, p.dport);
+                if s_ep < d_ep {
+                    write!(key, "{protocol}|{s_ep}|{d_ep}")
+                } else {
+                    write!(key, "{protocol}|{d_ep}|{s_ep}")
+                }
+            }
         };
         if let Some(c) = self.convs.slot(key) {
             if c.a.is_empty() {
+                // a new conversation: its endpoints are written once, here
+                write_endpoint(s_ep, &src, p.sport);
+                write_endpoint(d_ep, &dst, p.dport);
                 *c = ConvAcc {
                     protocol,
                     a: s_ep.clone(),
@@ -455,7 +463,7 @@ impl Overview {
                     ..Default::default()
                 };
             }
-            if c.a == *s_ep {
+            if endpoint_is(&c.a, &src, p.sport) {
                 c.ab.0 += 1;
                 c.ab.1 += p.len;
             } else {

@@ -55,15 +55,19 @@ impl<'a> Row<'a> {
         let n = n.max(1);
         let mut cols: Vec<&str> = Vec::with_capacity(n);
         let mut start = 0;
-        // one vectorised scan for every tab of the line (lines are ~140 fields wide);
-        // the last column keeps any surplus tabs
-        for tab in memchr::memchr_iter(b'\t', line.as_bytes()) {
-            if cols.len() + 1 == n {
-                break;
+        // a plain scan: most of a wide line's ~180 fields are empty, so tabs come every
+        // few bytes, where a vectorised search pays its setup once per tab (measured on
+        // the index pass's 415k lines of the 200 MB bench mix: 0.87 s with memchr, 0.51 s
+        // like this). The last column keeps surplus tabs.
+        for (i, &b) in line.as_bytes().iter().enumerate() {
+            if b == b'\t' {
+                if cols.len() + 1 == n {
+                    break;
+                }
+                // a tab is ASCII: `i` is a char boundary
+                cols.push(&line[start..i]);
+                start = i + 1;
             }
-            // a tab is ASCII: `tab` is a char boundary
-            cols.push(&line[start..tab]);
-            start = tab + 1;
         }
         cols.push(&line[start..]);
         while cols.len() < n {
