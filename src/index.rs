@@ -261,6 +261,11 @@ impl Interner {
     }
 }
 
+/// A kept row's shared string as an owned one, for a report or a record.
+pub fn owned(s: &Option<Arc<str>>) -> Option<String> {
+    s.as_deref().map(str::to_string)
+}
+
 /// The kept rows of one family, in frame order (and the interner of their strings
 /// while the pass runs).
 pub struct Rows<R>(pub Vec<R>, Interner);

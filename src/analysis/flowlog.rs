@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
+use crate::index::owned;
 use crate::model::conn::{Flow, FlowKey, Flows, FtpDataChannel, flow_key};
 use crate::model::dns::{DnsRow, qtype_name, rcode_name};
 use crate::model::http::HttpRow;
@@ -331,7 +332,7 @@ fn dns_record(conns: &Connections, q: Option<&DnsRow>, r: Option<&DnsRow>) -> Op
         proto: proto_name(proto),
         trans_id: first.trans_id,
         rtt: q.zip(r).map(|(q, r)| micros(r.time - q.time)),
-        query: first.name.as_deref().map(str::to_string),
+        query: owned(&first.name),
         qclass: first.qclass,
         qclass_name: first.qclass.and_then(class_name),
         qtype: first.qtype,
@@ -463,8 +464,8 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 ts: m.time.unwrap_or(conn.ts),
                 id: conn.id.clone(),
                 trans_depth: *d,
-                method: q.and_then(|q| q.method.as_deref().map(str::to_string)),
-                host: q.and_then(|q| q.host.as_deref().map(str::to_string)),
+                method: q.and_then(|q| owned(&q.method)),
+                host: q.and_then(|q| owned(&q.host)),
                 uri: q.and_then(|q| q.uri.clone()),
                 referrer: q.and_then(|q| q.referrer.clone()),
                 // a request line without a version is HTTP/0.9
@@ -472,13 +473,13 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                     .and_then(|r| r.version.as_deref())
                     .or_else(|| q.map(|q| q.version.as_deref().unwrap_or("0.9")))
                     .map(str::to_string),
-                user_agent: q.and_then(|q| q.user_agent.as_deref().map(str::to_string)),
+                user_agent: q.and_then(|q| owned(&q.user_agent)),
                 request_body_len: q.map_or(0, body_len),
                 response_body_len: last.map_or(0, body_len),
                 status_code: last.and_then(|r| r.code),
-                status_msg: last.and_then(|r| r.phrase.as_deref().map(str::to_string)),
+                status_msg: last.and_then(|r| owned(&r.phrase)),
                 info_code: first_interim.and_then(|r| r.code),
-                info_msg: first_interim.and_then(|r| r.phrase.as_deref().map(str::to_string)),
+                info_msg: first_interim.and_then(|r| owned(&r.phrase)),
                 username: q.and_then(|q| q.username.clone()),
                 resp_mime_types: last
                     .and_then(|r| r.content_type.as_deref())

@@ -404,6 +404,9 @@ pub struct TopoState {
     pub served: Keyed<String, Vec<Named>>,
     /// MAC -> host names its DHCP messages carried, and addresses leased to it.
     pub dhcp_clients: Keyed<String, DhcpClient>,
+    /// Text reused from packet to packet (an edge's service name): naming a service
+    /// already on the edge allocates nothing.
+    scratch: String,
 }
 
 /// A name and the evidence for it.
@@ -571,12 +574,11 @@ impl crate::index::Part for TopoState {
             _ => None,
         };
         if let Some((proto, n)) = port {
-            // formatted on the stack: every TCP packet names its edge's service
-            let mut buf = [0u8; 32];
-            let mut w = &mut buf[..];
-            let _ = std::io::Write::write_fmt(&mut w, format_args!("{proto}/{n}"));
-            let len = 32 - w.len();
-            let pt = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+            // written into reused text: every TCP packet names its edge's service
+            use std::fmt::Write;
+            let pt = &mut self.scratch;
+            pt.clear();
+            let _ = write!(pt, "{proto}/{n}");
             bump(&mut e.services, pt, r.len);
         }
     }

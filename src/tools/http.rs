@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::index::owned;
 use crate::model::http::{HttpRow, distinct_messages, early_answers, is_interim};
 use crate::report::{
     CountRow, Evidence, Finding, Report, Severity, Table, percentile, rfc3339, round, thousands,
@@ -103,11 +104,6 @@ pub struct HttpRequests {
     pub by_status_class: Vec<CountRow>,
     pub median_response_ms: Option<f64>,
     pub p95_response_ms: Option<f64>,
-}
-
-/// A kept row's shared string, as the report's own.
-fn owned(s: &Option<std::sync::Arc<str>>) -> Option<String> {
-    s.as_deref().map(str::to_string)
 }
 
 /// The endpoint, or "?" when tshark gave no address.

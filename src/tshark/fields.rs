@@ -129,12 +129,7 @@ impl<'a> Row<'a> {
 
     /// [`Row::innermost_addr`] held inline, for rows made per packet.
     pub fn innermost_addr_text(&self, v4: usize, v6: usize) -> AddrText {
-        AddrText::new(
-            self.all(v4)
-                .last()
-                .or_else(|| self.all(v6).last())
-                .unwrap_or(""),
-        )
+        AddrText::new(self.innermost(v4, v6))
     }
 
     /// The first occurrence of a repeated field (e.g. the outer IP header of a tunnel).
@@ -154,11 +149,14 @@ impl<'a> Row<'a> {
     /// The innermost address of a packet: the last occurrence of the IPv4 field, else of
     /// the IPv6 one (tunnels repeat ip.*; the transport rides in the innermost header).
     pub fn innermost_addr(&self, v4: usize, v6: usize) -> String {
+        self.innermost(v4, v6).to_string()
+    }
+
+    fn innermost(&self, v4: usize, v6: usize) -> &str {
         self.all(v4)
             .last()
             .or_else(|| self.all(v6).last())
             .unwrap_or("")
-            .to_string()
     }
 
     /// The address of the conversation a packet belongs to: the innermost header of a

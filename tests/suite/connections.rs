@@ -112,10 +112,7 @@ async fn resets_and_timeouts_are_told_apart() {
     // server still starting would be one more REJ in the capture (seen on a loaded
     // machine). Only 5813 is probed (its thread starts after 5811's): a probe of 5811
     // would make its handler abort with a RST.
-    wait_until(10, "the server on port 5813 never listened", || {
-        std::net::TcpStream::connect("10.213.18.2:5813").is_ok()
-    })
-    .await;
+    wait_listening("10.213.18.2:5813").await;
     let s = start().await;
     let v = s
         .ok("start_packet_capture", json!({"interface": ns.host_if, "duration": 60, "capture_filter": "tcp portrange 5811-5814", "output_file": "ends.pcapng"}))
