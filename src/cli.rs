@@ -283,6 +283,18 @@ pub async fn doctor() -> Result<()> {
                 format!("PCAP_STORAGE_DIR = {}", cfg.storage_dir.display()),
                 Some("make the directory writable or point PCAP_STORAGE_DIR elsewhere".into()),
             );
+            // optional: without it every analysis pass costs more CPU, nothing fails
+            match &cfg.stdbuf {
+                Some(p) => line(
+                    true,
+                    "stdbuf",
+                    format!("{} (tshark writes its output in 1 MiB blocks)", p.display()),
+                    None,
+                ),
+                None => println!(
+                    "[note] stdbuf: not found; analysis works, with more CPU per pass (install coreutils' stdbuf to save it)"
+                ),
+            }
             if let Some(d) = &dumpcap {
                 let out = crate::capture::run_dumpcap(d, &["-L", "-i", loopback_name()]).await;
                 match out {

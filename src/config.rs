@@ -110,6 +110,9 @@ pub struct Config {
     pub max_capture_duration: u64,
     pub tshark: PathBuf,
     pub dumpcap: Option<PathBuf>,
+    /// coreutils' stdbuf, when present: runs tshark with a 1 MiB stdout buffer (see
+    /// `tshark::STDOUT_BUFFER`).
+    pub stdbuf: Option<PathBuf>,
     pub toolsets: Vec<String>,
     pub tshark_timeout: Duration,
     pub call_deadline: Duration,
@@ -167,6 +170,12 @@ impl Config {
             max_capture_duration: parse_env("MAX_CAPTURE_DURATION", 3600)?,
             tshark,
             dumpcap,
+            // GNU stdbuf works by LD_PRELOAD, which only glibc-style loaders honour
+            stdbuf: if cfg!(target_os = "linux") {
+                which::which("stdbuf").ok()
+            } else {
+                None
+            },
             toolsets,
             tshark_timeout: Duration::from_secs(parse_env("PCAP_TSHARK_TIMEOUT", 600)?),
             call_deadline: Duration::from_secs(parse_env("PCAP_CALL_DEADLINE", 45)?),
