@@ -105,8 +105,13 @@ pub fn finding_kind(title: &str) -> String {
 /// At most `n` items joined by ", ", then "and N more": a list in a sentence stays
 /// short whatever the capture holds.
 pub fn some_of(items: &[String], n: usize) -> String {
+    some_of_total(items, items.len(), n)
+}
+
+/// [`some_of`] for a list that keeps only the first of `total` items.
+pub fn some_of_total(items: &[String], total: usize, n: usize) -> String {
     let shown = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
-    match items.len().saturating_sub(n) {
+    match total.max(items.len()).saturating_sub(n.min(items.len())) {
         0 => shown,
         more => format!("{shown} and {more} more"),
     }

@@ -155,11 +155,20 @@ pub struct CertRow {
     pub is_ca: bool,
     /// Positions in the chains where it appeared (0 = leaf).
     pub chain_positions: Vec<usize>,
+    /// The first [`CERT_NAMES`] servers (`addr:port`) that presented it, in order of
+    /// first presentation; `servers_total` counts them all.
     pub servers: Vec<String>,
+    pub servers_total: u64,
+    /// The first [`CERT_NAMES`] SNIs it was presented for; `snis_total` counts them all.
     pub snis: Vec<String>,
+    pub snis_total: u64,
     pub first_frame: u64,
     pub display_filter: String,
 }
+
+/// Servers and SNIs listed per certificate: a CDN's certificate fronts thousands, and
+/// the whole list would crowd every other row out of the answer.
+pub const CERT_NAMES: usize = 20;
 
 /// What a certificate says, parsed from its DER bytes.
 pub struct Parsed {
@@ -270,8 +279,10 @@ pub fn parse_cert(fp: &str, c: &Certificate) -> Option<Parsed> {
             self_signed,
             is_ca,
             chain_positions: positions,
-            servers: c.servers.clone(),
-            snis: c.snis.clone(),
+            servers: c.servers.iter().take(CERT_NAMES).cloned().collect(),
+            servers_total: c.servers.len() as u64,
+            snis: c.snis.iter().take(CERT_NAMES).cloned().collect(),
+            snis_total: c.snis.len() as u64,
             first_frame: c.first_frame,
             display_filter: format!("frame.number == {}", c.first_frame),
         },

@@ -347,15 +347,19 @@ impl Session {
                                 first_time: p.time,
                                 ..Default::default()
                             });
-                            c.sessions.push(self.key.clone());
-                            c.positions.push(pos);
+                            if !c.positions.contains(&pos) {
+                                c.positions.push(pos);
+                            }
+                            // SNIs and servers share the set: a server is `addr:port`,
+                            // an SNI a name; the prefixes keep a name that looks like
+                            // an endpoint apart
                             if let Some(s) = &self.sni
-                                && !c.snis.contains(s)
+                                && c.seen.insert(format!("n{s}"))
                             {
                                 c.snis.push(s.clone());
                             }
                             let server = self.endpoint(1);
-                            if !c.servers.contains(&server) {
+                            if c.seen.insert(format!("s{server}")) {
                                 c.servers.push(server);
                             }
                             self.chain.push(fp);
@@ -401,11 +405,15 @@ pub struct Certificate {
     /// When it was first presented: validity is judged at that moment, not at the
     /// start of the capture (a merged or long capture spans years).
     pub first_time: f64,
-    pub sessions: Vec<String>,
-    /// Position in the chains it appeared in (0 = leaf).
+    /// Positions in the chains it appeared in (0 = leaf), each once.
     pub positions: Vec<usize>,
+    /// Every server (`addr:port`) and SNI that presented it, distinct, in order of first
+    /// presentation: one certificate can front thousands of servers.
     pub servers: Vec<String>,
     pub snis: Vec<String>,
+    /// What `servers` and `snis` hold, while the pass runs: a list scan per session
+    /// was quadratic in the servers sharing one certificate. Emptied by `finish`.
+    seen: crate::index::FastSet<String>,
 }
 
 fn is_grease(v: u64) -> bool {
@@ -495,6 +503,9 @@ impl Part for TlsModel {
     }
 
     fn finish(&mut self) {
+        for c in self.certificates.values_mut() {
+            c.seen = Default::default();
+        }
         let mut building = std::mem::take(&mut self.building);
         self.sessions = std::mem::take(&mut self.order)
             .into_iter()

@@ -284,7 +284,7 @@ pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates>
                     "Expired {} ({} days before it was presented), presented by {}.",
                     r.not_after,
                     -r.days_left,
-                    crate::report::some_of(&r.servers, 5)
+                    crate::report::some_of_total(&r.servers, r.servers_total as usize, 5)
                 ),
                 ev.clone(),
             )),
@@ -317,7 +317,7 @@ pub(crate) fn certificates(m: &TlsModel, p: &TcpParams) -> Reduced<Certificates>
             ));
         }
         if r.self_signed && leaf {
-            findings.push(Finding::new(Severity::Medium, format!("Self-signed server certificate: {}", r.subject), format!("No CA vouches for {}; clients will reject it unless it is pinned or trusted locally.", crate::report::some_of(&r.servers, 5)), ev.clone()));
+            findings.push(Finding::new(Severity::Medium, format!("Self-signed server certificate: {}", r.subject), format!("No CA vouches for {}; clients will reject it unless it is pinned or trusted locally.", crate::report::some_of_total(&r.servers, r.servers_total as usize, 5)), ev.clone()));
         }
         if r.key_type == "RSA" && r.key_bits.is_some_and(|b| b < 2048) && leaf {
             findings.push(Finding::new(

@@ -873,3 +873,68 @@ async fn ja4_agrees_with_the_reference_implementation() {
     }
     assert!(compared >= 9, "{compared}");
 }
+
+/// One certificate presented by many servers (a CDN's): the row lists the first 20 and
+/// counts them all, and the finding's sentence counts the rest. The test makes the
+/// servers: 25 copies of the SELKS capture, each with the server moved to its own
+/// address (10.77.0.k) and shifted in time so copies do not overlap.
+#[tokio::test]
+async fn a_certificate_of_many_servers_lists_some_and_counts_all() {
+    let s = start().await;
+    let data = std::fs::read(fixture("sv-tls-selfsigned-selks.pcap")).unwrap();
+    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    let server = [192u8, 168, 56, 101];
+    let copies = 25u8;
+    let mut out = data[..24].to_vec();
+    for k in 0..copies {
+        let mut at = 24;
+        while at + 16 <= data.len() {
+            let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+            let mut rec = data[at..at + 16 + len].to_vec();
+            let secs = u32::from_le_bytes(rec[..4].try_into().unwrap()) + u32::from(k) * 1000;
+            rec[..4].copy_from_slice(&secs.to_le_bytes());
+            // Ethernet + IPv4: source at 26, destination at 30 (checksums are not
+            // validated by tshark's defaults)
+            let frame = &mut rec[16..];
+            if frame.len() >= 34 && frame[12..14] == [0x08, 0x00] {
+                for off in [26, 30] {
+                    if frame[off..off + 4] == server {
+                        frame[off..off + 4].copy_from_slice(&[10, 77, 0, k + 1]);
+                    }
+                }
+            }
+            out.extend_from_slice(&rec);
+            at += 16 + len;
+        }
+    }
+    let f = s.storage_file("many-servers.pcap");
+    std::fs::write(&f, out).unwrap();
+    let file = f.display().to_string();
+    let v = s
+        .ok("extract_certificate_details", json!({"pcap_file": file}))
+        .await;
+    assert_eq!(v["certificates"]["total"], 1, "{v}");
+    let c = &v["certificates"]["rows"][0];
+    assert_eq!(c["servers_total"], u64::from(copies));
+    let listed: Vec<&str> = c["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let first: Vec<String> = (1..=20).map(|k| format!("10.77.0.{k}:443")).collect();
+    assert_eq!(listed, first);
+    let finding = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["title"].as_str().unwrap().starts_with("Self-signed"))
+        .unwrap_or_else(|| panic!("no self-signed finding: {}", v["findings"]));
+    assert!(
+        finding["detail"]
+            .as_str()
+            .unwrap()
+            .contains("10.77.0.5:443 and 20 more"),
+        "{finding}"
+    );
+}
