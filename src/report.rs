@@ -110,8 +110,9 @@ pub fn some_of(items: &[String], n: usize) -> String {
 
 /// [`some_of`] for a list that keeps only the first of `total` items.
 pub fn some_of_total(items: &[String], total: usize, n: usize) -> String {
-    let shown = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
-    match total.max(items.len()).saturating_sub(n.min(items.len())) {
+    let n = n.min(items.len());
+    let shown = items[..n].join(", ");
+    match total.max(items.len()) - n {
         0 => shown,
         more => format!("{shown} and {more} more"),
     }
@@ -592,6 +593,16 @@ pub fn round(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sentence_list_counts_what_it_leaves_out() {
+        let items: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        assert_eq!(some_of(&items, 2), "a, b and 1 more");
+        assert_eq!(some_of(&items, 5), "a, b, c");
+        // a list that kept 3 of 25
+        assert_eq!(some_of_total(&items, 25, 2), "a, b and 23 more");
+        assert_eq!(some_of_total(&items, 25, 5), "a, b, c and 22 more");
+    }
 
     #[test]
     fn an_endpoint_is_recognised_without_writing_it() {

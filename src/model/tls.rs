@@ -350,16 +350,13 @@ impl Session {
                             if !c.positions.contains(&pos) {
                                 c.positions.push(pos);
                             }
-                            // SNIs and servers share the set: a server is `addr:port`,
-                            // an SNI a name; the prefixes keep a name that looks like
-                            // an endpoint apart
                             if let Some(s) = &self.sni
-                                && c.seen.insert(format!("n{s}"))
+                                && c.seen_snis.insert(s.clone())
                             {
                                 c.snis.push(s.clone());
                             }
                             let server = self.endpoint(1);
-                            if c.seen.insert(format!("s{server}")) {
+                            if c.seen_servers.insert(server.clone()) {
                                 c.servers.push(server);
                             }
                             self.chain.push(fp);
@@ -413,7 +410,8 @@ pub struct Certificate {
     pub snis: Vec<String>,
     /// What `servers` and `snis` hold, while the pass runs: a list scan per session
     /// was quadratic in the servers sharing one certificate. Emptied by `finish`.
-    seen: crate::index::FastSet<String>,
+    seen_servers: crate::index::FastSet<String>,
+    seen_snis: crate::index::FastSet<String>,
 }
 
 fn is_grease(v: u64) -> bool {
@@ -504,7 +502,8 @@ impl Part for TlsModel {
 
     fn finish(&mut self) {
         for c in self.certificates.values_mut() {
-            c.seen = Default::default();
+            c.seen_servers = Default::default();
+            c.seen_snis = Default::default();
         }
         let mut building = std::mem::take(&mut self.building);
         self.sessions = std::mem::take(&mut self.order)

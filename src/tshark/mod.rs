@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::sandbox::{CaptureFile, OpenedFile};
 
 /// tshark's stdout buffer when coreutils' stdbuf can set it. Into a pipe, glibc buffers
 /// 4 KiB, so a pass printing 190 MB of fields wakes the reader ~46,000 times; measured on
@@ -27,7 +28,6 @@ use crate::config::Config;
 /// ~7.5 s with 1 MiB writes (and tshark's system time from ~1.4 s to ~1 s). Output still
 /// streams: a MiB is a few thousand lines.
 pub const STDOUT_BUFFER: usize = 1 << 20;
-use crate::sandbox::{CaptureFile, OpenedFile};
 
 /// What a running analysis shares with whoever waits for it.
 #[derive(Clone, Default)]
@@ -494,12 +494,7 @@ impl Runner {
             }
         }
         tracing::debug!(?args, "spawning {name}");
-        let mut child = cmd.spawn().map_err(|e| {
-            format!(
-                "cannot start {}: {e}; run `pcap-analyzer-mcp-server doctor`",
-                bin.display()
-            )
-        })?;
+        let mut child = cmd.spawn().map_err(|e| cannot_start(bin, e))?;
         let pid = child.id();
         if let Some(p) = pid {
             self.live.lock().unwrap().insert(p as i32);
@@ -592,10 +587,7 @@ impl Runner {
         // stdbuf's own codes for a command it could not run (tshark removed or replaced
         // since the server started)
         if self.cfg.stdbuf.is_some() && matches!(status.code(), Some(126 | 127)) {
-            return Err(format!(
-                "cannot start {}: {message}; run `pcap-analyzer-mcp-server doctor`",
-                bin.display()
-            ));
+            return Err(cannot_start(bin, message));
         }
         if out_of_memory(&message, &status) {
             return Err(format!(
@@ -615,6 +607,14 @@ impl Runner {
             message
         })
     }
+}
+
+/// A child that could not be started, whether the spawn failed or stdbuf could not run it.
+fn cannot_start(bin: &Path, why: impl std::fmt::Display) -> String {
+    format!(
+        "cannot start {}: {why}; run `pcap-analyzer-mcp-server doctor`",
+        bin.display()
+    )
 }
 
 /// The argument a child sees: a checked file's path becomes its inherited descriptor.
