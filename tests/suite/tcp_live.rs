@@ -1,6 +1,6 @@
 //! TCP impairments made for real between the host and a network namespace the test
 //! creates, captured by our own start_packet_capture, analysed by the TCP tools:
-//! random loss (iptables `statistic`), a slow reader with a tiny receive buffer (zero
+//! loss (iptables `statistic`, every tenth packet), a slow reader with a tiny receive buffer (zero
 //! windows), connections to a closed port (refused), and a clean transfer.
 
 use std::io::{Read, Write};
@@ -61,9 +61,9 @@ async fn loss_zero_window_refusal_and_a_clean_transfer() {
         return;
     }
     let ns = Netns::create(9).expect("create netns and veth");
-    // 10% random loss of what the client sends to port 5601, inside the namespace (the
-    // veth hands over 64 KB super-packets: 2 MB is ~100 of them, and at 5% a run saw
-    // none of the data dropped about once in 150)
+    // Every tenth packet the client sends to port 5601 is dropped inside the namespace.
+    // Deterministic, not random: the veth hands over 64 KB super-packets, so 2 MB is
+    // only a few dozen of them, and a random 10% once dropped none (CI, stop 26).
     assert!(ns.run(&[
         "iptables",
         "-A",
@@ -75,9 +75,11 @@ async fn loss_zero_window_refusal_and_a_clean_transfer() {
         "-m",
         "statistic",
         "--mode",
-        "random",
-        "--probability",
-        "0.10",
+        "nth",
+        "--every",
+        "10",
+        "--packet",
+        "5",
         "-j",
         "DROP"
     ]));
@@ -123,7 +125,10 @@ async fn loss_zero_window_refusal_and_a_clean_transfer() {
         )
         .await;
     let retrans = v["totals"]["retransmissions"].as_u64().unwrap();
-    assert!(retrans > 0, "10% loss must cause retransmissions: {v}");
+    assert!(
+        retrans > 0,
+        "a dropped packet must cause retransmissions: {v}"
+    );
     assert_eq!(
         retrans,
         tshark_count(&path, "tcp.port == 5601 && tcp.analysis.retransmission")
