@@ -169,122 +169,167 @@ fn flow_id(r: &HttpRow) -> Option<String> {
     )
 }
 
-pub(crate) async fn http_requests(
-    mut a: Analysis,
-    p: HttpParams,
-) -> Result<Report<HttpRequests>, String> {
-    let mut requests: Vec<HttpTransaction> = Vec::new();
-    let mut index: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut span = Span::default();
-    let mut orphan_responses = 0u64;
-    let kept = a.part::<crate::index::Rows<HttpRow>>().await?;
-    for r in kept.0.iter() {
-        span.add(r.time);
+/// One request and its answer, as references into the index's kept rows: every
+/// exchange of a capture is paired, filtered and counted this way, and only the rows a
+/// page shows become an [`HttpTransaction`] with its formatted time, endpoints and
+/// owned strings (35,000 of those made ~100 MB that a call held only to count them).
+struct Exchange<'a> {
+    /// The request; None for a response whose request tshark did not parse.
+    req: Option<&'a HttpRow>,
+    /// The final response paired with it (for an orphan, the response itself).
+    resp: Option<&'a HttpRow>,
+    /// tshark's `http.time` of the response it linked to the request.
+    time_ms: Option<f64>,
+    answered_early: bool,
+}
+
+impl Exchange<'_> {
+    /// The row the exchange is listed by: its request, or the orphan response.
+    fn first(&self) -> &HttpRow {
+        self.req.or(self.resp).expect("an exchange has a message")
     }
-    let messages = distinct_messages(&kept.0);
+    fn frame(&self) -> u64 {
+        self.first().frame
+    }
+    fn status(&self) -> Option<u16> {
+        self.resp.and_then(|r| r.code).map(|c| c as u16)
+    }
+    fn response_frame(&self) -> Option<u64> {
+        self.resp.map(|r| r.frame)
+    }
+    fn method(&self) -> &str {
+        self.req.and_then(|r| r.method.as_deref()).unwrap_or("")
+    }
+    fn host(&self) -> Option<&str> {
+        self.req.and_then(|r| r.host.as_deref())
+    }
+    fn uri(&self) -> &str {
+        self.req.and_then(|r| r.uri.as_deref()).unwrap_or("")
+    }
+    /// Client and server endpoints: an orphan response travels server to client.
+    fn ends(&self) -> (String, String) {
+        let r = self.first();
+        let (src, dst) = (endpoint(&r.src, r.sport), endpoint(&r.dst, r.dport));
+        if self.req.is_some() {
+            (src, dst)
+        } else {
+            (dst, src)
+        }
+    }
+    fn server(&self) -> String {
+        self.ends().1
+    }
+    fn time(&self) -> String {
+        self.first().time.map(rfc3339).unwrap_or_default()
+    }
+    fn transaction(&self) -> HttpTransaction {
+        let r = self.first();
+        let (client, server) = self.ends();
+        let resp = self.resp;
+        HttpTransaction {
+            frame: r.frame,
+            time: self.time(),
+            stream: r.stream,
+            client,
+            server,
+            method: self.method().to_string(),
+            host: self.host().map(str::to_string),
+            uri: self.uri().to_string(),
+            user_agent: self.req.and_then(|q| owned(&q.user_agent)),
+            status: self.status(),
+            reason: resp.and_then(|q| owned(&q.phrase)),
+            content_type: resp.and_then(|q| owned(&q.content_type)),
+            content_length: resp.and_then(|q| q.content_length),
+            response_time_ms: self.time_ms,
+            response_frame: self.response_frame(),
+            request_seen: self.req.is_some(),
+            answered_early: self.answered_early,
+            community_id: flow_id(r),
+        }
+    }
+}
+
+/// Requests paired with their final responses by tshark's `http.request_in` (an answer
+/// sent while its request was still arriving joins that request), in capture order,
+/// and the count of responses whose request tshark did not parse.
+fn pair(rows: &[HttpRow]) -> (Vec<Exchange<'_>>, u64) {
+    let messages = distinct_messages(rows);
     let early = early_answers(&messages);
-    let mut early_rows: BTreeMap<u64, HttpTransaction> = BTreeMap::new();
-    for r in messages.into_iter().cloned() {
-        let community_id = flow_id(&r);
+    let mut out: Vec<Exchange> = Vec::new();
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut early_rows: BTreeMap<u64, &HttpRow> = BTreeMap::new();
+    let mut orphans = 0u64;
+    for r in messages {
         if r.is_request {
-            index.insert(r.frame, requests.len());
-            requests.push(HttpTransaction {
-                frame: r.frame,
-                time: r.time.map(rfc3339).unwrap_or_default(),
-                stream: r.stream,
-                client: endpoint(&r.src, r.sport),
-                server: endpoint(&r.dst, r.dport),
-                method: owned(&r.method).unwrap_or_default(),
-                host: owned(&r.host),
-                uri: r.uri.unwrap_or_default(),
-                user_agent: owned(&r.user_agent),
-                status: None,
-                reason: None,
-                content_type: None,
-                content_length: None,
-                response_time_ms: None,
-                response_frame: None,
-                request_seen: true,
+            index.insert(r.frame, out.len());
+            out.push(Exchange {
+                req: Some(r),
+                resp: None,
+                time_ms: None,
                 answered_early: false,
-                community_id: community_id.clone(),
             });
-        } else if let Some(code) = r.code.filter(|c| !is_interim(*c)) {
+        } else if r.code.is_some_and(|c| !is_interim(c)) {
             // an interim 1xx (100 Continue) precedes the real answer: not a response of
             // its own; a second final response to one request gets its own row
             match r
                 .request_in
                 .and_then(|f| index.get(&f))
-                .filter(|&&i| requests[i].status.is_none())
+                .filter(|&&i| out[i].resp.is_none())
             {
                 Some(&i) => {
-                    let t = &mut requests[i];
-                    t.status = Some(code as u16);
-                    t.reason = owned(&r.phrase);
-                    t.content_type = owned(&r.content_type);
-                    t.content_length = r.content_length;
-                    t.response_time_ms = r.time_since_request.map(|s| round(s * 1000.0, 3));
-                    t.response_frame = Some(r.frame);
+                    out[i].resp = Some(r);
+                    out[i].time_ms = r.time_since_request.map(|s| round(s * 1000.0, 3));
+                }
+                // A response whose request tshark did not parse (malformed, or before
+                // the capture started) still tells what the server said.
+                None if early.contains_key(&r.frame) => {
+                    early_rows.insert(r.frame, r);
                 }
                 None => {
-                    // A response whose request tshark did not parse (malformed, or before
-                    // the capture started) still tells what the server said.
-                    let row = HttpTransaction {
-                        frame: r.frame,
-                        time: r.time.map(rfc3339).unwrap_or_default(),
-                        stream: r.stream,
-                        client: endpoint(&r.dst, r.dport),
-                        server: endpoint(&r.src, r.sport),
-                        method: String::new(),
-                        host: None,
-                        uri: String::new(),
-                        user_agent: None,
-                        status: Some(code as u16),
-                        reason: owned(&r.phrase),
-                        content_type: owned(&r.content_type),
-                        content_length: r.content_length,
-                        response_time_ms: None,
-                        response_frame: Some(r.frame),
-                        request_seen: false,
+                    orphans += 1;
+                    out.push(Exchange {
+                        req: None,
+                        resp: Some(r),
+                        time_ms: None,
                         answered_early: false,
-                        community_id: community_id.clone(),
-                    };
-                    if early.contains_key(&r.frame) {
-                        early_rows.insert(r.frame, row);
-                    } else {
-                        orphan_responses += 1;
-                        requests.push(row);
-                    }
+                    });
                 }
             }
         }
     }
-
-    // an answer sent while its request was still arriving joins that request
     for (resp, req) in &early {
         if let (Some(row), Some(&i)) = (early_rows.remove(resp), index.get(req)) {
-            let t = &mut requests[i];
-            t.status = row.status;
-            t.reason = row.reason;
-            t.content_type = row.content_type;
-            t.content_length = row.content_length;
-            t.response_frame = Some(*resp);
-            t.answered_early = true;
+            out[i].resp = Some(row);
+            out[i].answered_early = true;
         }
     }
-    requests.sort_by_key(|t| t.frame);
+    // frames are unique: the unstable sort is as deterministic and needs no buffer
+    out.sort_unstable_by_key(Exchange::frame);
+    (out, orphans)
+}
+
+pub(crate) async fn http_requests(
+    mut a: Analysis,
+    p: HttpParams,
+) -> Result<Report<HttpRequests>, String> {
+    let kept = a.part::<crate::index::Rows<HttpRow>>().await?;
+    let mut span = Span::default();
+    for r in kept.0.iter() {
+        span.add(r.time);
+    }
+    let (mut requests, orphan_responses) = pair(&kept.0);
     let total_requests = requests.len();
     let method = p.method.as_ref().map(|m| m.trim().to_ascii_uppercase());
     let host = p.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
     requests.retain(|t| {
         method
             .as_ref()
-            .is_none_or(|m| t.method.eq_ignore_ascii_case(m))
+            .is_none_or(|m| t.method().eq_ignore_ascii_case(m))
             && host.as_ref().is_none_or(|h| {
-                t.host
-                    .as_ref()
+                t.host()
                     .is_some_and(|x| x.to_ascii_lowercase().contains(h.as_str()))
             })
-            && p.status.as_ref().is_none_or(|s| s.matches(t.status))
+            && p.status.as_ref().is_none_or(|s| s.matches(t.status()))
     });
 
     let mut by_method: BTreeMap<String, u64> = BTreeMap::new();
@@ -292,27 +337,27 @@ pub(crate) async fn http_requests(
     let mut hosts: BTreeMap<String, (u64, u64, Vec<f64>)> = BTreeMap::new();
     let mut times: Vec<f64> = Vec::new();
     for t in &requests {
-        if t.request_seen {
-            *by_method.entry(t.method.clone()).or_default() += 1;
+        if t.req.is_some() {
+            *by_method.entry(t.method().to_string()).or_default() += 1;
         }
         let class = t
-            .status
+            .status()
             .map(|s| format!("{}xx", s / 100))
             .unwrap_or_else(|| "no response".into());
         *by_class.entry(class).or_default() += 1;
         // without a Host header the server is its address, not address:port
         let h = hosts
             .entry(
-                t.host
-                    .clone()
-                    .unwrap_or_else(|| crate::report::split_endpoint(&t.server).0.to_string()),
+                t.host()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| crate::report::split_endpoint(&t.server()).0.to_string()),
             )
             .or_default();
         h.0 += 1;
-        if t.status.is_some_and(|s| s >= 400) {
+        if t.status().is_some_and(|s| s >= 400) {
             h.1 += 1;
         }
-        if let Some(ms) = t.response_time_ms {
+        if let Some(ms) = t.time_ms {
             h.2.push(ms);
             times.push(ms);
         }
@@ -351,9 +396,9 @@ pub(crate) async fn http_requests(
     }
     let errors = requests
         .iter()
-        .filter(|t| t.status.is_some_and(|s| s >= 400))
+        .filter(|t| t.status().is_some_and(|s| s >= 400))
         .count();
-    let unanswered = requests.iter().filter(|t| t.status.is_none()).count();
+    let unanswered = requests.iter().filter(|t| t.status().is_none()).count();
     let mut summary = format!(
         "{} HTTP transaction(s) in {}{}: {} error response(s) (4xx/5xx), {} request(s) without a response in the capture.",
         thousands(shown_total as u64),
@@ -394,7 +439,15 @@ pub(crate) async fn http_requests(
         );
     }
     let data = HttpRequests {
-        requests: Table::page(requests, clamp_offset(p.offset), limit),
+        requests: {
+            let offset = clamp_offset(p.offset);
+            let page = requests.iter().skip(offset).take(limit);
+            Table::window(
+                page.map(Exchange::transaction).collect(),
+                shown_total,
+                offset,
+            )
+        },
         by_host: Table::top(host_rows, 20),
         by_method: by_method
             .into_iter()
@@ -411,11 +464,11 @@ pub(crate) async fn http_requests(
     a.report(summary, findings, data, span, note).await
 }
 
-fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Finding> {
+fn http_findings(requests: &[Exchange], sorted_times: &[f64]) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut errors: BTreeMap<u16, Vec<&HttpTransaction>> = BTreeMap::new();
+    let mut errors: BTreeMap<u16, Vec<&Exchange>> = BTreeMap::new();
     for t in requests {
-        if let Some(s) = t.status.filter(|s| *s >= 400) {
+        if let Some(s) = t.status().filter(|s| *s >= 400) {
             errors.entry(s).or_default().push(t);
         }
     }
@@ -423,14 +476,7 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
         let sample: Vec<String> = ts
             .iter()
             .take(3)
-            .map(|t| {
-                format!(
-                    "{} {}{}",
-                    t.method,
-                    t.host.clone().unwrap_or_default(),
-                    t.uri
-                )
-            })
+            .map(|t| format!("{} {}{}", t.method(), t.host().unwrap_or_default(), t.uri()))
             .collect();
         out.push(Finding::new(
             if *code >= 500 {
@@ -441,24 +487,31 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
             format!(
                 "{} request(s) answered {code} {}",
                 ts.len(),
-                ts[0].reason.clone().unwrap_or_default()
+                ts[0]
+                    .resp
+                    .and_then(|r| r.phrase.as_deref())
+                    .unwrap_or_default()
             ),
             format!("For example: {}.", sample.join("; ")),
             Evidence {
                 frames: ts
                     .iter()
                     .take(10)
-                    .flat_map(|t| [Some(t.frame), t.response_frame])
+                    .flat_map(|t| [Some(t.frame()), t.response_frame()])
                     .flatten()
                     .collect(),
-                streams: ts.iter().filter_map(|t| t.stream).take(10).collect(),
-                endpoints: ts.iter().map(|t| t.server.clone()).take(3).collect(),
-                time: Some(ts[0].time.clone()),
+                streams: ts
+                    .iter()
+                    .filter_map(|t| t.first().stream)
+                    .take(10)
+                    .collect(),
+                endpoints: ts.iter().map(|t| t.server()).take(3).collect(),
+                time: Some(ts[0].time()),
                 // the responses and the requests they answer
                 display_filter: format!(
                     "http.response.code == {code} || http.response_in in {{{}}}",
                     ts.iter()
-                        .filter_map(|t| t.response_frame)
+                        .filter_map(|t| t.response_frame())
                         .take(10)
                         .map(|f| f.to_string())
                         .collect::<Vec<_>>()
@@ -470,18 +523,18 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
     // slow: above 1 s, or far above this capture's own median
     let median = percentile(sorted_times, 50.0).unwrap_or(0.0);
     let threshold = (median * 10.0).max(1000.0);
-    let mut slow: Vec<&HttpTransaction> = requests
+    let mut slow: Vec<&Exchange> = requests
         .iter()
-        .filter(|t| t.response_time_ms.is_some_and(|ms| ms >= threshold))
+        .filter(|t| t.time_ms.is_some_and(|ms| ms >= threshold))
         .collect();
     slow.sort_by(|x, y| {
-        y.response_time_ms
+        y.time_ms
             .unwrap_or(0.0)
-            .total_cmp(&x.response_time_ms.unwrap_or(0.0))
+            .total_cmp(&x.time_ms.unwrap_or(0.0))
     });
     if let Some(worst) = slow.first() {
         out.push(Finding::new(
-            if worst.response_time_ms.unwrap_or(0.0) >= 5000.0 {
+            if worst.time_ms.unwrap_or(0.0) >= 5000.0 {
                 Severity::Medium
             } else {
                 Severity::Low
@@ -489,20 +542,20 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
             format!(
                 "{} slow response(s), slowest {:.0} ms",
                 slow.len(),
-                worst.response_time_ms.unwrap_or(0.0)
+                worst.time_ms.unwrap_or(0.0)
             ),
             format!(
                 "Slowest: {} {}{} from {} (capture median {median:.1} ms).",
-                worst.method,
-                worst.host.clone().unwrap_or_default(),
-                worst.uri,
-                worst.server
+                worst.method(),
+                worst.host().unwrap_or_default(),
+                worst.uri(),
+                worst.server()
             ),
             {
                 let frames: Vec<u64> = slow
                     .iter()
                     .take(10)
-                    .flat_map(|t| [Some(t.frame), t.response_frame])
+                    .flat_map(|t| [Some(t.frame()), t.response_frame()])
                     .flatten()
                     .collect();
                 // the slow responses by time, and the exchanges listed (a response
@@ -514,8 +567,12 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
                     .join(",");
                 Evidence {
                     frames,
-                    streams: slow.iter().filter_map(|t| t.stream).take(10).collect(),
-                    time: Some(worst.time.clone()),
+                    streams: slow
+                        .iter()
+                        .filter_map(|t| t.first().stream)
+                        .take(10)
+                        .collect(),
+                    time: Some(worst.time()),
                     display_filter: format!(
                         "http.time >= {:.3} || frame.number in {{{listed}}}",
                         threshold / 1000.0
@@ -525,16 +582,19 @@ fn http_findings(requests: &[HttpTransaction], sorted_times: &[f64]) -> Vec<Find
             },
         ));
     }
-    let unanswered: Vec<&HttpTransaction> =
-        requests.iter().filter(|t| t.status.is_none()).collect();
+    let unanswered: Vec<&Exchange> = requests.iter().filter(|t| t.status().is_none()).collect();
     if !unanswered.is_empty() {
         out.push(Finding::new(
             Severity::Low,
             format!("{} request(s) without a response in the capture", unanswered.len()),
             "The server did not answer before the capture ended, the response was lost, or the capture missed it.".to_string(),
             Evidence {
-                frames: unanswered.iter().take(10).map(|t| t.frame).collect(),
-                streams: unanswered.iter().filter_map(|t| t.stream).take(10).collect(),
+                frames: unanswered.iter().take(10).map(|t| t.frame()).collect(),
+                streams: unanswered
+                    .iter()
+                    .filter_map(|t| t.first().stream)
+                    .take(10)
+                    .collect(),
                 display_filter: "http.request && !http.response_in".into(),
                 ..Default::default()
             },
