@@ -52,29 +52,48 @@ fn result_text(r: &CallToolResult) -> String {
 }
 
 pub async fn call(args: &[String]) -> Result<()> {
-    let Some(tool) = args.first() else {
-        bail!("usage: pcap-analyzer-mcp-server call TOOL '{{json arguments}}'");
-    };
-    let json: Value = match args.get(1) {
-        Some(s) => {
-            serde_json::from_str(s).with_context(|| format!("arguments are not valid JSON: {s}"))?
-        }
-        None => Value::Object(Default::default()),
-    };
+    let calls = parse_calls(args)?;
     let client = in_process_client().await?;
-    let r = call_tool(&client, tool, json).await?;
-    if r.is_error == Some(true) {
-        bail!("{tool} failed: {}", result_text(&r));
+    // several calls share one server, so the later ones read the index the first built
+    for (tool, json) in calls {
+        let r = call_tool(&client, &tool, json).await?;
+        if r.is_error == Some(true) {
+            bail!("{tool} failed: {}", result_text(&r));
+        }
+        let out = match &r.structured_content {
+            Some(v) => serde_json::to_string_pretty(v)?,
+            None => result_text(&r),
+        };
+        // a closed pipe (`| head`) is not an error worth a panic
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{out}");
     }
-    let out = match &r.structured_content {
-        Some(v) => serde_json::to_string_pretty(v)?,
-        None => result_text(&r),
-    };
-    // a closed pipe (`| head`) is not an error worth a panic
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{out}");
     let _ = client.cancel().await;
     Ok(())
+}
+
+/// `TOOL [JSON] [TOOL [JSON]]...`: each tool name, with the JSON object of its
+/// arguments when one follows.
+fn parse_calls(args: &[String]) -> Result<Vec<(String, Value)>> {
+    let mut calls = Vec::new();
+    let mut rest = args.iter().peekable();
+    while let Some(tool) = rest.next() {
+        if tool.trim_start().starts_with('{') {
+            bail!("arguments {tool} follow no tool name: write TOOL '{{json arguments}}'");
+        }
+        let json = match rest.next_if(|a| a.trim_start().starts_with('{')) {
+            Some(s) => serde_json::from_str(s)
+                .with_context(|| format!("arguments are not valid JSON: {s}"))?,
+            None => Value::Object(Default::default()),
+        };
+        calls.push((tool.clone(), json));
+    }
+    if calls.is_empty() {
+        bail!(
+            "usage: pcap-analyzer-mcp-server call TOOL '{{json arguments}}' [TOOL '{{json arguments}}']..."
+        );
+    }
+    Ok(calls)
 }
 
 /// `tools`: a terminal reader's view of every tool (or one), `--json` the full
@@ -536,4 +555,27 @@ fn wrap(s: &str, width: usize, indent: &str) -> String {
         col += word.chars().count();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn calls_are_tool_names_each_with_optional_arguments() {
+        let c = parse_calls(&args(&["a", r#"{"x":1}"#, "b", "c", r#" {"y":2}"#])).unwrap();
+        let names: Vec<&str> = c.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(c[0].1["x"], 1);
+        assert_eq!(c[1].1, serde_json::json!({}));
+        assert_eq!(c[2].1["y"], 2);
+        assert!(parse_calls(&[]).is_err());
+        assert!(parse_calls(&args(&[r#"{"x":1}"#])).is_err());
+        let bad = parse_calls(&args(&["a", "{not json"])).unwrap_err();
+        assert!(format!("{bad:#}").contains("not valid JSON"), "{bad:#}");
+    }
 }

@@ -44,6 +44,7 @@ USAGE:
     pcap-analyzer-mcp-server                  serve MCP over stdio (what MCP clients run)
     pcap-analyzer-mcp-server call TOOL JSON   run one tool and print its result, e.g.
                                               call analyze_pcap_file '{\"pcap_file\":\"x.pcap\"}'
+                                              (more TOOL JSON pairs: one server, one index)
     pcap-analyzer-mcp-server doctor           check tshark, dumpcap, capinfos, permissions, storage
     pcap-analyzer-mcp-server demo             a short investigation of a capture shipped with the binary
     pcap-analyzer-mcp-server tools [TOOL]     each tool's parameters: name, type, default, meaning
