@@ -160,10 +160,15 @@ fn cpu_of(pid: u32) -> f64 {
 }
 
 fn peak_rss_mb(pid: u32) -> u64 {
+    status_mb(pid, "VmHWM:")
+}
+
+/// A memory line of /proc/PID/status in MB: VmHWM (the peak) or VmRSS (now).
+fn status_mb(pid: u32, line: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(line))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
@@ -312,8 +317,15 @@ async fn main() {
         if size > largest.1 {
             largest = (tool.clone(), size);
         }
-        // the server's peak so far: which call raised it
-        rows.push((tool, cpu, status, peak_rss_mb(pid)));
+        // the server's peak so far (which call raised it), and what it holds after the
+        // call (what an investigation keeps, against what a call needed for a moment)
+        rows.push((
+            tool,
+            cpu,
+            status,
+            peak_rss_mb(pid),
+            status_mb(pid, "VmRSS:"),
+        ));
     }
     let total = cpu_of(pid) - start;
     let rss = peak_rss_mb(pid);
@@ -329,16 +341,19 @@ async fn main() {
         runs[0], runs[1]
     );
     println!(
-        "{:<40} {:>9} {:>9} {:>8}",
-        "call", "cpu (s)", "x bare", "peak MB"
+        "{:<40} {:>9} {:>9} {:>8} {:>8}",
+        "call", "cpu (s)", "x bare", "peak MB", "now MB"
     );
-    for (tool, cpu, status, peak) in &rows {
+    for (tool, cpu, status, peak, now) in &rows {
         let note = if status == "complete" {
             String::new()
         } else {
             format!("  ({status})")
         };
-        println!("{tool:<40} {cpu:>9.2} {:>9.3} {peak:>8}{note}", cpu / bare);
+        println!(
+            "{tool:<40} {cpu:>9.2} {:>9.3} {peak:>8} {now:>8}{note}",
+            cpu / bare
+        );
     }
     println!(
         "investigation: {} calls, {total:.2} s CPU = {:.2} x the bare index pass (target <= 1.5)",
