@@ -37,6 +37,33 @@ impl EventQuery {
     pub fn wants(&self, time: f64, weight: u32) -> bool {
         time >= self.from && time <= self.to && (!self.notable_only || weight > 0)
     }
+
+    /// The event at `time` of `weight` when the query wants it, its sentence, detail
+    /// and filter written by `text` only then: of a big capture's every connection,
+    /// request and lookup, only the events kept cost strings. Ranking a whole capture
+    /// reads neither detail nor filter, so those events keep none.
+    pub fn event(
+        &self,
+        (time, frame): (f64, u64),
+        family: &'static str,
+        weight: u32,
+        text: impl FnOnce() -> (String, Option<String>, String),
+    ) -> Option<Event> {
+        if !self.wants(time, weight) {
+            return None;
+        }
+        let (what, detail, filter) = text();
+        let whole = !self.notable_only;
+        Some(Event {
+            time,
+            frame,
+            family,
+            what,
+            detail: detail.filter(|_| whole),
+            weight,
+            filter: if whole { filter } else { String::new() },
+        })
+    }
 }
 
 /// Connections opened, refused, unanswered, reset and closed.
@@ -44,64 +71,49 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
     let mut out = Vec::new();
     for s in &m.streams {
         let client = &s.addr[0];
-        let server = s.endpoint(1);
-        let filter = format!("tcp.stream == {}", s.id);
-        let mut push =
-            |time: f64, frame: u64, what: String, detail: Option<String>, weight: u32| {
-                if q.wants(time, weight) {
-                    out.push(Event {
-                        time,
-                        frame,
-                        family: "tcp",
-                        what,
-                        detail,
-                        weight,
-                        filter: filter.clone(),
-                    });
-                }
-            };
+        let filter = || format!("tcp.stream == {}", s.id);
         let state = s.conn_state();
         // a refused connection is one event, at its RST
         if let Some(syn) = s.syn_frame.filter(|_| state != "REJ") {
             let retries = s.syn_retries;
-            let what = if state == "S0" {
-                format!("TCP connection {client} -> {server} unanswered")
-            } else {
-                format!("TCP connection {client} -> {server} opened")
-            };
             let weight = match (state, retries) {
                 ("S0", _) => 3,
                 (_, r) if r > 0 => 1,
                 _ => 0,
             };
-            let detail = (retries > 0).then(|| format!("SYN sent {} times", retries + 1));
-            push(s.first, syn, what, detail, weight);
+            out.extend(q.event((s.first, syn), "tcp", weight, || {
+                let server = s.endpoint(1);
+                let what = if state == "S0" {
+                    format!("TCP connection {client} -> {server} unanswered")
+                } else {
+                    format!("TCP connection {client} -> {server} opened")
+                };
+                let detail = (retries > 0).then(|| format!("SYN sent {} times", retries + 1));
+                (what, detail, filter())
+            }));
         }
         if let Some((t, frame, by, rst)) = s.close {
-            // the client's port varies between repeats; its address does not
-            let by_ep = if by == 0 {
-                client.clone()
-            } else {
-                server.clone()
-            };
-            let (what, weight) = if state == "REJ" {
-                (
-                    format!("TCP connection {client} -> {server} refused (RST)"),
-                    3,
-                )
+            let weight = if state == "REJ" {
+                3
             } else if rst {
-                (
-                    format!("TCP connection {client} -> {server} reset by {by_ep}"),
-                    2,
-                )
+                2
             } else {
-                (
-                    format!("TCP connection {client} -> {server} closed by {by_ep}"),
-                    0,
-                )
+                0
             };
-            let detail = Some(format!("after {:.3} s", (t - s.first).max(0.0)));
-            push(t, frame, what, detail, weight);
+            out.extend(q.event((t, frame), "tcp", weight, || {
+                let server = s.endpoint(1);
+                // the client's port varies between repeats; its address does not
+                let by_ep = if by == 0 { client } else { &server };
+                let what = if state == "REJ" {
+                    format!("TCP connection {client} -> {server} refused (RST)")
+                } else if rst {
+                    format!("TCP connection {client} -> {server} reset by {by_ep}")
+                } else {
+                    format!("TCP connection {client} -> {server} closed by {by_ep}")
+                };
+                let detail = Some(format!("after {:.3} s", (t - s.first).max(0.0)));
+                (what, detail, filter())
+            }));
         }
     }
     out
@@ -111,66 +123,43 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
 pub fn tls_events(m: &crate::model::tls::TlsModel, q: EventQuery) -> Vec<Event> {
     let mut out = Vec::new();
     for s in &m.sessions {
-        let name = s.sni.clone().unwrap_or_else(|| s.endpoint(1));
-        let filter = s.filter();
+        let name = || s.sni.clone().unwrap_or_else(|| s.endpoint(1));
         if let Some((t, frame)) = s.client_hello {
             let outcome = s.outcome();
-            let (what, weight) = match outcome {
-                "complete" => (
-                    format!(
-                        "TLS handshake {} -> {name} completed{}",
-                        s.addr[0],
+            let weight = match outcome {
+                "complete" => 0,
+                // the capture may simply have ended mid-handshake
+                "incomplete" => 1,
+                _ => 3,
+            };
+            out.extend(q.event((t, frame), "tls", weight, || {
+                let (client, name) = (&s.addr[0], name());
+                let what = match outcome {
+                    "complete" => format!(
+                        "TLS handshake {client} -> {name} completed{}",
                         s.negotiated
                             .map(|v| format!(" ({})", crate::model::tls::version_name(v)))
                             .unwrap_or_default()
                     ),
-                    0,
-                ),
-                // the capture may simply have ended mid-handshake
-                "incomplete" => (
-                    format!("TLS handshake {} -> {name} not completed", s.addr[0]),
-                    1,
-                ),
-                other => (
-                    format!("TLS handshake {} -> {name} failed ({other})", s.addr[0]),
-                    3,
-                ),
-            };
-            if q.wants(t, weight) {
-                out.push(Event {
-                    time: t,
-                    frame,
-                    family: "tls",
-                    what,
-                    detail: s.handshake_s().map(|d| format!("{:.1} ms", d * 1000.0)),
-                    weight,
-                    filter: filter.clone(),
-                });
-            }
+                    "incomplete" => format!("TLS handshake {client} -> {name} not completed"),
+                    other => format!("TLS handshake {client} -> {name} failed ({other})"),
+                };
+                let detail = s.handshake_s().map(|d| format!("{:.1} ms", d * 1000.0));
+                (what, detail, s.filter())
+            }));
         }
         for a in &s.alerts {
-            let desc = a
-                .description
-                .map(|d| crate::analysis::tls::alert_name(d).0)
-                .unwrap_or("encrypted");
             // an encrypted alert after the handshake is almost always close_notify
             let weight = if a.during_handshake { 3 } else { 0 };
-            let from = if a.from_server {
-                s.endpoint(1)
-            } else {
-                s.endpoint(0)
-            };
-            if q.wants(a.time, weight) {
-                out.push(Event {
-                    time: a.time,
-                    frame: a.frame,
-                    family: "tls",
-                    what: format!("TLS alert {desc} from {from} ({name})"),
-                    detail: None,
-                    weight,
-                    filter: filter.clone(),
-                });
-            }
+            out.extend(q.event((a.time, a.frame), "tls", weight, || {
+                let desc = a
+                    .description
+                    .map(|d| crate::analysis::tls::alert_name(d).0)
+                    .unwrap_or("encrypted");
+                let from = s.endpoint(if a.from_server { 1 } else { 0 });
+                let what = format!("TLS alert {desc} from {from} ({})", name());
+                (what, None, s.filter())
+            }));
         }
     }
     out

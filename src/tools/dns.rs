@@ -456,56 +456,51 @@ pub async fn events(
     mut a: Analysis,
     q: crate::analysis::events::EventQuery,
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
-    use crate::analysis::events::Event;
     let kept = a.part::<crate::index::Rows<DnsRow>>().await?;
     let answered: std::collections::HashSet<u64> =
         kept.0.iter().filter_map(|r| r.response_to).collect();
     let mut out = Vec::new();
     for r in &kept.0 {
-        let name = r
-            .name
-            .as_deref()
-            .map(|n| n.chars().take(120).collect::<String>())
-            .unwrap_or_else(|| "?".into());
-        let qtype = r.qtype.map(qtype_name).unwrap_or_default();
-        let (time, what, detail, weight) = if r.response {
+        let name = || {
+            r.name
+                .as_deref()
+                .map(|n| n.chars().take(120).collect::<String>())
+                .unwrap_or_else(|| "?".into())
+        };
+        let qtype = || r.qtype.map(qtype_name).unwrap_or_default();
+        let filter = || format!("frame.number == {}", r.frame);
+        let event = if r.response {
             let rcode = r.rcode.unwrap_or(0);
             let weight = match rcode {
                 0 => 0,
                 3 => 1,
                 _ => 3,
             };
-            (
-                r.time,
-                format!(
-                    "DNS {qtype} {name} answered by {} -> {}",
-                    r.src,
-                    rcode_name(rcode)
-                ),
-                r.time_s.map(|t| format!("{:.1} ms", t * 1000.0)),
-                weight,
-            )
+            q.event((r.time, r.frame), "dns", weight, || {
+                (
+                    format!(
+                        "DNS {} {} answered by {} -> {}",
+                        qtype(),
+                        name(),
+                        r.src,
+                        rcode_name(rcode)
+                    ),
+                    r.time_s.map(|t| format!("{:.1} ms", t * 1000.0)),
+                    filter(),
+                )
+            })
         } else if !answered.contains(&r.frame) && !r.retransmission {
-            (
-                r.time,
-                format!("DNS {qtype} {name} to {} unanswered", r.dst),
-                None,
-                2,
-            )
+            q.event((r.time, r.frame), "dns", 2, || {
+                (
+                    format!("DNS {} {} to {} unanswered", qtype(), name(), r.dst),
+                    None,
+                    filter(),
+                )
+            })
         } else {
             continue;
         };
-        if q.wants(time, weight) {
-            out.push(Event {
-                time,
-                frame: r.frame,
-                family: "dns",
-                what,
-                detail,
-                weight,
-                filter: format!("frame.number == {}", r.frame),
-            });
-        }
+        out.extend(event);
     }
     Ok(out)
 }

@@ -414,7 +414,6 @@ pub async fn events(
     mut a: Analysis,
     q: crate::analysis::events::EventQuery,
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
-    use crate::analysis::events::Event;
     let x = a.part::<ExpertFrames>().await?;
     let tcp_analysis = [
         "retransmission",
@@ -430,28 +429,32 @@ pub async fn events(
         "sack",
         "connection reset",
     ];
+    // once per kind of message, not per occurrence
+    let told_by_tcp: Vec<bool> = x
+        .kinds
+        .iter()
+        .map(|(_, msg)| {
+            let lower = msg.to_ascii_lowercase();
+            tcp_analysis.iter().any(|t| lower.contains(t))
+        })
+        .collect();
     let mut out = Vec::new();
     for &(time, frame, i) in &x.occurrences {
-        let (sev, msg) = &x.kinds[i as usize];
-        let lower = msg.to_ascii_lowercase();
-        if tcp_analysis.iter().any(|t| lower.contains(t)) {
+        if told_by_tcp[i as usize] {
             continue;
         }
+        let (sev, msg) = &x.kinds[i as usize];
         let weight = if sev == "error" { 3 } else { 1 };
-        if q.wants(time, weight) {
-            out.push(Event {
-                time,
-                frame,
-                family: "expert",
-                what: format!(
+        out.extend(q.event((time, frame), "expert", weight, || {
+            (
+                format!(
                     "Expert {sev}: {}",
                     msg.chars().take(160).collect::<String>()
                 ),
-                detail: None,
-                weight,
-                filter: format!("frame.number == {frame}"),
-            });
-        }
+                None,
+                format!("frame.number == {frame}"),
+            )
+        }));
     }
     Ok(out)
 }

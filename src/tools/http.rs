@@ -608,7 +608,6 @@ pub async fn events(
     mut a: Analysis,
     q: crate::analysis::events::EventQuery,
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
-    use crate::analysis::events::Event;
     let kept = a.part::<crate::index::Rows<HttpRow>>().await?;
     let rows: Vec<&HttpRow> = distinct_messages(&kept.0);
     let answers: std::collections::HashMap<u64, &HttpRow> = rows
@@ -619,48 +618,37 @@ pub async fn events(
     let mut out = Vec::new();
     for r in rows.iter().filter(|r| r.is_request) {
         let Some(time) = r.time else { continue };
-        let target: String = format!(
-            "{}{}",
-            r.host.as_deref().unwrap_or(""),
-            r.uri.as_deref().unwrap_or("")
-        )
-        .chars()
-        .take(120)
-        .collect();
-        let method = r.method.as_deref().unwrap_or("?");
-        let (what, detail, weight, filter) = match answers.get(&r.frame) {
-            Some(resp) => {
-                let code = resp.code.unwrap_or(0);
-                (
-                    format!("HTTP {method} {target} -> {code}"),
+        let answer = answers.get(&r.frame);
+        let weight = match answer.map(|resp| resp.code.unwrap_or(0)) {
+            Some(500..) => 3,
+            Some(400..) => 1,
+            Some(_) => 0,
+            None => 2,
+        };
+        out.extend(q.event((time, r.frame), "http", weight, || {
+            let target: String = format!(
+                "{}{}",
+                r.host.as_deref().unwrap_or(""),
+                r.uri.as_deref().unwrap_or("")
+            )
+            .chars()
+            .take(120)
+            .collect();
+            let method = r.method.as_deref().unwrap_or("?");
+            match answer {
+                Some(resp) => (
+                    format!("HTTP {method} {target} -> {}", resp.code.unwrap_or(0)),
                     resp.time_since_request
                         .map(|t| format!("{:.1} ms", t * 1000.0)),
-                    match code {
-                        500.. => 3,
-                        400.. => 1,
-                        _ => 0,
-                    },
                     format!("frame.number in {{{},{}}}", r.frame, resp.frame),
-                )
+                ),
+                None => (
+                    format!("HTTP {method} {target} unanswered"),
+                    None,
+                    format!("frame.number == {}", r.frame),
+                ),
             }
-            None => (
-                format!("HTTP {method} {target} unanswered"),
-                None,
-                2,
-                format!("frame.number == {}", r.frame),
-            ),
-        };
-        if q.wants(time, weight) {
-            out.push(Event {
-                time,
-                frame: r.frame,
-                family: "http",
-                what,
-                detail,
-                weight,
-                filter,
-            });
-        }
+        }));
     }
     Ok(out)
 }

@@ -1042,33 +1042,26 @@ pub async fn events(
     mut a: Analysis,
     q: crate::analysis::events::EventQuery,
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
-    use crate::analysis::events::Event;
     let kept = a.part::<crate::index::Rows<QRow>>().await?;
     let mut out = Vec::new();
     for r in &kept.0 {
-        let (what, weight) = if let Some((from, to, port)) = &r.closed_port {
-            (
-                format!("ICMP port unreachable: {from} -> {to} udp/{port} closed"),
-                2,
-            )
-        } else if let Some((kind, reporter, dest)) = &r.unreachable {
-            (format!("ICMP {kind}: {dest}, reported by {reporter}"), 2)
+        let weight = if r.closed_port.is_some() || r.unreachable.is_some() {
+            2
         } else if is_time_exceeded(r) {
-            ("ICMP time exceeded (TTL expired in transit)".to_string(), 1)
+            1
         } else {
             continue;
         };
-        if q.wants(r.time, weight) {
-            out.push(Event {
-                time: r.time,
-                frame: r.frame,
-                family: "icmp",
-                what,
-                detail: None,
-                weight,
-                filter: format!("frame.number == {}", r.frame),
-            });
-        }
+        out.extend(q.event((r.time, r.frame), "icmp", weight, || {
+            let what = if let Some((from, to, port)) = &r.closed_port {
+                format!("ICMP port unreachable: {from} -> {to} udp/{port} closed")
+            } else if let Some((kind, reporter, dest)) = &r.unreachable {
+                format!("ICMP {kind}: {dest}, reported by {reporter}")
+            } else {
+                "ICMP time exceeded (TTL expired in transit)".to_string()
+            };
+            (what, None, format!("frame.number == {}", r.frame))
+        }));
     }
     Ok(out)
 }
