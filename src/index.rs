@@ -98,6 +98,13 @@ impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
         self.or_insert_with(key, V::default)
     }
 
+    /// Keeps the entries `keep` says yes to: what a part learns at its finish that it
+    /// will never report need not be sorted or held.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.building.retain(|k, v| keep(k, v));
+        self.sorted.retain(|k, v| keep(k, v));
+    }
+
     /// Puts the entries in key order; the part's `finish` calls it before any view
     /// reads the table.
     pub fn finish(&mut self) {
@@ -250,13 +257,25 @@ pub trait Kept: FromRow + Send + Sync + 'static {
 /// One copy of each string the kept rows of a family repeat: the addresses, hosts,
 /// methods, versions and user agents of tens of thousands of HTTP messages are a few
 /// hundred distinct strings. Used while the pass runs; the rows keep the copies.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Interner(FastSet<Arc<str>>);
 
 impl Interner {
     pub fn share(&mut self, s: &mut Option<Arc<str>>) {
         if let Some(v) = s {
             self.share_one(v);
+        }
+    }
+
+    /// The one copy of `s`, made on its first sight.
+    pub fn one(&mut self, s: &str) -> Arc<str> {
+        match self.0.get(s) {
+            Some(kept) => kept.clone(),
+            None => {
+                let v: Arc<str> = Arc::from(s);
+                self.0.insert(v.clone());
+                v
+            }
         }
     }
 
@@ -768,5 +787,39 @@ mod tests {
             );
         }
         eprintln!("all parts hold {} KB", total / 1024);
+        if std::env::var("PART_PEAKS").is_err() {
+            return;
+        }
+        // each part alone: what it needs while fed (hash tables and lists growing,
+        // builder state) against what it keeps
+        for make in crate::tools::INDEX_PARTS {
+            let mut sink = make(&ctx);
+            let map: Vec<usize> = sink
+                .fields()
+                .iter()
+                .map(|f| union.iter().position(|u| u == f).expect("in the union"))
+                .collect();
+            let base = heap::in_use();
+            heap::take_peak();
+            for line in &lines {
+                sink.feed(
+                    &Row::parse(line, union.len())
+                        .with_frame_head()
+                        .project(&map),
+                );
+            }
+            let name = sink.name();
+            let fed = heap::take_peak().saturating_sub(base);
+            let part = sink.done();
+            let done = heap::take_peak().saturating_sub(base);
+            let held = heap::in_use().saturating_sub(base);
+            drop(part);
+            eprintln!(
+                "{:>8} KB fed peak, {:>8} KB finishing peak, {:>8} KB held: {name}",
+                fed / 1024,
+                done / 1024,
+                held / 1024
+            );
+        }
     }
 }
