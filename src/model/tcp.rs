@@ -291,12 +291,12 @@ pub struct Reset {
     pub payload_before: [u64; 2],
 }
 
-/// What a stream holds once it carries data or shows an analysis event.
+/// What a stream holds once it carries data or shows an analysis event. What only a
+/// `tcp.analysis` event, a reset, a hole or a congestion mark sets lives in
+/// [`StreamEvents`], allocated on the first such event: most connections of ordinary
+/// traffic have none, and those fields are half the detail's size.
 #[derive(Debug, Clone, Default)]
 pub struct StreamDetail {
-    /// SYNs sent again before an answer, and when the last of them was sent.
-    pub syn_retries: u64,
-    retry_syn_time: f64,
     /// When the first SYN-ACK was seen.
     synack_time: Option<f64>,
     pub payload: PerDir,
@@ -312,6 +312,48 @@ pub struct StreamDetail {
     /// data, so only same-direction samples can be compared with each other.
     pub rtt_by_sender: [Vec<f64>; 2],
     rtt_seen_dir: PerDir,
+    /// Highest sequence number + length seen per direction.
+    seq_end: PerDir,
+    pub max_segment: PerDir,
+    /// First and last data segment of each direction (time, frame).
+    pub data_first: [Option<(f64, u64)>; 2],
+    pub data_last: [Option<(f64, u64)>; 2],
+    /// For each direction's first data after the other side had sent some: when the
+    /// other side's data before it ended, and when this answer began (time, frame) —
+    /// a request and the wait for its response.
+    pub reply: [Option<(f64, f64, u64)>; 2],
+    /// The messages of the conversation in order (the first [`MAX_MESSAGES`]): one
+    /// side's run of data until the other side sends data. A request and its answer
+    /// are two messages; per-transaction timing reads them.
+    pub messages: Vec<Message>,
+    /// More messages followed the first [`MAX_MESSAGES`]; they are not kept (and the
+    /// last one kept ends where the next began).
+    pub messages_truncated: bool,
+    /// Silences of at least [`STALL_S`] that new data ended, by the side that broke
+    /// them, seconds.
+    pub pause_total: [f64; 2],
+    /// Silences ended by one side's data after the other side spoke last: a server's
+    /// think time, or a client's idle time between requests.
+    pub wait_total: [f64; 2],
+    /// Which direction (raw, until `finish`) sent the latest data segment.
+    last_data_dir: Option<usize>,
+    pub max_in_flight: PerDir,
+    pub jitter: f64,
+    /// Example frames per kind of event, kinds in order of first occurrence: a stream
+    /// shows a handful of kinds, and an ordered map's smallest node is ~450 bytes.
+    frames: Vec<(&'static str, Vec<u64>)>,
+    events: Option<Box<StreamEvents>>,
+}
+
+/// What a stream holds once it shows a `tcp.analysis` event, a reset, a SYN sent
+/// again, a hole in its data or an ECN mark. Reads go through `Deref` from the detail
+/// (a stream without events reads as all zeros); writes through
+/// [`StreamDetail::events_mut`], only where such an event happens.
+#[derive(Debug, Clone, Default)]
+pub struct StreamEvents {
+    /// SYNs sent again before an answer, and when the last of them was sent.
+    pub syn_retries: u64,
+    retry_syn_time: f64,
     pub retrans: PerDir,
     pub retrans_bytes: PerDir,
     /// Retransmissions that carried payload (SYN/FIN retransmissions excluded), for rates.
@@ -332,42 +374,19 @@ pub struct StreamDetail {
     /// Retransmissions (flagged or not) of bytes this capture saw before: the original
     /// passed the capture point and was lost after it.
     pub lost_after_capture: PerDir,
-    /// Highest sequence number + length seen per direction, and the holes tshark
-    /// reported ("previous segment not captured") not yet filled, oldest first.
-    seq_end: PerDir,
     /// Payload bytes of new data the capture cut off (snap length), per direction.
     cut_bytes: PerDir,
     /// The direction's data has a hole or a cut the peer has not acknowledged yet.
     gap_pending: [bool; 2],
+    /// The holes tshark reported ("previous segment not captured") not yet filled,
+    /// oldest first.
     gaps: [Vec<(u64, u64)>; 2],
-    /// Bytes of the holes tshark reported, and the largest segment, per direction: the
-    /// holes in segments are the loss before the capture point.
+    /// Bytes of the holes tshark reported per direction: the holes in segments are
+    /// the loss before the capture point.
     gap_bytes: PerDir,
-    pub max_segment: PerDir,
-    /// First and last data segment of each direction (time, frame).
-    pub data_first: [Option<(f64, u64)>; 2],
-    pub data_last: [Option<(f64, u64)>; 2],
-    /// For each direction's first data after the other side had sent some: when the
-    /// other side's data before it ended, and when this answer began (time, frame) —
-    /// a request and the wait for its response.
-    pub reply: [Option<(f64, f64, u64)>; 2],
-    /// The messages of the conversation in order (the first [`MAX_MESSAGES`]): one
-    /// side's run of data until the other side sends data. A request and its answer
-    /// are two messages; per-transaction timing reads them.
-    pub messages: Vec<Message>,
     pub reset: Option<Reset>,
-    /// More messages followed the first [`MAX_MESSAGES`]; they are not kept (and the
-    /// last one kept ends where the next began).
-    pub messages_truncated: bool,
-    /// Silences of at least [`STALL_S`] that a retransmission ended (timeouts), and
-    /// those new data ended, by the side that broke them, seconds.
+    /// Silences of at least [`STALL_S`] that a retransmission ended (timeouts), seconds.
     pub rto_stall_total: f64,
-    pub pause_total: [f64; 2],
-    /// Silences ended by one side's data after the other side spoke last: a server's
-    /// think time, or a client's idle time between requests.
-    pub wait_total: [f64; 2],
-    /// Which direction (raw, until `finish`) sent the latest data segment.
-    last_data_dir: Option<usize>,
     pub dup_ack: PerDir,
     pub max_dup_chain: u64,
     pub out_of_order: PerDir,
@@ -379,7 +398,6 @@ pub struct StreamDetail {
     pub window_full: PerDir,
     pub window_update: PerDir,
     pub keep_alive: PerDir,
-    pub max_in_flight: PerDir,
     /// Zero-window stalls per advertiser: total and longest seconds, and whether one never ended.
     pub zw_stall_total: [f64; 2],
     pub zw_stall_max: [f64; 2],
@@ -388,10 +406,23 @@ pub struct StreamDetail {
     pub ce_marks: u64,
     pub ece: u64,
     pub cwr: u64,
-    pub jitter: f64,
-    /// Example frames per kind of event, kinds in order of first occurrence: a stream
-    /// shows a handful of kinds, and an ordered map's smallest node is ~450 bytes.
-    frames: Vec<(&'static str, Vec<u64>)>,
+}
+
+static NO_EVENTS: std::sync::LazyLock<StreamEvents> =
+    std::sync::LazyLock::new(StreamEvents::default);
+
+impl std::ops::Deref for StreamDetail {
+    type Target = StreamEvents;
+    fn deref(&self) -> &StreamEvents {
+        self.events.as_deref().unwrap_or(&NO_EVENTS)
+    }
+}
+
+impl StreamDetail {
+    /// The events, allocated on the first: call it only where an event happens.
+    fn events_mut(&mut self) -> &mut StreamEvents {
+        self.events.get_or_insert_with(Default::default)
+    }
 }
 
 static NO_DETAIL: std::sync::LazyLock<StreamDetail> =
@@ -498,16 +529,18 @@ impl Stream {
         let seen_end = dd.seq_end[d];
         dd.max_segment[d] = dd.max_segment[d].max(p.payload);
         if p.lost_segment && seq > seen_end {
-            dd.gap_bytes[d] += seq - seen_end;
-            if dd.gaps[d].len() < MAX_GAPS {
-                dd.gaps[d].push((seen_end, seq));
+            let ev = dd.events_mut();
+            ev.gap_bytes[d] += seq - seen_end;
+            if ev.gaps[d].len() < MAX_GAPS {
+                ev.gaps[d].push((seen_end, seq));
             }
         }
         let in_gap = dd.gaps[d].iter().any(|&(a, b)| seq < b && end > a);
         if in_gap {
             // what the segment covers is no longer missing
-            let mut kept = Vec::with_capacity(dd.gaps[d].len() + 1);
-            for &(a, b) in &dd.gaps[d] {
+            let ev = dd.events_mut();
+            let mut kept = Vec::with_capacity(ev.gaps[d].len() + 1);
+            for &(a, b) in &ev.gaps[d] {
                 if a < seq {
                     kept.push((a, b.min(seq)));
                 }
@@ -515,22 +548,22 @@ impl Stream {
                     kept.push((a.max(end), b));
                 }
             }
-            dd.gaps[d] = kept;
+            ev.gaps[d] = kept;
         } else if end <= seen_end && seen_end > 0 {
             if loss_resend {
-                dd.lost_after_capture[d] += 1;
+                dd.events_mut().lost_after_capture[d] += 1;
             } else if p.out_of_order && !p.retrans {
-                dd.resent_unflagged[d] += 1;
-                dd.lost_after_capture[d] += 1;
+                let ev = dd.events_mut();
+                ev.resent_unflagged[d] += 1;
+                ev.lost_after_capture[d] += 1;
                 self.sample("resent_unflagged", p.frame);
             }
         }
         let dd = self.detail_mut();
-        if end > seen_end {
-            dd.cut_bytes[d] += p.cut_payload;
-            if p.cut_payload > 0 || p.lost_segment {
-                dd.gap_pending[d] = true;
-            }
+        if end > seen_end && (p.cut_payload > 0 || p.lost_segment) {
+            let ev = dd.events_mut();
+            ev.cut_bytes[d] += p.cut_payload;
+            ev.gap_pending[d] = true;
         }
         dd.seq_end[d] = dd.seq_end[d].max(end);
     }
@@ -782,7 +815,7 @@ impl Stream {
             if gap >= STALL_S {
                 let dd = self.detail_mut();
                 if p.retrans {
-                    dd.rto_stall_total += gap;
+                    dd.events_mut().rto_stall_total += gap;
                 } else if p.payload > 0 {
                     // the same side spoke last: it paused inside its own message; the
                     // other side did: this one answered (or asked again) after a wait
@@ -817,9 +850,9 @@ impl Stream {
         if f & SYN != 0 && f & ACK == 0 {
             if self.syn[d] && !self.synack[1 - d] {
                 // the SYN sent again: the first went unanswered
-                let dd = self.detail_mut();
-                dd.syn_retries += 1;
-                dd.retry_syn_time = p.time;
+                let ev = self.detail_mut().events_mut();
+                ev.syn_retries += 1;
+                ev.retry_syn_time = p.time;
             } else if self.syn_time.is_nan() {
                 self.syn_time = p.time;
             }
@@ -847,13 +880,14 @@ impl Stream {
             if self.detail.as_ref().is_none_or(|dd| dd.reset.is_none()) {
                 let after_fin = self.fin[0] || self.fin[1];
                 let dd = self.detail_mut();
-                dd.reset = Some(Reset {
+                let payload_before = dd.payload;
+                dd.events_mut().reset = Some(Reset {
                     time: p.time,
                     frame: p.frame,
                     dir: d,
                     idle_before: silence.max(0.0),
                     after_fin,
-                    payload_before: dd.payload,
+                    payload_before,
                 });
             }
             self.rst[d] = true;
@@ -916,7 +950,7 @@ impl Stream {
             self.max_window[d] = self.max_window[d].max(w);
             if w > 0
                 && self.zw_open[d].is_some()
-                && let Some((t0, _)) = self.detail_mut().zw_open[d].take()
+                && let Some((t0, _)) = self.detail_mut().events_mut().zw_open[d].take()
             {
                 let stall = p.time - t0;
                 let dd = self.detail_mut();
@@ -926,11 +960,12 @@ impl Stream {
                 {
                     m.receiver_stall += stall;
                 }
-                dd.zw_stall_total[d] += stall;
-                dd.zw_stall_max[d] = dd.zw_stall_max[d].max(stall);
+                let ev = dd.events_mut();
+                ev.zw_stall_total[d] += stall;
+                ev.zw_stall_max[d] = ev.zw_stall_max[d].max(stall);
             }
         }
-        type Field = fn(&mut StreamDetail) -> &mut PerDir;
+        type Field = fn(&mut StreamEvents) -> &mut PerDir;
         let kinds: [(bool, &'static str, Field); 12] = [
             (p.retrans, "retransmission", |s| &mut s.retrans),
             (p.fast_retrans, "fast_retransmission", |s| {
@@ -949,7 +984,7 @@ impl Stream {
         ];
         for (flag, kind, field) in kinds {
             if flag {
-                field(self.detail_mut())[d] += 1;
+                field(self.detail_mut().events_mut())[d] += 1;
                 self.sample(kind, p.frame);
             }
         }
@@ -959,25 +994,25 @@ impl Stream {
             self.track_sequence(d, seq, p);
         }
         if p.retrans {
-            let dd = self.detail_mut();
-            dd.retrans_bytes[d] += p.payload;
-            dd.retrans_data[d] += u64::from(p.payload > 0);
-            dd.retrans_not_loss[d] += u64::from(p.payload > 0 && (p.spurious || f & FIN != 0));
+            let ev = self.detail_mut().events_mut();
+            ev.retrans_bytes[d] += p.payload;
+            ev.retrans_data[d] += u64::from(p.payload > 0);
+            ev.retrans_not_loss[d] += u64::from(p.payload > 0 && (p.spurious || f & FIN != 0));
             self.history_mark(b't', d);
             g.retrans_times.push(p.time);
         }
         if p.keep_alive && !p.zw_probe && self.zw_open[1 - d].is_some() {
-            self.detail_mut().keepalive_probes[d] += 1;
+            self.detail_mut().events_mut().keepalive_probes[d] += 1;
         }
         if p.zero_window {
             self.history_mark(b'w', d);
-            let dd = self.detail_mut();
-            if dd.zw_open[d].is_none() {
-                dd.zw_open[d] = Some((p.time, p.frame));
+            let ev = self.detail_mut().events_mut();
+            if ev.zw_open[d].is_none() {
+                ev.zw_open[d] = Some((p.time, p.frame));
             }
         }
         if p.dup_ack_num > self.max_dup_chain {
-            self.detail_mut().max_dup_chain = p.dup_ack_num;
+            self.detail_mut().events_mut().max_dup_chain = p.dup_ack_num;
         }
         // bytes in flight of a SYN or FIN (one sequence number) says nothing about the window
         if let Some(b) = p.in_flight.filter(|_| p.payload > 0)
@@ -1020,20 +1055,24 @@ impl Stream {
             );
         }
         if p.ecn == Some(3) {
-            self.detail_mut().ce_marks += 1;
+            self.detail_mut().events_mut().ce_marks += 1;
             self.sample("ce", p.frame);
         }
         if f & ECE != 0 && f & SYN == 0 {
-            self.detail_mut().ece += 1;
+            self.detail_mut().events_mut().ece += 1;
         }
         if f & CWR != 0 && f & SYN == 0 {
-            self.detail_mut().cwr += 1;
+            self.detail_mut().events_mut().cwr += 1;
         }
         // the peer's ACK passing bytes the capture lacks is Zeek's content gap
         // (history g/G), after this packet's own letters
         if f & ACK != 0
-            && let Some(dd) = self.detail.as_deref_mut()
-            && std::mem::take(&mut dd.gap_pending[1 - d])
+            && self.gap_pending[1 - d]
+            && let Some(ev) = self
+                .detail
+                .as_deref_mut()
+                .and_then(|dd| dd.events.as_deref_mut())
+            && std::mem::take(&mut ev.gap_pending[1 - d])
         {
             self.history_mark(b'g', 1 - d);
         }
@@ -1062,8 +1101,11 @@ impl Stream {
             }
             for d in 0..2 {
                 dd.rtt_by_sender[d].shrink_to_fit();
-                dd.gaps[d].shrink_to_fit();
-                if let Some((t0, _)) = dd.zw_open[d].take() {
+                let Some(ev) = dd.events.as_deref_mut() else {
+                    continue;
+                };
+                ev.gaps[d].shrink_to_fit();
+                if let Some((t0, _)) = ev.zw_open[d].take() {
                     let stall = last - t0;
                     if let Some(m) = dd.messages.last_mut()
                         && m.dir != d
@@ -1071,9 +1113,9 @@ impl Stream {
                     {
                         m.receiver_stall += stall;
                     }
-                    dd.zw_stall_total[d] += stall;
-                    dd.zw_stall_max[d] = dd.zw_stall_max[d].max(stall);
-                    dd.zw_unrecovered[d] = true;
+                    ev.zw_stall_total[d] += stall;
+                    ev.zw_stall_max[d] = ev.zw_stall_max[d].max(stall);
+                    ev.zw_unrecovered[d] = true;
                 }
             }
         }
@@ -1103,54 +1145,62 @@ impl Stream {
         if let Some(c) = &mut self.close {
             c.2 = 1 - c.2;
         }
-        if let Some(dd) = self.detail.as_deref_mut() {
-            for a in [
-                &mut dd.payload,
-                &mut dd.data_segments,
-                &mut dd.retrans,
-                &mut dd.retrans_bytes,
-                &mut dd.retrans_data,
-                &mut dd.retrans_not_loss,
-                &mut dd.fast_retrans,
-                &mut dd.spurious,
-                &mut dd.lost_segment,
-                &mut dd.ack_unseen,
-                &mut dd.resent_unflagged,
-                &mut dd.lost_after_capture,
-                &mut dd.seq_end,
-                &mut dd.cut_bytes,
-                &mut dd.gap_bytes,
-                &mut dd.max_segment,
-                &mut dd.dup_ack,
-                &mut dd.out_of_order,
-                &mut dd.zero_window,
-                &mut dd.zw_probe,
-                &mut dd.keepalive_probes,
-                &mut dd.window_full,
-                &mut dd.window_update,
-                &mut dd.keep_alive,
-                &mut dd.max_in_flight,
-                &mut dd.rtt_seen_dir,
-            ] {
-                a.swap(0, 1);
-            }
-            dd.rtt_by_sender.swap(0, 1);
-            dd.gaps.swap(0, 1);
-            dd.data_first.swap(0, 1);
-            dd.data_last.swap(0, 1);
-            dd.reply.swap(0, 1);
-            dd.pause_total.swap(0, 1);
-            dd.wait_total.swap(0, 1);
-            dd.zw_stall_total.swap(0, 1);
-            dd.zw_stall_max.swap(0, 1);
-            dd.zw_unrecovered.swap(0, 1);
-            for m in &mut dd.messages {
-                m.dir = 1 - m.dir;
-            }
-            if let Some(r) = &mut dd.reset {
-                r.dir = 1 - r.dir;
-                r.payload_before.swap(0, 1);
-            }
+        let Some(dd) = self.detail.as_deref_mut() else {
+            return;
+        };
+        for a in [
+            &mut dd.payload,
+            &mut dd.data_segments,
+            &mut dd.seq_end,
+            &mut dd.max_segment,
+            &mut dd.max_in_flight,
+            &mut dd.rtt_seen_dir,
+        ] {
+            a.swap(0, 1);
+        }
+        dd.rtt_by_sender.swap(0, 1);
+        dd.data_first.swap(0, 1);
+        dd.data_last.swap(0, 1);
+        dd.reply.swap(0, 1);
+        dd.pause_total.swap(0, 1);
+        dd.wait_total.swap(0, 1);
+        for m in &mut dd.messages {
+            m.dir = 1 - m.dir;
+        }
+        let Some(ev) = dd.events.as_deref_mut() else {
+            return;
+        };
+        for a in [
+            &mut ev.retrans,
+            &mut ev.retrans_bytes,
+            &mut ev.retrans_data,
+            &mut ev.retrans_not_loss,
+            &mut ev.fast_retrans,
+            &mut ev.spurious,
+            &mut ev.lost_segment,
+            &mut ev.ack_unseen,
+            &mut ev.resent_unflagged,
+            &mut ev.lost_after_capture,
+            &mut ev.cut_bytes,
+            &mut ev.gap_bytes,
+            &mut ev.dup_ack,
+            &mut ev.out_of_order,
+            &mut ev.zero_window,
+            &mut ev.zw_probe,
+            &mut ev.keepalive_probes,
+            &mut ev.window_full,
+            &mut ev.window_update,
+            &mut ev.keep_alive,
+        ] {
+            a.swap(0, 1);
+        }
+        ev.gaps.swap(0, 1);
+        ev.zw_stall_total.swap(0, 1);
+        ev.zw_stall_max.swap(0, 1);
+        ev.zw_unrecovered.swap(0, 1);
+        if let Some(r) = &mut ev.reset {
+            r.dir = 1 - r.dir;
+            r.payload_before.swap(0, 1);
         }
     }
 }
@@ -1272,7 +1322,12 @@ impl TcpModel {
             .iter()
             .map(|s| {
                 let detail = s.detail.as_ref().map_or(0, |d| {
+                    let events = d.events.as_ref().map_or(0, |e| {
+                        std::mem::size_of::<StreamEvents>()
+                            + 16 * (e.gaps[0].capacity() + e.gaps[1].capacity())
+                    });
                     std::mem::size_of::<StreamDetail>()
+                        + events
                         + 8 * (d.rtt_samples.capacity()
                             + d.rtt_by_sender[0].capacity()
                             + d.rtt_by_sender[1].capacity())
