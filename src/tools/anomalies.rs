@@ -3,6 +3,7 @@
 //! that belong to another protocol. One pass over every frame in scope.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -351,15 +352,31 @@ impl Group {
     }
 }
 
+/// A stream that carried payload to a port registered for a protocol. Its addresses
+/// are shared with the other streams of the same hosts; endpoints are written only for
+/// the streams a mismatch is reported on (the rest are dropped when the pass ends).
 #[derive(Clone)]
 struct StreamSeen {
     transport: &'static str,
-    client: String,
-    server: String,
-    server_port: u64,
-    protocol: Option<String>,
+    client: (Arc<str>, u64),
+    server: (Arc<str>, u64),
+    protocol: Option<Arc<str>>,
     payload: u64,
     first_frame: u64,
+}
+
+impl StreamSeen {
+    /// The protocol it carried when that is not one its server port is registered for
+    /// ("undecoded": payload tshark recognised nothing in), and what the port expects.
+    fn mismatch(&self) -> Option<(&str, &'static [&'static str])> {
+        let expected = expected_on(self.transport, self.server.1)?;
+        let proto = match self.protocol.as_deref() {
+            Some(p) => p,
+            None if self.payload > 0 => "undecoded",
+            None => return None,
+        };
+        (!expected.contains(&proto)).then_some((proto, expected))
+    }
 }
 
 #[tool_router(router = anomalies_router, vis = "pub(crate)")]
@@ -394,6 +411,8 @@ pub struct AnomalyState {
     groups: BTreeMap<(&'static str, String), Group>,
     counts: Counts,
     streams: Keyed<(bool, u64), StreamSeen>,
+    /// The streams' addresses and protocols, one copy each, while the pass runs.
+    strings: crate::index::Interner,
     /// (tcp?, stream) -> first frame, and the server port when a SYN was seen
     stream_starts: Keyed<(bool, u64), (u64, Option<u64>)>,
     ttls: Keyed<String, (Vec<u64>, Vec<u64>)>,
@@ -497,37 +516,42 @@ impl crate::index::Part for AnomalyState {
             if r.payload == 0 && !self.streams.contains_key(&key) {
                 return;
             }
-            let e = self.streams.or_insert_with(key, || {
-                // the SYN's destination, else the lower port, is the server's
-                let to_server = match syn_port {
-                    Some(p) => dp == p,
-                    None => dp < sp,
-                };
-                let (c, sv, cp, svp) = if to_server {
-                    (s, d, sp, dp)
-                } else {
-                    (d, s, dp, sp)
-                };
-                StreamSeen {
-                    transport: if key.0 { "tcp" } else { "udp" },
-                    client: endpoint(c, Some(cp)),
-                    server: endpoint(sv, Some(svp)),
-                    server_port: svp,
-                    protocol: None,
-                    payload: 0,
-                    first_frame,
-                }
+            // the SYN's destination, else the lower port, is the server's
+            let to_server = match syn_port {
+                Some(p) => dp == p,
+                None => dp < sp,
+            };
+            let (c, sv, cp, svp) = if to_server {
+                (s.as_str(), d.as_str(), sp, dp)
+            } else {
+                (d.as_str(), s.as_str(), dp, sp)
+            };
+            let transport = if key.0 { "tcp" } else { "udp" };
+            // no protocol is registered for the port: no mismatch to find
+            if expected_on(transport, svp).is_none() {
+                return;
+            }
+            let strings = &mut self.strings;
+            let e = self.streams.or_insert_with(key, || StreamSeen {
+                transport,
+                client: (strings.one(c), cp),
+                server: (strings.one(sv), svp),
+                protocol: None,
+                payload: 0,
+                first_frame,
             });
             e.payload += r.payload;
             if e.protocol.is_none()
                 && r.payload > 0
                 && let Some(app) = app_protocol(&r.protocols)
             {
-                e.protocol = Some(app.to_string());
+                e.protocol = Some(strings.one(app));
             }
         }
     }
     fn finish(&mut self) {
+        self.streams.retain(|_, s| s.mismatch().is_some());
+        self.strings = Default::default();
         self.streams.finish();
         self.stream_starts.finish();
         self.ttls.finish();
@@ -583,23 +607,15 @@ pub(crate) async fn anomalies(
     let mut mismatches: Vec<PortMismatch> = streams
         .iter()
         .filter_map(|((tcp, id), s)| {
-            let expected = expected_on(s.transport, s.server_port)?;
-            // payload tshark could not dissect at all: TLS on port 80, a tunnel, or just
-            // a connection whose start was not captured
-            let proto = match s.protocol.as_deref() {
-                Some(p) => p,
-                None if s.payload > 0 => "undecoded",
-                None => return None,
-            };
-            if expected.contains(&proto) {
-                return None;
-            }
+            // payload tshark could not dissect at all ("undecoded"): TLS on port 80, a
+            // tunnel, or just a connection whose start was not captured
+            let (proto, expected) = s.mismatch()?;
             let field = if *tcp { "tcp.stream" } else { "udp.stream" };
             Some(PortMismatch {
                 transport: s.transport.into(),
                 stream: *id,
-                client: s.client.clone(),
-                server: s.server.clone(),
+                client: endpoint(&s.client.0, Some(s.client.1)),
+                server: endpoint(&s.server.0, Some(s.server.1)),
                 protocol: proto.into(),
                 expected: expected.join("/"),
                 first_frame: s.first_frame,
