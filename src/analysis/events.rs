@@ -3,6 +3,7 @@
 //! -> 200") and ranks the moments where bad things cluster.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -14,8 +15,10 @@ pub struct Event {
     pub frame: u64,
     /// `tcp`, `dns`, `http`, `tls`, `icmp`, `expert`, `capture` (a silence).
     pub family: &'static str,
-    /// What happened, without what varies between repeats (client ports, timings).
-    pub what: String,
+    /// What happened, without what varies between repeats (client ports, timings):
+    /// shared by the repeats a family knows are alike (every occurrence of one expert
+    /// message), tens of thousands on a big capture.
+    pub what: Arc<str>,
     /// Per-occurrence detail (a time taken, a client port), shown for single events.
     pub detail: Option<String>,
     /// How much it says something went wrong: 0 ordinary, 1 notable, 3 a failure.
@@ -47,7 +50,7 @@ impl EventQuery {
         (time, frame): (f64, u64),
         family: &'static str,
         weight: u32,
-        text: impl FnOnce() -> (String, Option<String>, String),
+        text: impl FnOnce() -> (Arc<str>, Option<String>, String),
     ) -> Option<Event> {
         if !self.wants(time, weight) {
             return None;
@@ -89,7 +92,7 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
                     format!("TCP connection {client} -> {server} opened")
                 };
                 let detail = (retries > 0).then(|| format!("SYN sent {} times", retries + 1));
-                (what, detail, filter())
+                (what.into(), detail, filter())
             }));
         }
         if let Some((t, frame, by, rst)) = s.close {
@@ -112,7 +115,7 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
                     format!("TCP connection {client} -> {server} closed by {by_ep}")
                 };
                 let detail = Some(format!("after {:.3} s", (t - s.first).max(0.0)));
-                (what, detail, filter())
+                (what.into(), detail, filter())
             }));
         }
     }
@@ -145,7 +148,7 @@ pub fn tls_events(m: &crate::model::tls::TlsModel, q: EventQuery) -> Vec<Event> 
                     other => format!("TLS handshake {client} -> {name} failed ({other})"),
                 };
                 let detail = s.handshake_s().map(|d| format!("{:.1} ms", d * 1000.0));
-                (what, detail, s.filter())
+                (what.into(), detail, s.filter())
             }));
         }
         for a in &s.alerts {
@@ -158,7 +161,7 @@ pub fn tls_events(m: &crate::model::tls::TlsModel, q: EventQuery) -> Vec<Event> 
                     .unwrap_or("encrypted");
                 let from = s.endpoint(if a.from_server { 1 } else { 0 });
                 let what = format!("TLS alert {desc} from {from} ({})", name());
-                (what, None, s.filter())
+                (what.into(), None, s.filter())
             }));
         }
     }
@@ -191,7 +194,7 @@ pub struct EventLine {
 pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
     events.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.frame.cmp(&b.frame)));
     let mut lines: Vec<(EventLine, f64, Option<String>)> = Vec::new();
-    let mut by_what: BTreeMap<(&'static str, String), usize> = BTreeMap::new();
+    let mut by_what: BTreeMap<(&'static str, Arc<str>), usize> = BTreeMap::new();
     for e in events {
         match by_what.get(&(e.family, e.what.clone())) {
             Some(&i) => {
@@ -209,7 +212,7 @@ pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
                         time: crate::report::rfc3339(e.time),
                         offset_s: crate::report::round(e.time - moment, 6),
                         family: e.family,
-                        event: e.what,
+                        event: e.what.to_string(),
                         count: 1,
                         span_s: None,
                         frames: vec![e.frame],
@@ -258,7 +261,7 @@ pub fn notable_moments(events: &[Event], n: usize) -> Vec<Moment> {
         .map(|(sec, evs)| {
             let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
             for e in &evs {
-                *kinds.entry(e.what.as_str()).or_default() += 1;
+                *kinds.entry(&e.what).or_default() += 1;
             }
             let mut ranked: Vec<(&str, usize)> = kinds.into_iter().collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));

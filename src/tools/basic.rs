@@ -1127,7 +1127,7 @@ pub async fn events(
                 time: start,
                 frame: frame.saturating_sub(1).max(1),
                 family: "capture",
-                what: "No packet captured".to_string(),
+                what: "No packet captured".into(),
                 detail: Some(format!("for {len:.3} s, until frame {frame}")),
                 weight,
                 filter: format!(

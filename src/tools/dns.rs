@@ -484,7 +484,8 @@ pub async fn events(
                         name(),
                         r.src,
                         rcode_name(rcode)
-                    ),
+                    )
+                    .into(),
                     r.time_s.map(|t| format!("{:.1} ms", t * 1000.0)),
                     filter(),
                 )
@@ -492,7 +493,7 @@ pub async fn events(
         } else if !answered.contains(&r.frame) && !r.retransmission {
             q.event((r.time, r.frame), "dns", 2, || {
                 (
-                    format!("DNS {} {} to {} unanswered", qtype(), name(), r.dst),
+                    format!("DNS {} {} to {} unanswered", qtype(), name(), r.dst).into(),
                     None,
                     filter(),
                 )

@@ -429,31 +429,31 @@ pub async fn events(
         "sack",
         "connection reset",
     ];
-    // once per kind of message, not per occurrence
-    let told_by_tcp: Vec<bool> = x
+    // once per kind of message, not per occurrence: whether the TCP view tells it,
+    // and its sentence, which every occurrence shares
+    let kinds: Vec<Option<(u32, std::sync::Arc<str>)>> = x
         .kinds
         .iter()
-        .map(|(_, msg)| {
+        .map(|(sev, msg)| {
             let lower = msg.to_ascii_lowercase();
-            tcp_analysis.iter().any(|t| lower.contains(t))
+            if tcp_analysis.iter().any(|t| lower.contains(t)) {
+                return None;
+            }
+            let weight = if sev == "error" { 3 } else { 1 };
+            let what = format!(
+                "Expert {sev}: {}",
+                msg.chars().take(160).collect::<String>()
+            );
+            Some((weight, what.into()))
         })
         .collect();
     let mut out = Vec::new();
     for &(time, frame, i) in &x.occurrences {
-        if told_by_tcp[i as usize] {
+        let Some((weight, what)) = &kinds[i as usize] else {
             continue;
-        }
-        let (sev, msg) = &x.kinds[i as usize];
-        let weight = if sev == "error" { 3 } else { 1 };
-        out.extend(q.event((time, frame), "expert", weight, || {
-            (
-                format!(
-                    "Expert {sev}: {}",
-                    msg.chars().take(160).collect::<String>()
-                ),
-                None,
-                format!("frame.number == {frame}"),
-            )
+        };
+        out.extend(q.event((time, frame), "expert", *weight, || {
+            (what.clone(), None, format!("frame.number == {frame}"))
         }));
     }
     Ok(out)

@@ -637,13 +637,13 @@ pub async fn events(
             let method = r.method.as_deref().unwrap_or("?");
             match answer {
                 Some(resp) => (
-                    format!("HTTP {method} {target} -> {}", resp.code.unwrap_or(0)),
+                    format!("HTTP {method} {target} -> {}", resp.code.unwrap_or(0)).into(),
                     resp.time_since_request
                         .map(|t| format!("{:.1} ms", t * 1000.0)),
                     format!("frame.number in {{{},{}}}", r.frame, resp.frame),
                 ),
                 None => (
-                    format!("HTTP {method} {target} unanswered"),
+                    format!("HTTP {method} {target} unanswered").into(),
                     None,
                     format!("frame.number == {}", r.frame),
                 ),

@@ -1060,7 +1060,7 @@ pub async fn events(
             } else {
                 "ICMP time exceeded (TTL expired in transit)".to_string()
             };
-            (what, None, format!("frame.number == {}", r.frame))
+            (what.into(), None, format!("frame.number == {}", r.frame))
         }));
     }
     Ok(out)
