@@ -231,6 +231,15 @@ impl<T> Table<T> {
         )
     }
 
+    /// [`Table::page`] of `all`, each shown item made into its row by `row`: a view
+    /// judges and orders every flow of a capture without strings, and writes rows only
+    /// for the page it shows.
+    pub fn page_map<X>(all: Vec<X>, offset: usize, limit: usize, row: impl FnMut(X) -> T) -> Self {
+        let total = all.len();
+        let rows = all.into_iter().skip(offset).take(limit).map(row).collect();
+        Self::window(rows, total, offset)
+    }
+
     /// Rows already cut from a list of `total` that was never held whole (matches
     /// counted while streaming), starting at `offset`.
     pub fn window(rows: Vec<T>, total: usize, offset: usize) -> Self {

@@ -439,15 +439,7 @@ pub(crate) async fn http_requests(
         );
     }
     let data = HttpRequests {
-        requests: {
-            let offset = clamp_offset(p.offset);
-            let page = requests.iter().skip(offset).take(limit);
-            Table::window(
-                page.map(Exchange::transaction).collect(),
-                shown_total,
-                offset,
-            )
-        },
+        requests: Table::page_map(requests, clamp_offset(p.offset), limit, |x| x.transaction()),
         by_host: Table::top(host_rows, 20),
         by_method: by_method
             .into_iter()

@@ -333,30 +333,32 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         .collect();
     outliers.sort_by(|x, y| y.ms.total_cmp(&x.ms));
     outliers.truncate(10);
-    let mut conns: Vec<ConnLatency> = m
+    // every timed connection ordered by its worst RTT, a row written for the page only
+    let conn_row = |s: &crate::model::tcp::Stream| ConnLatency {
+        stream: s.id,
+        client: s.endpoint(0),
+        server: s.endpoint(1),
+        handshake_rtt_ms: s.handshake_rtt().map(ms),
+        ack_rtt: {
+            let mut d = Distribution::of(s.rtt_samples.clone());
+            d.count = s.rtt_count;
+            d.min_ms = (s.rtt_count > 0).then(|| ms(s.rtt_min));
+            d.max_ms = (s.rtt_count > 0).then(|| ms(s.rtt_max));
+            d.mean_ms = (s.rtt_count > 0).then(|| ms(s.rtt_sum / s.rtt_count as f64));
+            d
+        },
+        display_filter: s.filter(Some("tcp.analysis.ack_rtt")),
+    };
+    let mut conns: Vec<(&crate::model::tcp::Stream, f64)> = m
         .streams
         .iter()
         .filter(|s| s.handshake_rtt().is_some() || s.rtt_count > 0)
-        .map(|s| ConnLatency {
-            stream: s.id,
-            client: s.endpoint(0),
-            server: s.endpoint(1),
-            handshake_rtt_ms: s.handshake_rtt().map(ms),
-            ack_rtt: {
-                let mut d = Distribution::of(s.rtt_samples.clone());
-                d.count = s.rtt_count;
-                d.min_ms = (s.rtt_count > 0).then(|| ms(s.rtt_min));
-                d.max_ms = (s.rtt_count > 0).then(|| ms(s.rtt_max));
-                d.mean_ms = (s.rtt_count > 0).then(|| ms(s.rtt_sum / s.rtt_count as f64));
-                d
-            },
-            display_filter: s.filter(Some("tcp.analysis.ack_rtt")),
+        .map(|s| {
+            let p95 = Distribution::of(s.rtt_samples.clone()).p95_ms;
+            (s, p95.or(s.handshake_rtt().map(ms)).unwrap_or(0.0))
         })
         .collect();
-    conns.sort_by(|x, y| {
-        let k = |c: &ConnLatency| c.ack_rtt.p95_ms.or(c.handshake_rtt_ms).unwrap_or(0.0);
-        k(y).total_cmp(&k(x))
-    });
+    conns.sort_by(|x, y| y.1.total_cmp(&x.1));
     let mut findings = Vec::new();
     let names = [
         ("tcp-handshake", "TCP handshake"),
@@ -458,7 +460,12 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         http: dists["http"].clone(),
         tls_handshake: dists["tls-handshake"].clone(),
         icmp_echo: dists["icmp-echo"].clone(),
-        connections: Table::page(conns, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
+        connections: Table::page_map(
+            conns,
+            clamp_offset(p.offset),
+            clamp_limit(p.limit, 20),
+            |(s, _)| conn_row(s),
+        ),
         outliers,
     };
     a.report(summary, findings, data, m.span, None).await

@@ -57,8 +57,7 @@ fn page_by<X, T>(
 ) -> Table<T> {
     items.sort_by(order);
     let (offset, limit) = (clamp_offset(p.offset), clamp_limit(p.limit, 20));
-    let shown = items.iter().skip(offset).take(limit).map(row);
-    Table::window(shown.collect(), items.len(), offset)
+    Table::page_map(items, offset, limit, |x| row(&x))
 }
 
 fn stream_evidence(s: &Stream, kind: &str, filter_extra: Option<&str>) -> Evidence {
