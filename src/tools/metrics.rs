@@ -98,6 +98,9 @@ impl PcapServer {
     }
 }
 
+/// Slowest exchanges listed, overall and per protocol.
+const SLOWEST: usize = 10;
+
 async fn response_times(
     mut a: Analysis,
     p: ResponseTimeParams,
@@ -105,7 +108,11 @@ async fn response_times(
     let want = |x: AppProtocol| p.protocol == AppProtocol::All || p.protocol == x;
     // (protocol, server) -> samples; and every sample for the slowest list
     let mut samples: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
-    let mut all: Vec<Transaction> = Vec::new();
+    // each protocol's slowest exchanges (the overall ten are among them), with their
+    // place among all exchanges for ties: every exchange as a Transaction was ~15 MB of
+    // strings on the 200 MB bench mix, and the cached answer kept the list's capacity
+    let mut slowest: BTreeMap<String, Vec<(usize, Transaction)>> = BTreeMap::new();
+    let mut seen = 0usize;
     let mut span = Span::default();
     let mut push = |proto: &str,
                     server: String,
@@ -118,15 +125,29 @@ async fn response_times(
             .entry((proto.to_string(), server.clone()))
             .or_default()
             .push(secs);
-        all.push(Transaction {
-            protocol: proto.into(),
-            server,
-            ms: ms(secs),
-            frame,
-            time: rfc3339(time),
-            what,
-            display_filter: filter,
-        });
+        seen += 1;
+        let t = ms(secs);
+        let top = slowest.entry(proto.to_string()).or_default();
+        // after every exchange as slow (a stable order), and only into the ten
+        let at = top.partition_point(|(_, x)| x.ms >= t);
+        if at < SLOWEST {
+            top.insert(
+                at,
+                (
+                    seen,
+                    Transaction {
+                        protocol: proto.into(),
+                        server,
+                        ms: t,
+                        frame,
+                        time: rfc3339(time),
+                        what,
+                        display_filter: filter,
+                    },
+                ),
+            );
+            top.truncate(SLOWEST);
+        }
     };
     if want(AppProtocol::Http) || want(AppProtocol::Dns) || want(AppProtocol::Tls) {
         let mut hello: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
@@ -219,16 +240,14 @@ async fn response_times(
             .unwrap_or(0.0)
             .total_cmp(&x.times.p95_ms.unwrap_or(0.0))
     });
-    all.sort_by(|x, y| y.ms.total_cmp(&x.ms));
     // each protocol's own slowest exchanges: the overall top ten may all be another's
-    let mut slowest_of: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for t in &all {
-        let v = slowest_of.entry(t.protocol.clone()).or_default();
-        if v.len() < 10 {
-            v.push(t.frame);
-        }
-    }
-    all.truncate(10);
+    let slowest_of: BTreeMap<String, Vec<u64>> = slowest
+        .iter()
+        .map(|(proto, top)| (proto.clone(), top.iter().map(|(_, t)| t.frame).collect()))
+        .collect();
+    let mut all: Vec<(usize, Transaction)> = slowest.into_values().flatten().collect();
+    all.sort_by(|(i, x), (j, y)| y.ms.total_cmp(&x.ms).then(i.cmp(j)));
+    let all: Vec<Transaction> = all.into_iter().take(SLOWEST).map(|(_, t)| t).collect();
     let mut findings = Vec::new();
     for o in &overall {
         let threshold = match o.protocol.as_str() {
