@@ -576,46 +576,41 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
             )
         });
 
-    let mut convs: Vec<Conversation> = acc
-        .convs
-        .values()
-        .map(|c| Conversation {
-            protocol: c.protocol.to_string(),
-            a: c.a.clone(),
-            b: c.b.clone(),
-            packets_a_to_b: c.ab.0,
-            bytes_a_to_b: c.ab.1,
-            packets_b_to_a: c.ba.0,
-            bytes_b_to_a: c.ba.1,
-            packets: c.ab.0 + c.ba.0,
-            bytes: c.ab.1 + c.ba.1,
-            start_s: round(c.first - t0, 6),
-            duration_s: round(c.last - c.first, 6),
-            stream: c.stream,
-            display_filter: conv_filter(c),
-            community_id: conv_community_id(c),
-        })
-        .collect();
-    convs.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(y.packets.cmp(&x.packets)));
+    // ordered by their counters, a row (endpoints, filter, Community ID) written for
+    // the page only: this runs on every call of the tool, the triage too
+    let mut convs: Vec<&ConvAcc> = acc.convs.values().collect();
+    let total = |c: &ConvAcc| (c.ab.1 + c.ba.1, c.ab.0 + c.ba.0);
+    convs.sort_by_key(|c| std::cmp::Reverse(total(c)));
     let (o, l) = table_for(AnalysisType::Conversations);
-    let conversations = Table::page(convs, o, l);
+    let conversations = Table::page_map(convs, o, l, |c| Conversation {
+        protocol: c.protocol.to_string(),
+        a: c.a.clone(),
+        b: c.b.clone(),
+        packets_a_to_b: c.ab.0,
+        bytes_a_to_b: c.ab.1,
+        packets_b_to_a: c.ba.0,
+        bytes_b_to_a: c.ba.1,
+        packets: c.ab.0 + c.ba.0,
+        bytes: c.ab.1 + c.ba.1,
+        start_s: round(c.first - t0, 6),
+        duration_s: round(c.last - c.first, 6),
+        stream: c.stream,
+        display_filter: conv_filter(c),
+        community_id: conv_community_id(c),
+    });
 
-    let mut eps: Vec<Endpoint> = acc
-        .eps
-        .iter()
-        .map(|(addr, e)| Endpoint {
-            address: addr.clone(),
-            packets: e.tx.0 + e.rx.0,
-            bytes: e.tx.1 + e.rx.1,
-            tx_packets: e.tx.0,
-            tx_bytes: e.tx.1,
-            rx_packets: e.rx.0,
-            rx_bytes: e.rx.1,
-        })
-        .collect();
-    eps.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.address.cmp(&y.address)));
+    let mut eps: Vec<(&String, &EpAcc)> = acc.eps.iter().collect();
+    eps.sort_by(|(xa, x), (ya, y)| (y.tx.1 + y.rx.1).cmp(&(x.tx.1 + x.rx.1)).then(xa.cmp(ya)));
     let (o, l) = table_for(AnalysisType::Endpoints);
-    let endpoints = Table::page(eps, o, l);
+    let endpoints = Table::page_map(eps, o, l, |(addr, e)| Endpoint {
+        address: addr.clone(),
+        packets: e.tx.0 + e.rx.0,
+        bytes: e.tx.1 + e.rx.1,
+        tx_packets: e.tx.0,
+        tx_bytes: e.tx.1,
+        rx_packets: e.rx.0,
+        rx_bytes: e.rx.1,
+    });
 
     let file_facts = info.as_ref().map(|i| file_facts(i, acc.truncated.count));
     // in the triage, frames cut by the snapshot length are capture trust's finding
