@@ -250,47 +250,74 @@ pub struct Moment {
     pub first_frame: u64,
 }
 
-/// The seconds with the most weight of problems, worst first.
-pub fn notable_moments(events: &[Event], n: usize) -> Vec<Moment> {
-    let mut buckets: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.weight > 0) {
-        buckets.entry(e.time.floor() as i64).or_default().push(e);
+/// The seconds with the most weight of problems, counted as each family's events
+/// arrive: ranking a whole capture then holds one family's events at a time (tens of
+/// thousands of expert warnings on a big capture), not every family's at once.
+#[derive(Default)]
+pub struct Moments(BTreeMap<i64, Second>);
+
+/// One second's problems: their weight, how often each was said, the first frame.
+struct Second {
+    score: u32,
+    kinds: BTreeMap<Arc<str>, usize>,
+    first_frame: u64,
+}
+
+impl Moments {
+    pub fn add(&mut self, events: &[Event]) {
+        for e in events.iter().filter(|e| e.weight > 0) {
+            let s = self.0.entry(e.time.floor() as i64).or_insert(Second {
+                score: 0,
+                kinds: BTreeMap::new(),
+                first_frame: e.frame,
+            });
+            s.score += e.weight;
+            *s.kinds.entry(e.what.clone()).or_default() += 1;
+            s.first_frame = s.first_frame.min(e.frame);
+        }
     }
-    let mut out: Vec<Moment> = buckets
-        .into_iter()
-        .map(|(sec, evs)| {
-            let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-            for e in &evs {
-                *kinds.entry(&e.what).or_default() += 1;
-            }
-            let mut ranked: Vec<(&str, usize)> = kinds.into_iter().collect();
-            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            Moment {
-                time: crate::report::rfc3339(sec as f64),
-                score: evs.iter().map(|e| e.weight).sum(),
-                problems: ranked
-                    .iter()
-                    .take(5)
-                    .map(|(w, c)| {
-                        if *c > 1 {
-                            format!("{c} x {w}")
-                        } else {
-                            w.to_string()
-                        }
-                    })
-                    .collect(),
-                first_frame: evs.iter().map(|e| e.frame).min().unwrap_or(0),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.score.cmp(&a.score).then(a.time.cmp(&b.time)));
-    out.truncate(n);
-    out
+
+    /// The `n` worst seconds, worst first.
+    pub fn top(self, n: usize) -> Vec<Moment> {
+        let mut out: Vec<Moment> = self
+            .0
+            .into_iter()
+            .map(|(sec, s)| {
+                let mut ranked: Vec<(Arc<str>, usize)> = s.kinds.into_iter().collect();
+                ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                Moment {
+                    time: crate::report::rfc3339(sec as f64),
+                    score: s.score,
+                    problems: ranked
+                        .iter()
+                        .take(5)
+                        .map(|(w, c)| {
+                            if *c > 1 {
+                                format!("{c} x {w}")
+                            } else {
+                                w.to_string()
+                            }
+                        })
+                        .collect(),
+                    first_frame: s.first_frame,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.score.cmp(&a.score).then(a.time.cmp(&b.time)));
+        out.truncate(n);
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn notable_moments(events: &[Event], n: usize) -> Vec<Moment> {
+        let mut m = Moments::default();
+        m.add(events);
+        m.top(n)
+    }
 
     fn ev(time: f64, frame: u64, what: &str, weight: u32) -> Event {
         Event {

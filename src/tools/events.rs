@@ -12,7 +12,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::events::{EventLine, EventQuery, Moment, fold, notable_moments};
+use crate::analysis::events::{EventLine, EventQuery, Moment, Moments, fold};
 use crate::engine::{Analysis, FileArgs, Span};
 use crate::report::{Evidence, Finding, Report, Severity, rfc3339};
 use crate::server::PcapServer;
@@ -154,13 +154,21 @@ async fn events_around(a: Analysis, p: EventsParams) -> Result<Report<EventsArou
             notable_only: true,
         },
     };
+    // each family's events are ranked as they come; only around a moment are they
+    // all kept, to be folded into lines
     let mut events = Vec::new();
+    let mut ranking = Moments::default();
+    let (mut problems, mut event_count) = (0, 0);
     for source in crate::tools::EVENT_SOURCES {
-        events.extend(source(a.sibling(), q).await?);
+        let got = source(a.sibling(), q).await?;
+        problems += got.iter().filter(|e| e.weight > 0).count();
+        event_count += got.len();
+        ranking.add(&got);
+        if moment.is_some() {
+            events.extend(got);
+        }
     }
-    let problems = events.iter().filter(|e| e.weight > 0).count();
-    let moments = notable_moments(&events, 10);
-    let event_count = events.len();
+    let moments = ranking.top(10);
     let lines = match moment {
         Some(t) => fold(events, t),
         None => Vec::new(),
