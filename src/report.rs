@@ -223,12 +223,7 @@ pub struct Table<T> {
 impl<T> Table<T> {
     /// Takes an already sorted list and keeps `limit` rows from `offset`.
     pub fn page(all: Vec<T>, offset: usize, limit: usize) -> Self {
-        let total = all.len();
-        Self::window(
-            all.into_iter().skip(offset).take(limit).collect(),
-            total,
-            offset,
-        )
+        Self::page_map(all, offset, limit, |row| row)
     }
 
     /// [`Table::page`] of `all`, each shown item made into its row by `row`: a view
