@@ -38,57 +38,66 @@ pub type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 /// A per-packet lookup in an ordered map of 100k string keys is ~17 string compares;
 /// profiled, those compares were the largest single cost of the index pass in our
 /// process. Views, though, need the total order (byte-identical output, first-N
-/// tables), so [`Keyed::finish`] moves the entries into a `BTreeMap` once, and the
-/// views read that through `Deref`. Reading through `Deref` before `finish` is a bug
-/// (debug builds assert it): the hashed entries would not be seen.
+/// tables), so [`Keyed::finish`] sorts the entries once, and the views read them in
+/// key order through `Deref`.
+///
+/// The entries live in one vector beside a table of their positions (an `IndexMap`):
+/// a hash table of whole entries (a conversation's key and counters, ~150 bytes) is
+/// at most seven-eighths full and, while it grows, briefly there twice; profiled on
+/// the 200 MB bench mix, the conversation and host tables peaked at about twice what
+/// they held. Here only 8-byte positions are rehashed, and `finish` sorts the
+/// entries where they are instead of building a second, ordered copy.
 #[derive(Debug, Clone)]
 pub struct Keyed<K, V> {
-    building: FastMap<K, V>,
-    sorted: BTreeMap<K, V>,
+    map: indexmap::IndexMap<K, V, ahash::RandomState>,
+    /// Entries were added since the last sort (reading them in order is a bug: debug
+    /// builds assert it).
+    unsorted: bool,
 }
 
 impl<K, V> Default for Keyed<K, V> {
     fn default() -> Self {
         Self {
-            building: FastMap::default(),
-            sorted: BTreeMap::new(),
+            map: indexmap::IndexMap::default(),
+            unsorted: false,
         }
     }
 }
 
 impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
     pub fn len(&self) -> usize {
-        self.building.len() + self.sorted.len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.map.is_empty()
     }
 
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
-        K: std::borrow::Borrow<Q>,
-        Q: Ord + std::hash::Hash + Eq + ?Sized,
+        Q: std::hash::Hash + indexmap::Equivalent<K> + ?Sized,
     {
-        self.building.contains_key(key) || self.sorted.contains_key(key)
+        self.map.contains_key(key)
     }
 
     /// Whether `key` may be counted: it is there already, or there is room under
     /// [`MAX_TRACKED`].
     pub fn room<Q>(&self, key: &Q) -> bool
     where
-        K: std::borrow::Borrow<Q>,
-        Q: Ord + std::hash::Hash + Eq + ?Sized,
+        Q: std::hash::Hash + indexmap::Equivalent<K> + ?Sized,
     {
         self.len() < MAX_TRACKED || self.contains_key(key)
     }
 
     /// The entry of an owned key, made with `make` when it is new.
     pub fn or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if self.sorted.contains_key(&key) {
-            return self.sorted.get_mut(&key).expect("the key is there");
+        match self.map.entry(key) {
+            indexmap::map::Entry::Occupied(e) => e.into_mut(),
+            indexmap::map::Entry::Vacant(e) => {
+                self.unsorted = true;
+                e.insert(make())
+            }
         }
-        self.building.entry(key).or_insert_with(make)
     }
 
     pub fn or_default(&mut self, key: K) -> &mut V
@@ -100,24 +109,19 @@ impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
 
     /// Keeps the entries `keep` says yes to: what a part learns at its finish that it
     /// will never report need not be sorted or held.
-    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.building.retain(|k, v| keep(k, v));
-        self.sorted.retain(|k, v| keep(k, v));
+    pub fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
+        self.map.retain(keep);
     }
 
     /// Puts the entries in key order; the part's `finish` calls it before any view
     /// reads the table.
     pub fn finish(&mut self) {
-        if self.building.is_empty() {
-            return;
+        if self.unsorted {
+            // keys are unique, so an unstable sort is still one order
+            self.map.sort_unstable_keys();
+            self.map.shrink_to_fit();
+            self.unsorted = false;
         }
-        // `BTreeMap::from_iter` sorts what it collects and builds the tree bottom-up
-        // with every node full; inserted one by one in hash order, nodes end about
-        // two-thirds full (half as much again for the largest tables of the index).
-        // The hash table is freed once collected, before the nodes are made.
-        let building = std::mem::take(&mut self.building);
-        let sorted = std::mem::take(&mut self.sorted);
-        self.sorted = building.into_iter().chain(sorted).collect();
     }
 }
 
@@ -126,8 +130,8 @@ impl<V: Default> Keyed<String, V> {
     /// per-packet path looks up by `&str`, so a key costs one allocation per flow or
     /// host, not one per packet.
     pub fn at(&mut self, key: &str) -> &mut V {
-        if self.building.contains_key(key) {
-            return self.building.get_mut(key).expect("the key is there");
+        if let Some(i) = self.map.get_index_of(key) {
+            return &mut self.map[i];
         }
         self.or_default(key.to_string())
     }
@@ -140,43 +144,34 @@ impl<V: Default> Keyed<String, V> {
 }
 
 impl<K, V> std::ops::Deref for Keyed<K, V> {
-    type Target = BTreeMap<K, V>;
-    fn deref(&self) -> &BTreeMap<K, V> {
-        debug_assert!(
-            self.building.is_empty(),
-            "a table read before its part finished"
-        );
-        &self.sorted
+    type Target = indexmap::IndexMap<K, V, ahash::RandomState>;
+    fn deref(&self) -> &Self::Target {
+        debug_assert!(!self.unsorted, "a table read before its part finished");
+        &self.map
     }
 }
 
 impl<K, V> IntoIterator for Keyed<K, V> {
     type Item = (K, V);
-    type IntoIter = std::collections::btree_map::IntoIter<K, V>;
+    type IntoIter = indexmap::map::IntoIter<K, V>;
     fn into_iter(self) -> Self::IntoIter {
-        debug_assert!(
-            self.building.is_empty(),
-            "a table read before its part finished"
-        );
-        self.sorted.into_iter()
+        debug_assert!(!self.unsorted, "a table read before its part finished");
+        self.map.into_iter()
     }
 }
 
 impl<'a, K, V> IntoIterator for &'a Keyed<K, V> {
     type Item = (&'a K, &'a V);
-    type IntoIter = std::collections::btree_map::Iter<'a, K, V>;
+    type IntoIter = indexmap::map::Iter<'a, K, V>;
     fn into_iter(self) -> Self::IntoIter {
         std::ops::Deref::deref(self).iter()
     }
 }
 
 impl<K, V> std::ops::DerefMut for Keyed<K, V> {
-    fn deref_mut(&mut self) -> &mut BTreeMap<K, V> {
-        debug_assert!(
-            self.building.is_empty(),
-            "a table changed before its part finished"
-        );
-        &mut self.sorted
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        debug_assert!(!self.unsorted, "a table changed before its part finished");
+        &mut self.map
     }
 }
 

@@ -669,7 +669,7 @@ pub fn directory(state: &TopoState) -> Directory {
     // hosts that only spoke ARP are on the segment too
     for (mac, ips) in arp {
         for ip in ips {
-            let h = hosts.entry(ip.clone()).or_default();
+            let h = hosts.or_default(ip.clone());
             if insert_new(&mut h.macs, mac) && h.vendor.is_none() {
                 h.vendor = macs.get(mac).and_then(|m| m.0.clone());
             }
@@ -678,6 +678,8 @@ pub fn directory(state: &TopoState) -> Directory {
             }
         }
     }
+    // in address order again, as the hosts seen in traffic are
+    hosts.finish();
     // a MAC in front of source addresses from several subnets forwards for them: a
     // router (a host with aliases stays inside its own subnet)
     let mut gateways: Vec<Gateway> = macs

@@ -698,7 +698,7 @@ fn addr_only(ep: &str) -> &str {
 }
 
 fn hierarchy_rows(
-    nodes: &BTreeMap<String, (u64, u64)>,
+    nodes: &crate::index::Keyed<String, (u64, u64)>,
     packets: u64,
     bytes: u64,
 ) -> Vec<ProtocolNode> {

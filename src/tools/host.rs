@@ -209,7 +209,7 @@ fn resolve(query: &str, state: &TopoState, dir: &Directory) -> Result<Resolved, 
             macs: vec![mac],
         });
     }
-    let named = |m: &BTreeMap<String, Vec<Named>>| -> Vec<String> {
+    let named = |m: &crate::index::Keyed<String, Vec<Named>>| -> Vec<String> {
         m.iter()
             .filter(|(_, ns)| ns.iter().any(|n| same_name(&n.name, q)))
             .map(|(a, _)| a.clone())
@@ -354,7 +354,7 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
         .collect();
 
     // identity
-    let collect = |m: &BTreeMap<String, Vec<Named>>| -> Vec<Named> {
+    let collect = |m: &crate::index::Keyed<String, Vec<Named>>| -> Vec<Named> {
         let mut v: Vec<Named> = addresses
             .iter()
             .filter_map(|a| m.get(a))
