@@ -252,7 +252,7 @@ pub trait Kept: FromRow + Send + Sync + 'static {
 /// One copy of each string the kept rows of a family repeat: the addresses, hosts,
 /// methods, versions and user agents of tens of thousands of HTTP messages are a few
 /// hundred distinct strings. Used while the pass runs; the rows keep the copies.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 pub struct Interner(FastSet<Arc<str>>);
 
 impl Interner {

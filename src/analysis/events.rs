@@ -106,7 +106,7 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
             out.extend(q.event((t, frame), "tcp", weight, || {
                 let server = s.endpoint(1);
                 // the client's port varies between repeats; its address does not
-                let by_ep = if by == 0 { client } else { &server };
+                let by_ep: &str = if by == 0 { client } else { &server };
                 let what = if state == "REJ" {
                     format!("TCP connection {client} -> {server} refused (RST)")
                 } else if rst {

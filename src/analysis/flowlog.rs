@@ -109,9 +109,9 @@ fn tcp_record(s: &Stream) -> ConnRecord {
         ts: s.first,
         id: ConnId {
             uid: uid(first_frame),
-            orig_h: s.addr[0].clone(),
+            orig_h: s.addr[0].to_string(),
             orig_p: s.port[0] as u16,
-            resp_h: s.addr[1].clone(),
+            resp_h: s.addr[1].to_string(),
             resp_p: s.port[1] as u16,
         },
         proto: "tcp",
@@ -466,8 +466,8 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 trans_depth: *d,
                 method: q.and_then(|q| owned(&q.method)),
                 host: q.and_then(|q| owned(&q.host)),
-                uri: q.and_then(|q| q.uri.clone()),
-                referrer: q.and_then(|q| q.referrer.clone()),
+                uri: q.and_then(|q| q.uri.as_deref().map(str::to_string)),
+                referrer: q.and_then(|q| q.referrer.as_deref().map(str::to_string)),
                 // a request line without a version is HTTP/0.9
                 version: last
                     .and_then(|r| r.version.as_deref())
@@ -476,11 +476,11 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 user_agent: q.and_then(|q| owned(&q.user_agent)),
                 request_body_len: q.map_or(0, body_len),
                 response_body_len: last.map_or(0, body_len),
-                status_code: last.and_then(|r| r.code),
+                status_code: last.and_then(|r| r.code).map(u64::from),
                 status_msg: last.and_then(|r| owned(&r.phrase)),
-                info_code: first_interim.and_then(|r| r.code),
+                info_code: first_interim.and_then(|r| r.code).map(u64::from),
                 info_msg: first_interim.and_then(|r| owned(&r.phrase)),
-                username: q.and_then(|q| q.username.clone()),
+                username: q.and_then(|q| q.username.as_deref().map(str::to_string)),
                 resp_mime_types: last
                     .and_then(|r| r.content_type.as_deref())
                     .map(|t| vec![crate::model::http::media_type(t).to_string()]),

@@ -39,7 +39,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
     let mut by_pair: BTreeMap<(&str, &str), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
         by_pair
-            .entry((s.addr[0].as_str(), s.addr[1].as_str()))
+            .entry((s.addr[0].as_ref(), s.addr[1].as_ref()))
             .or_default()
             .push(s);
     }

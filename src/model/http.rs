@@ -13,13 +13,13 @@ pub struct HttpRow {
     pub stream: Option<u64>,
     pub src: Option<Arc<str>>,
     pub dst: Option<Arc<str>>,
-    pub sport: Option<u64>,
-    pub dport: Option<u64>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
     pub is_request: bool,
     pub method: Option<Arc<str>>,
     pub host: Option<Arc<str>>,
-    pub uri: Option<String>,
-    pub code: Option<u64>,
+    pub uri: Option<Box<str>>,
+    pub code: Option<u16>,
     pub content_type: Option<Arc<str>>,
     pub content_length: Option<u64>,
     pub time_since_request: Option<f64>,
@@ -31,8 +31,8 @@ pub struct HttpRow {
     /// The protocol version the message states (`1.1`), the request's Referer, and
     /// the user name of a Basic Authorization header (never its password).
     pub version: Option<Arc<str>>,
-    pub referrer: Option<String>,
-    pub username: Option<String>,
+    pub referrer: Option<Box<str>>,
+    pub username: Option<Box<str>>,
     /// A chunked body's length: the sum of its chunks (without Content-Length).
     pub chunked_bytes: Option<u64>,
 }
@@ -99,13 +99,13 @@ impl FromRow for HttpRow {
             stream: r.u64(2),
             src: r.first(3).or_else(|| r.first(4)).map(Arc::from),
             dst: r.first(5).or_else(|| r.first(6)).map(Arc::from),
-            sport: r.u64(7),
-            dport: r.u64(8),
+            sport: r.u64(7).and_then(|p| u16::try_from(p).ok()),
+            dport: r.u64(8).and_then(|p| u16::try_from(p).ok()),
             is_request: r.str(9).is_some(),
             method: r.first(10).map(Arc::from),
             host: r.first(11).map(Arc::from),
-            uri: r.owned(12),
-            code: r.u64(13),
+            uri: r.first(12).map(Box::from),
+            code: r.u64(13).and_then(|c| u16::try_from(c).ok()),
             content_type: r.first(14).map(Arc::from),
             content_length: r.u64(15),
             time_since_request: r.f64(16),
@@ -117,10 +117,10 @@ impl FromRow for HttpRow {
                 .first(22)
                 .or_else(|| r.first(23))
                 .map(|v| Arc::from(v.trim_start_matches("HTTP/"))),
-            referrer: r.owned(24),
+            referrer: r.first(24).map(Box::from),
             username: r
                 .first(25)
-                .map(|a| a.split_once(':').map_or(a, |(u, _)| u).to_string()),
+                .map(|a| Box::from(a.split_once(':').map_or(a, |(u, _)| u))),
             chunked_bytes: r
                 .str(26)
                 .map(|_| r.all(26).filter_map(|c| c.parse::<u64>().ok()).sum()),
@@ -139,7 +139,7 @@ pub fn media_type(content_type: &str) -> &str {
 }
 
 /// A 1xx answer other than 101 (switching protocols): the final answer follows.
-pub fn is_interim(code: u64) -> bool {
+pub fn is_interim(code: u16) -> bool {
     (100..200).contains(&code) && code != 101
 }
 

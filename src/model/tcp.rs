@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use crate::engine::Span;
-use crate::index::{Ctx, Part};
+use std::sync::Arc;
+
+use crate::index::{Ctx, Interner, Part};
 use crate::tshark::fields::{AddrText, FromRow, Row};
 
 /// ACK-RTT samples kept per stream for its median/p95 (a reservoir beyond that).
@@ -209,7 +211,7 @@ pub struct EstimatedLoss {
 pub struct Stream {
     pub id: u64,
     /// Endpoint addresses and ports, index 0 = originator once finished.
-    pub addr: [String; 2],
+    pub addr: [Arc<str>; 2],
     pub port: [u64; 2],
     pub first: f64,
     pub last: f64,
@@ -493,10 +495,10 @@ fn unpack_syn(v: u32) -> Option<SynOptions> {
 }
 
 impl Stream {
-    fn new(id: u64, p: &TcpRow) -> Self {
+    fn new(id: u64, p: &TcpRow, hosts: &mut Interner) -> Self {
         Self {
             id,
-            addr: [p.src.to_string(), p.dst.to_string()],
+            addr: [hosts.one(&p.src), hosts.one(&p.dst)],
             port: [p.sport, p.dport],
             first: p.time,
             last: p.time,
@@ -793,7 +795,7 @@ impl Stream {
     }
 
     fn add(&mut self, p: &TcpRow, g: &mut Globals) {
-        let d = if *p.src == self.addr[0] && p.sport == self.port[0] {
+        let d = if *p.src == *self.addr[0] && p.sport == self.port[0] {
             0
         } else {
             1
@@ -1250,6 +1252,8 @@ pub struct TcpModel {
     pub time_backwards_frames: Vec<u64>,
     // builder state, dropped by `finish`: streams by id, pass-wide samples, last time
     index: BTreeMap<u64, usize>,
+    /// One copy of each address: a host's connections share it.
+    hosts: Interner,
     g: Globals,
     prev_time: f64,
 }
@@ -1280,7 +1284,7 @@ impl Part for TcpModel {
         // second copy of every stream when the pass ends
         let streams = &mut self.streams;
         let i = *self.index.entry(id).or_insert_with(|| {
-            streams.push(Stream::new(id, &p));
+            streams.push(Stream::new(id, &p, &mut self.hosts));
             streams.len() - 1
         });
         self.streams[i].add(&p, &mut self.g);
@@ -1288,6 +1292,7 @@ impl Part for TcpModel {
 
     fn finish(&mut self) {
         self.index = BTreeMap::new();
+        self.hosts = Interner::default();
         let mut g = std::mem::take(&mut self.g);
         self.streams.shrink_to_fit();
         for s in &mut self.streams {
@@ -1337,9 +1342,8 @@ impl TcpModel {
                             .map(|(_, v)| 48 + 8 * v.capacity())
                             .sum::<usize>()
                 });
-                // malloc hands out 32 bytes at the least, with 16 of bookkeeping
-                let heap = |n: usize| (n + 16).next_multiple_of(16).max(32);
-                heap(s.addr[0].capacity()) + heap(s.addr[1].capacity()) + detail
+                // the addresses are shared by a host's connections
+                detail
             })
             .sum();
         self.streams.capacity() * std::mem::size_of::<Stream>()

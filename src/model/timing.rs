@@ -4,6 +4,8 @@
 //! times them (network latency, application response times, slowness), so they time
 //! the same exchanges the same way.
 
+use std::sync::Arc;
+
 use crate::index::{Kept, col, has_any};
 use crate::tshark::fields::{FromRow, Row};
 
@@ -13,11 +15,11 @@ pub struct TimingRow {
     pub time: f64,
     pub stream: Option<u64>,
     /// The sender of this frame (the answering server), innermost header.
-    pub src: String,
+    pub src: Arc<str>,
     pub sport: Option<u64>,
     /// Seconds from the query to this answer.
     pub dns_time: Option<f64>,
-    pub dns_name: Option<String>,
+    pub dns_name: Option<Arc<str>>,
     /// Seconds from the request to this response.
     pub http_time: Option<f64>,
     /// The URI of the request this response answers.
@@ -49,6 +51,11 @@ impl Kept for TimingRow {
         const HANDSHAKE: usize = col(TimingRow::FIELDS, "tls.handshake.type");
         has_any(r, &TIMES) || r.all(HANDSHAKE).any(|t| t == "1" || t == "2")
     }
+    fn share(&mut self, strings: &mut crate::index::Interner) {
+        // a resolver's or a server's address, and the names looked up, repeat
+        strings.share_one(&mut self.src);
+        strings.share(&mut self.dns_name);
+    }
 }
 
 impl FromRow for TimingRow {
@@ -74,10 +81,10 @@ impl FromRow for TimingRow {
             frame: r.u64(0)?,
             time: r.f64(1).unwrap_or(0.0),
             stream: r.u64(2),
-            src: r.innermost_addr(3, 4),
+            src: Arc::from(r.innermost_addr(3, 4)),
             sport: r.u64(5).or_else(|| r.u64(6)),
             dns_time: r.f64(7),
-            dns_name: r.owned(8),
+            dns_name: r.first(8).map(Arc::from),
             http_time: r.f64(9),
             uri: r.owned(10),
             icmp_time: r.f64(11).or_else(|| r.f64(12)).map(|v| v / 1000.0),

@@ -107,9 +107,9 @@ pub struct HttpRequests {
 }
 
 /// The endpoint, or "?" when tshark gave no address.
-fn endpoint(addr: &Option<std::sync::Arc<str>>, port: Option<u64>) -> String {
+fn endpoint(addr: &Option<std::sync::Arc<str>>, port: Option<u16>) -> String {
     addr.as_deref()
-        .map(|a| crate::report::endpoint(a, port))
+        .map(|a| crate::report::endpoint(a, port.map(u64::from)))
         .unwrap_or_else(|| "?".into())
 }
 

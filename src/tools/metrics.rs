@@ -157,11 +157,11 @@ async fn response_times(
             if let (Some(t), true) = (r.dns_time, want(AppProtocol::Dns)) {
                 push(
                     "dns",
-                    r.src.clone(),
+                    r.src.to_string(),
                     t,
                     r.frame,
                     r.time,
-                    r.dns_name.clone().unwrap_or_default(),
+                    r.dns_name.as_deref().unwrap_or_default().to_string(),
                     format!("frame.number == {}", r.frame),
                 );
             }

@@ -423,7 +423,7 @@ pub(crate) async fn mtu_fragmentation(
             let (sender, receiver) = (&s.addr[d], &s.addr[1 - d]);
             let reported = mtu_errors
                 .iter()
-                .filter(|e| &e.original_src == sender && &e.original_dst == receiver)
+                .filter(|e| *e.original_src == **sender && *e.original_dst == **receiver)
                 .filter_map(|e| e.mtu)
                 .min();
             // the MSS the sender may use is the one its peer announced

@@ -271,7 +271,12 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
     for r in kept.0.iter() {
         if let Some(t) = r.dns_time {
             dns.push(t);
-            samples.push(("dns", r.frame, t, r.dns_name.clone().unwrap_or_default()));
+            samples.push((
+                "dns",
+                r.frame,
+                t,
+                r.dns_name.as_deref().unwrap_or_default().to_string(),
+            ));
         }
         if let Some(t) = r.http_time {
             http.push(t);
@@ -662,7 +667,7 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
             let t = r.dns_time.filter(|t| *t >= threshold)?;
             Some(SlowDns {
                 frame: r.frame,
-                name: r.dns_name.clone(),
+                name: crate::index::owned(&r.dns_name),
                 response_time_ms: round(t * 1000.0, 3),
             })
         })

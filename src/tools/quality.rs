@@ -143,9 +143,10 @@ pub struct QRow {
     icmp_rtt_ms: Option<f64>,
     expert_error: bool,
     /// For an ICMP port unreachable: the quoted datagram's sender, destination and port.
-    closed_port: Option<(String, String, u64)>,
+    /// (Boxed, as `unreachable`: most rows are DNS and carry neither.)
+    closed_port: Option<Box<(String, String, u64)>>,
     /// Any other destination unreachable: what, who reported it, the quoted destination.
-    unreachable: Option<(&'static str, String, String)>,
+    unreachable: Option<Box<(&'static str, String, String)>>,
     dns_retransmission: bool,
     /// For a DNS query: its question (see `analysis::dns::Retries`).
     dns_question: Option<u64>,
@@ -194,7 +195,11 @@ impl FromRow for QRow {
         let closed_port = port_unreachable
             .then(|| {
                 let port = r.all(17).last()?.parse().ok()?;
-                Some((r.innermost_addr(13, 14), r.innermost_addr(15, 16), port))
+                Some(Box::new((
+                    r.innermost_addr(13, 14),
+                    r.innermost_addr(15, 16),
+                    port,
+                )))
             })
             .flatten();
         let unreachable = unreachable_kind(r.u64(6), r.u64(11), r.u64(7), r.u64(12)).map(|kind| {
@@ -205,7 +210,7 @@ impl FromRow for QRow {
                 .or_else(|| r.first(14))
                 .unwrap_or("")
                 .to_string();
-            (kind, reporter, r.innermost_addr(15, 16))
+            Box::new((kind, reporter, r.innermost_addr(15, 16)))
         });
         Some(Self {
             frame: r.u64(0)?,
@@ -469,13 +474,13 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
                 icmp_error_frames.push(r.frame);
             }
         }
-        if let Some((kind, by, dst)) = &r.unreachable {
+        if let Some((kind, by, dst)) = r.unreachable.as_deref() {
             unreachable
                 .entry((*kind, dst.clone()))
                 .or_default()
                 .add(r.frame, by, 3);
         }
-        if let Some((sender, dst, port)) = &r.closed_port {
+        if let Some((sender, dst, port)) = r.closed_port.as_deref() {
             closed
                 .entry((dst.clone(), *port))
                 .or_default()
@@ -1053,9 +1058,9 @@ pub async fn events(
             continue;
         };
         out.extend(q.event((r.time, r.frame), "icmp", weight, || {
-            let what = if let Some((from, to, port)) = &r.closed_port {
+            let what = if let Some((from, to, port)) = r.closed_port.as_deref() {
                 format!("ICMP port unreachable: {from} -> {to} udp/{port} closed")
-            } else if let Some((kind, reporter, dest)) = &r.unreachable {
+            } else if let Some((kind, reporter, dest)) = r.unreachable.as_deref() {
                 format!("ICMP {kind}: {dest}, reported by {reporter}")
             } else {
                 "ICMP time exceeded (TTL expired in transit)".to_string()

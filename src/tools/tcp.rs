@@ -1304,7 +1304,10 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
         // every probe of the scan: refused, unanswered, and the half-open ones to open
         // ports (SYN, SYN-ACK, then RST or nothing from the scanner; no data)
         for s in m.streams.iter().filter(|s| {
-            s.addr[0] == scan.scanner && s.addr[1] == scan.target && s.syn[0] && s.payload == [0, 0]
+            *s.addr[0] == *scan.scanner
+                && *s.addr[1] == *scan.target
+                && s.syn[0]
+                && s.payload == [0, 0]
         }) {
             scanned.insert(s.id);
         }

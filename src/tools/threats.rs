@@ -270,16 +270,16 @@ const SWEEP_PORTS: &[u64] = &[22, 23, 135, 139, 445, 1433, 3306, 3389, 5900];
 fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
     let mut by: BTreeMap<&str, Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
-        by.entry(s.addr[0].as_str()).or_default().push(s);
+        by.entry(s.addr[0].as_ref()).or_default().push(s);
     }
     let mut out: Vec<HostSweep> = by
         .into_iter()
         .filter_map(|(src, streams)| {
-            let hosts: BTreeSet<&str> = streams.iter().map(|s| s.addr[1].as_str()).collect();
+            let hosts: BTreeSet<&str> = streams.iter().map(|s| s.addr[1].as_ref()).collect();
             let failed: BTreeSet<&str> = streams
                 .iter()
                 .filter(|s| attempt_failed(s))
-                .map(|s| s.addr[1].as_str())
+                .map(|s| s.addr[1].as_ref())
                 .collect();
             let first = streams.iter().map(|s| s.first).fold(f64::MAX, f64::min);
             let last = streams.iter().map(|s| s.first).fold(f64::MIN, f64::max);
@@ -299,7 +299,7 @@ fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
             let answering: BTreeSet<&str> = streams
                 .iter()
                 .filter(|s| s.synack[1])
-                .map(|s| s.addr[1].as_str())
+                .map(|s| s.addr[1].as_ref())
                 .collect();
             let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
             frames.sort_unstable();
@@ -331,7 +331,7 @@ fn syn_only(s: &Stream) -> bool {
 fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
     let mut by: BTreeMap<(&str, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| syn_only(s)) {
-        by.entry((s.addr[1].as_str(), s.port[1]))
+        by.entry((s.addr[1].as_ref(), s.port[1]))
             .or_default()
             .push(s);
     }
@@ -349,7 +349,7 @@ fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
             if peak < 20 {
                 return None;
             }
-            let sources: BTreeSet<&str> = streams.iter().map(|s| s.addr[0].as_str()).collect();
+            let sources: BTreeSet<&str> = streams.iter().map(|s| s.addr[0].as_ref()).collect();
             let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
             frames.sort_unstable();
             frames.truncate(10);
@@ -377,7 +377,7 @@ fn brute_force(
     let mut by: BTreeMap<(String, String, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.synack[1]) {
         if AUTH_PORTS.iter().any(|(p, _)| *p == s.port[1]) {
-            by.entry((s.addr[0].clone(), s.addr[1].clone(), s.port[1]))
+            by.entry((s.addr[0].to_string(), s.addr[1].to_string(), s.port[1]))
                 .or_default()
                 .push(s);
         }
@@ -465,7 +465,7 @@ fn periodic(times: &mut [f64]) -> Option<(f64, f64)> {
 fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> Vec<Beacon> {
     let mut by: BTreeMap<(&str, &str, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
-        by.entry((s.addr[0].as_str(), s.addr[1].as_str(), s.port[1]))
+        by.entry((s.addr[0].as_ref(), s.addr[1].as_ref(), s.port[1]))
             .or_default()
             .push(s);
     }
