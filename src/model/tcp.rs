@@ -1397,7 +1397,7 @@ mod tests {
     fn stream_of(rows: &[TcpRow]) -> Stream {
         let mut g = Globals::default();
         let p0 = &rows[0];
-        let mut s = Stream::new(0, p0);
+        let mut s = Stream::new(0, p0, &mut Interner::default());
         for r in rows {
             s.add(r, &mut g);
         }
