@@ -139,20 +139,6 @@ pub fn write_endpoint(out: &mut String, addr: &str, port: Option<u64>) {
     };
 }
 
-/// Whether `ep` is what [`endpoint`] writes for `addr` and `port`, without writing it
-/// (a reducer's per-packet direction check).
-pub fn endpoint_is(ep: &str, addr: &str, port: Option<u64>) -> bool {
-    let rest = match port {
-        None => return ep == addr,
-        Some(_) if addr.contains(':') => ep
-            .strip_prefix('[')
-            .and_then(|r| r.strip_prefix(addr))
-            .and_then(|r| r.strip_prefix("]:")),
-        Some(_) => ep.strip_prefix(addr).and_then(|r| r.strip_prefix(':')),
-    };
-    rest.is_some_and(|r| r.parse::<u64>().ok() == port)
-}
-
 /// The inverse of [`endpoint`]: `addr:port`, `[v6]:port` or a bare address (an IPv6
 /// address without brackets has no port).
 pub fn split_endpoint(e: &str) -> (&str, Option<u16>) {
@@ -606,23 +592,6 @@ mod tests {
         // a list that kept 3 of 25
         assert_eq!(some_of_total(&items, 25, 2), "a, b and 23 more");
         assert_eq!(some_of_total(&items, 25, 5), "a, b, c and 22 more");
-    }
-
-    #[test]
-    fn an_endpoint_is_recognised_without_writing_it() {
-        for (addr, port) in [
-            ("10.0.0.1", Some(80)),
-            ("2001:db8::1", Some(443)),
-            ("fe80::1", None),
-            ("10.0.0.1", None),
-        ] {
-            let ep = endpoint(addr, port);
-            assert!(endpoint_is(&ep, addr, port), "{ep}");
-            assert!(!endpoint_is(&ep, addr, Some(8)), "{ep}");
-            assert!(!endpoint_is(&ep, "10.0.0.11", port), "{ep}");
-        }
-        assert!(!endpoint_is("10.0.0.1:80", "10.0.0.1", None));
-        assert!(!endpoint_is("10.0.0.1", "10.0.0.1", Some(80)));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -15,8 +16,8 @@ use crate::engine::{Analysis, Span};
 use crate::index::Keyed;
 use crate::pcapfile::CaptureSummary as CapInfo;
 use crate::report::{
-    Evidence, Finding, NextStep, Report, Severity, Table, endpoint_is, host_filter,
-    human_bits_per_s, human_bytes, pct, round, thousands, write_endpoint,
+    Evidence, Finding, NextStep, Report, Severity, Table, host_filter, human_bits_per_s,
+    human_bytes, pct, round, thousands, write_endpoint,
 };
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset};
@@ -266,16 +267,29 @@ fn conv_community_id(c: &ConvAcc) -> Option<String> {
         "udp" => 17,
         _ => return None,
     };
-    let (a, ap) = crate::report::split_endpoint(&c.a);
-    let (b, bp) = crate::report::split_endpoint(&c.b);
-    crate::model::flow::community_id(a, b, proto, ap, bp)
+    let port = |s: &Side| s.port.and_then(|p| u16::try_from(p).ok());
+    crate::model::flow::community_id(&c.a.addr, &c.b.addr, proto, port(&c.a), port(&c.b))
+}
+
+/// One side of a conversation: its address, shared by the host's conversations, and
+/// its port. Written as `addr:port` only for the rows shown.
+#[derive(Default)]
+struct Side {
+    addr: Arc<str>,
+    port: Option<u64>,
+}
+
+impl Side {
+    fn text(&self) -> String {
+        crate::report::endpoint(&self.addr, self.port)
+    }
 }
 
 #[derive(Default)]
 struct ConvAcc {
     protocol: Cow<'static, str>,
-    a: String,
-    b: String,
+    a: Side,
+    b: Side,
     ab: (u64, u64),
     ba: (u64, u64),
     first: f64,
@@ -330,6 +344,8 @@ pub struct Overview {
     /// Text reused from packet to packet (protocol path, conversation key, the two
     /// endpoints): looking up a key already in a table allocates nothing.
     scratch: [String; 4],
+    /// One copy of each conversation side's address while the pass runs.
+    addrs: crate::index::Interner,
 }
 
 /// The shortest silence of the whole capture reported as a gap in traffic.
@@ -349,6 +365,7 @@ impl crate::index::Part for Overview {
         self.totals.finish();
         self.convs.finish();
         self.eps.finish();
+        self.addrs = Default::default();
     }
     fn approx_bytes(&self) -> usize {
         // conversations and endpoints dominate: their keys, addresses and counters
@@ -449,21 +466,25 @@ impl Overview {
             }
         };
         if let Some(c) = self.convs.slot(key) {
-            if c.a.is_empty() {
-                // a new conversation: its endpoints are written once, here
-                write_endpoint(s_ep, &src, p.sport);
-                write_endpoint(d_ep, &dst, p.dport);
+            if c.a.addr.is_empty() {
+                // a new conversation: the sides are set once, here
                 *c = ConvAcc {
                     protocol,
-                    a: s_ep.clone(),
-                    b: d_ep.clone(),
+                    a: Side {
+                        addr: self.addrs.one(&src),
+                        port: p.sport,
+                    },
+                    b: Side {
+                        addr: self.addrs.one(&dst),
+                        port: p.dport,
+                    },
                     first: t,
                     last: t,
                     stream,
                     ..Default::default()
                 };
             }
-            if endpoint_is(&c.a, &src, p.sport) {
+            if *c.a.addr == *src && c.a.port == p.sport {
                 c.ab.0 += 1;
                 c.ab.1 += p.len;
             } else {
@@ -584,8 +605,8 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
     let (o, l) = table_for(AnalysisType::Conversations);
     let conversations = Table::page_map(convs, o, l, |c| Conversation {
         protocol: c.protocol.to_string(),
-        a: c.a.clone(),
-        b: c.b.clone(),
+        a: c.a.text(),
+        b: c.b.text(),
         packets_a_to_b: c.ab.0,
         bytes_a_to_b: c.ab.1,
         packets_b_to_a: c.ba.0,
@@ -680,7 +701,7 @@ fn conv_filter(c: &ConvAcc) -> String {
         ("tcp", Some(s)) => format!("tcp.stream == {s}"),
         ("udp", Some(s)) => format!("udp.stream == {s}"),
         _ => {
-            let (a, b) = (addr_only(&c.a), addr_only(&c.b));
+            let (a, b) = (&*c.a.addr, &*c.b.addr);
             format!("{} && {}", host_filter(a, "addr"), host_filter(b, "addr"))
         }
     }
@@ -691,10 +712,6 @@ fn bump(map: &mut Keyed<String, (u64, u64)>, key: &str, len: u64) {
     let e = map.at(key);
     e.0 += 1;
     e.1 += len;
-}
-
-fn addr_only(ep: &str) -> &str {
-    ep.trim_start_matches('[').split(']').next().unwrap_or(ep)
 }
 
 fn hierarchy_rows(

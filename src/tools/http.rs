@@ -160,13 +160,7 @@ impl PcapServer {
 
 /// The Community ID of the TCP connection a message travelled on.
 fn flow_id(r: &HttpRow) -> Option<String> {
-    crate::model::flow::community_id(
-        r.src.as_deref()?,
-        r.dst.as_deref()?,
-        6,
-        r.sport.map(|p| p as u16),
-        r.dport.map(|p| p as u16),
-    )
+    crate::model::flow::community_id(r.src.as_deref()?, r.dst.as_deref()?, 6, r.sport, r.dport)
 }
 
 /// One request and its answer, as references into the index's kept rows: every
@@ -193,7 +187,7 @@ impl Exchange<'_> {
         self.first().frame
     }
     fn status(&self) -> Option<u16> {
-        self.resp.and_then(|r| r.code).map(|c| c as u16)
+        self.resp.and_then(|r| r.code)
     }
     fn response_frame(&self) -> Option<u64> {
         self.resp.map(|r| r.frame)
