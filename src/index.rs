@@ -47,6 +47,10 @@ pub type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 /// the 200 MB bench mix, the conversation and host tables peaked at about twice what
 /// they held. Here only 8-byte positions are rehashed, and `finish` sorts the
 /// entries where they are instead of building a second, ordered copy.
+///
+/// There is no `DerefMut`: an `IndexMap` appends what is inserted into it, so an entry
+/// added after `finish` goes through [`Keyed::or_insert_with`], which marks the table
+/// for another sort (and a read before it, in debug builds, for a bug).
 #[derive(Debug, Clone)]
 pub struct Keyed<K, V> {
     map: indexmap::IndexMap<K, V, ahash::RandomState>,
@@ -165,13 +169,6 @@ impl<'a, K, V> IntoIterator for &'a Keyed<K, V> {
     type IntoIter = indexmap::map::Iter<'a, K, V>;
     fn into_iter(self) -> Self::IntoIter {
         std::ops::Deref::deref(self).iter()
-    }
-}
-
-impl<K, V> std::ops::DerefMut for Keyed<K, V> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        debug_assert!(!self.unsorted, "a table changed before its part finished");
-        &mut self.map
     }
 }
 

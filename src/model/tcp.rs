@@ -7,10 +7,9 @@
 //! stalls, bytes in flight, gaps and ECN. Tools only read it.
 
 use std::collections::BTreeMap;
-
-use crate::engine::Span;
 use std::sync::Arc;
 
+use crate::engine::Span;
 use crate::index::{Ctx, Interner, Part};
 use crate::tshark::fields::{AddrText, FromRow, Row};
 

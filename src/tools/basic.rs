@@ -715,7 +715,7 @@ fn bump(map: &mut Keyed<String, (u64, u64)>, key: &str, len: u64) {
 }
 
 fn hierarchy_rows(
-    nodes: &crate::index::Keyed<String, (u64, u64)>,
+    nodes: &Keyed<String, (u64, u64)>,
     packets: u64,
     bytes: u64,
 ) -> Vec<ProtocolNode> {
