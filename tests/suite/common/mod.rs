@@ -561,6 +561,16 @@ impl Netns {
             .unwrap_or(false)
     }
 
+    /// Runs a command inside the namespace and returns what it printed.
+    pub fn output(&self, args: &[&str]) -> String {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Starts python3 inside the namespace in the background.
     pub fn spawn_python(&self, code: &str) -> KillOnDrop {
         KillOnDrop(
