@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::tcp::{Reset, Stream};
+use crate::model::tcp::{At, Reset, Stream};
 
 /// A RST after at least this much silence in its connection is an idle timer's (a
 /// firewall's or server's), not a reaction to what was just sent.
@@ -137,7 +137,7 @@ pub fn timeouts(streams: &[Stream], capture_end: f64) -> Vec<TimeoutRow> {
             };
             let first_frame = s
                 .syn_frame
-                .or_else(|| s.first_data().map(|d| d.1))
+                .or_else(|| s.first_data().map(At::frame))
                 .unwrap_or(s.last_frame);
             Some(TimeoutRow {
                 stream: s.id,

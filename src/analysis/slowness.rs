@@ -103,8 +103,9 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
     } else {
         req
     };
-    let (first, _) = s.data_first[bulk]?;
-    let (last_data, last_frame) = s.data_last[bulk]?;
+    let first = s.data_first[bulk]?.time;
+    let last_data = s.data_last[bulk]?;
+    let (last_data, last_frame) = (last_data.time, last_data.frame());
     let receiver = 1 - bulk;
     // a zero window still open when the capture ends stalls the sender until then
     // (the model counts that stall up to the last packet)
@@ -117,7 +118,7 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
     let idle = s.wait_total[req];
     let elapsed = (last - s.first - idle).max(0.0);
     let (wait, answer_frame) = match s.reply[ans] {
-        Some((req_end, ans_start, frame)) => ((ans_start - req_end).max(0.0), frame),
+        Some((req_end, answer)) => ((answer.time - req_end).max(0.0), answer.frame()),
         None => (0.0, 0),
     };
     // the first answer's wait, or every long wait for an answer on a connection that
@@ -325,7 +326,7 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
     let mut number = 0;
     for (i, pair) in msgs.windows(2).enumerate() {
         let (ask, answer): (&Message, &Message) = (&pair[0], &pair[1]);
-        if ask.dir != req || answer.dir != ans {
+        if ask.dir() != req || answer.dir() != ans {
             continue;
         }
         number += 1;
@@ -336,15 +337,15 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
             0.0
         };
         let start = if first {
-            s.first.min(ask.first.0)
+            s.first.min(ask.first_time)
         } else {
-            ask.first.0
+            ask.first_time
         };
-        let elapsed = (answer.last.0 - start).max(0.0);
-        let request = (ask.last.0 - ask.first.0).max(0.0);
-        let wait = (answer.first.0 - ask.last.0).max(0.0);
+        let elapsed = (answer.last_time - start).max(0.0);
+        let request = (ask.last_time - ask.first_time).max(0.0);
+        let wait = (answer.first_time - ask.last_time).max(0.0);
         let server_time = (wait - server_leg).max(0.0);
-        let transfer = (answer.last.0 - answer.first.0).max(0.0);
+        let transfer = (answer.last_time - answer.first_time).max(0.0);
         let stall = answer.receiver_stall.min(transfer);
         let recovery = (answer.lost as f64 * rtt).min(transfer - stall).max(0.0);
         let network = setup + request + (wait - server_time) + (transfer - stall);
@@ -387,7 +388,7 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
             "TLS handshake".to_string()
         } else if let Some(r) = http
             .iter()
-            .find(|r| r.is_request && (ask.first.1..=ask.last.1).contains(&r.frame))
+            .find(|r| r.is_request && (ask.first_frame()..=ask.last_frame()).contains(&r.frame))
         {
             let status = http
                 .iter()
@@ -408,7 +409,12 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
                 answer.bytes
             )
         };
-        let mut frames = vec![ask.first.1, ask.last.1, answer.first.1, answer.last.1];
+        let mut frames = vec![
+            ask.first_frame(),
+            ask.last_frame(),
+            answer.first_frame(),
+            answer.last_frame(),
+        ];
         frames.dedup();
         out.push(Transaction {
             stream: s.id,
@@ -423,14 +429,16 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
             server_time_s: r3(server_time),
             transfer_s: r3(transfer),
             loss_recovery_s: r3(recovery),
-            lost_segments: answer.lost,
+            lost_segments: u64::from(answer.lost),
             receiver_stall_s: r3(stall),
             answer_bytes: answer.bytes,
             verdict: verdict.to_string(),
             reason,
             display_filter: format!(
                 "tcp.stream == {} && frame.number >= {} && frame.number <= {}",
-                s.id, ask.first.1, answer.last.1
+                s.id,
+                ask.first_frame(),
+                answer.last_frame()
             ),
             frames,
         });

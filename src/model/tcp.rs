@@ -7,6 +7,7 @@
 //! stalls, bytes in flight, gaps and ECN. Tools only read it.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::engine::Span;
@@ -58,7 +59,6 @@ pub struct TcpRow {
     pub window_update: bool,
     pub keep_alive: bool,
     pub ack_rtt: Option<f64>,
-    pub irtt: Option<f64>,
     pub in_flight: Option<u64>,
     pub ecn: Option<u64>,
     pub mss: Option<u64>,
@@ -105,7 +105,6 @@ impl FromRow for TcpRow {
         "tcp.analysis.window_update",
         "tcp.analysis.keep_alive",
         "tcp.analysis.ack_rtt",
-        "tcp.analysis.initial_rtt",
         "tcp.analysis.bytes_in_flight",
         "ip.dsfield.ecn",
         "tcp.options.mss_val",
@@ -147,23 +146,22 @@ impl FromRow for TcpRow {
             window_update: r.str(23).is_some(),
             keep_alive: r.str(24).is_some(),
             ack_rtt: r.f64(25),
-            irtt: r.f64(26),
-            in_flight: r.u64(27),
-            ecn: r.all(28).last().and_then(|s| s.parse().ok()),
-            mss: r.u64(29),
-            wscale: r.u64(30),
-            option_kinds: r.all(31).filter_map(|s| s.parse().ok()).collect(),
-            rtp: r.str(32).is_some(),
-            seq: r.u64(34),
-            ack_unseen: r.str(33).is_some(),
-            ip_len: r.ip_packet_len(35, 36, false).unwrap_or(0),
+            in_flight: r.u64(26),
+            ecn: r.all(27).last().and_then(|s| s.parse().ok()),
+            mss: r.u64(28),
+            wscale: r.u64(29),
+            option_kinds: r.all(30).filter_map(|s| s.parse().ok()).collect(),
+            rtp: r.str(31).is_some(),
+            seq: r.u64(33),
+            ack_unseen: r.str(32).is_some(),
+            ip_len: r.ip_packet_len(34, 35, false).unwrap_or(0),
             cut_payload: {
-                let (len, cap) = (r.u64(2).unwrap_or(0), r.u64(37).unwrap_or(0));
+                let (len, cap) = (r.u64(2).unwrap_or(0), r.u64(36).unwrap_or(0));
                 payload.min(len.saturating_sub(cap))
             },
             // only data segments name their application; the string is read then
             service: if payload > 0 {
-                r.str(38).and_then(crate::model::conn::zeek_service)
+                r.str(37).and_then(crate::model::conn::zeek_service)
             } else {
                 None
             },
@@ -260,20 +258,76 @@ pub struct Stream {
 /// anyone asks to time.
 pub const MAX_MESSAGES: usize = 256;
 
+/// A frame number as tshark writes it: from 1, in 32 bits (its `frame.number` is a
+/// guint32). Nearly every stream keeps a handful of them, so their size counts, and an
+/// `Option` of a struct holding one costs nothing extra.
+fn frame32(frame: u64) -> NonZeroU32 {
+    NonZeroU32::new(u32::try_from(frame).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// A time that may not have come: NaN until it does, so that every difference with
+/// it is NaN (8 bytes, where an `Option<f64>` takes 16).
+#[derive(Debug, Clone, Copy)]
+struct Unseen(f64);
+
+impl Default for Unseen {
+    fn default() -> Self {
+        Self(f64::NAN)
+    }
+}
+
+/// A data segment's place: when, and which frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct At {
+    pub time: f64,
+    frame: NonZeroU32,
+}
+
+impl At {
+    pub fn new(time: f64, frame: u64) -> Self {
+        Self {
+            time,
+            frame: frame32(frame),
+        }
+    }
+
+    pub fn frame(self) -> u64 {
+        u64::from(self.frame.get())
+    }
+}
+
 /// One side's run of data segments until the other side sends data: a request, an
-/// answer, a TLS handshake flight.
+/// answer, a TLS handshake flight. Times and frames are kept apart so that a message
+/// takes 48 bytes: a stream keeps up to [`MAX_MESSAGES`] of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Message {
-    /// The sender (0 = the originator, once the stream is oriented).
-    pub dir: usize,
-    /// First and last data segment (time, frame).
-    pub first: (f64, u64),
-    pub last: (f64, u64),
+    /// First and last data segment.
+    pub first_time: f64,
+    pub last_time: f64,
+    first_frame: NonZeroU32,
+    last_frame: NonZeroU32,
     pub bytes: u64,
-    /// Its data lost on the way: resent by the sender, or holes before the capture point.
-    pub lost: u64,
     /// Time the receiver held it at a zero window, seconds.
     pub receiver_stall: f64,
+    /// Its data lost on the way: resent by the sender, or holes before the capture point.
+    pub lost: u32,
+    /// The sender (0 = the originator, once the stream is oriented).
+    dir: u8,
+}
+
+impl Message {
+    /// The sender (0 = the originator, once the stream is oriented).
+    pub fn dir(&self) -> usize {
+        usize::from(self.dir)
+    }
+
+    pub fn first_frame(&self) -> u64 {
+        u64::from(self.first_frame.get())
+    }
+
+    pub fn last_frame(&self) -> u64 {
+        u64::from(self.last_frame.get())
+    }
 }
 
 /// The connection's first RST: who sent it, when, and what came before.
@@ -292,6 +346,93 @@ pub struct Reset {
     pub payload_before: [u64; 2],
 }
 
+/// A stream's ACK-RTT samples, seconds: a reservoir of [`RTT_SAMPLES`] over all of
+/// them, and one per side whose data was acknowledged (raw orientation until
+/// `finish`): a capture point near one host sees near-zero RTT for that host's data,
+/// so only same-direction samples compare with each other. While a stream has at most
+/// [`RTT_SAMPLES`] samples, each side's reservoir is the overall one's samples of that
+/// side, so they are one list and a bit per sample (most streams never have more);
+/// past that each side gets its own list.
+#[derive(Debug, Clone, Default)]
+pub struct RttSamples {
+    all: Vec<f64>,
+    /// Bit i set: sample i of `all` timed side 1's data (while `by_sender` is None).
+    senders: u64,
+    by_sender: Option<Box<[Vec<f64>; 2]>>,
+}
+
+impl RttSamples {
+    /// One sample timing `sender`'s data: the stream's `seen`-th, that side's
+    /// `seen_sender`-th (both counting this one).
+    fn add(&mut self, sender: usize, rtt: f64, seen: u64, seen_sender: u64, frame: u64) {
+        let by_sender = match &mut self.by_sender {
+            Some(b) => b,
+            None if seen <= RTT_SAMPLES as u64 => {
+                self.senders |= (sender as u64) << self.all.len();
+                self.all.push(rtt);
+                return;
+            }
+            None => {
+                let mut split: [Vec<f64>; 2] = Default::default();
+                for (i, &x) in self.all.iter().enumerate() {
+                    split[(self.senders >> i & 1) as usize].push(x);
+                }
+                self.by_sender.insert(Box::new(split))
+            }
+        };
+        reservoir(&mut self.all, RTT_SAMPLES, seen, rtt, frame);
+        reservoir(&mut by_sender[sender], RTT_SAMPLES, seen_sender, rtt, frame);
+    }
+
+    /// The reservoir over all samples, in arrival order until it is full.
+    pub fn all(&self) -> &[f64] {
+        &self.all
+    }
+
+    /// The reservoir of the samples timing side `d`'s data.
+    pub fn of_sender(&self, d: usize) -> std::borrow::Cow<'_, [f64]> {
+        match &self.by_sender {
+            Some(b) => std::borrow::Cow::Borrowed(&b[d]),
+            None => std::borrow::Cow::Owned(
+                self.all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (self.senders >> i & 1) as usize == d)
+                    .map(|(_, &x)| x)
+                    .collect(),
+            ),
+        }
+    }
+
+    fn swap(&mut self) {
+        match &mut self.by_sender {
+            Some(b) => b.swap(0, 1),
+            None => {
+                let used = u64::MAX
+                    .checked_shr(64 - self.all.len() as u32)
+                    .unwrap_or(0);
+                self.senders = !self.senders & used;
+            }
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.all.shrink_to_fit();
+        for v in self.by_sender.iter_mut().flat_map(|b| b.iter_mut()) {
+            v.shrink_to_fit();
+        }
+    }
+
+    /// Bytes held beside the struct itself.
+    fn heap_bytes(&self) -> usize {
+        8 * self.all.capacity()
+            + self
+                .by_sender
+                .as_ref()
+                .map_or(0, |b| 48 + 8 * (b[0].capacity() + b[1].capacity()))
+    }
+}
+
 /// What a stream holds once it carries data or shows an analysis event. What only a
 /// `tcp.analysis` event, a reset, a hole or a congestion mark sets lives in
 /// [`StreamEvents`], allocated on the first such event: most connections of ordinary
@@ -299,30 +440,25 @@ pub struct Reset {
 #[derive(Debug, Clone, Default)]
 pub struct StreamDetail {
     /// When the first SYN-ACK was seen.
-    synack_time: Option<f64>,
+    synack_time: Unseen,
     pub payload: PerDir,
     pub data_segments: PerDir,
-    pub irtt: Option<f64>,
     pub rtt_count: u64,
     pub rtt_sum: f64,
     pub rtt_min: f64,
     pub rtt_max: f64,
-    pub rtt_samples: Vec<f64>,
-    /// ACK-RTT samples by the side whose data was acknowledged (raw orientation until
-    /// `finish`): a capture point near one host sees near-zero RTT for that host's
-    /// data, so only same-direction samples can be compared with each other.
-    pub rtt_by_sender: [Vec<f64>; 2],
+    pub rtt: RttSamples,
     rtt_seen_dir: PerDir,
     /// Highest sequence number + length seen per direction.
     seq_end: PerDir,
     pub max_segment: PerDir,
-    /// First and last data segment of each direction (time, frame).
-    pub data_first: [Option<(f64, u64)>; 2],
-    pub data_last: [Option<(f64, u64)>; 2],
+    /// First and last data segment of each direction.
+    pub data_first: [Option<At>; 2],
+    pub data_last: [Option<At>; 2],
     /// For each direction's first data after the other side had sent some: when the
-    /// other side's data before it ended, and when this answer began (time, frame) —
-    /// a request and the wait for its response.
-    pub reply: [Option<(f64, f64, u64)>; 2],
+    /// other side's data before it ended, and when this answer began — a request and
+    /// the wait for its response.
+    pub reply: [Option<(f64, At)>; 2],
     /// The messages of the conversation in order (the first [`MAX_MESSAGES`]): one
     /// side's run of data until the other side sends data. A request and its answer
     /// are two messages; per-transaction timing reads them.
@@ -337,7 +473,7 @@ pub struct StreamDetail {
     /// think time, or a client's idle time between requests.
     pub wait_total: [f64; 2],
     /// Which direction (raw, until `finish`) sent the latest data segment.
-    last_data_dir: Option<usize>,
+    last_data_dir: Option<u8>,
     pub max_in_flight: PerDir,
     pub jitter: f64,
     /// Example frames per kind of event, kinds in order of first occurrence: a stream
@@ -697,14 +833,14 @@ impl Stream {
         } else {
             self.syn_time
         };
-        let t = self.synack_time? - answered;
+        let t = self.synack_time.0 - answered;
         (t >= 0.0).then_some(t)
     }
 
     /// Connection setup: from the first SYN to the SYN-ACK, including the time lost to
     /// SYN retransmissions (a lost SYN costs the client's 1 s timeout, or more).
     pub fn setup_time(&self) -> Option<f64> {
-        let t = self.synack_time? - self.syn_time;
+        let t = self.synack_time.0 - self.syn_time;
         (t >= 0.0).then_some(t)
     }
 
@@ -739,9 +875,9 @@ impl Stream {
     }
 
     /// The first data segment either way (time, frame).
-    pub fn first_data(&self) -> Option<(f64, u64)> {
+    pub fn first_data(&self) -> Option<At> {
         match (self.data_first[0], self.data_first[1]) {
-            (Some(a), Some(b)) => Some(if b.1 < a.1 { b } else { a }),
+            (Some(a), Some(b)) => Some(if b.frame < a.frame { b } else { a }),
             (a, b) => a.or(b),
         }
     }
@@ -767,7 +903,7 @@ impl Stream {
     }
 
     pub fn sorted_rtts(&self) -> Vec<f64> {
-        let mut v = self.rtt_samples.clone();
+        let mut v = self.rtt.all().to_vec();
         v.sort_by(f64::total_cmp);
         v
     }
@@ -820,7 +956,7 @@ impl Stream {
                 } else if p.payload > 0 {
                     // the same side spoke last: it paused inside its own message; the
                     // other side did: this one answered (or asked again) after a wait
-                    if dd.last_data_dir == Some(d) {
+                    if dd.last_data_dir == Some(d as u8) {
                         dd.pause_total[d] += gap;
                     } else {
                         dd.wait_total[d] += gap;
@@ -863,7 +999,7 @@ impl Stream {
             self.syn_opts[d] = pack_syn(&syn_options(p));
         } else if f & SYN != 0 {
             if !self.synack[d] && self.syn[1 - d] {
-                self.detail_mut().synack_time = Some(p.time);
+                self.detail_mut().synack_time = Unseen(p.time);
             }
             self.synack[d] = true;
             self.synack_frame.get_or_insert(p.frame);
@@ -903,42 +1039,45 @@ impl Stream {
             let dd = self.detail_mut();
             dd.payload[d] += p.payload;
             dd.data_segments[d] += 1;
+            let at = At::new(p.time, p.frame);
             if dd.data_first[d].is_none()
-                && let Some((t_other, _)) = dd.data_last[1 - d]
+                && let Some(other) = dd.data_last[1 - d]
             {
-                dd.reply[d] = Some((t_other, p.time, p.frame));
+                dd.reply[d] = Some((other.time, at));
             }
-            dd.data_first[d].get_or_insert((p.time, p.frame));
-            dd.data_last[d] = Some((p.time, p.frame));
-            dd.last_data_dir = Some(d);
-            let at = (p.time, p.frame);
+            dd.data_first[d].get_or_insert(at);
+            dd.data_last[d] = Some(at);
+            dd.last_data_dir = Some(d as u8);
             // a resend of an earlier message's bytes does not start a new one
             let resend = p.retrans || p.spurious;
             let kept = dd.messages.len();
             match dd.messages.last_mut() {
                 _ if dd.messages_truncated => {}
                 // a resend ends the message later (its bytes arrive then), adds none
-                Some(m) if m.dir == d => {
-                    m.last = at;
+                Some(m) if m.dir() == d => {
+                    m.last_time = at.time;
+                    m.last_frame = at.frame;
                     if !resend {
                         m.bytes += p.payload;
                     }
                 }
                 Some(_) if resend => {}
                 _ if kept < MAX_MESSAGES => dd.messages.push(Message {
-                    dir: d,
-                    first: at,
-                    last: at,
+                    first_time: at.time,
+                    last_time: at.time,
+                    first_frame: at.frame,
+                    last_frame: at.frame,
                     bytes: p.payload,
-                    lost: 0,
                     receiver_stall: 0.0,
+                    lost: 0,
+                    dir: d as u8,
                 }),
                 _ => dd.messages_truncated = true,
             }
             if (p.retrans && !p.spurious || p.lost_segment)
                 && !dd.messages_truncated
                 && let Some(m) = dd.messages.last_mut()
-                && m.dir == d
+                && m.dir() == d
             {
                 m.lost += 1;
             }
@@ -956,7 +1095,7 @@ impl Stream {
                 let stall = p.time - t0;
                 let dd = self.detail_mut();
                 if let Some(m) = dd.messages.last_mut()
-                    && m.dir != d
+                    && m.dir() != d
                     && !dd.messages_truncated
                 {
                     m.receiver_stall += stall;
@@ -1021,9 +1160,6 @@ impl Stream {
         {
             self.detail_mut().max_in_flight[d] = b;
         }
-        if p.irtt.is_some() && self.irtt.is_none() {
-            self.detail_mut().irtt = p.irtt;
-        }
         if let Some(rtt) = p.ack_rtt {
             let dd = self.detail_mut();
             // the ACK comes from the receiver; the sample measures the other side's path
@@ -1035,17 +1171,10 @@ impl Stream {
                 dd.rtt_min.min(rtt)
             };
             dd.rtt_max = dd.rtt_max.max(rtt);
-            reservoir(&mut dd.rtt_samples, RTT_SAMPLES, dd.rtt_count, rtt, p.frame);
             // an ACK from side d times the data side 1-d sent
             dd.rtt_seen_dir[1 - d] += 1;
             let seen = dd.rtt_seen_dir[1 - d];
-            reservoir(
-                &mut dd.rtt_by_sender[1 - d],
-                RTT_SAMPLES,
-                seen,
-                rtt,
-                p.frame,
-            );
+            dd.rtt.add(1 - d, rtt, dd.rtt_count, seen, p.frame);
             g.rtt_seen += 1;
             reservoir(
                 &mut g.rtt_samples,
@@ -1095,13 +1224,12 @@ impl Stream {
         if let Some(dd) = self.detail.as_deref_mut() {
             // the lists grew by doubling while the pass fed them; they are final now
             dd.messages.shrink_to_fit();
-            dd.rtt_samples.shrink_to_fit();
+            dd.rtt.shrink_to_fit();
             dd.frames.shrink_to_fit();
             for f in &mut dd.frames {
                 f.1.shrink_to_fit();
             }
             for d in 0..2 {
-                dd.rtt_by_sender[d].shrink_to_fit();
                 let Some(ev) = dd.events.as_deref_mut() else {
                     continue;
                 };
@@ -1109,7 +1237,7 @@ impl Stream {
                 if let Some((t0, _)) = ev.zw_open[d].take() {
                     let stall = last - t0;
                     if let Some(m) = dd.messages.last_mut()
-                        && m.dir != d
+                        && m.dir() != d
                         && !dd.messages_truncated
                     {
                         m.receiver_stall += stall;
@@ -1159,7 +1287,7 @@ impl Stream {
         ] {
             a.swap(0, 1);
         }
-        dd.rtt_by_sender.swap(0, 1);
+        dd.rtt.swap();
         dd.data_first.swap(0, 1);
         dd.data_last.swap(0, 1);
         dd.reply.swap(0, 1);
@@ -1332,9 +1460,7 @@ impl TcpModel {
                     });
                     std::mem::size_of::<StreamDetail>()
                         + events
-                        + 8 * (d.rtt_samples.capacity()
-                            + d.rtt_by_sender[0].capacity()
-                            + d.rtt_by_sender[1].capacity())
+                        + d.rtt.heap_bytes()
                         + std::mem::size_of::<Message>() * d.messages.capacity()
                         + d.frames
                             .iter()
@@ -1421,6 +1547,31 @@ mod tests {
             row(2, 0.01, false, SYN | ACK, 0),
             row(3, 0.02, true, ACK, 0),
         ]
+    }
+
+    #[test]
+    fn rtt_samples_keep_what_three_reservoirs_kept() {
+        // the reference: the overall reservoir and one per sender, each filled separately
+        for len in [0usize, 1, 5, 63, 64, 65, 66, 130, 500] {
+            let (mut all, mut by, mut seen) = (Vec::new(), [Vec::new(), Vec::new()], [0u64; 2]);
+            let mut r = RttSamples::default();
+            for i in 0..len as u64 {
+                let sender = usize::from(i.wrapping_mul(7) % 3 == 0);
+                let (rtt, frame) = (0.001 * (i % 17) as f64, 10 + 3 * i);
+                seen[sender] += 1;
+                reservoir(&mut all, RTT_SAMPLES, i + 1, rtt, frame);
+                reservoir(&mut by[sender], RTT_SAMPLES, seen[sender], rtt, frame);
+                r.add(sender, rtt, i + 1, seen[sender], frame);
+            }
+            assert_eq!(r.all(), &all[..], "{len}");
+            for d in 0..2 {
+                assert_eq!(&r.of_sender(d)[..], &by[d][..], "{len} {d}");
+            }
+            r.swap();
+            for d in 0..2 {
+                assert_eq!(&r.of_sender(d)[..], &by[1 - d][..], "{len} {d} swapped");
+            }
+        }
     }
 
     #[test]
@@ -1533,13 +1684,16 @@ mod tests {
         let s = stream_of(&rows);
         let m = &s.messages;
         assert_eq!(m.len(), 4, "{m:?}");
-        assert_eq!(m.iter().map(|m| m.dir).collect::<Vec<_>>(), [0, 1, 0, 1]);
+        assert_eq!(m.iter().map(Message::dir).collect::<Vec<_>>(), [0, 1, 0, 1]);
         // the resend belongs to the first answer, ends it, and adds no bytes
         assert_eq!(
-            (m[1].first.1, m[1].last.1, m[1].bytes, m[1].lost),
+            (m[1].first_frame(), m[1].last_frame(), m[1].bytes, m[1].lost),
             (5, 7, 2000, 1)
         );
-        assert_eq!((m[3].first, m[3].bytes), ((1.7, 9), 500));
+        assert_eq!(
+            (m[3].first_time, m[3].first_frame(), m[3].bytes),
+            (1.7, 9, 500)
+        );
         assert!(!s.messages_truncated);
     }
 

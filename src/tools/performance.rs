@@ -345,7 +345,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         server: s.endpoint(1),
         handshake_rtt_ms: s.handshake_rtt().map(ms),
         ack_rtt: {
-            let mut d = Distribution::of(s.rtt_samples.clone());
+            let mut d = Distribution::of(s.rtt.all().to_vec());
             d.count = s.rtt_count;
             d.min_ms = (s.rtt_count > 0).then(|| ms(s.rtt_min));
             d.max_ms = (s.rtt_count > 0).then(|| ms(s.rtt_max));
@@ -359,7 +359,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         .iter()
         .filter(|s| s.handshake_rtt().is_some() || s.rtt_count > 0)
         .map(|s| {
-            let p95 = Distribution::of(s.rtt_samples.clone()).p95_ms;
+            let p95 = Distribution::of(s.rtt.all().to_vec()).p95_ms;
             (s, p95.or(s.handshake_rtt().map(ms)).unwrap_or(0.0))
         })
         .collect();

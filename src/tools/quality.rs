@@ -565,7 +565,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
         let mut per: Vec<f64> = m
             .streams
             .iter()
-            .flat_map(|s| s.rtt_by_sender.iter().filter_map(|v| variation(v)))
+            .flat_map(|s| (0..2).filter_map(|d| variation(&s.rtt.of_sender(d))))
             .collect();
         per.sort_by(f64::total_cmp);
         Jitter {

@@ -1026,7 +1026,7 @@ fn congestion(m: &TcpModel, p: &TcpParams) -> Reduced<Congestion> {
     let mut inflated: Vec<InflatedStream> = Vec::new();
     for s in &m.streams {
         for d in 0..2 {
-            let mut r = s.rtt_by_sender[d].clone();
+            let mut r = s.rtt.of_sender(d).into_owned();
             r.sort_by(f64::total_cmp);
             let (Some(&lo), Some(hi)) = (r.first(), percentile(&r, 95.0)) else {
                 continue;
@@ -1284,7 +1284,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 handshake_rtt_ms: s.handshake_rtt().map(ms),
                 setup_ms: s.setup_time().map(ms),
                 syn_retransmissions: s.syn_retries,
-                first_data_after_s: s.first_data().map(|(t, _)| round(t - s.first, 6)),
+                first_data_after_s: s.first_data().map(|d| round(d.time - s.first, 6)),
                 closed_by: closed_by.into(),
                 close_kind: kind.into(),
                 close_frame: frame,
