@@ -237,7 +237,12 @@ impl<T> Table<T> {
 
     /// The first `limit` rows, no paging offered beyond a larger limit.
     pub fn top(all: Vec<T>, limit: usize) -> Self {
-        let mut t = Self::page(all, 0, limit);
+        Self::top_map(all, limit, |row| row)
+    }
+
+    /// [`Table::top`] of `all`, each shown item made into its row by `row`.
+    pub fn top_map<X>(all: Vec<X>, limit: usize, row: impl FnMut(X) -> T) -> Self {
+        let mut t = Self::page_map(all, 0, limit, row);
         if t.more.is_some() {
             t.more = Some(format!(
                 "{} more row(s): raise limit or narrow display_filter",

@@ -25,9 +25,9 @@ pub struct Host {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
     /// local (same segment as the capture) or remote (reached through a gateway).
-    pub location: String,
+    pub location: &'static str,
     /// gateway, dns_server, dhcp_server, server, client.
-    pub roles: Vec<String>,
+    pub roles: Vec<&'static str>,
     /// Services it answered on: `tcp/443`, `udp/53`.
     pub services: Vec<String>,
     pub vlans: Vec<String>,
@@ -645,9 +645,8 @@ pub struct Directory {
 }
 
 pub fn directory(state: &TopoState) -> Directory {
-    // the views consume what they show; the index keeps its own copy
-    let mut hosts = state.hosts.clone();
     let TopoState {
+        hosts,
         macs,
         arp,
         mac_vlans,
@@ -664,22 +663,16 @@ pub fn directory(state: &TopoState) -> Directory {
             *peers.entry(b.as_str()).or_default() += 1;
         }
     }
-    let peers: BTreeMap<String, usize> =
-        peers.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    // hosts that only spoke ARP are on the segment too
+    // the MACs that claimed each address in ARP, in MAC order: hosts that only spoke
+    // ARP are on the segment too. The host table is read, not copied: on a capture of
+    // 100k hosts a copy was most of the view's memory.
+    let mut claimed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (mac, ips) in arp {
         for ip in ips {
-            let h = hosts.or_default(ip.clone());
-            if insert_new(&mut h.macs, mac) && h.vendor.is_none() {
-                h.vendor = macs.get(mac).and_then(|m| m.0.clone());
-            }
-            for v in mac_vlans.get(mac).into_iter().flatten() {
-                insert_new(&mut h.vlans, v);
-            }
+            claimed.entry(ip).or_default().push(mac);
         }
     }
-    // in address order again, as the hosts seen in traffic are
-    hosts.finish();
+    let arp_only = HostAcc::default();
     // a MAC in front of source addresses from several subnets forwards for them: a
     // router (a host with aliases stays inside its own subnet)
     let mut gateways: Vec<Gateway> = macs
@@ -702,22 +695,36 @@ pub fn directory(state: &TopoState) -> Directory {
     gateways.sort_by_key(|g| std::cmp::Reverse(g.addresses_behind));
     let gateway_macs: BTreeSet<&str> = gateways.iter().map(|g| g.mac.as_str()).collect();
 
-    let mut rows: Vec<Host> = hosts
-        .into_iter()
+    let in_traffic = hosts.iter().map(|(a, h)| (a.as_str(), h));
+    let only_arp = claimed
+        .keys()
+        .filter(|ip| hosts.get(**ip).is_none())
+        .map(|ip| (*ip, &arp_only));
+    let mut rows: Vec<Host> = in_traffic
+        .chain(only_arp)
         .filter(|(addr, _)| is_unicast(addr))
-        .map(|(address, mut h)| {
-            h.macs.sort();
-            h.vlans.sort();
-            let own_macs: Vec<String> = h
-                .macs
+        .map(|(address, h)| {
+            let (mut macs_seen, mut vendor, mut vlans) =
+                (h.macs.clone(), h.vendor.clone(), h.vlans.clone());
+            for mac in claimed.get(address).into_iter().flatten() {
+                if insert_new(&mut macs_seen, mac) && vendor.is_none() {
+                    vendor = macs.get(*mac).and_then(|m| m.0.clone());
+                }
+                for v in mac_vlans.get(*mac).into_iter().flatten() {
+                    insert_new(&mut vlans, v);
+                }
+            }
+            macs_seen.sort();
+            vlans.sort();
+            let own_macs: Vec<String> = macs_seen
                 .iter()
                 .filter(|m| !gateway_macs.contains(m.as_str()))
                 .cloned()
                 .collect();
-            let behind_gateway = !h.macs.is_empty() && own_macs.is_empty();
+            let behind_gateway = !macs_seen.is_empty() && own_macs.is_empty();
             // a gateway's own address: in ARP for its MAC or announced by DHCP
-            let is_gateway = dhcp_routers.contains(&address)
-                || gateways.iter().any(|g| g.addresses.contains(&address));
+            let is_gateway = dhcp_routers.contains(address)
+                || gateways.iter().any(|g| g.addresses.iter().any(|a| a == address));
             let location = if is_gateway || !own_macs.is_empty() {
                 "local"
             } else if behind_gateway {
@@ -727,40 +734,40 @@ pub fn directory(state: &TopoState) -> Directory {
             };
             let mut roles = Vec::new();
             if is_gateway {
-                roles.push("gateway".to_string());
+                roles.push("gateway");
             }
             // a resolver asked but never heard answering is still the resolver (the
             // DNS view says it is dead), not a client
-            if state.dns_servers.contains(&address) || dns_asked.contains(&address) {
-                roles.push("dns_server".into());
+            if state.dns_servers.contains(address) || dns_asked.contains(address) {
+                roles.push("dns_server");
             }
-            if state.dhcp_servers.contains(&address) {
-                roles.push("dhcp_server".into());
+            if state.dhcp_servers.contains(address) {
+                roles.push("dhcp_server");
             }
             if !h.services.is_empty() {
-                roles.push("server".into());
+                roles.push("server");
             }
             if roles.is_empty() {
-                roles.push("client".into());
+                roles.push("client");
             }
-            let mut services = h.services;
+            let mut services: Vec<&(String, u64)> = h.services.iter().collect();
             services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Host {
                 display_filter: if address.contains(':') {
-                    host_filter(&address, "addr")
+                    host_filter(address, "addr")
                 } else {
                     format!("ip.addr == {address} || arp.src.proto_ipv4 == {address}")
                 },
-                vendor: if own_macs.is_empty() { None } else { h.vendor },
+                vendor: if own_macs.is_empty() { None } else { vendor },
                 macs: own_macs,
-                location: location.into(),
+                location,
                 roles,
-                services: services.into_iter().map(|s| s.0).take(10).collect(),
-                vlans: h.vlans.into_iter().collect(),
+                services: services.into_iter().map(|s| s.0.clone()).take(10).collect(),
+                vlans,
                 bytes_sent: h.sent,
                 bytes_received: h.received,
-                peers: peers.get(&address).copied().unwrap_or(0),
-                address,
+                peers: peers.get(address).copied().unwrap_or(0),
+                address: address.to_string(),
             }
         })
         .collect();

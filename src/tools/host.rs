@@ -508,7 +508,7 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
     let mut roles: Vec<Role> = Vec::new();
     let role_names: BTreeSet<&str> = rows
         .iter()
-        .flat_map(|h| h.roles.iter().map(String::as_str))
+        .flat_map(|h| h.roles.iter().copied())
         .collect();
     if role_names.contains("gateway") {
         let behind = dir

@@ -11,7 +11,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::hosts::{Directory, TopoState, directory, is_unicast, subnet_of};
+use crate::analysis::hosts::{Directory, EdgeAcc, TopoState, directory, is_unicast, subnet_of};
 pub use crate::analysis::hosts::{Gateway, Host};
 use crate::engine::Analysis;
 use crate::report::{
@@ -96,7 +96,28 @@ fn label(s: &str) -> String {
         .collect()
 }
 
-fn mermaid(hosts: &[Host], edges: &[Edge], gateways: &[Gateway]) -> String {
+/// An address pair of the host table with its counters.
+type Link<'a> = (&'a (String, String), &'a EdgeAcc);
+
+/// The services of a link, most bytes first.
+fn services(e: &EdgeAcc) -> impl Iterator<Item = &String> {
+    let mut services: Vec<&(String, u64)> = e.services.iter().collect();
+    services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    services.into_iter().map(|s| &s.0)
+}
+
+fn edge_row(((x, y), e): Link<'_>) -> Edge {
+    Edge {
+        display_filter: format!("{} && {}", host_filter(x, "addr"), host_filter(y, "addr")),
+        a: x.clone(),
+        b: y.clone(),
+        bytes: e.bytes,
+        frames: e.frames,
+        services: services(e).take(5).cloned().collect(),
+    }
+}
+
+fn mermaid(hosts: &[Host], edges: &[Link<'_>], gateways: &[Gateway]) -> String {
     let shown: Vec<&Host> = hosts.iter().take(12).collect();
     let id: BTreeMap<&str, String> = shown
         .iter()
@@ -108,7 +129,7 @@ fn mermaid(hosts: &[Host], edges: &[Edge], gateways: &[Gateway]) -> String {
         let role = h
             .roles
             .iter()
-            .find(|r| *r != "client")
+            .find(|r| **r != "client")
             .map(|r| format!("<br/>{}", r.replace('_', " ")))
             .unwrap_or_default();
         let vendor = h
@@ -125,12 +146,12 @@ fn mermaid(hosts: &[Host], edges: &[Edge], gateways: &[Gateway]) -> String {
         out.push_str(&format!("  {}{shape}\n", id[h.address.as_str()]));
     }
     let mut drawn = 0;
-    for e in edges {
+    for ((x, y), e) in edges {
         if drawn >= 15 {
             break;
         }
-        if let (Some(a), Some(b)) = (id.get(e.a.as_str()), id.get(e.b.as_str())) {
-            let what = e.services.first().cloned().unwrap_or_default();
+        if let (Some(a), Some(b)) = (id.get(x.as_str()), id.get(y.as_str())) {
+            let what = services(e).next().cloned().unwrap_or_default();
             out.push_str(&format!(
                 "  {a} -- \"{} {}\" --- {b}\n",
                 label(&what),
@@ -200,24 +221,14 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         })
         .collect();
     subnets.sort_by(|x, y| y.hosts.cmp(&x.hosts).then(x.prefix.cmp(&y.prefix)));
-    let mut edge_rows: Vec<Edge> = state
+    // every unicast link judged by its counters, busiest first; rows are written only
+    // for the ones shown
+    let mut edges: Vec<Link<'_>> = state
         .edges
         .iter()
         .filter(|((x, y), _)| is_unicast(x) && is_unicast(y))
-        .map(|((x, y), e)| {
-            let mut services = e.services.clone();
-            services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-            Edge {
-                display_filter: format!("{} && {}", host_filter(x, "addr"), host_filter(y, "addr")),
-                a: x.clone(),
-                b: y.clone(),
-                bytes: e.bytes,
-                frames: e.frames,
-                services: services.into_iter().map(|s| s.0).take(5).collect(),
-            }
-        })
         .collect();
-    edge_rows.sort_by_key(|e| std::cmp::Reverse(e.bytes));
+    edges.sort_by_key(|(_, e)| std::cmp::Reverse(e.bytes));
     let mut vlan_rows: Vec<Vlan> = state
         .vlans
         .iter()
@@ -238,7 +249,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         })
         .collect();
     vlan_rows.sort_by(|x, y| y.frames.cmp(&x.frames).then(x.vlan.cmp(&y.vlan)));
-    let diagram = mermaid(&rows, &edge_rows, &gateways);
+    let diagram = mermaid(&rows, &edges, &gateways);
     let (dns_count, dhcp_count) = (state.dns_servers.len(), state.dhcp_servers.len());
     let dns: Vec<String> = state
         .dns_servers
@@ -334,9 +345,9 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         named(&dns, dns_count),
         named(&dhcp, dhcp_count),
         vlan_rows.len(),
-        edge_rows
+        edges
             .first()
-            .map(|e| format!("{} <-> {} ({})", e.a, e.b, human_bytes(e.bytes as f64)))
+            .map(|((a, b), e)| format!("{a} <-> {b} ({})", human_bytes(e.bytes as f64)))
             .unwrap_or_else(|| "none".into())
     );
     let limit = clamp_limit(p.limit, 15);
@@ -360,7 +371,7 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         dhcp_servers: dhcp,
         dhcp_server_count: dhcp_count,
         vlans: Table::top(vlan_rows, limit),
-        edges: Table::top(edge_rows, limit),
+        edges: Table::top_map(edges, limit, edge_row),
         mermaid: diagram,
     };
     a.report(summary, findings, data, span, None).await
