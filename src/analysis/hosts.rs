@@ -724,7 +724,9 @@ pub fn directory(state: &TopoState) -> Directory {
             let behind_gateway = !macs_seen.is_empty() && own_macs.is_empty();
             // a gateway's own address: in ARP for its MAC or announced by DHCP
             let is_gateway = dhcp_routers.contains(address)
-                || gateways.iter().any(|g| g.addresses.iter().any(|a| a == address));
+                || gateways
+                    .iter()
+                    .any(|g| g.addresses.iter().any(|a| a == address));
             let location = if is_gateway || !own_macs.is_empty() {
                 "local"
             } else if behind_gateway {

@@ -1564,8 +1564,8 @@ mod tests {
                 r.add(sender, rtt, i + 1, seen[sender], frame);
             }
             assert_eq!(r.all(), &all[..], "{len}");
-            for d in 0..2 {
-                assert_eq!(&r.of_sender(d)[..], &by[d][..], "{len} {d}");
+            for (d, expected) in by.iter().enumerate() {
+                assert_eq!(&r.of_sender(d)[..], &expected[..], "{len} {d}");
             }
             r.swap();
             for d in 0..2 {

@@ -506,10 +506,7 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
 
     // roles, each with what shows it
     let mut roles: Vec<Role> = Vec::new();
-    let role_names: BTreeSet<&str> = rows
-        .iter()
-        .flat_map(|h| h.roles.iter().copied())
-        .collect();
+    let role_names: BTreeSet<&str> = rows.iter().flat_map(|h| h.roles.iter().copied()).collect();
     if role_names.contains("gateway") {
         let behind = dir
             .gateways

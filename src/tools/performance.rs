@@ -14,7 +14,7 @@ use crate::analysis::slowness::{Attribution, Transaction, attribute, transaction
 use crate::analysis::stats::{Distribution, stream_rtt};
 use crate::engine::Analysis;
 use crate::model::http::{HttpRow, distinct_messages};
-use crate::model::tcp::TcpModel;
+use crate::model::tcp::{Stream, TcpModel};
 use crate::model::timing::TimingRow;
 use crate::model::tls::Session;
 use crate::report::{
@@ -68,64 +68,80 @@ fn floor3(x: f64) -> f64 {
     (x * 1000.0).floor() / 1000.0
 }
 
+/// A connection's row without its text: what judging and ordering it needs.
+fn conn_numbers(s: &Stream) -> ConnPerf {
+    let d = s.duration();
+    let rate = |b: u64| {
+        if d > 0.0 {
+            round(b as f64 * 8.0 / d, 1)
+        } else {
+            0.0
+        }
+    };
+    let good =
+        (s.payload[0] + s.payload[1]).saturating_sub(s.retrans_bytes[0] + s.retrans_bytes[1]);
+    ConnPerf {
+        stream: s.id,
+        client: String::new(),
+        server: String::new(),
+        duration_s: round(d, 6),
+        client_to_server_bps: rate(s.bytes[0]),
+        server_to_client_bps: rate(s.bytes[1]),
+        goodput_bps: rate(good),
+        bytes: s.bytes[0] + s.bytes[1],
+        rtt_ms: stream_rtt(s).map(ms),
+        retransmission_rate_pct: {
+            let data = s.data_segment_count();
+            if data == 0 {
+                0.0
+            } else {
+                round(100.0 * s.loss_retransmissions() as f64 / data as f64, 2)
+            }
+        },
+        loss_retransmissions: s.loss_retransmissions(),
+        estimated_loss_pct: s.estimated_loss_pct(),
+        zero_windows: s.zero_window[0] + s.zero_window[1],
+        zero_window_stall_s: round(s.zw_stall_max[0].max(s.zw_stall_max[1]), 6),
+        out_of_order: s.out_of_order[0] + s.out_of_order[1],
+        duplicate_acks: s.dup_ack[0] + s.dup_ack[1],
+        display_filter: String::new(),
+    }
+}
+
+/// The row's endpoints and filter, for a row shown.
+fn conn_row(s: &Stream) -> ConnPerf {
+    ConnPerf {
+        client: s.endpoint(0),
+        server: s.endpoint(1),
+        display_filter: s.filter(None),
+        ..conn_numbers(s)
+    }
+}
+
+/// How bad a connection is: problems weighted by how much traffic they hurt.
+fn badness(c: &ConnPerf) -> f64 {
+    (c.retransmission_rate_pct.max(c.estimated_loss_pct)
+        + c.zero_windows as f64 * 5.0
+        + c.out_of_order as f64)
+        * (1.0 + (c.bytes as f64).log10())
+}
+
 async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance>, String> {
     let m: std::sync::Arc<TcpModel> = a.part::<TcpModel>().await?;
     let mut rtp = rtp_streams(&mut a, &m).await?;
     let span = m.span.duration();
-    let mut rows: Vec<ConnPerf> = m
+    // every connection judged and ordered by its numbers; its text (endpoints, filter)
+    // is written only for the rows shown and the findings
+    let mut judged: Vec<(f64, u64, &Stream)> = m
         .streams
         .iter()
         .map(|s| {
-            let d = s.duration();
-            let rate = |b: u64| {
-                if d > 0.0 {
-                    round(b as f64 * 8.0 / d, 1)
-                } else {
-                    0.0
-                }
-            };
-            let good = (s.payload[0] + s.payload[1])
-                .saturating_sub(s.retrans_bytes[0] + s.retrans_bytes[1]);
-            ConnPerf {
-                stream: s.id,
-                client: s.endpoint(0),
-                server: s.endpoint(1),
-                duration_s: round(d, 6),
-                client_to_server_bps: rate(s.bytes[0]),
-                server_to_client_bps: rate(s.bytes[1]),
-                goodput_bps: rate(good),
-                bytes: s.bytes[0] + s.bytes[1],
-                rtt_ms: stream_rtt(s).map(ms),
-                retransmission_rate_pct: {
-                    let data = s.data_segment_count();
-                    if data == 0 {
-                        0.0
-                    } else {
-                        round(100.0 * s.loss_retransmissions() as f64 / data as f64, 2)
-                    }
-                },
-                loss_retransmissions: s.loss_retransmissions(),
-                estimated_loss_pct: s.estimated_loss_pct(),
-                zero_windows: s.zero_window[0] + s.zero_window[1],
-                zero_window_stall_s: round(s.zw_stall_max[0].max(s.zw_stall_max[1]), 6),
-                out_of_order: s.out_of_order[0] + s.out_of_order[1],
-                duplicate_acks: s.dup_ack[0] + s.dup_ack[1],
-                display_filter: s.filter(None),
-            }
+            let c = conn_numbers(s);
+            (badness(&c), c.bytes, s)
         })
         .collect();
     // worst first: problems weighted by how much traffic they hurt
-    let badness = |c: &ConnPerf| {
-        (c.retransmission_rate_pct.max(c.estimated_loss_pct)
-            + c.zero_windows as f64 * 5.0
-            + c.out_of_order as f64)
-            * (1.0 + (c.bytes as f64).log10())
-    };
-    rows.sort_by(|x, y| {
-        badness(y)
-            .total_cmp(&badness(x))
-            .then(y.bytes.cmp(&x.bytes))
-    });
+    judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(y.1.cmp(&x.1)));
     let payload = m.total(|s| s.payload[0] + s.payload[1]);
     let retrans_bytes = m.total(|s| s.retrans_bytes[0] + s.retrans_bytes[1]);
     let goodput = if span > 0.0 {
@@ -137,16 +153,18 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
         0.0
     };
     let mut findings = Vec::new();
-    for c in rows
+    for (_, s) in judged
         .iter()
+        .map(|j| (conn_numbers(j.2), j.2))
         // a rate over a handful of segments needs a few losses before it means a bad path
-        .filter(|c| {
+        .filter(|(c, _)| {
             (c.retransmission_rate_pct >= 1.0 && c.loss_retransmissions >= 3)
                 || c.estimated_loss_pct >= 1.0
                 || c.zero_window_stall_s >= 0.2
         })
         .take(5)
     {
+        let c = conn_row(s);
         findings.push(Finding::new(
             if c.retransmission_rate_pct.max(c.estimated_loss_pct) >= 5.0 || c.zero_window_stall_s >= 1.0 { Severity::Medium } else { Severity::Low },
             format!("Stream {} ({} -> {}) is impaired", c.stream, c.client, c.server),
@@ -185,7 +203,7 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
             Evidence { endpoints: vec![r.source.clone(), r.destination.clone()], display_filter: r.display_filter.clone(), ..Default::default() },
         ));
     }
-    let busiest = rows.iter().max_by_key(|c| c.bytes);
+    let busiest = judged.iter().max_by_key(|j| j.1).map(|j| conn_row(j.2));
     let summary = format!(
         "{} TCP connection(s) over {:.1} s: overall goodput {} ({} of {} payload bytes were retransmissions).{}{}",
         thousands(m.streams.len() as u64),
@@ -217,7 +235,12 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
         tcp_connections: m.streams.len() as u64,
         overall_goodput_bps: goodput,
         retransmitted_bytes: retrans_bytes,
-        connections: Table::page(rows, clamp_offset(p.offset), clamp_limit(p.limit, 20)),
+        connections: Table::page_map(
+            judged,
+            clamp_offset(p.offset),
+            clamp_limit(p.limit, 20),
+            |j| conn_row(j.2),
+        ),
         rtp_streams: Table::top(rtp, 20),
     };
     a.report(summary, findings, data, m.span, None).await
