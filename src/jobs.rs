@@ -30,17 +30,12 @@ struct Running {
     ctl: Control,
     done: watch::Receiver<JobResult>,
     waiters: AtomicUsize,
-    /// Whether a caller stopped waiting and answered "still running" (it will call
-    /// again for the result, so the result is cached whatever it cost), and whether the
-    /// result was sent. One lock for both: a caller giving up as the result comes
-    /// either sees it sent and takes it, or is seen by the job, which caches it.
-    handover: Mutex<Handover>,
-}
-
-#[derive(Default)]
-struct Handover {
-    abandoned: bool,
-    sent: bool,
+    /// A caller stopped waiting and answered "still running": it will call again for
+    /// the result, so the result is cached whatever it cost. The job reads it under
+    /// this lock after sending the result, and a caller giving up sets it under the
+    /// lock and then looks for the result: it either finds the result or is seen by
+    /// the job, which caches it.
+    abandoned: Mutex<bool>,
 }
 
 /// A finished result is cached when computing it took at least this long (or a caller
@@ -161,7 +156,7 @@ impl Jobs {
             ctl: ctl.clone(),
             done: rx,
             waiters: AtomicUsize::new(0),
-            handover: Mutex::default(),
+            abandoned: Mutex::new(false),
         });
         running.insert(key.to_string(), job.clone());
         let fut = make(ctl);
@@ -180,11 +175,7 @@ impl Jobs {
             // job is forgotten last, so a call arriving meanwhile joins the finished
             // job or finds the cache
             let _ = tx.send(Some(res));
-            let abandoned = {
-                let mut h = this_job.handover.lock().unwrap();
-                h.sent = true;
-                h.abandoned
-            };
+            let abandoned = *this_job.abandoned.lock().unwrap();
             if let Some(v) = kept
                 && (abandoned || started.elapsed() >= KEEP_AFTER)
             {
@@ -219,10 +210,10 @@ impl Jobs {
                 }
                 _ = cancel.cancelled() => return Err("cancelled by the client".into()),
                 _ = &mut until => {
-                    let mut h = job.handover.lock().unwrap();
-                    h.abandoned = true;
+                    let mut abandoned = job.abandoned.lock().unwrap();
+                    *abandoned = true;
                     // it may have come as the deadline fired
-                    return Ok(if h.sent { rx.borrow().clone() } else { None });
+                    return Ok(rx.borrow().clone());
                 }
                 _ = tick.tick() => {
                     if let Some(p) = &progress {
@@ -252,7 +243,6 @@ pub(crate) fn release_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     async fn run(jobs: &Jobs, deadline: Duration, made: &Arc<AtomicUsize>) -> Option<u32> {
         let made = made.clone();

@@ -104,8 +104,7 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
         req
     };
     let first = s.data_first[bulk]?.time;
-    let last_data = s.data_last[bulk]?;
-    let (last_data, last_frame) = (last_data.time, last_data.frame());
+    let (last_data, last_frame) = s.data_last[bulk].map(|a| (a.time, a.frame()))?;
     let receiver = 1 - bulk;
     // a zero window still open when the capture ends stalls the sender until then
     // (the model counts that stall up to the last packet)

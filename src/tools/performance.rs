@@ -140,7 +140,7 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
             (badness(&c), c.bytes, s)
         })
         .collect();
-    // worst first: problems weighted by how much traffic they hurt
+    // worst first
     judged.sort_by(|x, y| y.0.total_cmp(&x.0).then(y.1.cmp(&x.1)));
     let payload = m.total(|s| s.payload[0] + s.payload[1]);
     let retrans_bytes = m.total(|s| s.retrans_bytes[0] + s.retrans_bytes[1]);
@@ -153,11 +153,12 @@ async fn performance(mut a: Analysis, p: TcpParams) -> Result<Report<Performance
         0.0
     };
     let mut findings = Vec::new();
-    for (_, s) in judged
+    for s in judged
         .iter()
-        .map(|j| (conn_numbers(j.2), j.2))
+        .map(|j| j.2)
         // a rate over a handful of segments needs a few losses before it means a bad path
-        .filter(|(c, _)| {
+        .filter(|s| {
+            let c = conn_numbers(s);
             (c.retransmission_rate_pct >= 1.0 && c.loss_retransmissions >= 3)
                 || c.estimated_loss_pct >= 1.0
                 || c.zero_window_stall_s >= 0.2
