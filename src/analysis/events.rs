@@ -17,34 +17,54 @@ pub struct Event {
     pub family: &'static str,
     /// What happened, without what varies between repeats (client ports, timings):
     /// shared by the repeats a family knows are alike (every occurrence of one expert
-    /// message), tens of thousands on a big capture.
+    /// message), tens of thousands on a big capture. Empty while scoring.
     pub what: Arc<str>,
-    /// Per-occurrence detail (a time taken, a client port), shown for single events.
-    pub detail: Option<String>,
     /// How much it says something went wrong: 0 ordinary, 1 notable, 3 a failure.
     pub weight: u32,
+    /// What only a moment's lines show; None while ranking or scoring (an event is
+    /// then 64 bytes, and a big capture has hundreds of thousands of them).
+    pub shown: Option<Box<Shown>>,
+}
+
+/// An event's per-occurrence text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    /// Per-occurrence detail (a time taken, a client port), shown for single events.
+    pub detail: Option<String>,
     /// The display filter that shows this occurrence.
     pub filter: String,
 }
 
-/// What a family is asked for: events between `from` and `to` (epoch seconds), or
-/// with `notable_only` just the ones with weight (for ranking a whole capture).
+/// How many of the worst seconds a ranking names.
+pub const TOP_SECONDS: usize = 10;
+
+/// What a family is asked for.
 #[derive(Debug, Clone, Copy)]
-pub struct EventQuery {
-    pub from: f64,
-    pub to: f64,
-    pub notable_only: bool,
+pub enum EventQuery {
+    /// Every event between `from` and `to` (epoch seconds), with its text.
+    Window { from: f64, to: f64 },
+    /// The events with weight, with no text at all: their times and weights are what
+    /// choose the worst seconds of a whole capture.
+    Score,
+    /// The events with weight in these seconds (epoch seconds, floored), with their
+    /// sentence: the worst seconds' problems, once they are chosen.
+    Seconds([i64; TOP_SECONDS], usize),
 }
 
 impl EventQuery {
-    pub fn wants(&self, time: f64, weight: u32) -> bool {
-        time >= self.from && time <= self.to && (!self.notable_only || weight > 0)
+    /// Whether an event lasting from `start` to `end` (a silence), placed at its
+    /// start, is asked for: in a window, when any of it is.
+    pub fn wants_span(&self, start: f64, end: f64, weight: u32) -> bool {
+        match *self {
+            Self::Window { from, to } => end >= from && start <= to,
+            Self::Score => weight > 0,
+            Self::Seconds(secs, n) => weight > 0 && secs[..n].contains(&(start.floor() as i64)),
+        }
     }
 
     /// The event at `time` of `weight` when the query wants it, its sentence, detail
-    /// and filter written by `text` only then: of a big capture's every connection,
-    /// request and lookup, only the events kept cost strings. Ranking a whole capture
-    /// reads neither detail nor filter, so those events keep none.
+    /// and filter written by `text` only when they are shown: of a big capture's every
+    /// connection, request and lookup, only the events kept cost strings.
     pub fn event(
         &self,
         (time, frame): (f64, u64),
@@ -52,22 +72,40 @@ impl EventQuery {
         weight: u32,
         text: impl FnOnce() -> (Arc<str>, Option<String>, String),
     ) -> Option<Event> {
-        if !self.wants(time, weight) {
+        self.event_span((time, time, frame), family, weight, text)
+    }
+
+    /// [`EventQuery::event`] for an event that lasts (see [`EventQuery::wants_span`]).
+    pub fn event_span(
+        &self,
+        (start, end, frame): (f64, f64, u64),
+        family: &'static str,
+        weight: u32,
+        text: impl FnOnce() -> (Arc<str>, Option<String>, String),
+    ) -> Option<Event> {
+        if !self.wants_span(start, end, weight) {
             return None;
         }
-        let (what, detail, filter) = text();
-        let whole = !self.notable_only;
+        let (what, shown) = match self {
+            Self::Score => (NO_TEXT.clone(), None),
+            Self::Seconds(..) => (text().0, None),
+            Self::Window { .. } => {
+                let (what, detail, filter) = text();
+                (what, Some(Box::new(Shown { detail, filter })))
+            }
+        };
         Some(Event {
-            time,
+            time: start,
             frame,
             family,
             what,
-            detail: detail.filter(|_| whole),
             weight,
-            filter: if whole { filter } else { String::new() },
+            shown,
         })
     }
 }
+
+static NO_TEXT: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
 
 /// Connections opened, refused, unanswered, reset and closed.
 pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> {
@@ -77,7 +115,7 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
         let filter = || format!("tcp.stream == {}", s.id);
         let state = s.conn_state();
         // a refused connection is one event, at its RST
-        if let Some(syn) = s.syn_frame.filter(|_| state != "REJ") {
+        if let Some(syn) = s.syn_frame().filter(|_| state != "REJ") {
             let retries = s.syn_retries;
             let weight = match (state, retries) {
                 ("S0", _) => 3,
@@ -95,7 +133,7 @@ pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> 
                 (what.into(), detail, filter())
             }));
         }
-        if let Some((t, frame, by, rst)) = s.close {
+        if let Some((t, frame, by, rst)) = s.close() {
             let weight = if state == "REJ" {
                 3
             } else if rst {
@@ -207,6 +245,10 @@ pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
             }
             None => {
                 by_what.insert((e.family, e.what.clone()), lines.len());
+                let Shown { detail, filter } = e.shown.map(|b| *b).unwrap_or_else(|| Shown {
+                    detail: None,
+                    filter: String::new(),
+                });
                 lines.push((
                     EventLine {
                         time: crate::report::rfc3339(e.time),
@@ -216,11 +258,11 @@ pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
                         count: 1,
                         span_s: None,
                         frames: vec![e.frame],
-                        display_filter: e.filter,
+                        display_filter: filter,
                         problem: e.weight > 0,
                     },
                     e.time,
-                    e.detail,
+                    detail,
                 ));
             }
         }
@@ -272,9 +314,26 @@ impl Moments {
                 first_frame: e.frame,
             });
             s.score += e.weight;
-            *s.kinds.entry(e.what.clone()).or_default() += 1;
+            // a scored event has no sentence: only its weight counts
+            if !e.what.is_empty() {
+                *s.kinds.entry(e.what.clone()).or_default() += 1;
+            }
             s.first_frame = s.first_frame.min(e.frame);
         }
+    }
+
+    /// The query for the problems of the [`TOP_SECONDS`] worst seconds: ranking a
+    /// whole capture scores every second first, then has only those seconds' events
+    /// written (a big capture's hundreds of thousands of sentences are never made).
+    pub fn worst(&self) -> EventQuery {
+        let mut secs: Vec<(u32, i64)> = self.0.iter().map(|(&t, s)| (s.score, t)).collect();
+        // as `top` orders them (its RFC 3339 times sort as the seconds do)
+        secs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut worst = [0; TOP_SECONDS];
+        for (w, &(_, t)) in worst.iter_mut().zip(&secs) {
+            *w = t;
+        }
+        EventQuery::Seconds(worst, secs.len().min(TOP_SECONDS))
     }
 
     /// The `n` worst seconds, worst first.
@@ -325,9 +384,11 @@ mod tests {
             frame,
             family: "http",
             what: what.into(),
-            detail: Some(format!("{frame} ms")),
             weight,
-            filter: format!("frame.number == {frame}"),
+            shown: Some(Box::new(Shown {
+                detail: Some(format!("{frame} ms")),
+                filter: format!("frame.number == {frame}"),
+            })),
         }
     }
 
@@ -366,5 +427,47 @@ mod tests {
         assert_eq!(m[0].score, 6);
         assert_eq!(m[0].problems, ["2 x refused"]);
         assert_eq!(m[0].first_frame, 1);
+    }
+
+    /// Ranking in two rounds (scores of every second, then the sentences of the worst
+    /// ones) names the same moments as ranking every event with its sentence.
+    #[test]
+    fn two_rounds_rank_as_one() {
+        // 30 seconds of problems of varying weight, some tied, with ordinary events
+        let events: Vec<Event> = (0..300u64)
+            .map(|i| {
+                let sec = (i * 7) % 30;
+                let weight = [0, 1, 2, 3][(i % 4) as usize] * u32::from(sec % 3 != 0);
+                ev(
+                    100.0 + sec as f64 + 0.01 * (i % 50) as f64,
+                    i + 1,
+                    &format!("kind {}", i % 6),
+                    weight,
+                )
+            })
+            .collect();
+        let once = notable_moments(&events, TOP_SECONDS);
+
+        let mut scores = Moments::default();
+        let scored: Vec<Event> = events
+            .iter()
+            .filter(|e| EventQuery::Score.wants_span(e.time, e.time, e.weight))
+            .map(|e| Event {
+                what: NO_TEXT.clone(),
+                shown: None,
+                ..e.clone()
+            })
+            .collect();
+        scores.add(&scored);
+        let worst = scores.worst();
+        let chosen: Vec<Event> = events
+            .iter()
+            .filter(|e| worst.wants_span(e.time, e.time, e.weight))
+            .cloned()
+            .collect();
+        assert!(chosen.len() < events.iter().filter(|e| e.weight > 0).count());
+        let twice = notable_moments(&chosen, TOP_SECONDS);
+        assert_eq!(format!("{once:?}"), format!("{twice:?}"));
+        assert_eq!(once.len(), TOP_SECONDS);
     }
 }

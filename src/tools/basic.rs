@@ -1123,7 +1123,6 @@ pub async fn events(
     mut a: Analysis,
     q: crate::analysis::events::EventQuery,
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
-    use crate::analysis::events::Event;
     let acc = a.part::<Overview>().await?;
     // a silence is news when it is long for this capture: a hundred times its mean
     // spacing of packets (a sparse capture is quiet for seconds all the time)
@@ -1134,20 +1133,14 @@ pub async fn events(
         let len = end - start;
         let weight = u32::from(len >= 5.0);
         // a gap is near the moment when any of it is
-        if end >= q.from && start <= q.to && (!q.notable_only || weight > 0) {
-            out.push(Event {
-                time: start,
-                frame: frame.saturating_sub(1).max(1),
-                family: "capture",
-                what: "No packet captured".into(),
-                detail: Some(format!("for {len:.3} s, until frame {frame}")),
-                weight,
-                filter: format!(
-                    "frame.number in {{{},{frame}}}",
-                    frame.saturating_sub(1).max(1)
-                ),
-            });
-        }
+        let before = frame.saturating_sub(1).max(1);
+        out.extend(q.event_span((start, end, before), "capture", weight, || {
+            (
+                "No packet captured".into(),
+                Some(format!("for {len:.3} s, until frame {frame}")),
+                format!("frame.number in {{{before},{frame}}}"),
+            )
+        }));
     }
     Ok(out)
 }

@@ -12,7 +12,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::events::{EventLine, EventQuery, Moment, Moments, fold};
+use crate::analysis::events::{EventLine, EventQuery, Moment, Moments, TOP_SECONDS, fold};
 use crate::engine::{Analysis, FileArgs, Span};
 use crate::report::{Evidence, Finding, Report, Severity, rfc3339};
 use crate::server::PcapServer;
@@ -143,16 +143,11 @@ async fn events_around(a: Analysis, p: EventsParams) -> Result<Report<EventsArou
         ));
     }
     let q = match moment {
-        Some(t) => EventQuery {
+        Some(t) => EventQuery::Window {
             from: t - window,
             to: t + window,
-            notable_only: false,
         },
-        None => EventQuery {
-            from: f64::NEG_INFINITY,
-            to: f64::INFINITY,
-            notable_only: true,
-        },
+        None => EventQuery::Score,
     };
     // each family's events are ranked as they come; only around a moment are they
     // all kept, to be folded into lines
@@ -168,7 +163,15 @@ async fn events_around(a: Analysis, p: EventsParams) -> Result<Report<EventsArou
             events.extend(got);
         }
     }
-    let moments = ranking.top(10);
+    if moment.is_none() {
+        // the worst seconds are chosen by score; then only their problems are written
+        let worst = ranking.worst();
+        ranking = Moments::default();
+        for source in crate::tools::EVENT_SOURCES {
+            ranking.add(&source(a.sibling(), worst).await?);
+        }
+    }
+    let moments = ranking.top(TOP_SECONDS);
     let lines = match moment {
         Some(t) => fold(events, t),
         None => Vec::new(),
