@@ -147,6 +147,52 @@ impl<V: Default> Keyed<String, V> {
     }
 }
 
+impl<V: Default> Keyed<Arc<str>, V> {
+    /// [`Keyed::at`] for a table keyed by the pass's shared strings: a new key is the
+    /// one copy of it in `strings` (an address keys the host tables of several parts;
+    /// as a `String` each held its own 56 bytes).
+    pub fn at_shared(&mut self, key: &str, strings: &mut SharedStrings) -> &mut V {
+        if let Some(i) = self.map.get_index_of(key) {
+            return &mut self.map[i];
+        }
+        self.or_default(strings.one(key))
+    }
+
+    /// [`Keyed::slot`] for a table keyed by shared strings.
+    pub fn slot_shared(&mut self, key: &str, strings: &mut SharedStrings) -> Option<&mut V> {
+        self.room(key).then(|| self.at_shared(key, strings))
+    }
+}
+
+/// A pair of strings to look up a table keyed by shared pairs with, without making
+/// the key. Hashed field by field, as the key's tuple is.
+#[derive(Hash)]
+pub struct PairRef<'a>(pub &'a str, pub &'a str);
+
+impl indexmap::Equivalent<(Arc<str>, Arc<str>)> for PairRef<'_> {
+    fn equivalent(&self, key: &(Arc<str>, Arc<str>)) -> bool {
+        *key.0 == *self.0 && *key.1 == *self.1
+    }
+}
+
+impl<V> Keyed<(Arc<str>, Arc<str>), V> {
+    /// [`Keyed::slot_shared`] for a table keyed by pairs (of addresses), a new entry
+    /// made by `make`: its key is made of the pass's shared copies (a pair of
+    /// `String`s held 112 bytes).
+    pub fn slot_pair(
+        &mut self,
+        (a, b): (&str, &str),
+        strings: &mut SharedStrings,
+        make: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
+        if let Some(i) = self.map.get_index_of(&PairRef(a, b)) {
+            return Some(&mut self.map[i]);
+        }
+        (self.len() < MAX_TRACKED)
+            .then(|| self.or_insert_with((strings.one(a), strings.one(b)), make))
+    }
+}
+
 impl<K, V> std::ops::Deref for Keyed<K, V> {
     type Target = indexmap::IndexMap<K, V, ahash::RandomState>;
     fn deref(&self) -> &Self::Target {
@@ -185,6 +231,8 @@ pub struct Ctx {
     pub summary: Arc<CaptureSummary>,
     /// The scope's time window (see [`Window`]).
     pub window: Window,
+    /// The pass's one copy of each string the parts keep.
+    pub strings: SharedStrings,
 }
 
 /// Where a scope's time starts and how long it lasts, for choosing buckets: the file's
@@ -281,30 +329,66 @@ impl Interner {
     }
 }
 
+/// The pass's one copy of each string its parts keep, addresses above all: the TCP
+/// streams, the HTTP, DNS and timing rows, the conversations, hosts and anomaly
+/// streams each kept their own (on the 1 GB bench mix, six copies of 100k addresses,
+/// and six tables to find them by while the pass ran). A part takes a handle in
+/// `new` and lets go of it in `finish`, so the table is freed when the pass ends; the
+/// strings live on in the parts that hold them.
+#[derive(Debug, Clone, Default)]
+pub struct SharedStrings(Option<Arc<std::sync::Mutex<Interner>>>);
+
+impl SharedStrings {
+    pub fn new() -> Self {
+        Self(Some(Arc::default()))
+    }
+
+    /// Runs `f` with the table (a fresh one of its own for a part made outside a
+    /// pass, or after it let go). The pass feeds its parts from one task, so the lock
+    /// is never contended.
+    pub fn with<T>(&mut self, f: impl FnOnce(&mut Interner) -> T) -> T {
+        let table = self.0.get_or_insert_with(Arc::default);
+        let mut guard = table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// The one copy of `s`.
+    pub fn one(&mut self, s: &str) -> Arc<str> {
+        self.with(|t| t.one(s))
+    }
+
+    /// Lets go of the table: a part's `finish` calls it.
+    pub fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// A kept row's shared string as an owned one, for a report or a record.
 pub fn owned(s: &Option<Arc<str>>) -> Option<String> {
     s.as_deref().map(str::to_string)
 }
 
-/// The kept rows of one family, in frame order (and the interner of their strings
-/// while the pass runs).
-pub struct Rows<R>(pub Vec<R>, Interner);
+/// The kept rows of one family, in frame order (and the pass's strings while it
+/// runs).
+pub struct Rows<R>(pub Vec<R>, SharedStrings);
 
 impl<R: Kept> Part for Rows<R> {
     type Row = R;
-    fn new(_: &Ctx) -> Self {
-        Rows(Vec::new(), Interner::default())
+    fn new(ctx: &Ctx) -> Self {
+        Rows(Vec::new(), ctx.strings.clone())
     }
     fn wants(row: &Row<'_>) -> bool {
         R::wants(row)
     }
     fn add(&mut self, mut row: R) {
-        row.share(&mut self.1);
+        self.1.with(|s| row.share(s));
         self.0.push(row)
     }
     fn finish(&mut self) {
         self.0.shrink_to_fit();
-        self.1 = Interner::default();
+        self.1.release();
     }
     fn approx_bytes(&self) -> usize {
         // rows hold a few short strings besides their inline size
@@ -515,6 +599,7 @@ impl CaptureIndex {
         let ctx = Ctx {
             window: Window::of(&summary, a.user_filter.is_some(), a.time.map(|t| t.0)),
             summary,
+            strings: SharedStrings::new(),
         };
         let mut sinks: Vec<Box<dyn Sink>> = makers.iter().map(|m| m(&ctx)).collect();
         let (union, maps) = union_of(&sinks);
@@ -661,14 +746,16 @@ mod tests {
     #[test]
     fn parts_stay_small_per_flow() {
         let n = 20_000u64;
-        let ctx = Ctx {
-            summary: Arc::new(CaptureSummary::default()),
-            window: Window::default(),
-        };
         let mut total = 0usize;
         for make in crate::tools::INDEX_PARTS {
             let before = heap::in_use();
-            let mut sink = make(&ctx);
+            // a pass of its own, so that the strings table it grows is counted and
+            // freed with it
+            let mut sink = make(&Ctx {
+                summary: Arc::new(CaptureSummary::default()),
+                window: Window::default(),
+                strings: SharedStrings::new(),
+            });
             let fields = sink.fields();
             let name = sink.name();
             for i in 0..n {
@@ -693,6 +780,26 @@ mod tests {
         eprintln!("all parts: {} B/flow", total / n as usize);
     }
 
+    /// What a big part is made of: its rows and their inline size, or the TCP
+    /// model's streams and their lists.
+    fn shape(part: &(dyn Any + Send + Sync)) -> Option<String> {
+        fn rows<R: 'static>(part: &(dyn Any + Send + Sync)) -> Option<String> {
+            let r = part.downcast_ref::<Rows<R>>()?;
+            Some(format!(
+                "{} rows x {} B",
+                r.0.len(),
+                std::mem::size_of::<R>()
+            ))
+        }
+        use crate::model::*;
+        part.downcast_ref::<tcp::TcpModel>()
+            .map(tcp::TcpModel::breakdown)
+            .or_else(|| rows::<http::HttpRow>(part))
+            .or_else(|| rows::<dns::DnsRow>(part))
+            .or_else(|| rows::<timing::TimingRow>(part))
+            .or_else(|| rows::<crate::tools::quality::QRow>(part))
+    }
+
     /// Our side of the index pass, without tshark: every part fed from recorded output
     /// (`tshark ... -T fields` with the index's fields, as `tshark_commands` lists it),
     /// or from a capture this test runs tshark on (INDEX_PCAP), with each part's CPU and
@@ -708,12 +815,17 @@ mod tests {
             .and_then(|p| std::fs::File::open(p).ok())
             .and_then(|f| crate::pcapfile::summarize(f, u64::MAX).ok())
             .unwrap_or_default();
-        let ctx = Ctx {
-            window: Window::of(&summary, false, None),
-            summary: Arc::new(summary),
+        let window = Window::of(&summary, false, None);
+        let summary = Arc::new(summary);
+        let ctx = || Ctx {
+            window,
+            summary: summary.clone(),
+            strings: SharedStrings::new(),
         };
+        let pass = ctx();
         let mut sinks: Vec<Box<dyn Sink>> =
-            crate::tools::INDEX_PARTS.iter().map(|m| m(&ctx)).collect();
+            crate::tools::INDEX_PARTS.iter().map(|m| m(&pass)).collect();
+        drop(pass);
         let (union, maps) = union_of(&sinks);
         let text = if let Ok(path) = std::env::var("INDEX_LINES") {
             std::fs::read_to_string(path).unwrap()
@@ -769,6 +881,9 @@ mod tests {
         let mut total = 0;
         for (name, part, estimate) in parts {
             let before = heap::in_use();
+            if let Some(what) = shape(&*part) {
+                eprintln!("  {what}");
+            }
             drop(part);
             let held = before.saturating_sub(heap::in_use());
             total += held;
@@ -785,7 +900,7 @@ mod tests {
         // each part alone: what it needs while fed (hash tables and lists growing,
         // builder state) against what it keeps
         for make in crate::tools::INDEX_PARTS {
-            let mut sink = make(&ctx);
+            let mut sink = make(&ctx());
             let map: Vec<usize> = sink
                 .fields()
                 .iter()

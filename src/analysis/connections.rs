@@ -136,7 +136,7 @@ pub fn timeouts(streams: &[Stream], capture_end: f64) -> Vec<TimeoutRow> {
                 return None;
             };
             let first_frame = s
-                .syn_frame
+                .syn_frame()
                 .or_else(|| s.first_data().map(At::frame))
                 .unwrap_or(s.last_frame);
             Some(TimeoutRow {

@@ -330,26 +330,28 @@ fn dns_record(conns: &Connections, q: Option<&DnsRow>, r: Option<&DnsRow>) -> Op
         ts: first.time,
         id: conn.id.clone(),
         proto: proto_name(proto),
-        trans_id: first.trans_id,
+        trans_id: first.trans_id.map(u64::from),
         rtt: q.zip(r).map(|(q, r)| micros(r.time - q.time)),
         query: owned(&first.name),
-        qclass: first.qclass,
-        qclass_name: first.qclass.and_then(class_name),
-        qtype: first.qtype,
+        qclass: first.qclass.map(u64::from),
+        qclass_name: first.qclass.map(u64::from).and_then(class_name),
+        qtype: first.qtype.map(u64::from),
         qtype_name: first.qtype.map(qtype_name),
-        rcode: r.and_then(|r| r.rcode),
+        rcode: r.and_then(|r| r.rcode).map(u64::from),
         rcode_name: r.and_then(|r| r.rcode).map(rcode_name),
         aa: r.is_some_and(|r| r.aa),
         tc: r.is_some_and(|r| r.truncated),
         rd: first.rd,
         ra: r.is_some_and(|r| r.ra),
         z: 0,
-        answers: r.map(|r| r.answers.clone()).filter(|a| !a.is_empty()),
+        answers: r
+            .map(|r| r.answers().map(str::to_string).collect::<Vec<_>>())
+            .filter(|a| !a.is_empty()),
         ttls: r
             .map(|r| r.ttls.iter().map(|t| *t as f64).collect::<Vec<_>>())
             .filter(|t| !t.is_empty()),
         rejected: r.and_then(|r| r.rcode) == Some(5),
-        opcode: first.opcode,
+        opcode: first.opcode.map(u64::from),
     })
 }
 
@@ -416,7 +418,7 @@ pub struct HttpRecord {
 }
 
 fn body_len(m: &HttpRow) -> u64 {
-    m.content_length.or(m.chunked_bytes).unwrap_or(0)
+    m.content_length.or(m.chunked_bytes()).unwrap_or(0)
 }
 
 /// http.log: each request once, with the responses tshark paired to it; a response
@@ -467,7 +469,7 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 method: q.and_then(|q| owned(&q.method)),
                 host: q.and_then(|q| owned(&q.host)),
                 uri: q.and_then(|q| q.uri.as_deref().map(str::to_string)),
-                referrer: q.and_then(|q| q.referrer.as_deref().map(str::to_string)),
+                referrer: q.and_then(|q| q.referrer().map(str::to_string)),
                 // a request line without a version is HTTP/0.9
                 version: last
                     .and_then(|r| r.version.as_deref())
@@ -480,7 +482,7 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
                 status_msg: last.and_then(|r| owned(&r.phrase)),
                 info_code: first_interim.and_then(|r| r.code).map(u64::from),
                 info_msg: first_interim.and_then(|r| owned(&r.phrase)),
-                username: q.and_then(|q| q.username.as_deref().map(str::to_string)),
+                username: q.and_then(|q| q.username().map(str::to_string)),
                 resp_mime_types: last
                     .and_then(|r| r.content_type.as_deref())
                     .map(|t| vec![crate::model::http::media_type(t).to_string()]),

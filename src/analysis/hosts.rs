@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::engine::Span;
-use crate::index::Keyed;
+use crate::index::{Keyed, SharedStrings, owned};
 use crate::report::host_filter;
 use crate::tshark::fields::{FromRow, Row};
 
@@ -265,10 +266,12 @@ fn netbios_name(n: &str) -> String {
 pub struct HostAcc {
     // short lists, not sets: one host rarely has more than a MAC or two, and an
     // empty-but-allocated tree node per host is most of a flood's memory
-    macs: Vec<String>,
-    vendor: Option<String>,
-    services: Vec<(String, u64)>,
-    vlans: Vec<String>,
+    // the texts are the pass's one copy of each (see `TopoState::strings`): a router's
+    // MAC, its vendor and a service name repeat across a hundred thousand hosts
+    macs: Vec<Arc<str>>,
+    vendor: Option<Arc<str>>,
+    services: Vec<(Arc<str>, u64)>,
+    vlans: Vec<Arc<str>>,
     pub sent: u64,
     pub received: u64,
     pub frames_sent: u64,
@@ -279,13 +282,21 @@ pub struct HostAcc {
 
 /// Adds `n` to `key`'s count in a short list (a host or pair uses a service or two; a
 /// tree per entry would cost more than the entry).
-fn bump(list: &mut Vec<(String, u64)>, key: &str, n: u64) {
-    match list.iter_mut().find(|(k, _)| k == key) {
+fn bump(list: &mut Vec<(Arc<str>, u64)>, key: &str, n: u64, strings: &mut SharedStrings) {
+    match list.iter_mut().find(|(k, _)| &**k == key) {
         Some(e) => e.1 += n,
         None => {
             list.reserve_exact(1);
-            list.push((key.to_string(), n));
+            list.push((strings.one(key), n));
         }
+    }
+}
+
+/// Pushes the one copy of `v` unless the list holds it already.
+fn insert_shared(list: &mut Vec<Arc<str>>, v: &str, strings: &mut SharedStrings) {
+    if !list.iter().any(|x| &**x == v) {
+        list.reserve_exact(1);
+        list.push(strings.one(v));
     }
 }
 
@@ -308,7 +319,7 @@ pub struct EdgeAcc {
     pub frames_from_first: u64,
     pub seen: Span,
     /// Services used between them (server side) with their bytes.
-    pub services: Vec<(String, u64)>,
+    pub services: Vec<(Arc<str>, u64)>,
     /// A packet between the two had a unicast destination: each is the other's peer.
     pub unicast: bool,
 }
@@ -381,9 +392,9 @@ pub fn is_unicast(addr: &str) -> bool {
 #[derive(Clone, Default)]
 pub struct TopoState {
     pub span: Span,
-    pub hosts: Keyed<String, HostAcc>,
+    pub hosts: Keyed<Arc<str>, HostAcc>,
     /// Address pairs, lower address first.
-    pub edges: Keyed<(String, String), EdgeAcc>,
+    pub edges: Keyed<(Arc<str>, Arc<str>), EdgeAcc>,
     /// MAC -> (vendor, source addresses of its frames).
     pub macs: Keyed<String, (Option<String>, BTreeSet<String>)>,
     /// MAC -> the addresses it claimed in ARP.
@@ -407,6 +418,9 @@ pub struct TopoState {
     /// Text reused from packet to packet (an edge's service name): naming a service
     /// already on the edge allocates nothing.
     scratch: String,
+    /// One copy of each MAC, vendor, VLAN and service name the hosts and edges list,
+    /// while the pass runs.
+    strings: SharedStrings,
 }
 
 /// A name and the evidence for it.
@@ -456,8 +470,11 @@ fn note_for(map: &mut Keyed<String, Vec<Named>>, key: &str, source: &str, name: 
 
 impl crate::index::Part for TopoState {
     type Row = TopoRow;
-    fn new(_ctx: &crate::index::Ctx) -> Self {
-        Self::default()
+    fn new(ctx: &crate::index::Ctx) -> Self {
+        Self {
+            strings: ctx.strings.clone(),
+            ..Self::default()
+        }
     }
     fn finish(&mut self) {
         self.hosts.finish();
@@ -467,6 +484,7 @@ impl crate::index::Part for TopoState {
         self.users.finish();
         self.served.finish();
         self.dhcp_clients.finish();
+        self.strings.release();
     }
     fn add(&mut self, r: TopoRow) {
         self.span.add(r.time);
@@ -527,25 +545,26 @@ impl crate::index::Part for TopoState {
         } else {
             None
         };
-        if let Some(hs) = self.hosts.slot(&src) {
+        if let Some(hs) = self.hosts.slot_shared(&src, &mut self.strings) {
             hs.sent += r.len;
             hs.frames_sent += 1;
             hs.seen.add(r.time);
+            let strings = &mut self.strings;
             if let Some(m) = &r.eth_src {
-                insert_new(&mut hs.macs, m);
+                insert_shared(&mut hs.macs, m, strings);
                 if hs.vendor.is_none() {
-                    hs.vendor = r.vendor.clone();
+                    hs.vendor = r.vendor.as_deref().map(|v| strings.one(v));
                 }
             }
             if let Some(v) = &vlan {
-                insert_new(&mut hs.vlans, v);
+                insert_shared(&mut hs.vlans, v, strings);
             }
             if let Some(s) = &service {
-                bump(&mut hs.services, s, 1);
+                bump(&mut hs.services, s, 1, strings);
             }
         }
         let unicast = is_unicast(&dst);
-        if let Some(hd) = self.hosts.slot(&dst) {
+        if let Some(hd) = self.hosts.slot_shared(&dst, &mut self.strings) {
             hd.received += r.len;
             hd.frames_received += 1;
             if src != dst {
@@ -553,12 +572,17 @@ impl crate::index::Part for TopoState {
             }
         }
         let from_first = src <= dst;
-        // the row's own strings become the key: nothing is copied per packet
-        let key = if from_first { (src, dst) } else { (dst, src) };
-        if !self.edges.room(&key) {
+        let key = if from_first {
+            (&*src, &*dst)
+        } else {
+            (&*dst, &*src)
+        };
+        let Some(e) = self
+            .edges
+            .slot_pair(key, &mut self.strings, EdgeAcc::default)
+        else {
             return;
-        }
-        let e = self.edges.or_default(key);
+        };
         e.bytes += r.len;
         e.frames += 1;
         if from_first {
@@ -579,7 +603,7 @@ impl crate::index::Part for TopoState {
             let pt = &mut self.scratch;
             pt.clear();
             let _ = write!(pt, "{proto}/{n}");
-            bump(&mut e.services, pt, r.len);
+            bump(&mut e.services, pt, r.len, &mut self.strings);
         }
     }
     fn approx_bytes(&self) -> usize {
@@ -658,9 +682,9 @@ pub fn directory(state: &TopoState) -> Directory {
     // distinct peers per host, from the edges that carried unicast traffic
     let mut peers: BTreeMap<&str, usize> = BTreeMap::new();
     for (a, b) in edges.iter().filter(|(_, e)| e.unicast).map(|(k, _)| k) {
-        *peers.entry(a.as_str()).or_default() += 1;
+        *peers.entry(&**a).or_default() += 1;
         if a != b {
-            *peers.entry(b.as_str()).or_default() += 1;
+            *peers.entry(&**b).or_default() += 1;
         }
     }
     // the MACs that claimed each address in ARP, in MAC order: hosts that only spoke
@@ -695,7 +719,7 @@ pub fn directory(state: &TopoState) -> Directory {
     gateways.sort_by_key(|g| std::cmp::Reverse(g.addresses_behind));
     let gateway_macs: BTreeSet<&str> = gateways.iter().map(|g| g.mac.as_str()).collect();
 
-    let in_traffic = hosts.iter().map(|(a, h)| (a.as_str(), h));
+    let in_traffic = hosts.iter().map(|(a, h)| (&**a, h));
     let only_arp = claimed
         .keys()
         .filter(|ip| hosts.get(**ip).is_none())
@@ -704,8 +728,10 @@ pub fn directory(state: &TopoState) -> Directory {
         .chain(only_arp)
         .filter(|(addr, _)| is_unicast(addr))
         .map(|(address, h)| {
+            let texts =
+                |l: &[Arc<str>]| -> Vec<String> { l.iter().map(|m| m.to_string()).collect() };
             let (mut macs_seen, mut vendor, mut vlans) =
-                (h.macs.clone(), h.vendor.clone(), h.vlans.clone());
+                (texts(&h.macs), owned(&h.vendor), texts(&h.vlans));
             for mac in claimed.get(address).into_iter().flatten() {
                 if insert_new(&mut macs_seen, mac) && vendor.is_none() {
                     vendor = macs.get(*mac).and_then(|m| m.0.clone());
@@ -752,7 +778,7 @@ pub fn directory(state: &TopoState) -> Directory {
             if roles.is_empty() {
                 roles.push("client");
             }
-            let mut services: Vec<&(String, u64)> = h.services.iter().collect();
+            let mut services: Vec<&(Arc<str>, u64)> = h.services.iter().collect();
             services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Host {
                 display_filter: if address.contains(':') {
@@ -764,7 +790,11 @@ pub fn directory(state: &TopoState) -> Directory {
                 macs: own_macs,
                 location,
                 roles,
-                services: services.into_iter().map(|s| s.0.clone()).take(10).collect(),
+                services: services
+                    .into_iter()
+                    .map(|s| s.0.to_string())
+                    .take(10)
+                    .collect(),
                 vlans,
                 bytes_sent: h.sent,
                 bytes_received: h.received,

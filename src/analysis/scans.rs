@@ -74,7 +74,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
             };
             let first = streams.iter().map(|s| s.first).fold(f64::MAX, f64::min);
             let last = streams.iter().map(|s| s.last).fold(f64::MIN, f64::max);
-            let mut frames: Vec<u64> = failed.iter().filter_map(|s| s.syn_frame).collect();
+            let mut frames: Vec<u64> = failed.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
             frames.truncate(10);
             Some(PortScan {

@@ -229,7 +229,7 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
             rtt.unwrap_or(0.0) * 1000.0
         ),
     };
-    let mut frames: Vec<u64> = s.syn_frame.into_iter().collect();
+    let mut frames: Vec<u64> = s.syn_frame().into_iter().collect();
     if answer_frame > 0 {
         frames.push(answer_frame);
     }

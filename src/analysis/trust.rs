@@ -272,7 +272,7 @@ pub fn assess(
                 streams: ids.clone(),
                 frames: lopsided
                     .iter()
-                    .filter_map(|s| s.syn_frame)
+                    .filter_map(|s| s.syn_frame())
                     .take(5)
                     .collect(),
                 display_filter: in_set("tcp.stream", ids.iter().copied()),

@@ -15,9 +15,9 @@ pub struct DnsRow {
     pub src: Arc<str>,
     pub dst: Arc<str>,
     pub response: bool,
-    pub rcode: Option<u64>,
+    pub rcode: Option<u16>,
     pub name: Option<Arc<str>>,
-    pub qtype: Option<u64>,
+    pub qtype: Option<u16>,
     pub time_s: Option<f64>,
     pub response_to: Option<u64>,
     pub retransmission: bool,
@@ -26,34 +26,63 @@ pub struct DnsRow {
     pub question: Option<u64>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
-    /// The message's transaction ID, opcode and class of its question.
-    pub trans_id: Option<u64>,
-    pub opcode: Option<u64>,
-    pub qclass: Option<u64>,
+    /// The message's transaction ID, opcode and class of its question (16, 4 and
+    /// 16 bits on the wire).
+    pub trans_id: Option<u16>,
+    pub opcode: Option<u16>,
+    pub qclass: Option<u16>,
     /// Header flags: authoritative answer, recursion desired, recursion available.
     pub aa: bool,
     pub rd: bool,
     pub ra: bool,
-    /// The answer section's data in wire order (addresses, names, text), and TTLs.
-    pub answers: Vec<String>,
-    pub ttls: Vec<u64>,
+    /// The answer section's data in wire order (addresses, names, text), each
+    /// ending in [`ANSWER_END`]: one string per message, not one per answer.
+    answers: Option<Box<str>>,
+    /// The answers' TTLs (32 bits on the wire).
+    pub ttls: Box<[u32]>,
+}
+
+/// Ends each answer in [`DnsRow`]'s answers: tshark's aggregator between the values
+/// of one field, so no value holds it.
+const ANSWER_END: char = '\u{1f}';
+
+impl DnsRow {
+    /// The answer section's data in wire order (addresses, names, text).
+    pub fn answers(&self) -> impl Iterator<Item = &str> {
+        self.answers
+            .as_deref()
+            .unwrap_or_default()
+            .split_terminator(ANSWER_END)
+    }
+}
+
+/// A 16-bit header field; a value that does not fit is not one.
+fn u16_of(r: &Row<'_>, i: usize) -> Option<u16> {
+    r.u64(i).and_then(|v| u16::try_from(v).ok())
 }
 
 /// The record data of each answer, in the section's order: tshark prints each type's
 /// data as its own field, so the answers are rebuilt by walking the records' types and
 /// taking the next value of that type's field (the answer section comes first, so
 /// additional records' values are never reached).
-fn answers(r: &Row<'_>, count: usize, types: usize, data: &[(u64, usize)]) -> Vec<String> {
+fn answers(r: &Row<'_>, count: usize, types: usize, data: &[(u64, usize)]) -> Option<Box<str>> {
     let mut next: Vec<std::iter::Peekable<_>> =
         data.iter().map(|&(_, i)| r.all(i).peekable()).collect();
-    r.all(types)
-        .take(count)
-        .filter_map(|t| {
-            let t: u64 = t.parse().ok()?;
-            let k = data.iter().position(|&(ty, _)| ty == t)?;
-            next[k].next().map(str::to_string)
-        })
-        .collect()
+    let mut out = String::new();
+    for t in r.all(types).take(count) {
+        let Some(k) = t
+            .parse::<u64>()
+            .ok()
+            .and_then(|t| data.iter().position(|&(ty, _)| ty == t))
+        else {
+            continue;
+        };
+        if let Some(v) = next[k].next() {
+            out.push_str(v);
+            out.push(ANSWER_END);
+        }
+    }
+    (!out.is_empty()).then(|| out.into_boxed_str())
 }
 
 impl crate::index::Kept for DnsRow {
@@ -120,9 +149,9 @@ impl FromRow for DnsRow {
             src: Arc::from(r.innermost_addr(4, 5)),
             dst: Arc::from(r.innermost_addr(6, 7)),
             response: r.flag(8),
-            rcode: r.u64(9),
+            rcode: u16_of(r, 9),
             name: r.first(10).map(Arc::from),
-            qtype: r.u64(11),
+            qtype: u16_of(r, 11),
             time_s: r.f64(12),
             response_to: r.u64(13),
             retransmission: r.str(14).is_some(),
@@ -130,14 +159,14 @@ impl FromRow for DnsRow {
             question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
             sport: r.u64(16).or_else(|| r.u64(18)).map(|p| p as u16),
             dport: r.u64(17).or_else(|| r.u64(19)).map(|p| p as u16),
-            trans_id: r.u64(Self::FIELDS.len() - 3),
-            opcode: r.u64(20),
-            qclass: r.u64(21),
+            trans_id: u16_of(r, Self::FIELDS.len() - 3),
+            opcode: u16_of(r, 20),
+            qclass: u16_of(r, 21),
             aa: r.flag(22),
             rd: r.flag(23),
             ra: r.flag(24),
             answers: match r.u64(25).unwrap_or(0) as usize {
-                0 => Vec::new(),
+                0 => None,
                 n => answers(
                     r,
                     n,
@@ -162,8 +191,8 @@ impl FromRow for DnsRow {
     }
 }
 
-pub fn rcode_name(c: u64) -> String {
-    match c {
+pub fn rcode_name(c: impl Into<u64>) -> String {
+    match c.into() {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
         2 => "SERVFAIL".into(),
@@ -179,8 +208,8 @@ pub fn rcode_name(c: u64) -> String {
     }
 }
 
-pub fn qtype_name(t: u64) -> String {
-    match t {
+pub fn qtype_name(t: impl Into<u64>) -> String {
+    match t.into() {
         1 => "A".into(),
         2 => "NS".into(),
         5 => "CNAME".into(),

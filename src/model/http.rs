@@ -28,13 +28,35 @@ pub struct HttpRow {
     pub user_agent: Option<Arc<str>>,
     /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
     pub retransmitted: bool,
-    /// The protocol version the message states (`1.1`), the request's Referer, and
-    /// the user name of a Basic Authorization header (never its password).
+    /// The protocol version the message states (`1.1`).
     pub version: Option<Arc<str>>,
-    pub referrer: Option<Box<str>>,
-    pub username: Option<Box<str>>,
+    /// What few messages have, apart: a big capture has hundreds of thousands of rows.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of an HTTP message most have not.
+#[derive(Debug, Clone, Default)]
+struct Rare {
+    referrer: Option<Box<str>>,
+    username: Option<Box<str>>,
+    chunked_bytes: Option<u64>,
+}
+
+impl HttpRow {
+    /// The request's Referer.
+    pub fn referrer(&self) -> Option<&str> {
+        self.rare.as_ref()?.referrer.as_deref()
+    }
+
+    /// The user name of a Basic Authorization header (never its password).
+    pub fn username(&self) -> Option<&str> {
+        self.rare.as_ref()?.username.as_deref()
+    }
+
     /// A chunked body's length: the sum of its chunks (without Content-Length).
-    pub chunked_bytes: Option<u64>,
+    pub fn chunked_bytes(&self) -> Option<u64> {
+        self.rare.as_ref()?.chunked_bytes
+    }
 }
 
 impl crate::index::Kept for HttpRow {
@@ -117,13 +139,19 @@ impl FromRow for HttpRow {
                 .first(22)
                 .or_else(|| r.first(23))
                 .map(|v| Arc::from(v.trim_start_matches("HTTP/"))),
-            referrer: r.first(24).map(Box::from),
-            username: r
-                .first(25)
-                .map(|a| Box::from(a.split_once(':').map_or(a, |(u, _)| u))),
-            chunked_bytes: r
-                .str(26)
-                .map(|_| r.all(26).filter_map(|c| c.parse::<u64>().ok()).sum()),
+            rare: {
+                let rare = Rare {
+                    referrer: r.first(24).map(Box::from),
+                    username: r
+                        .first(25)
+                        .map(|a| Box::from(a.split_once(':').map_or(a, |(u, _)| u))),
+                    chunked_bytes: r
+                        .str(26)
+                        .map(|_| r.all(26).filter_map(|c| c.parse::<u64>().ok()).sum()),
+                };
+                (rare.referrer.is_some() || rare.username.is_some() || rare.chunked_bytes.is_some())
+                    .then(|| Box::new(rare))
+            },
         })
     }
 }

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::engine::Span;
-use crate::index::{Ctx, Interner, Part};
+use crate::index::{Ctx, Interner, Part, SharedStrings};
 use crate::tshark::fields::{AddrText, FromRow, Row};
 
 /// ACK-RTT samples kept per stream for its median/p95 (a reservoir beyond that).
@@ -229,11 +229,11 @@ pub struct Stream {
     pub synack: [bool; 2],
     pub fin: [bool; 2],
     pub rst: [bool; 2],
-    pub syn_frame: Option<u64>,
-    pub synack_frame: Option<u64>,
+    syn_frame: Option<NonZeroU32>,
+    synack_frame: Option<NonZeroU32>,
     /// When the originator's first SYN was seen (NaN: none).
     syn_time: f64,
-    pub close: Option<(f64, u64, usize, bool)>,
+    close: Option<Close>,
     /// SYN options of each side, packed (see [`pack_syn`]); 0 = no SYN seen.
     syn_opts: [u32; 2],
     pub max_window: PerDir,
@@ -244,7 +244,7 @@ pub struct Stream {
     /// The previous inter-packet gap (NaN before the second packet).
     last_gap: f64,
     /// The first RST frame; later ones are samples in the detail.
-    first_reset: Option<u64>,
+    first_reset: Option<NonZeroU32>,
     /// History letters with direction, first occurrence each, in order.
     history: History,
     /// Originator index into the raw per-direction arrays, fixed by `finish`.
@@ -273,6 +273,26 @@ struct Unseen(f64);
 impl Default for Unseen {
     fn default() -> Self {
         Self(f64::NAN)
+    }
+}
+
+/// The first FIN or RST: when, which frame, who sent it, and whether it was a reset.
+#[derive(Debug, Clone, Copy)]
+struct Close {
+    time: f64,
+    frame: NonZeroU32,
+    by: u8,
+    rst: bool,
+}
+
+impl Close {
+    fn new(p: &TcpRow, by: usize, rst: bool) -> Self {
+        Self {
+            time: p.time,
+            frame: frame32(p.frame),
+            by: by as u8,
+            rst,
+        }
     }
 }
 
@@ -630,6 +650,22 @@ fn unpack_syn(v: u32) -> Option<SynOptions> {
 }
 
 impl Stream {
+    /// The originator's first SYN.
+    pub fn syn_frame(&self) -> Option<u64> {
+        self.syn_frame.map(|f| u64::from(f.get()))
+    }
+
+    /// The first SYN-ACK.
+    pub fn synack_frame(&self) -> Option<u64> {
+        self.synack_frame.map(|f| u64::from(f.get()))
+    }
+
+    /// The first FIN or RST: (time, frame, sender, whether it was a reset).
+    pub fn close(&self) -> Option<(f64, u64, usize, bool)> {
+        self.close
+            .map(|c| (c.time, u64::from(c.frame.get()), usize::from(c.by), c.rst))
+    }
+
     fn new(id: u64, p: &TcpRow, hosts: &mut Interner) -> Self {
         Self {
             id,
@@ -707,7 +743,7 @@ impl Stream {
 
     fn sample(&mut self, kind: &'static str, frame: u64) {
         if kind == "reset" && self.first_reset.is_none() {
-            self.first_reset = Some(frame);
+            self.first_reset = Some(frame32(frame));
             return;
         }
         let frames = &mut self.detail_mut().frames;
@@ -918,7 +954,10 @@ impl Stream {
 
     pub fn sample_frames(&self, kind: &str) -> Vec<u64> {
         let mut v: Vec<u64> = if kind == "reset" {
-            self.first_reset.into_iter().collect()
+            self.first_reset
+                .map(|f| u64::from(f.get()))
+                .into_iter()
+                .collect()
         } else {
             Vec::new()
         };
@@ -994,7 +1033,7 @@ impl Stream {
                 self.syn_time = p.time;
             }
             self.syn[d] = true;
-            self.syn_frame.get_or_insert(p.frame);
+            self.syn_frame.get_or_insert(frame32(p.frame));
             self.history_mark(b's', d);
             self.syn_opts[d] = pack_syn(&syn_options(p));
         } else if f & SYN != 0 {
@@ -1002,16 +1041,14 @@ impl Stream {
                 self.detail_mut().synack_time = Unseen(p.time);
             }
             self.synack[d] = true;
-            self.synack_frame.get_or_insert(p.frame);
+            self.synack_frame.get_or_insert(frame32(p.frame));
             self.history_mark(b'h', d);
             self.syn_opts[d] = pack_syn(&syn_options(p));
         }
         if f & FIN != 0 {
             self.fin[d] = true;
             self.history_mark(b'f', d);
-            if self.close.is_none() {
-                self.close = Some((p.time, p.frame, d, false));
-            }
+            self.close.get_or_insert(Close::new(p, d, false));
         }
         if f & RST != 0 {
             if self.detail.as_ref().is_none_or(|dd| dd.reset.is_none()) {
@@ -1030,9 +1067,7 @@ impl Stream {
             self.rst[d] = true;
             self.history_mark(b'r', d);
             self.sample("reset", p.frame);
-            if self.close.is_none() {
-                self.close = Some((p.time, p.frame, d, true));
-            }
+            self.close.get_or_insert(Close::new(p, d, true));
         }
         if p.payload > 0 {
             self.history_mark(b'd', d);
@@ -1272,7 +1307,7 @@ impl Stream {
         self.syn_opts.swap(0, 1);
         self.history.flip();
         if let Some(c) = &mut self.close {
-            c.2 = 1 - c.2;
+            c.by = 1 - c.by;
         }
         let Some(dd) = self.detail.as_deref_mut() else {
             return;
@@ -1380,7 +1415,7 @@ pub struct TcpModel {
     // builder state, dropped by `finish`: streams by id, pass-wide samples, last time
     index: BTreeMap<u64, usize>,
     /// One copy of each address: a host's connections share it.
-    hosts: Interner,
+    hosts: SharedStrings,
     g: Globals,
     prev_time: f64,
 }
@@ -1388,9 +1423,10 @@ pub struct TcpModel {
 impl Part for TcpModel {
     type Row = TcpRow;
 
-    fn new(_: &Ctx) -> Self {
+    fn new(ctx: &Ctx) -> Self {
         Self {
             prev_time: f64::NEG_INFINITY,
+            hosts: ctx.strings.clone(),
             ..Default::default()
         }
     }
@@ -1409,9 +1445,9 @@ impl Part for TcpModel {
         self.tcp_packets += 1;
         // streams in order of first appearance, found by id through a small index: no
         // second copy of every stream when the pass ends
-        let streams = &mut self.streams;
+        let (streams, hosts) = (&mut self.streams, &mut self.hosts);
         let i = *self.index.entry(id).or_insert_with(|| {
-            streams.push(Stream::new(id, &p, &mut self.hosts));
+            streams.push(hosts.with(|h| Stream::new(id, &p, h)));
             streams.len() - 1
         });
         self.streams[i].add(&p, &mut self.g);
@@ -1419,7 +1455,7 @@ impl Part for TcpModel {
 
     fn finish(&mut self) {
         self.index = BTreeMap::new();
-        self.hosts = Interner::default();
+        self.hosts.release();
         let mut g = std::mem::take(&mut self.g);
         self.streams.shrink_to_fit();
         for s in &mut self.streams {
@@ -1500,6 +1536,51 @@ impl TcpModel {
 
     pub fn total(&self, f: impl Fn(&Stream) -> u64) -> u64 {
         self.streams.iter().map(f).sum()
+    }
+}
+
+#[cfg(test)]
+impl TcpModel {
+    /// What the streams hold, by kind, for the index's memory test.
+    pub fn breakdown(&self) -> String {
+        let (mut det, mut ev, mut rtt, mut msgs, mut msgn, mut fr, mut frn, mut gaps) =
+            (0, 0, 0, 0, 0, 0, 0, 0);
+        for s in &self.streams {
+            if let Some(d) = &s.detail {
+                det += 1;
+                if let Some(e) = &d.events {
+                    ev += 1;
+                    gaps += 16 * (e.gaps[0].capacity() + e.gaps[1].capacity());
+                }
+                rtt += d.rtt.heap_bytes();
+                msgs += d.messages.capacity();
+                msgn += (!d.messages.is_empty()) as usize;
+                fr += d
+                    .frames
+                    .iter()
+                    .map(|(_, v)| 8 * v.capacity())
+                    .sum::<usize>()
+                    + 24 * d.frames.capacity();
+                frn += d.frames.len();
+            }
+        }
+        format!(
+            "streams {} x {} B; detail {} x {} B; events {} x {} B; rtt heap {} B; messages {} ({} streams) x {} B; frames {} B ({} kinds); gaps {} B; rtt_samples {}",
+            self.streams.len(),
+            std::mem::size_of::<Stream>(),
+            det,
+            std::mem::size_of::<StreamDetail>(),
+            ev,
+            std::mem::size_of::<StreamEvents>(),
+            rtt,
+            msgs,
+            msgn,
+            std::mem::size_of::<Message>(),
+            fr,
+            frn,
+            gaps,
+            self.rtt_samples.capacity()
+        )
     }
 }
 

@@ -16,14 +16,14 @@ pub struct TimingRow {
     pub stream: Option<u64>,
     /// The sender of this frame (the answering server), innermost header.
     pub src: Arc<str>,
-    pub sport: Option<u64>,
+    pub sport: Option<u16>,
     /// Seconds from the query to this answer.
     pub dns_time: Option<f64>,
     pub dns_name: Option<Arc<str>>,
     /// Seconds from the request to this response.
     pub http_time: Option<f64>,
     /// The URI of the request this response answers.
-    pub uri: Option<String>,
+    pub uri: Option<Box<str>>,
     /// Seconds from the echo request to this reply (tshark gives milliseconds).
     pub icmp_time: Option<f64>,
     pub client_hello: bool,
@@ -82,11 +82,11 @@ impl FromRow for TimingRow {
             time: r.f64(1).unwrap_or(0.0),
             stream: r.u64(2),
             src: Arc::from(r.innermost_addr(3, 4)),
-            sport: r.u64(5).or_else(|| r.u64(6)),
+            sport: r.u64(5).or_else(|| r.u64(6)).map(|p| p as u16),
             dns_time: r.f64(7),
             dns_name: r.first(8).map(Arc::from),
             http_time: r.f64(9),
-            uri: r.owned(10),
+            uri: r.first(10).map(Box::from),
             icmp_time: r.f64(11).or_else(|| r.f64(12)).map(|v| v / 1000.0),
             client_hello: r.all(13).any(|t| t == "1"),
             server_hello: r.all(13).any(|t| t == "2"),

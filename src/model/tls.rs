@@ -163,13 +163,15 @@ pub struct Session {
     pub port: [u64; 2],
     pub sni: Option<String>,
     pub client_version: Option<u64>,
-    pub offered_versions: Vec<u64>,
+    /// The ClientHello's lists, GREASE removed (16-bit code points: a hello offers
+    /// dozens, and a big capture has tens of thousands of sessions).
+    pub offered_versions: Vec<u16>,
     pub negotiated: Option<u64>,
-    pub offered_ciphers: Vec<u64>,
+    pub offered_ciphers: Vec<u16>,
     /// The ClientHello's extension types in wire order, and its signature algorithms
     /// (GREASE removed from both), for JA4.
-    pub client_extensions: Vec<u64>,
-    pub signature_algorithms: Vec<u64>,
+    pub client_extensions: Vec<u16>,
+    pub signature_algorithms: Vec<u16>,
     pub cipher: Option<u64>,
     pub alpn_offered: Vec<String>,
     pub alpn_selected: Option<String>,
@@ -291,29 +293,11 @@ impl Session {
                     self.client_hello = Some((p.time, p.frame));
                     self.sni = p.sni.clone();
                     self.client_version = p.hs_version;
-                    self.offered_versions = p
-                        .supported_versions
-                        .iter()
-                        .copied()
-                        .filter(|v| !is_grease(*v))
-                        .collect();
-                    self.offered_ciphers = p
-                        .ciphers
-                        .iter()
-                        .copied()
-                        .filter(|v| !is_grease(*v))
-                        .collect();
+                    self.offered_versions = code_points(&p.supported_versions);
+                    self.offered_ciphers = code_points(&p.ciphers);
                     self.alpn_offered = p.alpn.clone();
-                    self.client_extensions = p
-                        .ext_types
-                        .iter()
-                        .copied()
-                        .filter(|v| !is_grease(*v))
-                        .collect();
-                    self.signature_algorithms = signature_algorithms(p)
-                        .into_iter()
-                        .filter(|v| !is_grease(*v))
-                        .collect();
+                    self.client_extensions = code_points(&p.ext_types);
+                    self.signature_algorithms = code_points(&signature_algorithms(p));
                     self.ja3 = p.ja3.clone();
                     self.client_session_id = p.session_id_len.unwrap_or(0) > 0;
                 }
@@ -416,6 +400,15 @@ pub struct Certificate {
 
 fn is_grease(v: u64) -> bool {
     v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
+}
+
+/// A hello's list of 16-bit code points without GREASE.
+fn code_points(list: &[u64]) -> Vec<u16> {
+    list.iter()
+        .copied()
+        .filter(|v| !is_grease(*v))
+        .filter_map(|v| u16::try_from(v).ok())
+        .collect()
 }
 
 fn decode_hex(s: &str) -> Vec<u8> {
@@ -558,6 +551,7 @@ pub fn ja4(s: &Session) -> Option<String> {
         .iter()
         .copied()
         .max()
+        .map(u64::from)
         .or(s.client_version)
         .unwrap_or(0);
     let v = match version {
@@ -594,7 +588,7 @@ pub fn ja4(s: &Session) -> Option<String> {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
-    let hex = |v: &[u64]| {
+    let hex = |v: &[u16]| {
         v.iter()
             .map(|x| format!("{x:04x}"))
             .collect::<Vec<_>>()
@@ -607,7 +601,7 @@ pub fn ja4(s: &Session) -> Option<String> {
     } else {
         hash12(&hex(&ciphers))
     };
-    let mut exts: Vec<u64> = s
+    let mut exts: Vec<u16> = s
         .client_extensions
         .iter()
         .copied()

@@ -412,17 +412,59 @@ pub struct AnomalyState {
     counts: Counts,
     streams: Keyed<(bool, u64), StreamSeen>,
     /// The streams' addresses and protocols, one copy each, while the pass runs.
-    strings: crate::index::Interner,
+    strings: crate::index::SharedStrings,
     /// (tcp?, stream) -> first frame, and the server port when a SYN was seen
     stream_starts: Keyed<(bool, u64), (u64, Option<u64>)>,
-    ttls: Keyed<String, (Vec<u64>, Vec<u64>)>,
+    ttls: Keyed<Arc<str>, Ttls>,
     datagrams: BTreeMap<String, (Vec<u64>, bool)>,
+}
+
+/// The TTLs one source showed, each with the first frame that showed it: the first
+/// [`Ttls::MAX`], inline (most sources only ever show one; a list of their own per
+/// source, of the 100k a big capture has, cost more than the values).
+#[derive(Clone, Default)]
+struct Ttls {
+    ttl: [u8; Ttls::MAX],
+    frame: [u32; Ttls::MAX],
+    len: u8,
+}
+
+impl Ttls {
+    const MAX: usize = 8;
+
+    fn add(&mut self, ttl: u64, frame: u64) {
+        // a TTL or hop limit is one byte on the wire; a frame number is 32-bit in tshark
+        let (Ok(ttl), Ok(frame)) = (u8::try_from(ttl), u32::try_from(frame)) else {
+            return;
+        };
+        let n = usize::from(self.len);
+        if n < Self::MAX && !self.ttl[..n].contains(&ttl) {
+            self.ttl[n] = ttl;
+            self.frame[n] = frame;
+            self.len += 1;
+        }
+    }
+
+    fn ttls(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ttl[..usize::from(self.len)]
+            .iter()
+            .map(|&t| u64::from(t))
+    }
+
+    fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+        self.frame[..usize::from(self.len)]
+            .iter()
+            .map(|&f| u64::from(f))
+    }
 }
 
 impl crate::index::Part for AnomalyState {
     type Row = AnomalyRow;
-    fn new(_ctx: &crate::index::Ctx) -> Self {
-        Self::default()
+    fn new(ctx: &crate::index::Ctx) -> Self {
+        Self {
+            strings: ctx.strings.clone(),
+            ..Self::default()
+        }
     }
     fn add(&mut self, r: AnomalyRow) {
         self.span.add(Some(r.time));
@@ -488,12 +530,8 @@ impl crate::index::Part for AnomalyState {
                     .or_default()
                     .add(r.frame, src);
             }
-            if !multicast && let Some(e) = self.ttls.slot(s) {
-                // a short list, not a set: most sources only ever show one TTL
-                if e.0.len() < 8 && !e.0.contains(&ttl) {
-                    e.0.push(ttl);
-                    e.1.push(r.frame);
-                }
+            if !multicast && let Some(e) = self.ttls.slot_shared(s, &mut self.strings) {
+                e.add(ttl, r.frame);
             }
         }
         let key = match (r.tcp_stream, r.udp_stream) {
@@ -551,15 +589,16 @@ impl crate::index::Part for AnomalyState {
     }
     fn finish(&mut self) {
         self.streams.retain(|_, s| s.mismatch().is_some());
-        self.strings = Default::default();
+        self.strings.release();
         self.streams.finish();
-        self.stream_starts.finish();
+        // builder state: every stream's first frame and server port, read only while
+        // the pass runs
+        self.stream_starts = Keyed::default();
         self.ttls.finish();
     }
     fn approx_bytes(&self) -> usize {
-        self.stream_starts.len() * 48
-            + self.streams.len() * 220
-            + self.ttls.len() * 300
+        self.streams.len() * 220
+            + self.ttls.len() * 140
             + self.datagrams.len() * 120
             + self.groups.len() * 400
     }
@@ -627,10 +666,10 @@ pub(crate) async fn anomalies(
     counts.port_mismatches = mismatches.len() as u64;
     let mut ttl_rows: Vec<TtlVariation> = ttls
         .iter()
-        .filter(|(_, (v, _))| {
+        .filter(|(_, v)| {
             // hosts start from 64, 128 or 255: values that cannot share an initial TTL
             let initial: BTreeSet<u64> = v
-                .iter()
+                .ttls()
                 .map(|t| match t {
                     0..=64 => 64,
                     65..=128 => 128,
@@ -639,11 +678,11 @@ pub(crate) async fn anomalies(
                 .collect();
             initial.len() >= 2
         })
-        .map(|(source, (v, frames))| TtlVariation {
+        .map(|(source, v)| TtlVariation {
             display_filter: host_filter(source, "src"),
-            source: source.clone(),
-            ttls: v.to_vec(),
-            frames: frames.clone(),
+            source: source.to_string(),
+            ttls: v.ttls().collect(),
+            frames: v.frames().collect(),
         })
         .collect();
     ttl_rows.sort_by(|a, b| a.source.cmp(&b.source));

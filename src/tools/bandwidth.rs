@@ -825,18 +825,23 @@ pub struct BwState {
     span: Span,
     t0: Option<f64>,
     windows: BTreeMap<i64, (u64, u64)>,
-    talkers: Keyed<String, (u64, u64, u64, u64)>,
-    convs: Keyed<(String, String), ConvAcc>,
+    talkers: Keyed<std::sync::Arc<str>, (u64, u64, u64, u64)>,
+    convs: Keyed<(std::sync::Arc<str>, std::sync::Arc<str>), ConvAcc>,
     protocols: Keyed<String, (u64, u64)>,
     total: u64,
     window: f64,
+    /// The pass's strings, while it runs: the talkers' addresses.
+    strings: crate::index::SharedStrings,
 }
 
 impl crate::index::Part for BwState {
     type Row = BwRow;
     /// Windows of the width a call without `time_window` uses.
     fn new(ctx: &crate::index::Ctx) -> Self {
-        Self::with_window(window_width(None, ctx.window.span_s).0)
+        Self {
+            strings: ctx.strings.clone(),
+            ..Self::with_window(window_width(None, ctx.window.span_s).0)
+        }
     }
     fn add(&mut self, r: BwRow) {
         self.span.add(Some(r.time));
@@ -851,7 +856,7 @@ impl crate::index::Part for BwState {
         pe.0 += 1;
         pe.1 += r.len;
         if let (Some(s), Some(d)) = (r.src, r.dst) {
-            if let Some(ts) = self.talkers.slot(&s) {
+            if let Some(ts) = self.talkers.slot_shared(&s, &mut self.strings) {
                 ts.0 += r.len;
                 ts.2 += 1;
                 if s == d {
@@ -860,24 +865,24 @@ impl crate::index::Part for BwState {
                 }
             }
             if s != d
-                && let Some(td) = self.talkers.slot(&d)
+                && let Some(td) = self.talkers.slot_shared(&d, &mut self.strings)
             {
                 td.1 += r.len;
                 td.2 += 1;
             }
             let (key, forward) = if s <= d {
-                ((s, d), true)
+                ((&*s, &*d), true)
             } else {
-                ((d, s), false)
+                ((&*d, &*s), false)
             };
-            if !self.convs.room(&key) {
-                return;
-            }
-            let c = self.convs.or_insert_with(key, || ConvAcc {
+            let make = || ConvAcc {
                 first: r.time,
                 last: r.time,
                 ..Default::default()
-            });
+            };
+            let Some(c) = self.convs.slot_pair(key, &mut self.strings, make) else {
+                return;
+            };
             c.bytes[usize::from(!forward)] += r.len;
             c.frames += 1;
             c.first = c.first.min(r.time);
@@ -887,6 +892,7 @@ impl crate::index::Part for BwState {
     fn finish(&mut self) {
         self.talkers.finish();
         self.convs.finish();
+        self.strings.release();
         self.protocols.finish();
     }
     fn approx_bytes(&self) -> usize {
@@ -940,6 +946,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
         protocols,
         total,
         window,
+        ..
     } = state;
     let limit = clamp_limit(p.limit, 10);
     let duration = span.duration();
@@ -1006,7 +1013,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
         .map(|(addr, (tx, rx, frames, to_self))| Talker {
             display_filter: host_filter(&addr, "addr"),
             share_pct: pct(tx + rx - to_self, total),
-            address: addr,
+            address: addr.to_string(),
             bytes_sent: tx,
             bytes_received: rx,
             frames,
@@ -1028,8 +1035,8 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
                     host_filter(&x, "addr"),
                     host_filter(&y, "addr")
                 ),
-                address_a: x,
-                address_b: y,
+                address_a: x.to_string(),
+                address_b: y.to_string(),
                 bytes_a_to_b: ab,
                 bytes_b_to_a: ba,
                 frames,

@@ -325,7 +325,7 @@ pub struct Overview {
     hierarchy: Keyed<String, (u64, u64)>,
     totals: Keyed<String, (u64, u64)>,
     convs: Keyed<String, ConvAcc>,
-    eps: Keyed<String, EpAcc>,
+    eps: Keyed<Arc<str>, EpAcc>,
     expert: ExpertCounts,
     truncated: Symptom,
     tcp_packets: u64,
@@ -345,7 +345,7 @@ pub struct Overview {
     /// endpoints): looking up a key already in a table allocates nothing.
     scratch: [String; 4],
     /// One copy of each conversation side's address while the pass runs.
-    addrs: crate::index::Interner,
+    addrs: crate::index::SharedStrings,
 }
 
 /// The shortest silence of the whole capture reported as a gap in traffic.
@@ -354,8 +354,11 @@ const MAX_GAPS: usize = 10_000;
 
 impl crate::index::Part for Overview {
     type Row = OverviewRow;
-    fn new(_: &crate::index::Ctx) -> Self {
-        Self::default()
+    fn new(ctx: &crate::index::Ctx) -> Self {
+        Self {
+            addrs: ctx.strings.clone(),
+            ..Self::default()
+        }
     }
     fn add(&mut self, p: OverviewRow) {
         Overview::add(self, p)
@@ -365,7 +368,7 @@ impl crate::index::Part for Overview {
         self.totals.finish();
         self.convs.finish();
         self.eps.finish();
-        self.addrs = Default::default();
+        self.addrs.release();
     }
     fn approx_bytes(&self) -> usize {
         // conversations and endpoints dominate: their keys, addresses and counters
@@ -494,13 +497,11 @@ impl Overview {
             c.first = c.first.min(t);
             c.last = c.last.max(t);
         }
-        if self.eps.room(&src) {
-            let e = self.eps.or_default(src);
+        if let Some(e) = self.eps.slot_shared(&src, &mut self.addrs) {
             e.tx.0 += 1;
             e.tx.1 += p.len;
         }
-        if self.eps.room(&dst) {
-            let e = self.eps.or_default(dst);
+        if let Some(e) = self.eps.slot_shared(&dst, &mut self.addrs) {
             e.rx.0 += 1;
             e.rx.1 += p.len;
         }
@@ -620,11 +621,11 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
         community_id: conv_community_id(c),
     });
 
-    let mut eps: Vec<(&String, &EpAcc)> = acc.eps.iter().collect();
+    let mut eps: Vec<(&Arc<str>, &EpAcc)> = acc.eps.iter().collect();
     eps.sort_by(|(xa, x), (ya, y)| (y.tx.1 + y.rx.1).cmp(&(x.tx.1 + x.rx.1)).then(xa.cmp(ya)));
     let (o, l) = table_for(AnalysisType::Endpoints);
     let endpoints = Table::page_map(eps, o, l, |(addr, e)| Endpoint {
-        address: addr.clone(),
+        address: addr.to_string(),
         packets: e.tx.0 + e.rx.0,
         bytes: e.tx.1 + e.rx.1,
         tx_packets: e.tx.0,

@@ -149,13 +149,13 @@ async fn facts(a: &mut Analysis) -> Result<SideFacts, String> {
         .hosts
         .keys()
         .filter(|h| is_unicast(h))
-        .cloned()
+        .map(|h| h.to_string())
         .collect();
     let convs = topo
         .edges
         .iter()
         .filter(|((x, y), _)| is_unicast(x) && is_unicast(y))
-        .map(|(k, e)| (k.clone(), (e.frames, e.bytes)))
+        .map(|((x, y), e)| ((x.to_string(), y.to_string()), (e.frames, e.bytes)))
         .collect::<BTreeMap<_, _>>();
     let mut findings = Vec::new();
     for (c, found) in crate::tools::run_checks(a).await? {

@@ -184,12 +184,13 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         *names.entry(name.clone()).or_default() += 1;
         retrans += u64::from(q.retransmission);
         tcp_queries += u64::from(q.tcp);
-        hints.add(&name, q.qtype, q.frame);
+        hints.add(&name, q.qtype.map(u64::from), q.frame);
         let r = responses.get(&q.frame);
         let res = resolvers.entry(q.dst.to_string()).or_default();
         res.0 += u64::from(crate::definitions::dns_query_counts(q.retransmission));
         let rcode = r.and_then(|r| r.rcode);
-        if crate::definitions::dns_query_failed(q.retransmission, r.is_some(), rcode) {
+        if crate::definitions::dns_query_failed(q.retransmission, r.is_some(), rcode.map(u64::from))
+        {
             res.2 += 1;
         }
         // a question counts once: its answer is counted with its first query (an
@@ -512,6 +513,6 @@ mod tests {
 
     #[test]
     fn names_and_hints() {
-        assert_eq!(rcode_name(3), "NXDOMAIN");
+        assert_eq!(rcode_name(3u64), "NXDOMAIN");
     }
 }

@@ -385,7 +385,7 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
         last_seen: None,
     };
     let mut seen = crate::engine::Span::default();
-    for h in addresses.iter().filter_map(|a| state.hosts.get(a)) {
+    for h in addresses.iter().filter_map(|a| state.hosts.get(a.as_str())) {
         traffic.frames_sent += h.frames_sent;
         traffic.bytes_sent += h.sent;
         traffic.frames_received += h.frames_received;
@@ -400,7 +400,7 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
     // peers: the address pairs it is in, most bytes first
     let mut peers: Vec<Peer> = Vec::new();
     for ((x, y), e) in &state.edges {
-        let (me_first, peer) = match (ours.contains(x.as_str()), ours.contains(y.as_str())) {
+        let (me_first, peer) = match (ours.contains(&**x), ours.contains(&**y)) {
             (true, false) => (true, y),
             (false, true) => (false, x),
             _ => continue,
@@ -423,13 +423,17 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
             bytes_from,
             first_seen: time(e.seen.first),
             last_seen: time(e.seen.last),
-            services: services.into_iter().map(|s| s.0).take(5).collect(),
+            services: services
+                .into_iter()
+                .map(|s| s.0.to_string())
+                .take(5)
+                .collect(),
             display_filter: format!(
                 "{} && {}",
                 host_filter(me, "addr"),
                 host_filter(peer, "addr")
             ),
-            address: peer.clone(),
+            address: peer.to_string(),
         });
     }
     peers.sort_by(|x, y| {

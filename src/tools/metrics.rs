@@ -168,11 +168,11 @@ async fn response_times(
             if let (Some(t), true) = (r.http_time, want(AppProtocol::Http)) {
                 push(
                     "http",
-                    endpoint(&r.src, r.sport),
+                    endpoint(&r.src, r.sport.map(u64::from)),
                     t,
                     r.frame,
                     r.time,
-                    r.uri.clone().unwrap_or_default(),
+                    r.uri.as_deref().unwrap_or_default().to_string(),
                     format!("frame.number == {}", r.frame),
                 );
             }
@@ -185,7 +185,7 @@ async fn response_times(
                 {
                     push(
                         "tls",
-                        endpoint(&r.src, r.sport),
+                        endpoint(&r.src, r.sport.map(u64::from)),
                         r.time - t0,
                         r.frame,
                         r.time,
@@ -200,7 +200,7 @@ async fn response_times(
         let m = a.part::<TcpModel>().await?;
         span = m.span;
         for s in &m.streams {
-            if let (Some(rtt), Some(f)) = (s.handshake_rtt(), s.synack_frame) {
+            if let (Some(rtt), Some(f)) = (s.handshake_rtt(), s.synack_frame()) {
                 push(
                     "tcp",
                     s.endpoint(1),

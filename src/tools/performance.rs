@@ -304,7 +304,12 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         }
         if let Some(t) = r.http_time {
             http.push(t);
-            samples.push(("http", r.frame, t, r.uri.clone().unwrap_or_default()));
+            samples.push((
+                "http",
+                r.frame,
+                t,
+                r.uri.as_deref().unwrap_or_default().to_string(),
+            ));
         }
         if let Some(t) = r.icmp_time {
             icmp.push(t);
@@ -330,7 +335,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
     let irtts: Vec<f64> = m.streams.iter().filter_map(|s| s.handshake_rtt()).collect();
     for s in &m.streams {
         if let Some(r) = s.handshake_rtt() {
-            samples.push(("tcp-handshake", s.synack_frame.unwrap_or(0), r, s.label()));
+            samples.push(("tcp-handshake", s.synack_frame().unwrap_or(0), r, s.label()));
         }
     }
     let dists: BTreeMap<&str, Distribution> = [

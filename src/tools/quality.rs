@@ -135,11 +135,12 @@ pub struct QRow {
     time: f64,
     multicast_dns: bool,
     dns_response: Option<bool>,
-    rcode: Option<u64>,
+    rcode: Option<u16>,
     dns_time: Option<f64>,
     response_to: Option<u64>,
-    icmp_type: Option<u64>,
-    icmp6_type: Option<u64>,
+    /// ICMP and ICMPv6 types (one byte on the wire).
+    icmp_type: Option<u8>,
+    icmp6_type: Option<u8>,
     icmp_rtt_ms: Option<f64>,
     expert_error: bool,
     /// For an ICMP port unreachable: the quoted datagram's sender, destination and port.
@@ -217,12 +218,12 @@ impl FromRow for QRow {
             time: r.f64(TIME).unwrap_or(0.0),
             multicast_dns: protocols.contains(":mdns") || protocols.contains(":llmnr"),
             dns_response: r.str(2).filter(|s| !s.is_empty()).map(|_| r.flag(2)),
-            rcode: r.u64(3),
+            rcode: r.u64(3).and_then(|c| u16::try_from(c).ok()),
             dns_time: r.f64(4),
             response_to: r.u64(5),
             // the first (outer) ICMP header: an error quotes the packet that caused it
-            icmp_type: r.u64(6),
-            icmp6_type: r.u64(7),
+            icmp_type: r.u64(6).and_then(|t| u8::try_from(t).ok()),
+            icmp6_type: r.u64(7).and_then(|t| u8::try_from(t).ok()),
             icmp_rtt_ms: r.f64(8).or_else(|| r.f64(9)),
             expert_error: r
                 .all(10)
@@ -504,9 +505,9 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
                 if let Some(q) = r.response_to {
                     // an answer to a retry answers the question its first query asked
                     if let Some(first) = retries.answer(q) {
-                        answered.entry(first).or_insert(r.rcode);
+                        answered.entry(first).or_insert(r.rcode.map(u64::from));
                     }
-                    answered.entry(q).or_insert(r.rcode);
+                    answered.entry(q).or_insert(r.rcode.map(u64::from));
                     if let Some(t) = r.dns_time {
                         dns_times.push(t);
                     }
@@ -782,7 +783,7 @@ pub(crate) async fn quality(mut a: Analysis, _p: QualityParams) -> Result<Report
                     frames: attempts
                         .iter()
                         .filter(|s| matches!(s.conn_state(), "REJ" | "S0"))
-                        .filter_map(|s| s.syn_frame)
+                        .filter_map(|s| s.syn_frame())
                         .take(10)
                         .collect(),
                     display_filter: "tcp.flags.syn == 1 && tcp.flags.ack == 0".into(),

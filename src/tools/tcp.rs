@@ -752,7 +752,7 @@ fn window_scaling(m: &TcpModel, p: &TcpParams) -> Reduced<WindowScaling> {
             Severity::Low,
             format!("{} stream(s) with a window-scale shift above 14", invalid_shift.len()),
             "RFC 7323 caps the shift at 14; a larger value is a broken or crafted stack and receivers clamp it.".to_string(),
-            Evidence { streams: invalid_shift.iter().map(|s| s.id).take(10).collect(), display_filter: "tcp.options.wscale.shift > 14".into(), frames: s.syn_frame.into_iter().collect(), ..Default::default() },
+            Evidence { streams: invalid_shift.iter().map(|s| s.id).take(10).collect(), display_filter: "tcp.options.wscale.shift > 14".into(), frames: s.syn_frame().into_iter().collect(), ..Default::default() },
         ));
     }
     let wl = limited.len() as u64;
@@ -1262,7 +1262,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
         .skip(offset)
         .take(limit)
         .map(|&(_, _, s)| {
-            let (closed_by, kind, frame) = match s.close {
+            let (closed_by, kind, frame) = match s.close() {
                 Some((_, f, d, rst)) => (
                     if d == 0 { "client" } else { "server" },
                     if rst { "rst" } else { "fin" },
@@ -1279,8 +1279,8 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 history: s.history(),
                 start: rfc3339(s.first),
                 duration_s: round(s.duration(), 6),
-                syn_frame: s.syn_frame,
-                syn_ack_frame: s.synack_frame,
+                syn_frame: s.syn_frame(),
+                syn_ack_frame: s.synack_frame(),
                 handshake_rtt_ms: s.handshake_rtt().map(ms),
                 setup_ms: s.setup_time().map(ms),
                 syn_retransmissions: s.syn_retries,
@@ -1343,7 +1343,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             ),
             Evidence {
                 streams: slow_setup.iter().map(|s| s.id).take(10).collect(),
-                frames: slow_setup.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                frames: slow_setup.iter().filter_map(|s| s.syn_frame()).take(10).collect(),
                 display_filter: format!(
                     "tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.stream in {{{}}}",
                     slow_setup.iter().map(|s| s.id.to_string()).take(10).collect::<Vec<_>>().join(",")
@@ -1370,7 +1370,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             ),
             Evidence {
                 streams: refused.iter().map(|s| s.id).take(10).collect(),
-                frames: refused.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                frames: refused.iter().filter_map(|s| s.syn_frame()).take(10).collect(),
                 endpoints: refused.iter().map(|s| s.endpoint(1)).take(5).collect(),
                 display_filter: streams_filter(refused.iter().copied(), "tcp.flags.syn == 1 || tcp.flags.reset == 1"),
                 ..Default::default()
@@ -1389,7 +1389,7 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
             ),
             Evidence {
                 streams: half.iter().map(|s| s.id).take(10).collect(),
-                frames: half.iter().filter_map(|s| s.syn_frame).take(10).collect(),
+                frames: half.iter().filter_map(|s| s.syn_frame()).take(10).collect(),
                 display_filter: streams_filter(half.iter().copied(), "tcp.flags.syn == 1 && tcp.flags.ack == 0"),
                 ..Default::default()
             },

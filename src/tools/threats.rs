@@ -301,7 +301,7 @@ fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
                 .filter(|s| s.synack[1])
                 .map(|s| s.addr[1].as_ref())
                 .collect();
-            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
             frames.truncate(10);
             let port_list = ports.iter().map(|p| p.to_string()).collect::<Vec<_>>();
@@ -350,7 +350,7 @@ fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
                 return None;
             }
             let sources: BTreeSet<&str> = streams.iter().map(|s| s.addr[0].as_ref()).collect();
-            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
             frames.truncate(10);
             Some(SynFlood {
@@ -398,7 +398,7 @@ fn brute_force(
             continue;
         }
         covered.insert((client.clone(), server.clone(), service.to_string()));
-        let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+        let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
         frames.extend(fails.iter().take(5));
         frames.sort_unstable();
         frames.truncate(10);
@@ -474,7 +474,7 @@ fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> V
         .filter_map(|((c, sv, port), streams)| {
             let mut times: Vec<f64> = streams.iter().map(|s| s.first).collect();
             let (mean, cv) = periodic(&mut times)?;
-            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame).collect();
+            let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
             frames.truncate(10);
             Some(Beacon {

@@ -112,7 +112,7 @@ fn offered(s: &Session) -> Vec<String> {
     } else {
         s.offered_versions
             .iter()
-            .map(|v| version_name(*v))
+            .map(|v| version_name(u64::from(*v)))
             .collect()
     }
 }
@@ -766,7 +766,11 @@ fn ciphers(m: &TlsModel, p: &TcpParams) -> Reduced<CipherAnalysis> {
     > = BTreeMap::new();
     for s in &m.sessions {
         for c in &s.offered_ciphers {
-            suites.entry(*c).or_default().0.insert(s.addr[0].clone());
+            suites
+                .entry(u64::from(*c))
+                .or_default()
+                .0
+                .insert(s.addr[0].clone());
         }
         if let Some(c) = s.cipher {
             let e = suites.entry(c).or_default();

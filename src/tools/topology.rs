@@ -5,6 +5,7 @@
 //! diagram of the top of that graph.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -97,11 +98,11 @@ fn label(s: &str) -> String {
 }
 
 /// An address pair of the host table with its counters.
-type Link<'a> = (&'a (String, String), &'a EdgeAcc);
+type Link<'a> = (&'a (Arc<str>, Arc<str>), &'a EdgeAcc);
 
 /// The services of a link, most bytes first.
-fn services(e: &EdgeAcc) -> impl Iterator<Item = &String> {
-    let mut services: Vec<&(String, u64)> = e.services.iter().collect();
+fn services(e: &EdgeAcc) -> impl Iterator<Item = &Arc<str>> {
+    let mut services: Vec<&(Arc<str>, u64)> = e.services.iter().collect();
     services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
     services.into_iter().map(|s| &s.0)
 }
@@ -109,11 +110,11 @@ fn services(e: &EdgeAcc) -> impl Iterator<Item = &String> {
 fn edge_row(((x, y), e): Link<'_>) -> Edge {
     Edge {
         display_filter: format!("{} && {}", host_filter(x, "addr"), host_filter(y, "addr")),
-        a: x.clone(),
-        b: y.clone(),
+        a: x.to_string(),
+        b: y.to_string(),
         bytes: e.bytes,
         frames: e.frames,
-        services: services(e).take(5).cloned().collect(),
+        services: services(e).take(5).map(|s| s.to_string()).collect(),
     }
 }
 
@@ -150,7 +151,7 @@ fn mermaid(hosts: &[Host], edges: &[Link<'_>], gateways: &[Gateway]) -> String {
         if drawn >= 15 {
             break;
         }
-        if let (Some(a), Some(b)) = (id.get(x.as_str()), id.get(y.as_str())) {
+        if let (Some(a), Some(b)) = (id.get(&**x), id.get(&**y)) {
             let what = services(e).next().cloned().unwrap_or_default();
             out.push_str(&format!(
                 "  {a} -- \"{} {}\" --- {b}\n",
