@@ -111,6 +111,18 @@ impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
         self.or_insert_with(key, V::default)
     }
 
+    /// Drops the entry of `key`, if any: what a part learns while the pass runs that it
+    /// will never report need not be held until the end. (The last entry takes its
+    /// place; `finish` sorts them anyway.)
+    pub fn remove<Q>(&mut self, key: &Q)
+    where
+        Q: std::hash::Hash + indexmap::Equivalent<K> + ?Sized,
+    {
+        if self.map.swap_remove(key).is_some() {
+            self.unsorted = true;
+        }
+    }
+
     /// Keeps the entries `keep` says yes to: what a part learns at its finish that it
     /// will never report need not be sorted or held.
     pub fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
@@ -331,10 +343,9 @@ impl Interner {
 
 /// The pass's one copy of each string its parts keep, addresses above all: the TCP
 /// streams, the HTTP, DNS and timing rows, the conversations, hosts and anomaly
-/// streams each kept their own (on the 1 GB bench mix, six copies of 100k addresses,
-/// and six tables to find them by while the pass ran). A part takes a handle in
-/// `new` and lets go of it in `finish`, so the table is freed when the pass ends; the
-/// strings live on in the parts that hold them.
+/// streams each kept their own copy of an address, and a table to find them by while
+/// the pass ran. A part takes a handle in `new` and lets go of it in `finish`, so the
+/// table is freed when the pass ends; the strings live on in the parts that hold them.
 #[derive(Debug, Clone, Default)]
 pub struct SharedStrings(Option<Arc<std::sync::Mutex<Interner>>>);
 
