@@ -363,7 +363,7 @@ impl Moments {
             })
             .collect();
         out.sort_by(|a, b| b.score.cmp(&a.score).then(a.time.cmp(&b.time)));
-        out.truncate(n);
+        crate::report::keep_first(&mut out, n);
         out
     }
 }

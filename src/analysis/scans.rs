@@ -76,7 +76,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
             let last = streams.iter().map(|s| s.last).fold(f64::MIN, f64::max);
             let mut frames: Vec<u64> = failed.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
-            frames.truncate(10);
+            crate::report::keep_first(&mut frames, 10);
             Some(PortScan {
                 protocol: "tcp".into(),
                 scanner: src.to_string(),

@@ -1006,7 +1006,7 @@ async fn bandwidth(mut a: Analysis, p: BandwidthParams) -> Result<Report<Bandwid
         })
         .collect();
     bursts.sort_by(|a, b| b.bits_per_s.total_cmp(&a.bits_per_s));
-    bursts.truncate(10);
+    crate::report::keep_first(&mut bursts, 10);
 
     let mut talker_rows: Vec<Talker> = talkers
         .into_iter()

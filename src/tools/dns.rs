@@ -369,7 +369,7 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
             })
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.queries));
-        v.truncate(10);
+        crate::report::keep_first(&mut v, 10);
         v
     };
     let mut top: Vec<CountRow> = names
@@ -377,7 +377,7 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         .map(|(key, count)| CountRow { key, count })
         .collect();
     top.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
-    top.truncate(10);
+    crate::report::keep_first(&mut top, 10);
     let rcode_rows: Vec<CountRow> = rcodes
         .into_iter()
         .map(|(key, count)| CountRow { key, count })

@@ -463,9 +463,9 @@ pub(crate) async fn mtu_fragmentation(
         }
     }
     mss_rows.sort_by(|a, b| b.exceeds.cmp(&a.exceeds).then(a.stream.cmp(&b.stream)));
-    mss_rows.truncate(20);
+    crate::report::keep_first(&mut mss_rows, 20);
     black_holes.sort_by(|a, b| b.timeout_stall_s.total_cmp(&a.timeout_stall_s));
-    black_holes.truncate(20);
+    crate::report::keep_first(&mut black_holes, 20);
 
     let mut findings = Vec::new();
     if let Some(f) = frag_rows.first() {

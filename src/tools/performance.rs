@@ -366,7 +366,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         })
         .collect();
     outliers.sort_by(|x, y| y.ms.total_cmp(&x.ms));
-    outliers.truncate(10);
+    crate::report::keep_first(&mut outliers, 10);
     // every timed connection ordered by its worst RTT, a row written for the page only
     let conn_row = |s: &crate::model::tcp::Stream| ConnLatency {
         stream: s.id,
@@ -703,7 +703,7 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
         .collect();
     slow_dns.sort_by(|x, y| y.response_time_ms.total_cmp(&x.response_time_ms));
     let slow_dns_total = slow_dns.len();
-    slow_dns.truncate(10);
+    crate::report::keep_first(&mut slow_dns, 10);
 
     let mut findings = Vec::new();
     for x in slow.iter().take(5) {

@@ -303,7 +303,7 @@ fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
                 .collect();
             let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
-            frames.truncate(10);
+            crate::report::keep_first(&mut frames, 10);
             let port_list = ports.iter().map(|p| p.to_string()).collect::<Vec<_>>();
             Some(HostSweep {
                 source: src.to_string(),
@@ -352,7 +352,7 @@ fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
             let sources: BTreeSet<&str> = streams.iter().map(|s| s.addr[0].as_ref()).collect();
             let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
-            frames.truncate(10);
+            crate::report::keep_first(&mut frames, 10);
             Some(SynFlood {
                 target: endpoint(dst, Some(port)),
                 syn_only_attempts: streams.len(),
@@ -401,7 +401,7 @@ fn brute_force(
         let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
         frames.extend(fails.iter().take(5));
         frames.sort_unstable();
-        frames.truncate(10);
+        crate::report::keep_first(&mut frames, 10);
         out.push(BruteForce {
             display_filter: format!(
                 "{} && {} && tcp.port == {port}",
@@ -476,7 +476,7 @@ fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> V
             let (mean, cv) = periodic(&mut times)?;
             let mut frames: Vec<u64> = streams.iter().filter_map(|s| s.syn_frame()).collect();
             frames.sort_unstable();
-            frames.truncate(10);
+            crate::report::keep_first(&mut frames, 10);
             Some(Beacon {
                 kind: "tcp".into(),
                 client: c.to_string(),
@@ -911,7 +911,7 @@ fn arp_conflicts(f: &PacketFacts) -> Vec<ArpConflict> {
             .flat_map(|v| v.iter().filter(|(m, _)| m == mac).map(|(_, fr)| *fr))
             .collect();
         frames.sort_unstable();
-        frames.truncate(ARP_LISTED);
+        crate::report::keep_first(&mut frames, ARP_LISTED);
         out.push(ArpConflict {
             kind: "mac_claiming_several_ips".into(),
             ip_count: ips.len(),
