@@ -141,10 +141,30 @@ impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
     }
 }
 
+impl<K: Ord + std::hash::Hash + Eq, V> Keyed<K, V> {
+    /// The entry of `key`, looked up by a borrowed form and made only when it is new
+    /// (its key by `make_key`, its value by `make`); None when it is new and the table
+    /// already has [`MAX_TRACKED`] keys. A reducer's per-packet path looks up by
+    /// `&str`, so a key costs one allocation per flow or host, not one per packet.
+    pub fn slot_with<Q>(
+        &mut self,
+        key: &Q,
+        make_key: impl FnOnce() -> K,
+        make: impl FnOnce() -> V,
+    ) -> Option<&mut V>
+    where
+        Q: std::hash::Hash + indexmap::Equivalent<K> + ?Sized,
+    {
+        match self.map.get_index_of(key) {
+            Some(i) => Some(&mut self.map[i]),
+            None if self.len() < MAX_TRACKED => Some(self.or_insert_with(make_key(), make)),
+            None => None,
+        }
+    }
+}
+
 impl<V: Default> Keyed<String, V> {
-    /// The entry of `key`, its key allocated only when it is new: a reducer's
-    /// per-packet path looks up by `&str`, so a key costs one allocation per flow or
-    /// host, not one per packet.
+    /// The entry of `key`, its key allocated only when it is new.
     pub fn at(&mut self, key: &str) -> &mut V {
         if let Some(i) = self.map.get_index_of(key) {
             return &mut self.map[i];
@@ -155,24 +175,16 @@ impl<V: Default> Keyed<String, V> {
     /// [`Keyed::at`] for the tables capped at [`MAX_TRACKED`] keys: None when `key` is
     /// new and there is no room.
     pub fn slot(&mut self, key: &str) -> Option<&mut V> {
-        self.room(key).then(|| self.at(key))
+        self.slot_with(key, || key.to_string(), V::default)
     }
 }
 
 impl<V: Default> Keyed<Arc<str>, V> {
-    /// [`Keyed::at`] for a table keyed by the pass's shared strings: a new key is the
-    /// one copy of it in `strings` (an address keys the host tables of several parts;
-    /// as a `String` each held its own 56 bytes).
-    pub fn at_shared(&mut self, key: &str, strings: &mut SharedStrings) -> &mut V {
-        if let Some(i) = self.map.get_index_of(key) {
-            return &mut self.map[i];
-        }
-        self.or_default(strings.one(key))
-    }
-
-    /// [`Keyed::slot`] for a table keyed by shared strings.
+    /// [`Keyed::slot`] for a table keyed by the pass's shared strings: a new key is
+    /// the one copy of it in `strings` (an address keys the host tables of several
+    /// parts; as a `String` each held its own 56 bytes).
     pub fn slot_shared(&mut self, key: &str, strings: &mut SharedStrings) -> Option<&mut V> {
-        self.room(key).then(|| self.at_shared(key, strings))
+        self.slot_with(key, || strings.one(key), V::default)
     }
 }
 
@@ -197,11 +209,7 @@ impl<V> Keyed<(Arc<str>, Arc<str>), V> {
         strings: &mut SharedStrings,
         make: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        if let Some(i) = self.map.get_index_of(&PairRef(a, b)) {
-            return Some(&mut self.map[i]);
-        }
-        (self.len() < MAX_TRACKED)
-            .then(|| self.or_insert_with((strings.one(a), strings.one(b)), make))
+        self.slot_with(&PairRef(a, b), || (strings.one(a), strings.one(b)), make)
     }
 }
 

@@ -322,36 +322,41 @@ impl Moments {
         }
     }
 
+    /// The seconds in rank order: most weight first, earlier first among equals.
+    fn ranked(&self) -> Vec<(&i64, &Second)> {
+        let mut secs: Vec<(&i64, &Second)> = self.0.iter().collect();
+        secs.sort_by(|a, b| b.1.score.cmp(&a.1.score).then(a.0.cmp(b.0)));
+        secs
+    }
+
     /// The query for the problems of the [`TOP_SECONDS`] worst seconds: ranking a
     /// whole capture scores every second first, then has only those seconds' events
     /// written (a big capture's hundreds of thousands of sentences are never made).
     pub fn worst(&self) -> EventQuery {
-        let mut secs: Vec<(u32, i64)> = self.0.iter().map(|(&t, s)| (s.score, t)).collect();
-        // as `top` orders them (its RFC 3339 times sort as the seconds do)
-        secs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let secs = self.ranked();
         let mut worst = [0; TOP_SECONDS];
-        for (w, &(_, t)) in worst.iter_mut().zip(&secs) {
+        for (w, &(&t, _)) in worst.iter_mut().zip(&secs) {
             *w = t;
         }
         EventQuery::Seconds(worst, secs.len().min(TOP_SECONDS))
     }
 
-    /// The `n` worst seconds, worst first.
+    /// The `n` worst seconds, worst first; text is written for those only.
     pub fn top(self, n: usize) -> Vec<Moment> {
-        let mut out: Vec<Moment> = self
-            .0
+        self.ranked()
             .into_iter()
-            .map(|(sec, s)| {
-                let mut ranked: Vec<(Arc<str>, usize)> = s.kinds.into_iter().collect();
-                ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            .take(n)
+            .map(|(&sec, s)| {
+                let mut ranked: Vec<(&Arc<str>, &usize)> = s.kinds.iter().collect();
+                ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
                 Moment {
                     time: crate::report::rfc3339(sec as f64),
                     score: s.score,
                     problems: ranked
-                        .iter()
+                        .into_iter()
                         .take(5)
-                        .map(|(w, c)| {
-                            if *c > 1 {
+                        .map(|(w, &c)| {
+                            if c > 1 {
                                 format!("{c} x {w}")
                             } else {
                                 w.to_string()
@@ -361,10 +366,7 @@ impl Moments {
                     first_frame: s.first_frame,
                 }
             })
-            .collect();
-        out.sort_by(|a, b| b.score.cmp(&a.score).then(a.time.cmp(&b.time)));
-        crate::report::keep_first(&mut out, n);
-        out
+            .collect()
     }
 }
 
