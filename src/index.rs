@@ -10,6 +10,7 @@
 //! grows with flows or transactions, never with packets. The index prints the union of
 //! every part's fields once and hands each part its own columns of each line.
 
+use arcstr::ArcStr;
 use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -179,7 +180,7 @@ impl<V: Default> Keyed<String, V> {
     }
 }
 
-impl<V: Default> Keyed<Arc<str>, V> {
+impl<V: Default> Keyed<ArcStr, V> {
     /// [`Keyed::slot`] for a table keyed by the pass's shared strings: a new key is
     /// the one copy of it in `strings` (an address keys the host tables of several
     /// parts; as a `String` each held its own 56 bytes).
@@ -193,13 +194,13 @@ impl<V: Default> Keyed<Arc<str>, V> {
 #[derive(Hash)]
 pub struct PairRef<'a>(pub &'a str, pub &'a str);
 
-impl indexmap::Equivalent<(Arc<str>, Arc<str>)> for PairRef<'_> {
-    fn equivalent(&self, key: &(Arc<str>, Arc<str>)) -> bool {
+impl indexmap::Equivalent<(ArcStr, ArcStr)> for PairRef<'_> {
+    fn equivalent(&self, key: &(ArcStr, ArcStr)) -> bool {
         *key.0 == *self.0 && *key.1 == *self.1
     }
 }
 
-impl<V> Keyed<(Arc<str>, Arc<str>), V> {
+impl<V> Keyed<(ArcStr, ArcStr), V> {
     /// [`Keyed::slot_shared`] for a table keyed by pairs (of addresses), a new entry
     /// made by `make`: its key is made of the pass's shared copies (a pair of
     /// `String`s held 112 bytes).
@@ -318,28 +319,28 @@ pub trait Kept: FromRow + Send + Sync + 'static {
 /// methods, versions and user agents of tens of thousands of HTTP messages are a few
 /// hundred distinct strings. Used while the pass runs; the rows keep the copies.
 #[derive(Debug, Default, Clone)]
-pub struct Interner(FastSet<Arc<str>>);
+pub struct Interner(FastSet<ArcStr>);
 
 impl Interner {
-    pub fn share(&mut self, s: &mut Option<Arc<str>>) {
+    pub fn share(&mut self, s: &mut Option<ArcStr>) {
         if let Some(v) = s {
             self.share_one(v);
         }
     }
 
     /// The one copy of `s`, made on its first sight.
-    pub fn one(&mut self, s: &str) -> Arc<str> {
+    pub fn one(&mut self, s: &str) -> ArcStr {
         match self.0.get(s) {
             Some(kept) => kept.clone(),
             None => {
-                let v: Arc<str> = Arc::from(s);
+                let v: ArcStr = ArcStr::from(s);
                 self.0.insert(v.clone());
                 v
             }
         }
     }
 
-    pub fn share_one(&mut self, v: &mut Arc<str>) {
+    pub fn share_one(&mut self, v: &mut ArcStr) {
         match self.0.get(&**v) {
             Some(kept) => *v = kept.clone(),
             None => {
@@ -374,7 +375,7 @@ impl SharedStrings {
     }
 
     /// The one copy of `s`.
-    pub fn one(&mut self, s: &str) -> Arc<str> {
+    pub fn one(&mut self, s: &str) -> ArcStr {
         self.with(|t| t.one(s))
     }
 
@@ -385,7 +386,7 @@ impl SharedStrings {
 }
 
 /// A kept row's shared string as an owned one, for a report or a record.
-pub fn owned(s: &Option<Arc<str>>) -> Option<String> {
+pub fn owned(s: &Option<ArcStr>) -> Option<String> {
     s.as_deref().map(str::to_string)
 }
 

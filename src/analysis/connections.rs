@@ -138,7 +138,7 @@ pub fn timeouts(streams: &[Stream], capture_end: f64) -> Vec<TimeoutRow> {
             let first_frame = s
                 .syn_frame()
                 .or_else(|| s.first_data().map(At::frame))
-                .unwrap_or(s.last_frame);
+                .unwrap_or(s.last_frame());
             Some(TimeoutRow {
                 stream: s.id,
                 community_id: s.community_id(),
@@ -148,7 +148,7 @@ pub fn timeouts(streams: &[Stream], capture_end: f64) -> Vec<TimeoutRow> {
                 syn_attempts: attempts,
                 waited_s: round6(waited),
                 first_frame,
-                last_frame: s.last_frame,
+                last_frame: s.last_frame(),
                 display_filter: s.filter(None),
             })
         })

@@ -2,8 +2,8 @@
 //! its index part into `Event`s; this module orders them, folds repeats ("25 x GET /
 //! -> 200") and ranks the moments where bad things cluster.
 
+use arcstr::ArcStr;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -18,7 +18,7 @@ pub struct Event {
     /// What happened, without what varies between repeats (client ports, timings):
     /// shared by the repeats a family knows are alike (every occurrence of one expert
     /// message), tens of thousands on a big capture. Empty while scoring.
-    pub what: Arc<str>,
+    pub what: ArcStr,
     /// How much it says something went wrong: 0 ordinary, 1 notable, 3 a failure.
     pub weight: u32,
     /// What only a moment's lines show; None while ranking or scoring (an event is
@@ -70,7 +70,7 @@ impl EventQuery {
         (time, frame): (f64, u64),
         family: &'static str,
         weight: u32,
-        text: impl FnOnce() -> (Arc<str>, Option<String>, String),
+        text: impl FnOnce() -> (ArcStr, Option<String>, String),
     ) -> Option<Event> {
         self.event_span((time, time, frame), family, weight, text)
     }
@@ -81,13 +81,13 @@ impl EventQuery {
         (start, end, frame): (f64, f64, u64),
         family: &'static str,
         weight: u32,
-        text: impl FnOnce() -> (Arc<str>, Option<String>, String),
+        text: impl FnOnce() -> (ArcStr, Option<String>, String),
     ) -> Option<Event> {
         if !self.wants_span(start, end, weight) {
             return None;
         }
         let (what, shown) = match self {
-            Self::Score => (NO_TEXT.clone(), None),
+            Self::Score => (ArcStr::new(), None),
             Self::Seconds(..) => (text().0, None),
             Self::Window { .. } => {
                 let (what, detail, filter) = text();
@@ -104,8 +104,6 @@ impl EventQuery {
         })
     }
 }
-
-static NO_TEXT: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
 
 /// Connections opened, refused, unanswered, reset and closed.
 pub fn tcp_events(m: &crate::model::tcp::TcpModel, q: EventQuery) -> Vec<Event> {
@@ -232,7 +230,7 @@ pub struct EventLine {
 pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
     events.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.frame.cmp(&b.frame)));
     let mut lines: Vec<(EventLine, f64, Option<String>)> = Vec::new();
-    let mut by_what: BTreeMap<(&'static str, Arc<str>), usize> = BTreeMap::new();
+    let mut by_what: BTreeMap<(&'static str, ArcStr), usize> = BTreeMap::new();
     for e in events {
         match by_what.get(&(e.family, e.what.clone())) {
             Some(&i) => {
@@ -301,7 +299,7 @@ pub struct Moments(BTreeMap<i64, Second>);
 /// One second's problems: their weight, how often each was said, the first frame.
 struct Second {
     score: u32,
-    kinds: BTreeMap<Arc<str>, usize>,
+    kinds: BTreeMap<ArcStr, usize>,
     first_frame: u64,
 }
 
@@ -347,7 +345,7 @@ impl Moments {
             .into_iter()
             .take(n)
             .map(|(&sec, s)| {
-                let mut ranked: Vec<(&Arc<str>, &usize)> = s.kinds.iter().collect();
+                let mut ranked: Vec<(&ArcStr, &usize)> = s.kinds.iter().collect();
                 ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
                 Moment {
                     time: crate::report::rfc3339(sec as f64),
@@ -455,7 +453,7 @@ mod tests {
             .iter()
             .filter(|e| EventQuery::Score.wants_span(e.time, e.time, e.weight))
             .map(|e| Event {
-                what: NO_TEXT.clone(),
+                what: ArcStr::new(),
                 shown: None,
                 ..e.clone()
             })

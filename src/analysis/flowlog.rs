@@ -98,7 +98,7 @@ fn timed(first: f64, last: f64, bytes: [u64; 2]) -> (Option<f64>, Option<u64>, O
 }
 
 fn tcp_record(s: &Stream) -> ConnRecord {
-    let first_frame = s.first_frame;
+    let first_frame = s.first_frame();
     let (duration, orig_bytes, resp_bytes) = timed(
         s.first,
         s.open_until,
@@ -110,9 +110,9 @@ fn tcp_record(s: &Stream) -> ConnRecord {
         id: ConnId {
             uid: uid(first_frame),
             orig_h: s.addr[0].to_string(),
-            orig_p: s.port[0] as u16,
+            orig_p: s.port()[0] as u16,
             resp_h: s.addr[1].to_string(),
-            resp_p: s.port[1] as u16,
+            resp_p: s.port()[1] as u16,
         },
         proto: "tcp",
         service: s.service.filter(|_| handshake_seen),
@@ -122,9 +122,9 @@ fn tcp_record(s: &Stream) -> ConnRecord {
         conn_state: s.conn_state(),
         missed_bytes: s.missed_bytes(),
         history: Some(s.history()).filter(|h| !h.is_empty()),
-        orig_pkts: s.packets[0],
+        orig_pkts: s.packets()[0],
         orig_ip_bytes: s.ip_bytes[0],
-        resp_pkts: s.packets[1],
+        resp_pkts: s.packets()[1],
         resp_ip_bytes: s.ip_bytes[1],
         ip_proto: 6,
         community_id: s.community_id(),
@@ -189,7 +189,7 @@ impl Connections {
                 let mut r = tcp_record(s);
                 let announced = announced_at
                     .get(&(r.id.resp_h.as_str(), r.id.resp_p))
-                    .is_some_and(|&f| f < s.first_frame);
+                    .is_some_and(|&f| f < s.first_frame());
                 if announced && r.service.is_none() {
                     r.service = Some("ftp-data");
                 }
@@ -361,18 +361,18 @@ pub fn dns_records(conns: &Connections, rows: &[DnsRow]) -> Vec<DnsRecord> {
     let responses: HashMap<u64, &DnsRow> = rows
         .iter()
         .filter(|r| r.response)
-        .filter_map(|r| r.response_to.map(|q| (q, r)))
+        .filter_map(|r| r.response_to().map(|q| (q, r)))
         .collect();
     let queries: std::collections::HashSet<u64> = rows
         .iter()
         .filter(|r| !r.response)
-        .map(|r| r.frame)
+        .map(|r| r.frame())
         .collect();
     rows.iter()
         .filter_map(|m| {
             if !m.response {
-                dns_record(conns, Some(m), responses.get(&m.frame).copied())
-            } else if m.response_to.is_none_or(|q| !queries.contains(&q)) {
+                dns_record(conns, Some(m), responses.get(&m.frame()).copied())
+            } else if m.response_to().is_none_or(|q| !queries.contains(&q)) {
                 dns_record(conns, None, Some(m))
             } else {
                 None
@@ -432,7 +432,7 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
     // next request
     let mut early: HashMap<u64, Vec<&HttpRow>> = HashMap::new();
     for m in messages.iter().filter(|m| !m.is_request) {
-        match (m.request_in, m.stream) {
+        match (m.request_in(), m.stream()) {
             (Some(q), _) => answers.entry(q).or_default().push(m),
             (None, Some(s)) if interim(m) => early.entry(s).or_default().push(m),
             _ => {}
@@ -444,21 +444,24 @@ pub fn http_records(conns: &Connections, rows: &[HttpRow]) -> Vec<HttpRecord> {
         .copied()
         // requests, and (as Zeek logs them) final responses to requests tshark could
         // not parse as HTTP
-        .filter(|m| m.is_request || m.request_in.is_none() && !interim(m))
+        .filter(|m| m.is_request || m.request_in().is_none() && !interim(m))
         .filter_map(|m| {
-            let stream = m.stream?;
+            let stream = m.stream()?;
             let conn = conns.by_stream(stream)?;
             let d = depth.entry(stream).or_default();
             *d += 1;
             let q = m.is_request.then_some(m);
             let got: &[&HttpRow] = match q {
-                Some(q) => answers.get(&q.frame).map(Vec::as_slice).unwrap_or_default(),
+                Some(q) => answers
+                    .get(&q.frame())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
                 None => std::slice::from_ref(&m),
             };
             let first_interim: Option<&HttpRow> =
                 got.iter().copied().find(|r| interim(r)).or_else(|| {
                     let waiting = early.get_mut(&stream)?;
-                    let i = waiting.iter().position(|r| r.frame < m.frame)?;
+                    let i = waiting.iter().position(|r| r.frame() < m.frame())?;
                     Some(waiting.remove(i))
                 });
             let last: Option<&HttpRow> = got.iter().copied().rfind(|r| !interim(r));

@@ -5,9 +5,9 @@
 //! NTLM, TLS SNI and HTTP Host). One reducer: the topology's host table and a host's
 //! dossier read the same counters.
 
+use arcstr::ArcStr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -268,10 +268,10 @@ pub struct HostAcc {
     // empty-but-allocated tree node per host is most of a flood's memory
     // the texts are the pass's one copy of each (see `TopoState::strings`): a router's
     // MAC, its vendor and a service name repeat across a hundred thousand hosts
-    macs: Vec<Arc<str>>,
-    vendor: Option<Arc<str>>,
-    services: Vec<(Arc<str>, u64)>,
-    vlans: Vec<Arc<str>>,
+    macs: Vec<ArcStr>,
+    vendor: Option<ArcStr>,
+    services: Vec<(ArcStr, u64)>,
+    vlans: Vec<ArcStr>,
     pub sent: u64,
     pub received: u64,
     pub frames_sent: u64,
@@ -282,7 +282,7 @@ pub struct HostAcc {
 
 /// Adds `n` to `key`'s count in a short list (a host or pair uses a service or two; a
 /// tree per entry would cost more than the entry).
-fn bump(list: &mut Vec<(Arc<str>, u64)>, key: &str, n: u64, strings: &mut SharedStrings) {
+fn bump(list: &mut Vec<(ArcStr, u64)>, key: &str, n: u64, strings: &mut SharedStrings) {
     match list.iter_mut().find(|(k, _)| &**k == key) {
         Some(e) => e.1 += n,
         None => {
@@ -293,7 +293,7 @@ fn bump(list: &mut Vec<(Arc<str>, u64)>, key: &str, n: u64, strings: &mut Shared
 }
 
 /// Pushes the one copy of `v` unless the list holds it already.
-fn insert_shared(list: &mut Vec<Arc<str>>, v: &str, strings: &mut SharedStrings) {
+fn insert_shared(list: &mut Vec<ArcStr>, v: &str, strings: &mut SharedStrings) {
     if !list.iter().any(|x| &**x == v) {
         list.reserve_exact(1);
         list.push(strings.one(v));
@@ -319,7 +319,7 @@ pub struct EdgeAcc {
     pub frames_from_first: u64,
     pub seen: Span,
     /// Services used between them (server side) with their bytes.
-    pub services: Vec<(Arc<str>, u64)>,
+    pub services: Vec<(ArcStr, u64)>,
     /// A packet between the two had a unicast destination: each is the other's peer.
     pub unicast: bool,
 }
@@ -392,9 +392,9 @@ pub fn is_unicast(addr: &str) -> bool {
 #[derive(Clone, Default)]
 pub struct TopoState {
     pub span: Span,
-    pub hosts: Keyed<Arc<str>, HostAcc>,
+    pub hosts: Keyed<ArcStr, HostAcc>,
     /// Address pairs, lower address first.
-    pub edges: Keyed<(Arc<str>, Arc<str>), EdgeAcc>,
+    pub edges: Keyed<(ArcStr, ArcStr), EdgeAcc>,
     /// MAC -> (vendor, source addresses of its frames).
     pub macs: Keyed<String, (Option<String>, BTreeSet<String>)>,
     /// MAC -> the addresses it claimed in ARP.
@@ -728,8 +728,7 @@ pub fn directory(state: &TopoState) -> Directory {
         .chain(only_arp)
         .filter(|(addr, _)| is_unicast(addr))
         .map(|(address, h)| {
-            let texts =
-                |l: &[Arc<str>]| -> Vec<String> { l.iter().map(|m| m.to_string()).collect() };
+            let texts = |l: &[ArcStr]| -> Vec<String> { l.iter().map(|m| m.to_string()).collect() };
             let (mut macs_seen, mut vendor, mut vlans) =
                 (texts(&h.macs), owned(&h.vendor), texts(&h.vlans));
             for mac in claimed.get(address).into_iter().flatten() {
@@ -778,7 +777,7 @@ pub fn directory(state: &TopoState) -> Directory {
             if roles.is_empty() {
                 roles.push("client");
             }
-            let mut services: Vec<&(Arc<str>, u64)> = h.services.iter().collect();
+            let mut services: Vec<&(ArcStr, u64)> = h.services.iter().collect();
             services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Host {
                 display_filter: if address.contains(':') {

@@ -47,15 +47,15 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
         .into_iter()
         .filter_map(|((src, dst), streams)| {
             let failed: Vec<&&Stream> = streams.iter().filter(|s| attempt_failed(s)).collect();
-            let failed_ports: BTreeSet<u64> = failed.iter().map(|s| s.port[1]).collect();
+            let failed_ports: BTreeSet<u64> = failed.iter().map(|s| s.port()[1]).collect();
             if failed_ports.len() < SCAN_PORTS {
                 return None;
             }
-            let ports: BTreeSet<u64> = streams.iter().map(|s| s.port[1]).collect();
+            let ports: BTreeSet<u64> = streams.iter().map(|s| s.port()[1]).collect();
             let open: BTreeSet<u64> = streams
                 .iter()
                 .filter(|s| s.synack[1])
-                .map(|s| s.port[1])
+                .map(|s| s.port()[1])
                 .collect();
             // A SYN (half-open) scan never completes a handshake: no ACK or data from
             // the scanner on open ports, and raw probes often reuse one source port;
@@ -64,7 +64,7 @@ pub fn port_scans(m: &TcpModel) -> Vec<PortScan> {
             let completed = open_streams
                 .iter()
                 .any(|s| s.history().contains('A') || s.history().contains('D'));
-            let source_ports: BTreeSet<u64> = streams.iter().map(|s| s.port[0]).collect();
+            let source_ports: BTreeSet<u64> = streams.iter().map(|s| s.port()[0]).collect();
             let scan_type = if !open_streams.is_empty() {
                 if completed { "connect" } else { "syn" }
             } else if source_ports.len() * 10 <= streams.len() {

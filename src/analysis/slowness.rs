@@ -81,7 +81,7 @@ fn r3(x: f64) -> f64 {
 /// has no SYN to say who opened it: a well-known port on the side the model took for
 /// the client makes that side the server.
 fn roles(s: &Stream) -> (usize, usize) {
-    if !s.syn[0] && !s.synack[1] && s.port[0] < 1024 && s.port[1] >= 1024 {
+    if !s.syn[0] && !s.synack[1] && s.port()[0] < 1024 && s.port()[1] >= 1024 {
         (1, 0)
     } else {
         (0, 1)
@@ -237,7 +237,7 @@ pub fn attribute(s: &Stream, tls: Option<&Session>) -> Option<Attribution> {
         frames.extend(s.sample_frames("zero_window").first());
     }
     if s.max_gap > 0.0 && (app_pause > 0.0 || s.rto_stall_total > 0.0) {
-        frames.push(s.max_gap_after_frame);
+        frames.push(s.max_gap_after_frame());
     }
     frames.push(last_frame);
     frames.sort_unstable();
@@ -387,11 +387,11 @@ pub fn transactions(s: &Stream, tls: Option<&Session>, http: &[&HttpRow]) -> Vec
             "TLS handshake".to_string()
         } else if let Some(r) = http
             .iter()
-            .find(|r| r.is_request && (ask.first_frame()..=ask.last_frame()).contains(&r.frame))
+            .find(|r| r.is_request && (ask.first_frame()..=ask.last_frame()).contains(&r.frame()))
         {
             let status = http
                 .iter()
-                .find(|x| !x.is_request && x.request_in == Some(r.frame))
+                .find(|x| !x.is_request && x.request_in() == Some(r.frame()))
                 .and_then(|x| x.code)
                 .map_or_else(|| "no status".to_string(), |c| c.to_string());
             format!(

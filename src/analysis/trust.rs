@@ -42,7 +42,7 @@ pub struct CaptureTrust {
 /// A TCP stream whose packets all flow one way although they acknowledge data: the
 /// other direction exists but was not captured (asymmetric routing, a one-way TAP).
 fn one_sided(s: &Stream) -> bool {
-    let (a, b) = (s.packets[0], s.packets[1]);
+    let (a, b) = (s.packets()[0], s.packets()[1]);
     if a.min(b) != 0 || a.max(b) < 3 {
         return false;
     }
@@ -216,7 +216,7 @@ pub fn assess(
     let considered: Vec<&Stream> = tcp
         .streams
         .iter()
-        .filter(|s| s.packets[0] + s.packets[1] >= 3)
+        .filter(|s| s.packets()[0] + s.packets()[1] >= 3)
         .collect();
     let lopsided: Vec<&Stream> = considered
         .iter()

@@ -2,24 +2,25 @@
 //! LLMNR too), read by the DNS tool, the timeline, the quality grade and the flow
 //! records. The names of rcodes and query types are here, once.
 
-use std::sync::Arc;
+use arcstr::ArcStr;
 
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Clone)]
 pub struct DnsRow {
-    pub frame: u64,
+    /// Frame numbers in 32 bits as tshark holds them; read through the accessors.
+    frame: u32,
     pub time: f64,
-    pub protocols: Arc<str>,
+    pub protocols: ArcStr,
     pub tcp: bool,
-    pub src: Arc<str>,
-    pub dst: Arc<str>,
+    pub src: ArcStr,
+    pub dst: ArcStr,
     pub response: bool,
     pub rcode: Option<u16>,
-    pub name: Option<Arc<str>>,
+    pub name: Option<ArcStr>,
     pub qtype: Option<u16>,
     pub time_s: Option<f64>,
-    pub response_to: Option<u64>,
+    response_to: Option<u32>,
     pub retransmission: bool,
     pub truncated: bool,
     /// For a query: its question (see `analysis::dns::Retries`).
@@ -47,6 +48,15 @@ pub struct DnsRow {
 const ANSWER_END: char = '\u{1f}';
 
 impl DnsRow {
+    pub fn frame(&self) -> u64 {
+        u64::from(self.frame)
+    }
+
+    /// The frame of the query a response answers.
+    pub fn response_to(&self) -> Option<u64> {
+        self.response_to.map(u64::from)
+    }
+
     /// The answer section's data in wire order (addresses, names, text).
     pub fn answers(&self) -> impl Iterator<Item = &str> {
         self.answers
@@ -142,18 +152,18 @@ impl FromRow for DnsRow {
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
         Some(Self {
-            frame: r.u64(0)?,
+            frame: r.u32(0)?,
             time: r.f64(1).unwrap_or(0.0),
-            protocols: Arc::from(r.first(2).unwrap_or_default()),
+            protocols: ArcStr::from(r.first(2).unwrap_or_default()),
             tcp: r.u64(3).is_some(),
-            src: Arc::from(r.innermost_addr(4, 5)),
-            dst: Arc::from(r.innermost_addr(6, 7)),
+            src: ArcStr::from(r.innermost_addr(4, 5)),
+            dst: ArcStr::from(r.innermost_addr(6, 7)),
             response: r.flag(8),
             rcode: u16_of(r, 9),
-            name: r.first(10).map(Arc::from),
+            name: r.first(10).map(ArcStr::from),
             qtype: u16_of(r, 11),
             time_s: r.f64(12),
-            response_to: r.u64(13),
+            response_to: r.u32(13),
             retransmission: r.str(14).is_some(),
             truncated: r.flag(15),
             question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),

@@ -1,35 +1,37 @@
 //! HTTP/1.x messages as tshark dissects them, one row per request or response (a
 //! part of the capture index), read by the HTTP tool and by per-request timing.
 
+use arcstr::ArcStr;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Clone)]
 pub struct HttpRow {
-    pub frame: u64,
+    /// Frame numbers and stream indexes in 32 bits, as tshark holds them (a big
+    /// capture keeps hundreds of thousands of rows); read through the accessors.
+    frame: u32,
     pub time: Option<f64>,
-    pub stream: Option<u64>,
-    pub src: Option<Arc<str>>,
-    pub dst: Option<Arc<str>>,
+    stream: Option<u32>,
+    pub src: Option<ArcStr>,
+    pub dst: Option<ArcStr>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub is_request: bool,
-    pub method: Option<Arc<str>>,
-    pub host: Option<Arc<str>>,
+    pub method: Option<ArcStr>,
+    pub host: Option<ArcStr>,
     pub uri: Option<Box<str>>,
     pub code: Option<u16>,
-    pub content_type: Option<Arc<str>>,
+    pub content_type: Option<ArcStr>,
     pub content_length: Option<u64>,
     pub time_since_request: Option<f64>,
-    pub request_in: Option<u64>,
-    pub phrase: Option<Arc<str>>,
-    pub user_agent: Option<Arc<str>>,
+    request_in: Option<u32>,
+    pub phrase: Option<ArcStr>,
+    pub user_agent: Option<ArcStr>,
     /// A TCP retransmission: tshark dissects the resent segment as HTTP again.
     pub retransmitted: bool,
     /// The protocol version the message states (`1.1`).
-    pub version: Option<Arc<str>>,
+    pub version: Option<ArcStr>,
     /// What few messages have, apart: a big capture has hundreds of thousands of rows.
     rare: Option<Box<Rare>>,
 }
@@ -43,6 +45,20 @@ struct Rare {
 }
 
 impl HttpRow {
+    pub fn frame(&self) -> u64 {
+        u64::from(self.frame)
+    }
+
+    /// tshark's `tcp.stream`.
+    pub fn stream(&self) -> Option<u64> {
+        self.stream.map(u64::from)
+    }
+
+    /// The frame of the request a response answers.
+    pub fn request_in(&self) -> Option<u64> {
+        self.request_in.map(u64::from)
+    }
+
     /// The request's Referer.
     pub fn referrer(&self) -> Option<&str> {
         self.rare.as_ref()?.referrer.as_deref()
@@ -116,29 +132,29 @@ impl FromRow for HttpRow {
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
         Some(Self {
-            frame: r.u64(0)?,
+            frame: r.u32(0)?,
             time: r.f64(1),
-            stream: r.u64(2),
-            src: r.first(3).or_else(|| r.first(4)).map(Arc::from),
-            dst: r.first(5).or_else(|| r.first(6)).map(Arc::from),
+            stream: r.u32(2),
+            src: r.first(3).or_else(|| r.first(4)).map(ArcStr::from),
+            dst: r.first(5).or_else(|| r.first(6)).map(ArcStr::from),
             sport: r.u64(7).and_then(|p| u16::try_from(p).ok()),
             dport: r.u64(8).and_then(|p| u16::try_from(p).ok()),
             is_request: r.str(9).is_some(),
-            method: r.first(10).map(Arc::from),
-            host: r.first(11).map(Arc::from),
+            method: r.first(10).map(ArcStr::from),
+            host: r.first(11).map(ArcStr::from),
             uri: r.first(12).map(Box::from),
             code: r.u64(13).and_then(|c| u16::try_from(c).ok()),
-            content_type: r.first(14).map(Arc::from),
+            content_type: r.first(14).map(ArcStr::from),
             content_length: r.u64(15),
             time_since_request: r.f64(16),
-            request_in: r.u64(17),
-            phrase: r.first(18).map(Arc::from),
-            user_agent: r.first(19).map(Arc::from),
+            request_in: r.u32(17),
+            phrase: r.first(18).map(ArcStr::from),
+            user_agent: r.first(19).map(ArcStr::from),
             retransmitted: r.str(20).is_some(),
             version: r
                 .first(22)
                 .or_else(|| r.first(23))
-                .map(|v| Arc::from(v.trim_start_matches("HTTP/"))),
+                .map(|v| ArcStr::from(v.trim_start_matches("HTTP/"))),
             rare: {
                 let rare = Rare {
                     referrer: r.first(24).map(Box::from),
@@ -183,16 +199,16 @@ pub fn distinct_messages(rows: &[HttpRow]) -> Vec<&HttpRow> {
         let request = (r.method.as_deref(), r.uri.as_deref());
         let copy = r.retransmitted
             && if r.is_request {
-                last_request.get(&r.stream) == Some(&request)
+                last_request.get(&r.stream()) == Some(&request)
             } else {
-                r.request_in.is_none_or(|f| answered.contains(&f))
+                r.request_in().is_none_or(|f| answered.contains(&f))
             };
         if copy {
             continue;
         }
         if r.is_request {
-            last_request.insert(r.stream, request);
-        } else if let Some(f) = r.request_in
+            last_request.insert(r.stream(), request);
+        } else if let Some(f) = r.request_in()
             && !r.code.is_some_and(is_interim)
         {
             answered.insert(f);
@@ -212,21 +228,21 @@ pub fn early_answers(messages: &[&HttpRow]) -> BTreeMap<u64, u64> {
     let answered: std::collections::HashSet<u64> = messages
         .iter()
         .filter(|r| !r.is_request && !r.code.is_some_and(is_interim))
-        .filter_map(|r| r.request_in)
+        .filter_map(|r| r.request_in())
         .collect();
     let mut out = BTreeMap::new();
     // per stream, the final response still waiting for the request it answers
     let mut waiting: BTreeMap<u64, u64> = BTreeMap::new();
     for r in messages {
-        let Some(stream) = r.stream else { continue };
+        let Some(stream) = r.stream() else { continue };
         if r.is_request {
             if let Some(resp) = waiting.remove(&stream)
-                && !answered.contains(&r.frame)
+                && !answered.contains(&r.frame())
             {
-                out.insert(resp, r.frame);
+                out.insert(resp, r.frame());
             }
-        } else if r.request_in.is_none() && r.code.is_some_and(|c| !is_interim(c)) {
-            waiting.insert(stream, r.frame);
+        } else if r.request_in().is_none() && r.code.is_some_and(|c| !is_interim(c)) {
+            waiting.insert(stream, r.frame());
         }
     }
     out

@@ -6,9 +6,9 @@
 //! RTT, tshark's own `tcp.analysis.*` counts, SYN options of both sides, zero-window
 //! stalls, bytes in flight, gaps and ECN. Tools only read it.
 
+use arcstr::ArcStr;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 use crate::engine::Span;
 use crate::index::{Ctx, Interner, Part, SharedStrings};
@@ -208,16 +208,18 @@ pub struct EstimatedLoss {
 pub struct Stream {
     pub id: u64,
     /// Endpoint addresses and ports, index 0 = originator once finished.
-    pub addr: [Arc<str>; 2],
-    pub port: [u64; 2],
+    pub addr: [ArcStr; 2],
+    /// Narrow where tshark's values are (ports 16 bits; frames, packet counts and
+    /// windows 32): read through the accessors.
+    port: [u16; 2],
     pub first: f64,
     pub last: f64,
     /// The last packet's time before both sides had closed (FIN or RST): Zeek stops
     /// a connection's clock there, so its conn.log duration leaves out the final ACKs.
     pub open_until: f64,
-    pub first_frame: u64,
-    pub last_frame: u64,
-    pub packets: PerDir,
+    first_frame: u32,
+    last_frame: u32,
+    packets: [u32; 2],
     /// Frame bytes each way.
     pub bytes: PerDir,
     /// IP bytes each way (headers included), as Zeek's `*_ip_bytes`.
@@ -236,9 +238,9 @@ pub struct Stream {
     close: Option<Close>,
     /// SYN options of each side, packed (see [`pack_syn`]); 0 = no SYN seen.
     syn_opts: [u32; 2],
-    pub max_window: PerDir,
+    max_window: [u32; 2],
     pub max_gap: f64,
-    pub max_gap_after_frame: u64,
+    max_gap_after_frame: u32,
     /// The silence ended with a retransmission: a timeout (RTO) stall, not an idle app.
     pub max_gap_ended_by_retrans: bool,
     /// The previous inter-packet gap (NaN before the second packet).
@@ -263,6 +265,16 @@ pub const MAX_MESSAGES: usize = 256;
 /// `Option` of a struct holding one costs nothing extra.
 fn frame32(frame: u64) -> NonZeroU32 {
     NonZeroU32::new(u32::try_from(frame).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// A count or frame number tshark keeps in 32 bits (saturating, never wrapping).
+fn narrow(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A port: 16 bits on the wire.
+fn port16(p: u64) -> u16 {
+    u16::try_from(p).unwrap_or(u16::MAX)
 }
 
 /// A time that may not have come: NaN until it does, so that every difference with
@@ -462,16 +474,19 @@ pub struct StreamDetail {
     /// When the first SYN-ACK was seen.
     synack_time: Unseen,
     pub payload: PerDir,
-    pub data_segments: PerDir,
-    pub rtt_count: u64,
+    /// Counts in 32 bits (a stream's packets are fewer than tshark's 32-bit frame
+    /// numbers); read through the accessors.
+    data_segments: [u32; 2],
+    rtt_count: u32,
     pub rtt_sum: f64,
     pub rtt_min: f64,
     pub rtt_max: f64,
     pub rtt: RttSamples,
-    rtt_seen_dir: PerDir,
+    rtt_seen_dir: [u32; 2],
     /// Highest sequence number + length seen per direction.
     seq_end: PerDir,
-    pub max_segment: PerDir,
+    /// A segment's payload, at most 64 KiB (or a GRO/TSO super-segment, still < 4 GiB).
+    max_segment: [u32; 2],
     /// First and last data segment of each direction.
     pub data_first: [Option<At>; 2],
     pub data_last: [Option<At>; 2],
@@ -576,6 +591,21 @@ impl std::ops::Deref for StreamDetail {
 }
 
 impl StreamDetail {
+    /// Data-carrying segments each way.
+    pub fn data_segments(&self) -> PerDir {
+        self.data_segments.map(u64::from)
+    }
+
+    /// RTT samples (tshark's `tcp.analysis.ack_rtt`), both ways.
+    pub fn rtt_count(&self) -> u64 {
+        u64::from(self.rtt_count)
+    }
+
+    /// The largest segment payload each way.
+    pub fn max_segment(&self) -> PerDir {
+        self.max_segment.map(u64::from)
+    }
+
     /// The events, allocated on the first: call it only where an event happens.
     fn events_mut(&mut self) -> &mut StreamEvents {
         self.events.get_or_insert_with(Default::default)
@@ -650,6 +680,33 @@ fn unpack_syn(v: u32) -> Option<SynOptions> {
 }
 
 impl Stream {
+    pub fn port(&self) -> [u64; 2] {
+        self.port.map(u64::from)
+    }
+
+    pub fn first_frame(&self) -> u64 {
+        u64::from(self.first_frame)
+    }
+
+    pub fn last_frame(&self) -> u64 {
+        u64::from(self.last_frame)
+    }
+
+    /// Packets each way.
+    pub fn packets(&self) -> PerDir {
+        self.packets.map(u64::from)
+    }
+
+    /// The largest window each side advertised, scaled.
+    pub fn max_window(&self) -> PerDir {
+        self.max_window.map(u64::from)
+    }
+
+    /// The frame that ended the longest silence.
+    pub fn max_gap_after_frame(&self) -> u64 {
+        u64::from(self.max_gap_after_frame)
+    }
+
     /// The originator's first SYN.
     pub fn syn_frame(&self) -> Option<u64> {
         self.syn_frame.map(|f| u64::from(f.get()))
@@ -670,11 +727,11 @@ impl Stream {
         Self {
             id,
             addr: [hosts.one(&p.src), hosts.one(&p.dst)],
-            port: [p.sport, p.dport],
+            port: [port16(p.sport), port16(p.dport)],
             first: p.time,
             last: p.time,
             open_until: p.time,
-            first_frame: p.frame,
+            first_frame: narrow(p.frame),
             last_gap: f64::NAN,
             syn_time: f64::NAN,
             ..Default::default()
@@ -700,7 +757,7 @@ impl Stream {
         let loss_resend = p.retrans && !p.spurious && p.flags & FIN == 0;
         let dd = self.detail_mut();
         let seen_end = dd.seq_end[d];
-        dd.max_segment[d] = dd.max_segment[d].max(p.payload);
+        dd.max_segment[d] = dd.max_segment[d].max(narrow(p.payload));
         if p.lost_segment && seq > seen_end {
             let ev = dd.events_mut();
             ev.gap_bytes[d] += seq - seen_end;
@@ -842,7 +899,7 @@ impl Stream {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        crate::report::endpoint(&self.addr[i], Some(self.port[i]))
+        crate::report::endpoint(&self.addr[i], Some(self.port()[i]))
     }
 
     /// The connection's Community ID (joins Zeek's, Suricata's and Arkime's records).
@@ -851,8 +908,8 @@ impl Stream {
             &self.addr[0],
             &self.addr[1],
             6,
-            u16::try_from(self.port[0]).ok(),
-            u16::try_from(self.port[1]).ok(),
+            Some(self.port[0]),
+            Some(self.port[1]),
         )
     }
 
@@ -900,7 +957,7 @@ impl Stream {
         if self.max_segment[d] == 0 {
             return holes;
         }
-        self.gap_bytes[d].div_ceil(self.max_segment[d]).max(holes)
+        self.gap_bytes[d].div_ceil(self.max_segment()[d]).max(holes)
     }
 
     /// The one loss estimate of a direction: segments lost before the capture point
@@ -935,7 +992,7 @@ impl Stream {
     }
 
     pub fn data_segment_count(&self) -> u64 {
-        self.data_segments[0] + self.data_segments[1]
+        self.data_segments().iter().sum()
     }
 
     pub fn sorted_rtts(&self) -> Vec<f64> {
@@ -969,7 +1026,7 @@ impl Stream {
     }
 
     fn add(&mut self, p: &TcpRow, g: &mut Globals) {
-        let d = if *p.src == *self.addr[0] && p.sport == self.port[0] {
+        let d = if *p.src == *self.addr[0] && p.sport == u64::from(self.port[0]) {
             0
         } else {
             1
@@ -1015,7 +1072,7 @@ impl Stream {
         if !(closed(0) && closed(1)) {
             self.open_until = self.open_until.max(p.time);
         }
-        self.last_frame = p.frame;
+        self.last_frame = narrow(p.frame);
         self.packets[d] += 1;
         self.bytes[d] += p.len;
         self.ip_bytes[d] += p.ip_len;
@@ -1122,7 +1179,7 @@ impl Stream {
         if let Some(w) = p.window
             && f & RST == 0
         {
-            self.max_window[d] = self.max_window[d].max(w);
+            self.max_window[d] = self.max_window[d].max(narrow(w));
             if w > 0
                 && self.zw_open[d].is_some()
                 && let Some((t0, _)) = self.detail_mut().events_mut().zw_open[d].take()
@@ -1209,7 +1266,8 @@ impl Stream {
             // an ACK from side d times the data side 1-d sent
             dd.rtt_seen_dir[1 - d] += 1;
             let seen = dd.rtt_seen_dir[1 - d];
-            dd.rtt.add(1 - d, rtt, dd.rtt_count, seen, p.frame);
+            dd.rtt
+                .add(1 - d, rtt, dd.rtt_count(), u64::from(seen), p.frame);
             g.rtt_seen += 1;
             reservoir(
                 &mut g.rtt_samples,
@@ -1292,14 +1350,11 @@ impl Stream {
     fn swap(&mut self) {
         self.addr.swap(0, 1);
         self.port.swap(0, 1);
-        for a in [
-            &mut self.packets,
-            &mut self.bytes,
-            &mut self.ip_bytes,
-            &mut self.max_window,
-        ] {
+        for a in [&mut self.bytes, &mut self.ip_bytes] {
             a.swap(0, 1);
         }
+        self.packets.swap(0, 1);
+        self.max_window.swap(0, 1);
         self.syn.swap(0, 1);
         self.synack.swap(0, 1);
         self.fin.swap(0, 1);
@@ -1312,12 +1367,12 @@ impl Stream {
         let Some(dd) = self.detail.as_deref_mut() else {
             return;
         };
+        for a in [&mut dd.payload, &mut dd.seq_end, &mut dd.max_in_flight] {
+            a.swap(0, 1);
+        }
         for a in [
-            &mut dd.payload,
             &mut dd.data_segments,
-            &mut dd.seq_end,
             &mut dd.max_segment,
-            &mut dd.max_in_flight,
             &mut dd.rtt_seen_dir,
         ] {
             a.swap(0, 1);

@@ -4,22 +4,23 @@
 //! times them (network latency, application response times, slowness), so they time
 //! the same exchanges the same way.
 
-use std::sync::Arc;
+use arcstr::ArcStr;
 
 use crate::index::{Kept, col, has_any};
 use crate::tshark::fields::{FromRow, Row};
 
 #[derive(Debug, Clone)]
 pub struct TimingRow {
-    pub frame: u64,
+    /// In 32 bits as tshark holds them; read through the accessors.
+    frame: u32,
     pub time: f64,
-    pub stream: Option<u64>,
+    stream: Option<u32>,
     /// The sender of this frame (the answering server), innermost header.
-    pub src: Arc<str>,
+    pub src: ArcStr,
     pub sport: Option<u16>,
     /// Seconds from the query to this answer.
     pub dns_time: Option<f64>,
-    pub dns_name: Option<Arc<str>>,
+    pub dns_name: Option<ArcStr>,
     /// Seconds from the request to this response.
     pub http_time: Option<f64>,
     /// The URI of the request this response answers.
@@ -31,6 +32,15 @@ pub struct TimingRow {
 }
 
 impl TimingRow {
+    pub fn frame(&self) -> u64 {
+        u64::from(self.frame)
+    }
+
+    /// tshark's `tcp.stream`.
+    pub fn stream(&self) -> Option<u64> {
+        self.stream.map(u64::from)
+    }
+
     /// An application exchange (DNS, HTTP, a TLS hello), not an ICMP echo.
     pub fn is_application(&self) -> bool {
         self.dns_time.is_some()
@@ -78,13 +88,13 @@ impl FromRow for TimingRow {
 
     fn from_row(r: &Row<'_>) -> Option<Self> {
         Some(Self {
-            frame: r.u64(0)?,
+            frame: r.u32(0)?,
             time: r.f64(1).unwrap_or(0.0),
-            stream: r.u64(2),
-            src: Arc::from(r.innermost_addr(3, 4)),
+            stream: r.u32(2),
+            src: ArcStr::from(r.innermost_addr(3, 4)),
             sport: r.u64(5).or_else(|| r.u64(6)).map(|p| p as u16),
             dns_time: r.f64(7),
-            dns_name: r.first(8).map(Arc::from),
+            dns_name: r.first(8).map(ArcStr::from),
             http_time: r.f64(9),
             uri: r.first(10).map(Box::from),
             icmp_time: r.f64(11).or_else(|| r.f64(12)).map(|v| v / 1000.0),

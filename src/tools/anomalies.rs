@@ -2,8 +2,8 @@
 //! impossible TCP flag sets, IP fragment problems, TTL oddities, and protocols on ports
 //! that belong to another protocol. One pass over every frame in scope.
 
+use arcstr::ArcStr;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -358,9 +358,9 @@ impl Group {
 #[derive(Clone)]
 struct StreamSeen {
     transport: &'static str,
-    client: (Arc<str>, u64),
-    server: (Arc<str>, u64),
-    protocol: Option<Arc<str>>,
+    client: (ArcStr, u64),
+    server: (ArcStr, u64),
+    protocol: Option<ArcStr>,
     payload: u64,
     first_frame: u64,
 }
@@ -417,7 +417,7 @@ pub struct AnomalyState {
     /// the stream is settled: it carried the protocol its port is registered for, so
     /// it can never be a mismatch and is no longer in `streams`
     stream_starts: Keyed<(bool, u64), (u64, Option<u64>, bool)>,
-    ttls: Keyed<Arc<str>, Ttls>,
+    ttls: Keyed<ArcStr, Ttls>,
     datagrams: BTreeMap<String, (Vec<u64>, bool)>,
 }
 

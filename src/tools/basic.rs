@@ -2,10 +2,10 @@
 //! the protocol hierarchy, conversations, endpoints, expert counts and the symptoms
 //! that point to a specialised tool.
 
+use arcstr::ArcStr;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Arc;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -275,7 +275,7 @@ fn conv_community_id(c: &ConvAcc) -> Option<String> {
 /// its port. Written as `addr:port` only for the rows shown.
 #[derive(Default)]
 struct Side {
-    addr: Arc<str>,
+    addr: ArcStr,
     port: Option<u64>,
 }
 
@@ -325,7 +325,7 @@ pub struct Overview {
     hierarchy: Keyed<String, (u64, u64)>,
     totals: Keyed<String, (u64, u64)>,
     convs: Keyed<String, ConvAcc>,
-    eps: Keyed<Arc<str>, EpAcc>,
+    eps: Keyed<ArcStr, EpAcc>,
     expert: ExpertCounts,
     truncated: Symptom,
     tcp_packets: u64,
@@ -621,7 +621,7 @@ async fn overview(mut a: Analysis, p: AnalyzePcapParams) -> Result<Report<PcapOv
         community_id: conv_community_id(c),
     });
 
-    let mut eps: Vec<(&Arc<str>, &EpAcc)> = acc.eps.iter().collect();
+    let mut eps: Vec<(&ArcStr, &EpAcc)> = acc.eps.iter().collect();
     eps.sort_by(|(xa, x), (ya, y)| (y.tx.1 + y.rx.1).cmp(&(x.tx.1 + x.rx.1)).then(xa.cmp(ya)));
     let (o, l) = table_for(AnalysisType::Endpoints);
     let endpoints = Table::page_map(eps, o, l, |(addr, e)| Endpoint {

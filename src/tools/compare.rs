@@ -166,8 +166,8 @@ async fn facts(a: &mut Analysis) -> Result<SideFacts, String> {
         .streams
         .iter()
         .map(|s| {
-            let x = (s.addr[0].to_string(), s.port[0]);
-            let y = (s.addr[1].to_string(), s.port[1]);
+            let x = (s.addr[0].to_string(), s.port()[0]);
+            let y = (s.addr[1].to_string(), s.port()[1]);
             let (l, h) = if x <= y { (x, y) } else { (y, x) };
             (l.0, l.1, h.0, h.1)
         })

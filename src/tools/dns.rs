@@ -151,7 +151,7 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
             continue;
         }
         if r.response {
-            if let Some(q) = r.response_to {
+            if let Some(q) = r.response_to() {
                 // an answer to a retry answers the question its first query asked
                 if let Some(first) = retries.answer(q) {
                     responses.entry(first).or_insert_with(|| r.clone());
@@ -161,7 +161,7 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         } else {
             let mut r = r;
             if let Some(k) = r.question
-                && retries.query(r.frame, k).is_some()
+                && retries.query(r.frame(), k).is_some()
             {
                 r.retransmission = true;
             }
@@ -184,8 +184,8 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         *names.entry(name.clone()).or_default() += 1;
         retrans += u64::from(q.retransmission);
         tcp_queries += u64::from(q.tcp);
-        hints.add(&name, q.qtype.map(u64::from), q.frame);
-        let r = responses.get(&q.frame);
+        hints.add(&name, q.qtype.map(u64::from), q.frame());
+        let r = responses.get(&q.frame());
         let res = resolvers.entry(q.dst.to_string()).or_default();
         res.0 += u64::from(crate::definitions::dns_query_counts(q.retransmission));
         let rcode = r.and_then(|r| r.rcode);
@@ -223,8 +223,8 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
             problems.push((
                 rank,
                 DnsTransaction {
-                    query_frame: q.frame,
-                    response_frame: r.map(|r| r.frame),
+                    query_frame: q.frame(),
+                    response_frame: r.map(|r| r.frame()),
                     time: rfc3339(q.time),
                     client: q.src.to_string(),
                     resolver: q.dst.to_string(),
@@ -235,8 +235,8 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
                     truncated: r.is_some_and(|r| r.truncated),
                     over_tcp: q.tcp,
                     display_filter: match r {
-                        Some(r) => format!("frame.number in {{{},{}}}", q.frame, r.frame),
-                        None => format!("frame.number == {}", q.frame),
+                        Some(r) => format!("frame.number in {{{},{}}}", q.frame(), r.frame()),
+                        None => format!("frame.number == {}", q.frame()),
                     },
                     community_id: crate::model::flow::community_id(
                         &q.src,
@@ -330,7 +330,7 @@ pub(crate) async fn dns(mut a: Analysis, p: DnsParams) -> Result<Report<DnsRepor
         let frames: Vec<u64> = queries
             .iter()
             .filter(|q| q.retransmission)
-            .map(|q| q.frame)
+            .map(|q| q.frame())
             .take(20)
             .collect();
         let list = frames
@@ -459,7 +459,7 @@ pub async fn events(
 ) -> Result<Vec<crate::analysis::events::Event>, String> {
     let kept = a.part::<crate::index::Rows<DnsRow>>().await?;
     let answered: std::collections::HashSet<u64> =
-        kept.0.iter().filter_map(|r| r.response_to).collect();
+        kept.0.iter().filter_map(|r| r.response_to()).collect();
     let mut out = Vec::new();
     for r in &kept.0 {
         let name = || {
@@ -469,7 +469,7 @@ pub async fn events(
                 .unwrap_or_else(|| "?".into())
         };
         let qtype = || r.qtype.map(qtype_name).unwrap_or_default();
-        let filter = || format!("frame.number == {}", r.frame);
+        let filter = || format!("frame.number == {}", r.frame());
         let event = if r.response {
             let rcode = r.rcode.unwrap_or(0);
             let weight = match rcode {
@@ -477,7 +477,7 @@ pub async fn events(
                 3 => 1,
                 _ => 3,
             };
-            q.event((r.time, r.frame), "dns", weight, || {
+            q.event((r.time, r.frame()), "dns", weight, || {
                 (
                     format!(
                         "DNS {} {} answered by {} -> {}",
@@ -491,8 +491,8 @@ pub async fn events(
                     filter(),
                 )
             })
-        } else if !answered.contains(&r.frame) && !r.retransmission {
-            q.event((r.time, r.frame), "dns", 2, || {
+        } else if !answered.contains(&r.frame()) && !r.retransmission {
+            q.event((r.time, r.frame()), "dns", 2, || {
                 (
                     format!("DNS {} {} to {} unanswered", qtype(), name(), r.dst).into(),
                     None,

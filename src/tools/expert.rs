@@ -431,7 +431,7 @@ pub async fn events(
     ];
     // once per kind of message, not per occurrence: whether the TCP view tells it,
     // and its sentence, which every occurrence shares
-    let kinds: Vec<Option<(u32, std::sync::Arc<str>)>> = x
+    let kinds: Vec<Option<(u32, arcstr::ArcStr)>> = x
         .kinds
         .iter()
         .map(|(sev, msg)| {

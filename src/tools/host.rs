@@ -450,16 +450,16 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
     for s in &tcp.streams {
         let bytes = s.bytes[0] + s.bytes[1];
         let answered = s.synack[1] as u64;
-        if ours.contains(s.addr[1].as_ref()) && (s.syn[0] || s.synack[1]) {
-            let e = offered.entry(s.port[1]).or_default();
-            e.0.insert(s.addr[0].as_ref());
+        if ours.contains(s.addr[1].as_str()) && (s.syn[0] || s.synack[1]) {
+            let e = offered.entry(s.port()[1]).or_default();
+            e.0.insert(s.addr[0].as_str());
             e.1 += s.syn[0] as u64;
             e.2 += answered;
             e.3 += bytes;
         }
-        if ours.contains(s.addr[0].as_ref()) && s.syn[0] {
+        if ours.contains(s.addr[0].as_str()) && s.syn[0] {
             opened += 1;
-            let e = used.entry((s.addr[1].as_ref(), s.port[1])).or_default();
+            let e = used.entry((s.addr[1].as_str(), s.port()[1])).or_default();
             e.0 += 1;
             e.1 += answered;
             e.2 += bytes;

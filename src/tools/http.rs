@@ -107,7 +107,7 @@ pub struct HttpRequests {
 }
 
 /// The endpoint, or "?" when tshark gave no address.
-fn endpoint(addr: &Option<std::sync::Arc<str>>, port: Option<u16>) -> String {
+fn endpoint(addr: &Option<arcstr::ArcStr>, port: Option<u16>) -> String {
     addr.as_deref()
         .map(|a| crate::report::endpoint(a, port.map(u64::from)))
         .unwrap_or_else(|| "?".into())
@@ -184,13 +184,13 @@ impl Exchange<'_> {
         self.req.or(self.resp).expect("an exchange has a message")
     }
     fn frame(&self) -> u64 {
-        self.first().frame
+        self.first().frame()
     }
     fn status(&self) -> Option<u16> {
         self.resp.and_then(|r| r.code)
     }
     fn response_frame(&self) -> Option<u64> {
-        self.resp.map(|r| r.frame)
+        self.resp.map(|r| r.frame())
     }
     fn method(&self) -> &str {
         self.req.and_then(|r| r.method.as_deref()).unwrap_or("")
@@ -221,9 +221,9 @@ impl Exchange<'_> {
         let r = self.first();
         let resp = self.resp;
         HttpTransaction {
-            frame: r.frame,
+            frame: r.frame(),
             time: self.time(),
-            stream: r.stream,
+            stream: r.stream(),
             client: self.end(false),
             server: self.server(),
             method: self.method().to_string(),
@@ -255,7 +255,7 @@ fn pair(rows: &[HttpRow]) -> (Vec<Exchange<'_>>, u64) {
     let mut orphans = 0u64;
     for r in messages {
         if r.is_request {
-            index.insert(r.frame, out.len());
+            index.insert(r.frame(), out.len());
             out.push(Exchange {
                 req: Some(r),
                 resp: None,
@@ -266,7 +266,7 @@ fn pair(rows: &[HttpRow]) -> (Vec<Exchange<'_>>, u64) {
             // an interim 1xx (100 Continue) precedes the real answer: not a response of
             // its own; a second final response to one request gets its own row
             match r
-                .request_in
+                .request_in()
                 .and_then(|f| index.get(&f))
                 .filter(|&&i| out[i].resp.is_none())
             {
@@ -276,8 +276,8 @@ fn pair(rows: &[HttpRow]) -> (Vec<Exchange<'_>>, u64) {
                 }
                 // A response whose request tshark did not parse (malformed, or before
                 // the capture started) still tells what the server said.
-                None if early.contains_key(&r.frame) => {
-                    early_rows.insert(r.frame, r);
+                None if early.contains_key(&r.frame()) => {
+                    early_rows.insert(r.frame(), r);
                 }
                 None => {
                     orphans += 1;
@@ -488,7 +488,7 @@ fn http_findings(requests: &[Exchange], sorted_times: &[f64]) -> Vec<Finding> {
                     .collect(),
                 streams: ts
                     .iter()
-                    .filter_map(|t| t.first().stream)
+                    .filter_map(|t| t.first().stream())
                     .take(10)
                     .collect(),
                 endpoints: ts.iter().map(|t| t.server()).take(3).collect(),
@@ -555,7 +555,7 @@ fn http_findings(requests: &[Exchange], sorted_times: &[f64]) -> Vec<Finding> {
                     frames,
                     streams: slow
                         .iter()
-                        .filter_map(|t| t.first().stream)
+                        .filter_map(|t| t.first().stream())
                         .take(10)
                         .collect(),
                     time: Some(worst.time()),
@@ -578,7 +578,7 @@ fn http_findings(requests: &[Exchange], sorted_times: &[f64]) -> Vec<Finding> {
                 frames: unanswered.iter().take(10).map(|t| t.frame()).collect(),
                 streams: unanswered
                     .iter()
-                    .filter_map(|t| t.first().stream)
+                    .filter_map(|t| t.first().stream())
                     .take(10)
                     .collect(),
                 display_filter: "http.request && !http.response_in".into(),
@@ -599,19 +599,19 @@ pub async fn events(
     let answers: std::collections::HashMap<u64, &HttpRow> = rows
         .iter()
         .filter(|r| !r.is_request)
-        .filter_map(|r| Some((r.request_in?, *r)))
+        .filter_map(|r| Some((r.request_in()?, *r)))
         .collect();
     let mut out = Vec::new();
     for r in rows.iter().filter(|r| r.is_request) {
         let Some(time) = r.time else { continue };
-        let answer = answers.get(&r.frame);
+        let answer = answers.get(&r.frame());
         let weight = match answer.map(|resp| resp.code.unwrap_or(0)) {
             Some(500..) => 3,
             Some(400..) => 1,
             Some(_) => 0,
             None => 2,
         };
-        out.extend(q.event((time, r.frame), "http", weight, || {
+        out.extend(q.event((time, r.frame()), "http", weight, || {
             let target: String = format!(
                 "{}{}",
                 r.host.as_deref().unwrap_or(""),
@@ -626,12 +626,12 @@ pub async fn events(
                     format!("HTTP {method} {target} -> {}", resp.code.unwrap_or(0)).into(),
                     resp.time_since_request
                         .map(|t| format!("{:.1} ms", t * 1000.0)),
-                    format!("frame.number in {{{},{}}}", r.frame, resp.frame),
+                    format!("frame.number in {{{},{}}}", r.frame(), resp.frame()),
                 ),
                 None => (
                     format!("HTTP {method} {target} unanswered").into(),
                     None,
-                    format!("frame.number == {}", r.frame),
+                    format!("frame.number == {}", r.frame()),
                 ),
             }
         }));

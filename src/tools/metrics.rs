@@ -159,10 +159,10 @@ async fn response_times(
                     "dns",
                     r.src.to_string(),
                     t,
-                    r.frame,
+                    r.frame(),
                     r.time,
                     r.dns_name.as_deref().unwrap_or_default().to_string(),
-                    format!("frame.number == {}", r.frame),
+                    format!("frame.number == {}", r.frame()),
                 );
             }
             if let (Some(t), true) = (r.http_time, want(AppProtocol::Http)) {
@@ -170,13 +170,13 @@ async fn response_times(
                     "http",
                     endpoint(&r.src, r.sport.map(u64::from)),
                     t,
-                    r.frame,
+                    r.frame(),
                     r.time,
                     r.uri.as_deref().unwrap_or_default().to_string(),
-                    format!("frame.number == {}", r.frame),
+                    format!("frame.number == {}", r.frame()),
                 );
             }
-            if let (Some(s), true) = (r.stream, want(AppProtocol::Tls)) {
+            if let (Some(s), true) = (r.stream(), want(AppProtocol::Tls)) {
                 if r.client_hello {
                     hello.entry(s).or_insert(r.time);
                 }
@@ -187,7 +187,7 @@ async fn response_times(
                         "tls",
                         endpoint(&r.src, r.sport.map(u64::from)),
                         r.time - t0,
-                        r.frame,
+                        r.frame(),
                         r.time,
                         format!("tcp.stream {s}"),
                         format!("tcp.stream == {s} && tls.handshake"),

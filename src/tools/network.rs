@@ -447,13 +447,13 @@ pub(crate) async fn mtu_fragmentation(
                 && retrans >= 3
                 && s.rto_stall_total >= 1.0
                 && avg >= BLACK_HOLE_MIN_SEGMENT
-                && avg * 10 >= s.max_segment[d] * 9
+                && avg * 10 >= s.max_segment()[d] * 9
             {
                 black_holes.push(BlackHoleSuspect {
                     stream: s.id,
                     sender: s.endpoint(d),
                     receiver: s.endpoint(1 - d),
-                    largest_segment: s.max_segment[d],
+                    largest_segment: s.max_segment()[d],
                     retransmissions: retrans,
                     avg_retransmitted_bytes: avg,
                     timeout_stall_s: (s.rto_stall_total * 1000.0).round() / 1000.0,

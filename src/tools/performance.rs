@@ -297,7 +297,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
             dns.push(t);
             samples.push((
                 "dns",
-                r.frame,
+                r.frame(),
                 t,
                 r.dns_name.as_deref().unwrap_or_default().to_string(),
             ));
@@ -306,18 +306,18 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
             http.push(t);
             samples.push((
                 "http",
-                r.frame,
+                r.frame(),
                 t,
                 r.uri.as_deref().unwrap_or_default().to_string(),
             ));
         }
         if let Some(t) = r.icmp_time {
             icmp.push(t);
-            samples.push(("icmp-echo", r.frame, t, String::new()));
+            samples.push(("icmp-echo", r.frame(), t, String::new()));
         }
-        if let Some(s) = r.stream {
+        if let Some(s) = r.stream() {
             if r.client_hello {
-                hello.entry(s).or_insert((r.time, r.frame));
+                hello.entry(s).or_insert((r.time, r.frame()));
             }
             if r.server_hello
                 && let Some((t0, _)) = hello.remove(&s)
@@ -325,7 +325,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
                 tls.push(r.time - t0);
                 samples.push((
                     "tls-handshake",
-                    r.frame,
+                    r.frame(),
                     r.time - t0,
                     format!("tcp.stream {s}"),
                 ));
@@ -375,10 +375,10 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
         handshake_rtt_ms: s.handshake_rtt().map(ms),
         ack_rtt: {
             let mut d = Distribution::of(s.rtt.all().to_vec());
-            d.count = s.rtt_count;
-            d.min_ms = (s.rtt_count > 0).then(|| ms(s.rtt_min));
-            d.max_ms = (s.rtt_count > 0).then(|| ms(s.rtt_max));
-            d.mean_ms = (s.rtt_count > 0).then(|| ms(s.rtt_sum / s.rtt_count as f64));
+            d.count = s.rtt_count();
+            d.min_ms = (s.rtt_count() > 0).then(|| ms(s.rtt_min));
+            d.max_ms = (s.rtt_count() > 0).then(|| ms(s.rtt_max));
+            d.mean_ms = (s.rtt_count() > 0).then(|| ms(s.rtt_sum / s.rtt_count() as f64));
             d
         },
         display_filter: s.filter(Some("tcp.analysis.ack_rtt")),
@@ -386,7 +386,7 @@ async fn latency(mut a: Analysis, p: TcpParams) -> Result<Report<Latency>, Strin
     let mut conns: Vec<(&crate::model::tcp::Stream, f64)> = m
         .streams
         .iter()
-        .filter(|s| s.handshake_rtt().is_some() || s.rtt_count > 0)
+        .filter(|s| s.handshake_rtt().is_some() || s.rtt_count() > 0)
         .map(|s| {
             let p95 = Distribution::of(s.rtt.all().to_vec()).p95_ms;
             (s, p95.or(s.handshake_rtt().map(ms)).unwrap_or(0.0))
@@ -641,7 +641,7 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
         .collect();
     let mut http_of: HashMap<u64, Vec<&HttpRow>> = HashMap::new();
     for r in distinct_messages(&http.0) {
-        if let Some(st) = r.stream {
+        if let Some(st) = r.stream() {
             http_of.entry(st).or_default().push(r);
         }
     }
@@ -695,7 +695,7 @@ pub(crate) async fn slowness(mut a: Analysis, p: SlowParams) -> Result<Report<Sl
         .filter_map(|r| {
             let t = r.dns_time.filter(|t| *t >= threshold)?;
             Some(SlowDns {
-                frame: r.frame,
+                frame: r.frame(),
                 name: crate::index::owned(&r.dns_name),
                 response_time_ms: round(t * 1000.0, 3),
             })

@@ -176,7 +176,7 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
         spurious_retransmissions: m.total(|s| sum2(s.spurious)),
         lost_segments: m.total(|s| sum2(s.lost_segment)),
         duplicate_acks: m.total(|s| sum2(s.dup_ack)),
-        data_segments: m.total(|s| sum2(s.data_segments)),
+        data_segments: m.total(|s| sum2(s.data_segments())),
         data_retransmissions: m.total(|s| sum2(s.retrans_data)),
         loss_retransmissions: m.loss_rate().0,
         resent_marked_out_of_order: m.total(|s| sum2(s.resent_unflagged)),
@@ -330,7 +330,7 @@ pub(crate) fn retransmissions(m: &TcpModel, p: &TcpParams) -> Reduced<Retransmis
             fast_retransmissions: s.fast_retrans[0] + s.fast_retrans[1],
             spurious_retransmissions: s.spurious[0] + s.spurious[1],
             lost_segments: s.lost_segment[0] + s.lost_segment[1],
-            data_segments: s.data_segments[0] + s.data_segments[1],
+            data_segments: s.data_segments()[0] + s.data_segments()[1],
             retransmission_rate_pct: pct(s.loss_retransmissions(), s.data_segment_count()),
             display_filter: s.filter(Some("tcp.analysis.retransmission")),
             sample_frames: s.sample_frames("retransmission"),
@@ -584,8 +584,8 @@ impl WindowFacts {
         let observed_s2c = rate_bps(s.payload[1], dur);
         let observed_c2s = rate_bps(s.payload[0], dur);
         // the window the client advertises limits what the server sends, and vice versa
-        let limit_s2c = rtt.map(|r| round(s.max_window[0] as f64 * 8.0 / r, 1));
-        let limit_c2s = rtt.map(|r| round(s.max_window[1] as f64 * 8.0 / r, 1));
+        let limit_s2c = rtt.map(|r| round(s.max_window()[0] as f64 * 8.0 / r, 1));
+        let limit_c2s = rtt.map(|r| round(s.max_window()[1] as f64 * 8.0 / r, 1));
         // window-limited when the data rate reaches window/RTT: a bigger window would go
         // faster. A sender that keeps filling a window whose ceiling is far above the
         // rate is waiting on a slow reader instead (a single window-full is no pattern).
@@ -598,8 +598,8 @@ impl WindowFacts {
         let ceiling_c2s = at_ceiling(observed_c2s, limit_c2s, s.payload[0]);
         // a receiver that closed its window to zero is the slowest reader of all
         let slow_reader = !(ceiling_s2c || ceiling_c2s)
-            && (filling(s.payload[1], s.window_full[1], s.data_segments[1])
-                || filling(s.payload[0], s.window_full[0], s.data_segments[0])
+            && (filling(s.payload[1], s.window_full[1], s.data_segments()[1])
+                || filling(s.payload[0], s.window_full[0], s.data_segments()[0])
                 || s.zero_window != [0, 0]);
         Self {
             scaling,
@@ -630,7 +630,7 @@ impl WindowFacts {
         Some(format!(
             "{} advertised at most {} bytes",
             s.endpoint(side),
-            s.max_window[side]
+            s.max_window()[side]
         ))
     }
 
@@ -643,8 +643,8 @@ impl WindowFacts {
             client_syn: s.options(0),
             server_syn: s.options(1),
             scaling: self.scaling.into(),
-            max_window_client_bytes: s.max_window[0],
-            max_window_server_bytes: s.max_window[1],
+            max_window_client_bytes: s.max_window()[0],
+            max_window_server_bytes: s.max_window()[1],
             rtt_ms: self.rtt.map(ms),
             window_limit_server_to_client_bps: self.limit_s2c,
             window_limit_client_to_server_bps: self.limit_c2s,
@@ -837,7 +837,7 @@ pub(crate) fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
         longest_dup_ack_chain: s.max_dup_chain,
         keep_alives: s.keep_alive[0] + s.keep_alive[1],
         max_gap_s: round(s.max_gap, 6),
-        max_gap_after_frame: s.max_gap_after_frame,
+        max_gap_after_frame: s.max_gap_after_frame(),
         jitter_ms: ms(s.jitter),
         display_filter: s.filter(Some(
             "(tcp.analysis.out_of_order || tcp.analysis.duplicate_ack || tcp.analysis.keep_alive)",
@@ -910,23 +910,23 @@ pub(crate) fn timing(m: &TcpModel, p: &TcpParams) -> Reduced<TimingIssues> {
             if rto {
                 format!(
                     "After frame {} nothing was sent for {:.2} s and then a segment was retransmitted: a retransmission timeout stalled the transfer (RTT {:.1} ms).",
-                    s.max_gap_after_frame,
+                    s.max_gap_after_frame(),
                     s.max_gap,
                     stream_rtt(s).map(ms).unwrap_or(0.0)
                 )
             } else {
                 format!(
                     "After frame {} nothing was sent either way for {:.2} s (RTT {:.1} ms): the application paused (server think time, a slow backend, a user at a prompt); a problem only if someone was waiting.",
-                    s.max_gap_after_frame,
+                    s.max_gap_after_frame(),
                     s.max_gap,
                     stream_rtt(s).map(ms).unwrap_or(0.0)
                 )
             },
             Evidence {
-                frames: vec![s.max_gap_after_frame],
+                frames: vec![s.max_gap_after_frame()],
                 streams: vec![s.id],
                 endpoints: vec![s.endpoint(0), s.endpoint(1)],
-                display_filter: format!("tcp.stream == {} && frame.number >= {}", s.id, s.max_gap_after_frame),
+                display_filter: format!("tcp.stream == {} && frame.number >= {}", s.id, s.max_gap_after_frame()),
                 ..Default::default()
             },
         ));
@@ -1288,8 +1288,8 @@ pub(crate) fn lifecycle(m: &TcpModel, p: &TcpParams) -> Reduced<Lifecycles> {
                 closed_by: closed_by.into(),
                 close_kind: kind.into(),
                 close_frame: frame,
-                packets_client_to_server: s.packets[0],
-                packets_server_to_client: s.packets[1],
+                packets_client_to_server: s.packets()[0],
+                packets_server_to_client: s.packets()[1],
                 bytes_client_to_server: s.bytes[0],
                 bytes_server_to_client: s.bytes[1],
                 display_filter: s.filter(None),

@@ -292,7 +292,7 @@ fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
             {
                 return None;
             }
-            let ports: BTreeSet<u64> = streams.iter().map(|s| s.port[1]).collect();
+            let ports: BTreeSet<u64> = streams.iter().map(|s| s.port()[1]).collect();
             if ports.len() > 10 {
                 return None; // many ports per host: the port-scan check's business
             }
@@ -325,13 +325,13 @@ fn host_sweeps(m: &TcpModel, scanners: &BTreeSet<String>) -> Vec<HostSweep> {
 
 /// The originator sent nothing but its SYN (and retransmissions of it).
 fn syn_only(s: &Stream) -> bool {
-    s.syn[0] && s.payload == [0, 0] && s.packets[0] <= 1 + s.retrans[0] && !s.fin[0]
+    s.syn[0] && s.payload == [0, 0] && s.packets()[0] <= 1 + s.retrans[0] && !s.fin[0]
 }
 
 fn syn_floods(m: &TcpModel) -> Vec<SynFlood> {
     let mut by: BTreeMap<(&str, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| syn_only(s)) {
-        by.entry((s.addr[1].as_ref(), s.port[1]))
+        by.entry((s.addr[1].as_ref(), s.port()[1]))
             .or_default()
             .push(s);
     }
@@ -376,8 +376,8 @@ fn brute_force(
 ) -> Vec<BruteForce> {
     let mut by: BTreeMap<(String, String, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.synack[1]) {
-        if AUTH_PORTS.iter().any(|(p, _)| *p == s.port[1]) {
-            by.entry((s.addr[0].to_string(), s.addr[1].to_string(), s.port[1]))
+        if AUTH_PORTS.iter().any(|(p, _)| *p == s.port()[1]) {
+            by.entry((s.addr[0].to_string(), s.addr[1].to_string(), s.port()[1]))
                 .or_default()
                 .push(s);
         }
@@ -465,7 +465,7 @@ fn periodic(times: &mut [f64]) -> Option<(f64, f64)> {
 fn beacons(m: &TcpModel, dns: &BTreeMap<(String, String), Vec<(f64, u64)>>) -> Vec<Beacon> {
     let mut by: BTreeMap<(&str, &str, u64), Vec<&Stream>> = BTreeMap::new();
     for s in m.streams.iter().filter(|s| s.syn[0]) {
-        by.entry((s.addr[0].as_ref(), s.addr[1].as_ref(), s.port[1]))
+        by.entry((s.addr[0].as_ref(), s.addr[1].as_ref(), s.port()[1]))
             .or_default()
             .push(s);
     }

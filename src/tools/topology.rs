@@ -4,8 +4,8 @@
 //! SYN-ACKs and answers), the main edges of the conversation graph, and a Mermaid
 //! diagram of the top of that graph.
 
+use arcstr::ArcStr;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use rmcp::{Json, RoleServer, handler::server::wrapper::Parameters, service::RequestContext};
 use rmcp::{tool, tool_router};
@@ -98,11 +98,11 @@ fn label(s: &str) -> String {
 }
 
 /// An address pair of the host table with its counters.
-type Link<'a> = (&'a (Arc<str>, Arc<str>), &'a EdgeAcc);
+type Link<'a> = (&'a (ArcStr, ArcStr), &'a EdgeAcc);
 
 /// The services of a link, most bytes first.
-fn services(e: &EdgeAcc) -> impl Iterator<Item = &Arc<str>> {
-    let mut services: Vec<&(Arc<str>, u64)> = e.services.iter().collect();
+fn services(e: &EdgeAcc) -> impl Iterator<Item = &ArcStr> {
+    let mut services: Vec<&(ArcStr, u64)> = e.services.iter().collect();
     services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
     services.into_iter().map(|s| &s.0)
 }

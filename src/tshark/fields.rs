@@ -203,6 +203,12 @@ impl<'a> Row<'a> {
         })
     }
 
+    /// A number tshark keeps in 32 bits (frame numbers, stream indexes, ports), held
+    /// in 32 by the rows a big capture keeps hundreds of thousands of.
+    pub fn u32(&self, i: usize) -> Option<u32> {
+        self.u64(i).and_then(|v| u32::try_from(v).ok())
+    }
+
     pub fn f64(&self, i: usize) -> Option<f64> {
         if let Some((_, time)) = self.head
             && self.wide(i) == Some(1)
