@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::engine::Span;
-use crate::index::{Keyed, SharedStrings, owned};
+use crate::index::{Keyed, SharedStrings};
 use crate::report::host_filter;
 use crate::tshark::fields::{FromRow, Row};
 
@@ -298,16 +298,6 @@ fn insert_shared(list: &mut Vec<ArcStr>, v: &str, strings: &mut SharedStrings) {
         list.reserve_exact(1);
         list.push(strings.one(v));
     }
-}
-
-/// Pushes `v` unless the list holds it already.
-fn insert_new(list: &mut Vec<String>, v: &str) -> bool {
-    let new = !list.iter().any(|x| x == v);
-    if new {
-        list.reserve_exact(1);
-        list.push(v.to_string());
-    }
-    new
 }
 
 #[derive(Default, Clone)]
@@ -659,155 +649,256 @@ impl TopoState {
     }
 }
 
-/// What the host table derives from the part: the rows as the topology shows them,
-/// and the gateways found. What it does not derive (pairs, VLANs, servers) the views
-/// read from the part itself.
-pub struct Directory {
+/// What the host table derives from the part: every unicast host, listed lean (its
+/// address, where it sits, how many MACs are its own), and the gateways found. A
+/// host's full row is written by [`Directory::row`] only for the hosts a view shows:
+/// on a capture of 100k hosts the rows of all of them were ~35 MB for the length of a
+/// call, to show 15. What the directory does not derive (pairs, VLANs, servers) the
+/// views read from the part itself.
+pub struct Directory<'a> {
+    state: &'a TopoState,
     /// Unicast hosts, most bytes first.
-    pub rows: Vec<Host>,
+    pub hosts: Vec<Listed<'a>>,
     pub gateways: Vec<Gateway>,
+    /// Distinct peers per host, from the edges that carried unicast traffic.
+    peers: BTreeMap<&'a str, usize>,
+    /// The MACs that claimed each address in ARP, in MAC order: hosts that only spoke
+    /// ARP are on the segment too.
+    claimed: BTreeMap<&'a str, Vec<&'a str>>,
+    gateway_macs: BTreeSet<&'a str>,
 }
 
-pub fn directory(state: &TopoState) -> Directory {
-    let TopoState {
-        hosts,
-        macs,
-        arp,
-        mac_vlans,
-        dns_asked,
-        dhcp_routers,
-        ..
-    } = state;
-    let edges = &state.edges;
-    // distinct peers per host, from the edges that carried unicast traffic
+/// One host of the directory, as little as the views count and sort by.
+pub struct Listed<'a> {
+    pub address: &'a str,
+    /// None: a host seen only in ARP.
+    acc: Option<&'a HostAcc>,
+    /// local (same segment as the capture), remote (behind a gateway) or unknown.
+    pub location: &'static str,
+    /// How many MACs are its own (not a gateway's it sits behind).
+    pub own_macs: usize,
+}
+
+impl Listed<'_> {
+    fn bytes(&self) -> u64 {
+        self.acc.map_or(0, |h| h.sent + h.received)
+    }
+}
+
+/// The MACs an address was seen from or claimed by (sorted), the vendor of the first,
+/// and the VLANs it was seen on (sorted).
+struct HostIds<'a> {
+    macs: Vec<&'a str>,
+    vendor: Option<&'a str>,
+    vlans: Vec<&'a str>,
+}
+
+/// Pushes `v` unless the list holds it already; whether it was new.
+fn push_new<'a>(list: &mut Vec<&'a str>, v: &'a str) -> bool {
+    let new = !list.contains(&v);
+    if new {
+        list.push(v);
+    }
+    new
+}
+
+pub fn directory(state: &TopoState) -> Directory<'_> {
     let mut peers: BTreeMap<&str, usize> = BTreeMap::new();
-    for (a, b) in edges.iter().filter(|(_, e)| e.unicast).map(|(k, _)| k) {
+    for (a, b) in state
+        .edges
+        .iter()
+        .filter(|(_, e)| e.unicast)
+        .map(|(k, _)| k)
+    {
         *peers.entry(&**a).or_default() += 1;
         if a != b {
             *peers.entry(&**b).or_default() += 1;
         }
     }
-    // the MACs that claimed each address in ARP, in MAC order: hosts that only spoke
-    // ARP are on the segment too. The host table is read, not copied: on a capture of
-    // 100k hosts a copy was most of the view's memory.
     let mut claimed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (mac, ips) in arp {
+    for (mac, ips) in &state.arp {
         for ip in ips {
             claimed.entry(ip).or_default().push(mac);
         }
     }
-    let arp_only = HostAcc::default();
     // a MAC in front of source addresses from several subnets forwards for them: a
     // router (a host with aliases stays inside its own subnet)
-    let mut gateways: Vec<Gateway> = macs
+    let forwarding: Vec<_> = state
+        .macs
         .iter()
         .filter(|(mac, (_, ips))| forwards_for_others(mac, ips.iter().map(String::as_str)))
-        .map(|(mac, (vendor, ips))| {
-            let own: Vec<String> = arp
+        .collect();
+    let gateway_macs: BTreeSet<&str> = forwarding.iter().map(|(m, _)| m.as_str()).collect();
+    let mut gateways: Vec<Gateway> = forwarding
+        .into_iter()
+        .map(|(mac, (vendor, ips))| Gateway {
+            mac: mac.clone(),
+            vendor: vendor.clone(),
+            addresses: state
+                .arp
                 .get(mac)
                 .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default();
-            Gateway {
-                mac: mac.clone(),
-                vendor: vendor.clone(),
-                addresses: own,
-                addresses_behind: ips.len(),
-                display_filter: format!("eth.addr == {mac}"),
-            }
+                .unwrap_or_default(),
+            addresses_behind: ips.len(),
+            display_filter: format!("eth.addr == {mac}"),
         })
         .collect();
     gateways.sort_by_key(|g| std::cmp::Reverse(g.addresses_behind));
-    let gateway_macs: BTreeSet<&str> = gateways.iter().map(|g| g.mac.as_str()).collect();
-
-    let in_traffic = hosts.iter().map(|(a, h)| (&**a, h));
-    let only_arp = claimed
+    let mut dir = Directory {
+        state,
+        hosts: Vec::new(),
+        gateways,
+        peers,
+        claimed,
+        gateway_macs,
+    };
+    // the host table is read, not copied: on a capture of 100k hosts a copy was most
+    // of the view's memory
+    let in_traffic = state.hosts.iter().map(|(a, h)| (&**a, Some(h)));
+    let only_arp = dir
+        .claimed
         .keys()
-        .filter(|ip| hosts.get(**ip).is_none())
-        .map(|ip| (*ip, &arp_only));
-    let mut rows: Vec<Host> = in_traffic
+        .filter(|ip| state.hosts.get(**ip).is_none())
+        .map(|ip| (*ip, None));
+    let mut hosts: Vec<Listed<'_>> = in_traffic
         .chain(only_arp)
         .filter(|(addr, _)| is_unicast(addr))
-        .map(|(address, h)| {
-            let texts = |l: &[ArcStr]| -> Vec<String> { l.iter().map(|m| m.to_string()).collect() };
-            let (mut macs_seen, mut vendor, mut vlans) =
-                (texts(&h.macs), owned(&h.vendor), texts(&h.vlans));
-            for mac in claimed.get(address).into_iter().flatten() {
-                if insert_new(&mut macs_seen, mac) && vendor.is_none() {
-                    vendor = macs.get(*mac).and_then(|m| m.0.clone());
-                }
-                for v in mac_vlans.get(*mac).into_iter().flatten() {
-                    insert_new(&mut vlans, v);
-                }
-            }
-            macs_seen.sort();
-            vlans.sort();
-            let own_macs: Vec<String> = macs_seen
-                .iter()
-                .filter(|m| !gateway_macs.contains(m.as_str()))
-                .cloned()
-                .collect();
-            let behind_gateway = !macs_seen.is_empty() && own_macs.is_empty();
-            // a gateway's own address: in ARP for its MAC or announced by DHCP
-            let is_gateway = dhcp_routers.contains(address)
-                || gateways
-                    .iter()
-                    .any(|g| g.addresses.iter().any(|a| a == address));
-            let location = if is_gateway || !own_macs.is_empty() {
-                "local"
-            } else if behind_gateway {
-                "remote"
-            } else {
-                "unknown"
-            };
-            let mut roles = Vec::new();
-            if is_gateway {
-                roles.push("gateway");
-            }
-            // a resolver asked but never heard answering is still the resolver (the
-            // DNS view says it is dead), not a client
-            if state.dns_servers.contains(address) || dns_asked.contains(address) {
-                roles.push("dns_server");
-            }
-            if state.dhcp_servers.contains(address) {
-                roles.push("dhcp_server");
-            }
-            if !h.services.is_empty() {
-                roles.push("server");
-            }
-            if roles.is_empty() {
-                roles.push("client");
-            }
-            let mut services: Vec<&(ArcStr, u64)> = h.services.iter().collect();
-            services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-            Host {
-                display_filter: if address.contains(':') {
-                    host_filter(address, "addr")
-                } else {
-                    format!("ip.addr == {address} || arp.src.proto_ipv4 == {address}")
-                },
-                vendor: if own_macs.is_empty() { None } else { vendor },
-                macs: own_macs,
-                location,
-                roles,
-                services: services
-                    .into_iter()
-                    .map(|s| s.0.to_string())
-                    .take(10)
-                    .collect(),
-                vlans,
-                bytes_sent: h.sent,
-                bytes_received: h.received,
-                peers: peers.get(address).copied().unwrap_or(0),
-                address: address.to_string(),
+        .map(|(address, acc)| {
+            let id = dir.identity(address, acc);
+            let own_macs = dir.own_macs(&id).count();
+            Listed {
+                address,
+                acc,
+                location: dir.location(address, &id, own_macs),
+                own_macs,
             }
         })
         .collect();
-    rows.sort_by(|x, y| {
-        (y.bytes_sent + y.bytes_received)
-            .cmp(&(x.bytes_sent + x.bytes_received))
-            .then(x.address.cmp(&y.address))
-    });
-    Directory { rows, gateways }
+    hosts.sort_by(|x, y| y.bytes().cmp(&x.bytes()).then(x.address.cmp(y.address)));
+    dir.hosts = hosts;
+    dir
+}
+
+impl<'a> Directory<'a> {
+    fn identity(&self, address: &'a str, acc: Option<&'a HostAcc>) -> HostIds<'a> {
+        let mut macs: Vec<&str> = acc
+            .into_iter()
+            .flat_map(|h| h.macs.iter().map(|m| &**m))
+            .collect();
+        let mut vendor = acc.and_then(|h| h.vendor.as_deref());
+        let mut vlans: Vec<&str> = acc
+            .into_iter()
+            .flat_map(|h| h.vlans.iter().map(|v| &**v))
+            .collect();
+        for &mac in self.claimed.get(address).into_iter().flatten() {
+            if push_new(&mut macs, mac) && vendor.is_none() {
+                vendor = self.state.macs.get(mac).and_then(|m| m.0.as_deref());
+            }
+            for v in self.state.mac_vlans.get(mac).into_iter().flatten() {
+                push_new(&mut vlans, v);
+            }
+        }
+        macs.sort_unstable();
+        vlans.sort_unstable();
+        HostIds {
+            macs,
+            vendor,
+            vlans,
+        }
+    }
+
+    /// The MACs that are the host's own: not those of a gateway it sits behind.
+    fn own_macs<'b>(&'b self, id: &'b HostIds<'a>) -> impl Iterator<Item = &'a str> + 'b {
+        id.macs
+            .iter()
+            .copied()
+            .filter(|m| !self.gateway_macs.contains(m))
+    }
+
+    /// A gateway's own address: in ARP for its MAC or announced by DHCP.
+    fn is_gateway(&self, address: &str) -> bool {
+        self.state.dhcp_routers.contains(address)
+            || self
+                .gateways
+                .iter()
+                .any(|g| g.addresses.iter().any(|a| a == address))
+    }
+
+    fn location(&self, address: &str, id: &HostIds<'_>, own_macs: usize) -> &'static str {
+        if own_macs > 0 || self.is_gateway(address) {
+            "local"
+        } else if !id.macs.is_empty() {
+            // every MAC it came from is a gateway's
+            "remote"
+        } else {
+            "unknown"
+        }
+    }
+
+    /// The MACs that are `host`'s own.
+    pub fn macs_of(&self, host: &Listed<'a>) -> Vec<&'a str> {
+        let id = self.identity(host.address, host.acc);
+        self.own_macs(&id).collect()
+    }
+
+    /// The VLANs `host` was seen on, sorted.
+    pub fn vlans_of(&self, host: &Listed<'a>) -> Vec<&'a str> {
+        self.identity(host.address, host.acc).vlans
+    }
+
+    /// The host's row as the topology shows it.
+    pub fn row(&self, host: &Listed<'a>) -> Host {
+        let address = host.address;
+        let state = self.state;
+        let id = self.identity(address, host.acc);
+        let own_macs: Vec<String> = self.own_macs(&id).map(str::to_string).collect();
+        let mut roles = Vec::new();
+        if self.is_gateway(address) {
+            roles.push("gateway");
+        }
+        // a resolver asked but never heard answering is still the resolver (the DNS
+        // view says it is dead), not a client
+        if state.dns_servers.contains(address) || state.dns_asked.contains(address) {
+            roles.push("dns_server");
+        }
+        if state.dhcp_servers.contains(address) {
+            roles.push("dhcp_server");
+        }
+        let services: &[(ArcStr, u64)] = host.acc.map_or(&[], |h| &h.services);
+        if !services.is_empty() {
+            roles.push("server");
+        }
+        if roles.is_empty() {
+            roles.push("client");
+        }
+        let mut services: Vec<&(ArcStr, u64)> = services.iter().collect();
+        services.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        Host {
+            display_filter: if address.contains(':') {
+                host_filter(address, "addr")
+            } else {
+                format!("ip.addr == {address} || arp.src.proto_ipv4 == {address}")
+            },
+            vendor: if own_macs.is_empty() {
+                None
+            } else {
+                id.vendor.map(str::to_string)
+            },
+            macs: own_macs,
+            location: host.location,
+            roles,
+            services: services
+                .into_iter()
+                .map(|s| s.0.to_string())
+                .take(10)
+                .collect(),
+            vlans: id.vlans.iter().map(|v| v.to_string()).collect(),
+            bytes_sent: host.acc.map_or(0, |h| h.sent),
+            bytes_received: host.acc.map_or(0, |h| h.received),
+            peers: self.peers.get(address).copied().unwrap_or(0),
+            address: address.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -193,8 +193,8 @@ fn resolve(query: &str, state: &TopoState, dir: &Directory) -> Result<Resolved, 
         let mut addresses: BTreeSet<String> = BTreeSet::new();
         // the addresses that are its own: the topology's host rows list the MAC only
         // for hosts it does not merely route for
-        for h in dir.rows.iter().filter(|h| h.macs.contains(&mac)) {
-            addresses.insert(h.address.clone());
+        for h in dir.hosts.iter().filter(|h| dir.macs_of(h).contains(&&*mac)) {
+            addresses.insert(h.address.to_string());
         }
         if let Some(c) = state.dhcp_clients.get(&mac) {
             addresses.extend(c.leased.iter().filter(|a| known(a)).cloned());
@@ -222,10 +222,10 @@ fn resolve(query: &str, state: &TopoState, dir: &Directory) -> Result<Resolved, 
             macs.push(mac.clone());
             addresses.extend(c.leased.iter().cloned());
             addresses.extend(
-                dir.rows
+                dir.hosts
                     .iter()
-                    .filter(|h| h.macs.contains(mac))
-                    .map(|h| h.address.clone()),
+                    .filter(|h| dir.macs_of(h).contains(&&**mac))
+                    .map(|h| h.address.to_string()),
             );
         }
     }
@@ -321,9 +321,10 @@ async fn host(mut a: Analysis, p: HostParams) -> Result<Report<HostDossier>, Str
     let ours: BTreeSet<&str> = addresses.iter().map(String::as_str).collect();
 
     let rows: Vec<_> = dir
-        .rows
+        .hosts
         .iter()
-        .filter(|h| ours.contains(h.address.as_str()))
+        .filter(|h| ours.contains(h.address))
+        .map(|h| dir.row(h))
         .collect();
     let mut mac_list: Vec<Mac> = Vec::new();
     for (mac, vendor) in rows

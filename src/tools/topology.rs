@@ -12,7 +12,7 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::hosts::{Directory, EdgeAcc, TopoState, directory, is_unicast, subnet_of};
+use crate::analysis::hosts::{EdgeAcc, Listed, TopoState, directory, is_unicast, subnet_of};
 pub use crate::analysis::hosts::{Gateway, Host};
 use crate::engine::Analysis;
 use crate::report::{
@@ -118,8 +118,11 @@ fn edge_row(((x, y), e): Link<'_>) -> Edge {
     }
 }
 
+/// Hosts the Mermaid diagram draws, busiest first.
+const PICTURED: usize = 12;
+
 fn mermaid(hosts: &[Host], edges: &[Link<'_>], gateways: &[Gateway]) -> String {
-    let shown: Vec<&Host> = hosts.iter().take(12).collect();
+    let shown: Vec<&Host> = hosts.iter().take(PICTURED).collect();
     let id: BTreeMap<&str, String> = shown
         .iter()
         .enumerate()
@@ -203,14 +206,15 @@ impl PcapServer {
 
 async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>, String> {
     let state = a.part::<TopoState>().await?;
-    let Directory { rows, gateways } = directory(&state);
+    let dir = directory(&state);
+    let gateways = &dir.gateways;
     let span = state.span;
     let mut subnets: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
-    for h in rows.iter().filter(|h| h.location == "local") {
-        if let Some(s) = subnet_of(&h.address) {
+    for h in dir.hosts.iter().filter(|h| h.location == "local") {
+        if let Some(s) = subnet_of(h.address) {
             let e = subnets.entry(s).or_default();
             e.0 += 1;
-            e.1.extend(h.vlans.iter().cloned());
+            e.1.extend(dir.vlans_of(h).into_iter().map(str::to_string));
         }
     }
     let mut subnets: Vec<Subnet> = subnets
@@ -250,7 +254,13 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
         })
         .collect();
     vlan_rows.sort_by(|x, y| y.frames.cmp(&x.frames).then(x.vlan.cmp(&y.vlan)));
-    let diagram = mermaid(&rows, &edges, &gateways);
+    let pictured: Vec<Host> = dir
+        .hosts
+        .iter()
+        .take(PICTURED)
+        .map(|h| dir.row(h))
+        .collect();
+    let diagram = mermaid(&pictured, &edges, gateways);
     let (dns_count, dhcp_count) = (state.dns_servers.len(), state.dhcp_servers.len());
     let dns: Vec<String> = state
         .dns_servers
@@ -315,8 +325,8 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             },
         ));
     }
-    let multi_mac: Vec<&Host> = rows.iter().filter(|h| h.macs.len() > 1).collect();
-    if let Some(h) = multi_mac.first() {
+    let multi_mac: Vec<&Listed<'_>> = dir.hosts.iter().filter(|h| h.own_macs > 1).collect();
+    if let Some(h) = multi_mac.first().map(|h| dir.row(h)) {
         findings.push(Finding::new(
             Severity::Low,
             format!(
@@ -327,20 +337,24 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
             ),
             "One IP behind several MACs: a failover pair, a VM that moved, a capture across a router, or spoofing (analyze_security_threats checks ARP).",
             Evidence {
-                endpoints: multi_mac.iter().map(|h| h.address.clone()).take(5).collect(),
+                endpoints: multi_mac
+                    .iter()
+                    .map(|h| h.address.to_string())
+                    .take(5)
+                    .collect(),
                 display_filter: h.display_filter.clone(),
                 ..Default::default()
             },
         ));
     }
-    let local = rows.iter().filter(|h| h.location == "local").count();
+    let local = dir.hosts.iter().filter(|h| h.location == "local").count();
     let summary = format!(
         "{} frames of {}: {} hosts ({} local, {} remote) in {} subnet(s), {} likely gateway(s), DNS server(s) {}, DHCP server(s) {}, {} VLAN tag stack(s). The busiest link is {}. A Mermaid diagram of the top of the graph is in `mermaid`.",
         thousands(span.packets),
         a.file.display_name,
-        rows.len(),
+        dir.hosts.len(),
         local,
-        rows.iter().filter(|h| h.location == "remote").count(),
+        dir.hosts.iter().filter(|h| h.location == "remote").count(),
         subnets.len(),
         gateways.len(),
         named(&dns, dns_count),
@@ -353,11 +367,12 @@ async fn topology(mut a: Analysis, p: TopologyParams) -> Result<Report<Topology>
     );
     let limit = clamp_limit(p.limit, 15);
     let data = Topology {
-        host_count: rows.len(),
-        hosts: Table::top(rows, limit),
+        host_count: dir.hosts.len(),
+        hosts: Table::top_map(dir.hosts.iter().collect(), limit, |h| dir.row(h)),
         gateways: Table::top(
             gateways
-                .into_iter()
+                .iter()
+                .cloned()
                 .map(|mut g| {
                     // a router answering ARP for a whole range claims hundreds
                     g.addresses.truncate(10);
