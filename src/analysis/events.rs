@@ -27,7 +27,7 @@ pub struct Event {
 }
 
 /// An event's per-occurrence text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Shown {
     /// Per-occurrence detail (a time taken, a client port), shown for single events.
     pub detail: Option<String>,
@@ -243,10 +243,7 @@ pub fn fold(mut events: Vec<Event>, moment: f64) -> Vec<EventLine> {
             }
             None => {
                 by_what.insert((e.family, e.what.clone()), lines.len());
-                let Shown { detail, filter } = e.shown.map(|b| *b).unwrap_or_else(|| Shown {
-                    detail: None,
-                    filter: String::new(),
-                });
+                let Shown { detail, filter } = e.shown.map(|b| *b).unwrap_or_default();
                 lines.push((
                     EventLine {
                         time: crate::report::rfc3339(e.time),

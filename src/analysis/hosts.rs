@@ -685,14 +685,6 @@ impl Listed<'_> {
     }
 }
 
-/// The MACs an address was seen from or claimed by (sorted), the vendor of the first,
-/// and the VLANs it was seen on (sorted).
-struct HostIds<'a> {
-    macs: Vec<&'a str>,
-    vendor: Option<&'a str>,
-    vlans: Vec<&'a str>,
-}
-
 /// Pushes `v` unless the list holds it already; whether it was new.
 fn push_new<'a>(list: &mut Vec<&'a str>, v: &'a str) -> bool {
     let new = !list.contains(&v);
@@ -764,12 +756,12 @@ pub fn directory(state: &TopoState) -> Directory<'_> {
         .chain(only_arp)
         .filter(|(addr, _)| is_unicast(addr))
         .map(|(address, acc)| {
-            let id = dir.identity(address, acc);
-            let own_macs = dir.own_macs(&id).count();
+            let (macs, _) = dir.macs(address, acc);
+            let own_macs = dir.own_macs(&macs).count();
             Listed {
                 address,
                 acc,
-                location: dir.location(address, &id, own_macs),
+                location: dir.location(address, &macs, own_macs),
                 own_macs,
             }
         })
@@ -780,37 +772,42 @@ pub fn directory(state: &TopoState) -> Directory<'_> {
 }
 
 impl<'a> Directory<'a> {
-    fn identity(&self, address: &'a str, acc: Option<&'a HostAcc>) -> HostIds<'a> {
+    /// The MACs an address was seen from or claimed in ARP by (sorted), and the
+    /// vendor of its own first, else of the first claiming MAC that has one.
+    fn macs(&self, address: &'a str, acc: Option<&'a HostAcc>) -> (Vec<&'a str>, Option<&'a str>) {
         let mut macs: Vec<&str> = acc
             .into_iter()
             .flat_map(|h| h.macs.iter().map(|m| &**m))
             .collect();
         let mut vendor = acc.and_then(|h| h.vendor.as_deref());
+        for &mac in self.claimed.get(address).into_iter().flatten() {
+            if push_new(&mut macs, mac) && vendor.is_none() {
+                vendor = self.state.macs.get(mac).and_then(|m| m.0.as_deref());
+            }
+        }
+        macs.sort_unstable();
+        (macs, vendor)
+    }
+
+    /// The VLANs an address was seen on, and those of the MACs that claimed it in
+    /// ARP (sorted).
+    fn vlans(&self, address: &'a str, acc: Option<&'a HostAcc>) -> Vec<&'a str> {
         let mut vlans: Vec<&str> = acc
             .into_iter()
             .flat_map(|h| h.vlans.iter().map(|v| &**v))
             .collect();
         for &mac in self.claimed.get(address).into_iter().flatten() {
-            if push_new(&mut macs, mac) && vendor.is_none() {
-                vendor = self.state.macs.get(mac).and_then(|m| m.0.as_deref());
-            }
             for v in self.state.mac_vlans.get(mac).into_iter().flatten() {
                 push_new(&mut vlans, v);
             }
         }
-        macs.sort_unstable();
         vlans.sort_unstable();
-        HostIds {
-            macs,
-            vendor,
-            vlans,
-        }
+        vlans
     }
 
     /// The MACs that are the host's own: not those of a gateway it sits behind.
-    fn own_macs<'b>(&'b self, id: &'b HostIds<'a>) -> impl Iterator<Item = &'a str> + 'b {
-        id.macs
-            .iter()
+    fn own_macs<'b>(&'b self, macs: &'b [&'a str]) -> impl Iterator<Item = &'a str> + 'b {
+        macs.iter()
             .copied()
             .filter(|m| !self.gateway_macs.contains(m))
     }
@@ -824,10 +821,10 @@ impl<'a> Directory<'a> {
                 .any(|g| g.addresses.iter().any(|a| a == address))
     }
 
-    fn location(&self, address: &str, id: &HostIds<'_>, own_macs: usize) -> &'static str {
+    fn location(&self, address: &str, macs: &[&str], own_macs: usize) -> &'static str {
         if own_macs > 0 || self.is_gateway(address) {
             "local"
-        } else if !id.macs.is_empty() {
+        } else if !macs.is_empty() {
             // every MAC it came from is a gateway's
             "remote"
         } else {
@@ -837,21 +834,21 @@ impl<'a> Directory<'a> {
 
     /// The MACs that are `host`'s own.
     pub fn macs_of(&self, host: &Listed<'a>) -> Vec<&'a str> {
-        let id = self.identity(host.address, host.acc);
-        self.own_macs(&id).collect()
+        let (macs, _) = self.macs(host.address, host.acc);
+        self.own_macs(&macs).collect()
     }
 
     /// The VLANs `host` was seen on, sorted.
     pub fn vlans_of(&self, host: &Listed<'a>) -> Vec<&'a str> {
-        self.identity(host.address, host.acc).vlans
+        self.vlans(host.address, host.acc)
     }
 
     /// The host's row as the topology shows it.
     pub fn row(&self, host: &Listed<'a>) -> Host {
         let address = host.address;
         let state = self.state;
-        let id = self.identity(address, host.acc);
-        let own_macs: Vec<String> = self.own_macs(&id).map(str::to_string).collect();
+        let (macs, vendor) = self.macs(address, host.acc);
+        let own_macs: Vec<String> = self.own_macs(&macs).map(str::to_string).collect();
         let mut roles = Vec::new();
         if self.is_gateway(address) {
             roles.push("gateway");
@@ -882,7 +879,7 @@ impl<'a> Directory<'a> {
             vendor: if own_macs.is_empty() {
                 None
             } else {
-                id.vendor.map(str::to_string)
+                vendor.map(str::to_string)
             },
             macs: own_macs,
             location: host.location,
@@ -892,7 +889,11 @@ impl<'a> Directory<'a> {
                 .map(|s| s.0.to_string())
                 .take(10)
                 .collect(),
-            vlans: id.vlans.iter().map(|v| v.to_string()).collect(),
+            vlans: self
+                .vlans(address, host.acc)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             bytes_sent: host.acc.map_or(0, |h| h.sent),
             bytes_received: host.acc.map_or(0, |h| h.received),
             peers: self.peers.get(address).copied().unwrap_or(0),

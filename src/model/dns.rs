@@ -66,11 +66,6 @@ impl DnsRow {
     }
 }
 
-/// A 16-bit header field; a value that does not fit is not one.
-fn u16_of(r: &Row<'_>, i: usize) -> Option<u16> {
-    r.u64(i).and_then(|v| u16::try_from(v).ok())
-}
-
 /// The record data of each answer, in the section's order: tshark prints each type's
 /// data as its own field, so the answers are rebuilt by walking the records' types and
 /// taking the next value of that type's field (the answer section comes first, so
@@ -159,9 +154,9 @@ impl FromRow for DnsRow {
             src: ArcStr::from(r.innermost_addr(4, 5)),
             dst: ArcStr::from(r.innermost_addr(6, 7)),
             response: r.flag(8),
-            rcode: u16_of(r, 9),
+            rcode: r.u16(9),
             name: r.first(10).map(ArcStr::from),
-            qtype: u16_of(r, 11),
+            qtype: r.u16(11),
             time_s: r.f64(12),
             response_to: r.u32(13),
             retransmission: r.str(14).is_some(),
@@ -169,9 +164,9 @@ impl FromRow for DnsRow {
             question: (!r.flag(8)).then(|| crate::analysis::dns::question_key(r, Self::FIELDS)),
             sport: r.u64(16).or_else(|| r.u64(18)).map(|p| p as u16),
             dport: r.u64(17).or_else(|| r.u64(19)).map(|p| p as u16),
-            trans_id: u16_of(r, Self::FIELDS.len() - 3),
-            opcode: u16_of(r, 20),
-            qclass: u16_of(r, 21),
+            trans_id: r.u16(Self::FIELDS.len() - 3),
+            opcode: r.u16(20),
+            qclass: r.u16(21),
             aa: r.flag(22),
             rd: r.flag(23),
             ra: r.flag(24),

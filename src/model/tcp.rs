@@ -264,7 +264,7 @@ pub const MAX_MESSAGES: usize = 256;
 /// guint32). Nearly every stream keeps a handful of them, so their size counts, and an
 /// `Option` of a struct holding one costs nothing extra.
 fn frame32(frame: u64) -> NonZeroU32 {
-    NonZeroU32::new(u32::try_from(frame).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+    NonZeroU32::new(narrow(frame)).unwrap_or(NonZeroU32::MIN)
 }
 
 /// A count or frame number tshark keeps in 32 bits (saturating, never wrapping).
@@ -1353,8 +1353,9 @@ impl Stream {
         for a in [&mut self.bytes, &mut self.ip_bytes] {
             a.swap(0, 1);
         }
-        self.packets.swap(0, 1);
-        self.max_window.swap(0, 1);
+        for a in [&mut self.packets, &mut self.max_window] {
+            a.swap(0, 1);
+        }
         self.syn.swap(0, 1);
         self.synack.swap(0, 1);
         self.fin.swap(0, 1);

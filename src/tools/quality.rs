@@ -218,7 +218,7 @@ impl FromRow for QRow {
             time: r.f64(TIME).unwrap_or(0.0),
             multicast_dns: protocols.contains(":mdns") || protocols.contains(":llmnr"),
             dns_response: r.str(2).filter(|s| !s.is_empty()).map(|_| r.flag(2)),
-            rcode: r.u64(3).and_then(|c| u16::try_from(c).ok()),
+            rcode: r.u16(3),
             dns_time: r.f64(4),
             response_to: r.u64(5),
             // the first (outer) ICMP header: an error quotes the packet that caused it

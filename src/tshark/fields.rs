@@ -203,10 +203,17 @@ impl<'a> Row<'a> {
         })
     }
 
-    /// A number tshark keeps in 32 bits (frame numbers, stream indexes, ports), held
-    /// in 32 by the rows a big capture keeps hundreds of thousands of.
+    /// A number tshark keeps in 32 bits (frame numbers, stream indexes), held in 32
+    /// by the rows a big capture keeps hundreds of thousands of; a value that does not
+    /// fit is not one.
     pub fn u32(&self, i: usize) -> Option<u32> {
         self.u64(i).and_then(|v| u32::try_from(v).ok())
+    }
+
+    /// A 16-bit field (a port, a DNS header field, an HTTP status code); a value that
+    /// does not fit is not one.
+    pub fn u16(&self, i: usize) -> Option<u16> {
+        self.u64(i).and_then(|v| u16::try_from(v).ok())
     }
 
     pub fn f64(&self, i: usize) -> Option<f64> {
