@@ -57,6 +57,16 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "How many tshark processes may run at once.",
     ),
     (
+        "PCAP_WORKERS",
+        "(cores)",
+        "How many tsharks one capture's index pass may be split across, by flow (at most PCAP_MAX_TSHARK); 1 disables the split.",
+    ),
+    (
+        "PCAP_SPLIT_MIN_MB",
+        "64",
+        "Smallest capture, in MB, whose index pass is split across PCAP_WORKERS tsharks; smaller ones are read by one.",
+    ),
+    (
         "PCAP_MAX_CAPTURES",
         "4",
         "How many live captures may run at once.",
@@ -117,6 +127,10 @@ pub struct Config {
     pub tshark_timeout: Duration,
     pub call_deadline: Duration,
     pub max_tshark: usize,
+    /// How many tsharks one index pass may split a capture across (see `split`).
+    pub workers: usize,
+    /// The smallest capture whose index pass is split.
+    pub split_min_bytes: u64,
     pub max_captures: usize,
     pub name_resolution: bool,
     pub search_timeout: Duration,
@@ -180,6 +194,12 @@ impl Config {
             tshark_timeout: Duration::from_secs(parse_env("PCAP_TSHARK_TIMEOUT", 600)?),
             call_deadline: Duration::from_secs(parse_env("PCAP_CALL_DEADLINE", 45)?),
             max_tshark: parse_env("PCAP_MAX_TSHARK", 2usize)?.max(1),
+            workers: parse_env(
+                "PCAP_WORKERS",
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )?
+            .max(1),
+            split_min_bytes: parse_env("PCAP_SPLIT_MIN_MB", 64u64)?.saturating_mul(1024 * 1024),
             max_captures: parse_env("PCAP_MAX_CAPTURES", 4usize)?.max(1),
             search_timeout: Duration::from_secs(parse_env("PCAP_SEARCH_TIMEOUT", 30u64)?.max(1)),
             child_memory_bytes: match parse_env("PCAP_CHILD_MEMORY_MB", 4096u64)? {
@@ -280,5 +300,18 @@ fn exe(name: &str) -> String {
         format!("{name}.exe")
     } else {
         name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod env_doc_tests {
+    /// README's table of environment variables is ENV_VARS, row for row.
+    #[test]
+    fn readme_lists_every_variable() {
+        let readme = include_str!("../README.md");
+        for (name, default, what) in super::ENV_VARS {
+            let row = format!("| `{name}` | `{default}` | {what} |");
+            assert!(readme.contains(&row), "README lacks the row\n{row}");
+        }
     }
 }

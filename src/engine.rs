@@ -471,6 +471,72 @@ impl Analysis {
         Ok(())
     }
 
+    /// How many tsharks the index pass of this analysis may split the capture across
+    /// (1: one pass). Only a whole-capture scope splits: a display filter prints a
+    /// partition's rows only when they match, so a partition with none left could hold
+    /// back every other one's rows for the length of the pass; and a filter may name
+    /// frame numbers, which a partition numbers its own way.
+    pub fn split_workers(&self, summary: &CaptureSummary) -> usize {
+        let cfg = &self.engine.cfg;
+        let workers = cfg.workers.min(cfg.max_tshark);
+        if workers < 2
+            || self.filter.is_some()
+            || self.file.size < cfg.split_min_bytes
+            || summary.damaged.is_some()
+            || summary.packets < 2
+        {
+            return 1;
+        }
+        workers
+    }
+
+    /// Runs the index's tshark arguments over the capture split by flow across
+    /// `workers` tsharks (see `split`), each line to `on_line` with its partition and
+    /// the table mapping the partition's frames back. The command listed is the one
+    /// pass whose output the merged lines reproduce.
+    pub async fn run_split_lines(
+        &mut self,
+        args: &[String],
+        workers: usize,
+        ctl: &Control,
+        on_line: impl FnMut(usize, &str, &crate::tshark::FrameMap),
+    ) -> Result<Arc<crate::tshark::FrameMap>, String> {
+        let mut full = self.full_args(None, args).await;
+        // the command whose output the merged lines reproduce: what the client can
+        // paste, and the same answer (its size included) whatever PCAP_WORKERS is
+        self.commands.push(self.engine.tshark.command_line(&full));
+        tracing::info!(
+            workers,
+            file = %self.file.display_name,
+            "index pass split by flow across tsharks"
+        );
+        // every tshark reads its partition from stdin
+        let path = self.file.path().display().to_string();
+        for a in full.iter_mut() {
+            if *a == path {
+                *a = "-".into();
+            }
+        }
+        let (end, frames) = self
+            .engine
+            .tshark
+            .run_split(
+                &full,
+                &self.file,
+                self.keylog.as_ref().map(|k| &k.opened),
+                workers,
+                self.time_budget,
+                ctl,
+                on_line,
+            )
+            .await
+            .map_err(|e| self.explain(e))?;
+        if end.warning.is_some() {
+            self.warning = end.warning;
+        }
+        Ok(frames)
+    }
+
     /// Runs tshark with `args` after the read arguments and the scope's filter, its
     /// stdout (a capture written with `-w -`) copied into `out`, at most `limit` bytes.
     pub async fn run_to_file(

@@ -24,6 +24,7 @@ mod sandbox;
 mod schema;
 mod secrets;
 mod server;
+mod split;
 mod stdio;
 mod timescope;
 mod tools;

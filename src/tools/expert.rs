@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Span};
+use crate::index::taps::{parse_expert_table, severity_of_code};
 use crate::report::{Evidence, Finding, Report, Severity, Table, thousands};
 use crate::server::PcapServer;
 use crate::tools::{clamp_limit, clamp_offset, filter_string_literal};
@@ -65,114 +66,6 @@ fn severity_rank(s: &str) -> u8 {
         "chat" => 1,
         _ => 0,
     }
-}
-
-fn severity_of_code(c: u64) -> &'static str {
-    match c {
-        0x0080_0000.. => "error",
-        0x0060_0000.. => "warning",
-        0x0040_0000.. => "note",
-        0x0020_0000.. => "chat",
-        _ => "comment",
-    }
-}
-
-/// One row of the `-z expert` table with its section's severity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableRow {
-    pub severity: String,
-    pub count: u64,
-    pub group: String,
-    pub protocol: String,
-    pub summary: String,
-}
-
-/// Parses tshark's `-z expert` output: sections "Errors (N)", "Warns (N)", "Notes (N)",
-/// "Chats (N)", "Comments (N)", each with `Frequency Group Protocol Summary` rows.
-pub fn parse_expert_table(text: &str) -> Vec<TableRow> {
-    let mut out = Vec::new();
-    let mut sev = "";
-    let mut summary_col: Option<usize> = None;
-    for line in text.lines() {
-        let t = line.trim_start();
-        let head = t.split(" (").next().unwrap_or("");
-        match head {
-            "Errors" => {
-                sev = "error";
-                continue;
-            }
-            "Warns" => {
-                sev = "warning";
-                continue;
-            }
-            "Notes" => {
-                sev = "note";
-                continue;
-            }
-            "Chats" => {
-                sev = "chat";
-                continue;
-            }
-            "Comments" => {
-                sev = "comment";
-                continue;
-            }
-            _ => {}
-        }
-        if t.starts_with("Frequency") {
-            // the summary column starts where its header does (a protocol name may
-            // hold a space: "IPv6 Hop-by-Hop")
-            summary_col = line.find("Summary");
-            continue;
-        }
-        if sev.is_empty() || t.starts_with('=') || t.is_empty() {
-            continue;
-        }
-        // right-aligned columns: count, group (may contain a space), protocol, summary
-        let mut parts = t.splitn(2, char::is_whitespace);
-        let Some(count) = parts.next().and_then(|c| c.parse::<u64>().ok()) else {
-            continue;
-        };
-        let rest = parts.next().unwrap_or("").trim_start();
-        let groups = [
-            "Response code",
-            "Request code",
-            "Comments group",
-            "Checksum",
-            "Sequence",
-            "Undecoded",
-            "Reassemble",
-            "Malformed",
-            "Debug",
-            "Protocol",
-            "Security",
-            "Decryption",
-            "Assumption",
-            "Deprecated",
-            "Receive",
-            "Interface",
-            "Bluetooth",
-        ];
-        let Some(g) = groups.iter().find(|g| rest.starts_with(*g)) else {
-            continue;
-        };
-        let rest = rest[g.len()..].trim_start();
-        let by_column = summary_col
-            .filter(|&c| line.is_char_boundary(c) && line[..c].ends_with("  "))
-            .map(|c| &line[c..])
-            .filter(|sum| rest.ends_with(*sum) && rest.len() > sum.len())
-            .map(|sum| (rest[..rest.len() - sum.len()].trim_end(), sum));
-        let (protocol, summary) =
-            by_column.unwrap_or_else(|| rest.split_once(char::is_whitespace).unwrap_or((rest, "")));
-        out.push(TableRow {
-            severity: sev.into(),
-            count,
-            group: g.to_string(),
-            protocol: protocol.into(),
-            summary: summary.trim_start().into(),
-        });
-    }
-    out
 }
 
 pub struct ExpertRow {
@@ -461,11 +354,13 @@ pub async fn events(
 
 #[cfg(test)]
 mod tests {
+    use crate::index::taps::parse_expert_table;
+
     #[test]
     fn parses_recorded_expert_table() {
         // recorded: tshark 4.0.17 -q -z expert on arkime-wireshark-retrans.pcap (excerpt)
         let text = "\nErrors (9)\n=============\n   Frequency      Group           Protocol  Summary\n           9  Malformed                TCP  New fragment overlaps old data (retransmission?)\n\nNotes (102)\n=============\n   Frequency      Group           Protocol  Summary\n          47   Sequence                TCP  This frame is a (suspected) retransmission\n           4   Sequence               HTTP  POST /exhmedmx HTTP/1.1\\r\\n\n";
-        let rows = super::parse_expert_table(text);
+        let rows = parse_expert_table(text);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].severity, "error");
         assert_eq!(rows[0].group, "Malformed");
@@ -478,7 +373,7 @@ mod tests {
         assert_eq!(rows[2].protocol, "HTTP");
         // recorded: zeek-trunc-ip6-ext-trunc.pcap, a protocol name with a space
         let text = "\nErrors (1)\n=============\n   Frequency      Group           Protocol  Summary\n           1  Malformed    IPv6 Hop-by-Hop  Malformed Packet (Exception occurred)\n";
-        let rows = super::parse_expert_table(text);
+        let rows = parse_expert_table(text);
         assert_eq!(rows[0].protocol, "IPv6 Hop-by-Hop");
         assert_eq!(rows[0].summary, "Malformed Packet (Exception occurred)");
     }

@@ -349,6 +349,165 @@ impl Runner {
         self.run_job(&self.cfg.tshark, job, ctl, on_line).await
     }
 
+    /// Runs `workers` tsharks at once over the flow partitions of a capture (see
+    /// `split`), each reading its partition on stdin (`args` read `-r -`), and hands
+    /// every line each prints to `on_line` with its partition and the table that maps
+    /// the partition's frame numbers back to the capture's. Lines of one partition
+    /// arrive in its order; partitions interleave as their output comes.
+    ///
+    /// Every child's output is drained as it comes, whichever the caller waits for:
+    /// the splitter writes frames in file order, so a child left unread would stop
+    /// the splitter and, through it, every other child.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_split(
+        &self,
+        args: &[String],
+        file: &CaptureFile,
+        keylog: Option<&OpenedFile>,
+        workers: usize,
+        timeout: Option<(Duration, &'static str)>,
+        ctl: &Control,
+        mut on_line: impl FnMut(usize, &str, &FrameMap),
+    ) -> Result<(RunEnd, Arc<FrameMap>), String> {
+        let bin = self.cfg.tshark.clone();
+        let name = "tshark";
+        let (timeout, setting) =
+            timeout.unwrap_or((self.cfg.tshark_timeout, "PCAP_TSHARK_TIMEOUT"));
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let _slots = tokio::select! {
+            s = self.slots.acquire_many(workers as u32) => s.map_err(|_| "the server is shutting down".to_string())?,
+            _ = ctl.cancel.cancelled() => return Err("cancelled".into()),
+            _ = &mut deadline => return Err(timed_out(name, timeout, setting)),
+        };
+        let files: Vec<&OpenedFile> = keylog.into_iter().collect();
+        let job = Job {
+            args,
+            files: &files,
+            progress_of: None,
+            lane: Lane::Pass,
+            timeout,
+            timeout_setting: setting,
+            file_size_limit: None,
+        };
+        let mut children = Vec::with_capacity(workers);
+        let mut inputs = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (reader, writer) =
+                std::io::pipe().map_err(|e| format!("cannot make a pipe for tshark: {e}"))?;
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: fcntl on a descriptor this function owns.
+                unsafe {
+                    libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, STDOUT_BUFFER as i32)
+                };
+            }
+            children.push(self.spawn(&bin, &job, Stdio::from(reader))?);
+            inputs.push(std::io::BufWriter::with_capacity(256 * 1024, writer));
+        }
+        let frames = Arc::new(FrameMap::new(workers));
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let size = file.size.max(1);
+        let splitter = {
+            let (frames, read) = (frames.clone(), read.clone());
+            let input = AtPosition {
+                file: file.opened.file.clone(),
+                pos: 0,
+            };
+            let limit = file.size;
+            tokio::task::spawn_blocking(move || {
+                let r = crate::split::split(input, limit, &mut inputs, |p| frames.push(p), &read);
+                // flushed or not, dropping the writers closes the pipes: each tshark
+                // sees its input end
+                let flushed = inputs.iter_mut().try_for_each(std::io::Write::flush);
+                r.and(flushed)
+            })
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<u8>)>(4 * workers);
+        let mut waits = Vec::with_capacity(workers);
+        for (p, sp) in children.into_iter().enumerate() {
+            let Spawned {
+                child,
+                guard,
+                mut stdout,
+                stderr,
+            } = sp;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut chunk = vec![0u8; 256 * 1024];
+                    match stdout.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            chunk.truncate(n);
+                            if tx.send((p, chunk)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            waits.push((child, guard, stderr));
+        }
+        drop(tx);
+        let mut lines: Vec<Lines> = (0..workers).map(|_| Lines::default()).collect();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let stop = |waits: Vec<_>, why: String| async move {
+            for (mut child, guard, _) in waits {
+                drop(guard);
+                let _: Result<_, _> = tokio::process::Child::wait(&mut child).await;
+            }
+            Err(why)
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctl.cancel.cancelled() => return stop(waits, "cancelled".into()).await,
+                _ = &mut deadline => return stop(waits, timed_out(name, timeout, setting)).await,
+                _ = tick.tick() => {
+                    let done = read.load(std::sync::atomic::Ordering::Relaxed);
+                    ctl.permille.store((done.saturating_mul(1000) / size).min(999) as u32, Ordering::Relaxed);
+                }
+                got = rx.recv() => match got {
+                    Some((p, chunk)) => lines[p].feed(&chunk, &mut |l| on_line(p, l, &frames)),
+                    None => break,
+                },
+            }
+        }
+        for (p, l) in lines.iter_mut().enumerate() {
+            l.end(&mut |line| on_line(p, line, &frames));
+        }
+        let mut end = RunEnd::default();
+        let mut failure = None;
+        for (mut child, mut guard, stderr) in waits {
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| format!("waiting for {name} failed: {e}"))?;
+            guard.reaped();
+            let text = stderr.await.unwrap_or_default();
+            match self.outcome(&bin, status, &text) {
+                Ok(e) => {
+                    end.warning = end.warning.or(e.warning);
+                    if end.messages.is_empty() {
+                        end.messages = e.messages;
+                    }
+                }
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        let split = splitter
+            .await
+            .map_err(|e| format!("splitting the capture failed: {e}"))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        split.map_err(|e| format!("splitting the capture by flow failed: {e}"))?;
+        ctl.permille.store(1000, Ordering::Relaxed);
+        Ok((end, frames))
+    }
+
     /// A quick check of tshark against the empty capture (its own lane, a short limit).
     async fn run_quick(&self, args: &[String]) -> Result<RunEnd, String> {
         let job = Job {
@@ -384,7 +543,7 @@ impl Runner {
     ) -> Result<RunEnd, String> {
         let mut lines = LineSink {
             on_line,
-            pending: Vec::with_capacity(64 * 1024),
+            lines: Lines::default(),
         };
         self.run_job_into(bin, job, ctl, &mut lines).await
     }
@@ -443,18 +602,7 @@ impl Runner {
             .unwrap_or_default();
         let deadline = tokio::time::sleep(job.timeout);
         tokio::pin!(deadline);
-        let timed_out = || {
-            format!(
-                "{name} did not finish within {} s and was stopped ({}); narrow the analysis with a display_filter{}",
-                job.timeout.as_secs(),
-                job.timeout_setting,
-                if job.timeout_setting.starts_with("PCAP_") {
-                    format!(", or the operator can raise {}", job.timeout_setting)
-                } else {
-                    String::new()
-                }
-            )
-        };
+        let timed_out = || timed_out(&name, job.timeout, job.timeout_setting);
         let sem = match job.lane {
             Lane::Pass => &self.slots,
             Lane::Quick => &self.quick,
@@ -465,63 +613,13 @@ impl Runner {
             _ = ctl.cancel.cancelled() => return Err("cancelled".into()),
             _ = &mut deadline => return Err(timed_out()),
         };
-        let args: Vec<String> = job.args.iter().map(|a| fd_argument(a, job.files)).collect();
-        let mut cmd = match &self.cfg.stdbuf {
-            Some(stdbuf) => {
-                let mut c = Command::new(stdbuf);
-                c.arg(format!("--output={STDOUT_BUFFER}")).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let memory = self.cfg.child_memory_bytes;
-        let file_size_limit = job.file_size_limit;
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            let fds: Vec<i32> = job.files.iter().map(|f| f.file.as_raw_fd()).collect();
-            let parent = std::process::id() as i32;
-            cmd.process_group(0);
-            // SAFETY: only async-signal-safe calls between fork and exec; `fds` is
-            // allocated before the fork and only read in the child.
-            unsafe {
-                cmd.pre_exec(move || child_setup(parent, &fds, memory, file_size_limit));
-            }
-        }
-        tracing::debug!(?args, "spawning {name}");
-        let mut child = cmd.spawn().map_err(|e| cannot_start(bin, e))?;
+        let Spawned {
+            mut child,
+            mut guard,
+            mut stdout,
+            stderr: err_task,
+        } = self.spawn(bin, &job, Stdio::null())?;
         let pid = child.id();
-        if let Some(p) = pid {
-            self.live.lock().unwrap().insert(p as i32);
-        }
-        let mut guard = GroupGuard {
-            pid,
-            live: self.live.clone(),
-        };
-        let stdout = child.stdout.take().expect("stdout is piped");
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // a pipe as large as tshark's writes: one wake-up per MiB; refused (e.g. above
-            // /proc/sys/fs/pipe-max-size for an unprivileged user) it stays at 64 KiB
-            // SAFETY: fcntl on a descriptor this function owns.
-            unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, STDOUT_BUFFER as i32) };
-        }
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let err_task = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf).await;
-            // drain the rest so the child never blocks on a full pipe
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-            String::from_utf8_lossy(&buf).into_owned()
-        });
-
-        let mut stdout = stdout;
         // read in chunks: one select per 256 KiB, not per line (a pass prints hundreds
         // of thousands of short lines)
         let mut chunk = vec![0u8; 256 * 1024];
@@ -574,10 +672,90 @@ impl Runner {
             .map_err(|e| format!("waiting for {name} failed: {e}"))?;
         guard.reaped();
         let stderr_text = err_task.await.unwrap_or_default();
-        let message = clean_stderr(&stderr_text);
         if progress_of.is_some() {
             ctl.permille.store(1000, Ordering::Relaxed);
         }
+        self.outcome(bin, status, &stderr_text)
+    }
+
+    /// Starts one child of `job` in its own process group, with our limits and the
+    /// job's files on descriptors 3, 4, ...; the guard kills the group when dropped.
+    fn spawn(&self, bin: &Path, job: &Job<'_>, stdin: Stdio) -> Result<Spawned, String> {
+        let args: Vec<String> = job.args.iter().map(|a| fd_argument(a, job.files)).collect();
+        let mut cmd = match &self.cfg.stdbuf {
+            Some(stdbuf) => {
+                let mut c = Command::new(stdbuf);
+                c.arg(format!("--output={STDOUT_BUFFER}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(&args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let memory = self.cfg.child_memory_bytes;
+        let file_size_limit = job.file_size_limit;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let fds: Vec<i32> = job.files.iter().map(|f| f.file.as_raw_fd()).collect();
+            let parent = std::process::id() as i32;
+            cmd.process_group(0);
+            // SAFETY: only async-signal-safe calls between fork and exec; `fds` is
+            // allocated before the fork and only read in the child.
+            unsafe {
+                cmd.pre_exec(move || child_setup(parent, &fds, memory, file_size_limit));
+            }
+        }
+        tracing::debug!(?args, "spawning {}", bin.display());
+        let mut child = cmd.spawn().map_err(|e| cannot_start(bin, e))?;
+        let pid = child.id();
+        if let Some(p) = pid {
+            self.live.lock().unwrap().insert(p as i32);
+        }
+        let guard = GroupGuard {
+            pid,
+            live: self.live.clone(),
+        };
+        let stdout = child.stdout.take().expect("stdout is piped");
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // a pipe as large as tshark's writes: one wake-up per MiB; refused (e.g. above
+            // /proc/sys/fs/pipe-max-size for an unprivileged user) it stays at 64 KiB
+            // SAFETY: fcntl on a descriptor this function owns.
+            unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, STDOUT_BUFFER as i32) };
+        }
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf).await;
+            // drain the rest so the child never blocks on a full pipe
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        Ok(Spawned {
+            child,
+            guard,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// What a finished child's exit status and stderr mean for its output.
+    fn outcome(
+        &self,
+        bin: &Path,
+        status: std::process::ExitStatus,
+        stderr_text: &str,
+    ) -> Result<RunEnd, String> {
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let message = clean_stderr(stderr_text);
         if status.success() {
             return Ok(RunEnd {
                 warning: None,
@@ -592,7 +770,7 @@ impl Runner {
         if out_of_memory(&message, &status) {
             return Err(format!(
                 "{name} ran out of the memory it may use ({} MB, PCAP_CHILD_MEMORY_MB) and was stopped; narrow the analysis with a display_filter or a time range, or the operator can raise PCAP_CHILD_MEMORY_MB",
-                memory / (1024 * 1024)
+                self.cfg.child_memory_bytes / (1024 * 1024)
             ));
         }
         if is_partial_read(&message) {
@@ -607,6 +785,86 @@ impl Runner {
             message
         })
     }
+}
+
+/// Where each partition's frames came from: the k-th frame of partition p is
+/// original frame `frames[p][k - 1]`. Filled by the splitter before the frame's bytes
+/// reach the partition's tshark, so a line about a frame always finds it here.
+pub struct FrameMap {
+    parts: Vec<Mutex<Vec<u32>>>,
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl FrameMap {
+    fn new(n: usize) -> Self {
+        Self {
+            parts: (0..n).map(|_| Mutex::default()).collect(),
+            next: std::sync::atomic::AtomicU32::new(1),
+        }
+    }
+
+    /// A map of partitions holding these original frames, in order.
+    #[cfg(test)]
+    pub fn for_test(parts: &[Vec<u32>]) -> Self {
+        Self {
+            parts: parts.iter().map(|v| Mutex::new(v.clone())).collect(),
+            next: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    fn push(&self, p: usize) {
+        let frame = self.next.fetch_add(1, Ordering::Relaxed);
+        self.parts[p].lock().unwrap().push(frame);
+    }
+
+    /// The capture's frame number of partition `p`'s frame `local` (1-based).
+    pub fn original(&self, p: usize, local: u64) -> Option<u64> {
+        let i = usize::try_from(local.checked_sub(1)?).ok()?;
+        self.parts
+            .get(p)?
+            .lock()
+            .unwrap()
+            .get(i)
+            .map(|&f| u64::from(f))
+    }
+}
+
+/// A reader of a shared file at a position of its own (the server's handle is shared
+/// by every pass over the capture, so its file offset is nobody's).
+struct AtPosition {
+    file: Arc<std::fs::File>,
+    pos: u64,
+}
+
+impl std::io::Read for AtPosition {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// A child as `Runner::spawn` started it: its stdout to read, its stderr being drained
+/// (the first 64 KiB kept for its message).
+struct Spawned {
+    child: tokio::process::Child,
+    guard: GroupGuard,
+    stdout: tokio::process::ChildStdout,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+/// The message of a child stopped at its time limit.
+fn timed_out(name: &str, timeout: Duration, setting: &str) -> String {
+    format!(
+        "{name} did not finish within {} s and was stopped ({setting}); narrow the analysis with a display_filter{}",
+        timeout.as_secs(),
+        if setting.starts_with("PCAP_") {
+            format!(", or the operator can raise {setting}")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// A child that could not be started, whether the spawn failed or stdbuf could not run it.
@@ -794,43 +1052,58 @@ trait Output {
 /// Splits stdout into lines (without the line end) for a callback.
 struct LineSink<F> {
     on_line: F,
+    lines: Lines,
+}
+
+/// The lines of a byte stream read in chunks: a line cut by a chunk's end waits here
+/// for the rest.
+#[derive(Default)]
+struct Lines {
     pending: Vec<u8>,
 }
 
-impl<F: FnMut(&str)> LineSink<F> {
-    fn emit(on_line: &mut F, line: &[u8]) {
+impl Lines {
+    fn emit(on_line: &mut impl FnMut(&str), line: &[u8]) {
         let mut end = line.len();
         while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
             end -= 1;
         }
         on_line(&String::from_utf8_lossy(&line[..end]));
     }
-}
 
-impl<F: FnMut(&str)> Output for LineSink<F> {
-    fn data(&mut self, data: &[u8]) -> Result<(), String> {
+    fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(&str)) {
         let mut start = 0;
         // lines of the index pass are ~450 bytes: a vectorised search for their ends
         while let Some(i) = memchr::memchr(b'\n', &data[start..]) {
             let end = start + i;
             if self.pending.is_empty() {
-                Self::emit(&mut self.on_line, &data[start..end]);
+                Self::emit(on_line, &data[start..end]);
             } else {
                 self.pending.extend_from_slice(&data[start..end]);
-                Self::emit(&mut self.on_line, &self.pending);
+                Self::emit(on_line, &self.pending);
                 self.pending.clear();
             }
             start = end + 1;
         }
         self.pending.extend_from_slice(&data[start..]);
+    }
+
+    /// A last line without a newline.
+    fn end(&mut self, on_line: &mut impl FnMut(&str)) {
+        if !self.pending.is_empty() {
+            Self::emit(on_line, &self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+impl<F: FnMut(&str)> Output for LineSink<F> {
+    fn data(&mut self, data: &[u8]) -> Result<(), String> {
+        self.lines.feed(data, &mut self.on_line);
         Ok(())
     }
     fn end(&mut self) {
-        // a last line without a newline
-        if !self.pending.is_empty() {
-            Self::emit(&mut self.on_line, &self.pending);
-            self.pending.clear();
-        }
+        self.lines.end(&mut self.on_line);
     }
 }
 

@@ -19,6 +19,11 @@ use crate::engine::Analysis;
 use crate::pcapfile::CaptureSummary;
 use crate::tshark::fields::{FromRow, Row, field_args};
 
+pub mod parallel;
+pub mod taps;
+
+pub use taps::Taps;
+
 /// The per-host and per-pair tables of the views that show only their busiest or first
 /// entries (conversations, endpoints, topology, talkers, TTLs, MACs) stop taking new
 /// keys at this many: a flood of spoofed sources cannot grow them without bound, and
@@ -539,52 +544,6 @@ fn union_of(sinks: &[Box<dyn Sink>]) -> (Vec<&'static str>, Vec<Vec<usize>>) {
     (union, maps)
 }
 
-/// The text of the taps that ran in the index pass, each on its own.
-#[derive(Debug, Default, Clone)]
-pub struct Taps {
-    pub expert: String,
-    pub credentials: String,
-    pub rtp_streams: String,
-}
-
-impl Taps {
-    /// The taps' arguments, in an order [`Taps::split`] recognises.
-    fn args() -> [String; 6] {
-        ["-z", "expert", "-z", "credentials", "-z", "rtp,streams"].map(String::from)
-    }
-
-    /// Sorts the tap text tshark prints after the last row into the three sections:
-    /// each starts with a header only its tap prints.
-    fn split(text: &str) -> Self {
-        let mut t = Taps::default();
-        let mut cur: Option<&mut String> = None;
-        for line in text.lines() {
-            let expert_head = [
-                "Errors (",
-                "Warns (",
-                "Warnings (",
-                "Notes (",
-                "Chats (",
-                "Comments (",
-            ]
-            .iter()
-            .any(|h| line.starts_with(h));
-            if line.starts_with('=') && line.contains("RTP Streams") {
-                cur = Some(&mut t.rtp_streams);
-            } else if line.starts_with("Packet") && line.contains("Username") {
-                cur = Some(&mut t.credentials);
-            } else if expert_head {
-                cur = Some(&mut t.expert);
-            }
-            if let Some(s) = cur.as_deref_mut() {
-                s.push_str(line);
-                s.push('\n');
-            }
-        }
-        t
-    }
-}
-
 /// Everything one pass learnt about one capture and scope.
 pub struct CaptureIndex {
     parts: BTreeMap<TypeId, Arc<dyn Any + Send + Sync>>,
@@ -613,29 +572,30 @@ impl CaptureIndex {
         self.bytes + self.taps.expert.len() + self.taps.credentials.len()
     }
 
-    /// Runs the pass. Lines are split once; each part gets its own columns.
+    /// Runs the pass: split by flow across tsharks when the capture is large enough
+    /// and the scope allows (see [`parallel`]), else one tshark. Lines are split once;
+    /// each part gets its own columns.
     pub async fn build(a: &mut Analysis, makers: &[PartMaker]) -> Result<Self, String> {
         let summary = a.summary().await?;
-        let ctx = Ctx {
-            window: Window::of(&summary, a.user_filter.is_some(), a.time.map(|t| t.0)),
-            summary,
+        let window = Window::of(&summary, a.user_filter.is_some(), a.time.map(|t| t.0));
+        let ctx = || Ctx {
+            window,
+            summary: summary.clone(),
             strings: SharedStrings::new(),
         };
-        let mut sinks: Vec<Box<dyn Sink>> = makers.iter().map(|m| m(&ctx)).collect();
-        let (union, maps) = union_of(&sinks);
-        let mut args = field_args(&union);
-        args.extend(Taps::args());
+        let workers = a.split_workers(&summary);
+        if workers > 1
+            && let Some(index) = parallel::build(a, Pass::new(&ctx(), makers), workers).await?
+        {
+            return Ok(index);
+        }
+        let mut pass = Pass::new(&ctx(), makers);
+        let args = pass.args();
         let mut in_taps = false;
         let mut tap_text = String::new();
-        let n = union.len();
         a.run_lines(None, &args, |line| {
-            if !in_taps && line.starts_with(|c: char| c.is_ascii_digit()) {
-                // tshark escapes tabs inside values (`\t`), so every column splits
-                // exactly wherever a row type placed its free text
-                let row = Row::parse(line, n).with_frame_head();
-                for (s, map) in sinks.iter_mut().zip(&maps) {
-                    s.feed(&row.project(map));
-                }
+            if !in_taps && Pass::is_row(line) {
+                pass.row(line);
             } else {
                 in_taps = true;
                 tap_text.push_str(line);
@@ -643,22 +603,64 @@ impl CaptureIndex {
             }
         })
         .await?;
+        Ok(pass.finish(Taps::split(&tap_text), a))
+    }
+}
+
+/// The parts of one pass while tshark's lines feed them.
+pub(crate) struct Pass {
+    sinks: Vec<Box<dyn Sink>>,
+    union: Vec<&'static str>,
+    maps: Vec<Vec<usize>>,
+}
+
+impl Pass {
+    fn new(ctx: &Ctx, makers: &[PartMaker]) -> Self {
+        let sinks: Vec<Box<dyn Sink>> = makers.iter().map(|m| m(ctx)).collect();
+        let (union, maps) = union_of(&sinks);
+        Self { sinks, union, maps }
+    }
+
+    /// tshark's arguments for the pass: every part's fields, once, and the taps.
+    fn args(&self) -> Vec<String> {
+        let mut args = field_args(&self.union);
+        args.extend(Taps::args());
+        args
+    }
+
+    /// Whether a line is a row: rows start with `frame.number`; the tap text after the
+    /// last row never starts with a digit.
+    fn is_row(line: &str) -> bool {
+        line.starts_with(|c: char| c.is_ascii_digit())
+    }
+
+    /// Feeds one row line to every part.
+    fn row(&mut self, line: &str) {
+        // tshark escapes tabs inside values (`\t`), so every column splits exactly
+        // wherever a row type placed its free text
+        let row = Row::parse(line, self.union.len()).with_frame_head();
+        for (s, map) in self.sinks.iter_mut().zip(&self.maps) {
+            s.feed(&row.project(map));
+        }
+    }
+
+    fn finish(self, taps: Taps, a: &Analysis) -> CaptureIndex {
         let mut parts = BTreeMap::new();
         let mut bytes = 0;
-        for s in sinks {
+        for s in self.sinks {
             let name = s.name();
             let (id, p, b) = s.done();
             tracing::debug!(part = name, bytes = b, "index part built");
             parts.insert(id, p);
             bytes += b;
         }
-        Ok(Self {
+        CaptureIndex {
             parts,
-            taps: Taps::split(&tap_text),
+            taps,
             commands: a.commands.clone(),
             warning: a.warning.clone(),
             bytes,
-        })
+        }
     }
 }
 
@@ -714,20 +716,6 @@ pub mod heap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn taps_are_split_by_their_headers() {
-        // as tshark 4.0 prints them after the rows: reverse order of registration
-        let text = "========================= RTP Streams ========================\n   Start time ...\n==============================================================\n===================================================================\nPacket     Protocol         Username         Info\n9          FTP              Admin            Username in packet: 6\n===================================================================\nWarns (1)\n=============\n   Frequency      Group           Protocol  Summary\n           9   Sequence                TCP  C\nNotes (2)\n=============\n   Frequency      Group           Protocol  Summary\n           1   Sequence                TCP  This frame initiates the connection closing\n";
-        let t = Taps::split(text);
-        assert!(t.rtp_streams.contains("RTP Streams"), "{}", t.rtp_streams);
-        assert!(!t.rtp_streams.contains("Admin"));
-        assert!(t.credentials.contains("Admin"));
-        assert!(!t.credentials.contains("Notes"));
-        assert!(t.expert.starts_with("Warns (1)"));
-        assert!(!t.credentials.contains("Sequence"));
-        assert!(!t.expert.contains("Admin"));
-    }
 
     /// A value for each field of a flood of one-SYN connections from distinct sources:
     /// the worst case for per-flow state.

@@ -1,0 +1,401 @@
+//! The index pass split by flow across several tsharks: **parallel dissection, serial
+//! reduction**. The capture is split into partitions by IP address pair (`split`), one
+//! tshark dissects each at once, and their lines are merged back into the capture's
+//! frame order in front of the one reducer pipeline, so no part needs to know. Each
+//! line is rewritten as the whole-capture pass would have printed it: frame numbers
+//! (the frame's own, and those fields and messages point at) mapped back through the
+//! splitter's table, and TCP/UDP stream indexes renumbered in order of first
+//! appearance, which is how tshark numbers them.
+//!
+//! A capture whose signalling sets up media on other address pairs (SDP, RTSP, H.245,
+//! Skinny, MGCP) is indexed again in one pass: tshark finds RTP through that signalling,
+//! and a split cannot promise to keep a call's signalling beside its media.
+
+use std::collections::VecDeque;
+
+use super::taps::{FirstSeen, section_of, severity_of_code};
+use super::{CaptureIndex, FastMap, Pass, Taps};
+use crate::engine::Analysis;
+use crate::tshark::FrameMap;
+use crate::tshark::fields::AGGREGATOR;
+
+/// Fields holding frame numbers, mapped back to the capture's.
+const FRAME_FIELDS: [&str; 4] = [
+    "frame.number",
+    "http.request_in",
+    "dns.response_to",
+    "dns.retransmit_request_in",
+];
+
+/// Fields holding a conversation index tshark counts in order of first frame.
+const STREAM_FIELDS: [&str; 2] = ["tcp.stream", "udp.stream"];
+
+/// Protocols through which tshark learns that other address pairs carry RTP.
+const MEDIA_SETUP: [&str; 6] = ["sdp", "rtsp", "h245", "skinny", "mgcp", "unistim"];
+
+/// What a column of the wide line needs when it is written back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rewrite {
+    Frames,
+    Stream(usize),
+    ExpertMessages,
+}
+
+/// One partition's line waiting for its turn.
+struct Waiting {
+    frame: u64,
+    line: String,
+}
+
+/// Puts the partitions' lines back in frame order and rewrites them.
+pub(super) struct Merger {
+    columns: usize,
+    /// The columns to rewrite, in column order.
+    rewrites: Vec<(usize, Rewrite)>,
+    severity: Option<usize>,
+    protocols: Option<usize>,
+    waiting: Vec<VecDeque<Waiting>>,
+    /// A partition printed its last row (its taps follow, or its output ended).
+    rows_done: Vec<bool>,
+    taps: Vec<String>,
+    /// Per stream field: (partition, its index) to the whole capture's index.
+    streams: Vec<FastMap<(usize, u64), u64>>,
+    first_seen: FirstSeen,
+    seq: u64,
+    /// Signalling that sets up media elsewhere was seen: the split cannot be trusted.
+    pub media_setup: bool,
+    /// A line named a frame the splitter never gave its partition (a bug, not data).
+    pub lost: bool,
+    out: String,
+}
+
+impl Merger {
+    pub fn new(union: &[&str], workers: usize) -> Self {
+        let at = |name: &str| union.iter().position(|f| *f == name);
+        let mut rewrites: Vec<(usize, Rewrite)> = FRAME_FIELDS
+            .iter()
+            .filter_map(|f| at(f).map(|i| (i, Rewrite::Frames)))
+            .chain(
+                STREAM_FIELDS
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, f)| at(f).map(|i| (i, Rewrite::Stream(k)))),
+            )
+            .chain(at("_ws.expert.message").map(|i| (i, Rewrite::ExpertMessages)))
+            .collect();
+        rewrites.sort_by_key(|(i, _)| *i);
+        Self {
+            columns: union.len(),
+            rewrites,
+            severity: at("_ws.expert.severity"),
+            protocols: at("frame.protocols"),
+            waiting: (0..workers).map(|_| VecDeque::new()).collect(),
+            rows_done: vec![false; workers],
+            taps: vec![String::new(); workers],
+            streams: vec![FastMap::default(); STREAM_FIELDS.len()],
+            first_seen: FirstSeen::default(),
+            seq: 0,
+            media_setup: false,
+            lost: false,
+            out: String::new(),
+        }
+    }
+
+    /// Takes one line of partition `p`.
+    pub fn push(&mut self, p: usize, line: &str, frames: &FrameMap) {
+        if self.rows_done[p] || !Pass::is_row(line) {
+            self.rows_done[p] = true;
+            self.taps[p].push_str(line);
+            self.taps[p].push('\n');
+            return;
+        }
+        let local = line
+            .split('\t')
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        let Some(frame) = frames.original(p, local) else {
+            self.lost = true;
+            return;
+        };
+        if let Some(c) = self.protocols
+            && let Some(protocols) = line.split('\t').nth(c)
+            && protocols.split(':').any(|x| MEDIA_SETUP.contains(&x))
+        {
+            self.media_setup = true;
+        }
+        self.waiting[p].push_back(Waiting {
+            frame,
+            line: line.to_string(),
+        });
+    }
+
+    /// Hands `row` every line whose turn has come: the earliest frame among the
+    /// partitions, once every partition still printing rows has one waiting.
+    pub fn drain(&mut self, frames: &FrameMap, row: &mut impl FnMut(&str)) {
+        loop {
+            let mut best: Option<(u64, usize)> = None;
+            for (p, q) in self.waiting.iter().enumerate() {
+                match q.front() {
+                    Some(w) if best.is_none_or(|(f, _)| w.frame < f) => {
+                        best = Some((w.frame, p));
+                    }
+                    Some(_) => {}
+                    // its next row may come before every waiting one
+                    None if !self.rows_done[p] => return,
+                    None => {}
+                }
+            }
+            let Some((_, p)) = best else { return };
+            let w = self.waiting[p].pop_front().expect("a waiting line");
+            self.rewrite(p, &w.line, frames);
+            row(&self.out);
+        }
+    }
+
+    /// The end of every partition's output: the rest of the lines, in order.
+    pub fn finish(&mut self, frames: &FrameMap, row: &mut impl FnMut(&str)) {
+        self.rows_done.iter_mut().for_each(|d| *d = true);
+        self.drain(frames, row);
+    }
+
+    /// Partition `p`'s tap text, as `Taps` splits it.
+    pub fn taps(&self, frames: &FrameMap) -> Option<Taps> {
+        let parts: Vec<Taps> = self.taps.iter().map(|t| Taps::split(t)).collect();
+        Taps::merge(&parts, |p, n| frames.original(p, n), &self.first_seen)
+    }
+
+    /// Writes partition `p`'s `line` into `self.out` as the whole-capture pass prints it.
+    fn rewrite(&mut self, p: usize, line: &str, frames: &FrameMap) {
+        self.out.clear();
+        let mut cols = line.splitn(self.columns, '\t');
+        let mut severities = None;
+        let mut next = 0;
+        for i in 0..self.columns {
+            let Some(col) = cols.next() else { break };
+            if i > 0 {
+                self.out.push('\t');
+            }
+            if Some(i) == self.severity {
+                severities = Some(col);
+            }
+            let how = match self.rewrites.get(next) {
+                Some(&(c, how)) if c == i => {
+                    next += 1;
+                    how
+                }
+                _ => {
+                    self.out.push_str(col);
+                    continue;
+                }
+            };
+            if col.is_empty() {
+                continue;
+            }
+            match how {
+                Rewrite::Frames => {
+                    for (k, v) in col.split(AGGREGATOR).enumerate() {
+                        if k > 0 {
+                            self.out.push(AGGREGATOR);
+                        }
+                        match v.parse().ok().and_then(|n| frames.original(p, n)) {
+                            Some(n) => self.out.push_str(&n.to_string()),
+                            None => self.out.push_str(v),
+                        }
+                    }
+                }
+                Rewrite::Stream(kind) => {
+                    for (k, v) in col.split(AGGREGATOR).enumerate() {
+                        if k > 0 {
+                            self.out.push(AGGREGATOR);
+                        }
+                        match v.parse::<u64>() {
+                            Ok(local) => {
+                                let ids = &mut self.streams[kind];
+                                let next_id = ids.len() as u64;
+                                let id = *ids.entry((p, local)).or_insert(next_id);
+                                self.out.push_str(&id.to_string());
+                            }
+                            Err(_) => self.out.push_str(v),
+                        }
+                    }
+                }
+                Rewrite::ExpertMessages => {
+                    let start = self.out.len();
+                    if col.contains("in frame ") {
+                        let mapped =
+                            super::taps::remap_frame_phrases(col, |n| frames.original(p, n));
+                        self.out.push_str(&mapped);
+                    } else {
+                        self.out.push_str(col);
+                    }
+                    // the severity column comes before the messages (checked in a test)
+                    let messages = self.out[start..].to_string();
+                    self.note_first_seen(severities, &messages);
+                }
+            }
+        }
+    }
+
+    /// Counts each (severity, message) pair the first time the merged rows show it, so
+    /// the merged expert table lists them in the order one pass would.
+    fn note_first_seen(&mut self, severities: Option<&str>, messages: &str) {
+        let mut sev = severities.unwrap_or("").split(AGGREGATOR);
+        for msg in messages.split(AGGREGATOR) {
+            let Some(section) = sev
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .and_then(|c| section_of(severity_of_code(c)))
+            else {
+                continue;
+            };
+            self.seq += 1;
+            match self.first_seen.get_mut(msg) {
+                Some(s) => s[section] = s[section].min(self.seq),
+                None => {
+                    let mut s = [u64::MAX; 5];
+                    s[section] = self.seq;
+                    self.first_seen.insert(msg.to_string(), s);
+                }
+            }
+        }
+    }
+}
+
+/// Builds the index of `a`'s capture with `workers` tsharks, or None when the capture
+/// has to be indexed in one pass after all (media set up by signalling, or a split
+/// that failed on its own account).
+pub(super) async fn build(
+    a: &mut Analysis,
+    mut pass: Pass,
+    workers: usize,
+) -> Result<Option<CaptureIndex>, String> {
+    let args = pass.args();
+    let mut merger = Merger::new(&pass.union, workers);
+    let ctl = crate::tshark::Control {
+        cancel: a.ctl.cancel.child_token(),
+        permille: a.ctl.permille.clone(),
+    };
+    let stop = ctl.cancel.clone();
+    let before = (a.commands.len(), a.warning.clone());
+    let run = a
+        .run_split_lines(&args, workers, &ctl, |p, line, frames| {
+            merger.push(p, line, frames);
+            if merger.media_setup || merger.lost {
+                stop.cancel();
+                return;
+            }
+            merger.drain(frames, &mut |l| pass.row(l));
+        })
+        .await;
+    if a.ctl.cancel.is_cancelled() {
+        return Err("cancelled".into());
+    }
+    // the split was given up while it ran (whether or not the tsharks had already
+    // finished by then, the rows after that point were never fed)
+    if merger.media_setup {
+        tracing::info!(
+            "the capture sets up media through signalling (SDP, RTSP, H.245): indexed in one pass"
+        );
+        return Ok(gave_up(a, before));
+    }
+    if merger.lost {
+        tracing::warn!("the split index pass lost a frame's place: indexed in one pass");
+        return Ok(gave_up(a, before));
+    }
+    let frames = match run {
+        Ok(frames) => frames,
+        Err(e) if e.contains("splitting the capture") => {
+            tracing::warn!("the split index pass failed ({e}): indexed in one pass");
+            return Ok(gave_up(a, before));
+        }
+        Err(e) => return Err(e),
+    };
+    merger.finish(&frames, &mut |l| pass.row(l));
+    let Some(taps) = merger.taps(&frames) else {
+        tracing::info!("RTP streams found: indexed in one pass");
+        return Ok(gave_up(a, before));
+    };
+    Ok(Some(pass.finish(taps, a)))
+}
+
+/// Leaves `a` as it was before the split was tried: the one pass that follows lists
+/// its own command, and answers stay the size they would have been.
+fn gave_up(a: &mut Analysis, (commands, warning): (usize, Option<String>)) -> Option<CaptureIndex> {
+    a.commands.truncate(commands);
+    a.warning = warning;
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of the index that names a frame or a conversation is one the
+    /// merger maps: a new field of that kind must be added to its lists.
+    #[test]
+    fn every_frame_and_stream_field_is_mapped() {
+        let ctx = crate::index::Ctx {
+            summary: Default::default(),
+            window: Default::default(),
+            strings: crate::index::SharedStrings::new(),
+        };
+        let pass = Pass::new(&ctx, crate::tools::INDEX_PARTS);
+        for f in &pass.union {
+            let names_frame = f.ends_with("_in")
+                || f.ends_with("response_to")
+                || f.contains("frame")
+                || f.ends_with(".stream")
+                || f.contains("stream_index")
+                || f.contains("connection.number");
+            let plain = [
+                "frame.time_epoch",
+                "frame.len",
+                "frame.cap_len",
+                "frame.protocols",
+                "quic.frame_type",
+            ];
+            if names_frame && !plain.contains(f) {
+                assert!(
+                    FRAME_FIELDS.contains(f) || STREAM_FIELDS.contains(f),
+                    "{f} is printed by the index pass but not mapped back by the split pass"
+                );
+            }
+        }
+        let at = |n: &str| pass.union.iter().position(|f| *f == n);
+        assert!(at("_ws.expert.severity") < at("_ws.expert.message"));
+    }
+
+    #[test]
+    fn lines_come_back_in_frame_order_with_streams_renumbered() {
+        let union = [
+            "frame.number",
+            "frame.time_epoch",
+            "tcp.stream",
+            "dns.response_to",
+        ];
+        let mut m = Merger::new(&union, 2);
+        let frames = FrameMap::for_test(&[vec![1, 3, 4], vec![2, 5]]);
+        let mut out = Vec::new();
+        // partition 1's lines arrive first; nothing is handed on before partition 0 has
+        // one waiting too
+        m.push(1, "1\t0.2\t0\t", &frames);
+        m.drain(&frames, &mut |l| out.push(l.to_string()));
+        assert!(out.is_empty());
+        m.push(1, "2\t0.5\t1\t1", &frames);
+        m.push(0, "1\t0.1\t0\t", &frames);
+        m.push(0, "2\t0.3\t1\t", &frames);
+        m.push(0, "3\t0.4\t0\t2", &frames);
+        m.finish(&frames, &mut |l| out.push(l.to_string()));
+        assert_eq!(
+            out,
+            [
+                "1\t0.1\t0\t",
+                "2\t0.2\t1\t",
+                "3\t0.3\t2\t",
+                "4\t0.4\t0\t3",
+                "5\t0.5\t3\t2",
+            ]
+        );
+    }
+}
