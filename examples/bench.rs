@@ -277,6 +277,9 @@ async fn main() {
             c.env("PCAP_STORAGE_DIR", storage.path())
                 .env("PCAP_ALLOWED_DIRS", &dir)
                 .env("PCAP_CALL_DEADLINE", "3600")
+                // one tshark per pass, so every ratio is one pass against one pass;
+                // the split pass is measured on its own below
+                .env("PCAP_WORKERS", "1")
                 .env("RUST_LOG", "warn");
         }),
     )
@@ -377,4 +380,115 @@ async fn main() {
         "largest default answer: {} bytes ({}; budget ~20000)",
         largest.1, largest.0
     );
+
+    // the index pass split by flow: the first call on a fresh server with one worker
+    // and with two, wall time and CPU (server and tsharks), and each tshark's peak
+    let one = first_call(&file, 1).await;
+    let two = first_call(&file, 2).await;
+    for (w, m) in [(1, &one), (2, &two)] {
+        println!(
+            "first call, PCAP_WORKERS={w}: {:.2} s wall, {:.2} s CPU (server {:.2} + tsharks {:.2}), {} tshark(s) peaking at {:?} MB",
+            m.wall,
+            m.cpu.0 + m.cpu.1,
+            m.cpu.0,
+            m.cpu.1,
+            m.tshark_peaks_mb.len(),
+            m.tshark_peaks_mb
+        );
+    }
+    println!(
+        "split index: {:.2} x the wall time of one worker (target <= 0.7) at {:.2} x its CPU (target <= 1.15)",
+        two.wall / one.wall,
+        (two.cpu.0 + two.cpu.1) / (one.cpu.0 + one.cpu.1)
+    );
+}
+
+/// What the first call on a fresh server cost.
+struct FirstCall {
+    wall: f64,
+    /// (server, its tshark children), CPU seconds.
+    cpu: (f64, f64),
+    /// The peak RSS of each tshark that ran, in MB.
+    tshark_peaks_mb: Vec<u64>,
+    server_peak_mb: u64,
+}
+
+async fn first_call(file: &Path, workers: usize) -> FirstCall {
+    let storage = tempfile::tempdir().unwrap();
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(server_binary()).configure(|c| {
+            c.env("PCAP_STORAGE_DIR", storage.path())
+                .env("PCAP_ALLOWED_DIRS", file.parent().unwrap())
+                .env("PCAP_CALL_DEADLINE", "3600")
+                .env("PCAP_WORKERS", workers.to_string())
+                .env("PCAP_SPLIT_MIN_MB", "0")
+                .env("RUST_LOG", "warn");
+        }),
+    )
+    .unwrap();
+    let pid = transport.id().unwrap();
+    let client = ().serve(transport).await.unwrap();
+    let req = CallToolRequestParams::new("analyze_pcap_file").with_arguments(
+        json!({"pcap_file": file.display().to_string()})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let before = cpu_split(pid);
+    let t = std::time::Instant::now();
+    // each tshark's peak, sampled while it runs (a reaped child's is gone)
+    let mut peaks: std::collections::BTreeMap<u32, u64> = Default::default();
+    {
+        let call = client.call_tool(req);
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                r = &mut call => {
+                    r.unwrap();
+                    break;
+                }
+                _ = tick.tick() => {
+                    for child in tshark_children(pid) {
+                        let mb = peak_rss_mb(child);
+                        let p = peaks.entry(child).or_default();
+                        *p = (*p).max(mb);
+                    }
+                }
+            }
+        }
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let after = cpu_split(pid);
+    let server_peak_mb = peak_rss_mb(pid);
+    let _ = client.cancel().await;
+    FirstCall {
+        wall,
+        server_peak_mb,
+        cpu: (after.0 - before.0, after.1 - before.1),
+        // the reader probe's tshark is short and small: only the passes
+        tshark_peaks_mb: peaks.into_values().filter(|&mb| mb > 100).collect(),
+    }
+}
+
+/// The tshark processes whose parent is `pid`.
+fn tshark_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let Some((name, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let parent = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if name.ends_with("(tshark") && parent == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
 }

@@ -41,6 +41,7 @@ mod quic;
 mod results_contract;
 mod server_protocol;
 mod slowness;
+mod split_index;
 mod tcp_live;
 mod tcp_tools;
 mod threat_tools;
