@@ -387,11 +387,12 @@ async fn main() {
     let two = first_call(&file, 2).await;
     for (w, m) in [(1, &one), (2, &two)] {
         println!(
-            "first call, PCAP_WORKERS={w}: {:.2} s wall, {:.2} s CPU (server {:.2} + tsharks {:.2}), {} tshark(s) peaking at {:?} MB",
+            "first call, PCAP_WORKERS={w}: {:.2} s wall, {:.2} s CPU (server {:.2} + tsharks {:.2}), server peak {} MB, {} tshark(s) peaking at {:?} MB",
             m.wall,
             m.cpu.0 + m.cpu.1,
             m.cpu.0,
             m.cpu.1,
+            m.server_peak_mb,
             m.tshark_peaks_mb.len(),
             m.tshark_peaks_mb
         );

@@ -274,17 +274,9 @@ fn walk_pcap(
     on_record: &mut impl FnMut(&Record<'_>) -> bool,
     w: &mut Walked,
 ) {
-    let big = matches!(magic, [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d]);
     let nsec = matches!(magic, [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]);
     w.file_type = if nsec { "nsecpcap" } else { "pcap" };
-    let u32_of = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        if big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        }
-    };
+    let u32_of = pcap_u32(magic);
     let mut rest = [0u8; 20];
     if r.read_exact(&mut rest).is_err() {
         w.damaged = Some("the file ends inside its pcap header".into());
@@ -349,6 +341,19 @@ fn walk_pcap(
     }
 }
 
+/// A reader of a classic pcap's 32-bit numbers, in the byte order its magic names.
+pub fn pcap_u32(magic: [u8; 4]) -> impl Fn(&[u8]) -> u32 {
+    let big = matches!(magic, [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d]);
+    move |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
+    }
+}
+
 /// Reads until `buf` is full or the input ends; returns how much was read.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
@@ -373,7 +378,7 @@ struct Interface {
 
 /// pcapng block types tshark turns into frames besides packets: systemd journal
 /// entries, sysdig events, and custom blocks (copyable and not).
-fn is_frame_block(t: u32) -> bool {
+pub fn is_frame_block(t: u32) -> bool {
     matches!(t, 2 | 3 | 6 | 9 | 0x204 | 0x208 | 0x0000_0BAD | 0x4000_0BAD)
 }
 

@@ -190,15 +190,7 @@ fn split_pcap<W: Write>(
     outs: &mut [W],
     on_frame: &mut impl FnMut(usize),
 ) -> io::Result<()> {
-    let big = matches!(magic, [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d]);
-    let u32_of = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        if big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        }
-    };
+    let u32_of = crate::pcapfile::pcap_u32(magic);
     let mut rest = [0u8; 20];
     r.read_exact(&mut rest)?;
     let linktype = u32_of(&rest[16..20]) & 0xffff;
@@ -214,11 +206,6 @@ fn split_pcap<W: Write>(
         outs[p].write_all(&data)?;
     }
     Ok(())
-}
-
-/// pcapng block types tshark turns into frames (as `pcapfile` counts them).
-fn is_frame_block(t: u32) -> bool {
-    matches!(t, 2 | 3 | 6 | 9 | 0x204 | 0x208 | 0x0000_0BAD | 0x4000_0BAD)
 }
 
 fn split_pcapng<W: Write>(
@@ -299,7 +286,7 @@ fn split_pcapng<W: Write>(
             // interface statistics: the capturing side's counters, read by our own
             // reader, not by the index; one copy is enough
             5 => outs[0].write_all(&block)?,
-            t if is_frame_block(t) => {
+            t if crate::pcapfile::is_frame_block(t) => {
                 // (interface, offset of the data, captured length) of packet blocks
                 let packet = match t {
                     6 if body.len() >= 20 => {

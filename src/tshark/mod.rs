@@ -481,12 +481,7 @@ impl Runner {
         let mut end = RunEnd::default();
         let mut failure = None;
         for (mut child, mut guard, stderr) in waits {
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| format!("waiting for {name} failed: {e}"))?;
-            guard.reaped();
-            let text = stderr.await.unwrap_or_default();
+            let (status, text) = reap(&mut child, &mut guard, stderr).await?;
             match self.outcome(&bin, status, &text) {
                 Ok(e) => {
                     end.warning = end.warning.or(e.warning);
@@ -666,12 +661,7 @@ impl Runner {
                 }
             }
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| format!("waiting for {name} failed: {e}"))?;
-        guard.reaped();
-        let stderr_text = err_task.await.unwrap_or_default();
+        let (status, stderr_text) = reap(&mut child, &mut guard, err_task).await?;
         if progress_of.is_some() {
             ctl.permille.store(1000, Ordering::Relaxed);
         }
@@ -852,6 +842,20 @@ struct Spawned {
     guard: GroupGuard,
     stdout: tokio::process::ChildStdout,
     stderr: tokio::task::JoinHandle<String>,
+}
+
+/// Waits for a child that closed its stdout, ends its group, and takes its stderr.
+async fn reap(
+    child: &mut tokio::process::Child,
+    guard: &mut GroupGuard,
+    stderr: tokio::task::JoinHandle<String>,
+) -> Result<(std::process::ExitStatus, String), String> {
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for tshark failed: {e}"))?;
+    guard.reaped();
+    Ok((status, stderr.await.unwrap_or_default()))
 }
 
 /// The message of a child stopped at its time limit.
