@@ -198,7 +198,7 @@ fn dns_query(id: u16, name: &str, response: bool) -> Vec<u8> {
 
 /// Interleaved traffic of many address pairs, so that both partitions get flows of
 /// every kind.
-fn stress_capture() -> Vec<u8> {
+fn stress_capture(rounds: usize) -> Vec<u8> {
     let mut recs: Vec<(f64, Vec<u8>)> = Vec::new();
     let mut t = 1_700_000_000.0;
     let mut at = |recs: &mut Vec<(f64, Vec<u8>)>, f: Vec<u8>| {
@@ -206,7 +206,7 @@ fn stress_capture() -> Vec<u8> {
         recs.push((t, f));
     };
     let (syn, ack, psh_ack, fin_ack) = (0x02, 0x10, 0x18, 0x11);
-    for i in 0..24u8 {
+    for i in (0..rounds).flat_map(|_| 0..24u8) {
         let client = [10, 1, 0, 10 + i];
         let server = [10, 2, 0, 1 + i % 5];
         let router = [10, 9, 9, 1 + i % 3];
@@ -417,7 +417,7 @@ fn stress_capture() -> Vec<u8> {
 async fn two_workers_answer_what_one_pass_answers() {
     let dir = tempfile::tempdir().unwrap();
     let stress = dir.path().join("split-stress.pcap");
-    std::fs::write(&stress, stress_capture()).unwrap();
+    std::fs::write(&stress, stress_capture(1)).unwrap();
     let mut files: Vec<std::path::PathBuf> =
         fixture_names().iter().map(|n| fixtures().join(n)).collect();
     files.push(stress.clone());
@@ -502,4 +502,40 @@ fn which_tshark() -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A split pass stopped at its time limit answers with the limit's message and leaves
+/// no tshark behind, both of its tsharks having run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_pass_past_its_time_limit_leaves_no_tshark() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("split-slow.pcap");
+    std::fs::write(&big, stress_capture(300)).unwrap();
+    let s = start_with(&[
+        ("PCAP_WORKERS", "2"),
+        ("PCAP_SPLIT_MIN_MB", "0"),
+        ("PCAP_TSHARK_TIMEOUT", "2"),
+        ("PCAP_CALL_DEADLINE", "60"),
+        ("PCAP_ALLOWED_DIRS", &dir.path().display().to_string()),
+    ])
+    .await;
+    let call = spawn_call(
+        s.client.peer(),
+        "analyze_pcap_file",
+        json!({"pcap_file": big.display().to_string()}),
+    );
+    let pid = s.pid;
+    wait_until(20, "two tsharks at once", || {
+        children_named(pid, "tshark").len() >= 2
+    })
+    .await;
+    let (_, r) = call.await.unwrap();
+    let r = r.unwrap();
+    let message = text(&r);
+    assert_eq!(r.is_error, Some(true), "{message}");
+    assert!(message.contains("did not finish within 2 s"), "{message}");
+    wait_until(10, "no tshark left", || {
+        children_named(pid, "tshark").is_empty()
+    })
+    .await;
 }
