@@ -498,6 +498,7 @@ impl Analysis {
         &mut self,
         args: &[String],
         workers: usize,
+        routing: Arc<crate::split::Routing>,
         ctl: &Control,
         on_line: impl FnMut(usize, &str, &crate::tshark::FrameMap),
     ) -> Result<Arc<crate::tshark::FrameMap>, String> {
@@ -525,6 +526,7 @@ impl Analysis {
                 &self.file,
                 self.keylog.as_ref().map(|k| &k.opened),
                 workers,
+                routing,
                 self.time_budget,
                 ctl,
                 on_line,

@@ -19,16 +19,24 @@
 //! The splitter expects a capture our reader walked without damage (the index only
 //! splits those); on a structure it cannot follow it stops with an error.
 
+use std::collections::HashSet;
 use std::io::{self, BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The partition (of `n`) of a packet on link type `linktype`.
-pub fn partition_of(linktype: u32, data: &[u8], n: usize) -> usize {
+pub fn partition_of(linktype: u32, data: &[u8], n: usize, routing: &Routing) -> usize {
     if n <= 1 {
         return 0;
     }
     match network_layer(linktype, data).and_then(|ip| address_pair(ip, true)) {
-        Some((a, b)) => (pair_hash(a, b) % n as u64) as usize,
+        Some((a, b)) => {
+            let pair = pair_hash(a, b);
+            if routing.keeps(a, b, pair) {
+                0
+            } else {
+                (pair % n as u64) as usize
+            }
+        }
         None => 0,
     }
 }
@@ -121,15 +129,235 @@ fn pair_hash(a: &[u8], b: &[u8]) -> u64 {
     h
 }
 
-/// Splits the capture read from `input` (at most `limit` bytes) into `outs`, calling
-/// `on_frame(partition)` for each frame tshark will number, in file order, before its
-/// bytes are written. `read` counts the bytes taken from the input, for progress.
+/// Which address pairs stay in partition 0 whatever their hash: those that carry
+/// call signalling (SIP, MGCP, RTSP, H.225, Skinny), every pair of an address the
+/// signalling announces media on, and the capture's first frame's pair.
+///
+/// tshark decodes RTP only where signalling it has seen set it up (SDP's `c=` address,
+/// RTSP's transport), and a call's signalling and media travel between different
+/// address pairs whenever a proxy or gateway is in the path: together in one partition,
+/// each partition's tshark decodes exactly what one pass would. The first frame's pair
+/// is there so partition 0 starts where the capture does: the RTP streams tap prints
+/// times relative to the first frame its tshark read.
+///
+/// Pairs and addresses are kept as hashes: two that collide only send one more pair to
+/// partition 0, which is as correct as any other partition, so no key is stored.
+#[derive(Debug, Default, Clone)]
+pub struct Routing {
+    pairs: HashSet<u64>,
+    addresses: HashSet<u64>,
+}
+
+impl Routing {
+    fn keeps(&self, a: &[u8], b: &[u8], pair: u64) -> bool {
+        self.pairs.contains(&pair)
+            || (!self.addresses.is_empty()
+                && (self.addresses.contains(&address_hash(a))
+                    || self.addresses.contains(&address_hash(b))))
+    }
+
+    /// Whether media announced on `address` (as tshark prints it) was planned for:
+    /// the split pass checks every SDP address tshark decodes against the plan.
+    pub fn announced(&self, address: &str) -> bool {
+        match address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => self.addresses.contains(&address_hash(&a.octets())),
+            Ok(std::net::IpAddr::V6(a)) => self.addresses.contains(&address_hash(&a.octets())),
+            // a host name or garbage: tshark sets up no media on it either
+            Err(_) => true,
+        }
+    }
+}
+
+fn address_hash(a: &[u8]) -> u64 {
+    pair_hash(a, &[])
+}
+
+/// Ports of the signalling that sets up media: SIP, MGCP (gateway and agent), H.248
+/// (text and binary), RTSP, H.225 call signalling, Skinny.
+const SIGNALLING_PORTS: [u16; 8] = [5060, 2427, 2727, 2944, 2945, 554, 1720, 2000];
+
+/// Reads the capture once (our reader, no dissection) for the pairs [`Routing`] keeps
+/// together: the plan the split follows.
+pub fn plan(input: impl Read, limit: u64) -> io::Result<Routing> {
+    let mut routing = Routing::default();
+    let mut first = true;
+    let read = AtomicU64::new(0);
+    walk(input, limit, &read, &mut |block| {
+        let Block::Frame {
+            packet: Some((linktype, data)),
+            ..
+        } = block
+        else {
+            return Ok(());
+        };
+        let Some(ip) = network_layer(linktype, data) else {
+            return Ok(());
+        };
+        let Some((a, b)) = address_pair(ip, true) else {
+            return Ok(());
+        };
+        if std::mem::take(&mut first) {
+            routing.pairs.insert(pair_hash(a, b));
+        }
+        let Some((sport, dport, payload)) = transport(ip) else {
+            return Ok(());
+        };
+        if SIGNALLING_PORTS.contains(&sport) || SIGNALLING_PORTS.contains(&dport) {
+            routing.pairs.insert(pair_hash(a, b));
+            for address in sdp_addresses(payload) {
+                routing.addresses.insert(address_hash(&address));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(routing)
+}
+
+/// The ports and payload of a TCP or UDP packet that is not a later fragment.
+fn transport(ip: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let (proto, l4) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(ip.first()? & 0x0f) * 4;
+            let offset = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+            if offset != 0 {
+                return None;
+            }
+            (*ip.get(9)?, ip.get(ihl..)?)
+        }
+        6 => {
+            let mut next = *ip.get(6)?;
+            let mut off = 40;
+            loop {
+                match next {
+                    0 | 43 | 60 => {
+                        next = *ip.get(off)?;
+                        off += (usize::from(*ip.get(off + 1)?) + 1) * 8;
+                    }
+                    // a fragment header: only the first fragment holds the ports
+                    44 => {
+                        let offset =
+                            u16::from_be_bytes([*ip.get(off + 2)?, *ip.get(off + 3)?]) >> 3;
+                        if offset != 0 {
+                            return None;
+                        }
+                        next = *ip.get(off)?;
+                        off += 8;
+                    }
+                    _ => break,
+                }
+            }
+            (next, ip.get(off..)?)
+        }
+        _ => return None,
+    };
+    let port = |i: usize| Some(u16::from_be_bytes([*l4.get(i)?, *l4.get(i + 1)?]));
+    let (sport, dport) = (port(0)?, port(2)?);
+    let payload = match proto {
+        17 => l4.get(8..)?,
+        6 => l4.get(usize::from(*l4.get(12)? >> 4) * 4..)?,
+        _ => return None,
+    };
+    Some((sport, dport, payload))
+}
+
+/// The addresses of the SDP connection lines (`c=IN IP4 a.b.c.d`) in a payload, as
+/// address bytes.
+fn sdp_addresses(payload: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = payload;
+    while let Some(i) = memchr::memmem::find(rest, b"c=IN IP") {
+        rest = &rest[i + 7..];
+        let Some(text) = rest.get(2..) else { break };
+        let end = text
+            .iter()
+            .position(|c| matches!(c, b'\r' | b'\n' | b'/' | b' '))
+            .unwrap_or(text.len());
+        if let Some(a) = std::str::from_utf8(&text[..end])
+            .ok()
+            .and_then(|t| t.parse::<std::net::IpAddr>().ok())
+        {
+            out.push(match a {
+                std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                std::net::IpAddr::V6(a) => a.octets().to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Splits the capture read from `input` (at most `limit` bytes) into `outs` as
+/// `routing` plans, calling `on_frame(partition)` for each frame tshark will number, in
+/// file order, before its bytes are written. `read` counts the bytes taken from the
+/// input, for progress.
 pub fn split<W: Write>(
     input: impl Read,
     limit: u64,
     outs: &mut [W],
+    routing: &Routing,
     mut on_frame: impl FnMut(usize),
     read: &AtomicU64,
+) -> io::Result<()> {
+    let n = outs.len();
+    walk(input, limit, read, &mut |block| match block {
+        Block::Shared(parts) => {
+            for o in outs.iter_mut() {
+                for b in parts {
+                    o.write_all(b)?;
+                }
+            }
+            Ok(())
+        }
+        Block::First(b) => outs[0].write_all(b),
+        Block::Frame { packet, raw } => {
+            let p = packet.map_or(0, |(linktype, data)| {
+                partition_of(linktype, data, n, routing)
+            });
+            on_frame(p);
+            for b in raw {
+                outs[p].write_all(b)?;
+            }
+            Ok(())
+        }
+    })
+}
+
+/// A reader of a shared file at a position of its own (the server's handle is shared
+/// by every pass over the capture, so its file offset is nobody's).
+pub struct ReadAt {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub pos: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// One unit of a capture as the splitter copies it.
+enum Block<'a> {
+    /// The file header, section headers, interfaces, name resolution, secrets: what
+    /// every partition needs to read its packets.
+    Shared(&'a [&'a [u8]]),
+    /// Interface statistics: one copy, in partition 0.
+    First(&'a [u8]),
+    /// A record tshark numbers as a frame, in pieces to copy as they are; its link type
+    /// and bytes when it is a packet.
+    Frame {
+        packet: Option<(u32, &'a [u8])>,
+        raw: &'a [&'a [u8]],
+    },
+}
+
+/// Hands `visit` every block of the capture read from `input`, in file order.
+fn walk(
+    input: impl Read,
+    limit: u64,
+    read: &AtomicU64,
+    visit: &mut impl FnMut(Block<'_>) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut r = Counted {
         inner: BufReader::with_capacity(1 << 20, input.take(limit)),
@@ -138,9 +366,9 @@ pub fn split<W: Write>(
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)?;
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
-        split_pcapng(&mut r, outs, &mut on_frame)
+        walk_pcapng(&mut r, visit)
     } else {
-        split_pcap(&mut r, magic, outs, &mut on_frame)
+        walk_pcap(&mut r, magic, visit)
     }
 }
 
@@ -161,15 +389,6 @@ fn damaged(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-fn to_all<W: Write>(outs: &mut [W], bytes: &[&[u8]]) -> io::Result<()> {
-    for o in outs.iter_mut() {
-        for b in bytes {
-            o.write_all(b)?;
-        }
-    }
-    Ok(())
-}
-
 /// Reads a record header, or None at a clean end of the input.
 fn header<const N: usize>(r: &mut impl Read) -> io::Result<Option<[u8; N]>> {
     let mut h = [0u8; N];
@@ -184,34 +403,32 @@ fn header<const N: usize>(r: &mut impl Read) -> io::Result<Option<[u8; N]>> {
     Ok(Some(h))
 }
 
-fn split_pcap<W: Write>(
+fn walk_pcap(
     r: &mut impl Read,
     magic: [u8; 4],
-    outs: &mut [W],
-    on_frame: &mut impl FnMut(usize),
+    visit: &mut impl FnMut(Block<'_>) -> io::Result<()>,
 ) -> io::Result<()> {
     let u32_of = crate::pcapfile::pcap_u32(magic);
     let mut rest = [0u8; 20];
     r.read_exact(&mut rest)?;
     let linktype = u32_of(&rest[16..20]) & 0xffff;
-    to_all(outs, &[&magic, &rest])?;
+    visit(Block::Shared(&[&magic, &rest]))?;
     let mut data = Vec::new();
     while let Some(hdr) = header::<16>(r)? {
         let caplen = u32_of(&hdr[8..12]) as usize;
         data.resize(caplen, 0);
         r.read_exact(&mut data)?;
-        let p = partition_of(linktype, &data, outs.len());
-        on_frame(p);
-        outs[p].write_all(&hdr)?;
-        outs[p].write_all(&data)?;
+        visit(Block::Frame {
+            packet: Some((linktype, &data)),
+            raw: &[&hdr, &data],
+        })?;
     }
     Ok(())
 }
 
-fn split_pcapng<W: Write>(
+fn walk_pcapng(
     r: &mut impl Read,
-    outs: &mut [W],
-    on_frame: &mut impl FnMut(usize),
+    visit: &mut impl FnMut(Block<'_>) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut little = true;
     // the link type of each interface of the current section
@@ -281,11 +498,11 @@ fn split_pcapng<W: Write>(
                     return Err(damaged("an interface description block is too short"));
                 }
                 linktypes.push(u32::from(u16_at(body, 0)));
-                to_all(outs, &[&block])?;
+                visit(Block::Shared(&[&block]))?;
             }
             // interface statistics: the capturing side's counters, read by our own
             // reader, not by the index; one copy is enough
-            5 => outs[0].write_all(&block)?,
+            5 => visit(Block::First(&block))?,
             t if crate::pcapfile::is_frame_block(t) => {
                 // (interface, offset of the data, captured length) of packet blocks
                 let packet = match t {
@@ -300,7 +517,7 @@ fn split_pcapng<W: Write>(
                     }
                     _ => None,
                 };
-                let p = match packet {
+                let packet = match packet {
                     Some((iface, off, caplen)) => {
                         let linktype = *linktypes.get(iface).ok_or_else(|| {
                             damaged("a packet names an interface no block declared")
@@ -308,16 +525,18 @@ fn split_pcapng<W: Write>(
                         let data = body
                             .get(off..off + caplen)
                             .ok_or_else(|| damaged("a packet is longer than its block"))?;
-                        partition_of(linktype, data, outs.len())
+                        Some((linktype, data))
                     }
-                    None => 0,
+                    None => None,
                 };
-                on_frame(p);
-                outs[p].write_all(&block)?;
+                visit(Block::Frame {
+                    packet,
+                    raw: &[&block],
+                })?;
             }
             // section headers, name resolution, decryption secrets, and whatever else
             // sets up how later packets read: every partition needs them
-            _ => to_all(outs, &[&block])?,
+            _ => visit(Block::Shared(&[&block]))?,
         }
     }
 }
@@ -351,23 +570,26 @@ mod tests {
         let n = 7;
         let fwd = ether(0x0800, None, &ipv4(a, b, 17, &[0; 8]));
         let back = ether(0x0800, Some(5), &ipv4(b, a, 17, &[0; 8]));
-        let p = partition_of(1, &fwd, n);
-        assert_eq!(partition_of(1, &back, n), p);
+        let p = partition_of(1, &fwd, n, &Routing::default());
+        assert_eq!(partition_of(1, &back, n, &Routing::default()), p);
         // a router's port unreachable about a -> b, sent from elsewhere
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&ipv4(a, b, 17, &[0; 8]));
         let mut moved = 0;
         for last in 0..=255u8 {
             let err = ether(0x0800, None, &ipv4([192, 168, 9, last], a, 1, &icmp));
-            assert_eq!(partition_of(1, &err, n), p);
+            assert_eq!(partition_of(1, &err, n, &Routing::default()), p);
             // an echo request of the same router is placed by its own pair
             let echo = ipv4([192, 168, 9, last], a, 1, &[8, 0, 0, 0, 0, 0, 0, 0]);
-            moved += usize::from(partition_of(101, &echo, n) != p);
+            moved += usize::from(partition_of(101, &echo, n, &Routing::default()) != p);
         }
         assert!(moved > 0, "echo requests are placed by their own pair");
         // ARP and unknown link types: partition 0
-        assert_eq!(partition_of(1, &ether(0x0806, None, &[0; 28]), n), 0);
-        assert_eq!(partition_of(105, &fwd, n), 0);
+        assert_eq!(
+            partition_of(1, &ether(0x0806, None, &[0; 28]), n, &Routing::default()),
+            0
+        );
+        assert_eq!(partition_of(105, &fwd, n, &Routing::default()), 0);
     }
 
     #[test]
@@ -380,18 +602,96 @@ mod tests {
             p
         };
         let flow = v6(1, 2, 6, &[0; 20]);
-        let p = partition_of(229, &flow, 5);
+        let p = partition_of(229, &flow, 5, &Routing::default());
         let mut err = vec![1, 4, 0, 0, 0, 0, 0, 0];
         err.extend_from_slice(&flow);
         for router in 3..60 {
             // behind a hop-by-hop options header
             let mut hop = vec![58, 0, 0, 0, 0, 0, 0, 0];
             hop.extend_from_slice(&err);
-            assert_eq!(partition_of(229, &v6(router, 1, 0, &hop), 5), p);
             assert_eq!(
-                partition_of(1, &ether(0x86dd, Some(9), &v6(router, 1, 58, &err)), 5),
+                partition_of(229, &v6(router, 1, 0, &hop), 5, &Routing::default()),
                 p
             );
+            assert_eq!(
+                partition_of(
+                    1,
+                    &ether(0x86dd, Some(9), &v6(router, 1, 58, &err)),
+                    5,
+                    &Routing::default()
+                ),
+                p
+            );
+        }
+    }
+
+    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = sport.to_be_bytes().to_vec();
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    }
+
+    /// A call through a proxy: its signalling (phone <-> proxy) and its media (phone <->
+    /// gateway, announced in the SDP) are planned into partition 0, beside the first
+    /// frame's pair; other traffic is hashed.
+    #[test]
+    fn calls_are_planned_with_their_media() {
+        let (phone, proxy, gateway) = ([10, 0, 0, 5], [10, 0, 0, 1], [10, 7, 7, 7]);
+        let first = ether(
+            0x0800,
+            None,
+            &ipv4([192, 0, 2, 1], [192, 0, 2, 2], 17, &udp(1, 2, &[])),
+        );
+        let invite = b"INVITE sip:gw SIP/2.0\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nc=IN IP4 10.7.7.7\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let sip = ether(
+            0x0800,
+            Some(3),
+            &ipv4(phone, proxy, 17, &udp(5060, 5060, invite)),
+        );
+        let mut pcap = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        pcap.extend_from_slice(&65535u32.to_le_bytes());
+        pcap.extend_from_slice(&1u32.to_le_bytes());
+        for f in [&first, &sip] {
+            pcap.extend_from_slice(&[0; 8]);
+            pcap.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            pcap.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            pcap.extend_from_slice(f);
+        }
+        let routing = plan(&pcap[..], u64::MAX).unwrap();
+        assert!(routing.announced("10.7.7.7") && !routing.announced("10.0.0.5"));
+        assert!(routing.announced("$"), "not an address: nothing to route");
+        let n = 8;
+        assert_eq!(partition_of(1, &first, n, &routing), 0);
+        assert_eq!(partition_of(1, &sip, n, &routing), 0);
+        let media = ether(
+            0x0800,
+            None,
+            &ipv4(gateway, phone, 17, &udp(4000, 4000, &[0x80; 12])),
+        );
+        assert_eq!(partition_of(1, &media, n, &routing), 0);
+        // without the plan, some of these pairs hash elsewhere
+        let moved = (0..=255u8)
+            .map(|h| {
+                ether(
+                    0x0800,
+                    None,
+                    &ipv4(gateway, [10, 9, 0, h], 17, &udp(1, 2, &[])),
+                )
+            })
+            .filter(|f| partition_of(1, f, n, &Routing::default()) != 0)
+            .count();
+        assert!(moved > 0);
+        // every pair of an announced address stays in partition 0
+        for h in 0..=255u8 {
+            let f = ether(
+                0x0800,
+                None,
+                &ipv4(gateway, [10, 9, 0, h], 17, &udp(1, 2, &[])),
+            );
+            assert_eq!(partition_of(1, &f, n, &routing), 0);
         }
     }
 
@@ -415,6 +715,7 @@ mod tests {
                 std::fs::File::open(&path).unwrap(),
                 u64::MAX,
                 &mut outs,
+                &Routing::default(),
                 |p| counts[p] += 1,
                 &read,
             )

@@ -541,6 +541,11 @@ fn union_of(sinks: &[Box<dyn Sink>]) -> (Vec<&'static str>, Vec<Vec<usize>>) {
                 .collect()
         })
         .collect();
+    for f in parallel::CHECK_FIELDS {
+        if !union.contains(&f) {
+            union.push(f);
+        }
+    }
     (union, maps)
 }
 

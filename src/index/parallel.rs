@@ -7,9 +7,12 @@
 //! splitter's table, and TCP/UDP stream indexes renumbered in order of first
 //! appearance, which is how tshark numbers them.
 //!
-//! A capture whose signalling sets up media on other address pairs (SDP, RTSP, H.245,
-//! Skinny, MGCP) is indexed again in one pass: tshark finds RTP through that signalling,
-//! and a split cannot promise to keep a call's signalling beside its media.
+//! tshark finds RTP through the signalling that sets it up, often on another address
+//! pair (a proxy's): the split plan (`split::Routing`) keeps call signalling and every
+//! pair of an address its SDP announces in partition 0, and the merger checks every SDP
+//! address tshark decodes against the plan. A capture the plan missed something in, or
+//! whose media is set up by signalling the splitter cannot read (H.245, Skinny,
+//! Unistim), is indexed again in one pass.
 
 use std::collections::VecDeque;
 
@@ -30,8 +33,18 @@ const FRAME_FIELDS: [&str; 4] = [
 /// Fields holding a conversation index tshark counts in order of first frame.
 const STREAM_FIELDS: [&str; 2] = ["tcp.stream", "udp.stream"];
 
-/// Protocols through which tshark learns that other address pairs carry RTP.
-const MEDIA_SETUP: [&str; 6] = ["sdp", "rtsp", "h245", "skinny", "mgcp", "unistim"];
+/// Protocols through which tshark learns that other address pairs carry RTP, from
+/// binary messages the splitter does not read: a capture with them is indexed in one
+/// pass.
+const OPAQUE_MEDIA_SETUP: [&str; 3] = ["h245", "skinny", "unistim"];
+
+/// Signalling the split plan keeps in partition 0 (see `split::Routing`): seen in
+/// another partition, it was missed by the plan.
+const PLANNED_MEDIA_SETUP: [&str; 2] = ["sdp", "rtsp"];
+
+/// Fields the index prints for the split pass's own checks (in every pass, so the
+/// command, and with it every answer, is the same whether the capture is split).
+pub(super) const CHECK_FIELDS: [&str; 1] = ["sdp.connection_info.address"];
 
 /// What a column of the wide line needs when it is written back.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,6 +67,8 @@ pub(super) struct Merger {
     rewrites: Vec<(usize, Rewrite)>,
     severity: Option<usize>,
     protocols: Option<usize>,
+    sdp_addresses: Option<usize>,
+    routing: std::sync::Arc<crate::split::Routing>,
     waiting: Vec<VecDeque<Waiting>>,
     /// A partition printed its last row (its taps follow, or its output ended).
     rows_done: Vec<bool>,
@@ -70,7 +85,11 @@ pub(super) struct Merger {
 }
 
 impl Merger {
-    pub fn new(union: &[&str], workers: usize) -> Self {
+    pub fn new(
+        union: &[&str],
+        workers: usize,
+        routing: std::sync::Arc<crate::split::Routing>,
+    ) -> Self {
         let at = |name: &str| union.iter().position(|f| *f == name);
         let mut rewrites: Vec<(usize, Rewrite)> = FRAME_FIELDS
             .iter()
@@ -89,6 +108,8 @@ impl Merger {
             rewrites,
             severity: at("_ws.expert.severity"),
             protocols: at("frame.protocols"),
+            sdp_addresses: at(CHECK_FIELDS[0]),
+            routing,
             waiting: (0..workers).map(|_| VecDeque::new()).collect(),
             rows_done: vec![false; workers],
             taps: vec![String::new(); workers],
@@ -118,16 +139,31 @@ impl Merger {
             self.lost = true;
             return;
         };
-        if let Some(c) = self.protocols
-            && let Some(protocols) = line.split('\t').nth(c)
-            && protocols.split(':').any(|x| MEDIA_SETUP.contains(&x))
-        {
+        if !self.media_as_planned(p, line) {
             self.media_setup = true;
         }
         self.waiting[p].push_back(Waiting {
             frame,
             line: line.to_string(),
         });
+    }
+
+    /// Whether the media this row's signalling sets up is where the split plan put it:
+    /// SDP and RTSP only in partition 0, every SDP address one the plan announced, and
+    /// no signalling the splitter cannot read.
+    fn media_as_planned(&self, p: usize, line: &str) -> bool {
+        let col = |c: Option<usize>| c.and_then(|c| line.split('\t').nth(c)).unwrap_or("");
+        for proto in col(self.protocols).split(':') {
+            if OPAQUE_MEDIA_SETUP.contains(&proto)
+                || (p != 0 && PLANNED_MEDIA_SETUP.contains(&proto))
+            {
+                return false;
+            }
+        }
+        col(self.sdp_addresses)
+            .split(AGGREGATOR)
+            .filter(|a| !a.is_empty())
+            .all(|a| self.routing.announced(a))
     }
 
     /// Hands `row` every line whose turn has come: the earliest frame among the
@@ -271,15 +307,31 @@ pub(super) async fn build(
     workers: usize,
 ) -> Result<Option<CaptureIndex>, String> {
     let args = pass.args();
-    let mut merger = Merger::new(&pass.union, workers);
+    let before = (a.commands.len(), a.warning.clone());
+    // the plan: which pairs stay together in partition 0 (signalling with its media)
+    let input = crate::split::ReadAt {
+        file: a.file.opened.file.clone(),
+        pos: 0,
+    };
+    let size = a.file.size;
+    let routing = match tokio::task::spawn_blocking(move || crate::split::plan(input, size)).await {
+        Ok(Ok(r)) => std::sync::Arc::new(r),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "the capture could not be planned for a split ({e}): indexed in one pass"
+            );
+            return Ok(gave_up(a, before));
+        }
+        Err(e) => return Err(format!("planning the split index pass failed: {e}")),
+    };
+    let mut merger = Merger::new(&pass.union, workers, routing.clone());
     let ctl = crate::tshark::Control {
         cancel: a.ctl.cancel.child_token(),
         permille: a.ctl.permille.clone(),
     };
     let stop = ctl.cancel.clone();
-    let before = (a.commands.len(), a.warning.clone());
     let run = a
-        .run_split_lines(&args, workers, &ctl, |p, line, frames| {
+        .run_split_lines(&args, workers, routing, &ctl, |p, line, frames| {
             merger.push(p, line, frames);
             if merger.media_setup || merger.lost {
                 stop.cancel();
@@ -295,7 +347,7 @@ pub(super) async fn build(
     // finished by then, the rows after that point were never fed)
     if merger.media_setup {
         tracing::info!(
-            "the capture sets up media through signalling (SDP, RTSP, H.245): indexed in one pass"
+            "the capture sets up media through signalling the split did not keep with it: indexed in one pass"
         );
         return Ok(gave_up(a, before));
     }
@@ -374,7 +426,7 @@ mod tests {
             "tcp.stream",
             "dns.response_to",
         ];
-        let mut m = Merger::new(&union, 2);
+        let mut m = Merger::new(&union, 2, Default::default());
         let frames = FrameMap::for_test(&[vec![1, 3, 4], vec![2, 5]]);
         let mut out = Vec::new();
         // partition 1's lines arrive first; nothing is handed on before partition 0 has

@@ -221,15 +221,21 @@ impl Taps {
     /// The taps of a pass split by flow, as one pass over the whole capture prints them:
     /// expert rows summed per (severity, protocol, summary) and listed in order of first
     /// appearance, credentials in packet order, every frame number mapped back by
-    /// `original(partition, frame)`. None when a partition found RTP streams: RTP is
-    /// found through the signalling of other flows, which a split cannot promise to
-    /// have kept beside them.
+    /// `original(partition, frame)`; RTP streams as partition 0 found them (the split
+    /// plan keeps calls there, and that partition starts with the capture's first frame,
+    /// which the streams' times are relative to). None when another partition found
+    /// streams: the plan missed a call.
     pub(super) fn merge(
         parts: &[Taps],
         original: impl Fn(usize, u64) -> Option<u64>,
         first_seen: &FirstSeen,
     ) -> Option<Taps> {
-        if parts.iter().any(|t| has_rtp_streams(&t.rtp_streams)) {
+        // the plan keeps every call's signalling and media in partition 0
+        if parts
+            .iter()
+            .skip(1)
+            .any(|t| has_rtp_streams(&t.rtp_streams))
+        {
             return None;
         }
         let first = parts.first().cloned().unwrap_or_default();
@@ -440,11 +446,13 @@ mod tests {
             Some("5          FTP              Admin            Username in packet: 2")
         );
         assert_eq!(t.credentials.lines().count(), 4);
-        // streams found in a partition: no merge
+        // streams found in partition 0 are kept; in another, no merge
         let mut rtp = a;
         rtp.rtp_streams.push_str(
             "   0.1  0.9  10.0.0.1 4000 10.0.0.2 4002 0x1234 g711U 10 0 (0.0%) 1 2 3 0 0 0\n",
         );
-        assert!(Taps::merge(&[rtp], original, &first).is_none());
+        let kept = Taps::merge(&[rtp.clone(), Taps::default()], original, &first).unwrap();
+        assert_eq!(kept.rtp_streams, rtp.rtp_streams);
+        assert!(Taps::merge(&[Taps::default(), rtp], original, &first).is_none());
     }
 }

@@ -350,7 +350,7 @@ impl Runner {
     }
 
     /// Runs `workers` tsharks at once over the flow partitions of a capture (see
-    /// `split`), each reading its partition on stdin (`args` read `-r -`), and hands
+    /// `split`, planned by `routing`), each reading its partition on stdin (`args` read `-r -`), and hands
     /// every line each prints to `on_line` with its partition and the table that maps
     /// the partition's frame numbers back to the capture's. Lines of one partition
     /// arrive in its order; partitions interleave as their output comes.
@@ -365,6 +365,7 @@ impl Runner {
         file: &CaptureFile,
         keylog: Option<&OpenedFile>,
         workers: usize,
+        routing: Arc<crate::split::Routing>,
         timeout: Option<(Duration, &'static str)>,
         ctl: &Control,
         mut on_line: impl FnMut(usize, &str, &FrameMap),
@@ -411,13 +412,20 @@ impl Runner {
         let size = file.size.max(1);
         let splitter = {
             let (frames, read) = (frames.clone(), read.clone());
-            let input = AtPosition {
+            let input = crate::split::ReadAt {
                 file: file.opened.file.clone(),
                 pos: 0,
             };
             let limit = file.size;
             tokio::task::spawn_blocking(move || {
-                let r = crate::split::split(input, limit, &mut inputs, |p| frames.push(p), &read);
+                let r = crate::split::split(
+                    input,
+                    limit,
+                    &mut inputs,
+                    &routing,
+                    |p| frames.push(p),
+                    &read,
+                );
                 // flushed or not, dropping the writers closes the pipes: each tshark
                 // sees its input end
                 let flushed = inputs.iter_mut().try_for_each(std::io::Write::flush);
@@ -816,22 +824,6 @@ impl FrameMap {
             .unwrap()
             .get(i)
             .map(|&f| u64::from(f))
-    }
-}
-
-/// A reader of a shared file at a position of its own (the server's handle is shared
-/// by every pass over the capture, so its file offset is nobody's).
-struct AtPosition {
-    file: Arc<std::fs::File>,
-    pos: u64,
-}
-
-impl std::io::Read for AtPosition {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 
