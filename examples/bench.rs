@@ -271,6 +271,10 @@ async fn main() {
     let bytes = std::fs::metadata(&file).unwrap().len();
     println!("capture: {} ({:.1} MB)", file.display(), bytes as f64 / 1e6);
 
+    if std::env::var_os("BENCH_SPLIT_ONLY").is_some() {
+        split_index(&file).await;
+        return;
+    }
     let storage = tempfile::tempdir().unwrap();
     let transport = TokioChildProcess::new(
         tokio::process::Command::new(server_binary()).configure(|c| {
@@ -381,10 +385,15 @@ async fn main() {
         largest.1, largest.0
     );
 
-    // the index pass split by flow: the first call on a fresh server with one worker
-    // and with two, wall time and CPU (server and tsharks), and each tshark's peak
-    let one = first_call(&file, 1).await;
-    let two = first_call(&file, 2).await;
+    split_index(&file).await;
+}
+
+/// The index pass split by flow: the first call on a fresh server with one worker and
+/// with two, wall time and CPU (server and tsharks), and each tshark's peak.
+/// `BENCH_SPLIT_ONLY=1` runs only this.
+async fn split_index(file: &Path) {
+    let one = first_call(file, 1).await;
+    let two = first_call(file, 2).await;
     for (w, m) in [(1, &one), (2, &two)] {
         println!(
             "first call, PCAP_WORKERS={w}: {:.2} s wall, {:.2} s CPU (server {:.2} + tsharks {:.2}), server peak {} MB, {} tshark(s) peaking at {:?} MB",

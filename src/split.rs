@@ -118,7 +118,9 @@ fn icmpv6_payload(ip: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// FNV-1a over the pair in a fixed order: the same value for both directions.
+/// FNV-1a over the pair in a fixed order (the same value for both directions), mixed
+/// by MurmurHash3's finaliser: FNV's low bits are little more than the parity of the
+/// bytes' low bits, and the partition is the hash modulo a small N.
 fn pair_hash(a: &[u8], b: &[u8]) -> u64 {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -126,7 +128,11 @@ fn pair_hash(a: &[u8], b: &[u8]) -> u64 {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Which address pairs stay in partition 0 whatever their hash: those that carry
@@ -632,6 +638,20 @@ mod tests {
         u.extend_from_slice(&[0, 0]);
         u.extend_from_slice(payload);
         u
+    }
+
+    /// Hosts of one subnet talking to one server spread evenly over two partitions.
+    #[test]
+    fn pairs_spread_evenly() {
+        let server = [10, 0, 0, 1];
+        let mut counts = [0usize; 2];
+        for h in 0..=255u8 {
+            for g in 0..4u8 {
+                let f = ether(0x0800, None, &ipv4([10, 1, g, h], server, 6, &[0; 20]));
+                counts[partition_of(1, &f, 2, &Routing::default())] += 1;
+            }
+        }
+        assert!(counts.iter().all(|&c| c > 450), "{counts:?}");
     }
 
     /// A call through a proxy: its signalling (phone <-> proxy) and its media (phone <->

@@ -63,11 +63,16 @@ struct Waiting {
 /// Puts the partitions' lines back in frame order and rewrites them.
 pub(super) struct Merger {
     columns: usize,
-    /// The columns to rewrite, in column order.
-    rewrites: Vec<(usize, Rewrite)>,
-    severity: Option<usize>,
+    /// The columns a line is written back with, in column order, and what each needs
+    /// (None: read only, the severities the expert messages after them pair with).
+    emit_cols: Vec<usize>,
+    emit_how: Vec<Option<Rewrite>>,
+    /// The columns a line is checked by when it arrives (its frame number, protocols
+    /// and SDP addresses), in column order.
+    check_cols: Vec<usize>,
     protocols: Option<usize>,
     sdp_addresses: Option<usize>,
+    spans: Vec<(usize, usize)>,
     routing: std::sync::Arc<crate::split::Routing>,
     waiting: Vec<VecDeque<Waiting>>,
     /// A partition printed its last row (its taps follow, or its output ended).
@@ -91,24 +96,35 @@ impl Merger {
         routing: std::sync::Arc<crate::split::Routing>,
     ) -> Self {
         let at = |name: &str| union.iter().position(|f| *f == name);
-        let mut rewrites: Vec<(usize, Rewrite)> = FRAME_FIELDS
+        let mut emit: Vec<(usize, Option<Rewrite>)> = FRAME_FIELDS
             .iter()
-            .filter_map(|f| at(f).map(|i| (i, Rewrite::Frames)))
+            .filter_map(|f| at(f).map(|i| (i, Some(Rewrite::Frames))))
             .chain(
                 STREAM_FIELDS
                     .iter()
                     .enumerate()
-                    .filter_map(|(k, f)| at(f).map(|i| (i, Rewrite::Stream(k)))),
+                    .filter_map(|(k, f)| at(f).map(|i| (i, Some(Rewrite::Stream(k))))),
             )
-            .chain(at("_ws.expert.message").map(|i| (i, Rewrite::ExpertMessages)))
+            .chain(at("_ws.expert.message").map(|i| (i, Some(Rewrite::ExpertMessages))))
+            .chain(at("_ws.expert.severity").map(|i| (i, None)))
             .collect();
-        rewrites.sort_by_key(|(i, _)| *i);
+        emit.sort_by_key(|(i, _)| *i);
+        let protocols = at("frame.protocols");
+        let sdp_addresses = at(CHECK_FIELDS[0]);
+        let mut check_cols: Vec<usize> = [Some(0), protocols, sdp_addresses]
+            .into_iter()
+            .flatten()
+            .collect();
+        check_cols.sort_unstable();
+        check_cols.dedup();
         Self {
             columns: union.len(),
-            rewrites,
-            severity: at("_ws.expert.severity"),
-            protocols: at("frame.protocols"),
-            sdp_addresses: at(CHECK_FIELDS[0]),
+            emit_cols: emit.iter().map(|(i, _)| *i).collect(),
+            emit_how: emit.iter().map(|(_, h)| *h).collect(),
+            check_cols,
+            protocols,
+            sdp_addresses,
+            spans: Vec::new(),
             routing,
             waiting: (0..workers).map(|_| VecDeque::new()).collect(),
             rows_done: vec![false; workers],
@@ -122,6 +138,13 @@ impl Merger {
         }
     }
 
+    /// The text of column `c` of `line`, from the spans last taken of `self.check_cols`.
+    fn checked<'l>(&self, line: &'l str, c: Option<usize>) -> &'l str {
+        c.and_then(|c| self.check_cols.iter().position(|&x| x == c))
+            .and_then(|k| self.spans.get(k))
+            .map_or("", |&(a, b)| &line[a..b])
+    }
+
     /// Takes one line of partition `p`.
     pub fn push(&mut self, p: usize, line: &str, frames: &FrameMap) {
         if self.rows_done[p] || !Pass::is_row(line) {
@@ -130,11 +153,8 @@ impl Merger {
             self.taps[p].push('\n');
             return;
         }
-        let local = line
-            .split('\t')
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
+        spans_of(line, self.columns, &self.check_cols, &mut self.spans);
+        let local = self.checked(line, Some(0)).parse::<u64>().unwrap_or(0);
         let Some(frame) = frames.original(p, local) else {
             self.lost = true;
             return;
@@ -152,15 +172,14 @@ impl Merger {
     /// SDP and RTSP only in partition 0, every SDP address one the plan announced, and
     /// no signalling the splitter cannot read.
     fn media_as_planned(&self, p: usize, line: &str) -> bool {
-        let col = |c: Option<usize>| c.and_then(|c| line.split('\t').nth(c)).unwrap_or("");
-        for proto in col(self.protocols).split(':') {
+        for proto in self.checked(line, self.protocols).split(':') {
             if OPAQUE_MEDIA_SETUP.contains(&proto)
                 || (p != 0 && PLANNED_MEDIA_SETUP.contains(&proto))
             {
                 return false;
             }
         }
-        col(self.sdp_addresses)
+        self.checked(line, self.sdp_addresses)
             .split(AGGREGATOR)
             .filter(|a| !a.is_empty())
             .all(|a| self.routing.announced(a))
@@ -201,48 +220,43 @@ impl Merger {
         Taps::merge(&parts, |p, n| frames.original(p, n), &self.first_seen)
     }
 
-    /// Writes partition `p`'s `line` into `self.out` as the whole-capture pass prints it.
+    /// Writes partition `p`'s `line` into `self.out` as the whole-capture pass prints it:
+    /// the bytes between the columns it rewrites are copied as they are.
     fn rewrite(&mut self, p: usize, line: &str, frames: &FrameMap) {
+        use std::fmt::Write;
         self.out.clear();
-        let mut cols = line.splitn(self.columns, '\t');
-        let mut severities = None;
-        let mut next = 0;
-        for i in 0..self.columns {
-            let Some(col) = cols.next() else { break };
-            if i > 0 {
-                self.out.push('\t');
-            }
-            if Some(i) == self.severity {
-                severities = Some(col);
-            }
-            let how = match self.rewrites.get(next) {
-                Some(&(c, how)) if c == i => {
-                    next += 1;
-                    how
-                }
-                _ => {
-                    self.out.push_str(col);
-                    continue;
-                }
+        let mut spans = std::mem::take(&mut self.spans);
+        spans_of(line, self.columns, &self.emit_cols, &mut spans);
+        let mut prev = 0;
+        let mut severities = "";
+        for (k, &(start, end)) in spans.iter().enumerate() {
+            let col = &line[start..end];
+            let Some(how) = self.emit_how[k] else {
+                severities = col;
+                continue;
             };
             if col.is_empty() {
                 continue;
             }
+            self.out.push_str(&line[prev..start]);
+            prev = end;
             match how {
                 Rewrite::Frames => {
-                    for (k, v) in col.split(AGGREGATOR).enumerate() {
-                        if k > 0 {
+                    for (i, v) in col.split(AGGREGATOR).enumerate() {
+                        if i > 0 {
                             self.out.push(AGGREGATOR);
                         }
                         match v.parse().ok().and_then(|n| frames.original(p, n)) {
-                            Some(n) => self.out.push_str(&n.to_string()),
+                            Some(n) => {
+                                let _ = write!(self.out, "{n}");
+                            }
                             None => self.out.push_str(v),
                         }
                     }
                 }
                 Rewrite::Stream(kind) => {
-                    for (k, v) in col.split(AGGREGATOR).enumerate() {
-                        if k > 0 {
+                    for (i, v) in col.split(AGGREGATOR).enumerate() {
+                        if i > 0 {
                             self.out.push(AGGREGATOR);
                         }
                         match v.parse::<u64>() {
@@ -250,33 +264,32 @@ impl Merger {
                                 let ids = &mut self.streams[kind];
                                 let next_id = ids.len() as u64;
                                 let id = *ids.entry((p, local)).or_insert(next_id);
-                                self.out.push_str(&id.to_string());
+                                let _ = write!(self.out, "{id}");
                             }
                             Err(_) => self.out.push_str(v),
                         }
                     }
                 }
                 Rewrite::ExpertMessages => {
-                    let start = self.out.len();
-                    if col.contains("in frame ") {
-                        let mapped =
-                            super::taps::remap_frame_phrases(col, |n| frames.original(p, n));
-                        self.out.push_str(&mapped);
+                    let messages: std::borrow::Cow<str> = if col.contains("in frame ") {
+                        super::taps::remap_frame_phrases(col, |n| frames.original(p, n)).into()
                     } else {
-                        self.out.push_str(col);
-                    }
+                        col.into()
+                    };
+                    self.out.push_str(&messages);
                     // the severity column comes before the messages (checked in a test)
-                    let messages = self.out[start..].to_string();
                     self.note_first_seen(severities, &messages);
                 }
             }
         }
+        self.out.push_str(&line[prev..]);
+        self.spans = spans;
     }
 
     /// Counts each (severity, message) pair the first time the merged rows show it, so
     /// the merged expert table lists them in the order one pass would.
-    fn note_first_seen(&mut self, severities: Option<&str>, messages: &str) {
-        let mut sev = severities.unwrap_or("").split(AGGREGATOR);
+    fn note_first_seen(&mut self, severities: &str, messages: &str) {
+        let mut sev = severities.split(AGGREGATOR);
         for msg in messages.split(AGGREGATOR) {
             let Some(section) = sev
                 .next()
@@ -298,6 +311,28 @@ impl Merger {
     }
 }
 
+/// The byte ranges of columns `wanted` (ascending) of a line of `columns` columns, into
+/// `out`: the last column runs to the line's end (tshark's free text may hold tabs
+/// there), and a column the line does not reach is empty.
+fn spans_of(line: &str, columns: usize, wanted: &[usize], out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let bytes = line.as_bytes();
+    let mut tabs = memchr::memchr_iter(b'\t', bytes);
+    let (mut col, mut start) = (0, 0);
+    for &w in wanted {
+        while col < w {
+            col += 1;
+            start = tabs.next().map_or(bytes.len(), |t| t + 1);
+        }
+        let end = if w + 1 >= columns {
+            bytes.len()
+        } else {
+            memchr::memchr(b'\t', &bytes[start..]).map_or(bytes.len(), |i| start + i)
+        };
+        out.push((start, end));
+    }
+}
+
 /// Builds the index of `a`'s capture with `workers` tsharks, or None when the capture
 /// has to be indexed in one pass after all (media set up by signalling, or a split
 /// that failed on its own account).
@@ -314,6 +349,7 @@ pub(super) async fn build(
         pos: 0,
     };
     let size = a.file.size;
+    let planning = std::time::Instant::now();
     let routing = match tokio::task::spawn_blocking(move || crate::split::plan(input, size)).await {
         Ok(Ok(r)) => std::sync::Arc::new(r),
         Ok(Err(e)) => {
@@ -324,6 +360,7 @@ pub(super) async fn build(
         }
         Err(e) => return Err(format!("planning the split index pass failed: {e}")),
     };
+    tracing::info!(elapsed = ?planning.elapsed(), "the split pass planned");
     let mut merger = Merger::new(&pass.union, workers, routing.clone());
     let ctl = crate::tshark::Control {
         cancel: a.ctl.cancel.child_token(),
@@ -382,6 +419,17 @@ fn gave_up(a: &mut Analysis, (commands, warning): (usize, Option<String>)) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_the_columns() {
+        let mut out = Vec::new();
+        let line = "1\ta\t\tb\tlast\twith tab";
+        spans_of(line, 5, &[0, 2, 3, 4], &mut out);
+        let cols: Vec<&str> = out.iter().map(|&(a, b)| &line[a..b]).collect();
+        assert_eq!(cols, ["1", "", "b", "last\twith tab"]);
+        spans_of("7\tx", 5, &[1, 3], &mut out);
+        assert_eq!(out, [(2, 3), (3, 3)]);
+    }
 
     /// Every field of the index that names a frame or a conversation is one the
     /// merger maps: a new field of that kind must be added to its lists.

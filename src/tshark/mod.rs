@@ -507,6 +507,7 @@ impl Runner {
             return Err(e);
         }
         split.map_err(|e| format!("splitting the capture by flow failed: {e}"))?;
+        tracing::info!(frames = ?frames.sizes(), "the split pass's partitions");
         ctl.permille.store(1000, Ordering::Relaxed);
         Ok((end, frames))
     }
@@ -813,6 +814,11 @@ impl FrameMap {
     fn push(&self, p: usize) {
         let frame = self.next.fetch_add(1, Ordering::Relaxed);
         self.parts[p].lock().unwrap().push(frame);
+    }
+
+    /// How many frames each partition holds.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.parts.iter().map(|p| p.lock().unwrap().len()).collect()
     }
 
     /// The capture's frame number of partition `p`'s frame `local` (1-based).
