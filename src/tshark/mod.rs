@@ -350,10 +350,11 @@ impl Runner {
     }
 
     /// Runs `workers` tsharks at once over the flow partitions of a capture (see
-    /// `split`, planned by `routing`), each reading its partition on stdin (`args` read `-r -`), and hands
-    /// every line each prints to `on_line` with its partition and the table that maps
-    /// the partition's frame numbers back to the capture's. Lines of one partition
-    /// arrive in its order; partitions interleave as their output comes.
+    /// `split`, planned by `routing`), each reading its partition on stdin (`args`
+    /// read `-r -`), and hands every line each prints to `on_line` with its partition
+    /// and the table that maps the partition's frame numbers back to the capture's.
+    /// Lines of one partition arrive in its order; partitions interleave as their
+    /// output comes.
     ///
     /// Every child's output is drained as it comes, whichever the caller waits for:
     /// the splitter writes frames in file order, so a child left unread would stop
