@@ -214,7 +214,8 @@ impl Merger {
         self.drain(frames, row);
     }
 
-    /// Partition `p`'s tap text, as `Taps` splits it.
+    /// The partitions' taps merged as one pass prints them (None: the split cannot
+    /// stand, see [`Taps::merge`]).
     pub fn taps(&self, frames: &FrameMap) -> Option<Taps> {
         let parts: Vec<Taps> = self.taps.iter().map(|t| Taps::split(t)).collect();
         Taps::merge(&parts, |p, n| frames.original(p, n), &self.first_seen)
