@@ -355,7 +355,7 @@ pub fn pcap_u32(magic: [u8; 4]) -> impl Fn(&[u8]) -> u32 {
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..])? {

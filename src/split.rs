@@ -327,22 +327,6 @@ pub fn split<W: Write>(
     })
 }
 
-/// A reader of a shared file at a position of its own (the server's handle is shared
-/// by every pass over the capture, so its file offset is nobody's).
-pub struct ReadAt {
-    pub file: std::sync::Arc<std::fs::File>,
-    pub pos: u64,
-}
-
-impl Read for ReadAt {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 /// One unit of a capture as the splitter copies it.
 enum Block<'a> {
     /// The file header, section headers, interfaces, name resolution, secrets: what
@@ -398,15 +382,11 @@ fn damaged(what: impl Into<String>) -> io::Error {
 /// Reads a record header, or None at a clean end of the input.
 fn header<const N: usize>(r: &mut impl Read) -> io::Result<Option<[u8; N]>> {
     let mut h = [0u8; N];
-    let mut got = 0;
-    while got < N {
-        match r.read(&mut h[got..])? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(damaged("the capture ends inside a record header")),
-            n => got += n,
-        }
+    match crate::pcapfile::read_full(r, &mut h)? {
+        0 => Ok(None),
+        n if n == N => Ok(Some(h)),
+        _ => Err(damaged("the capture ends inside a record header")),
     }
-    Ok(Some(h))
 }
 
 fn walk_pcap(

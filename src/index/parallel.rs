@@ -345,10 +345,11 @@ pub(super) async fn build(
     let args = pass.args();
     let before = (a.commands.len(), a.warning.clone());
     // the plan: which pairs stay together in partition 0 (signalling with its media)
-    let input = crate::split::ReadAt {
-        file: a.file.opened.file.clone(),
-        pos: 0,
-    };
+    let input = a
+        .file
+        .opened
+        .reopen()
+        .map_err(|e| format!("cannot read {}: {e}", a.file.display_name))?;
     let size = a.file.size;
     let planning = std::time::Instant::now();
     let routing = match tokio::task::spawn_blocking(move || crate::split::plan(input, size)).await {

@@ -238,11 +238,11 @@ impl Taps {
         {
             return None;
         }
-        let first = parts.first().cloned().unwrap_or_default();
+        let first = parts.first();
         Some(Taps {
             expert: merge_expert(parts, &original, first_seen),
-            credentials: merge_credentials(parts, &original, &first.credentials),
-            rtp_streams: first.rtp_streams,
+            credentials: merge_credentials(parts, &original, first.map_or("", |t| &t.credentials)),
+            rtp_streams: first.map(|t| t.rtp_streams.clone()).unwrap_or_default(),
         })
     }
 }

@@ -411,12 +411,12 @@ impl Runner {
         let frames = Arc::new(FrameMap::new(workers));
         let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let size = file.size.max(1);
+        let input = file
+            .opened
+            .reopen()
+            .map_err(|e| format!("cannot read {}: {e}", file.display_name))?;
         let splitter = {
             let (frames, read) = (frames.clone(), read.clone());
-            let input = crate::split::ReadAt {
-                file: file.opened.file.clone(),
-                pos: 0,
-            };
             let limit = file.size;
             tokio::task::spawn_blocking(move || {
                 let r = crate::split::split(
