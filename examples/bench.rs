@@ -275,21 +275,9 @@ async fn main() {
         split_index(&file).await;
         return;
     }
-    let storage = tempfile::tempdir().unwrap();
-    let transport = TokioChildProcess::new(
-        tokio::process::Command::new(server_binary()).configure(|c| {
-            c.env("PCAP_STORAGE_DIR", storage.path())
-                .env("PCAP_ALLOWED_DIRS", &dir)
-                .env("PCAP_CALL_DEADLINE", "3600")
-                // one tshark per pass, so every ratio is one pass against one pass;
-                // the split pass is measured on its own below
-                .env("PCAP_WORKERS", "1")
-                .env("RUST_LOG", "warn");
-        }),
-    )
-    .unwrap();
-    let pid = transport.id().unwrap();
-    let client = ().serve(transport).await.unwrap();
+    // one tshark per pass, so every ratio is one pass against one pass; the split
+    // pass is measured on its own below
+    let (client, pid, _storage) = server(&dir, 1).await;
 
     let f = file.display().to_string();
     let mut rows = Vec::new();
@@ -413,6 +401,32 @@ async fn split_index(file: &Path) {
     );
 }
 
+/// A server reading captures in `dir` with `PCAP_WORKERS=workers` (splitting any
+/// capture when that is more than 1), its pid, and its storage (removed when dropped).
+async fn server(
+    dir: &Path,
+    workers: usize,
+) -> (
+    rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    u32,
+    tempfile::TempDir,
+) {
+    let storage = tempfile::tempdir().unwrap();
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(server_binary()).configure(|c| {
+            c.env("PCAP_STORAGE_DIR", storage.path())
+                .env("PCAP_ALLOWED_DIRS", dir)
+                .env("PCAP_CALL_DEADLINE", "3600")
+                .env("PCAP_WORKERS", workers.to_string())
+                .env("PCAP_SPLIT_MIN_MB", "0")
+                .env("RUST_LOG", "warn");
+        }),
+    )
+    .unwrap();
+    let pid = transport.id().unwrap();
+    (().serve(transport).await.unwrap(), pid, storage)
+}
+
 /// What the first call on a fresh server cost.
 struct FirstCall {
     wall: f64,
@@ -424,20 +438,7 @@ struct FirstCall {
 }
 
 async fn first_call(file: &Path, workers: usize) -> FirstCall {
-    let storage = tempfile::tempdir().unwrap();
-    let transport = TokioChildProcess::new(
-        tokio::process::Command::new(server_binary()).configure(|c| {
-            c.env("PCAP_STORAGE_DIR", storage.path())
-                .env("PCAP_ALLOWED_DIRS", file.parent().unwrap())
-                .env("PCAP_CALL_DEADLINE", "3600")
-                .env("PCAP_WORKERS", workers.to_string())
-                .env("PCAP_SPLIT_MIN_MB", "0")
-                .env("RUST_LOG", "warn");
-        }),
-    )
-    .unwrap();
-    let pid = transport.id().unwrap();
-    let client = ().serve(transport).await.unwrap();
+    let (client, pid, _storage) = server(file.parent().unwrap(), workers).await;
     let req = CallToolRequestParams::new("analyze_pcap_file").with_arguments(
         json!({"pcap_file": file.display().to_string()})
             .as_object()

@@ -159,27 +159,6 @@ fn ipv6(src: u16, dst: u16, next: u8, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
-}
-
-fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&ack.to_be_bytes());
-    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(payload);
-    t
-}
-
 fn dns_query(id: u16, name: &str, response: bool) -> Vec<u8> {
     let mut d = id.to_be_bytes().to_vec();
     d.extend_from_slice(if response {
@@ -201,7 +180,7 @@ fn dns_query(id: u16, name: &str, response: bool) -> Vec<u8> {
 fn stress_capture(rounds: usize) -> Vec<u8> {
     let mut recs: Vec<(f64, Vec<u8>)> = Vec::new();
     let mut t = 1_700_000_000.0;
-    let mut at = |recs: &mut Vec<(f64, Vec<u8>)>, f: Vec<u8>| {
+    let mut send = |f: Vec<u8>| {
         t += 0.001;
         recs.push((t, f));
     };
@@ -210,6 +189,7 @@ fn stress_capture(rounds: usize) -> Vec<u8> {
         let client = [10, 1, 0, 10 + i];
         let server = [10, 2, 0, 1 + i % 5];
         let router = [10, 9, 9, 1 + i % 3];
+        let resolver = [10, 3, 0, 53];
         let vlans: &[u16] = match i % 3 {
             0 => &[],
             1 => &[100],
@@ -218,175 +198,81 @@ fn stress_capture(rounds: usize) -> Vec<u8> {
         let v4 = |src, dst, proto, frag, payload: &[u8]| {
             ether(vlans, 0x0800, &ipv4(src, dst, proto, frag, payload))
         };
-        // an HTTP exchange, a retransmitted request included
+        // a packet that is not a fragment, with identification `id`
+        let whole = |id: u16| (id, 0, false);
+        // an HTTP exchange, a retransmitted request included, and a DNS query asked
+        // twice and answered NXDOMAIN
         let port = 40_000 + u16::from(i);
         let req = format!("GET /item/{i} HTTP/1.1\r\nHost: shop{i}.example\r\n\r\n");
         let resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        at(
-            &mut recs,
-            v4(
-                client,
-                server,
-                6,
-                (1, 0, false),
-                &tcp(port, 80, 100, 0, syn, &[]),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                server,
-                client,
-                6,
-                (2, 0, false),
-                &tcp(80, port, 500, 101, syn | ack, &[]),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                client,
-                server,
-                6,
-                (3, 0, false),
-                &tcp(port, 80, 101, 501, ack, &[]),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                client,
-                server,
-                6,
-                (4, 0, false),
-                &tcp(port, 80, 101, 501, psh_ack, req.as_bytes()),
-            ),
-        );
+        let end = 101 + req.len() as u32;
+        let (dns_port, qname) = (5000 + u16::from(i), format!("host{i}.corp.example"));
+        let query = udp_l4(dns_port, 53, &dns_query(u16::from(i), &qname, false));
+        let request = tcp_l4(port, 80, 101, 501, psh_ack, req.as_bytes());
+        send(v4(
+            client,
+            server,
+            6,
+            whole(1),
+            &tcp_l4(port, 80, 100, 0, syn, &[]),
+        ));
+        send(v4(
+            server,
+            client,
+            6,
+            whole(2),
+            &tcp_l4(80, port, 500, 101, syn | ack, &[]),
+        ));
+        send(v4(
+            client,
+            server,
+            6,
+            whole(3),
+            &tcp_l4(port, 80, 101, 501, ack, &[]),
+        ));
+        send(v4(client, server, 6, whole(4), &request));
         if i % 4 == 0 {
-            at(
-                &mut recs,
-                v4(
-                    client,
-                    server,
-                    6,
-                    (5, 0, false),
-                    &tcp(port, 80, 101, 501, psh_ack, req.as_bytes()),
-                ),
-            );
+            send(v4(client, server, 6, whole(5), &request));
         }
-        // a DNS query asked twice and answered NXDOMAIN
-        let qname = format!("host{i}.corp.example");
-        let resolver = [10, 3, 0, 53];
-        at(
-            &mut recs,
-            v4(
-                client,
-                resolver,
-                17,
-                (6, 0, false),
-                &udp(
-                    5000 + u16::from(i),
-                    53,
-                    &dns_query(u16::from(i), &qname, false),
-                ),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                client,
-                resolver,
-                17,
-                (7, 0, false),
-                &udp(
-                    5000 + u16::from(i),
-                    53,
-                    &dns_query(u16::from(i), &qname, false),
-                ),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                server,
-                client,
-                6,
-                (8, 0, false),
-                &tcp(
-                    80,
-                    port,
-                    501,
-                    101 + req.len() as u32,
-                    psh_ack,
-                    resp.as_bytes(),
-                ),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                resolver,
-                client,
-                17,
-                (9, 0, false),
-                &udp(
-                    53,
-                    5000 + u16::from(i),
-                    &dns_query(u16::from(i), &qname, true),
-                ),
-            ),
-        );
+        send(v4(client, resolver, 17, whole(6), &query));
+        send(v4(client, resolver, 17, whole(7), &query));
+        let answer = tcp_l4(80, port, 501, end, psh_ack, resp.as_bytes());
+        send(v4(server, client, 6, whole(8), &answer));
+        let nxdomain = udp_l4(53, dns_port, &dns_query(u16::from(i), &qname, true));
+        send(v4(resolver, client, 17, whole(9), &nxdomain));
         // a fragmented UDP datagram (3 fragments), its middle fragment late
-        let big = udp(7000, 7001, &vec![i; 2000]);
+        let big = udp_l4(7000, 7001, &vec![i; 2000]);
         let id = 0x4000 + u16::from(i);
-        at(
-            &mut recs,
-            v4(client, server, 17, (id, 0, true), &big[..1000]),
-        );
+        send(v4(client, server, 17, (id, 0, true), &big[..1000]));
         // a port unreachable from a router, about the client's datagrams to the server
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&ipv4(client, server, 17, (id, 0, true), &big[..8]));
-        at(&mut recs, v4(router, client, 1, (10, 0, false), &icmp));
-        at(
-            &mut recs,
-            v4(client, server, 17, (id, 250, false), &big[2000..]),
-        );
-        at(
-            &mut recs,
-            v4(client, server, 17, (id, 125, true), &big[1000..2000]),
-        );
-        at(
-            &mut recs,
-            v4(
-                client,
-                server,
-                6,
-                (11, 0, false),
-                &tcp(port, 80, 101 + req.len() as u32, 506, fin_ack, &[]),
-            ),
-        );
-        at(
-            &mut recs,
-            v4(
-                server,
-                client,
-                6,
-                (12, 0, false),
-                &tcp(80, port, 506, 102 + req.len() as u32, fin_ack, &[]),
-            ),
-        );
+        send(v4(router, client, 1, whole(10), &icmp));
+        send(v4(client, server, 17, (id, 250, false), &big[2000..]));
+        send(v4(client, server, 17, (id, 125, true), &big[1000..2000]));
+        send(v4(
+            client,
+            server,
+            6,
+            whole(11),
+            &tcp_l4(port, 80, end, 506, fin_ack, &[]),
+        ));
+        send(v4(
+            server,
+            client,
+            6,
+            whole(12),
+            &tcp_l4(80, port, 506, end + 1, fin_ack, &[]),
+        ));
         // IPv6: a TCP exchange, a fragmented UDP datagram, a packet too big about it
         let (a6, b6, r6) = (0x100 + u16::from(i), 0x200 + u16::from(i % 4), 0x900);
         let v6 =
             |src, dst, next, payload: &[u8]| ether(vlans, 0x86dd, &ipv6(src, dst, next, payload));
         let p6 = 50_000 + u16::from(i);
-        at(&mut recs, v6(a6, b6, 6, &tcp(p6, 443, 1, 0, syn, &[])));
-        at(
-            &mut recs,
-            v6(b6, a6, 6, &tcp(443, p6, 9, 2, syn | ack, &[])),
-        );
-        at(&mut recs, v6(a6, b6, 6, &tcp(p6, 443, 2, 10, ack, &[])));
-        let dgram = udp(6000, 6001, &vec![i; 1600]);
+        send(v6(a6, b6, 6, &tcp_l4(p6, 443, 1, 0, syn, &[])));
+        send(v6(b6, a6, 6, &tcp_l4(443, p6, 9, 2, syn | ack, &[])));
+        send(v6(a6, b6, 6, &tcp_l4(p6, 443, 2, 10, ack, &[])));
+        let dgram = udp_l4(6000, 6001, &vec![i; 1600]);
         for (k, (range, more)) in [(0..1200usize, true), (1200..dgram.len(), false)]
             .into_iter()
             .enumerate()
@@ -396,11 +282,12 @@ fn stress_capture(rounds: usize) -> Vec<u8> {
             frag.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
             frag.extend_from_slice(&(0x7000_0000u32 + u32::from(i)).to_be_bytes());
             frag.extend_from_slice(&dgram[range]);
-            at(&mut recs, v6(a6, b6, 44, &frag));
+            send(v6(a6, b6, 44, &frag));
             if k == 0 {
                 let mut ptb = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
-                ptb.extend_from_slice(&ipv6(a6, b6, 6, &tcp(p6, 443, 2, 10, psh_ack, &[0; 32])));
-                at(&mut recs, v6(r6, a6, 58, &ptb));
+                let quoted = tcp_l4(p6, 443, 2, 10, psh_ack, &[0; 32]);
+                ptb.extend_from_slice(&ipv6(a6, b6, 6, &quoted));
+                send(v6(r6, a6, 58, &ptb));
             }
         }
         // ARP, which stays in one partition
@@ -408,7 +295,7 @@ fn stress_capture(rounds: usize) -> Vec<u8> {
         arp.extend_from_slice(&client);
         arp.extend_from_slice(&[0; 6]);
         arp.extend_from_slice(&server);
-        at(&mut recs, ether(&[], 0x0806, &arp));
+        send(ether(&[], 0x0806, &arp));
     }
     pcap_of(&recs)
 }

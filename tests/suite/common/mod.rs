@@ -260,6 +260,11 @@ pub fn tcp_segment(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    ipv4_frame(src, dst, 6, &tcp_l4(sport, dport, seq, ack, flags, payload))
+}
+
+/// A TCP header (20 bytes, window 65535, checksum zero) and its payload.
+pub fn tcp_l4(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut l4 = Vec::with_capacity(20 + payload.len());
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
@@ -267,18 +272,23 @@ pub fn tcp_segment(
     l4.extend_from_slice(&ack.to_be_bytes());
     l4.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     l4.extend_from_slice(payload);
-    ipv4_frame(src, dst, 6, &l4)
+    l4
 }
 
 /// An Ethernet/IPv4/UDP frame (no UDP checksum).
 pub fn udp_datagram(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    ipv4_frame(src, dst, 17, &udp_l4(sport, dport, payload))
+}
+
+/// A UDP header (checksum zero) and its payload.
+pub fn udp_l4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut l4 = Vec::with_capacity(8 + payload.len());
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
     l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     l4.extend_from_slice(&[0, 0]);
     l4.extend_from_slice(payload);
-    ipv4_frame(src, dst, 17, &l4)
+    l4
 }
 
 /// An Ethernet frame carrying an IPv4 packet of protocol `proto` around `l4`.
